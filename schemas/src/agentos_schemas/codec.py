@@ -1,0 +1,154 @@
+"""CloudEvents wire codec: structured JSON (what AgentOS writes) and binary mode (``ce-*`` headers).
+
+Pure functions, no I/O. Decoding failures raise :class:`DecodeError` with a stable ``code``
+so a dead letter says exactly what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+from pydantic import ValidationError
+
+from agentos_schemas.envelope import JSON, SPEC_VERSION, STRUCTURED_CONTENT_TYPE, Event, WireEvent
+from agentos_schemas.events import CATALOGUE, EventData
+
+DecodeCode = Literal["encoding", "not_cloudevent", "unknown_type", "schema", "oversized", "claim_check"]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(WireEvent)
+_BINARY_ATTRS = frozenset(WireEvent.__struct_fields__) - {"data", "data_base64", "datacontenttype"}
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid AgentOS CloudEvent; ``code`` classifies why."""
+
+    def __init__(self, code: DecodeCode, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code: DecodeCode = code
+        self.reason = reason
+
+
+def data_bytes(data: EventData) -> bytes:
+    """The payload's canonical JSON bytes (pydantic-core serializer, no intermediate dict)."""
+    return data.__pydantic_serializer__.to_json(data)
+
+
+def content_hash(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def encode(event: Event[Any], data: bytes | None = None, *, dataref: str | None = None) -> bytes:
+    """Structured-mode JSON of ``event``. With ``dataref``, ``data`` is left out (claim check)."""
+    attrs = event.attributes()
+    if dataref is not None:
+        attrs["dataref"] = dataref
+    else:
+        attrs["data"] = msgspec.Raw(data if data is not None else data_bytes(event.data))
+    return _encoder.encode(attrs)
+
+
+def headers_for(event: Event[Any]) -> dict[str, str]:
+    """NATS headers: structured-mode marker, dedup id, and the routing attributes for cheap filtering."""
+    headers = {
+        "Content-Type": STRUCTURED_CONTENT_TYPE,
+        "Nats-Msg-Id": event.id,
+        "ce-type": event.type,
+    }
+    if event.traceparent:
+        headers["traceparent"] = event.traceparent
+    return headers
+
+
+def decode_wire(body: bytes, headers: Mapping[str, str] | None, *, max_bytes: int) -> WireEvent:
+    """Parse the envelope (structured or binary mode) without touching ``data``."""
+    if len(body) > max_bytes:
+        raise DecodeError(
+            "oversized",
+            f"{len(body)} bytes is over the {max_bytes}-byte limit; large payloads go by claim check",
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("encoding", f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    headers = headers or {}
+    if "ce-specversion" in headers:
+        return _from_binary(body, headers)
+    try:
+        wire = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("not_cloudevent", f"not a structured CloudEvent: {exc}") from None
+    if wire.specversion != SPEC_VERSION:
+        raise DecodeError("not_cloudevent", f"specversion {wire.specversion!r} is not {SPEC_VERSION!r}")
+    return wire
+
+
+def _from_binary(body: bytes, headers: Mapping[str, str]) -> WireEvent:
+    attrs: dict[str, Any] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name.startswith("ce-") and name[3:] in _BINARY_ATTRS:
+            attrs[name[3:]] = value
+    attrs["datacontenttype"] = headers.get("ce-datacontenttype", JSON)
+    try:
+        wire = msgspec.convert(attrs, WireEvent, strict=False)
+    except msgspec.ValidationError as exc:
+        raise DecodeError("not_cloudevent", f"binary-mode headers: {exc}") from None
+    if wire.specversion != SPEC_VERSION:
+        raise DecodeError("not_cloudevent", f"specversion {wire.specversion!r} is not {SPEC_VERSION!r}")
+    wire.data = msgspec.Raw(body)
+    return wire
+
+
+def payload_class(wire: WireEvent) -> type[EventData]:
+    try:
+        return CATALOGUE[wire.type]
+    except KeyError:
+        raise DecodeError("unknown_type", f"event type {wire.type!r} is not in the catalogue") from None
+
+
+def inline_data(wire: WireEvent) -> bytes | None:
+    """The payload bytes carried in the event itself, if any."""
+    raw = bytes(wire.data)
+    if raw and raw != b"null":
+        return raw
+    if wire.data_base64 is not None:
+        try:
+            return base64.b64decode(wire.data_base64, validate=True)
+        except ValueError:
+            raise DecodeError("not_cloudevent", "data_base64 is not valid base64") from None
+    return None
+
+
+def to_event(wire: WireEvent, raw: bytes) -> Event[Any]:
+    """Validate ``raw`` against the payload class of ``wire.type`` and build the typed event."""
+    cls = payload_class(wire)
+    if wire.datahash is not None and content_hash(raw) != wire.datahash:
+        raise DecodeError("claim_check", f"payload hash does not match datahash {wire.datahash!r}")
+    try:
+        data = cls.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise DecodeError("schema", f"{wire.type} payload invalid: {errors}") from None
+    tenant = wire.tenant or "default"
+    return Event(
+        data=data, id=wire.id, source=wire.source, type=wire.type, tenant=tenant, subject=wire.subject,
+        time=wire.time, dataschema=wire.dataschema, traceparent=wire.traceparent,
+        tracestate=wire.tracestate, correlationid=wire.correlationid, causationid=wire.causationid,
+        principal=wire.principal, datahash=wire.datahash,
+    )
+
+
+def decode(body: bytes, headers: Mapping[str, str] | None = None, *, max_bytes: int = 1 << 20) -> Event[Any]:
+    """Decode and validate an event that carries its data inline."""
+    wire = decode_wire(body, headers, max_bytes=max_bytes)
+    raw = inline_data(wire)
+    if raw is None:
+        raise DecodeError("claim_check", "event has no data and no resolvable dataref")
+    return to_event(wire, raw)

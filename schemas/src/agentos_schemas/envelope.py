@@ -1,0 +1,147 @@
+"""The CloudEvents 1.0 envelope that every AgentOS event travels in.
+
+The envelope is a msgspec Struct: it is decoded and encoded on every hop, and
+msgspec does that several times faster than pydantic. Payloads (``data``) are
+pydantic models from :mod:`agentos_schemas.events`, which are the contract types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+import uuid_utils
+from pydantic import BaseModel
+
+SPEC_VERSION = "1.0"
+JSON = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+#: CloudEvents extension attributes AgentOS sets (all lower-case, per the spec).
+EXTENSIONS = (
+    "traceparent",
+    "tracestate",
+    "correlationid",
+    "causationid",
+    "principal",
+    "tenant",
+    "dataref",
+    "datahash",
+)
+
+D = TypeVar("D", bound=BaseModel)
+
+
+def new_event_id() -> str:
+    """A UUIDv7: unique, and sortable by creation time."""
+    return str(uuid_utils.uuid7())
+
+
+_NAMESPACE = uuid_utils.UUID("5f0c1a2e-7c1d-4b7e-9a51-6a0e3f2b8c40")
+
+
+def derived_event_id(*parts: str) -> str:
+    """A deterministic id for an event that must be the same however often it is produced
+    (a retried handler republishing its result is then de-duplicated by JetStream)."""
+    return str(uuid_utils.uuid5(_NAMESPACE, "/".join(parts)))
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class Attributes(msgspec.Struct, omit_defaults=True):
+    """The CloudEvents context attributes and AgentOS extensions."""
+
+    specversion: Annotated[str, _doc("CloudEvents version; always 1.0")]
+    id: Annotated[str, _doc("Unique event id (UUIDv7, sortable by time); the dedup key")]
+    source: Annotated[str, _doc("The service or system that emitted the event")]
+    type: Annotated[str, _doc("dev.agentos.<domain>.<event>.v<major>")]
+    subject: Annotated[str | None, _doc("The workflow or entity the event concerns")] = None
+    time: Annotated[dt.datetime | None, _doc("When the event happened (RFC 3339)")] = None
+    datacontenttype: Annotated[str | None, _doc("application/json")] = None
+    dataschema: Annotated[str | None, _doc("The payload's contract in contracts/events/")] = None
+    traceparent: Annotated[str | None, _doc("W3C trace context of the emitting span")] = None
+    tracestate: Annotated[str | None, _doc("W3C trace state")] = None
+    correlationid: Annotated[str | None, _doc("The goal/workflow every event of it shares")] = None
+    causationid: Annotated[str | None, _doc("Id of the event that caused this one")] = None
+    principal: Annotated[str | None, _doc("Who acted: user:<id>, service:<name>, agent:<name>")] = None
+    tenant: Annotated[str | None, _doc("Tenant; also a token of the NATS subject")] = None
+    dataref: Annotated[str | None, _doc("Claim check: where the payload is stored when not inline")] = None
+    datahash: Annotated[str | None, _doc("sha256:<hex> of the payload bytes, set with dataref")] = None
+
+
+class WireEvent(Attributes, omit_defaults=True):
+    """A structured-mode CloudEvent exactly as it is on the wire; ``data`` left undecoded."""
+
+    data: msgspec.Raw = msgspec.Raw(b"")
+    """Undecoded payload JSON; empty when absent (binary mode or claim check)."""
+    data_base64: str | None = None
+
+
+class Event(Generic[D]):
+    """A decoded CloudEvent whose ``data`` is a validated, typed payload."""
+
+    __slots__ = (
+        "id", "source", "type", "subject", "time", "dataschema", "traceparent", "tracestate",
+        "correlationid", "causationid", "principal", "tenant", "data", "datahash",
+    )
+
+    def __init__(
+        self,
+        *,
+        data: D,
+        source: str,
+        type: str,
+        tenant: str,
+        subject: str | None = None,
+        id: str | None = None,
+        time: dt.datetime | None = None,
+        dataschema: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        correlationid: str | None = None,
+        causationid: str | None = None,
+        principal: str | None = None,
+        datahash: str | None = None,
+    ) -> None:
+        self.id = id or new_event_id()
+        self.source = source
+        self.type = type
+        self.subject = subject
+        self.time = time or utc_now()
+        self.dataschema = dataschema
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.correlationid = correlationid or self.id
+        self.causationid = causationid
+        self.principal = principal
+        self.tenant = tenant
+        self.data = data
+        self.datahash = datahash
+
+    def attributes(self) -> dict[str, Any]:
+        """The CloudEvent attributes (everything but ``data``), without empty ones."""
+        attrs = {name: getattr(self, name) for name in self.__slots__ if name != "data"}
+        attrs["specversion"] = SPEC_VERSION
+        attrs["datacontenttype"] = JSON
+        return {k: v for k, v in attrs.items() if v is not None}
+
+    def __repr__(self) -> str:
+        return f"Event(type={self.type!r}, id={self.id!r}, subject={self.subject!r})"
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """JSON Schema of the structured envelope (``data`` left open), for ``contracts/``."""
+    _, components = msgspec.json.schema_components([Attributes], ref_template="#/$defs/{name}")
+    schema = dict(components["Attributes"])
+    props = dict(schema["properties"])
+    props["specversion"] = {"const": SPEC_VERSION}
+    schema["properties"] = props
+    schema["title"] = "AgentOS CloudEvent envelope"
+    return schema

@@ -1,0 +1,34 @@
+"""The typed event catalogue, one module per domain."""
+
+from agentos_schemas.events._base import CATALOGUE, EventData
+from agentos_schemas.events.control import AgentAnnounced, AgentRetired, HaltRequested, ResumeRequested
+from agentos_schemas.events import ingress  # noqa: F401  (registers the ingress facts)
+from agentos_schemas.events import policy  # noqa: F401  (registers the governance facts)
+from agentos_schemas.events.memory import MemoryCommitted, MemoryProposed, MemoryReviewed
+from agentos_schemas.events.goals import (
+    GoalCompleted,
+    GoalEscalated,
+    GoalFailed,
+    GoalPlanned,
+    GoalSubmitted,
+    Limits,
+    PlanStep,
+)
+from agentos_schemas.events.tasks import (
+    ContextManifest,
+    ContextReady,
+    ModelCall,
+    TaskAssigned,
+    TaskCompleted,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
+    Usage,
+)
+
+__all__ = [
+    "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "EventData",
+    "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalPlanned", "GoalSubmitted", "HaltRequested",
+    "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested", "TaskAssigned", "TaskCompleted", "TaskFailed",
+    "TaskReviewed", "TaskStarted", "Usage",
+]

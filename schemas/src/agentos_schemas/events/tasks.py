@@ -1,0 +1,155 @@
+"""Task lifecycle, context assembly and QA verdicts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentos_schemas.events._base import EventData
+
+
+class ModelCall(BaseModel):
+    """One model call made while working on a task."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    model: str
+    """The litellm model string that answered (or failed)."""
+    ok: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    calls: tuple[ModelCall, ...] = ()
+    tool_calls: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.input_tokens + c.output_tokens for c in self.calls)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+
+class TaskAssigned(EventData):
+    """The orchestrator asks one specialist to do one step (a command, answered by facts)."""
+
+    event_name = "task.assigned"
+
+    task_id: str
+    """Unique per attempt: ``<goal>/<revision>/<step>/<attempt>``."""
+    goal_id: str
+    step_id: str
+    attempt: int = Field(ge=1)
+    agent: str
+    """Name of the specialist's charter chosen for the step."""
+    capability: str
+    instruction: str
+    goal_text: str
+    depends_on: tuple[str, ...] = ()
+    handoff: dict[str, Any] = Field(default_factory=dict)
+    """Accepted outputs of the steps this one depends on, by step id."""
+    feedback: str | None = None
+    """Why the previous attempt was rejected, if it was."""
+    review_of: str | None = None
+    """For QA steps: the step id whose output is under review."""
+
+
+class TaskStarted(EventData):
+    event_name = "task.started"
+
+    task_id: str
+    goal_id: str
+    agent: str
+    instance: str
+    """The specialist replica that took the task."""
+
+
+class TaskCompleted(EventData):
+    event_name = "task.completed"
+
+    task_id: str
+    goal_id: str
+    step_id: str
+    agent: str
+    output: dict[str, Any]
+    """Structured output, validated against the charter's output schema."""
+    usage: Usage = Field(default_factory=Usage)
+
+
+TaskFailureCode = Literal[
+    "model_unavailable", "invalid_output", "tool_loop", "budget", "denied", "halted", "loop", "error"
+]
+
+
+class TaskFailed(EventData):
+    event_name = "task.failed"
+
+    task_id: str
+    goal_id: str
+    step_id: str
+    agent: str
+    reason: str
+    retryable: bool = True
+    code: TaskFailureCode = "error"
+    """Why it failed; ``budget`` and ``halted`` end the goal at once instead of being retried."""
+    usage: Usage = Field(default_factory=Usage)
+
+
+class ContextManifest(BaseModel):
+    """Exactly what went into an agent's context, so an auditor can see what it saw."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    charter: str
+    """``name@version`` of the charter whose system prompt was used."""
+    memory_ids: tuple[str, ...] = ()
+    memory_kinds: dict[str, str] = Field(default_factory=dict)
+    """The kind (working, episodic, semantic) of each memory entry, by id."""
+    tools: tuple[str, ...] = ()
+    handoff_sources: tuple[str, ...] = ()
+    """Step ids whose outputs were handed over."""
+    tokens: dict[str, int] = Field(default_factory=dict)
+    """Token count per part (system, memory, handoff, task) and ``total``."""
+    budget_tokens: int = 0
+    trimmed: tuple[str, ...] = ()
+    """Parts dropped or cut to fit the budget."""
+    classification: tuple[str, ...] = ()
+    """Kinds of sensitive data the context touched, all redacted before the agent saw them
+    (``email``, ``phone``, ``card``, ``iban``, ``national_id``, ``secret``)."""
+
+
+class ContextReady(EventData):
+    event_name = "context.ready"
+
+    task_id: str
+    goal_id: str
+    agent: str
+    step_id: str = ""
+    """The plan step the task belongs to."""
+    messages: tuple[dict[str, Any], ...]
+    """The chat messages the model will receive."""
+    manifest: ContextManifest
+
+
+class TaskReviewed(EventData):
+    """A QA verdict on one step's output; a rejection sends the step back with feedback."""
+
+    event_name = "task.reviewed"
+
+    goal_id: str
+    step_id: str
+    """The step whose output was reviewed."""
+    task_id: str
+    """The attempt that was reviewed."""
+    verdict: Literal["accepted", "rejected"]
+    feedback: str = ""
+    reviewer: str

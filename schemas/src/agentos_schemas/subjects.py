@@ -1,0 +1,65 @@
+"""Stream names and the subject naming rules, in one place.
+
+Durable events live under ``agentos.<tenant>.<domain>.<event>`` and are all captured by
+the ``AGENTOS_EVENTS`` stream. Dead letters live under ``dlq.agentos.<consumer>``, outside
+it, in ``AGENTOS_DLQ``. Nothing else may use the ``agentos.`` prefix, so request/reply
+traffic never lands in the immutable log.
+"""
+
+from __future__ import annotations
+
+import re
+
+EVENTS_STREAM = "AGENTOS_EVENTS"
+DLQ_STREAM = "AGENTOS_DLQ"
+PAYLOADS_BUCKET = "AGENTOS_PAYLOADS"
+HEALTH_BUCKET = "AGENTOS_HEALTH"
+
+EVENTS_SUBJECTS = ("agentos.>",)
+DLQ_SUBJECTS = ("dlq.agentos.>",)
+
+TYPE_PREFIX = "dev.agentos."
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_TYPE = re.compile(r"^dev\.agentos\.([a-z_]+)\.([a-z_]+)\.v(\d+)$")
+
+
+class NamingError(ValueError):
+    """A tenant, type or subject breaks the naming rules."""
+
+
+def check_token(kind: str, value: str) -> str:
+    if not _TOKEN.match(value):
+        raise NamingError(f"{kind} {value!r} must match {_TOKEN.pattern} (one NATS subject token)")
+    return value
+
+
+def ce_type(name: str, version: int) -> str:
+    """``goal.submitted``, 1 -> ``dev.agentos.goal.submitted.v1``."""
+    return f"{TYPE_PREFIX}{name}.v{version}"
+
+
+def parse_type(type_: str) -> tuple[str, str, int]:
+    """``dev.agentos.goal.submitted.v1`` -> (``goal``, ``submitted``, 1)."""
+    m = _TYPE.match(type_)
+    if not m:
+        raise NamingError(f"event type {type_!r} is not of the form dev.agentos.<domain>.<event>.v<N>")
+    return m.group(1), m.group(2), int(m.group(3))
+
+
+def event_subject(tenant: str, type_: str) -> str:
+    """The NATS subject of an event, derived from its tenant and type."""
+    domain, event, _ = parse_type(type_)
+    return f"agentos.{check_token('tenant', tenant)}.{domain}.{event}"
+
+
+def domain_filter(domain: str, tenant: str = "*") -> str:
+    """Filter subject for every event of one domain (``agentos.*.task.*``)."""
+    return f"agentos.{tenant}.{domain}.*"
+
+
+def tenant_filter(tenant: str) -> str:
+    return f"agentos.{check_token('tenant', tenant)}.>"
+
+
+def dlq_subject(consumer: str) -> str:
+    return f"dlq.agentos.{check_token('consumer', consumer)}"

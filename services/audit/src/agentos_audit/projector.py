@@ -1,0 +1,288 @@
+"""The live projection: every stored event, in stream order, into the chain and ``events``.
+
+One writer per schema (a session advisory lock elects it; other replicas wait). The writer's
+position is the chain head in Postgres, written in the same transaction as the rows, so it is
+exact whatever the consumer acknowledged. It reads through the durable consumer ``audit``
+(recreated at the head on start; ``AckPolicy.ALL``, so one ack after each commit covers the
+batch), and fills any hole in the delivered sequences (redeliveries out of order) straight from
+the stream by sequence. Messages that are not valid events are chained as ``rejected`` and
+dead-lettered exactly as :meth:`agentos_kernel.Consumer.dead_letter` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+from agentos_kernel import Bus, Consumer
+from agentos_schemas import EVENTS_STREAM
+from nats.js import api
+
+from agentos_audit import schema as sch
+from agentos_audit.derive import Rejection
+from agentos_audit.items import Letter, derive_item
+from agentos_audit.lifecycle import adopt_stream
+from agentos_audit.logread import Stored, get_stored, stored_from_msg
+from agentos_audit.signing import Checkpoint, Signer
+from agentos_audit.writer import HeadMoved, Item, checkpoint_due, last_checkpoint, store_checkpoint, write_batch
+
+log = logging.getLogger("agentos.audit")
+_DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
+
+
+class Projector:
+    """Projects ``AGENTOS_EVENTS`` into one schema until stopped."""
+
+    def __init__(self, bus: Bus, pool: asyncpg.Pool, *, schema: str, durable: str = "audit",
+                 signer: Signer | None = None, batch: int = 512, checkpoint_every: int = 1000,
+                 checkpoint_idle_s: float = 10.0, status: dict[str, Any] | None = None) -> None:
+        self.bus, self.pool, self.schema, self.durable = bus, pool, sch.check_schema(schema), durable
+        self.signer, self.batch, self.every, self.idle_s = signer, batch, checkpoint_every, checkpoint_idle_s
+        self.dlq = Consumer(bus, durable, ["agentos.>"], self._unused)
+        self.status = status if status is not None else {}
+        self.partitions = sch.Partitions(self.schema)
+        self.head = sch.Head(0, bytes(32))
+        self.signed_seq = 0
+        self.stream_created = ""
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._psub: Any = None
+        self._idle_since = self._checked_at = 0.0
+        self.planned = 0
+        """The last sequence handed to the writer (the head once nothing is in flight)."""
+        self._pending: asyncio.Future[None] | None = None
+
+    async def _unused(self, event: Any) -> None:  # the DLQ helper consumer is never started
+        raise RuntimeError("not used")
+
+    async def start(self) -> Projector:
+        """Start projecting in the background (as soon as this replica is the writer)."""
+        self._task = asyncio.create_task(self._run(), name=f"audit-projector:{self.schema}")
+        return self
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, sign the head, release the leadership."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _run(self) -> None:
+        lock: asyncpg.Connection | None = None
+        while not self._stopping.is_set():
+            try:
+                lock = lock or await self._lead()
+                if lock is None:
+                    return
+                await self._prepare()
+                await self._loop()
+                await self._sign_head()
+            except Exception:
+                log.exception("audit: projector error; resuming in 1s")
+                await self._sleep(1.0)
+        await self._unbind()
+        if lock is not None:
+            with contextlib.suppress(Exception):
+                await lock.execute("SELECT pg_advisory_unlock_all()")
+            await self.pool.release(lock)
+
+    async def _unbind(self) -> None:
+        if self._psub is not None:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+            self._psub = None
+
+    async def _lead(self) -> asyncpg.Connection | None:
+        """Wait until this replica holds the schema's writer lock (None if stopped first)."""
+        while not self._stopping.is_set():
+            conn = await self.pool.acquire()
+            if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"agentos-audit:{self.schema}"):
+                return conn
+            await self.pool.release(conn)
+            await self._sleep(2.0)
+        return None
+
+    async def _prepare(self) -> None:
+        """Find the head, and (re)create the durable consumer right after it."""
+        info = await self.bus.js.stream_info(EVENTS_STREAM)
+        self.stream_created = info.created.isoformat() if info.created else ""
+        await adopt_stream(self.pool, self.schema, self.stream_created)
+        self.partitions = sch.Partitions(self.schema)
+        self.head = await sch.start_head(self.pool, self.schema, info.state.first_seq)
+        self.planned = self.head.seq
+        self.signed_seq = await last_checkpoint(self.pool, self.schema)
+        await self._bind(self.head.seq + 1)
+        self.status["audit_head_seq"] = self.head.seq
+
+    async def _bind(self, start: int, *, fresh: bool = False) -> None:
+        """Bind to the durable consumer; (re)create it at ``start`` when it is missing, of another
+        kind, or ``fresh`` is asked (the position that counts is the chain head, not the ack floor)."""
+        js = self.bus.js
+        await self._unbind()
+        if not fresh:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                info = await js.consumer_info(EVENTS_STREAM, self.durable)
+                delivered = info.delivered.stream_seq if info.delivered else 0
+                if info.config.ack_policy == api.AckPolicy.ALL and (delivered or 0) < start:
+                    self._psub = await js.pull_subscribe_bind(self.durable, EVENTS_STREAM)
+                    return
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(EVENTS_STREAM, self.durable)
+        await js.add_consumer(EVENTS_STREAM, api.ConsumerConfig(
+            durable_name=self.durable, ack_policy=api.AckPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1),
+            ack_wait=60.0, max_deliver=-1, max_ack_pending=self.batch * 4, filter_subjects=["agentos.>"],
+        ))
+        self._psub = await js.pull_subscribe_bind(self.durable, EVENTS_STREAM)
+
+    async def _fetch(self) -> list[Any]:
+        """The next batch; returns early (empty) when the projector is asked to stop."""
+        fetch = asyncio.ensure_future(self._psub.fetch(self.batch, timeout=1.0))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not fetch.done():
+                fetch.cancel()
+        if fetch not in done:
+            await asyncio.gather(fetch, return_exceptions=True)
+            return []
+        try:
+            return list(fetch.result())
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            return []
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        ahead: asyncio.Future[list[Any]] | None = None
+        try:
+            while not self._stopping.is_set():
+                msgs, ahead = await (ahead or asyncio.ensure_future(self._fetch())), None
+                if not msgs:
+                    await self._settle()
+                    await self._idle(loop.time() - self._idle_since)
+                    continue
+                ahead = await self._take(msgs)
+                self._idle_since = loop.time()
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+            await self._settle()
+
+    async def _take(self, msgs: list[Any]) -> asyncio.Future[list[Any]] | None:
+        """Derive a fetched batch while the previous one is being written, then hand it to the
+        writer. Returns the prefetch of the next batch (None after re-reading from the head)."""
+        newest = max(msgs, key=lambda m: m.metadata.sequence.stream)
+        distance = newest.metadata.sequence.stream - self.planned
+        stored = {s.seq: s for s in map(stored_from_msg, msgs) if s.seq > self.planned}
+        if distance > self.batch * 4 or (not stored and -distance > self.batch * 4):
+            await self._settle()
+            await self._bind(self.head.seq + 1, fresh=True)  # far from the head: re-read from it
+            return None
+        ahead = asyncio.ensure_future(self._fetch())  # the next batch arrives meanwhile
+        items = await self._derive(stored, self.planned)
+        await self._settle()
+        if items and items[0].seq != self.head.seq + 1:  # the previous write did not end where planned
+            items = await self._derive({k: v for k, v in stored.items() if k > self.head.seq}, self.head.seq)
+        self._pending = asyncio.ensure_future(self._commit(items, newest))
+        self.planned = items[-1].seq if items else self.head.seq
+        return ahead
+
+    async def _settle(self) -> None:
+        """Wait for the write in flight: its commit, then its acknowledgement."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        self.planned = self.head.seq
+
+    async def _commit(self, items: list[Item], newest: Any) -> None:
+        if items:
+            await self._write(items)
+        await newest.ack()  # AckPolicy.ALL: covers every message up to it
+
+    async def _idle(self, idle_s: float) -> None:
+        """Sign the head after a quiet spell; re-read from the head if the durable skipped past it."""
+        if self.signer and self.head.seq > self.signed_seq and idle_s > self.idle_s:
+            await self._sign_head()
+        now = asyncio.get_running_loop().time()
+        if idle_s > 5.0 and now - self._checked_at > 5.0:
+            self._checked_at = now
+            info = await self.bus.js.stream_info(EVENTS_STREAM)
+            if info.state.last_seq > self.head.seq:
+                log.warning("audit: durable idle at seq %d behind the log's %d; re-reading", self.head.seq,
+                            info.state.last_seq)
+                await self._bind(self.head.seq + 1, fresh=True)
+
+    async def _derive(self, stored: dict[int, Stored], after: int) -> list[Item]:
+        """Items for ``after+1 .. max(stored)``, holes read from the stream, rejects dead-lettered."""
+        items: list[Item] = []
+        for seq in range(after + 1, max(stored, default=after) + 1):
+            message = stored.get(seq) or await get_stored(self.bus.js, seq)
+            items.append(await derive_item(self.bus, message, seq))
+            outcome = items[-1].outcome
+            if message is not None and isinstance(outcome, Rejection):
+                await self.dlq.dead_letter(Letter(message), outcome.code, outcome.reason)  # type: ignore[arg-type]
+        return items
+
+    def _sign(self, seq: int, chain_hash: bytes) -> Checkpoint:
+        assert self.signer is not None
+        return self.signer.sign(EVENTS_STREAM, self.stream_created, seq, chain_hash)
+
+    async def _write(self, items: list[Item]) -> None:
+        delay, old = 0.2, self.head.seq
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    self.head = await write_batch(conn, self.schema, self.head, items, self.partitions,
+                                                  sign=self._sign if self.signer else None, every=self.every)
+                if self.signer and checkpoint_due(old, self.head.seq, self.every):
+                    self.signed_seq = self.head.seq
+                break
+            except HeadMoved as exc:
+                log.warning("audit: %s; re-reading the head", exc)
+                self.head = await sch.start_head(self.pool, self.schema, 1)
+                break
+            except _DATA_ERRORS:
+                await self._write_one_by_one(items)
+                break
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("audit: write failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.status["audit_head_seq"] = self.head.seq
+
+    async def _write_one_by_one(self, items: list[Item]) -> None:
+        """Isolate the rows Postgres refuses: each becomes a ``rejected`` chain entry."""
+        for item in items:
+            try:
+                async with self.pool.acquire() as conn:
+                    self.head = await write_batch(conn, self.schema, self.head, [item], self.partitions)
+            except _DATA_ERRORS as exc:
+                log.warning("audit: stream seq %d refused by Postgres: %s", item.seq, exc)
+                refused = Item(item.seq, item.raw, Rejection("storage", f"{type(exc).__name__}: {exc}"))
+                async with self.pool.acquire() as conn:
+                    self.head = await write_batch(conn, self.schema, self.head, [refused], self.partitions)
+
+    async def _sign_head(self) -> None:
+        """Checkpoint the head if it is not signed yet."""
+        if self.signer is None or self.head.seq <= self.signed_seq:
+            return
+        await store_checkpoint(self.pool, self.schema, self._sign(self.head.seq, self.head.hash))
+        self.signed_seq = self.head.seq
+        log.info("audit: checkpoint signed at stream seq %d", self.head.seq)
+
+
+__all__ = ["Projector"]

@@ -1,0 +1,46 @@
+"""The audit service: projects every event of ``AGENTOS_EVENTS`` (``agentos.>``, durable consumer
+``audit``) into the Postgres schema ``audit``, chains it, and signs checkpoints.
+
+Everything else — verify, queries, traces, rebuild, export — runs from the CLI
+(``agentos audit …``) against the projection and the log.
+"""
+
+from __future__ import annotations
+
+from agentos_kernel import ConfigError
+from agentos_kernel.service import ServiceContext, run_service
+from agentos_kernel.settings import KernelSettings
+
+from agentos_audit.lifecycle import ensure_schema
+from agentos_audit.projector import Projector
+from agentos_audit.settings import AuditSettings
+from agentos_audit.signing import load_or_create
+
+NAME = "audit"
+DURABLE = "audit"
+FILTERS = ["agentos.>"]
+
+
+async def setup(ctx: ServiceContext) -> None:
+    """Migrate the schema, load (or create) the signing key, start the projector."""
+    if ctx.pool is None:
+        raise ConfigError("the audit service needs a database: start it with database=True")
+    audit = AuditSettings()
+    await ensure_schema(ctx.pool, audit.schema_name)
+    signer = load_or_create(audit.key_path(ctx.settings.state_dir))
+    ctx.status["audit_key_id"] = signer.key_id
+    projector = Projector(
+        ctx.bus, ctx.pool, schema=audit.schema_name, durable=DURABLE, signer=signer, batch=audit.batch,
+        checkpoint_every=audit.checkpoint_every, checkpoint_idle_s=audit.checkpoint_idle_s, status=ctx.status,
+    )
+    await projector.start()
+    ctx.consumers.append(projector.dlq)  # reports `audit` and its dead-letter count in the health record
+    ctx.closers.append(projector.stop)
+
+
+async def main(settings: KernelSettings) -> None:
+    """Run the audit service until SIGTERM/SIGINT."""
+    await run_service(NAME, setup, settings, database=True)
+
+
+__all__ = ["DURABLE", "FILTERS", "NAME", "main", "setup"]

@@ -1,0 +1,33 @@
+"""Settings of the audit service (``AGENTOS_AUDIT_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuditSettings(BaseSettings):
+    """What the audit service reads besides the kernel's settings."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTOS_AUDIT_", extra="ignore", use_attribute_docstrings=True)
+
+    key_file: Path | None = None
+    """Ed25519 private key (PEM) that signs checkpoints; created on first start. Unset:
+    ``<AGENTOS_STATE_DIR>/audit/audit-ed25519.pem``. The public key is exported as ``<key_file>.pub``."""
+    schema_name: str = Field(default="audit", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
+    """Postgres schema of the projection (``AGENTOS_AUDIT_SCHEMA_NAME``)."""
+    batch: int = Field(default=512, ge=1, le=10_000)
+    """Messages fetched, validated and committed per transaction."""
+    checkpoint_every: int = Field(default=1000, ge=1)
+    """Sign a checkpoint each time the chain crosses a multiple of this many sequences."""
+    checkpoint_idle_s: float = Field(default=10.0, gt=0)
+    """Sign the head after this many idle seconds, so a quiet log's tail is covered too."""
+
+    def key_path(self, state_dir: Path) -> Path:
+        """The key file in effect."""
+        return self.key_file or state_dir / "audit" / "audit-ed25519.pem"
+
+
+__all__ = ["AuditSettings"]

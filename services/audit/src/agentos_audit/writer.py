@@ -1,0 +1,104 @@
+"""Writing one batch of consecutive stream sequences: chain rows and projection rows in one
+transaction, so the chain, the projection and the projector's position always agree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import asyncpg
+
+from agentos_audit.canonical import GENESIS, chain_step
+from agentos_audit.derive import COLUMNS, Rejection, Row
+from agentos_audit.schema import Head, Partitions, head
+from agentos_audit.signing import Checkpoint
+
+CHAIN_COLUMNS = ("seq", "kind", "event_id", "code", "reason", "raw", "hash")
+Sign = Callable[[int, bytes], Checkpoint]
+
+
+class Item(NamedTuple):
+    """One stream sequence to append: its canonical bytes and what they project to.
+
+    ``outcome`` is None when the sequence is missing from the stream (expired by retention).
+    """
+
+    seq: int
+    raw: bytes
+    outcome: Row | Rejection | None
+
+
+class HeadMoved(RuntimeError):
+    """Another writer extended the chain since this one read its head."""
+
+
+def checkpoint_due(old_seq: int, new_seq: int, every: int) -> bool:
+    """True when the chain crossed a multiple of ``every`` between the two sequences."""
+    return new_seq // every > old_seq // every
+
+
+def chain_records(start: Head, items: Sequence[Item], duplicates: set[str]) -> tuple[list[tuple[object, ...]], list[Row], Head]:
+    """The chain rows and projection rows of ``items`` appended after ``start``, and the new head.
+
+    ``duplicates`` holds event ids already projected; it is extended with this batch's ids.
+    """
+    chain: list[tuple[object, ...]] = []
+    rows: list[Row] = []
+    prev = start.hash
+    for item in items:
+        prev = chain_step(prev, item.raw)
+        outcome = item.outcome
+        if outcome is None:
+            chain.append((item.seq, "missing", None, None, "not in the stream", item.raw, prev))
+        elif isinstance(outcome, Rejection):
+            chain.append((item.seq, "rejected", None, outcome.code, outcome.reason, item.raw, prev))
+        elif outcome.id in duplicates:
+            chain.append((item.seq, "duplicate", outcome.id, None, None, item.raw, prev))
+        else:
+            duplicates.add(outcome.id)
+            chain.append((item.seq, "event", outcome.id, None, None, item.raw, prev))
+            rows.append(outcome)
+    return chain, rows, Head(items[-1].seq if items else start.seq, prev)
+
+
+async def write_batch(
+    conn: asyncpg.Connection, schema: str, start: Head, items: Sequence[Item], partitions: Partitions,
+    *, sign: Sign | None = None, every: int = 1000, check_head: bool = True,
+) -> Head:
+    """Append ``items`` (consecutive sequences right after ``start``) in one transaction."""
+    if not items:
+        return start
+    if items[0].seq != start.seq + 1 or items[-1].seq - items[0].seq != len(items) - 1:
+        raise ValueError(f"batch {items[0].seq}..{items[-1].seq} does not follow the chain head {start.seq}")
+    await partitions.ensure(conn, [i.outcome.time for i in items if isinstance(i.outcome, Row)])
+    async with conn.transaction():
+        if check_head:
+            current = await head(conn, schema)
+            if current != start and not (current is None and start.hash == GENESIS):
+                raise HeadMoved(f"chain head is {current and current.seq}, expected {start.seq}")
+        ids = [i.outcome.id for i in items if isinstance(i.outcome, Row)]
+        known = await conn.fetch(
+            f"SELECT event_id FROM {schema}.chain WHERE kind = 'event' AND event_id = ANY($1::text[])", ids)
+        chain, rows, new = chain_records(start, items, {r["event_id"] for r in known})
+        await conn.copy_records_to_table("chain", schema_name=schema, columns=CHAIN_COLUMNS, records=chain)
+        if rows:
+            await conn.copy_records_to_table("events", schema_name=schema, columns=COLUMNS, records=rows)
+        if sign is not None and checkpoint_due(start.seq, new.seq, every):
+            await store_checkpoint(conn, schema, sign(new.seq, new.hash))
+    return new
+
+
+async def store_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str, cp: Checkpoint) -> None:
+    """Insert a signed checkpoint (a second one for the same sequence is ignored)."""
+    await conn.execute(
+        f"INSERT INTO {schema}.checkpoints (seq, hash, key_id, message, signature) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (seq) DO NOTHING", cp.seq, cp.hash, cp.key_id, cp.message, cp.signature)
+
+
+async def last_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> int:
+    """The sequence of the newest checkpoint (0 if none)."""
+    return int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.checkpoints"))
+
+
+__all__ = ["CHAIN_COLUMNS", "HeadMoved", "Item", "Sign", "checkpoint_due", "chain_records", "last_checkpoint",
+           "store_checkpoint", "write_batch"]

@@ -1,0 +1,3 @@
+from agentos_cli.main import app
+
+app()

@@ -1,0 +1,102 @@
+"""`agentos contracts`: generate ``contracts/`` from the typed catalogue in ``agentos_schemas``.
+
+Writes one JSON Schema per event type (the whole structured CloudEvent, with ``data`` typed), the
+envelope schema, an index, and an AsyncAPI 3.0 document produced by FastStream from the same
+pydantic models. ``--check`` regenerates in memory and reports any file that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
+
+from agentos_schemas import CATALOGUE
+from agentos_schemas.envelope import envelope_json_schema
+from agentos_schemas.events import EventData
+from agentos_schemas.subjects import DLQ_STREAM, EVENTS_STREAM, parse_type
+
+SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def event_schema(cls: type[EventData]) -> dict[str, Any]:
+    """JSON Schema of a structured-mode CloudEvent whose ``data`` is ``cls``."""
+    payload = cls.model_json_schema(ref_template="#/$defs/{model}")
+    defs = payload.pop("$defs", {})
+    envelope = envelope_json_schema()
+    props = dict(envelope["properties"])
+    props["type"] = {"const": cls.ce_type()}
+    props["dataschema"] = {"const": cls.dataschema()}
+    props["data"] = payload
+    return {
+        "$schema": SCHEMA_DRAFT,
+        "$id": cls.dataschema(),
+        "title": cls.ce_type(),
+        "description": (cls.__doc__ or "").strip() or f"{cls.event_name} event",
+        "type": "object",
+        "properties": props,
+        "required": sorted({*envelope.get("required", []), "data"}),
+        "$defs": defs,
+    }
+
+
+def channel(type_: str) -> str:
+    domain, event, _ = parse_type(type_)
+    return f"agentos.{{tenant}}.{domain}.{event}"
+
+
+def asyncapi_document() -> dict[str, Any]:
+    broker = NatsBroker()
+    for type_, cls in sorted(CATALOGUE.items()):
+        broker.publisher(channel(type_), schema=cls, title=type_, stream=EVENTS_STREAM,
+                         description=(cls.__doc__ or "").strip() or None)
+    spec = AsyncAPI(broker, title="AgentOS event catalogue", version="1", schema_version="3.0.0",
+                    description=f"Every AgentOS event is a structured CloudEvent stored in {EVENTS_STREAM}; "
+                                f"dead letters go to {DLQ_STREAM}. Envelope: contracts/envelope.json.")
+    doc: dict[str, Any] = json.loads(spec.to_specification().to_json())
+    return doc
+
+
+def render() -> dict[str, str]:
+    """Every contract file, path relative to ``contracts/`` -> text."""
+    files: dict[str, str] = {}
+    index = []
+    for type_, cls in sorted(CATALOGUE.items()):
+        domain, event, version = parse_type(type_)
+        files[f"events/{type_}.json"] = _dump(event_schema(cls))
+        index.append({"type": type_, "version": version, "subject": channel(type_),
+                      "schema": f"events/{type_}.json", "description": (cls.__doc__ or "").strip()})
+    envelope = envelope_json_schema() | {"$schema": SCHEMA_DRAFT}
+    files["envelope.json"] = _dump(envelope)
+    files["events/index.json"] = _dump({"events": index})
+    files["asyncapi.json"] = _dump(asyncapi_document())
+    return files
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(root: Path) -> list[str]:
+    files = render()
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    known = set(files)
+    stale = [p for p in root.rglob("*.json") if str(p.relative_to(root)) not in known]
+    for p in stale:
+        p.unlink()
+    return sorted(files)
+
+
+def drift(root: Path) -> list[str]:
+    """Files under ``root`` that differ from what the code generates (missing, changed or extra)."""
+    files = render()
+    problems = [rel for rel, text in files.items()
+                if not (root / rel).exists() or (root / rel).read_text() != text]
+    problems += [str(p.relative_to(root)) for p in root.rglob("*.json") if str(p.relative_to(root)) not in files]
+    return sorted(problems)

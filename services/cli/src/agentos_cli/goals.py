@@ -1,0 +1,195 @@
+"""`agentos submit` and `agentos watch`: put a goal on the bus and follow it live to its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.js import api
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+
+from agentos_kernel import Bus
+from agentos_kernel.tracing import trace_id
+from agentos_schemas import EVENTS_STREAM, Event, codec, new_event_id
+from agentos_schemas.events import (
+    ContextReady,
+    GoalCompleted,
+    GoalEscalated,
+    GoalFailed,
+    GoalPlanned,
+    GoalSubmitted,
+    Limits,
+    MemoryCommitted,
+    TaskAssigned,
+    TaskCompleted,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
+)
+
+
+async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = None,
+                 limits: Limits | None = None) -> Event[GoalSubmitted]:
+    goal_id = new_event_id()
+    event = bus.new(GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits()),
+                    tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
+                    principal=f"user:{getpass.getuser()}")
+    await bus.publish(event)
+    return event
+
+
+def goal_start_time(goal_id: str) -> dt.datetime:
+    """A UUIDv7 goal id carries its creation time (ms); the watch starts reading the log there."""
+    ms = uuid.UUID(goal_id).int >> 80
+    return dt.datetime.fromtimestamp(ms / 1000 - 1, dt.UTC)
+
+
+@dataclass
+class StepView:
+    agent: str = ""
+    status: str = "planned"
+    attempts: int = 0
+    started: float | None = None
+    finished: float | None = None
+    note: str = ""
+
+
+@dataclass
+class GoalView:
+    goal_id: str
+    text: str = ""
+    steps: dict[str, StepView] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    outcome: Event[Any] | None = None
+    traceparent: str | None = None
+    recalled: set[str] = field(default_factory=set)
+    semantic: set[str] = field(default_factory=set)
+    memories_committed: int = 0
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def fold(self, event: Event[Any]) -> None:
+        d, now = event.data, (event.time or dt.datetime.now(dt.UTC)).timestamp()
+        self.traceparent = self.traceparent or event.traceparent
+        if isinstance(d, GoalSubmitted):
+            self.text = d.text
+        elif isinstance(d, GoalPlanned):
+            for s in d.steps:
+                self.steps.setdefault(s.step_id, StepView())
+            self.notes.append(f"plan r{d.revision} by {d.planner}: {len(d.steps)} steps"
+                              + (f" (re-plan: {d.reason})" if d.reason else ""))
+        elif isinstance(d, TaskAssigned):
+            self._assigned(d, now)
+        elif isinstance(d, TaskStarted | TaskCompleted | TaskFailed | TaskReviewed | ContextReady):
+            self._task_event(d, now)
+        elif isinstance(d, MemoryCommitted) and d.status == "committed":
+            self.memories_committed += len(d.entry_ids)
+        elif isinstance(d, GoalEscalated):
+            self.notes.append(f"escalated to {d.to}: {d.reason}")
+        elif isinstance(d, GoalCompleted | GoalFailed):
+            self.outcome = event
+
+    def _assigned(self, d: TaskAssigned, now: float) -> None:
+        step = self.steps.setdefault(d.step_id, StepView())
+        if d.review_of:
+            step.status, step.note = "in review", f"QA by {d.agent}"
+        else:
+            step.agent, step.status, step.attempts = d.agent, "assigned", d.attempt
+            step.started = step.started or now
+
+    def _task_event(self, d: Any, now: float) -> None:
+        sid = getattr(d, "step_id", "") or d.task_id.split("/")[2]
+        step = self.steps.setdefault(sid, StepView())
+        is_review = "/qa" in d.task_id
+        if isinstance(d, ContextReady):
+            if not is_review:
+                kinds = d.manifest.memory_kinds
+                self.recalled.update(e for e, k in kinds.items() if k == "episodic")
+                self.semantic.update(e for e, k in kinds.items() if k == "semantic")
+        elif isinstance(d, TaskStarted) and not is_review:
+            step.status = "running"
+        elif isinstance(d, TaskCompleted) and not is_review:
+            step.status, step.finished = "done", now
+            self.intervals[d.task_id] = (step.started or now, now)
+        elif isinstance(d, TaskFailed):
+            step.status, step.note = "failed", d.reason[:60]
+            self.notes.append(f"{sid}: failed ({d.reason[:100]})")
+        elif isinstance(d, TaskReviewed):
+            step.status = "accepted" if d.verdict == "accepted" else "redo"
+            step.note = "" if d.verdict == "accepted" else f"QA rejected: {d.feedback[:60]}"
+            if d.verdict == "rejected":
+                self.notes.append(f"QA rejected {sid}: {d.feedback}")
+
+    def table(self) -> Table:
+        t = Table(title=f"goal {self.goal_id}", expand=False)
+        for col in ("step", "agent", "status", "attempts", "note"):
+            t.add_column(col)
+        colours = {"accepted": "green", "done": "green", "running": "yellow", "failed": "red", "redo": "magenta"}
+        for sid, s in self.steps.items():
+            t.add_row(sid, s.agent, f"[{colours.get(s.status, 'white')}]{s.status}[/]", str(s.attempts), s.note)
+        return t
+
+
+async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
+    """Follow a goal's events live until it completes or fails; returns what was seen."""
+    view = GoalView(goal_id)
+    sub = await bus.js.subscribe("agentos.>", stream=EVENTS_STREAM, ordered_consumer=True,
+                                 deliver_policy=api.DeliverPolicy.BY_START_TIME,
+                                 config=api.ConsumerConfig(opt_start_time=goal_start_time(goal_id).isoformat()))
+    deadline = time.monotonic() + timeout
+    try:
+        with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
+            while view.outcome is None and time.monotonic() < deadline:
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                    continue
+                try:
+                    event = await bus.decode(msg.data, msg.headers)
+                except codec.DecodeError:
+                    continue
+                if event.correlationid == goal_id:
+                    view.fold(event)
+                    live.update(Group(view.table(), *(f"  • {n}" for n in view.notes[-6:])))
+    finally:
+        await sub.unsubscribe()
+    return view
+
+
+def overlapping(view: GoalView) -> int:
+    """The most work tasks that were running at the same moment."""
+    edges = sorted([(a, 1) for a, _ in view.intervals.values()] + [(b, -1) for _, b in view.intervals.values()])
+    best = cur = 0
+    for _, delta in edges:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def render_outcome(view: GoalView, console: Console) -> bool:
+    if view.outcome is None:
+        console.print("[bold red]the goal did not finish within the watch timeout[/]")
+        return False
+    d = view.outcome.data
+    console.print()
+    if view.recalled:
+        console.print(f"[cyan]Recalled {len(view.recalled)} finding(s) from episodic memory of earlier goals.[/]")
+    if isinstance(d, GoalFailed):
+        console.print(Panel(f"[bold red]failed[/] ({d.code}): {d.reason}", title="outcome"))
+    else:
+        console.print(Panel(Markdown(d.result), title="result"))
+    tid = trace_id(view.traceparent)
+    console.print(f"cost ${d.cost_usd:.6f} · {d.tokens} tokens · {d.duration_s:.1f}s · {d.steps_run} task attempts"
+                  f" · up to {overlapping(view)} tasks in parallel · trace id {tid}")
+    if view.memories_committed:
+        console.print(f"{view.memories_committed} finding(s) committed to episodic memory after QA review.")
+    return isinstance(d, GoalCompleted)

@@ -1,0 +1,126 @@
+"""`agentos status`, `agentos tail` and `agentos dlq`: read-only views of the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import msgspec
+import nats.js.errors
+from nats.js import api
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from agentos_kernel import Bus
+from agentos_schemas import codec
+from agentos_schemas import subjects as s
+
+
+async def collect_status(bus: Bus) -> dict[str, Any]:
+    """Streams, consumers (pending, redelivered), dead letters by consumer, and service health."""
+    out: dict[str, Any] = {"streams": [], "consumers": [], "dead_letters": {}, "services": []}
+    for name in (s.EVENTS_STREAM, s.DLQ_STREAM):
+        try:
+            info = await bus.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            continue
+        out["streams"].append({"stream": name, "messages": info.state.messages, "bytes": info.state.bytes,
+                               "first_seq": info.state.first_seq, "last_seq": info.state.last_seq})
+        if name == s.EVENTS_STREAM:
+            for c in await bus.js.consumers_info(name):
+                out["consumers"].append({
+                    "consumer": c.name, "pending": c.num_pending, "ack_pending": c.num_ack_pending,
+                    "redelivered": c.num_redelivered, "waiting": c.num_waiting})
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        dlq = await bus.js.stream_info(s.DLQ_STREAM, subjects_filter="dlq.agentos.>")
+        for subject, count in (dlq.state.subjects or {}).items():
+            out["dead_letters"][subject.removeprefix("dlq.agentos.")] = count
+    with contextlib.suppress(Exception):
+        kv = await bus.js.key_value(s.HEALTH_BUCKET)
+        for key in await kv.keys():
+            entry = await kv.get(key)
+            report = json.loads(entry.value or b"{}")
+            report["age_s"] = round(time.time() - report.get("ts", 0), 1)
+            out["services"].append(report)
+    out["services"].sort(key=lambda r: r.get("service", ""))
+    return out
+
+
+def render_status(status: dict[str, Any], console: Console) -> None:
+    t = Table(title="Streams")
+    for col in ("stream", "messages", "bytes", "first_seq", "last_seq"):
+        t.add_column(col)
+    for row in status["streams"]:
+        t.add_row(*(str(row[c]) for c in ("stream", "messages", "bytes", "first_seq", "last_seq")))
+    console.print(t)
+    t = Table(title="Consumers on AGENTOS_EVENTS")
+    for col in ("consumer", "pending", "ack_pending", "redelivered", "dead-lettered"):
+        t.add_column(col)
+    for row in status["consumers"]:
+        t.add_row(row["consumer"], str(row["pending"]), str(row["ack_pending"]), str(row["redelivered"]),
+                  str(status["dead_letters"].get(row["consumer"], 0)))
+    console.print(t)
+    t = Table(title="Services")
+    for col in ("service", "instance", "status", "heartbeat age (s)", "consumers", "url"):
+        t.add_column(col)
+    for r in status["services"]:
+        t.add_row(r.get("service", "?"), r.get("instance", "?"), r.get("status", "?"), str(r["age_s"]),
+                  ", ".join(r.get("consumers", [])), str(r.get("url", "")))
+    if not status["services"]:
+        t.add_row("(none reporting)", "", "", "", "", "")
+    console.print(t)
+
+
+def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, str, str]:
+    """(type, subject, correlation, short data) of an event, tolerant of anything."""
+    try:
+        wire = codec.decode_wire(body, headers, max_bytes=8 << 20)
+    except codec.DecodeError as exc:
+        return "<undecodable>", "", "", exc.reason[:100]
+    data = ""
+    raw = bytes(wire.data)
+    if raw:
+        with contextlib.suppress(Exception):
+            obj = msgspec.json.decode(raw)
+            if isinstance(obj, dict):
+                keep = {k: v for k, v in obj.items() if isinstance(v, str | int | float) and k != "goal_id"}
+                data = json.dumps(keep, ensure_ascii=False)[:160]
+    elif wire.dataref:
+        data = f"(claim check {wire.dataref})"
+    return wire.type, wire.subject or "", wire.correlationid or "", data
+
+
+async def tail(bus: Bus, console: Console, *, subject: str, from_start: bool, dlq: bool,
+               limit: int | None, idle_exit: float | None) -> int:
+    """Follow the event log (or the DLQ) live with an ordered ephemeral consumer."""
+    stream = s.DLQ_STREAM if dlq else s.EVENTS_STREAM
+    policy = api.DeliverPolicy.ALL if from_start else api.DeliverPolicy.NEW
+    sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=policy)
+    seen = 0
+    try:
+        while limit is None or seen < limit:
+            try:
+                msg = await sub.next_msg(timeout=idle_exit or 3600)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                if idle_exit:
+                    break
+                continue
+            seen += 1
+            headers = msg.headers or {}
+            type_, subj, corr, data = summarize(msg.data, headers)
+            ts = time.strftime("%H:%M:%S", time.localtime(msg.metadata.timestamp.timestamp()))
+            if dlq:
+                console.print(f"{ts} [red]{headers.get('AgentOS-DLQ-Consumer', '?')}[/] "
+                              f"[bold]{headers.get('AgentOS-DLQ-Code', '?')}[/] "
+                              f"{headers.get('AgentOS-DLQ-Reason', '')}", highlight=False, soft_wrap=True)
+            else:
+                short = type_.removeprefix("dev.agentos.")
+                console.print(f"{ts} [bold cyan]{short:<28}[/] {msg.subject:<40} corr={corr[-8:]} "
+                              f"{escape(data)}", highlight=False, markup=True, soft_wrap=True)
+    finally:
+        await sub.unsubscribe()
+    return seen

@@ -1,0 +1,217 @@
+"""`agentos up`: embedded servers (unless configured), then every service as a supervised child.
+
+With the embedded NATS server and ``AGENTOS_NATS_AUTH`` on (the default), each child connects as
+its own NATS user with least-privilege permissions (``agentos_kernel.embedded.SERVICE_PERMISSIONS``),
+passed to it in ``AGENTOS_NATS_USER``/``AGENTOS_NATS_PASSWORD``; the streams and buckets are
+provisioned once by the admin before the children start, so they run with ``AGENTOS_PROVISION=off``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+from rich.console import Console
+
+from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
+from pydantic import SecretStr
+
+from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
+from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.runtime import RUNTIME_FILE, read_runtime, write_runtime
+
+_COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"]
+
+
+async def check_configured(settings: KernelSettings) -> None:
+    """Fail with one clear line when a configured server cannot be reached."""
+    if settings.nats_url:
+        try:
+            nc = await connect_nats(settings.nats_url, name="agentos-check", timeout=3.0)
+        except BusUnavailable as exc:
+            raise ConfigError(f"{exc}. Start that server, or unset AGENTOS_NATS_URL to use an embedded one.") from None
+        await nc.close()
+    if settings.database_url:
+        try:
+            conn = await asyncpg.connect(settings.database_url, timeout=3.0)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot reach Postgres at {settings.database_url!r}: {exc or type(exc).__name__}. "
+                "Start it, or unset AGENTOS_DATABASE_URL to use an embedded one."
+            ) from None
+        await conn.close()
+
+
+def start_offline_model() -> Any:
+    """The shipped deterministic model over the OpenAI HTTP API, playing the demo scenario
+    (or the file named by AGENTOS_OFFLINE_SCENARIO)."""
+    from importlib import resources
+
+    from agentos_offline_model import OfflineModelServer, Scenario
+
+    path = os.environ.get("AGENTOS_OFFLINE_SCENARIO") or str(
+        resources.files("agentos_offline_model") / "scenarios" / "demo.yaml")
+    return OfflineModelServer(Scenario.load(path)).start()
+
+
+class Runtime:
+    """The embedded servers plus supervised service processes, started and stopped as one."""
+
+    def __init__(self, settings: KernelSettings, services: list[str], *, logs: Path | None = None,
+                 console: Console | None = None) -> None:
+        self.settings = settings
+        self.services = services
+        self.logs = logs
+        self.console = console or Console(stderr=True)
+        self.nats: EmbeddedNats | None = None
+        self.pg: EmbeddedPostgres | None = None
+        self.children: dict[str, asyncio.subprocess.Process] = {}
+        self.offline: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self) -> KernelSettings:
+        running = read_runtime(self.settings)
+        if running and running.get("pid") != os.getpid():
+            raise ConfigError(
+                f"AgentOS is already running from {self.settings.state_dir} (pid {running['pid']}); "
+                "stop it first or use another AGENTOS_STATE_DIR")
+        await check_configured(self.settings)
+        state = self.settings.state_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        nats_url, db_url = self.settings.nats_url, self.settings.database_url
+        admin: dict[str, Any] = {}
+        if not nats_url:
+            self.nats = EmbeddedNats(state / "nats", sync=self.settings.nats_sync, auth=self.settings.nats_auth)
+            nats_url = await asyncio.to_thread(self.nats.start)
+            if self.nats.credentials:
+                admin = {"nats_user": ADMIN, "nats_password": SecretStr(self.nats.credentials[ADMIN]["password"])}
+        if not db_url:
+            self.pg = EmbeddedPostgres(state / "postgres")
+            db_url = await asyncio.to_thread(self.pg.start)
+        self.settings = self.settings.model_copy(
+            update={"nats_url": nats_url, "database_url": db_url, "state_dir": state, **admin})
+        if not os.environ.get("AGENTOS_MODELS"):
+            self.offline = await asyncio.to_thread(start_offline_model)
+        bus = await Bus.connect(self.settings, source="cli")
+        await bus.provision()
+        await bus.close()
+        write_runtime(self.settings, {
+            "pid": os.getpid(), "nats_url": nats_url, "database_url": db_url,
+            "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
+            "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
+            "services": self.services, "started": time.time(),
+            "offline_model_url": self.offline.url if self.offline else None,
+            "nats_auth": bool(admin),
+            "nats_admin_credentials": str(state / "nats" / "admin.json") if admin else None,
+        })
+        for i, name in enumerate(self.services):
+            self._tasks.append(asyncio.create_task(self._supervise(name, _COLOURS[i % len(_COLOURS)])))
+        return self.settings
+
+    def _env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.nats is not None and self.nats.credentials:
+            env.update({"AGENTOS_NATS_USER": name, "AGENTOS_PROVISION": "off",
+                        "AGENTOS_NATS_PASSWORD": self.nats.credentials.get(name, {}).get("password", "")})
+        env.update({
+            "AGENTOS_NATS_URL": self.settings.nats_url or "",
+            "AGENTOS_DATABASE_URL": self.settings.database_url or "",
+            "AGENTOS_STATE_DIR": str(self.settings.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.offline is not None:
+            env["AGENTOS_OFFLINE_MODEL_URL"] = self.offline.url
+        return env
+
+    async def _supervise(self, name: str, colour: str) -> None:
+        delay = 0.5
+        while not self._stopping:
+            started = time.monotonic()
+            out: IO[str] | None = None
+            if self.logs is not None:
+                self.logs.mkdir(parents=True, exist_ok=True)
+                out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed below
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agentos_cli", "service", name, env=self._env(name),
+                stdout=out or asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.children[name] = proc
+            if out is None and proc.stdout is not None:
+                await self._relay(name, colour, proc.stdout)
+            code = await proc.wait()
+            if out is not None:
+                out.close()
+            if self._stopping:
+                return
+            self.console.print(f"[{colour}]{name:>15}[/] exited with {code}; restarting in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 30.0)
+
+    async def _relay(self, name: str, colour: str, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.console.print(f"[{colour}]{name:>15}[/] {line.decode(errors='replace').rstrip()}",
+                               markup=True, highlight=False)
+
+    async def restart(self, name: str) -> None:
+        """Kill one service (SIGKILL); the supervisor starts it again."""
+        proc = self.children.get(name)
+        if proc and proc.returncode is None:
+            proc.kill()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for proc in self.children.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.children.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except asyncio.TimeoutError:
+                proc.kill()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.offline is not None:
+            await asyncio.to_thread(self.offline.stop)
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.stop)
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+        with contextlib.suppress(OSError):
+            (self.settings.state_dir / RUNTIME_FILE).unlink()
+
+
+async def run_up(settings: KernelSettings, services: list[str], console: Console) -> None:
+    runtime = Runtime(settings, services, console=console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        resolved = await runtime.start()
+        embedded = [k for k, v in (("NATS", runtime.nats), ("Postgres", runtime.pg)) if v]
+        console.print(f"[bold green]AgentOS is up[/] (state: {resolved.state_dir})")
+        console.print(f"  NATS      {resolved.nats_url}" + ("  [dim](embedded, fsync: "
+                      f"{resolved.nats_sync})[/]" if runtime.nats else ""))
+        console.print(f"  Postgres  {resolved.database_url}" + ("  [dim](embedded)[/]" if runtime.pg else ""))
+        console.print(f"  services  {', '.join(services) or '(none installed)'}")
+        if runtime.offline is not None:
+            console.print(f"  [bold yellow]models    OFFLINE deterministic model at {runtime.offline.url}[/] "
+                          "(no API key used; set AGENTOS_MODELS to a model registry file for real models)")
+        if embedded:
+            console.print(f"  [dim]embedded: {', '.join(embedded)}; data is kept in {resolved.state_dir}[/]")
+        console.print("  Ctrl-C stops everything.  Try `agentos status` and `agentos tail` in another terminal.")
+        await stop.wait()
+        console.print("stopping …")
+    finally:
+        await runtime.stop()

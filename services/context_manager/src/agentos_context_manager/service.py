@@ -1,0 +1,135 @@
+"""The context-manager service: turns each ``task.assigned`` into a ``context.ready``.
+
+Consumes ``agentos.*.agent.announced`` (to learn charters) and ``agentos.*.task.assigned``
+through one durable consumer; asks the memory service over request/reply; publishes
+``context.ready`` with an id derived from the task id, so a redelivered assignment is stored once.
+
+Personal data and secrets are redacted from the messages before they are published (whatever
+came in from the goal, the hand-off or memory), and the manifest's ``classification`` records
+which kinds were found — redacted here or already redacted upstream — so the audit can tell
+which agents touched which kind of data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from agentos_kernel.exceptions import BusUnavailable, Retry
+from agentos_kernel.llm import count_tokens
+from agentos_kernel.redact import kinds_in, redactor
+from agentos_kernel.replay import replay
+from agentos_kernel.service import ServiceContext, run_service
+from agentos_kernel.settings import KernelSettings
+from agentos_schemas import Event, derived_event_id
+from agentos_schemas.charter import Charter
+from agentos_schemas.events import AgentAnnounced, ContextManifest, ContextReady, TaskAssigned
+from agentos_schemas.rpc import MEMORY_SEARCH, MemoryEntry, MemorySearch, MemorySearchResult
+from pydantic import ValidationError
+
+from agentos_context_manager.assemble import Assembly, assemble
+from agentos_context_manager.registry import AgentRegistry
+
+NAME = "context-manager"
+DURABLE = "context-manager"
+ANNOUNCED = "agentos.*.agent.announced"
+ASSIGNED = "agentos.*.task.assigned"
+TOKENIZER_MODEL = "gpt-4o"
+MEMORY_TIMEOUT_S = 2.0
+QUERY_LIMIT = 4000
+
+log = logging.getLogger("agentos.context_manager")
+count = functools.partial(count_tokens, TOKENIZER_MODEL)
+
+
+class ContextManager:
+    """The service's state (the agent registry) and its event handlers."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.registry = AgentRegistry()
+        self.awaiting: set[str] = set()
+        ctx.status.update(agents=0, awaiting_agents=[], contexts=0, duplicates=0)
+
+    def learn(self, event: Event[Any]) -> None:
+        """Apply an ``agent.announced`` event to the registry."""
+        if self.registry.apply(event):
+            self.awaiting.discard(f"{event.tenant}/{event.data.charter.name}")
+            self._report()
+
+    async def handle(self, event: Event[Any]) -> None:
+        """The consumer's handler: route by payload type."""
+        if isinstance(event.data, AgentAnnounced):
+            self.learn(event)
+        elif isinstance(event.data, TaskAssigned):
+            await self.on_assigned(event)
+
+    async def on_assigned(self, event: Event[Any]) -> None:
+        """Assemble and publish the context for one task."""
+        task: TaskAssigned = event.data
+        charter = self.registry.get(event.tenant, task.agent)
+        if charter is None:
+            self.awaiting.add(f"{event.tenant}/{task.agent}")
+            self._report()
+            raise Retry(f"agent {task.agent!r} not announced yet in tenant {event.tenant!r}", delay=1.0)
+        entries, notes = await self.search_memory(event, charter)
+        assembly: Assembly = await asyncio.to_thread(assemble, charter, task, entries, count, notes=notes)
+        messages, manifest = classified(assembly)
+        data = ContextReady(task_id=task.task_id, goal_id=task.goal_id, agent=task.agent, step_id=task.step_id,
+                            messages=messages, manifest=manifest)
+        ack = await self.ctx.bus.publish(
+            self.ctx.bus.new(data, cause=event, id=derived_event_id(task.task_id, "context")))
+        self.ctx.status["duplicates" if ack.duplicate else "contexts"] += 1
+
+    async def search_memory(
+        self, event: Event[Any], charter: Charter
+    ) -> tuple[tuple[MemoryEntry, ...], tuple[str, ...]]:
+        """Top-k memory for the task, or no memory plus a note when the memory service fails."""
+        task: TaskAssigned = event.data
+        if charter.memory.k == 0 or not charter.memory.kinds:
+            return (), ()
+        query = f"{task.instruction}\n{task.goal_text}"[:QUERY_LIMIT]
+        request = MemorySearch(tenant=event.tenant, query=query, kinds=charter.memory.kinds,
+                               goal_id=task.goal_id, k=charter.memory.k)
+        try:
+            result = await self.ctx.bus.request(
+                MEMORY_SEARCH, request, MemorySearchResult, timeout=MEMORY_TIMEOUT_S)
+        except (BusUnavailable, ValidationError) as exc:
+            log.warning("memory search for %s failed: %s", task.task_id, exc)
+            return (), ("memory: unavailable",)
+        if result.error:
+            log.warning("memory search for %s: %s", task.task_id, result.error)
+            return (), (f"memory: unavailable ({result.error[:200]})",)
+        return result.entries, ()
+
+    def _report(self) -> None:
+        self.ctx.status["agents"] = len(self.registry)
+        self.ctx.status["awaiting_agents"] = sorted(self.awaiting)
+
+
+def classified(assembly: Assembly) -> tuple[tuple[dict[str, Any], ...], ContextManifest]:
+    """The messages with personal data and secrets redacted, and the manifest tagged with the kinds."""
+    messages, found = redactor().messages(assembly.messages)
+    kinds = set(found)
+    for m in messages:
+        kinds |= kinds_in(str(m.get("content") or ""))
+    manifest = assembly.manifest.model_copy(update={"classification": tuple(sorted(kinds))})
+    return tuple(messages), manifest
+
+
+async def setup(ctx: ServiceContext) -> None:
+    """Rebuild the agent registry from the log, then consume announcements and assignments."""
+    service = ContextManager(ctx)
+    await asyncio.to_thread(count, "warm up the tokenizer")  # the first call imports litellm
+    await replay(ctx.bus, [ANNOUNCED], service.learn)
+    await ctx.consume(
+        DURABLE, [ANNOUNCED, ASSIGNED], service.handle, concurrency=16,
+        types={AgentAnnounced.ce_type(), TaskAssigned.ce_type()},
+    )
+
+
+async def main(settings: KernelSettings) -> None:
+    """Run the context-manager until it is told to stop."""
+    await run_service(NAME, setup, settings)

@@ -1,0 +1,220 @@
+"""The gateway's ASGI app (FastAPI): CloudEvents ingress, goals, health; OpenAPI at /openapi.json and /docs.
+
+Every error is ``application/problem+json`` (see :mod:`agentos_gateway.problems`); which role
+may call which endpoint is in :mod:`agentos_gateway.auth`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agentos_schemas.envelope import envelope_json_schema
+from agentos_schemas.subjects import NamingError, check_token
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agentos_gateway import binding, routes_ingress
+from agentos_gateway.auth import Principal, check_tenant
+from agentos_gateway.binding import is_json, media_type
+from agentos_gateway.gateway import Gateway, json_response, structured
+from agentos_gateway.goals import GoalRequest, fold, goal_event, goal_events
+from agentos_gateway.problems import PROBLEM_JSON, Problem
+
+log = logging.getLogger("agentos.gateway")
+DESCRIPTION = """HTTP ingress of AgentOS.
+
+* `POST /events` takes CloudEvents in binary, structured and batch mode and publishes them to the
+  event log after validating them against the catalogue (batches are all or nothing).
+* `POST /goals` submits a goal; `GET /goals/{id}` folds its status from the log.
+* `POST /webhooks/{source}` takes Standard Webhooks-signed deliveries and maps them to events.
+* `POST /ingest/{source}` and `POST /mappings/{source}/preview` map vendor payloads with an API key.
+
+Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). Write endpoints accept an
+`Idempotency-Key`. Errors are RFC 9457 problem documents; rejected payloads are kept in the DLQ.
+"""
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
+    for status, text in {
+        400: "Malformed request",
+        401: "Missing or bad credentials",
+        403: "Role or tenant not allowed",
+        413: "Body too large",
+        415: "Not a CloudEvent content type",
+        422: "Unknown type, schema failure, unmappable payload",
+        429: "Rate limited",
+        503: "Event log unavailable",
+    }.items()
+}
+_ENVELOPE = envelope_json_schema()
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            binding.STRUCTURED: {"schema": _ENVELOPE},
+            binding.BATCH: {"schema": {"type": "array", "items": _ENVELOPE}},
+            "application/json": {
+                "schema": {"type": "object", "description": "binary mode: data, with ce-* headers"}
+            },
+        },
+    }
+}
+GOAL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": GoalRequest.model_json_schema()}},
+    }
+}
+
+
+def build_app(gw: Gateway) -> FastAPI:
+    """The FastAPI app serving ``gw``."""
+    # One OTel server span per request; FastAPI's per-operation spans (dependencies, endpoint,
+    # serialisation) would triple the tracing cost of every ingested event.
+    app = FastAPI(
+        title="AgentOS gateway", version="1", description=DESCRIPTION, telemetry={"operation_spans": False}
+    )
+    app.state.gateway = gw
+    app.add_exception_handler(Exception, _internal_error)
+    _event_routes(app, gw)
+    _goal_routes(app, gw)
+    routes_ingress.add_routes(app, gw, PROBLEM_RESPONSES)
+    _health_routes(app, gw)
+    return app
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, not the caller's fault: a problem document (5xx, so senders retry), and a log line."""
+    log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
+    return Problem(500, "internal_error", f"the gateway failed on this request ({type(exc).__name__});"
+                   " it is logged, retry later", dlq=False).response(request.url.path)
+
+
+def _event_routes(app: FastAPI, gw: Gateway) -> None:
+    @app.post(
+        "/events",
+        status_code=202,
+        openapi_extra=EVENTS_BODY,
+        responses=PROBLEM_RESPONSES,
+        summary="Publish CloudEvents (binary, structured or batch)",
+    )
+    async def post_events(request: Request, dry_run: bool = False) -> Response:
+        """Validate CloudEvents against the catalogue and publish them (202), or with
+        ``dry_run=true`` only validate them (200). The event id is the dedup key."""
+
+        async def endpoint(body: bytes, who: Principal) -> Response:
+            try:
+                incoming = binding.parse(
+                    body,
+                    request.headers,
+                    max_event_bytes=gw.bus.settings.max_event_bytes,
+                    tenant=who.tenant or gw.tenant,
+                )
+            except Problem as problem:
+                problem.dlq = problem.dlq and not dry_run
+                raise
+            for event in incoming.events:
+                check_tenant(who, event.tenant)
+                event.principal = who.principal
+            if dry_run:
+                return json_response(
+                    {"valid": True, "mode": incoming.mode, "events": [structured(e) for e in incoming.events]}
+                )
+            results = await gw.publish(incoming.events)
+            return json_response({"accepted": len(results), "mode": incoming.mode, "events": results}, 202)
+
+        return await gw.handle(request, "events.write", endpoint)
+
+
+def _goal_request(body: bytes, content_type: str | None) -> GoalRequest:
+    ctype = media_type(content_type)
+    if ctype and not is_json(ctype):
+        raise Problem(415, "unsupported_media_type", f"a goal is JSON (application/json), not {ctype!r}")
+    try:
+        return GoalRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise Problem(400, "invalid_json", f"body is not valid JSON: {exc.errors()[0]['msg']}") from None
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "<root>", "detail": e["msg"]}
+            for e in exc.errors()
+        ]
+        text = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
+        raise Problem(422, "invalid_goal", f"the goal request is invalid: {text}", errors=errors) from None
+
+
+async def _submit_goal(gw: Gateway, request: Request, body: bytes, who: Principal) -> Response:
+    goal = _goal_request(body, request.headers.get("content-type"))
+    tenant = goal.tenant or who.tenant or gw.tenant
+    try:
+        check_token("tenant", tenant)
+    except NamingError as exc:
+        raise Problem(422, "invalid_tenant", str(exc)) from None
+    check_tenant(who, tenant)
+    event = goal_event(goal, tenant=tenant, principal=who.principal,
+                       idempotency_key=request.headers.get("idempotency-key"),
+                       traceparent=request.headers.get("traceparent"))
+    [result] = await gw.publish([event])
+    location = f"/goals/{event.data.goal_id}"
+    doc = {"goal_id": event.data.goal_id, "event_id": event.id, "tenant": tenant,
+           "duplicate": result["duplicate"], "status_url": location}
+    return json_response(doc, 202, {"Location": location})
+
+
+async def _goal_status(gw: Gateway, request: Request, goal_id: str, tenant: str | None) -> Response:
+    try:
+        who = gw.principal(request, "goals.read")
+        tenant = tenant or who.tenant
+        if who.tenant is not None:
+            check_tenant(who, tenant or who.tenant)
+        events, complete = await goal_events(gw.bus, gw.goals_kv, goal_id, tenant)
+        doc = fold(goal_id, events)
+        if doc is None:
+            where = f" for tenant {tenant!r}" if tenant else ""
+            raise Problem(404, "unknown_goal", f"no goal {goal_id!r} is in the log{where}", dlq=False)
+    except Problem as problem:
+        return await gw.reject(request, b"", problem)
+    return json_response(doc | {"complete": complete})
+
+
+def _goal_routes(app: FastAPI, gw: Gateway) -> None:
+    @app.post("/goals", status_code=202, openapi_extra=GOAL_BODY, responses=PROBLEM_RESPONSES,
+              summary="Submit a goal")
+    async def post_goal(request: Request) -> Response:
+        """Publish ``goal.submitted``; 202 with the goal id and its ``Location``. With an
+        ``Idempotency-Key`` the goal id derives from the key, so a retry never makes a second goal."""
+
+        async def endpoint(body: bytes, who: Principal) -> Response:
+            return await _submit_goal(gw, request, body, who)
+
+        return await gw.handle(request, "goals.write", endpoint)
+
+    @app.get("/goals/{goal_id}", responses=PROBLEM_RESPONSES, summary="A goal's status, folded from the log")
+    async def get_goal(goal_id: str, request: Request, tenant: str | None = None) -> Response:
+        """The goal's status (submitted, running, completed, failed, escalated) and its numbers."""
+        return await _goal_status(gw, request, goal_id, tenant)
+
+
+def _health_routes(app: FastAPI, gw: Gateway) -> None:
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> Response:
+        """200 while the process serves requests."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", responses={503: PROBLEM_RESPONSES[503]}, summary="Connected to NATS, streams exist")
+    async def readyz() -> Response:
+        """200 when NATS is connected and the event and DLQ streams exist; 503 otherwise."""
+        ok, why = await gw.ready()
+        if not ok:
+            return Problem(503, "not_ready", why, dlq=False).response("/readyz")
+        return json_response(
+            {
+                "status": "ready",
+                "accepted": gw.accepted,
+                "rejected": gw.rejected,
+                "dead_lettered": gw.dlq.recorded,
+            }
+        )

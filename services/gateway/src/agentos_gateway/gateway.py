@@ -1,0 +1,231 @@
+"""The gateway's state and the request pipeline every write endpoint shares.
+
+Pipeline: authenticate and authorise (401/403/429, from headers only) → read the body within
+``max_body_bytes`` (413) → replay an ``Idempotency-Key`` → run the endpoint → keep its response
+under the key. A :class:`~agentos_gateway.problems.Problem` becomes a problem+json response,
+and a rejected payload is also written to the DLQ with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats.errors
+from agentos_kernel import Bus, BusUnavailable
+from agentos_kernel.embedded import GATEWAY_DENY
+from agentos_schemas import Event, codec
+from agentos_schemas import subjects as s
+from agentos_schemas.events import GoalSubmitted
+from agentos_schemas.subjects import NamingError, parse_type
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from agentos_gateway import kv as buckets
+from agentos_gateway.auth import ApiKeys, Principal, presented_key
+from agentos_gateway.dlq import DeadLetters
+from agentos_gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from agentos_gateway.idempotency import Idempotency, check_key
+from agentos_gateway.mapping import SHIPPED_DIR, Mapping, load_mappings
+from agentos_gateway.problems import Problem
+from agentos_gateway.settings import GatewaySettings
+from agentos_gateway.webhooks import ReplayGuard, Verifier
+
+log = logging.getLogger("agentos.gateway")
+_encoder = msgspec.json.Encoder()
+Endpoint = Callable[[bytes, Principal], Awaitable[Response]]
+
+
+class BodyTooLarge(Problem):
+    """413, keeping what was read so the dead letter has it."""
+
+    def __init__(self, limit: int, partial: bytes) -> None:
+        super().__init__(413, "body_too_large", f"the request body is over the {limit}-byte limit")
+        self.partial = partial
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded with msgspec."""
+    return Response(_encoder.encode(doc), status_code=status, media_type="application/json", headers=headers)
+
+
+_RESERVED = frozenset(".".join(pattern.split(".")[2:]) for pattern in GATEWAY_DENY)
+
+
+def reserved(type_: str) -> bool:
+    """Whether events of this type may not be published by the gateway (see the kernel's NATS permissions)."""
+    try:
+        domain, name, _ = parse_type(type_)
+    except NamingError:
+        return False
+    return f"{domain}.{name}" in _RESERVED
+
+
+def structured(event: Event[Any]) -> dict[str, Any]:
+    """An event as its structured-mode JSON document."""
+    doc: dict[str, Any] = msgspec.json.decode(codec.encode(event))
+    return doc
+
+
+class Gateway:
+    """Everything the HTTP handlers need: the bus, keys, mappings, webhook checks, KV stores."""
+
+    def __init__(self, bus: Bus, settings: GatewaySettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.keys = ApiKeys(settings)
+        self.dlq = DeadLetters(bus)
+        self.mappings: dict[str, Mapping] = load_mappings([SHIPPED_DIR, settings.mappings_dir])
+        self.verifiers = {
+            name: Verifier(name, cfg, settings.webhook_tolerance_s) for name, cfg in settings.webhooks.items()
+        }
+        self.idempotency: Idempotency | None = None
+        self.replays: ReplayGuard | None = None
+        self.goals_kv: Any = None
+        self.accepted = 0
+        self.rejected = 0
+        self._ready_at = 0.0
+
+    async def start(self) -> Gateway:
+        """Open (or create) the KV buckets."""
+        ttl = self.settings
+        self.idempotency = Idempotency(
+            await buckets.bucket(self.bus, buckets.IDEMPOTENCY, ttl=ttl.idempotency_ttl_s)
+        )
+        self.replays = ReplayGuard(
+            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s)
+        )
+        self.goals_kv = await buckets.bucket(self.bus, buckets.GOALS, ttl=90 * 24 * 3600)
+        return self
+
+    @property
+    def tenant(self) -> str:
+        """The default tenant."""
+        return self.bus.settings.tenant
+
+    # -- the shared pipeline -------------------------------------------------------------------
+    def principal(self, request: Request, action: str) -> Principal:
+        """Authenticate the caller and check its role and rate for ``action``."""
+        headers = request.headers
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        who = self.keys.identify(key, request.client.host if request.client else None)
+        self.keys.authorize(who, action)
+        return who
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body, or 413 once it passes ``max_body_bytes``."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(limit, b"")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit, b"".join(chunks))
+                chunks.append(chunk)
+        except ClientDisconnect:  # nobody is left to answer; nothing was accepted
+            raise Problem(400, "client_disconnected", "the client went away mid-request", dlq=False) from None
+        return b"".join(chunks)
+
+    async def handle(
+        self, request: Request, action: str, endpoint: Endpoint, *, idempotent: bool = True
+    ) -> Response:
+        """Run a write endpoint through the pipeline described in the module docs."""
+        body = b""
+        try:
+            who = self.principal(request, action)
+            body = await self.read_body(request)
+            key = request.headers.get(IDEMPOTENCY_HEADER) if idempotent else None
+            scope = f"{who.name}:{request.method}:{request.url.path}"
+            if key is not None and self.idempotency is not None:
+                replayed = await self.idempotency.replay(scope, check_key(key), body)
+                if replayed is not None:
+                    return replayed
+            response = await self._run(endpoint, request, body, who)
+            if key is not None and self.idempotency is not None:
+                await self.idempotency.keep(scope, key, body, response)
+            return response
+        except Problem as problem:
+            return await self.reject(request, body, problem)
+
+    async def _run(self, endpoint: Endpoint, request: Request, body: bytes, who: Principal) -> Response:
+        try:
+            return await endpoint(body, who)
+        except Problem as problem:
+            return await self.reject(request, body, problem)
+
+    async def reject(
+        self, request: Request, body: bytes, problem: Problem, *, authenticated: bool = True
+    ) -> Response:
+        """The problem response; a rejected payload is also dead-lettered."""
+        self.rejected += 1
+        if isinstance(problem, BodyTooLarge):
+            body = problem.partial
+        if problem.dlq:
+            await self.dlq.record(
+                body,
+                dict(request.headers),
+                route=f"{request.method} {request.url.path}",
+                status=problem.status,
+                code=problem.code,
+                reason=problem.detail,
+                authenticated=authenticated,
+            )
+        return problem.response(instance=request.url.path)
+
+    # -- publishing ----------------------------------------------------------------------------
+    async def publish(self, events: list[Event[Any]]) -> list[dict[str, Any]]:
+        """Publish (the event id is the Nats-Msg-Id) and index submitted goals; 503 if NATS is away,
+        403 for facts only the runtime may state (the gateway's NATS user may not publish them)."""
+        for event in events:
+            if reserved(event.type):
+                raise Problem(403, "type_reserved", f"{event.type} is a fact only the AgentOS runtime states;"
+                              " it cannot come in through the gateway")
+        try:
+            acks = await asyncio.wait_for(
+                asyncio.gather(*(self.bus.publish(e) for e in events)),
+                timeout=self.bus.settings.publish_timeout_s,
+            )
+        except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:
+            raise Problem(
+                503,
+                "bus_unavailable",
+                f"the event log did not acknowledge: {exc!r}; retry",
+                headers={"Retry-After": "1"},
+                dlq=False,
+            ) from None
+        results = []
+        for event, ack in zip(events, acks, strict=True):
+            if isinstance(event.data, GoalSubmitted) and not ack.duplicate:
+                await self._index_goal(event, ack.seq)
+            results.append({"id": event.id, "type": event.type, "duplicate": bool(ack.duplicate)})
+        self.accepted += len(events)
+        return results
+
+    async def _index_goal(self, event: Event[GoalSubmitted], seq: int) -> None:
+        record = {"tenant": event.tenant, "seq": seq, "time": time.time()}
+        try:
+            await self.goals_kv.put(buckets.safe_key(event.data.goal_id), _encoder.encode(record))
+        except Exception as exc:  # the goal is published; only GET /goals/{id} gets slower
+            log.warning("could not index goal %s: %r", event.data.goal_id, exc)
+
+    async def ready(self) -> tuple[bool, str]:
+        """(ready, why): connected to NATS, and the event and DLQ streams exist."""
+        if not self.bus.nc.is_connected:
+            return False, "not connected to NATS"
+        if time.monotonic() - self._ready_at < 1.0:
+            return True, "ok"
+        try:
+            for stream in (s.EVENTS_STREAM, s.DLQ_STREAM):
+                await self.bus.js.stream_info(stream)
+        except Exception as exc:
+            return False, f"stream check failed: {exc!r}"
+        self._ready_at = time.monotonic()
+        return True, "ok"

@@ -1,0 +1,85 @@
+"""RFC 9457 problem details: every 4xx/5xx of the gateway is ``application/problem+json``.
+
+A problem names a stable ``code`` (also the last part of its ``type`` URI), a human ``detail``
+that says exactly what is wrong, and, for batches and mappings, per-item ``errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:agentos:problem:"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_encoder = msgspec.json.Encoder()
+
+
+class Problem(Exception):
+    """An HTTP error answered with a problem document.
+
+    ``dlq`` says whether the rejected request is a malformed payload that must also be kept in
+    ``AGENTOS_DLQ`` (auth failures and rate limits are not).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        dlq: bool = True,
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+        self.dlq = dlq
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem+json body."""
+        doc: dict[str, Any] = {
+            "type": TYPE_PREFIX + self.code,
+            "title": _TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if instance:
+            doc["instance"] = instance
+        if self.errors:
+            doc["errors"] = self.errors
+        return doc
+
+    def response(self, instance: str | None = None) -> Response:
+        """The HTTP response for this problem."""
+        return Response(
+            _encoder.encode(self.document(instance)),
+            status_code=self.status,
+            media_type=PROBLEM_JSON,
+            headers=self.headers,
+        )
+
+
+def auth_problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Problem:
+    """An authentication, authorisation or rate-limit problem (never dead-lettered)."""
+    return Problem(status, code, detail, headers=headers, dlq=False)

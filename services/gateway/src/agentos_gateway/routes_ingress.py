@@ -1,0 +1,220 @@
+"""Vendor payloads in: signed webhooks, API-key ingest, and mapping previews (dry runs).
+
+- ``POST /webhooks/{source}``: Standard Webhooks signature (the source's secrets) → replay check
+  → mapping → publish → 202; a replayed ``webhook-id`` is ``200 {"duplicate": true}`` and
+  publishes nothing. ``?dry_run=true`` verifies and maps without publishing.
+- ``POST /ingest/{source}``: the same mapping, authenticated by API key (what ``agentos send``
+  uses); the delivery is identified by the payload's own event id, else the ``Idempotency-Key``,
+  else the body's SHA-256.
+- ``POST /mappings/{source}/preview``: the events a payload maps to, nothing published.
+
+A source whose mapping is ``cloudevent`` takes structured or batched CloudEvents as they are
+(binary mode too); a plain ``application/json`` body is read as a structured event or a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agentos_gateway import binding
+from agentos_gateway.auth import Principal
+from agentos_gateway.gateway import Gateway, json_response, structured
+from agentos_gateway.mapping import CLOUDEVENT, MappingError
+from agentos_gateway.problems import Problem
+
+log = logging.getLogger("agentos.gateway.ingress")
+VENDOR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "the vendor's webhook payload, as it sends it"}
+            }
+        },
+    }
+}
+
+
+def _as_cloudevent(body: bytes, headers: Any) -> Any:
+    """Webhook senders often cannot set a CloudEvents content type: a plain JSON body without
+    ``ce-*`` headers is read as a structured event (an array as a batch)."""
+    ctype = binding.media_type(headers.get("content-type"))
+    if ctype not in ("", "application/json") or any(k.startswith("ce-") for k in headers):
+        return headers
+    batch = body.lstrip()[:1] == b"["
+    return {**dict(headers), "content-type": binding.BATCH if batch else binding.STRUCTURED}
+
+
+def map_body(
+    gw: Gateway, mapping: str, body: bytes, headers: Any, *, seed: str, tenant: str, principal: str
+) -> tuple[str, list[Any]]:
+    """(rule, events) for one vendor payload (or CloudEvents, for the ``cloudevent`` mapping)."""
+    if mapping == CLOUDEVENT:
+        headers = _as_cloudevent(body, headers)
+        incoming = binding.parse(
+            body, headers, max_event_bytes=gw.bus.settings.max_event_bytes, tenant=tenant
+        )
+        for event in incoming.events:
+            event.principal = principal
+        return CLOUDEVENT, incoming.events
+    found = gw.mappings.get(mapping)
+    if found is None:
+        raise Problem(
+            422,
+            "unknown_mapping",
+            f"no mapping for source {mapping!r}; known: {', '.join(sorted([*gw.mappings, CLOUDEVENT]))}",
+        )
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Problem(400, "invalid_json", f"the {mapping} payload is not valid JSON: {exc}") from None
+    try:
+        mapped = found.apply(payload, seed=seed, tenant=tenant, principal=principal)
+    except MappingError as exc:
+        raise Problem(422, exc.code, exc.reason, errors=exc.errors) from None
+    if traceparent := headers.get("traceparent"):
+        for event in mapped.events:
+            event.traceparent = traceparent
+    return mapped.rule, mapped.events
+
+
+def _accepted(rule: str, events: list[Any], results: list[dict[str, Any]], status: int = 202) -> Response:
+    goals = [
+        e.data.goal_id for e in events if hasattr(e.data, "goal_id") and e.type.endswith("goal.submitted.v1")
+    ]
+    return json_response(
+        {"accepted": len(results), "rule": rule, "events": results, "goal_id": goals[0] if goals else None},
+        status,
+    )
+
+
+def _preview(source: str, rule: str, events: list[Any]) -> Response:
+    return json_response(
+        {"source": source, "rule": rule, "published": False, "events": [structured(e) for e in events]}
+    )
+
+
+async def webhook(gw: Gateway, source: str, request: Request, dry_run: bool) -> Response:
+    """The ``POST /webhooks/{source}`` pipeline (module docs)."""
+    body = b""
+    try:
+        verifier = gw.verifiers.get(source)
+        if verifier is None:
+            raise Problem(
+                422,
+                "unknown_source",
+                f"no webhook source {source!r} is configured; known: "
+                f"{', '.join(sorted(gw.verifiers)) or 'none'}",
+            )
+        body = await gw.read_body(request)
+        webhook_id = verifier.verify(body, request.headers)
+    except Problem as problem:
+        return await gw.reject(request, body, problem, authenticated=False)
+    try:
+        return await _delivery(gw, source, webhook_id, body, request, dry_run)
+    except Problem as problem:
+        problem.dlq = problem.dlq and not dry_run
+        return await gw.reject(request, body, problem)
+
+
+async def _delivery(
+    gw: Gateway, source: str, webhook_id: str, body: bytes, request: Request, dry_run: bool
+) -> Response:
+    assert gw.replays is not None
+    config = gw.settings.webhooks[source]
+    if not dry_run:
+        seen = await gw.replays.seen(source, webhook_id)
+        if seen is not None:
+            return json_response({"duplicate": True, "webhook_id": webhook_id, **seen}, 200)
+    rule, events = map_body(
+        gw,
+        config.mapping or source,
+        body,
+        request.headers,
+        seed=f"webhook:{webhook_id}",
+        tenant=config.tenant or gw.tenant,
+        principal=f"webhook:{source}",
+    )
+    if dry_run:
+        return _preview(source, rule, events)
+    results = await gw.publish(events)
+    record = {"rule": rule, "events": [r["id"] for r in results], "at": time.time()}
+    try:
+        await gw.replays.remember(source, webhook_id, record)
+    except Exception as exc:  # published already: only a replay after the dedup window could repeat it
+        log.warning("could not record webhook %s/%s: %r", source, webhook_id, exc)
+    return _accepted(rule, events, results)
+
+
+def _map_for_key(gw: Gateway, source: str, body: bytes, request: Request, who: Principal, seed: str) -> Any:
+    return map_body(gw, source.lower(), body, request.headers, seed=seed, tenant=who.tenant or gw.tenant,
+                    principal=who.principal)
+
+
+def _listing(gw: Gateway) -> dict[str, Any]:
+    mappings = {name: {"description": m.spec.description, "rules": [r.name for r in m.spec.rules]}
+                for name, m in sorted(gw.mappings.items())}
+    mappings[CLOUDEVENT] = {"description": "structured or batched CloudEvents, checked against the catalogue",
+                            "rules": []}
+    sources = {name: cfg.mapping or name for name, cfg in sorted(gw.settings.webhooks.items())}
+    return {"mappings": mappings, "webhook_sources": sources}
+
+
+def add_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
+    """Add the webhook, ingest and mapping routes to ``app``."""
+    _vendor_routes(app, gw, problems)
+    _mapping_routes(app, gw, problems)
+
+
+def _vendor_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
+    @app.post("/webhooks/{source}", status_code=202, openapi_extra=VENDOR_BODY, responses=problems,
+              summary="A signed webhook delivery (Standard Webhooks)")
+    async def post_webhook(source: str, request: Request, dry_run: bool = False) -> Response:
+        """Verify, de-duplicate by ``webhook-id``, map and publish a third party's delivery."""
+        return await webhook(gw, source.lower(), request, dry_run)
+
+    @app.post("/ingest/{source}", status_code=202, openapi_extra=VENDOR_BODY, responses=problems,
+              summary="Map and publish a vendor payload (API key)")
+    async def post_ingest(source: str, request: Request) -> Response:
+        """Map a vendor payload with the source's mapping and publish the events."""
+
+        async def endpoint(body: bytes, who: Principal) -> Response:
+            seed = request.headers.get("idempotency-key") or hashlib.sha256(body).hexdigest()
+            rule, events = _map_for_key(gw, source, body, request, who, f"ingest:{seed}")
+            return _accepted(rule, events, await gw.publish(events))
+
+        return await gw.handle(request, "ingest.write", endpoint)
+
+
+def _mapping_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
+    @app.post("/mappings/{source}/preview", openapi_extra=VENDOR_BODY, responses=problems,
+              summary="The events a payload maps to (nothing is published)")
+    async def preview(source: str, request: Request) -> Response:
+        """Dry run of a mapping: the mapped events, or the reason the payload cannot be mapped."""
+
+        async def endpoint(body: bytes, who: Principal) -> Response:
+            try:
+                rule, events = _map_for_key(gw, source, body, request, who, "preview")
+            except Problem as problem:
+                problem.dlq = False  # a dry run is the caller testing, not an ingestion
+                raise
+            return _preview(source, rule, events)
+
+        return await gw.handle(request, "mappings.preview", endpoint, idempotent=False)
+
+    @app.get("/mappings", summary="The mappings this gateway has")
+    async def list_mappings(request: Request) -> Response:
+        """Every mapping's source, description and rules, and the configured webhook sources."""
+        try:
+            gw.principal(request, "mappings.read")
+        except Problem as problem:
+            return await gw.reject(request, b"", problem)
+        return json_response(_listing(gw))

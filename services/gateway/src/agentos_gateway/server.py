@@ -1,0 +1,102 @@
+"""Serving the gateway's ASGI app with uvicorn, as a task in the running event loop.
+
+The socket is bound before uvicorn starts, so ``port=0`` gets a free port the OS picks and
+:attr:`GatewayServer.url` is known at once. uvicorn's own signal handling is switched off: the
+service owns SIGTERM/SIGINT and stops the server, then the bus, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class GatewayServer:
+    """uvicorn serving ``app`` on ``host:port`` in the current event loop."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        self.log_level = log_level
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (a wildcard host is shown as the loopback address)."""
+        if self.port is None:
+            raise RuntimeError("the gateway server is not started")
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)
+        return f"http://{host}:{self.port}"
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+        # and without it every response waits ~40 ms for the client's delayed ACK (Nagle).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.requested_port))
+        sock.set_inheritable(True)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def start(self) -> GatewayServer:
+        """Bind, start serving, and return once uvicorn accepts connections."""
+        sock = self._bind()
+        # Keep-alive above uvicorn's 5 s: clients and load balancers reuse idle connections, and a
+        # server that closes them first makes a client's next POST fail on a dead socket.
+        config = uvicorn.Config(self.app, lifespan="off", log_level=self.log_level, access_log=False,
+                                timeout_graceful_shutdown=5, timeout_keep_alive=75, server_header=False)
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"gateway-http:{self.port}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_timeout_s
+        while not self._server.started:
+            if self._task.done() or loop.time() > deadline:
+                sock.close()
+                await self.stop()
+                raise RuntimeError(f"the gateway did not start listening on {self.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        return self
+
+    @property
+    def running(self) -> bool:
+        """Whether uvicorn is still serving."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (5 s at most), and wait for uvicorn."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except (TimeoutError, Exception):
+                if self._server is not None:
+                    self._server.force_exit = True
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._task, timeout=2)
+        self._server = None
+        self._task = None

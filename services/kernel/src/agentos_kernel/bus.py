@@ -1,0 +1,300 @@
+"""The bus: one NATS connection per process, the streams, typed publishing with dedup and claim checks.
+
+Every service talks to every other only through :class:`Bus`. It speaks structured-mode
+CloudEvents (``agentos_schemas.codec``), publishes with the event id as ``Nats-Msg-Id`` so a
+retried publish is stored once, and moves payloads above ``claim_check_bytes`` to the
+JetStream object store, leaving a content hash and a reference in the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from pydantic import BaseModel
+
+from agentos_kernel import tracing
+from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
+from agentos_kernel.redact import redactor
+from agentos_kernel.settings import KernelSettings
+from agentos_schemas import Event, EventData, codec, event_subject
+from agentos_schemas import subjects as s
+from agentos_schemas.envelope import WireEvent
+
+log = logging.getLogger("agentos.bus")
+M = TypeVar("M", bound=BaseModel)
+
+OBJECT_REF_PREFIX = f"nats-object://{s.PAYLOADS_BUCKET}/"
+_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
+              nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
+
+
+class PermissionDenied(AgentOSError):
+    """The NATS server refused this user a publish or subscribe (least-privilege permissions)."""
+
+
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s\']+)', re.I)
+
+
+async def connect_nats(url: str, *, name: str, timeout: float = 3.0, user: str | None = None,
+                       password: str | None = None, inbox_prefix: str | None = None,
+                       denied: dict[str, float] | None = None) -> NATS:
+    """Connect with unbounded reconnects; fail fast (BusUnavailable) if the first connect fails.
+
+    Permission violations the server reports are logged and recorded in ``denied`` (subject ->
+    time), so a publish the server refused fails with :class:`PermissionDenied` instead of waiting.
+    """
+    async def _on_error(exc: Exception) -> None:
+        found = _VIOLATION.search(str(exc))
+        if found is None:
+            log.debug("nats: %s", exc)
+            return
+        log.error("NATS refused %s (user %s): %s", found.group(2), user or "-", exc)
+        if denied is not None:
+            denied[found.group(2).lower()] = time.monotonic()
+
+    options: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
+    try:
+        # nats-py keeps retrying a first connect forever when reconnects are unbounded,
+        # so the first connect gets its own deadline.
+        return await asyncio.wait_for(nats.connect(
+            servers=[u.strip() for u in url.split(",")], name=name, connect_timeout=timeout,
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+            error_cb=_on_error, **options,
+        ), timeout + 1)
+    except asyncio.TimeoutError:
+        raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
+    except Exception as exc:  # nats-py raises several unrelated types here
+        raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None
+
+
+class Bus:
+    """A process's connection to the AgentOS event log."""
+
+    def __init__(self, nc: NATS, settings: KernelSettings, source: str,
+                 denied: dict[str, float] | None = None) -> None:
+        self.nc = nc
+        self.denied = denied if denied is not None else {}
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0, publish_async_max_pending=4096)
+        self.settings = settings
+        self.source = source
+        self._payloads: Any = None
+        self._payload_cache: OrderedDict[str, bytes] = OrderedDict()
+
+    @classmethod
+    async def connect(cls, settings: KernelSettings, *, source: str) -> Bus:
+        if not settings.nats_url:
+            raise ConfigError("AGENTOS_NATS_URL is not set (run `agentos up`, or point it at a server)")
+        tracing.setup(source)
+        user, password, inbox = settings.nats_credentials()
+        denied: dict[str, float] = {}
+        nc = await connect_nats(settings.nats_url, name=f"agentos-{source}", user=user, password=password,
+                                inbox_prefix=inbox, denied=denied)
+        return cls(nc, settings, source, denied)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    # -- provisioning ---------------------------------------------------------------------------
+    async def provision(self, update: bool = True) -> None:
+        """Create (and with ``update``, bring up to date) the streams, object store and buckets."""
+        day, self._update = 24 * 3600, update
+        await self._ensure_stream(api.StreamConfig(
+            name=s.EVENTS_STREAM, subjects=list(s.EVENTS_SUBJECTS), storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS, max_age=self.settings.events_max_age_days * day,
+            deny_delete=True, deny_purge=True, allow_rollup_hdrs=False, duplicate_window=120,
+            max_msg_size=1 << 20, num_replicas=self.settings.replicas,
+            description="AgentOS immutable event log: audit trail and replay source"))
+        await self._ensure_stream(api.StreamConfig(
+            name=s.DLQ_STREAM, subjects=list(s.DLQ_SUBJECTS), storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS, max_age=90 * day, deny_delete=True,
+            num_replicas=self.settings.replicas,
+            description="AgentOS dead letters: original bytes and headers plus the reason"))
+        await self._object_store()
+        with contextlib.suppress(nats.js.errors.BadRequestError):
+            await self.js.create_key_value(api.KeyValueConfig(
+                bucket=s.HEALTH_BUCKET, ttl=30, history=1, replicas=self.settings.replicas))
+        from agentos_kernel import control, records
+        await control.open_bucket(self.js, replicas=self.settings.replicas)
+        await records.Records.open(self.js, replicas=self.settings.replicas)
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name or "")
+            if getattr(self, "_update", True):
+                await self.js.update_stream(config)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(config)
+
+    async def _object_store(self) -> Any:
+        if self._payloads is None:
+            try:
+                self._payloads = await self.js.object_store(s.PAYLOADS_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._payloads = await self.js.create_object_store(
+                    s.PAYLOADS_BUCKET, config=api.ObjectStoreConfig(
+                        storage=api.StorageType.FILE, replicas=self.settings.replicas,
+                        description="AgentOS claim-check payloads, named by sha256"))
+        return self._payloads
+
+    # -- building events ------------------------------------------------------------------------
+    def new(self, data: EventData, *, tenant: str | None = None, subject: str | None = None,
+            cause: Event[Any] | None = None, correlationid: str | None = None, principal: str | None = None,
+            id: str | None = None) -> Event[Any]:
+        """A new event from this service. With ``cause``, it inherits the tenant, correlation and
+        principal and records the cause as ``causationid``; the active span becomes its parent."""
+        traceparent, tracestate = tracing.current_traceparent()
+        if traceparent is None and cause is not None:
+            traceparent, tracestate = cause.traceparent, cause.tracestate
+        if traceparent is None:
+            with tracing.tracer().start_as_current_span(f"create {data.ce_type()}"):
+                traceparent, tracestate = tracing.current_traceparent()
+        return Event(
+            id=id, data=data, source=self.source, type=data.ce_type(), dataschema=data.dataschema(),
+            tenant=tenant or (cause.tenant if cause else self.settings.tenant),
+            subject=subject or (cause.subject if cause else None),
+            correlationid=correlationid or (cause.correlationid if cause else None),
+            causationid=cause.id if cause else None,
+            principal=principal or (cause.principal if cause else f"service:{self.source}"),
+            traceparent=traceparent, tracestate=tracestate,
+        )
+
+    async def _prepare(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
+        raw = codec.data_bytes(event.data)
+        if self.settings.redact_events:  # personal data and secrets never enter the log
+            raw, _ = redactor().json_bytes(raw)
+        if len(raw) <= self.settings.claim_check_bytes:
+            body = codec.encode(event, raw)
+        else:
+            event.datahash = codec.content_hash(raw)
+            name = event.datahash.removeprefix("sha256:")
+            store = await self._object_store()
+            try:
+                await store.get_info(name)
+            except nats.js.errors.ObjectNotFoundError:
+                await store.put(name, raw)
+            body = codec.encode(event, dataref=OBJECT_REF_PREFIX + name)
+        return event_subject(event.tenant, event.type), body, codec.headers_for(event)
+
+    # -- publishing -----------------------------------------------------------------------------
+    async def publish(self, event: Event[Any]) -> api.PubAck:
+        """Publish and wait for the stream's ack, retrying through reconnects with the same id."""
+        subject, body, headers = await self._prepare(event)
+        return await self.publish_raw(subject, body, headers)
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> api.PubAck:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return await self.js.publish(subject, body, headers=headers, timeout=2.0)
+            except _TRANSIENT as exc:
+                if subject.lower() in self.denied:  # nats-py reports the subject lower-cased
+                    raise PermissionDenied(f"NATS refused publishing to {subject!r} for this service's user"
+                                           ) from None
+                if self.nc.is_closed or loop.time() + delay > deadline:
+                    raise BusUnavailable(f"publish to {subject!r} not acknowledged: {exc!r}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def publish_many(self, events: Iterable[Event[Any]], *, timeout: float = 10.0) -> int:
+        """Publish with many acks in flight (bounded by the JetStream context); returns how many.
+
+        Any publish whose ack does not arrive is retried one by one with the same id, so a
+        message is never stored twice.
+        """
+        prepared = [await self._prepare(e) for e in events]
+        return await self.publish_raw_many(prepared, timeout=timeout)
+
+    async def publish_raw_many(self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *,
+                               timeout: float = 10.0) -> int:
+        futures = [await self.js.publish_async(sub, body, headers=hdrs) for sub, body, hdrs in prepared]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(f, timeout) for f in futures), return_exceptions=True)
+        for item, result in zip(prepared, results, strict=True):
+            if isinstance(result, BaseException):
+                await self.publish_raw(*item)
+        return len(prepared)
+
+    # -- claim checks ---------------------------------------------------------------------------
+    async def payload(self, wire: WireEvent) -> bytes:
+        """The payload bytes of an event, inline or fetched from the object store by reference."""
+        raw = codec.inline_data(wire)
+        if raw is not None:
+            return raw
+        ref = wire.dataref or ""
+        if not ref.startswith(OBJECT_REF_PREFIX):
+            raise codec.DecodeError("claim_check", f"event has no data and an unknown dataref {ref!r}")
+        name = ref.removeprefix(OBJECT_REF_PREFIX)
+        cached = self._payload_cache.get(name)
+        if cached is not None:
+            return cached
+        store = await self._object_store()
+        try:
+            result = await store.get(name)
+        except nats.js.errors.ObjectNotFoundError:
+            raise codec.DecodeError("claim_check", f"payload {name!r} is not in the object store") from None
+        raw = bytes(result.data or b"")
+        if hashlib.sha256(raw).hexdigest() != name:
+            raise codec.DecodeError("claim_check", f"payload {name!r} does not match its hash")
+        self._payload_cache[name] = raw
+        if len(self._payload_cache) > 64:
+            self._payload_cache.popitem(last=False)
+        return raw
+
+    async def decode(self, body: bytes, headers: dict[str, str] | None) -> Event[Any]:
+        wire = codec.decode_wire(body, headers, max_bytes=self.settings.max_event_bytes)
+        codec.payload_class(wire)
+        return codec.to_event(wire, await self.payload(wire))
+
+    # -- request/reply (questions answered from projections; not stored in the log) --------------
+    async def request(self, subject: str, payload: BaseModel, reply_type: type[M], *, timeout: float = 3.0) -> M:
+        try:
+            msg = await self.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BusUnavailable(f"no answer on {subject!r} within {timeout}s: {type(exc).__name__}") from None
+        return reply_type.model_validate_json(msg.data)
+
+    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[BaseModel]],
+                    *, queue: str, error_reply: Callable[[str], BaseModel]) -> Any:
+        """Answer requests on ``subject`` (replicas share ``queue``); a bad request gets an error reply."""
+        async def on_msg(msg: Any) -> None:
+            try:
+                request = request_type.model_validate_json(msg.data)
+            except ValueError as exc:
+                await msg.respond(error_reply(f"invalid request: {exc}").model_dump_json().encode())
+                return
+            try:
+                reply = await handler(request)
+            except Exception as exc:
+                log.exception("%s: handler failed", subject)
+                reply = error_reply(f"{type(exc).__name__}: {exc}")
+            await msg.respond(reply.model_dump_json().encode())
+
+        return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+
+    # -- consuming ------------------------------------------------------------------------------
+    def consumer(self, durable: str, filter_subjects: Sequence[str],
+                 handler: Callable[[Event[Any]], Awaitable[None]], **options: Any) -> Any:
+        """A durable consumer running ``handler`` on every event; see :class:`Consumer`."""
+        from agentos_kernel.consumer import Consumer
+
+        return Consumer(self, durable, filter_subjects, handler, **options)

@@ -1,0 +1,261 @@
+"""Durable JetStream consumers: decode, validate, run the handler, ack, retry or dead-letter.
+
+A consumer never dies on one bad message. An event that cannot be decoded or validated is
+dead-lettered at once; a handler failure is redelivered with backoff and dead-lettered after
+the last attempt. The dead letter keeps the original bytes and headers and adds the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from agentos_kernel import control, tracing
+from agentos_kernel.exceptions import Reject
+from agentos_kernel.redact import redact
+from agentos_schemas import Event, codec, dlq_subject
+from agentos_schemas import subjects as s
+
+if TYPE_CHECKING:
+    from agentos_kernel.bus import Bus
+
+log = logging.getLogger("agentos.consumer")
+
+Handler = Callable[[Event[Any]], Awaitable[None]]
+
+DLQ_HEADERS = (
+    "AgentOS-DLQ-Code", "AgentOS-DLQ-Reason", "AgentOS-DLQ-Consumer", "AgentOS-DLQ-Subject",
+    "AgentOS-DLQ-Stream-Seq", "AgentOS-DLQ-Deliveries",
+)
+
+
+def _header_safe(text: str, limit: int = 900) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class Consumer:
+    """One service's durable pull consumer on ``AGENTOS_EVENTS``.
+
+    Args:
+        durable: consumer name; replicas of a service share it to split the work.
+        filter_subjects: subjects to receive (see :mod:`agentos_schemas.subjects`).
+        handler: awaited with each validated event. Raise :class:`~agentos_kernel.Retry` or any
+            exception to have it redelivered, :class:`~agentos_kernel.Reject` to dead-letter it.
+        types: if given, events of other types are acknowledged and skipped without decoding.
+        max_deliver: attempts before a failing message is dead-lettered.
+        backoff: delay before each redelivery (the last value repeats).
+        concurrency: handlers running at once (1 keeps the stream's order).
+        ack_wait: seconds before an unacknowledged message is redelivered; long handlers
+            are kept alive with in-progress acks.
+        honour_halts: hold (in progress, not redelivered, not counted as an attempt) each message
+            whose work a kill switch covers until it is lifted, and stop fetching while a switch
+            covers everything this consumer receives (``halt.all``, or ``halt.tenant.<t>`` when
+            every filter names tenant ``t``). Off for consumers that must keep folding facts.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        durable: str,
+        filter_subjects: Sequence[str],
+        handler: Handler,
+        *,
+        types: Collection[str] | None = None,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0),
+        concurrency: int = 16,
+        ack_wait: float = 30.0,
+        deliver_new: bool = False,
+        honour_halts: bool = True,
+    ) -> None:
+        s.check_token("consumer", durable)
+        self.bus = bus
+        self.durable = durable
+        self.filter_subjects = list(filter_subjects)
+        self.handler = handler
+        self.types = frozenset(types) if types is not None else None
+        self.max_deliver = max_deliver
+        self.backoff = tuple(backoff) or (1.0,)
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self.deliver_new = deliver_new
+        self.dead_lettered = 0
+        self.honour_halts = honour_halts
+        tenants = {f.split(".")[1] if f.count(".") >= 2 else "*" for f in self.filter_subjects}
+        only = tenants.pop() if len(tenants) == 1 else "*"
+        self.scope = control.Work(tenant=None if only in ("*", ">") else only)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._psub: Any = None
+
+    async def start(self) -> Consumer:
+        config = api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.NEW if self.deliver_new else api.DeliverPolicy.ALL,
+            max_deliver=self.max_deliver,
+            ack_wait=self.ack_wait,
+            max_ack_pending=max(1000, self.concurrency * 4),
+            filter_subjects=self.filter_subjects,
+        )
+        js = self.bus.js
+        try:
+            await js.add_consumer(s.EVENTS_STREAM, config)
+        except nats.js.errors.BadRequestError:
+            # Exists with another config (e.g. new filters after an upgrade): update in place.
+            config.deliver_policy = None
+            await js.add_consumer(s.EVENTS_STREAM, config)
+        self._psub = await js.pull_subscribe_bind(self.durable, s.EVENTS_STREAM)
+        self._loop_task = asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
+        return self
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop fetching, let in-flight handlers finish, hand back what could not finish."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.bus.nc.flush(timeout=5)  # acks and naks are sent before we return
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            if self.honour_halts and control.state().covering(self.scope) is not None:
+                await control.state().wait_change(timeout=0.5)  # paused: fetch nothing new
+                continue
+            await self._slots.acquire()
+            free = 1
+            while free < self.concurrency and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            msgs: list[Msg] = []
+            try:
+                msgs = await self._psub.fetch(free, timeout=0.5)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                pass
+            except Exception as exc:  # reconnecting, server restarting: keep going
+                log.debug("%s: fetch failed: %r", self.durable, exc)
+                await asyncio.sleep(0.2)
+            for _ in range(free - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        try:
+            if self.types is not None and headers.get("ce-type") not in self.types and "ce-type" in headers:
+                await msg.ack()
+                return
+            try:
+                event = await self.bus.decode(msg.data, headers)
+            except codec.DecodeError as exc:
+                await self.dead_letter(msg, exc.code, exc.reason)
+                return
+            if self.types is not None and event.type not in self.types:
+                await msg.ack()
+                return
+            await self._run_handler(msg, event)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:  # a bug in the loop itself must not kill the consumer
+            log.exception("%s: unexpected error on %s", self.durable, msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+            del exc
+
+    async def _run_handler(self, msg: Msg, event: Event[Any]) -> None:
+        keepalive = asyncio.create_task(self._keepalive(msg))
+        try:
+            with control.working_on(control.work_of(event)), tracing.consume_span(event, self.durable):
+                await self._call(event)
+        except Reject as exc:
+            await self.dead_letter(msg, "handler_rejected", str(exc))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._retry_or_dead_letter(msg, exc)
+            return
+        finally:
+            keepalive.cancel()
+        await msg.ack()
+
+    async def _call(self, event: Event[Any]) -> None:
+        """Run the handler; with ``honour_halts`` a halted message is held (kept alive by the
+        keepalive, so neither redelivered nor counted) and the handler re-run once it is lifted."""
+        work = control.current_work()
+        while True:
+            if self.honour_halts:
+                await control.state().wait_clear(work)
+            try:
+                await self.handler(event)
+                return
+            except control.Halted as exc:
+                if not self.honour_halts:
+                    raise
+                key = exc.halt.key
+                while key in control.state().halts:
+                    await control.state().wait_change(timeout=5.0)
+
+    async def _retry_or_dead_letter(self, msg: Msg, exc: Exception) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if delivered >= self.max_deliver:
+            await self.dead_letter(msg, "handler_failed", f"after {delivered} attempts: {reason}")
+            return
+        delay = getattr(exc, "delay", None)
+        if delay is None:
+            delay = self.backoff[min(delivered - 1, len(self.backoff) - 1)]
+        log.info("%s: attempt %d failed (%s); retry in %.1fs", self.durable, delivered, reason, delay)
+        await msg.nak(delay=delay)
+
+    async def _keepalive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def dead_letter(self, msg: Msg, code: str, reason: str) -> None:
+        """Copy the original bytes and headers to ``AGENTOS_DLQ`` with the reason, then ack."""
+        meta = msg.metadata
+        headers = {k: v for k, v in (msg.headers or {}).items() if k not in DLQ_HEADERS}
+        headers.pop("Nats-Msg-Id", None)
+        seq = str(meta.sequence.stream)
+        headers.update({
+            "Nats-Msg-Id": f"{self.durable}:{seq}",
+            "AgentOS-DLQ-Code": code,
+            "AgentOS-DLQ-Reason": _header_safe(redact(reason)),
+            "AgentOS-DLQ-Consumer": self.durable,
+            "AgentOS-DLQ-Subject": msg.subject,
+            "AgentOS-DLQ-Stream-Seq": seq,
+            "AgentOS-DLQ-Deliveries": str(meta.num_delivered or 1),
+        })
+        await self.bus.publish_raw(dlq_subject(self.durable), msg.data, headers)
+        self.dead_lettered += 1
+        log.warning("%s: dead-lettered stream seq %s (%s: %s)", self.durable, seq, code, redact(reason))
+        await msg.ack()

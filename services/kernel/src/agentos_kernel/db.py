@@ -1,0 +1,59 @@
+"""Postgres access for services: a pool, per-service migrations, and the tracking table that
+makes a handler's effects happen once even when JetStream redelivers its event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from agentos_kernel.exceptions import ConfigError
+
+_TRACKING = """
+CREATE TABLE IF NOT EXISTS {schema}.processed_events (
+    consumer    text        NOT NULL,
+    event_id    text        NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+)"""
+
+
+async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    if not url:
+        raise ConfigError("AGENTOS_DATABASE_URL is not set (run `agentos up`, or point it at Postgres)")
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10)
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, steps: Sequence[str]) -> None:
+    """Apply ``steps`` in order, once each, inside the service's own schema.
+
+    Steps are append-only: a step, once shipped, is never edited; changes are new steps.
+    An advisory lock keeps two replicas from migrating at the same time.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentos-migrate-{schema}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(_TRACKING.format(schema=schema))
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.migrations (step int PRIMARY KEY, applied_at timestamptz DEFAULT now())"
+        )
+        done = {r["step"] for r in await conn.fetch(f"SELECT step FROM {schema}.migrations")}
+        for number, sql in enumerate(steps, start=1):
+            if number not in done:
+                await conn.execute(sql.format(schema=schema))
+                await conn.execute(f"INSERT INTO {schema}.migrations (step) VALUES ($1)", number)
+
+
+async def first_time(conn: asyncpg.Connection, schema: str, consumer: str, event_id: str) -> bool:
+    """Record that ``consumer`` processed ``event_id``; False if it already had.
+
+    Call inside the transaction that writes the handler's effects, so both commit or neither.
+    """
+    row = await conn.fetchval(
+        f"INSERT INTO {schema}.processed_events (consumer, event_id) VALUES ($1, $2) "
+        "ON CONFLICT DO NOTHING RETURNING 1",
+        consumer, event_id,
+    )
+    return row is not None

@@ -1,0 +1,43 @@
+"""Errors and handler outcomes of the bus kernel.
+
+::
+
+    AgentOSError
+    ├── ConfigError             misuse or bad configuration (a user error, never retried)
+    ├── BusUnavailable          NATS could not be reached or did not acknowledge in time
+    └── HandlerOutcome          raised by a handler to say what happens to the message
+        ├── Retry               try again later (nak with a delay), dead-letter after the last attempt
+        └── Reject              never retry: dead-letter now, with the reason
+
+Any other exception from a handler is treated as :class:`Retry`.
+"""
+
+from __future__ import annotations
+
+
+class AgentOSError(Exception):
+    """Base of every AgentOS error."""
+
+
+class ConfigError(AgentOSError, ValueError):
+    """Bad configuration or misuse; the message names the setting."""
+
+
+class BusUnavailable(AgentOSError):
+    """NATS could not be reached, or did not acknowledge a publish in time."""
+
+
+class HandlerOutcome(AgentOSError):
+    """A handler's decision about the message it was given."""
+
+
+class Retry(HandlerOutcome):
+    """Transient failure: redeliver later. ``delay`` overrides the consumer's backoff."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Reject(HandlerOutcome):
+    """Permanent failure: the message can never succeed; dead-letter it now."""

@@ -1,0 +1,221 @@
+"""Model calls for every service, through litellm: a model registry, routing, fallback chains, and a
+record (tokens, cost, latency, error) of every attempt.
+
+The registry comes from a YAML file (``AGENTOS_MODELS``) naming aliases for any litellm model
+string — OpenAI, Anthropic, Ollama, vLLM … — or, when none is configured, from the offline
+model the project ships (``AGENTOS_OFFLINE_MODEL_URL``). litellm's Router owns deployments and
+cooldowns with its own retries off; the chain below walks the fallbacks so that each attempt is
+recorded with the task that made it.
+
+Every call is governed: the messages are redacted (personal data and secrets become ``[EMAIL]``,
+``[SECRET]`` …) before they leave the process, and the kill switches are obeyed — a call whose
+agent, workflow, tenant or model is halted does not start, and one in flight when its switch is
+turned on is cancelled. By default the call then *pauses* until the switch is lifted and runs
+again (models halted on their own are skipped for the rest of the chain); ``pause_on_halt=False``
+raises :class:`~agentos_kernel.control.Halted` instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentos_kernel import control
+from agentos_kernel.exceptions import AgentOSError, ConfigError
+from agentos_kernel.redact import redactor
+from agentos_schemas.events import ModelCall
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+#: Role aliases charters use, and the offline model each maps to when no registry is configured.
+OFFLINE_ALIASES = {"fast": "offline-fast", "smart": "offline-smart", "backup": "offline-backup"}
+
+
+class ModelSpec(BaseModel):
+    """One alias in the registry."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    alias: str
+    model: str
+    """Any litellm model string, e.g. ``openai/gpt-4o-mini``, ``anthropic/claude-sonnet-4``, ``ollama/llama3``."""
+    api_base: str | None = None
+    api_key_env: str | None = None
+    """Environment variable holding the key (keys never live in the file)."""
+    timeout_s: float = 60.0
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
+    max_context_tokens: int = 128_000
+
+
+class ModelRegistry(BaseModel):
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    offline: bool = False
+    """True when the registry is the shipped offline model."""
+
+    def get(self, alias: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.alias == alias:
+                return spec
+        raise ConfigError(f"model {alias!r} is not in the model registry ({', '.join(self.aliases())})")
+
+    def aliases(self) -> list[str]:
+        return [m.alias for m in self.models]
+
+    @classmethod
+    def load(cls, path: str | None = None, offline_url: str | None = None) -> ModelRegistry:
+        path = path or os.environ.get("AGENTOS_MODELS")
+        if path:
+            try:
+                return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"AGENTOS_MODELS={path!r}: {exc}") from None
+        url = offline_url or os.environ.get("AGENTOS_OFFLINE_MODEL_URL")
+        if not url:
+            raise ConfigError("no model configured: set AGENTOS_MODELS to a registry file, "
+                              "or AGENTOS_OFFLINE_MODEL_URL to the offline model (`agentos up` sets it)")
+        # Simulated prices, so cost accounting is exercised offline as it is with hosted models.
+        return cls(offline=True, models=tuple(
+            ModelSpec(alias=alias, model=f"openai/{name}", api_base=url, timeout_s=20,
+                      input_cost_per_token=0.15e-6, output_cost_per_token=0.60e-6)
+            for alias, name in offline_models(url).items()))
+
+
+def offline_models(url: str) -> dict[str, str]:
+    """Alias -> offline model: the role aliases, plus every model the offline server lists under
+    its own name (a scenario may add fault-injection models)."""
+    import httpx
+
+    try:
+        listed = httpx.get(f"{url.rstrip('/')}/models", timeout=3.0).json()["data"]
+        names = [str(m["id"]) for m in listed]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        names = []
+    return {**OFFLINE_ALIASES, **{n: n for n in names if n not in OFFLINE_ALIASES}}
+
+
+class ModelCallFailed(AgentOSError):
+    """Every model in the chain failed; ``calls`` records each attempt."""
+
+    def __init__(self, message: str, calls: list[ModelCall]) -> None:
+        super().__init__(message)
+        self.calls = calls
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = urlparse(url or "").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LLM:
+    """Model calls by alias with a fallback chain."""
+
+    def __init__(self, registry: ModelRegistry, *, pause_on_halt: bool = True, redact: bool = True) -> None:
+        import litellm
+        from litellm import Router
+
+        litellm.suppress_debug_info = True
+        logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+        self.registry = registry
+        self.pause_on_halt = pause_on_halt
+        self.redact = redact
+        deployments = []
+        for spec in registry.models:
+            params: dict[str, Any] = {"model": spec.model, "timeout": spec.timeout_s}
+            if spec.api_base:
+                params["api_base"] = spec.api_base
+            params["api_key"] = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "offline"
+            # Prices given in the registry are applied here (see ``_cost``), not handed to litellm:
+            # per-deployment prices make litellm re-register the model on every call.
+            deployments.append({"model_name": spec.alias, "litellm_params": params})
+        self.router = Router(model_list=deployments, num_retries=0, allowed_fails=1000)
+
+    def _guard(self, spec: ModelSpec) -> None:
+        if os.environ.get("AGENTOS_ALLOW_LLM_CALLS") == "0" and not _is_loopback(spec.api_base):
+            raise ConfigError(f"real model calls are disabled here (AGENTOS_ALLOW_LLM_CALLS=0): {spec.model!r}")
+
+    def models(self, alias: str) -> tuple[str, ...]:
+        """The names a model switch may use for ``alias``: the alias, the litellm string, its bare name."""
+        model = self.registry.get(alias).model
+        return alias, model, model.split("/", 1)[-1]
+
+    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
+                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+        """Ask the first model in ``chain`` that answers; returns (response, every attempt).
+
+        Waits while a kill switch covers the work (see the module docs) and never sends a
+        message before it is redacted.
+        """
+        if self.redact:
+            messages, _ = redactor().messages(messages)
+        calls: list[ModelCall] = []
+        state = control.state()
+        while True:
+            work = control.current_work()
+            halt = state.covering(work) or (None if any(self._open(a) for a in chain)
+                                            else state.covering(work.merged(models=self.models(chain[0]))))
+            if halt is not None:
+                if not self.pause_on_halt:
+                    raise control.Halted(halt)
+                await state.wait_change(timeout=5.0)
+                continue
+            try:
+                return await self._chain([a for a in chain if self._open(a)], messages, calls, work, **kwargs)
+            except control.Halted:
+                if not self.pause_on_halt:
+                    raise
+
+    def _open(self, alias: str) -> bool:
+        return control.state().covering(control.Work(models=self.models(alias))) is None
+
+    async def _chain(self, chain: list[str], messages: list[dict[str, Any]], calls: list[ModelCall],
+                     work: control.Work, **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+        for alias in chain:
+            spec = self.registry.get(alias)
+            self._guard(spec)
+            started = time.perf_counter()
+            try:
+                async with control.state().guard(work.merged(models=self.models(alias))):
+                    response = await self.router.acompletion(model=alias, messages=messages, **kwargs)
+            except control.Halted as exc:
+                calls.append(ModelCall(model=spec.model, ok=False, error=str(exc)[:500],
+                                       latency_ms=(time.perf_counter() - started) * 1000))
+                raise
+            except Exception as exc:
+                calls.append(ModelCall(model=spec.model, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
+                                       latency_ms=(time.perf_counter() - started) * 1000))
+                continue
+            usage = getattr(response, "usage", None)
+            tokens_in = getattr(usage, "prompt_tokens", 0) or 0
+            tokens_out = getattr(usage, "completion_tokens", 0) or 0
+            calls.append(ModelCall(
+                model=spec.model, ok=True, input_tokens=tokens_in, output_tokens=tokens_out,
+                cost_usd=_cost(spec, response, tokens_in, tokens_out),
+                latency_ms=(time.perf_counter() - started) * 1000))
+            return response, calls
+        raise ModelCallFailed(f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls)
+
+
+def _cost(spec: ModelSpec, response: Any, tokens_in: int, tokens_out: int) -> float:
+    """The registry's prices when it gives them; otherwise litellm's cost map for known models."""
+    if spec.input_cost_per_token is not None:
+        return tokens_in * spec.input_cost_per_token + tokens_out * (spec.output_cost_per_token or 0.0)
+    return float(response._hidden_params.get("response_cost") or 0.0)
+
+
+def count_tokens(model: str, text: str) -> int:
+    """Tokens of ``text`` for ``model`` (litellm's tokenizer; works offline)."""
+    import litellm
+
+    return int(litellm.token_counter(model=model, text=text))

@@ -1,0 +1,123 @@
+"""Running one service process: connect, provision, start consumers, heartbeat, stop gracefully.
+
+Every service also gets the governance every process needs: log records are redacted, the
+secret store's values are registered with the redactor, and a :class:`ControlWatcher` keeps the
+kill switches current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from agentos_kernel import redact
+from agentos_kernel.bus import Bus
+from agentos_kernel.control import ControlWatcher
+from agentos_kernel.consumer import Consumer
+from agentos_kernel.db import create_pool
+from agentos_kernel.secrets import SecretStore
+from agentos_kernel.settings import KernelSettings
+from agentos_schemas import new_event_id
+from agentos_schemas import subjects as s
+
+log = logging.getLogger("agentos.service")
+
+
+@dataclass
+class ServiceContext:
+    """What a service's setup function gets: the bus, settings, and (if it asked) a Postgres pool."""
+
+    name: str
+    bus: Bus
+    settings: KernelSettings
+    instance: str
+    pool: asyncpg.Pool | None = None
+    consumers: list[Consumer] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    watcher: ControlWatcher | None = None
+
+    async def consume(self, durable: str, filters: list[str], handler: Any, **options: Any) -> Consumer:
+        consumer = await self.bus.consumer(durable, filters, handler, **options).start()
+        self.consumers.append(consumer)
+        return consumer
+
+
+Setup = Callable[[ServiceContext], Awaitable[None]]
+
+
+async def start_service(
+    name: str, setup: Setup, settings: KernelSettings, *, database: bool = False
+) -> ServiceContext:
+    """Connect, provision (if allowed), follow the kill switches, then run ``setup``."""
+    redact.install_logging()
+    await asyncio.to_thread(SecretStore.default().register_all)
+    bus = await Bus.connect(settings, source=name)
+    if settings.provision != "off":
+        await bus.provision(update=settings.provision == "update")
+    instance = f"{socket.gethostname()}-{os.getpid()}-{new_event_id()[-6:]}"
+    pool = await create_pool(settings.database_url) if database else None
+    ctx = ServiceContext(name=name, bus=bus, settings=settings, instance=instance, pool=pool)
+    if settings.control:
+        ctx.watcher = await ControlWatcher(bus.js, create=settings.provision != "off").start()
+    await setup(ctx)
+    return ctx
+
+
+async def stop_service(ctx: ServiceContext, timeout: float = 10.0) -> None:
+    await asyncio.gather(*(c.stop(timeout) for c in ctx.consumers), return_exceptions=True)
+    if ctx.watcher is not None:
+        await ctx.watcher.stop()
+    for close in reversed(ctx.closers):
+        with contextlib.suppress(Exception):
+            await close()
+    with contextlib.suppress(Exception):
+        kv = await ctx.bus.js.key_value(s.HEALTH_BUCKET)
+        await kv.delete(_health_key(ctx))
+    if ctx.pool is not None:
+        await ctx.pool.close()
+    await ctx.bus.close()
+
+
+def _health_key(ctx: ServiceContext) -> str:
+    return f"{ctx.name}.{ctx.instance}".replace(":", "_")
+
+
+async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> None:
+    """Write this instance's health into the ``AGENTOS_HEALTH`` bucket (entries expire after 30 s)."""
+    kv = await ctx.bus.js.key_value(s.HEALTH_BUCKET)
+    while True:
+        report = {
+            "service": ctx.name, "instance": ctx.instance, "pid": os.getpid(), "started": started,
+            "ts": time.time(), "status": "ok" if ctx.bus.nc.is_connected else "reconnecting",
+            "consumers": [c.durable for c in ctx.consumers],
+            "dead_lettered": sum(c.dead_lettered for c in ctx.consumers), **ctx.status,
+        }
+        with contextlib.suppress(Exception):
+            await kv.put(_health_key(ctx), json.dumps(report).encode())
+        await asyncio.sleep(every)
+
+
+async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False) -> None:
+    """Run a service until SIGTERM or SIGINT, then stop it gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ctx = await start_service(name, setup, settings, database=database)
+    beat = asyncio.create_task(heartbeat(ctx, time.time()))
+    log.info("%s ready (%s)", name, ctx.instance)
+    await stop.wait()
+    beat.cancel()
+    await stop_service(ctx)

@@ -1,0 +1,56 @@
+"""Test support shipped with the kernel: real servers for tests, unique names, waiting helpers.
+
+Tests run against a real NATS JetStream and a real Postgres. With ``AGENTOS_TEST_NATS_URL`` /
+``AGENTOS_TEST_DATABASE_URL`` set they use those; otherwise they start embedded ones on free
+ports in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
+from agentos_schemas import new_event_id
+
+
+@contextmanager
+def test_servers() -> Iterator[tuple[str, str]]:
+    """(nats_url, database_url) for a test session."""
+    nats_url = os.environ.get("AGENTOS_TEST_NATS_URL")
+    db_url = os.environ.get("AGENTOS_TEST_DATABASE_URL")
+    root = Path(tempfile.mkdtemp(prefix="agentos-test-"))
+    nats = None if nats_url else EmbeddedNats(root / "nats", sync="default")
+    pg = None if db_url else EmbeddedPostgres(root / "postgres")
+    try:
+        if nats is not None:
+            nats_url = nats.start()
+        if pg is not None:
+            db_url = pg.start()
+        assert nats_url and db_url
+        yield nats_url, db_url
+    finally:
+        if pg is not None:
+            pg.stop()
+        if nats is not None:
+            nats.stop()
+
+
+def unique(prefix: str = "t") -> str:
+    """A short unique lower-case token for tenants, durables and subjects."""
+    return f"{prefix}{new_event_id().replace('-', '')[-12:]}"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, every: float = 0.05) -> None:
+    """Wait until ``check()`` is true, or fail with AssertionError after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")

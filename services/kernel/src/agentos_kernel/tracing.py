@@ -1,0 +1,85 @@
+"""W3C trace context carried in the CloudEvent ``traceparent`` extension, continued as OTel spans."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from agentos_schemas import Event
+
+_propagator = TraceContextTextMapPropagator()
+_configured = False
+
+
+def setup(service: str) -> None:
+    """Install an SDK tracer provider once per process (OTLP export when an endpoint is set)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    provider = TracerProvider(resource=Resource.create({"service.name": f"agentos-{service}"}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter,
+            )
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        except ImportError:
+            pass
+    trace.set_tracer_provider(provider)
+    tracer.cache_clear()
+
+
+@functools.cache
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("agentos")
+
+
+def current_traceparent() -> tuple[str | None, str | None]:
+    """(traceparent, tracestate) of the active span, for a new event."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The 32-hex trace id inside a ``traceparent``."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+@contextmanager
+def consume_span(event: Event[Any], consumer: str) -> Iterator[trace.Span]:
+    """A ``process`` span whose parent is the span that published ``event``."""
+    carrier = {"traceparent": event.traceparent or "", "tracestate": event.tracestate or ""}
+    parent = _propagator.extract(carrier)
+    token = otel_context.attach(parent)
+    try:
+        with tracer().start_as_current_span(
+            f"process {event.type}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": consumer,
+                "messaging.message.id": event.id,
+                "cloudevents.event_type": event.type,
+                "agentos.correlation_id": event.correlationid or "",
+            },
+        ) as span:
+            yield span
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,1 @@
+"""AgentOS orchestrator: goals to plans to tasks, tracked to completion."""

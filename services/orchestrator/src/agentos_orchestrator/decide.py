@@ -1,0 +1,193 @@
+"""What the orchestrator does next for a goal, decided from its state alone (pure; no I/O).
+
+``decide`` is deterministic: the same state yields the same commands with the same event ids, so
+re-deciding after a crash re-emits nothing new that was already published (JetStream drops the
+duplicate ids) and misses nothing that was not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agentos_orchestrator.state import Goal, Step, World
+from agentos_schemas import derived_event_id
+from agentos_schemas.events import (
+    EventData,
+    GoalCompleted,
+    GoalEscalated,
+    GoalFailed,
+    TaskAssigned,
+    TaskReviewed,
+)
+from agentos_schemas.events.goals import FailureCode
+
+REVIEW_CAPABILITY = "qa"
+#: Task failures that end the whole goal instead of being retried or re-planned around.
+GOAL_ENDING: dict[str, FailureCode] = {"budget": "budget", "halted": "halted"}
+
+
+@dataclass(frozen=True)
+class Emit:
+    data: EventData
+    id: str
+
+
+@dataclass(frozen=True)
+class NeedPlan:
+    reason: str | None
+
+
+Command = Emit | NeedPlan
+
+
+def backoff(attempt: int) -> float:
+    return min(0.5 * 2 ** max(attempt - 1, 0), 10.0)
+
+
+def task_id(goal: Goal, step: Step, attempt: int) -> str:
+    return f"{goal.goal_id}/r{goal.revision}/{step.spec.step_id}/a{attempt}"
+
+
+def fail(goal: Goal, now: float, code: FailureCode, reason: str) -> list[Command]:
+    return [Emit(GoalFailed(goal_id=goal.goal_id, code=code, reason=reason, cost_usd=goal.cost_usd,
+                            tokens=goal.tokens, duration_s=now - goal.submitted_at,
+                            steps_run=goal.attempts_total), derived_event_id(goal.goal_id, "failed"))]
+
+
+def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0) -> list[Command]:
+    if not goal.active:
+        return []
+    limits = goal.limits
+    if now - goal.submitted_at > limits.deadline_s:
+        return fail(goal, now, "deadline", f"deadline of {limits.deadline_s:.0f}s passed")
+    if goal.cost_usd > limits.budget_usd:
+        return fail(goal, now, "budget", f"spent ${goal.cost_usd:.4f} of a ${limits.budget_usd:.2f} budget")
+    if goal.status == "planning":
+        return [NeedPlan(None)]
+    if goal.steps and all(s.status == "accepted" for s in goal.steps.values()):
+        return [complete(goal, now)]
+    for step in goal.steps.values():
+        if step.status == "failed" and step.failure_code in GOAL_ENDING:
+            return fail(goal, now, GOAL_ENDING[step.failure_code],
+                        f"step {step.spec.step_id!r}: {step.last_error or step.failure_code}")
+    return _advance(world, goal, now, wait_timeout)
+
+
+def _advance(world: World, goal: Goal, now: float, wait_timeout: float) -> list[Command]:
+    out: list[Command] = []
+    replan: list[str] = []
+    planned = 0
+    pending: dict[str, int] = {}
+    for step in goal.steps.values():
+        action = _step_action(goal, step, now)
+        if action == "replan":
+            replan.append(f"step {step.spec.step_id!r}: {step.last_error or step.feedback or 'failed'}")
+        elif isinstance(action, Emit):
+            out.append(action)
+        elif action is not None:
+            if goal.attempts_total + planned >= goal.limits.max_steps:
+                return fail(goal, now, "max_steps", f"{goal.limits.max_steps} task attempts used")
+            assigned = _assign(world, goal, step, action, now, wait_timeout, pending)
+            if isinstance(assigned, Emit) and isinstance(assigned.data, TaskAssigned):
+                planned += 1
+                pending[assigned.data.agent] = pending.get(assigned.data.agent, 0) + 1
+            if assigned is not None:
+                out.append(assigned)
+    if replan:
+        if goal.replans >= goal.limits.max_replans:
+            code: FailureCode = "max_replans" if goal.limits.max_replans else "max_retries"
+            return fail(goal, now, code, "; ".join(replan) + f" (after {goal.replans} re-plans)")
+        return [NeedPlan("; ".join(replan))]
+    return out
+
+
+def _step_action(goal: Goal, step: Step, now: float) -> str | Emit | None:
+    """None (nothing to do), "work", "review", "replan", or an Emit (a review verdict)."""
+    retries = goal.limits.max_retries
+    if step.status == "reviewing":
+        if step.review_done:
+            return _verdict(goal, step)
+        return "review" if step.review_task_id is None else None
+    if step.status == "pending":
+        if not all(goal.steps[d].status == "accepted" for d in step.spec.depends_on if d in goal.steps):
+            return None
+        return "work" if step.attempt < 1 + retries else "replan"
+    if step.status == "failed":
+        if not step.retryable or step.attempt >= 1 + retries:
+            return "replan"
+        return "work" if now >= (step.failed_at or 0) + backoff(step.attempt) else None
+    return None
+
+
+def _verdict(goal: Goal, step: Step) -> Emit:
+    output = step.review_output or {}
+    verdict = output.get("verdict")
+    accepted = verdict == "accepted"
+    review_task = step.review_task_id or ""
+    return Emit(TaskReviewed(
+        goal_id=goal.goal_id, step_id=step.spec.step_id, task_id=step.task_id or "",
+        verdict="accepted" if accepted else "rejected",
+        feedback=str(output.get("feedback") or ("" if accepted else f"unusable verdict {verdict!r}")),
+        reviewer=goal.assigned_agent.get(review_task, "qa")), derived_event_id(review_task, "reviewed"))
+
+
+def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_timeout: float,
+            pending: dict[str, int]) -> Emit | None:
+    capability = REVIEW_CAPABILITY if kind == "review" else step.spec.capability
+    agent = _pick_agent(world, capability, pending)
+    if agent is None:
+        since = goal.waiting_since.setdefault(step.spec.step_id, now)
+        if now - since > wait_timeout and not goal.escalated:
+            return Emit(GoalEscalated(goal_id=goal.goal_id, step_id=step.spec.step_id, to="operator",
+                                      reason=f"no {capability!r} specialist available for {now - since:.0f}s"),
+                        derived_event_id(goal.goal_id, "escalated", step.spec.step_id))
+        return None
+    spec = step.spec
+    if kind == "review":
+        tid = f"{step.task_id}/qa{step.reviews + 1}"
+        data = TaskAssigned(
+            task_id=tid, goal_id=goal.goal_id, step_id=spec.step_id, attempt=step.reviews + 1, agent=agent,
+            capability=capability, goal_text=goal.text, review_of=spec.step_id,
+            instruction=f"Review the output of step {spec.step_id!r}. Its instruction was: {spec.instruction}",
+            handoff={spec.step_id: step.output or {}})
+    else:
+        attempt = step.attempt + 1
+        tid = task_id(goal, step, attempt)
+        data = TaskAssigned(
+            task_id=tid, goal_id=goal.goal_id, step_id=spec.step_id, attempt=attempt, agent=agent,
+            capability=capability, instruction=spec.instruction, goal_text=goal.text,
+            depends_on=spec.depends_on, feedback=step.feedback,
+            handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps})
+    return Emit(data, derived_event_id(tid, "assigned"))
+
+
+def _pick_agent(world: World, capability: str, pending: dict[str, int]) -> str | None:
+    """The agent with the most free capacity for ``capability``; None if all are busy or absent."""
+    best, free_best = None, 0
+    for agent in world.agents.for_capability(capability):
+        free = world.agents.capacity(agent) - world.inflight(agent) - pending.get(agent, 0)
+        if free > free_best:
+            best, free_best = agent, free
+    return best
+
+
+def complete(goal: Goal, now: float) -> Emit:
+    outputs = {sid: s.output or {} for sid, s in goal.steps.items()}
+    depended = {d for s in goal.steps.values() for d in s.spec.depends_on}
+    finals = [sid for sid in goal.steps if sid not in depended]
+    result = _result_text(outputs, finals)
+    return Emit(GoalCompleted(goal_id=goal.goal_id, result=result, outputs=outputs, cost_usd=goal.cost_usd,
+                              tokens=goal.tokens, duration_s=now - goal.submitted_at,
+                              steps_run=goal.attempts_total), derived_event_id(goal.goal_id, "completed"))
+
+
+def _result_text(outputs: dict[str, dict[str, Any]], finals: list[str]) -> str:
+    for sid in finals:
+        report = outputs[sid].get("report")
+        if isinstance(report, str) and report:
+            title = outputs[sid].get("title")
+            return f"# {title}\n\n{report}" if isinstance(title, str) and title else report
+    last = finals[-1] if finals else next(reversed(outputs), "")
+    return json.dumps(outputs.get(last, {}), indent=2, ensure_ascii=False)

@@ -1,0 +1,179 @@
+"""The orchestrator service: goals become plans, plans become tasks, results become outcomes.
+
+State lives in memory and is rebuilt from the log on start (``replay``), so killing the
+orchestrator loses nothing: ``decide`` re-derives exactly the commands not yet published, and
+their deterministic ids make any re-publish a no-op.
+
+Kill switches: while ``halt.all``, ``halt.tenant.<t>`` or ``halt.workflow.<goal>`` covers a goal,
+the orchestrator takes no decision for it — no task is dispatched, nothing is re-planned,
+completed or failed — but it keeps folding every fact into its state (its consumer does not
+honour halts). When the switch is lifted the next tick decides again and the goal carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import SettingsConfigDict
+
+from agentos_kernel import ConfigError, KernelSettings, control
+from agentos_kernel.llm import LLM, ModelRegistry
+from agentos_kernel.replay import replay
+from agentos_kernel.service import ServiceContext, run_service
+from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
+from agentos_orchestrator.planner import PlanError, Workflow, llm_plan, load_workflows
+from agentos_orchestrator.state import Goal, World, apply
+from agentos_schemas import Event, derived_event_id
+from agentos_schemas.events import GoalPlanned, TaskCompleted, TaskFailed, Usage
+
+NAME = "orchestrator"
+SUBJECTS = ["agentos.*.goal.*", "agentos.*.task.*", "agentos.*.agent.*"]
+log = logging.getLogger("agentos.orchestrator")
+
+
+class OrchestratorSettings(KernelSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTOS_", extra="ignore", use_attribute_docstrings=True)
+
+    planner_model: str = "smart"
+    """Model alias the LLM planner uses."""
+    planner_fallbacks: tuple[str, ...] = ("fast",)
+    workflows_dir: Path | None = None
+    """Folder of declared workflow files (default: the ones shipped with the orchestrator)."""
+    wait_timeout_s: float = 120.0
+    """How long a step may wait for a free specialist before the goal is escalated."""
+    tick_s: float = 0.25
+
+
+class Orchestrator:
+    def __init__(self, ctx: ServiceContext, settings: OrchestratorSettings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.world = World()
+        self.lock = asyncio.Lock()
+        self.planning: dict[str, asyncio.Task[None]] = {}
+        self.workflows: dict[str, Workflow] = load_workflows(settings.workflows_dir)
+        self._llm: LLM | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:  # litellm takes seconds to import: pay that at start, not on the first goal
+            self._llm = await asyncio.to_thread(lambda: LLM(ModelRegistry.load()))
+        except ConfigError as exc:
+            log.warning("LLM planner unavailable (declared workflows still run): %s", exc)
+        last = await replay(self.ctx.bus, SUBJECTS, lambda e: apply(self.world, e))
+        log.info("rebuilt %d goals from the log (up to seq %d)", len(self.world.goals), last)
+        await self.ctx.consume(NAME, SUBJECTS, self.on_event, concurrency=8, max_deliver=10,
+                               honour_halts=False)
+        self._ticker = asyncio.create_task(self._tick())
+        self.ctx.closers.append(self.stop)
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+        for task in self.planning.values():
+            task.cancel()
+        await asyncio.gather(*self.planning.values(), return_exceptions=True)
+
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = LLM(ModelRegistry.load())
+        return self._llm
+
+    async def on_event(self, event: Event[Any]) -> None:
+        async with self.lock:
+            goal = apply(self.world, event)
+            goals = [goal] if goal is not None else []
+            if goal is None or isinstance(event.data, TaskCompleted | TaskFailed):
+                goals += [g for g in self.world.goals.values() if g.active and g.waiting_since and g is not goal]
+            batches = [(g, self._decide(g)) for g in goals if not halted(g)]
+        for g, commands in batches:
+            await self.execute(g, commands, cause=event)
+
+    def _decide(self, goal: Goal) -> list[Command]:
+        commands = decide(self.world, goal, time.time(), wait_timeout=self.settings.wait_timeout_s)
+        for c in commands:
+            if isinstance(c, Emit):  # fold our own decision now; the published copy is built in execute
+                apply(self.world, Event(data=c.data, id=c.id, source=NAME, type=c.data.ce_type(),
+                                        tenant=goal.tenant))
+        return commands
+
+    def _event(self, goal: Goal, c: Emit, cause: Event[Any] | None) -> Event[Any]:
+        return self.ctx.bus.new(c.data, id=c.id, tenant=goal.tenant, subject=f"goal/{goal.goal_id}",
+                                cause=cause or goal.submitted_event,
+                                correlationid=goal.submitted_event.correlationid)
+
+    async def execute(self, goal: Goal, commands: list[Command], cause: Event[Any] | None) -> None:
+        events = [self._event(goal, c, cause) for c in commands if isinstance(c, Emit)]
+        try:
+            if events:
+                await self.ctx.bus.publish_many(events)
+        except Exception:
+            # State already counts these as published; rebuild it from the log so nothing is lost.
+            async with self.lock:
+                self.world = World()
+                await replay(self.ctx.bus, SUBJECTS, lambda e: apply(self.world, e))
+            raise
+        for c in commands:
+            if isinstance(c, NeedPlan) and goal.goal_id not in self.planning:
+                self.planning[goal.goal_id] = asyncio.create_task(self._plan(goal, c.reason))
+
+    async def _plan(self, goal: Goal, reason: str | None) -> None:
+        try:
+            revision = goal.revision + 1
+            usage = Usage()
+            if goal.workflow:
+                workflow = self.workflows.get(goal.workflow)
+                if workflow is None:
+                    raise PlanError(f"unknown workflow {goal.workflow!r}; known: {sorted(self.workflows)}")
+                steps, planner = workflow.steps, f"workflow:{workflow.name}"
+            else:
+                caps = {c for cs in self.world.agents.capabilities.values() for c in cs} - {REVIEW_CAPABILITY}
+                chain = [self.settings.planner_model, *self.settings.planner_fallbacks]
+                steps, calls = await llm_plan(self.llm, chain, goal.text, caps, goal.history)
+                usage, planner = Usage(calls=tuple(calls)), f"llm:{chain[0]}"
+            data = GoalPlanned(goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner,
+                               reason=reason, usage=usage)
+            command: Command = Emit(data, derived_event_id(goal.goal_id, "planned", str(revision)))
+        except Exception as exc:  # a planner that cannot answer ends the goal with the reason
+            log.warning("planning %s failed: %s", goal.goal_id, exc)
+            command = fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]
+        finally:
+            self.planning.pop(goal.goal_id, None)
+        async with self.lock:
+            if isinstance(command, Emit):
+                apply(self.world, self._event(goal, command, None))
+            commands = [command, *([] if halted(goal) else self._decide(goal))]
+        await self.execute(goal, commands, cause=None)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            with contextlib.suppress(Exception):
+                async with self.lock:
+                    batches = [(g, self._decide(g)) for g in self.world.goals.values()
+                               if g.active and not halted(g)]
+                for g, commands in batches:
+                    if commands:
+                        await self.execute(g, commands, cause=None)
+
+
+def halted(goal: Goal) -> bool:
+    """Whether a kill switch (everything, the goal's tenant or the goal itself) pauses ``goal``."""
+    work = control.Work(workflow=goal.goal_id, tenant=goal.tenant)
+    return control.state().covering(work) is not None
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = OrchestratorSettings()
+    orchestrator = Orchestrator(ctx, settings)
+    await orchestrator.start()
+
+
+async def main(settings: KernelSettings) -> None:
+    await run_service(NAME, setup, settings)

@@ -1,0 +1,1 @@
+"""Declared workflows shipped with the orchestrator (one YAML file each)."""

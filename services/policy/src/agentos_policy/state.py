@@ -1,0 +1,148 @@
+"""What the policy service remembers between decisions: a fold of recent ``policy.decided`` and
+``goal.planned`` events (its own and other replicas', read back from the log).
+
+The engine reads it for sequence rules (what a goal touched earlier), loop detection (the same
+call again and again), rate limits (calls per minute) and spend spikes (model spend per minute).
+Pure data and functions; the service feeds it and the simulator folds recorded events into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from agentos_schemas.rpc import PolicyRequest
+
+WINDOW_S = 60.0
+GOAL_IDLE_S = 24 * 3600.0
+
+
+def call_key(request: PolicyRequest) -> str:
+    """Same tool (or resource) with the same arguments: the identity loop detection counts."""
+    blob = json.dumps([request.action, request.tool or request.resource, request.args], sort_keys=True,
+                      default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class GoalMemory:
+    """One goal's recent history."""
+
+    data_classes: set[str] = field(default_factory=set)
+    tools: set[str] = field(default_factory=set)
+    calls_in_goal: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    calls_in_task: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    call_ids: set[str] = field(default_factory=set)
+    """Attempts already counted: the same call asked again (after an approval) is not a repeat."""
+    replans: int = 0
+    storm: bool = False
+    last_seen: float = 0.0
+
+
+@dataclass
+class Recorded:
+    """What a decision leaves behind in the state (from the engine, or from a decided event)."""
+
+    decision_id: str
+    request: PolicyRequest
+    decision: str
+    data_class: str | None
+    at: float
+
+
+@dataclass
+class State:
+    """Every replica's remembered state: goals, folded decision ids, rate and spend windows."""
+
+    goals: dict[str, GoalMemory] = field(default_factory=dict)
+    seen: deque[str] = field(default_factory=lambda: deque(maxlen=50_000))
+    seen_set: set[str] = field(default_factory=set)
+    rates: dict[tuple[str, str, str, str], deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    spend: dict[str, deque[tuple[float, float]]] = field(default_factory=lambda: defaultdict(deque))
+
+    def goal(self, tenant: str, goal_id: str) -> GoalMemory | None:
+        """The goal's memory, if any was recorded."""
+        return self.goals.get(f"{tenant}/{goal_id}") if goal_id else None
+
+    def _goal_for(self, tenant: str, goal_id: str, at: float) -> GoalMemory | None:
+        if not goal_id:
+            return None
+        memory = self.goals.setdefault(f"{tenant}/{goal_id}", GoalMemory())
+        memory.last_seen = max(memory.last_seen, at)
+        return memory
+
+    def record(self, item: Recorded) -> bool:
+        """Fold one decision in (once per decision id); False if it was already folded."""
+        if item.decision_id in self.seen_set:
+            return False
+        if len(self.seen) == self.seen.maxlen:
+            self.seen_set.discard(self.seen[0])
+        self.seen.append(item.decision_id)
+        self.seen_set.add(item.decision_id)
+        req = item.request
+        memory = self._goal_for(req.tenant, req.goal_id, item.at)
+        if req.action != "model_call" and memory is not None and not self.repeat_of(memory, req):
+            if req.call_id:
+                memory.call_ids.add(req.call_id)
+            key = call_key(req)
+            memory.calls_in_goal[key] += 1
+            memory.calls_in_task[(req.task_id, key)] += 1
+        if item.decision != "allow":
+            return True
+        if memory is not None:
+            if item.data_class:
+                memory.data_classes.add(item.data_class)
+            if req.tool:
+                memory.tools.add(req.tool)
+        self.rates[(req.tenant, req.agent, req.action, req.resource)].append(item.at)
+        if req.action == "model_call" and req.estimated_cost_usd:
+            self.spend[req.tenant].append((item.at, req.estimated_cost_usd))
+        return True
+
+    @staticmethod
+    def repeat_of(memory: GoalMemory, request: PolicyRequest) -> bool:
+        """Whether ``request`` re-asks an attempt already counted (same call id)."""
+        return bool(request.call_id) and request.call_id in memory.call_ids
+
+    def planned(self, tenant: str, goal_id: str, revision: int, at: float) -> GoalMemory | None:
+        """Fold a ``goal.planned`` (its revision counts the re-plans)."""
+        memory = self._goal_for(tenant, goal_id, at)
+        if memory is not None:
+            memory.replans = max(memory.replans, revision)
+        return memory
+
+    def ended(self, tenant: str, goal_id: str) -> None:
+        """Forget a finished goal."""
+        self.goals.pop(f"{tenant}/{goal_id}", None)
+
+    def rate(self, tenant: str, agent: str, action: str, resource: str, now: float) -> int:
+        """Allowed calls in the last minute by this agent of this action on this resource."""
+        times = self.rates.get((tenant, agent, action, resource))
+        return _trim(times, now) if times else 0
+
+    def spend_per_minute(self, tenant: str, now: float) -> float:
+        """Model spend reserved by ``tenant`` in the last minute."""
+        window = self.spend.get(tenant)
+        if not window:
+            return 0.0
+        while window and window[0][0] < now - WINDOW_S:
+            window.popleft()
+        return sum(cost for _, cost in window)
+
+    def evict(self, now: float) -> int:
+        """Forget goals idle for a day and empty rate windows; returns goals dropped."""
+        stale = [k for k, g in self.goals.items() if now - g.last_seen > GOAL_IDLE_S]
+        for key in stale:
+            del self.goals[key]
+        for key in [k for k, v in self.rates.items() if not _trim(v, now)]:
+            del self.rates[key]
+        return len(stale)
+
+
+def _trim(times: deque[float], now: float) -> int:
+    while times and times[0] < now - WINDOW_S:
+        times.popleft()
+    return len(times)
+

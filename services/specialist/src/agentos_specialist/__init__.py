@@ -1,0 +1,1 @@
+"""AgentOS specialist runtime: agents defined by charters, model calls through litellm."""

@@ -1,0 +1,163 @@
+"""The agent loop: ask the model, run the tools it calls (bounded), validate its final answer
+against the charter's output schema, and re-ask with the validation error (bounded).
+
+Every model call is first put to the policy service (fail closed): a deny ends the task (code
+``budget`` when a budget is exhausted, ``loop`` for runaway behaviour, else ``denied``); an
+approval is waited for; an allowed call's budget reservation is settled with its real cost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from agentos_kernel.llm import LLM, ModelCallFailed
+from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
+from agentos_kernel.redact import redact
+from agentos_schemas.charter import Charter
+from agentos_schemas.events import ModelCall
+from agentos_schemas.rpc import PolicyDecision, PolicyRequest
+
+from agentos_specialist.tools import Tool, ToolContext, call_tool
+
+
+@dataclass
+class Progress:
+    """A task's conversation so far: what a snapshot stores and a resumed task continues from."""
+
+    messages: list[dict[str, Any]]
+    calls: list[ModelCall] = field(default_factory=list)
+    tool_rounds: int = 0
+    tool_calls: int = 0
+    output_retries: int = 0
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    output: dict[str, Any] | None = None
+    reason: str = ""
+    retryable: bool = True
+    code: str = "error"
+
+
+Snapshot = Callable[[Progress], Awaitable[None]]
+
+
+def _cost(calls: list[ModelCall]) -> float:
+    return sum(c.cost_usd for c in calls)
+
+
+async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool],
+                    tool_ctx: ToolContext, snapshot: Snapshot) -> Outcome:
+    chain = [charter.model, *charter.fallbacks]
+    specs = [tools[n].spec() for n in charter.tools if n in tools]
+    response_format = {"type": "json_schema",
+                       "json_schema": {"name": f"{charter.name.replace('-', '_')}_output",
+                                       "schema": charter.output_schema}}
+    while True:
+        if _cost(progress.calls) > charter.budget_usd:
+            return Outcome(False, reason=f"task budget ${charter.budget_usd:.2f} exhausted", retryable=False,
+                           code="budget")
+        kwargs: dict[str, Any] = {"response_format": response_format}
+        if specs:
+            kwargs["tools"] = specs
+        response = await _call_model(llm, charter, chain, progress, tool_ctx, kwargs)
+        if isinstance(response, Outcome):
+            return response
+        message = response.choices[0].message
+        if message.tool_calls:
+            stop = await _run_tools(charter, progress, message, tools, tool_ctx)
+            if stop is not None:
+                return stop
+            await snapshot(progress)
+            continue
+        outcome = _validate(charter, progress, message.content or "")
+        if outcome is not None:
+            return outcome
+        await snapshot(progress)
+
+
+async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
+                      kwargs: dict[str, Any]) -> Any:
+    """Ask the policy, then the model; returns the response, or the Outcome that ends the task."""
+    policy = PolicyClient.for_bus(tool_ctx.bus)
+    kwargs.setdefault("max_tokens", policy.settings.est_output_tokens)  # the reservation bounds the output
+    request = _model_request(llm, charter, chain, progress, tool_ctx, kwargs["max_tokens"])
+    decision = await policy.decide_and_wait(request, tool_ctx.event)
+    if decision.decision != "allow":
+        return denied(decision, "model call")
+    try:
+        response, calls = await llm.complete(chain, progress.messages, **kwargs)
+    except ModelCallFailed as exc:
+        progress.calls += exc.calls
+        await policy.settle(decision, request, exc.calls, tool_ctx.event)
+        return Outcome(False, reason=str(exc), code="model_unavailable")
+    progress.calls += calls
+    await policy.settle(decision, request, calls, tool_ctx.event)
+    return response
+
+
+def _model_request(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
+                   output_tokens: int) -> PolicyRequest:
+    data = tool_ctx.event.data
+    usd, tokens = estimate_cost(progress.messages, *model_prices(llm, chain), output_tokens)
+    return PolicyRequest(
+        tenant=tool_ctx.event.tenant, principal=f"agent:{charter.name}", action="model_call", resource=chain[0],
+        agent=charter.name, goal_id=data.goal_id, task_id=data.task_id, args={"fallbacks": ",".join(chain[1:])},
+        estimated_cost_usd=usd, estimated_tokens=tokens, call_id=f"{data.task_id}:model:{len(progress.messages)}")
+
+
+def denied(decision: PolicyDecision, what: str) -> Outcome:
+    """The task's end when the policy says no: budget and loop keep their codes; an unreachable
+    policy may be retried; anything else is a final denial."""
+    reason = f"policy denied the {what} ({decision.code}): {'; '.join(decision.reasons)}"
+    if decision.code in ("budget", "loop"):
+        return Outcome(False, reason=reason, retryable=False, code=decision.code)
+    retryable = decision.code in ("unreachable", "no_policy", "error")
+    return Outcome(False, reason=reason, retryable=retryable, code="denied")
+
+
+async def _run_tools(charter: Charter, progress: Progress, message: Any, tools: dict[str, Tool],
+                     tool_ctx: ToolContext) -> Outcome | None:
+    if progress.tool_rounds >= charter.max_tool_rounds:
+        last = next((m["content"] for m in reversed(progress.messages) if m.get("role") == "tool"), "")
+        return Outcome(False, reason=f"tool loop exceeded {charter.max_tool_rounds} rounds; "
+                                     f"last tool result: {str(last)[:300]}", code="tool_loop")
+    progress.tool_rounds += 1
+    progress.messages.append({
+        "role": "assistant", "content": message.content or None,
+        "tool_calls": [{"id": tc.id, "type": "function",
+                        "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+                       for tc in message.tool_calls]})
+    for tc in message.tool_calls:
+        result, _ = await call_tool(tools, charter.tools, tool_ctx, tc.function.name, tc.function.arguments,
+                                    call_id=f"{tool_ctx.event.data.task_id}:{progress.tool_rounds}:{tc.id}")
+        progress.tool_calls += 1
+        progress.messages.append({"role": "tool", "tool_call_id": tc.id, "content": redact(result)})
+        if tool_ctx.stop is not None:
+            return denied(tool_ctx.stop, f"tool call {tc.function.name!r}")
+    return None
+
+
+def _validate(charter: Charter, progress: Progress, content: str) -> Outcome | None:
+    """Outcome when the answer is final (valid, or invalid too often); None to ask again."""
+    try:
+        output = json.loads(content)
+        jsonschema.validate(output, charter.output_schema)
+        if not isinstance(output, dict):
+            raise ValueError("the answer must be a JSON object")
+        return Outcome(True, output=output)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        error = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+        if progress.output_retries >= charter.output_retries:
+            return Outcome(False, reason=f"invalid output after {progress.output_retries + 1} attempts: "
+                                         f"{error[:300]}", code="invalid_output")
+        progress.output_retries += 1
+        progress.messages += [
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": f"Your answer was not valid: {error[:500]}. "
+                                        "Answer again with JSON matching the schema."}]
+        return None

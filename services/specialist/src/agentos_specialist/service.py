@@ -1,0 +1,158 @@
+"""The specialist service: hosts every charter in its folder, announces them, and works tasks.
+
+A task's conversation is snapshotted to the ``AGENTOS_CONTEXTS`` key-value bucket after every
+model turn, so a replica that dies mid-task is replaced by one that continues from the snapshot.
+A finished task's result is kept there too: a redelivered task republishes the same result
+(same event id, so JetStream keeps one) instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import nats.js.errors
+from nats.js import api
+from pydantic_settings import SettingsConfigDict
+
+from agentos_kernel import KernelSettings, Reject
+from agentos_kernel.llm import LLM, ModelRegistry
+from agentos_kernel.service import ServiceContext, run_service
+from agentos_schemas import Event, derived_event_id
+from agentos_schemas.charter import Charter, load_charters
+from agentos_schemas.events import (
+    AgentAnnounced,
+    AgentRetired,
+    ContextReady,
+    EventData,
+    ModelCall,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+    Usage,
+)
+from agentos_specialist.runner import Outcome, Progress, run_agent
+from agentos_specialist.tools import DocumentIndex, Tool, ToolContext, build_tools
+
+NAME = "specialist"
+CONTEXTS_BUCKET = "AGENTOS_CONTEXTS"
+log = logging.getLogger("agentos.specialist")
+
+
+class SpecialistSettings(KernelSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTOS_", extra="ignore", use_attribute_docstrings=True)
+
+    charters_dir: Path | None = None
+    """Folder of charter files (default: the charters shipped with the specialist)."""
+    documents_dir: Path | None = None
+    """Folder the search_documents tool indexes (default: the shipped research library)."""
+    task_ack_wait_s: float = 30.0
+    """Seconds after which a task whose replica died is handed to another (kept alive while working)."""
+
+
+class Specialist:
+    def __init__(self, ctx: ServiceContext, charters: dict[str, Charter], tools: dict[str, Tool], llm: LLM,
+                 ack_wait: float = 30.0) -> None:
+        self.ctx = ctx
+        self.ack_wait = ack_wait
+        self.charters = charters
+        self.tools = tools
+        self.llm = llm
+        self.kv: Any = None
+
+    async def start(self) -> None:
+        try:
+            self.kv = await self.ctx.bus.js.key_value(CONTEXTS_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            self.kv = await self.ctx.bus.js.create_key_value(api.KeyValueConfig(
+                bucket=CONTEXTS_BUCKET, history=1, ttl=7 * 24 * 3600, replicas=self.ctx.settings.replicas))
+        for charter in self.charters.values():
+            await self.ctx.bus.publish(self.ctx.bus.new(AgentAnnounced(
+                agent=charter.name, version=charter.version, capabilities=charter.capabilities,
+                instance=self.ctx.instance, capacity=charter.capacity, charter=charter)))
+        capacity = min(sum(c.capacity for c in self.charters.values()), 64)
+        await self.ctx.consume(NAME, ["agentos.*.context.ready"], self.handle, concurrency=capacity,
+                               ack_wait=self.ack_wait, max_deliver=4)
+        self.ctx.closers.append(self.retire)
+
+    async def retire(self) -> None:
+        for charter in self.charters.values():
+            await self.ctx.bus.publish(self.ctx.bus.new(AgentRetired(agent=charter.name,
+                                                                     instance=self.ctx.instance)))
+
+    async def handle(self, event: Event[Any]) -> None:
+        data: ContextReady = event.data
+        charter = self.charters.get(data.agent)
+        if charter is None:
+            raise Reject(f"agent {data.agent!r} is not hosted here (hosted: {sorted(self.charters)})")
+        key = data.task_id
+        saved = await self._load(key)
+        if saved.get("done"):
+            await self._publish_result(event, saved["kind"], saved["result"])
+            return
+        await self.ctx.bus.publish(self.ctx.bus.new(
+            TaskStarted(task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance),
+            cause=event, id=derived_event_id(data.task_id, "started")))
+        progress = _progress_from(saved) or Progress(messages=[dict(m) for m in data.messages])
+        outcome = await run_agent(self.llm, charter, progress, self.tools, ToolContext(self.ctx.bus, event),
+                                  lambda p: self._save(key, _progress_dump(p)))
+        kind, result = _result(data, outcome, progress)
+        await self._save(key, {"done": True, "kind": kind, "result": result})
+        await self._publish_result(event, kind, result)
+
+    async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> None:
+        cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
+        data = cls.model_validate(result)
+        await self.ctx.bus.publish(self.ctx.bus.new(data, cause=cause,
+                                                    id=derived_event_id(result["task_id"], kind)))
+
+    async def _load(self, key: str) -> dict[str, Any]:
+        try:
+            entry = await self.kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return {}
+        return dict(json.loads(entry.value or b"{}"))
+
+    async def _save(self, key: str, value: dict[str, Any]) -> None:
+        await self.kv.put(key, json.dumps(value).encode())
+
+
+def _progress_dump(p: Progress) -> dict[str, Any]:
+    return {"messages": p.messages, "calls": [c.model_dump() for c in p.calls], "tool_rounds": p.tool_rounds,
+            "tool_calls": p.tool_calls, "output_retries": p.output_retries}
+
+
+def _progress_from(saved: dict[str, Any]) -> Progress | None:
+    if "messages" not in saved:
+        return None
+    return Progress(messages=saved["messages"], calls=[ModelCall.model_validate(c) for c in saved["calls"]],
+                    tool_rounds=saved["tool_rounds"], tool_calls=saved["tool_calls"],
+                    output_retries=saved["output_retries"])
+
+
+def _result(data: ContextReady, outcome: Outcome, progress: Progress) -> tuple[str, dict[str, Any]]:
+    usage = Usage(calls=tuple(progress.calls), tool_calls=progress.tool_calls)
+    common = {"task_id": data.task_id, "goal_id": data.goal_id, "step_id": data.step_id, "agent": data.agent,
+              "usage": usage.model_dump(mode="json")}
+    if outcome.ok:
+        return "completed", {**common, "output": outcome.output}
+    return "failed", {**common, "reason": outcome.reason, "retryable": outcome.retryable, "code": outcome.code}
+
+
+def default_charters_dir() -> Path:
+    return Path(str(resources.files("agentos_specialist") / "charters"))
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = SpecialistSettings()
+    charters = load_charters(settings.charters_dir or default_charters_dir())
+    tools = build_tools(DocumentIndex.from_folder(settings.documents_dir))
+    specialist = Specialist(ctx, charters, tools, LLM(ModelRegistry.load()), settings.task_ack_wait_s)
+    await specialist.start()
+
+
+async def main(settings: KernelSettings) -> None:
+    await run_service(NAME, setup, settings)

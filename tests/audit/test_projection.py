@@ -1,0 +1,117 @@
+"""The projection: every event in stream order into `events` and the chain, idempotent on event id,
+malformed messages chained as rejected and dead-lettered without stopping the projector."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import asyncpg
+import nats.errors
+from agentos_audit.canonical import GENESIS, chain_step
+from agentos_audit.projector import Projector
+from agentos_audit.signing import Signer, check
+from agentos_kernel import Bus
+from agentos_kernel.testing import unique
+from agentos_schemas import DLQ_STREAM, codec, dlq_subject, event_subject
+from agentos_schemas.events import GoalSubmitted
+
+from tests.audit.conftest import caught_up, publish_all
+from tests.audit.workload import TRACE_ID, build
+
+
+async def test_seeded_workload_is_projected_with_its_columns(bus: Bus, pool: asyncpg.Pool, audit: Projector,
+                                                            tenant: str) -> None:
+    w = build(bus, tenant, unique("g"))
+    await publish_all(bus, w.events)
+    await caught_up(bus, pool, audit.schema)
+    rows = await pool.fetch(f"SELECT * FROM {audit.schema}.events WHERE tenant = $1 ORDER BY seq", tenant)
+    assert [r["id"] for r in rows] == [e.id for e in w.events]
+    by_type = {r["type"].split(".")[2] + "." + r["type"].split(".")[3]: r for r in rows}
+    done = [r for r in rows if r["type"] == "dev.agentos.task.completed.v1"]
+    assert done[0]["agent"] == "research" and done[0]["models"] == ["backup", "smart"]
+    assert abs(done[0]["cost_usd"] - 0.025) < 1e-12 and done[0]["tokens"] == 1550
+    ctx = [r for r in rows if r["type"] == "dev.agentos.context.ready.v1"]
+    assert ctx[0]["tools"] == ["web_search"] and "pii:phone" in ctx[0]["tags"] and "personal_data" in ctx[0]["tags"]
+    assert ctx[1]["tags"] == []
+    assert "pii:email" in by_type["goal.submitted"]["tags"]
+    assert all(r["trace_id"] == TRACE_ID and r["correlationid"] == w.goal_id for r in rows)
+    assert by_type["goal.planned"]["goal_id"] == w.goal_id and by_type["goal.planned"]["models"] == ["fast"]
+    seqs = [r["seq"] for r in rows]
+    chain = await pool.fetch(f"SELECT seq, kind, event_id FROM {audit.schema}.chain WHERE seq = ANY($1::bigint[])", seqs)
+    assert {r["seq"]: r["event_id"] for r in chain} == {r["seq"]: r["id"] for r in rows}
+    parts = await pool.fetchval(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname LIKE 'events_y%'",
+        audit.schema)
+    assert parts >= 1, "a monthly partition was created on demand"
+
+
+async def test_chain_is_contiguous_and_hashes_the_stored_bytes(bus: Bus, pool: asyncpg.Pool, audit: Projector) -> None:
+    last = await caught_up(bus, pool, audit.schema)
+    rows = await pool.fetch(f"SELECT seq, raw, hash FROM {audit.schema}.chain ORDER BY seq")
+    assert [r["seq"] for r in rows] == list(range(rows[0]["seq"], last + 1))
+    prev = GENESIS
+    for r in rows:
+        prev = chain_step(prev, bytes(r["raw"]))
+        assert prev == bytes(r["hash"])
+    stored = await bus.js.get_msg("AGENTOS_EVENTS", last)
+    assert bytes(rows[-1]["raw"]) == stored.data
+
+
+async def test_same_event_id_stored_twice_is_projected_once(bus: Bus, pool: asyncpg.Pool, audit: Projector,
+                                                            tenant: str) -> None:
+    event = bus.new(GoalSubmitted(goal_id=unique("g"), text="twice"), tenant=tenant)
+    subject, body = event_subject(tenant, event.type), codec.encode(event)
+    for n in range(2):  # distinct Nats-Msg-Id: JetStream stores both copies
+        await bus.publish_raw(subject, body, {**codec.headers_for(event), "Nats-Msg-Id": f"{event.id}-{n}"})
+    await caught_up(bus, pool, audit.schema)
+    kinds = await pool.fetch(f"SELECT kind FROM {audit.schema}.chain WHERE event_id = $1 ORDER BY seq", event.id)
+    assert [k["kind"] for k in kinds] == ["event", "duplicate"]
+    assert await pool.fetchval(f"SELECT count(*) FROM {audit.schema}.events WHERE id = $1", event.id) == 1
+
+
+async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
+    codes: Counter[str] = Counter()
+    sub = await bus.js.subscribe(dlq_subject(durable), stream=DLQ_STREAM, ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                break
+            codes[(msg.headers or {})["AgentOS-DLQ-Code"]] += 1
+    finally:
+        await sub.unsubscribe()
+    return codes
+
+
+async def test_malformed_events_are_chained_dead_lettered_and_do_not_stop_it(
+        bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str) -> None:
+    base = f'"specversion":"1.0","source":"fuzz","tenant":"{tenant}"'
+    bad = [b"<xml>not a cloudevent</xml>",
+           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.teleported.v1","data":{{}}}}').encode(),
+           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1","data":{{"goal_id":1}}}}').encode()]
+    for body in bad:
+        await bus.publish_raw(f"agentos.{tenant}.goal.submitted", body, {"Nats-Msg-Id": unique("m")})
+    good = bus.new(GoalSubmitted(goal_id=unique("g"), text="after the bad ones"), tenant=tenant)
+    await bus.publish(good)
+    await caught_up(bus, pool, audit.schema)
+    assert await pool.fetchval(f"SELECT count(*) FROM {audit.schema}.events WHERE id = $1", good.id) == 1
+    rejected = await pool.fetch(f"SELECT code, raw FROM {audit.schema}.chain WHERE kind = 'rejected' "
+                                "AND raw = ANY($1::bytea[])", bad)
+    assert sorted(r["code"] for r in rejected) == ["not_cloudevent", "schema", "unknown_type"]
+    codes = await dlq_codes(bus, audit.durable)
+    assert codes["not_cloudevent"] >= 1 and codes["schema"] >= 1 and codes["unknown_type"] >= 1
+
+
+async def test_checkpoints_are_signed_and_one_is_written_on_stop(bus: Bus, pool: asyncpg.Pool, audit: Projector,
+                                                                 signer: Signer) -> None:
+    last = await caught_up(bus, pool, audit.schema)
+    await audit.stop()
+    rows = await pool.fetch(f"SELECT seq, hash, message, signature FROM {audit.schema}.checkpoints ORDER BY seq")
+    assert rows and rows[-1]["seq"] == last
+    for r in rows:
+        statement = check(signer.public, r["message"], r["signature"])
+        assert statement is not None and statement["seq"] == r["seq"] and statement["hash"] == bytes(r["hash"]).hex()
+    assert len(rows) >= max(1, last // 512), "a checkpoint every ~200 sequences"

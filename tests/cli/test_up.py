@@ -1,0 +1,96 @@
+"""`agentos up` as a user runs it: a real process, embedded servers, Ctrl-C, restart, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+AGENTOS = str(Path(sys.executable).parent / "agentos")
+
+
+def env_for(state: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
+    env.update({"AGENTOS_STATE_DIR": str(state), "AGENTOS_NATS_SYNC": "default", **extra})
+    return env
+
+
+@pytest.mark.parametrize(("var", "url", "names"), [
+    ("AGENTOS_NATS_URL", "nats://127.0.0.1:1", "NATS"),
+    ("AGENTOS_DATABASE_URL", "postgresql://agentos@127.0.0.1:1/agentos", "Postgres"),
+])
+def test_unreachable_configured_server_is_one_clear_line(tmp_path: Path, var: str, url: str, names: str) -> None:
+    result = subprocess.run([AGENTOS, "up"], env=env_for(tmp_path, **{var: url}), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert names in lines[0] and url in lines[0] and var in lines[0]
+
+
+def wait_runtime(state: Path, timeout: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return dict(json.loads((state / "runtime.json").read_text()))
+        except (OSError, ValueError):
+            time.sleep(0.2)
+    raise AssertionError("agentos up did not write runtime.json")
+
+
+def status(state: Path) -> dict[str, object]:
+    out = subprocess.run([AGENTOS, "status", "--json"], env=env_for(state), capture_output=True, text=True,
+                         timeout=60, check=True)
+    return dict(json.loads(out.stdout))
+
+
+def wait_services(state: Path, count: int, timeout: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = status(state)
+        if len({s["service"] for s in report["services"]}) >= count:  # type: ignore[index]
+            return report
+        time.sleep(0.5)
+    raise AssertionError("services did not report healthy")
+
+
+def test_up_runs_everything_stops_cleanly_and_restarts_with_its_state(tmp_path: Path) -> None:
+    proc = subprocess.Popen([AGENTOS, "up", "--services", "memory,context-manager"], env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        info = wait_runtime(tmp_path)
+        assert str(info["nats_url"]).startswith("nats://127.0.0.1:")
+        wait_services(tmp_path, 2)
+        subprocess.run([AGENTOS, "submit", "--no-watch", "kept across restarts"], env=env_for(tmp_path),
+                       check=True, timeout=60, capture_output=True)
+        report = status(tmp_path)
+        streams = {s["stream"]: s for s in report["streams"]}  # type: ignore[union-attr]
+        assert {"AGENTOS_EVENTS", "AGENTOS_DLQ"} <= set(streams)
+        before = streams["AGENTOS_EVENTS"]["messages"]  # type: ignore[index]
+        assert before >= 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert not (tmp_path / "runtime.json").exists()
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "no server or service outlives `agentos up`"
+
+    again = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_runtime(tmp_path)
+        streams = {s["stream"]: s for s in status(tmp_path)["streams"]}  # type: ignore[union-attr]
+        assert streams["AGENTOS_EVENTS"]["messages"] >= before, "the log survived the restart"  # type: ignore[index]
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=60)
+    assert again.returncode == 0

@@ -1,0 +1,166 @@
+"""Goal execution end to end: plan, parallel specialists, QA gate and redo, memory, limits, faults,
+crash recovery — on real NATS and Postgres with the offline model over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from agentos_cli.goals import submit
+from agentos_cli.supervisor import Runtime
+from agentos_kernel import Bus
+from agentos_kernel.testing import eventually, unique
+from agentos_schemas import Event
+from agentos_schemas.events import (
+    ContextReady,
+    GoalCompleted,
+    GoalFailed,
+    GoalPlanned,
+    Limits,
+    MemoryCommitted,
+    MemoryProposed,
+    TaskAssigned,
+    TaskCompleted,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
+)
+from tests.e2e.conftest import goal_events, outcome
+
+SEED = "Research our three main competitors and draft a summary report"
+
+
+def of(events: list[Event[Any]], cls: type[Any]) -> list[Any]:
+    return [e.data for e in events if isinstance(e.data, cls)]
+
+
+def intervals(events: list[Event[Any]], step_prefix: str) -> list[tuple[float, float]]:
+    started = {e.data.task_id: e.time.timestamp() for e in events if isinstance(e.data, TaskStarted)}
+    return [(started[e.data.task_id], e.time.timestamp()) for e in events
+            if isinstance(e.data, TaskCompleted) and e.data.step_id.startswith(step_prefix)
+            and "/qa" not in e.data.task_id and e.data.task_id in started]
+
+
+async def test_demo_goal_end_to_end(rbus: Bus) -> None:
+    goal = await submit(rbus, SEED, tenant=unique("demo"))
+    final, events = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalCompleted), final.data
+    plan = of(events, GoalPlanned)[0]
+    assert plan.planner.startswith("llm:")
+    research = [s for s in plan.steps if s.capability == "research"]
+    assert len(research) == 3 and all(not s.depends_on for s in research), "three independent research steps"
+    spans = intervals(events, "research-")
+    assert len(spans) >= 3
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), \
+        "research tasks overlap in time"
+    reviews = [(r.step_id, r.verdict) for r in of(events, TaskReviewed)]
+    assert ("research-b", "rejected") in reviews and ("research-b", "accepted") in reviews
+    redo = [a for a in of(events, TaskAssigned) if a.step_id == "research-b" and a.review_of is None]
+    assert [a.attempt for a in redo] == [1, 2] and redo[1].feedback and "Pricing" in redo[1].feedback
+    writer_ctx = next(c for c in of(events, ContextReady) if c.agent == "writer")
+    assert "semantic" in writer_ctx.manifest.memory_kinds.values()
+    assert "Tone guidelines (house style)" in writer_ctx.messages[-1]["content"]
+    assert "Bottom line" in final.data.result and final.data.cost_usd > 0 and final.data.tokens > 0
+    committed = [m for m in of(events, MemoryCommitted) if m.status == "committed"]
+    assert sum(len(m.entry_ids) for m in committed) == 3
+
+
+async def test_second_run_recalls_findings_from_episodic_memory(rbus: Bus) -> None:
+    tenant = unique("recall")
+    first = await submit(rbus, SEED, tenant=tenant)
+    assert isinstance((await outcome(rbus, first.data.goal_id))[0].data, GoalCompleted)
+    second = await submit(rbus, SEED, tenant=tenant)
+    final, events = await outcome(rbus, second.data.goal_id)
+    assert isinstance(final.data, GoalCompleted)
+    research_ctx = [c for c in of(events, ContextReady) if c.agent == "research"]
+    assert any("episodic" in c.manifest.memory_kinds.values() for c in research_ctx)
+    recalled = [c for c in research_ctx if "Brightline" in c.messages[-1]["content"]
+                and "$45 per user" in c.messages[-1]["content"]]
+    assert recalled, "the first run's finding is in the second run's research context"
+
+
+async def no_side_effect_twice(events: list[Event[Any]]) -> None:
+    for cls in (TaskAssigned, TaskCompleted):
+        counts = Counter(d.task_id for d in of(events, cls))
+        assert max(counts.values()) == 1, f"{cls.__name__} published twice: {counts.most_common(2)}"
+    proposals = Counter(d.entry_id for d in of(events, MemoryProposed))
+    assert proposals and max(proposals.values()) == 1
+
+
+@pytest.mark.parametrize("victim", ["orchestrator", "specialist"])
+async def test_service_killed_mid_goal_the_goal_still_completes(runtime: Runtime, rbus: Bus, victim: str) -> None:
+    goal = await submit(rbus, SEED, tenant=unique("kill"))
+
+    async def research_running() -> bool:
+        return any(isinstance(e.data, TaskStarted) for e in await goal_events(rbus, goal.data.goal_id))
+    await eventually(research_running, timeout=60, every=0.1)
+    await runtime.restart(victim)  # SIGKILL; the supervisor starts it again
+    final, events = await outcome(rbus, goal.data.goal_id, timeout=120)
+    assert isinstance(final.data, GoalCompleted), final.data
+    await no_side_effect_twice(events)
+
+
+async def test_failing_tool_ends_the_goal_within_its_limits(rbus: Bus) -> None:
+    limits = Limits(max_retries=1, max_replans=1, max_steps=10, deadline_s=120)
+    goal = await submit(rbus, "FAULT-TOOL check the status page", tenant=unique("ft"), limits=limits)
+    final, events = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalFailed)
+    assert final.data.code in ("max_replans", "max_retries") and "tool loop exceeded" in final.data.reason
+    failures = of(events, TaskFailed)
+    assert len(failures) == 4, "2 attempts per plan revision, 2 revisions"
+    assert len(of(events, GoalPlanned)) == 2
+    assert final.data.tokens < 20_000
+
+
+async def test_invalid_model_output_ends_the_goal_with_the_reason(rbus: Bus) -> None:
+    limits = Limits(max_retries=0, max_replans=1, deadline_s=120)
+    goal = await submit(rbus, "FAULT-JSON answer in JSON", tenant=unique("fj"), limits=limits)
+    final, events = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalFailed) and final.data.code == "max_replans"
+    assert all("invalid output after 2 attempts" in f.reason for f in of(events, TaskFailed))
+    assert len(of(events, TaskFailed)) == 2
+
+
+async def test_fallback_model_answers_when_the_primary_fails(rbus: Bus) -> None:
+    goal = await submit(rbus, "FALLBACK please answer", tenant=unique("fb"))
+    final, events = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalCompleted)
+    done = of(events, TaskCompleted)[0]
+    calls = done.usage.calls
+    assert [c.model for c in calls] == ["openai/offline-flaky", "openai/offline-fast"]
+    assert not calls[0].ok and "InternalServerError" in (calls[0].error or "") and calls[1].ok
+    assert done.output == {"answer": "answered by the fallback model"}
+
+
+async def test_contexts_are_isolated_between_goals(rbus: Bus) -> None:
+    tenant = unique("iso")
+    a = await submit(rbus, "ISOLATION project KESTREL-7731", tenant=tenant)
+    b = await submit(rbus, "ISOLATION project OSPREY-2219", tenant=tenant)
+    (_, ev_a), (_, ev_b) = await asyncio.gather(outcome(rbus, a.data.goal_id), outcome(rbus, b.data.goal_id))
+    for mine, theirs, events in (("KESTREL-7731", "OSPREY-2219", ev_a), ("OSPREY-2219", "KESTREL-7731", ev_b)):
+        contexts = of(events, ContextReady)
+        assert contexts
+        for ctx in contexts:
+            text = repr(ctx.messages) + ctx.manifest.model_dump_json()
+            assert mine in text and theirs not in text
+
+
+async def test_declared_workflow_runs_without_the_llm_planner(rbus: Bus) -> None:
+    goal = await submit(rbus, "Competitor report from the declared workflow", tenant=unique("wf"),
+                        workflow="competitor-report")
+    final, events = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalCompleted), final.data
+    plan = of(events, GoalPlanned)[0]
+    assert plan.planner == "workflow:competitor-report" and plan.usage.calls == ()
+    assert {s.step_id for s in plan.steps} == {"research-a", "research-b", "research-c", "write-report",
+                                                 "store-findings"}
+
+
+async def test_unknown_workflow_fails_with_the_reason(rbus: Bus) -> None:
+    goal = await submit(rbus, "nothing", tenant=unique("wf"), workflow="no-such-flow")
+    final, _ = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalFailed) and final.data.code == "planner_failed"
+    assert "no-such-flow" in final.data.reason

@@ -1,0 +1,144 @@
+"""The orchestrator's decisions as pure functions of folded state: no broker needed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from agentos_orchestrator.decide import Emit, NeedPlan, decide
+from agentos_orchestrator.state import World, apply
+from agentos_schemas import Event
+from agentos_schemas.charter import Charter
+from agentos_schemas.events import (
+    AgentAnnounced,
+    EventData,
+    GoalCompleted,
+    GoalEscalated,
+    GoalFailed,
+    GoalPlanned,
+    GoalSubmitted,
+    Limits,
+    ModelCall,
+    PlanStep,
+    TaskAssigned,
+    TaskCompleted,
+    TaskFailed,
+    Usage,
+)
+
+T0 = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+
+
+def ev(data: EventData, at: float = 0.0) -> Event[Any]:
+    return Event(data=data, source="test", type=data.ce_type(), tenant="acme", time=T0 + dt.timedelta(seconds=at))
+
+
+def world_with(steps: list[PlanStep], limits: Limits | None = None, agents: dict[str, int] | None = None) -> World:
+    world = World()
+    for name, capacity in (agents if agents is not None else {"research": 2, "qa": 1}).items():
+        charter = Charter(name=name, capabilities=(name,), model="fast")
+        apply(world, ev(AgentAnnounced(agent=name, version="1", capabilities=(name,), instance="i1",
+                                       capacity=capacity, charter=charter)))
+    apply(world, ev(GoalSubmitted(goal_id="g", text="goal", limits=limits or Limits())))
+    apply(world, ev(GoalPlanned(goal_id="g", revision=0, steps=tuple(steps), planner="workflow:t")))
+    return world
+
+
+def emitted(commands: list[Any], cls: type[Any]) -> list[Any]:
+    return [c.data for c in commands if isinstance(c, Emit) and isinstance(c.data, cls)]
+
+
+def step(sid: str, *deps: str, review: bool = False) -> PlanStep:
+    return PlanStep(step_id=sid, capability="research", instruction=f"do {sid}", depends_on=deps, review=review)
+
+
+NOW = T0.timestamp()
+
+
+def test_independent_steps_are_assigned_together_dependants_wait() -> None:
+    world = world_with([step("a"), step("b"), step("c", "a", "b")])
+    assigned = emitted(decide(world, world.goals["g"], NOW + 1), TaskAssigned)
+    assert sorted(a.step_id for a in assigned) == ["a", "b"]
+
+
+def test_capacity_is_respected_and_waiting_work_escalates_but_is_kept() -> None:
+    world = world_with([step("a"), step("b"), step("c")], agents={"research": 2})
+    goal = world.goals["g"]
+    first = decide(world, goal, NOW + 1)
+    assert len(emitted(first, TaskAssigned)) == 2, "only two slots"
+    for c in first:
+        apply(world, ev(c.data, 1))
+    assert decide(world, goal, NOW + 2, wait_timeout=60) == []
+    late = decide(world, goal, NOW + 100, wait_timeout=60)
+    assert emitted(late, GoalEscalated), "waited too long: escalated"
+    assert goal.steps["c"].status == "pending", "the step still waits; it never vanishes"
+
+
+def test_no_specialist_for_a_capability_waits_then_escalates() -> None:
+    world = world_with([step("a")], agents={})
+    goal = world.goals["g"]
+    assert decide(world, goal, NOW + 1, wait_timeout=30) == []
+    assert emitted(decide(world, goal, NOW + 40, wait_timeout=30), GoalEscalated)
+
+
+def test_same_state_gives_the_same_commands_with_the_same_ids() -> None:
+    world = world_with([step("a"), step("b")])
+    once = decide(world, world.goals["g"], NOW + 1)
+    again = decide(world, world.goals["g"], NOW + 1)
+    assert [c.id for c in once] == [c.id for c in again]
+
+
+def run_attempt(world: World, sid: str, attempt: int, *, ok: bool, at: float, cost: float = 0.0) -> None:
+    tid = f"g/r{world.goals['g'].revision}/{sid}/a{attempt}"
+    apply(world, ev(TaskAssigned(task_id=tid, goal_id="g", step_id=sid, attempt=attempt, agent="research",
+                                 capability="research", instruction="x", goal_text="goal"), at))
+    usage = Usage(calls=(ModelCall(model="m", ok=True, cost_usd=cost, input_tokens=10),))
+    if ok:
+        apply(world, ev(TaskCompleted(task_id=tid, goal_id="g", step_id=sid, agent="research", output={"k": 1},
+                                      usage=usage), at))
+    else:
+        apply(world, ev(TaskFailed(task_id=tid, goal_id="g", step_id=sid, agent="research", reason="boom",
+                                   usage=usage), at))
+
+
+def test_failures_retry_with_backoff_then_replan_then_fail() -> None:
+    world = world_with([step("a")], Limits(max_retries=1, max_replans=1))
+    goal = world.goals["g"]
+    run_attempt(world, "a", 1, ok=False, at=1)
+    assert decide(world, goal, NOW + 1.1) == [], "backing off"
+    retry = emitted(decide(world, goal, NOW + 2), TaskAssigned)
+    assert [a.attempt for a in retry] == [2]
+    run_attempt(world, "a", 2, ok=False, at=3)
+    replan = decide(world, goal, NOW + 10)
+    assert isinstance(replan[0], NeedPlan) and "boom" in (replan[0].reason or "")
+    apply(world, ev(GoalPlanned(goal_id="g", revision=1, steps=(step("a"),), planner="workflow:t", reason="x"), 11))
+    run_attempt(world, "a", 1, ok=False, at=12)
+    run_attempt(world, "a", 2, ok=False, at=14)
+    failed = emitted(decide(world, goal, NOW + 20), GoalFailed)
+    assert failed and failed[0].code == "max_replans"
+
+
+def test_deadline_budget_and_step_limits_end_the_goal() -> None:
+    world = world_with([step("a")], Limits(deadline_s=30))
+    assert emitted(decide(world, world.goals["g"], NOW + 31), GoalFailed)[0].code == "deadline"
+    world = world_with([step("a"), step("b", "a")], Limits(budget_usd=0.01))
+    run_attempt(world, "a", 1, ok=True, at=1, cost=0.02)
+    assert emitted(decide(world, world.goals["g"], NOW + 2), GoalFailed)[0].code == "budget"
+    world = world_with([step("a"), step("b"), step("c")], Limits(max_steps=2))
+    assert emitted(decide(world, world.goals["g"], NOW + 1), GoalFailed)[0].code == "max_steps"
+
+
+def test_review_gate_and_completion() -> None:
+    world = world_with([step("a", review=True)])
+    goal = world.goals["g"]
+    run_attempt(world, "a", 1, ok=True, at=1)
+    review = emitted(decide(world, goal, NOW + 2), TaskAssigned)
+    assert review[0].review_of == "a" and review[0].capability == "qa"
+    apply(world, ev(review[0], 2))
+    apply(world, ev(TaskCompleted(task_id=review[0].task_id, goal_id="g", step_id="a", agent="qa",
+                                  output={"verdict": "accepted", "feedback": "ok"}), 3))
+    verdict = decide(world, goal, NOW + 3)
+    for c in verdict:
+        apply(world, ev(c.data, 3))
+    done = emitted(decide(world, goal, NOW + 4), GoalCompleted)
+    assert done and done[0].outputs == {"a": {"k": 1}}

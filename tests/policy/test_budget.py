@@ -1,0 +1,112 @@
+"""Budgets: reservations race for the last of a cap without overspending, settlements replace
+estimates with real costs, a budget exhausted mid-task ends it with code ``budget``, and
+`agentos budget` shows spend against caps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+
+from agentos_kernel import Bus, KernelSettings
+from agentos_kernel.service import ServiceContext
+from agentos_kernel.testing import eventually, unique
+from agentos_schemas.events import ModelCall
+from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+from agentos_schemas.rpc import PolicyRequest
+from agentos_specialist.runner import Progress, run_agent
+from agentos_specialist.tools import DocumentIndex, ToolContext, build_tools
+from tests.policy.conftest import (
+    ScriptedLLM,
+    ask,
+    charter,
+    client,
+    context_event,
+    logged,
+    logged_at_least,
+    no_snapshot,
+    tool_call,
+)
+from tests.policy.test_approvals import cli
+
+CAP = 0.01
+EACH = 0.0007
+
+
+async def tenant_counter(pool: asyncpg.Pool, tenant: str) -> asyncpg.Record:
+    return await pool.fetchrow(
+        "SELECT used_usd, reserved_usd, cap_usd FROM policy.budget_counters "
+        "WHERE tenant = $1 AND scope = 'tenant' AND period = 'day'", tenant)
+
+
+async def test_concurrent_reservations_never_pass_the_cap(bus: Bus, pool: asyncpg.Pool,
+                                                          policy_service: ServiceContext) -> None:
+    tenant = unique("bud")
+    answers = await asyncio.gather(*(
+        ask(bus, tenant, "spender", "model_call", "fast", goal_id=f"g{n}", task_id=f"t{n}",
+            estimated_cost_usd=EACH, estimated_tokens=1000) for n in range(40)))
+    allowed = [a for a in answers if a.decision == "allow"]
+    denied = [a for a in answers if a.decision == "deny"]
+    assert len(allowed) == int(CAP / EACH) == 14, [a.reasons for a in denied[:2]]
+    assert all(a.code == "budget" and "tenant" in a.reasons[0] for a in denied)
+    row = await tenant_counter(pool, tenant)
+    assert float(row["reserved_usd"]) <= CAP and float(row["cap_usd"]) == CAP
+    policy = client(bus)
+    request = PolicyRequest(tenant=tenant, principal="agent:spender", action="model_call", resource="fast",
+                            agent="spender")
+    call = ModelCall(model="openai/offline-fast", ok=True, input_tokens=400, output_tokens=200, cost_usd=0.0005)
+    await asyncio.gather(*(policy.settle(a, request, [call]) for a in allowed))
+
+    async def settled() -> bool:
+        return len(await logged(bus, tenant, BudgetSettled)) == len(allowed)
+    await eventually(settled, timeout=15)
+    row = await tenant_counter(pool, tenant)
+    assert float(row["reserved_usd"]) == 0 and float(row["used_usd"]) == round(14 * 0.0005, 6) <= CAP
+    await policy.settle(allowed[0], request, [call])  # a redelivered settlement changes nothing
+    await asyncio.sleep(0.5)
+    assert float((await tenant_counter(pool, tenant))["used_usd"]) == round(14 * 0.0005, 6)
+
+
+async def test_token_caps(bus: Bus, policy_service: ServiceContext) -> None:
+    tenant = unique("tok")
+    got = [await ask(bus, tenant, "spender", "model_call", "fast", estimated_tokens=4000) for _ in range(3)]
+    assert [g.decision for g in got] == ["allow", "allow", "deny"] and "tokens" in got[2].reasons[0]
+
+
+async def test_budget_exhausted_mid_task_fails_it_with_code_budget(bus: Bus, pool: asyncpg.Pool,
+                                                                   policy_service: ServiceContext) -> None:
+    tenant, goal = unique("bud"), unique("g")
+    calls = [[tool_call("search_documents", {"query": f"competitor {n}"}, n)] for n in range(20)]
+    llm = ScriptedLLM(calls, cost=0.002)  # each call reserves ~$0.0025 (4096 output tokens) and costs $0.002
+    event = context_event(bus, tenant, "spender", goal, f"{goal}/r0/s1/a1")
+    tools = build_tools(DocumentIndex.from_folder())
+    outcome = await run_agent(llm, charter("spender", ("search_documents",), max_tool_rounds=20),
+                              Progress(messages=[dict(m) for m in event.data.messages]), tools,
+                              ToolContext(bus, event), no_snapshot)
+    assert not outcome.ok and outcome.code == "budget" and not outcome.retryable, outcome.reason
+    assert "tenant" in outcome.reason and 3 <= len(llm.seen) <= 5
+
+    async def settled() -> bool:
+        return len(await logged(bus, tenant, BudgetSettled)) == len(llm.seen)
+    await eventually(settled, timeout=15)
+    row = await tenant_counter(pool, tenant)
+    assert float(row["used_usd"]) <= CAP and float(row["reserved_usd"]) == 0
+    decided = await logged_at_least(bus, tenant, PolicyDecided, 2 * len(llm.seen))  # model + tool per round
+    model_calls = [d for d in decided if d.request.action == "model_call"]
+    denied = [d for d in model_calls if d.decision == "deny"]  # facts are batched, so not in call order
+    assert len(denied) == 1 and denied[0].code == "budget"
+    assert all(d.decision == "allow" for d in model_calls if d is not denied[0])
+
+
+async def test_agentos_budget_shows_spend_against_caps(bus: Bus, settings: KernelSettings,
+                                                       policy_service: ServiceContext) -> None:
+    tenant = unique("bud")
+    assert (await ask(bus, tenant, "spender", "model_call", "fast", estimated_cost_usd=0.004)).decision == "allow"
+    result = await cli(settings, "budget", "--tenant", tenant, "--json")
+    assert result.exit_code == 0, result.output
+    lines = {(ln["scope"], ln["period"]): ln for ln in json.loads(result.output)["lines"]}
+    assert set(lines) == {("tenant", "day"), ("tenant", "month"), ("agent", "day")}
+    assert lines[("tenant", "day")]["reserved_usd"] == 0.004 and lines[("tenant", "day")]["cap_usd"] == CAP
+    table = await cli(settings, "budget", "--tenant", tenant)
+    assert tenant in table.output and "0.0040" in table.output and "test-1" in table.output
