@@ -28,6 +28,7 @@ from agentos_schemas.events import GoalCompleted, GoalFailed
 from agentos_specialist.service import default_charters_dir
 
 HERE = Path(__file__).parent
+_RUNTIMES: list[Runtime] = []
 DEMO_SCENARIO = Path(str(resources.files("agentos_offline_model") / "scenarios" / "demo.yaml"))
 
 
@@ -59,6 +60,7 @@ async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFac
     os.environ.update(env)
     settings = KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default")
     rt = Runtime(settings, registry.available(), logs=state / "logs")
+    _RUNTIMES.append(rt)
     try:
         resolved = await rt.start()
         bus = await Bus.connect(resolved, source="e2e")
@@ -67,6 +69,7 @@ async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFac
         yield rt
     finally:
         await rt.stop()
+        _RUNTIMES.remove(rt)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -115,6 +118,22 @@ async def outcome(bus: Bus, goal_id: str, timeout: float = 90.0) -> tuple[Event[
         events = await goal_events(bus, goal_id)
         found[:] = [events]
         return any(isinstance(e.data, GoalCompleted | GoalFailed) for e in events)
-    await eventually(finished, timeout=timeout, every=0.5)
+    try:
+        await eventually(finished, timeout=timeout, every=0.5)
+    except AssertionError:
+        seen = [f"{e.type} {getattr(e.data, 'task_id', '') or ''}" for e in (found[0] if found else [])]
+        raise AssertionError(f"goal {goal_id} did not finish within {timeout}s; its events: {seen}") from None
     events = found[0]
     return next(e for e in events if isinstance(e.data, GoalCompleted | GoalFailed)), events
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failed end-to-end test, attach the tail of every service's log to the report."""
+    report = yield
+    rt = _RUNTIMES[-1] if _RUNTIMES else None
+    if report.when == "call" and report.failed and rt is not None and rt.logs is not None:
+        for log in sorted(rt.logs.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            report.sections.append((f"service log {log.name}", "\n".join(tail)))
+    return report

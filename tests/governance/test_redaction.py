@@ -60,6 +60,25 @@ def test_json_keeps_identifiers_and_reports_kinds() -> None:
     assert kinds == {"email"} and kinds_in("[EMAIL] and [SECRET]") == {"email", "secret"}
 
 
+@pytest.mark.parametrize("text", [
+    "line one\n+44 20 7946 0958", "line two\n+14155550100", "tab\t123-45-6789\tend", 'quoted "jane.doe@example.com"',
+    "back\\slash 4111 1111 1111 1111", "caf\u00e9 \u2014 DE89370400440532013000", "nothing to see here",
+    "aws_key = \"AKIAIOSFODNN7EXAMPLE\"", "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34\n",
+])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_json_fast_path_finds_what_a_full_parse_finds(text: str, ascii_only: bool) -> None:
+    """The whole-document probe that lets clean payloads skip parsing must never miss a finding
+    that scanning each string would make, whatever JSON escaping the producer used."""
+    r = Redactor()
+    raw = json.dumps({"items": [{"text": text, "n": 1}], "note": text}, ensure_ascii=ascii_only).encode()
+    expected: set[str] = set()
+    walked = r.value(json.loads(raw), expected)
+    out, kinds = r.json_bytes(raw)
+    assert kinds == expected and json.loads(out) == walked
+    if not expected:
+        assert out is raw  # nothing found: the very same bytes, not re-encoded
+
+
 def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     from agentos_kernel.redact import install_logging
 

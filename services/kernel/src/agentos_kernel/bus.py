@@ -164,8 +164,7 @@ class Bus:
         if traceparent is None and cause is not None:
             traceparent, tracestate = cause.traceparent, cause.tracestate
         if traceparent is None:
-            with tracing.tracer().start_as_current_span(f"create {data.ce_type()}"):
-                traceparent, tracestate = tracing.current_traceparent()
+            traceparent, tracestate = tracing.root_traceparent(f"create {data.ce_type()}")
         return Event(
             id=id, data=data, source=self.source, type=data.ce_type(), dataschema=data.dataschema(),
             tenant=tenant or (cause.tenant if cause else self.settings.tenant),
@@ -176,22 +175,29 @@ class Bus:
             traceparent=traceparent, tracestate=tracestate,
         )
 
-    async def _prepare(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
+    def _prepare_inline(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]] | tuple[None, bytes, None]:
+        """Subject, body and headers of an event whose payload fits inline; for a payload over the
+        claim-check threshold, ``(None, payload, None)`` so the caller stores it first."""
         raw = codec.data_bytes(event.data)
         if self.settings.redact_events:  # personal data and secrets never enter the log
             raw, _ = redactor().json_bytes(raw)
-        if len(raw) <= self.settings.claim_check_bytes:
-            body = codec.encode(event, raw)
-        else:
-            event.datahash = codec.content_hash(raw)
-            name = event.datahash.removeprefix("sha256:")
-            store = await self._object_store()
-            try:
-                await store.get_info(name)
-            except nats.js.errors.ObjectNotFoundError:
-                await store.put(name, raw)
-            body = codec.encode(event, dataref=OBJECT_REF_PREFIX + name)
-        return event_subject(event.tenant, event.type), body, codec.headers_for(event)
+        if len(raw) > self.settings.claim_check_bytes:
+            return None, raw, None
+        return event_subject(event.tenant, event.type), codec.encode(event, raw), codec.headers_for(event)
+
+    async def _prepare(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
+        subject, body, headers = self._prepare_inline(event)
+        if subject is not None and headers is not None:
+            return subject, body, headers
+        event.datahash = codec.content_hash(body)
+        name = event.datahash.removeprefix("sha256:")
+        store = await self._object_store()
+        try:
+            await store.get_info(name)
+        except nats.js.errors.ObjectNotFoundError:
+            await store.put(name, body)
+        return (event_subject(event.tenant, event.type), codec.encode(event, dataref=OBJECT_REF_PREFIX + name),
+                codec.headers_for(event))
 
     # -- publishing -----------------------------------------------------------------------------
     async def publish(self, event: Event[Any]) -> api.PubAck:
@@ -221,16 +227,21 @@ class Bus:
         Any publish whose ack does not arrive is retried one by one with the same id, so a
         message is never stored twice.
         """
-        prepared = [await self._prepare(e) for e in events]
-        return await self.publish_raw_many(prepared, timeout=timeout)
+        prepared = []
+        for event in events:
+            item = self._prepare_inline(event)
+            prepared.append(item if item[0] is not None else await self._prepare(event))
+        return await self.publish_raw_many(prepared, timeout=timeout)  # type: ignore[arg-type]
 
     async def publish_raw_many(self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *,
                                timeout: float = 10.0) -> int:
         futures = [await self.js.publish_async(sub, body, headers=hdrs) for sub, body, hdrs in prepared]
-        results = await asyncio.gather(
-            *(asyncio.wait_for(f, timeout) for f in futures), return_exceptions=True)
-        for item, result in zip(prepared, results, strict=True):
-            if isinstance(result, BaseException):
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+        for item, future in zip(prepared, futures, strict=True):
+            if not future.done():
+                future.cancel()
+            if future.cancelled() or future.exception() is not None:
                 await self.publish_raw(*item)
         return len(prepared)
 

@@ -97,6 +97,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._psub: Any = None
+        self._backlog = True
 
     async def start(self) -> Consumer:
         config = api.ConsumerConfig(
@@ -144,14 +145,21 @@ class Consumer:
             while free < self.concurrency and not self._slots.locked():
                 await self._slots.acquire()
                 free += 1
+            # A pull for n > 1 that has to wait for messages only returns once n arrived or it
+            # expired, which would hold a lone message for up to the fetch timeout. So when the
+            # stream was drained last time, wait for one message only; a backlog is then taken
+            # in batches, which the server answers at once with what it has (and a batch that finds
+            # the stream empty gives up quickly).
+            batch = free if self._backlog else 1
             msgs: list[Msg] = []
             try:
-                msgs = await self._psub.fetch(free, timeout=0.5)
+                msgs = await self._psub.fetch(batch, timeout=0.5 if batch == 1 else 0.05)
             except (asyncio.TimeoutError, nats.errors.TimeoutError):
                 pass
             except Exception as exc:  # reconnecting, server restarting: keep going
                 log.debug("%s: fetch failed: %r", self.durable, exc)
                 await asyncio.sleep(0.2)
+            self._backlog = len(msgs) == batch
             for _ in range(free - len(msgs)):
                 self._slots.release()
             for msg in msgs:

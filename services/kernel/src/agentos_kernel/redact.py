@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import phonenumbers
 from stdnum import iban, luhn
 from stdnum.br import cpf
@@ -44,6 +45,8 @@ TOKENS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "iban": "[IB
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN|NATIONAL_ID|SECRET)\]")
 #: JSON keys whose values are identifiers or structure, never free text: left as they are.
 SKIP_KEYS = frozenset({"id", "charter", "output_schema", "schema", "parameters", "dataschema", "type"})
+_JSON_ESCAPE = re.compile(r'\\(.)')
+_ESCAPED = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 _PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL")
 
 _DETECT_SECRETS = (  # (module, class) in detect_secrets.plugins
@@ -84,6 +87,10 @@ _GATES: dict[str, Callable[[str], bool]] = {
     "upper": re.compile(r"[A-Z]{2}").search,  # type: ignore[dict-item]
     "kw": re.compile(r"(?i)pass|pwd|secret|token|key|credential|bearer").search,  # type: ignore[dict-item]
 }
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return _ESCAPED.get(m.group(1), m.group(1))
 
 
 def _card(text: str) -> bool:
@@ -218,9 +225,19 @@ class Redactor:
         return value
 
     def json_bytes(self, raw: bytes) -> tuple[bytes, frozenset[str]]:
-        """Redacted JSON bytes (the same bytes when nothing was found) and the kinds found."""
+        """Redacted JSON bytes (the same bytes when nothing was found) and the kinds found.
+
+        Most documents hold nothing to redact, so the whole text is probed first: every
+        detector's pattern is confined to one string (none crosses a ``"``), and the probe undoes
+        JSON's escapes, so a document whose text has no finding has none in any of its strings
+        and is returned as it is without being parsed."""
+        text = raw.decode("utf-8", "surrogatepass")
+        if "\\u" not in text:
+            probe = _JSON_ESCAPE.sub(_unescape, text) if "\\" in text else text
+            if not self._spans(probe):
+                return raw, frozenset()
         kinds: set[str] = set()
-        doc = json.loads(raw)
+        doc = msgspec.json.decode(raw)
         out = self.value(doc, kinds)
         if not kinds:
             return raw, frozenset()

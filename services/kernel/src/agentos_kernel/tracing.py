@@ -12,17 +12,20 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agentos_schemas import Event
 
 _propagator = TraceContextTextMapPropagator()
 _configured = False
+_exporting = False
+_ids = RandomIdGenerator()
 
 
 def setup(service: str) -> None:
     """Install an SDK tracer provider once per process (OTLP export when an endpoint is set)."""
-    global _configured
+    global _configured, _exporting
     if _configured:
         return
     _configured = True
@@ -35,6 +38,7 @@ def setup(service: str) -> None:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            _exporting = True
         except ImportError:
             pass
     trace.set_tracer_provider(provider)
@@ -51,6 +55,19 @@ def current_traceparent() -> tuple[str | None, str | None]:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def root_traceparent(name: str) -> tuple[str, str | None]:
+    """A traceparent for an event that starts a new trace.
+
+    When spans are exported, a real root span named ``name`` is recorded so the trace has a
+    visible start; otherwise fresh W3C ids are minted directly, which costs no span."""
+    if _exporting:
+        with tracer().start_as_current_span(name):
+            parent, state = current_traceparent()
+        assert parent is not None
+        return parent, state
+    return f"00-{_ids.generate_trace_id():032x}-{_ids.generate_span_id():016x}-01", None
 
 
 def trace_id(traceparent: str | None) -> str | None:
