@@ -127,13 +127,20 @@ class Event(Generic[D]):
 
     def attributes(self) -> dict[str, Any]:
         """The CloudEvent attributes (everything but ``data``), without empty ones."""
-        attrs = {name: getattr(self, name) for name in self.__slots__ if name != "data"}
+        attrs = {}
+        for name in _ATTRIBUTE_SLOTS:
+            value = getattr(self, name)
+            if value is not None:
+                attrs[name] = value
         attrs["specversion"] = SPEC_VERSION
         attrs["datacontenttype"] = JSON
-        return {k: v for k, v in attrs.items() if v is not None}
+        return attrs
 
     def __repr__(self) -> str:
         return f"Event(type={self.type!r}, id={self.id!r}, subject={self.subject!r})"
+
+
+_ATTRIBUTE_SLOTS = tuple(name for name in Event.__slots__ if name != "data")
 
 
 def envelope_json_schema() -> dict[str, Any]:

@@ -8,6 +8,8 @@ traffic never lands in the immutable log.
 
 from __future__ import annotations
 
+import functools
+
 import re
 
 EVENTS_STREAM = "AGENTOS_EVENTS"
@@ -46,6 +48,7 @@ def parse_type(type_: str) -> tuple[str, str, int]:
     return m.group(1), m.group(2), int(m.group(3))
 
 
+@functools.lru_cache(maxsize=4096)
 def event_subject(tenant: str, type_: str) -> str:
     """The NATS subject of an event, derived from its tenant and type."""
     domain, event, _ = parse_type(type_)

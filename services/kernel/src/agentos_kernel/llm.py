@@ -3,9 +3,11 @@ record (tokens, cost, latency, error) of every attempt.
 
 The registry comes from a YAML file (``AGENTOS_MODELS``) naming aliases for any litellm model
 string — OpenAI, Anthropic, Ollama, vLLM … — or, when none is configured, from the offline
-model the project ships (``AGENTOS_OFFLINE_MODEL_URL``). litellm's Router owns deployments and
-cooldowns with its own retries off; the chain below walks the fallbacks so that each attempt is
-recorded with the task that made it.
+model the project ships (``AGENTOS_OFFLINE_MODEL_URL``). Each attempt is one
+``litellm.acompletion`` with that alias's parameters; the chain below walks the fallbacks itself
+(litellm's Router is not used: its retries, cooldowns and usage tracking cost CPU on every call
+and would hide attempts from the record) so that each attempt is recorded with the task that
+made it.
 
 Every call is governed: the messages are redacted (personal data and secrets become ``[EMAIL]``,
 ``[SECRET]`` …) before they leave the process, and the kill switches are obeyed — a call whose
@@ -123,14 +125,14 @@ class LLM:
 
     def __init__(self, registry: ModelRegistry, *, pause_on_halt: bool = True, redact: bool = True) -> None:
         import litellm
-        from litellm import Router
 
         litellm.suppress_debug_info = True
         logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+        self._acompletion = litellm.acompletion
         self.registry = registry
         self.pause_on_halt = pause_on_halt
         self.redact = redact
-        deployments = []
+        self.params: dict[str, dict[str, Any]] = {}
         for spec in registry.models:
             params: dict[str, Any] = {"model": spec.model, "timeout": spec.timeout_s}
             if spec.api_base:
@@ -138,8 +140,7 @@ class LLM:
             params["api_key"] = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "offline"
             # Prices given in the registry are applied here (see ``_cost``), not handed to litellm:
             # per-deployment prices make litellm re-register the model on every call.
-            deployments.append({"model_name": spec.alias, "litellm_params": params})
-        self.router = Router(model_list=deployments, num_retries=0, allowed_fails=1000)
+            self.params[spec.alias] = params
 
     def _guard(self, spec: ModelSpec) -> None:
         if os.environ.get("AGENTOS_ALLOW_LLM_CALLS") == "0" and not _is_loopback(spec.api_base):
@@ -187,7 +188,8 @@ class LLM:
             started = time.perf_counter()
             try:
                 async with control.state().guard(work.merged(models=self.models(alias))):
-                    response = await self.router.acompletion(model=alias, messages=messages, **kwargs)
+                    response = await self._acompletion(messages=messages, num_retries=0,
+                                                        **self.params[alias], **kwargs)
             except control.Halted as exc:
                 calls.append(ModelCall(model=spec.model, ok=False, error=str(exc)[:500],
                                        latency_ms=(time.perf_counter() - started) * 1000))
