@@ -142,11 +142,26 @@ async def _run_tools(charter: Charter, progress: Progress, message: Any, tools: 
     return None
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """One checked validator per output schema (checking a schema costs more than using it)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        cached = _VALIDATORS[id(schema)] = (schema, cls(schema))
+    return cached[1]
+
+
 def _validate(charter: Charter, progress: Progress, content: str) -> Outcome | None:
     """Outcome when the answer is final (valid, or invalid too often); None to ask again."""
     try:
         output = json.loads(content)
-        jsonschema.validate(output, charter.output_schema)
+        error_found = jsonschema.exceptions.best_match(_validator(charter.output_schema).iter_errors(output))
+        if error_found is not None:
+            raise error_found
         if not isinstance(output, dict):
             raise ValueError("the answer must be a JSON object")
         return Outcome(True, output=output)

@@ -8,6 +8,7 @@ A finished task's result is kept there too: a redelivered task republishes the s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from importlib import resources
@@ -100,8 +101,10 @@ class Specialist:
         outcome = await run_agent(self.llm, charter, progress, self.tools, ToolContext(self.ctx.bus, event),
                                   lambda p: self._save(key, _progress_dump(p)))
         kind, result = _result(data, outcome, progress)
-        await self._save(key, {"done": True, "kind": kind, "result": result})
-        await self._publish_result(event, kind, result)
+        # Both before the ack, so their order does not matter: a redelivery after a crash finds
+        # the saved result (and republishes it under the same id) or runs the task again.
+        await asyncio.gather(self._save(key, {"done": True, "kind": kind, "result": result}),
+                             self._publish_result(event, kind, result))
 
     async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> None:
         cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
