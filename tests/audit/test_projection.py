@@ -89,7 +89,7 @@ async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
 async def test_malformed_events_are_chained_dead_lettered_and_do_not_stop_it(
         bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str) -> None:
     base = f'"specversion":"1.0","source":"fuzz","tenant":"{tenant}"'
-    bad = [b"<xml>not a cloudevent</xml>",
+    bad = [f"<xml>not a cloudevent {tenant}</xml>".encode(),
            ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.teleported.v1","data":{{}}}}').encode(),
            ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1","data":{{"goal_id":1}}}}').encode()]
     for body in bad:

@@ -2,6 +2,7 @@
 
 from agentos_schemas.events._base import CATALOGUE, EventData
 from agentos_schemas.events.control import AgentAnnounced, AgentRetired, HaltRequested, ResumeRequested
+from agentos_schemas.events import erasure  # noqa: F401  (registers the erasure fact)
 from agentos_schemas.events import ingress  # noqa: F401  (registers the ingress facts)
 from agentos_schemas.events import policy  # noqa: F401  (registers the governance facts)
 from agentos_schemas.events.memory import MemoryCommitted, MemoryProposed, MemoryReviewed

@@ -7,34 +7,49 @@ Amounts are integers in the currency's smallest unit (cents for USD), as POS sys
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentos_schemas.events import erasure as _erasure  # noqa: F401  (registers erasure.recorded)
 from agentos_schemas.events._base import EventData
+from agentos_schemas.personal import DATA_SUBJECT, PERSONAL
 
 
 class TicketReceived(EventData):
-    """A support ticket was opened in a ticketing system."""
+    """A support ticket was opened in a ticketing system.
+
+    The requester's name, email and what they wrote are personal: stored encrypted with the
+    requester's key (``requester_id`` is the data subject), erasable with ``agentos audit erase``."""
 
     event_name = "ticket.received"
 
     system: str
     """The ticketing system (``zendesk`` …)."""
     ticket_id: str
-    subject: str = ""
-    description: str = ""
+    subject: Annotated[str, PERSONAL] = ""
+    """The ticket's title, as the requester wrote it (personal)."""
+    description: Annotated[str, PERSONAL] = ""
+    """The requester's message (personal)."""
     priority: str | None = None
     """As the system names it (``low``, ``normal``, ``high``, ``urgent``)."""
     status: str | None = None
-    requester_id: str | None = None
-    requester_email: str | None = None
+    requester_id: Annotated[str | None, DATA_SUBJECT] = None
+    """The requester's id in the ticketing system: the data subject whose key seals the personal fields."""
+    requester_name: Annotated[str | None, PERSONAL] = None
+    """The requester's name (personal)."""
+    requester_email: Annotated[str | None, PERSONAL] = None
+    """The requester's email (personal; pattern redaction replaces it with ``[EMAIL]`` first)."""
     tags: tuple[str, ...] = ()
     url: str | None = None
     """Link to the ticket in the system, when known."""
 
 
 class TicketUpdated(EventData):
-    """A ticket changed in a ticketing system (status, priority, tags, subject …)."""
+    """A ticket changed in a ticketing system (status, priority, tags, subject …).
+
+    ``previous``/``current`` may be the requester's own words (a changed subject or description),
+    so they are personal, sealed with the requester's key."""
 
     event_name = "ticket.updated"
 
@@ -44,10 +59,12 @@ class TicketUpdated(EventData):
     """What changed, as the system names it (``status_changed`` …)."""
     status: str | None = None
     priority: str | None = None
-    previous: str | None = None
-    """The changed field's previous value, when the system sends it."""
-    current: str | None = None
-    """The changed field's new value, when the system sends it."""
+    previous: Annotated[str | None, PERSONAL] = None
+    """The changed field's previous value, when the system sends it (personal)."""
+    current: Annotated[str | None, PERSONAL] = None
+    """The changed field's new value, when the system sends it (personal)."""
+    requester_id: Annotated[str | None, DATA_SUBJECT] = None
+    """The requester's id, when known: the data subject (without it, each event gets a key of its own)."""
     tags: tuple[str, ...] = ()
 
 

@@ -17,6 +17,8 @@ derive the same tags. Tags:
   placeholder ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[IBAN]``, ``[NATIONAL_ID]`` also yields its
   ``pii:*`` tag (personal data was there, even though the log no longer holds it), and
   ``[SECRET]`` yields ``secret``;
+- ``pii:encrypted`` — a personal field sealed with its data subject's key (crypto-shredding,
+  ``agentos_kernel.shred``): a name or a message the catalogue marks personal;
 - ``personal_data`` — any ``pii:*`` tag.
 
 It is a heuristic for finding events worth an auditor's look, not a guarantee: names, postal
@@ -26,6 +28,8 @@ addresses and free-text identifiers are not detected.
 from __future__ import annotations
 
 import re
+
+from agentos_schemas.personal import TOKEN_PREFIX
 
 PERSONAL = "personal_data"
 
@@ -122,6 +126,8 @@ def classify(payload_json: str) -> list[str]:
         found = {_PLACEHOLDER_TAG[m] for m in _PLACEHOLDER.findall(payload_json)}
         if found:
             tags |= found | {"redacted"}
+    if TOKEN_PREFIX in payload_json:
+        tags.add("pii:encrypted")
     if any(t.startswith("pii:") for t in tags):
         tags.add(PERSONAL)
     return sorted(tags)

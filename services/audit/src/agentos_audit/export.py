@@ -3,6 +3,9 @@
 Each record is one event: every ``audit.events`` column (``data`` as the payload object in JSONL,
 as JSON text in Parquet) plus ``chain_hash``, the hex chain hash at its stream sequence, so an
 exported record can be checked against a later ``verify``. Records are in stream order.
+
+Personal fields are exported as stored — ciphertext tokens — and as ``[ERASED]`` once their data
+subject's key was destroyed (``agentos audit erase``; :mod:`agentos_audit.erasure`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import IO, Any
 
 import asyncpg
 import msgspec
+from agentos_schemas.personal import TOKEN_PREFIX
 
+from agentos_audit import erasure
 from agentos_audit.derive import COLUMNS
 from agentos_audit.schema import check_schema
 
@@ -31,9 +36,12 @@ async def records(pool: asyncpg.Pool, schema: str, since: dt.datetime | None, un
     """The exported records, in stream order (``data`` as JSON text)."""
     sql = _SQL.format(cols=", ".join(f"e.{c}" for c in COLUMNS[:-1]), s=check_schema(schema))
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        erased = await erasure.erased_keys(conn, check_schema(schema))
         async for r in conn.cursor(sql, since, until, tenant, prefetch=2000):
             record = dict(r)
             record["chain_hash"] = bytes(record["chain_hash"]).hex()
+            if TOKEN_PREFIX in record["data"]:
+                record["data"] = erasure.render(record["type"], record["data"], erased)
             yield record
 
 

@@ -7,6 +7,8 @@ Recreated on every start, because the per-type views follow the event catalogue:
   and extracted columns plus one column per payload field (scalars typed, the rest ``jsonb``;
   a field named like an envelope column is prefixed ``data_``, except ``agent``, ``task_id`` and
   ``goal_id``, which are the extracted columns already);
+- personal fields (``agentos_schemas.personal``) show as ``[ENCRYPTED]``, or ``[ERASED]`` once
+  ``agentos audit erase`` destroyed their key (the function ``<schema>.personal``);
 - ``v_model_calls`` — one row per model call in any payload's ``usage.calls``;
 - ``v_goal_costs`` — calls, tokens and cost per tenant, goal, agent and model (``agent`` is the
   emitting service for calls made outside an agent, such as the planner's).
@@ -22,7 +24,10 @@ from typing import Any
 
 import asyncpg
 from agentos_schemas import CATALOGUE
+from agentos_schemas.personal import personal_plan
 from agentos_schemas.subjects import parse_type
+
+from agentos_audit.erasure import personal_function_sql
 
 log = logging.getLogger("agentos.audit")
 
@@ -53,14 +58,19 @@ def view_name(type_: str) -> str:
 
 
 def type_view_sql(schema: str, type_: str, model: Any) -> str:
-    """``CREATE OR REPLACE VIEW`` of one event type."""
+    """``CREATE OR REPLACE VIEW`` of one event type. Personal (crypto-shredded) fields show as
+    ``[ENCRYPTED]``, or ``[ERASED]`` once their key is destroyed (``<schema>.personal``)."""
     cols = []
+    plan = personal_plan(model)
+    personal = set(plan.fields) if plan is not None else set()
     for field, info in model.model_fields.items():
         if field in _SAME:
             continue
         alias = f"data_{field}" if field in _RESERVED else field
         kind = sql_kind(info.annotation)
-        if kind == "text":
+        if field in personal:
+            cols.append(f"{schema}.personal(data->>'{field}') AS {alias}")
+        elif kind == "text":
             cols.append(f"data->>'{field}' AS {alias}")
         elif kind == "jsonb":
             cols.append(f"data->'{field}' AS {alias}")
@@ -114,6 +124,7 @@ async def create_views(pool: asyncpg.Pool, schema: str) -> list[str]:
     statements = fixed_views(schema) + [type_view_sql(schema, t, m) for t, m in sorted(CATALOGUE.items())]
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentos-audit-views-{schema}")
+        await conn.execute(personal_function_sql(schema))
         for sql in statements:
             await _create(conn, schema, sql)
     return [sql.split(" VIEW ", 1)[1].split(" AS ", 1)[0].strip() for sql in statements]

@@ -27,7 +27,7 @@ from nats.js.client import JetStreamContext
 
 from pydantic import BaseModel
 
-from agentos_kernel import tracing
+from agentos_kernel import shred, tracing
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
 from agentos_kernel.redact import redactor
 from agentos_kernel.settings import KernelSettings
@@ -96,6 +96,7 @@ class Bus:
         self.source = source
         self._payloads: Any = None
         self._payload_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._shredder: shred.Shredder | None = None
 
     @classmethod
     async def connect(cls, settings: KernelSettings, *, source: str) -> Bus:
@@ -181,11 +182,24 @@ class Bus:
         raw = codec.data_bytes(event.data)
         if self.settings.redact_events:  # personal data and secrets never enter the log
             raw, _ = redactor().json_bytes(raw)
+        plan = shred.plan_for(event.type)
+        if plan is not None:  # personal fields are sealed with the data subject's key, after redaction
+            raw = self.shredder.seal(event, raw, plan)
         if len(raw) > self.settings.claim_check_bytes:
             return None, raw, None
         return event_subject(event.tenant, event.type), codec.encode(event, raw), codec.headers_for(event)
 
+    @property
+    def shredder(self) -> shred.Shredder:
+        """The crypto-shredding hooks and this process's cache of data-subject keys."""
+        if self._shredder is None:
+            self._shredder = shred.Shredder(shred.SubjectKeys(self.js, replicas=self.settings.replicas))
+        return self._shredder
+
     async def _prepare(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
+        plan = shred.plan_for(event.type)
+        if plan is not None:
+            await self.shredder.ready(event, plan)
         subject, body, headers = self._prepare_inline(event)
         if subject is not None and headers is not None:
             return subject, body, headers
@@ -229,6 +243,9 @@ class Bus:
         """
         prepared = []
         for event in events:
+            plan = shred.plan_for(event.type)
+            if plan is not None:
+                await self.shredder.ready(event, plan)
             item = self._prepare_inline(event)
             prepared.append(item if item[0] is not None else await self._prepare(event))
         return await self.publish_raw_many(prepared, timeout=timeout)  # type: ignore[arg-type]
@@ -274,7 +291,11 @@ class Bus:
     async def decode(self, body: bytes, headers: dict[str, str] | None) -> Event[Any]:
         wire = codec.decode_wire(body, headers, max_bytes=self.settings.max_event_bytes)
         codec.payload_class(wire)
-        return codec.to_event(wire, await self.payload(wire))
+        event = codec.to_event(wire, await self.payload(wire))
+        plan = shred.plan_for(event.type)
+        if plan is not None:  # personal fields: decrypted, or "[ERASED]" once the key is destroyed
+            event = await self.shredder.open(event, plan)
+        return event
 
     # -- request/reply (questions answered from projections; not stored in the log) --------------
     async def request(self, subject: str, payload: BaseModel, reply_type: type[M], *, timeout: float = 3.0) -> M:
