@@ -1,21 +1,32 @@
 """Gateways for tests: real uvicorn servers on loopback port 0 in the test's event loop, each with
 its own NATS connection to the session's JetStream, a unique tenant, test API keys and webhook
-secrets; plus helpers that read what reached the event log and the DLQ."""
+secrets; plus helpers that read what reached the event log and the DLQ, and the real policy and
+audit services the operator and analyst endpoints ask."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import nats.errors
 import pytest
+from agentos_audit.schema import drop_schema
+from agentos_audit.service import DURABLE as AUDIT_DURABLE
+from agentos_audit.service import setup as audit_setup
 from agentos_gateway import Gateway, GatewayServer, GatewaySettings, build_app, hash_key
 from agentos_kernel import Bus, KernelSettings
+from agentos_kernel.service import ServiceContext, start_service, stop_service
+from agentos_kernel.testing import unique
+from agentos_policy.service import setup as policy_setup
 from agentos_schemas import DLQ_STREAM, EVENTS_STREAM, Event, codec
 from nats.js import api
 
@@ -142,3 +153,49 @@ async def dead_letters(bus: Bus, after: int, *, wait_for: int = 0, timeout: floa
 
 def structured_body(event: Event[Any]) -> bytes:
     return codec.encode(event)
+
+
+# -- the services behind the operator and analyst endpoints ----------------------------------------
+
+POLICY_DIR = Path(__file__).parents[1] / "policy" / "policies" / "strict"
+
+
+@pytest.fixture(scope="module")
+async def policy_service(settings: KernelSettings) -> AsyncIterator[ServiceContext]:
+    """The real policy service, with the strict test policy (humans alice, bob: approver; carol:
+    admin; oscar: operator; ana: analyst)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTOS_POLICY_DIR", str(POLICY_DIR))
+        ctx = await start_service("policy", policy_setup, settings, database=True)
+        try:
+            yield ctx
+        finally:
+            await stop_service(ctx)
+
+
+@asynccontextmanager
+async def running_audit(settings: KernelSettings, pool: asyncpg.Pool,
+                        folder: Path) -> AsyncIterator[ServiceContext]:
+    """The real audit service projecting the session's log into a schema of its own."""
+    schema = unique("audit_rpc_")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTOS_AUDIT_SCHEMA_NAME", schema)
+        mp.setenv("AGENTOS_AUDIT_KEY_FILE", str(folder / "audit-key.pem"))
+        mp.setenv("AGENTOS_AUDIT_BATCH", "2000")
+        ctx = await start_service("audit", audit_setup, settings, database=True)
+        try:
+            yield ctx
+        finally:
+            await stop_service(ctx)
+            bus = await Bus.connect(settings, source="test-cleanup")
+            with contextlib.suppress(Exception):
+                await bus.js.delete_consumer(EVENTS_STREAM, AUDIT_DURABLE)
+            await bus.close()
+            await drop_schema(pool, schema)
+
+
+@pytest.fixture(scope="module")
+async def audit_service(settings: KernelSettings, pool: asyncpg.Pool,
+                        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceContext]:
+    async with running_audit(settings, pool, tmp_path_factory.mktemp("audit")) as ctx:
+        yield ctx

@@ -1,7 +1,9 @@
 """The audit service: projects every event of ``AGENTOS_EVENTS`` (``agentos.>``, durable consumer
 ``audit``) into the Postgres schema ``audit``, chains it, and signs checkpoints.
 
-Everything else — verify, queries, traces, rebuild, export — runs from the CLI
+It also answers the analysts' questions over request/reply (:mod:`agentos_audit.rpc`):
+``agentosrpc.audit.query`` and ``agentosrpc.audit.trace`` (queue group ``audit``), which the
+gateway's ``GET /audit/…`` asks. Everything else — verify, rebuild, export — runs from the CLI
 (``agentos audit …``) against the projection and the log.
 """
 
@@ -11,6 +13,7 @@ from agentos_kernel import ConfigError
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.settings import KernelSettings
 
+from agentos_audit import rpc
 from agentos_audit.lifecycle import ensure_schema
 from agentos_audit.projector import Projector
 from agentos_audit.settings import AuditSettings
@@ -22,7 +25,7 @@ FILTERS = ["agentos.>"]
 
 
 async def setup(ctx: ServiceContext) -> None:
-    """Migrate the schema, load (or create) the signing key, start the projector."""
+    """Migrate the schema, load (or create) the signing key, start the projector, answer queries."""
     if ctx.pool is None:
         raise ConfigError("the audit service needs a database: start it with database=True")
     audit = AuditSettings()
@@ -36,6 +39,8 @@ async def setup(ctx: ServiceContext) -> None:
     await projector.start()
     ctx.consumers.append(projector.dlq)  # reports `audit` and its dead-letter count in the health record
     ctx.closers.append(projector.stop)
+    for sub in await rpc.serve(ctx.bus, ctx.pool, audit.schema_name):
+        ctx.closers.append(sub.unsubscribe)
 
 
 async def main(settings: KernelSettings) -> None:

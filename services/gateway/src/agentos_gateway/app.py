@@ -1,4 +1,5 @@
-"""The gateway's ASGI app (FastAPI): CloudEvents ingress, goals, health; OpenAPI at /openapi.json and /docs.
+"""The gateway's ASGI app (FastAPI): CloudEvents ingress, goals, operator and analyst endpoints
+(:mod:`agentos_gateway.routes_operator`), health; OpenAPI at /openapi.json and /docs.
 
 Every error is ``application/problem+json`` (see :mod:`agentos_gateway.problems`); which role
 may call which endpoint is in :mod:`agentos_gateway.auth`.
@@ -12,11 +13,12 @@ from typing import Any
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.subjects import NamingError, check_token
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentos_gateway import binding, routes_ingress
+from agentos_gateway import binding, routes_ingress, routes_operator
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response, structured
@@ -31,6 +33,9 @@ DESCRIPTION = """HTTP ingress of AgentOS.
 * `POST /goals` submits a goal; `GET /goals/{id}` folds its status from the log.
 * `POST /webhooks/{source}` takes Standard Webhooks-signed deliveries and maps them to events.
 * `POST /ingest/{source}` and `POST /mappings/{source}/preview` map vendor payloads with an API key.
+* Operators: `GET /approvals`, `POST /approvals/{id}/approve|reject`, `POST /tasks/{id}/takeover`,
+  `GET|POST /halts`, `DELETE /halts/{scope}/{target}` (kill switches), `GET /budgets`.
+* Analysts: `GET /audit/query` (JSON or CSV, paged) and `GET /audit/trace/{goal_id}`.
 
 Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). Write endpoints accept an
 `Idempotency-Key`. Errors are RFC 9457 problem documents; rejected payloads are kept in the DLQ.
@@ -43,10 +48,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "Missing or bad credentials",
         403: "Role or tenant not allowed",
         413: "Body too large",
+        404: "Unknown goal, approval or task",
+        409: "Conflict: the approval is already decided, or this person already voted",
         415: "Not a CloudEvent content type",
-        422: "Unknown type, schema failure, unmappable payload",
+        422: "Unknown type, schema failure, unmappable payload, invalid body",
         429: "Rate limited",
-        503: "Event log unavailable",
+        502: "A service answered with an error",
+        503: "Event log or the answering service unavailable",
     }.items()
 }
 _ENVELOPE = envelope_json_schema()
@@ -79,9 +87,11 @@ def build_app(gw: Gateway) -> FastAPI:
     )
     app.state.gateway = gw
     app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)
     _event_routes(app, gw)
     _goal_routes(app, gw)
     routes_ingress.add_routes(app, gw, PROBLEM_RESPONSES)
+    routes_operator.add_routes(app, gw, PROBLEM_RESPONSES)
     _health_routes(app, gw)
     return app
 
@@ -91,6 +101,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
     return Problem(500, "internal_error", f"the gateway failed on this request ({type(exc).__name__});"
                    " it is logged, retry later", dlq=False).response(request.url.path)
+
+
+async def _invalid_parameters(request: Request, exc: Exception) -> Response:
+    """A query or path parameter of the wrong form: 400 as a problem document (not FastAPI's 422 JSON)."""
+    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "<root>", "detail": e.get("msg", "")}
+              for e in getattr(exc, "errors", list)()]
+    text = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
+    return Problem(400, "invalid_parameters", f"the request's parameters are invalid: {text}", errors=errors,
+                   dlq=False).response(request.url.path)
 
 
 def _event_routes(app: FastAPI, gw: Gateway) -> None:
@@ -105,28 +124,7 @@ def _event_routes(app: FastAPI, gw: Gateway) -> None:
         """Validate CloudEvents against the catalogue and publish them (202), or with
         ``dry_run=true`` only validate them (200). The event id is the dedup key."""
 
-        async def endpoint(body: bytes, who: Principal) -> Response:
-            try:
-                incoming = binding.parse(
-                    body,
-                    request.headers,
-                    max_event_bytes=gw.bus.settings.max_event_bytes,
-                    tenant=who.tenant or gw.tenant,
-                )
-            except Problem as problem:
-                problem.dlq = problem.dlq and not dry_run
-                raise
-            for event in incoming.events:
-                check_tenant(who, event.tenant)
-                event.principal = who.principal
-            if dry_run:
-                return json_response(
-                    {"valid": True, "mode": incoming.mode, "events": [structured(e) for e in incoming.events]}
-                )
-            results = await gw.publish(incoming.events)
-            return json_response({"accepted": len(results), "mode": incoming.mode, "events": results}, 202)
-
-        return await gw.handle(request, "events.write", endpoint)
+        return await routes_ingress.events(gw, request, dry_run)
 
 
 def _goal_request(body: bytes, content_type: str | None) -> GoalRequest:

@@ -15,6 +15,14 @@ endpoint                           roles
 ``POST /ingest/{source}``          integrator
 ``POST /mappings/{source}/preview`` integrator, analyst
 ``GET /mappings``                  integrator, operator, analyst
+``GET /approvals[/{id}]``          operator, analyst
+``POST /approvals/{id}/approve``   operator (the policy checks the human's role)
+``POST /approvals/{id}/reject``    operator (the policy checks the human's role)
+``POST /tasks/{id}/takeover``      operator (the policy checks ``task:takeover``)
+``GET /halts``                     operator, analyst
+``POST|DELETE /halts…``            operator
+``GET /budgets``                   operator, analyst
+``GET /audit/query|trace/{id}``    analyst
 ``POST /webhooks/{source}``        none: the Standard Webhooks signature is the credential
 ``/healthz``, ``/readyz``, docs    none
 =================================  ==========================================
@@ -42,6 +50,13 @@ ENDPOINT_ROLES: dict[str, frozenset[Role]] = {
     "ingest.write": frozenset({"integrator"}),
     "mappings.preview": frozenset({"integrator", "analyst"}),
     "mappings.read": frozenset({"integrator", "operator", "analyst"}),
+    "approvals.read": frozenset({"operator", "analyst"}),
+    "approvals.vote": frozenset({"operator"}),
+    "tasks.takeover": frozenset({"operator"}),
+    "halts.read": frozenset({"operator", "analyst"}),
+    "halts.write": frozenset({"operator"}),
+    "budgets.read": frozenset({"operator", "analyst"}),
+    "audit.read": frozenset({"analyst"}),
 }
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
