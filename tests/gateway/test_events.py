@@ -4,6 +4,7 @@ valid requests interleaved with them all reach the stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -158,3 +159,18 @@ async def test_oversized_body_is_413_and_dry_run_publishes_nothing(start_gateway
     letters = await dead_letters(gw.bus, start, wait_for=1)
     assert letters[0].headers["AgentOS-DLQ-Code"] == "body_too_large"
     assert await stored(gw.bus, f"agentos.{gw.tenant}.>", timeout=0.5) == []
+
+
+async def test_concurrent_posts_share_acks_and_each_202_means_stored(gateway: Running) -> None:
+    """POST /events on the fast path: many requests in flight, every 202 already in the log, and a
+    resent event is stored once (its id is the Nats-Msg-Id) and reported as a duplicate."""
+    t = gateway.tenant
+    events = [ticket(t, n) for n in range(30)]
+    async with gateway.client() as http:
+        answers = await asyncio.gather(*(http.post("/events", headers=STRUCTURED, content=codec.encode(e))
+                                         for e in events))
+        assert [r.status_code for r in answers] == [202] * 30
+        assert len(await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)) == 30
+        again = await http.post("/events", headers=STRUCTURED, content=codec.encode(events[0]))
+        assert again.status_code == 202 and again.json()["events"][0]["duplicate"] is True
+    assert len(await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)) == 30

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from agentos_gateway.webhooks import sign
+from agentos_kernel.testing import eventually
 from agentos_schemas import codec, new_event_id
 from agentos_schemas.events import GoalSubmitted
 from agentos_schemas.events.ingress import RefundRecorded, SaleRecorded, TicketReceived
@@ -95,7 +96,9 @@ async def test_a_signed_zendesk_ticket_becomes_a_fact_and_a_goal_once(gateway: R
         and fact.principal == "webhook:zendesk"
     )
     goal = next(e for e in events if isinstance(e.data, GoalSubmitted) and e.data.goal_id == goal_id)
-    assert "Blender arrived broken" in goal.data.text and goal.data.inputs["ticket_id"] == "35436"
+    # the requester's words stay in the (encrypted, erasable) ticket fact, never in the goal
+    assert goal.data.text.startswith("Triage Zendesk ticket #35436") and goal.data.inputs["ticket_id"] == "35436"
+    assert "Blender arrived broken" not in goal.data.text and fact.data.subject == "Blender arrived broken"
     assert fact.correlationid == goal_id and fact.time is not None and fact.time.year == 2026
 
 
@@ -202,3 +205,60 @@ async def test_dry_runs_previews_ingest_and_signed_cloudevents(gateway: Running)
     events = await stored(gateway.bus, f"agentos.{t}.>", wait_for=2)
     assert {e.type for e in events} == {RefundRecorded.ce_type(), event.type}
     assert next(e for e in events if e.id == event.id).principal == "webhook:ce"
+
+
+async def test_the_replay_record_is_stored_behind_the_answer_and_protects_other_gateways(
+    start_gateway: Any,
+) -> None:
+    """The record of an accepted delivery reaches the KV bucket after the 202 (not on the critical
+    path); a gateway that never saw the delivery then answers a replay from the bucket, publishing
+    nothing. With the record gone, the stream's Nats-Msg-Id dedup still makes a replay a no-op."""
+    a = await start_gateway()
+    async with a.client(role=None) as http:
+        payload, other = zendesk_ticket("5150"), zendesk_ticket("5151")
+        assert (await deliver(http, "zendesk", payload, webhook_id="msg_durable")).status_code == 202
+        assert (await deliver(http, "zendesk", other, webhook_id="msg_gone")).status_code == 202
+    guard = a.gw.replays
+    assert guard is not None
+    key = guard.key("zendesk", "msg_durable")
+
+    async def recorded() -> bool:
+        try:
+            return bool((await guard.kv.get(key)).value)
+        except Exception:
+            return False
+
+    await eventually(recorded)
+    await eventually(lambda: _true(guard.pending == 0))
+    await guard.kv.delete(guard.key("zendesk", "msg_gone"))
+    b = await start_gateway()  # a fresh process: nothing in memory
+    async with b.client(role=None) as http:
+        replay = await deliver(http, "zendesk", payload, webhook_id="msg_durable")
+        assert replay.status_code == 200 and replay.json()["duplicate"] is True, replay.text
+        assert replay.json()["rule"] == "ticket-created" and len(replay.json()["events"]) == 2
+        assert b.gw.accepted == 0  # answered from the bucket, before publishing
+        gone = await deliver(http, "zendesk", other, webhook_id="msg_gone")
+        assert gone.status_code == 200 and gone.json()["duplicate"] is True, gone.text
+        assert b.gw.accepted == 2  # published again, and the stream said: both already stored
+    events = await stored(a.bus, f"agentos.{a.tenant}.>", wait_for=4)
+    assert len(events) == 4 and sum(isinstance(e.data, GoalSubmitted) for e in events) == 2
+
+
+async def test_many_deliveries_at_once_are_all_stored_once_before_their_202(gateway: Running) -> None:
+    """Concurrent requests share the publish acks (group commit); each 202 still means stored."""
+    t = gateway.tenant
+    events = [ticket(t, n) for n in range(40)]
+    async with gateway.client(role=None) as http:
+        first = await asyncio.gather(*(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}")
+                                       for i, e in enumerate(events)))
+        assert [r.status_code for r in first] == [202] * 40, [r.text for r in first if r.status_code != 202]
+        got = await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)  # no waiting: already stored
+        assert sorted(e.id for e in got) == sorted(e.id for e in events)
+        again = await asyncio.gather(*(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}")
+                                       for i, e in enumerate(events)))
+        assert [r.status_code for r in again] == [200] * 40 and all(r.json()["duplicate"] for r in again)
+    assert len(await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)) == 40
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -9,6 +9,7 @@ and a rejected payload is also written to the DLQ with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,12 +17,14 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from agentos_kernel import Bus, BusUnavailable
-from agentos_kernel.embedded import GATEWAY_DENY
+import nats.js.errors
+from agentos_kernel import Bus, BusUnavailable, shred
+from agentos_kernel.embedded import GATEWAY_RESERVED
 from agentos_schemas import Event, codec
 from agentos_schemas import subjects as s
 from agentos_schemas.events import GoalSubmitted
 from agentos_schemas.subjects import NamingError, parse_type
+from nats.js.errors import TooManyStalledMsgsError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -38,6 +41,7 @@ from agentos_gateway.webhooks import ReplayGuard, Verifier
 log = logging.getLogger("agentos.gateway")
 _encoder = msgspec.json.Encoder()
 Endpoint = Callable[[bytes, Principal], Awaitable[Response]]
+_ACK_WAIT_S = 2.0  # then a publish is retried one by one, as the kernel's Bus.publish does
 
 
 class BodyTooLarge(Problem):
@@ -53,7 +57,7 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(_encoder.encode(doc), status_code=status, media_type="application/json", headers=headers)
 
 
-_RESERVED = frozenset(".".join(pattern.split(".")[2:]) for pattern in GATEWAY_DENY)
+_RESERVED = frozenset(".".join(pattern.split(".")[2:]) for pattern in GATEWAY_RESERVED)
 
 
 def reserved(type_: str) -> bool:
@@ -69,6 +73,10 @@ def structured(event: Event[Any]) -> dict[str, Any]:
     """An event as its structured-mode JSON document."""
     doc: dict[str, Any] = msgspec.json.decode(codec.encode(event))
     return doc
+
+
+def _acked(future: asyncio.Future[Any] | None) -> bool:
+    return future is not None and future.done() and not future.cancelled() and future.exception() is None
 
 
 class Gateway:
@@ -97,10 +105,16 @@ class Gateway:
             await buckets.bucket(self.bus, buckets.IDEMPOTENCY, ttl=ttl.idempotency_ttl_s)
         )
         self.replays = ReplayGuard(
-            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s)
+            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s),
+            ttl_s=ttl.webhook_dedup_ttl_s,
         )
         self.goals_kv = await buckets.bucket(self.bus, buckets.GOALS, ttl=90 * 24 * 3600)
         return self
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Finish background work (webhook replay records) before the bus closes."""
+        if self.replays is not None:
+            await self.replays.drain(timeout)
 
     @property
     def tenant(self) -> str:
@@ -183,16 +197,21 @@ class Gateway:
     # -- publishing ----------------------------------------------------------------------------
     async def publish(self, events: list[Event[Any]]) -> list[dict[str, Any]]:
         """Publish (the event id is the Nats-Msg-Id) and index submitted goals; 503 if NATS is away,
-        403 for facts only the runtime may state (the gateway's NATS user may not publish them)."""
+        403 for facts only the runtime may state (the gateway's NATS user may not publish them).
+
+        Returns only once the stream has acknowledged every event (stored; fsynced when the
+        server syncs always). The publishes are pipelined: each goes out with ``publish_async``
+        and the request awaits its own ack future, so the acks of every request in flight share
+        the connection's writes and reads (group commit) instead of one request-reply each.
+        An ack that does not come is retried with the kernel's ``publish_raw`` (same id, so a
+        publish that did land is not stored twice)."""
         for event in events:
             if reserved(event.type):
                 raise Problem(403, "type_reserved", f"{event.type} is a fact only the AgentOS runtime states;"
                               " it cannot come in through the gateway")
         try:
-            acks = await asyncio.wait_for(
-                asyncio.gather(*(self.bus.publish(e) for e in events)),
-                timeout=self.bus.settings.publish_timeout_s,
-            )
+            async with asyncio.timeout(self.bus.settings.publish_timeout_s):  # no task per request
+                acks = await self._publish(events)
         except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:
             raise Problem(
                 503,
@@ -208,6 +227,52 @@ class Gateway:
             results.append({"id": event.id, "type": event.type, "duplicate": bool(ack.duplicate)})
         self.accepted += len(events)
         return results
+
+    async def _publish(self, events: list[Event[Any]]) -> list[Any]:
+        bus = self.bus
+        prepared: list[tuple[str, bytes, dict[str, str]] | None] = []
+        futures: list[asyncio.Future[Any] | None] = []
+        # The Bus's own encoding, as Bus.publish_many does it: the data subjects' keys ready
+        # (crypto-shredding; a batch's keys fetched or created together), then redaction, sealing,
+        # subject, Nats-Msg-Id and ce-type headers.
+        keys = [bus.shredder.ready(e, plan) for e in events if (plan := shred.plan_for(e.type)) is not None]
+        if len(keys) == 1:
+            await keys[0]
+        elif keys:
+            await asyncio.gather(*keys)
+        for event in events:
+            subject, body, headers = bus._prepare_inline(event)
+            if subject is None or headers is None:  # over the claim-check size: the Bus stores it first
+                prepared.append(None)
+                futures.append(None)
+                continue
+            prepared.append((subject, body, headers))
+            try:
+                futures.append(await bus.js.publish_async(subject, body, headers=headers, wait_stall=2.0))
+            except (nats.errors.Error, TooManyStalledMsgsError):
+                futures.append(None)  # reconnecting or too much in flight: the plain publish below
+        if any(f is not None for f in futures):
+            # Await this request's own ack futures (one timer, no task); a timeout cancels the
+            # futures still open, which the loop below publishes again one by one.
+            with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+                async with asyncio.timeout(_ACK_WAIT_S):
+                    for future in futures:
+                        if future is not None:
+                            await future
+        acks: list[Any] = []
+        try:
+            for event, item, future in zip(events, prepared, futures, strict=True):
+                if _acked(future):
+                    acks.append(future.result())  # type: ignore[union-attr]
+                    continue
+                if future is not None and not future.done():
+                    future.cancel()
+                acks.append(await (bus.publish(event) if item is None else bus.publish_raw(*item)))
+        finally:  # cancelled (the request's deadline): free the futures' slots in the JetStream context
+            for future in futures:
+                if future is not None and not future.done():
+                    future.cancel()
+        return acks
 
     async def _index_goal(self, event: Event[GoalSubmitted], seq: int) -> None:
         record = {"tenant": event.tenant, "seq": seq, "time": time.time()}

@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentos_gateway import binding
-from agentos_gateway.auth import Principal
+from agentos_gateway import binding, handshake
+from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.gateway import Gateway, json_response, structured
 from agentos_gateway.mapping import CLOUDEVENT, MappingError
 from agentos_gateway.problems import Problem
@@ -147,11 +147,38 @@ async def _delivery(
         return _preview(source, rule, events)
     results = await gw.publish(events)
     record = {"rule": rule, "events": [r["id"] for r in results], "at": time.time()}
-    try:
-        await gw.replays.remember(source, webhook_id, record)
-    except Exception as exc:  # published already: only a replay after the dedup window could repeat it
-        log.warning("could not record webhook %s/%s: %r", source, webhook_id, exc)
+    gw.replays.remember(source, webhook_id, record)  # stored in the bucket in the background
+    if results and all(r["duplicate"] for r in results):
+        # Every event was already in the log (another replica is handling, or just handled, this
+        # delivery): the same no-op answer as a replay found in the bucket.
+        return json_response({"duplicate": True, "webhook_id": webhook_id, **record}, 200)
     return _accepted(rule, events, results)
+
+
+async def events(gw: Gateway, request: Request, dry_run: bool) -> Response:
+    """The ``POST /events`` pipeline: API key, CloudEvents binding, tenant check, publish (202), or
+    with ``dry_run`` only validation (200)."""
+
+    async def endpoint(body: bytes, who: Principal) -> Response:
+        try:
+            incoming = binding.parse(
+                body, request.headers, max_event_bytes=gw.bus.settings.max_event_bytes,
+                tenant=who.tenant or gw.tenant,
+            )
+        except Problem as problem:
+            problem.dlq = problem.dlq and not dry_run
+            raise
+        for event in incoming.events:
+            check_tenant(who, event.tenant)
+            event.principal = who.principal
+        if dry_run:
+            return json_response(
+                {"valid": True, "mode": incoming.mode, "events": [structured(e) for e in incoming.events]}
+            )
+        results = await gw.publish(incoming.events)
+        return json_response({"accepted": len(results), "mode": incoming.mode, "events": results}, 202)
+
+    return await gw.handle(request, "events.write", endpoint)
 
 
 def _map_for_key(gw: Gateway, source: str, body: bytes, request: Request, who: Principal, seed: str) -> Any:
@@ -172,6 +199,29 @@ def add_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, An
     """Add the webhook, ingest and mapping routes to ``app``."""
     _vendor_routes(app, gw, problems)
     _mapping_routes(app, gw, problems)
+    _handshake_routes(app, gw, problems)
+
+
+def _handshake_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
+    responses = {200: {"description": "Allowed: `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate`"},
+                 204: {"description": "Not a handshake (no `WebHook-Request-Origin`): `Allow`"},
+                 **{k: v for k, v in problems.items() if k in (401, 403, 422)}}
+
+    @app.options("/webhooks/{source}", responses=responses, summary="CloudEvents webhook handshake")
+    async def webhook_handshake(source: str, request: Request) -> Response:
+        """CloudEvents abuse protection (HTTP Web Hooks spec §4): `WebHook-Request-Origin` is
+        allowed if it is in the source's `origins`. No credentials: the allow-list is the check."""
+        return handshake.answer(gw, request.headers, source=source.lower(), client_host=_host(request))
+
+    @app.options("/events", responses=responses, summary="CloudEvents webhook handshake (an API key)")
+    async def events_handshake(request: Request) -> Response:
+        """CloudEvents abuse protection for `POST /events`: send the API key the deliveries will use;
+        the origin is allowed if it is in that key's `origins`."""
+        return handshake.answer(gw, request.headers, source=None, client_host=_host(request))
+
+
+def _host(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _vendor_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:

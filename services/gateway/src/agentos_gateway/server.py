@@ -3,6 +3,10 @@
 The socket is bound before uvicorn starts, so ``port=0`` gets a free port the OS picks and
 :attr:`GatewayServer.url` is known at once. uvicorn's own signal handling is switched off: the
 service owns SIGTERM/SIGINT and stops the server, then the bus, in order.
+
+The gateway's app is served behind :mod:`agentos_gateway.fastpath` (the hot ingest routes
+without FastAPI's per-request work); ``fast_path=False`` serves the FastAPI app alone. On stop,
+the gateway's background work (webhook replay records) is finished before returning.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
+from agentos_gateway.fastpath import with_fast_path
 
 
 class _Server(uvicorn.Server):
@@ -33,8 +39,10 @@ class GatewayServer:
         *,
         log_level: str = "warning",
         startup_timeout_s: float = 10.0,
+        fast_path: bool = True,
     ) -> None:
-        self.app = app
+        self.app = with_fast_path(app) if fast_path else app
+        self.gateway = getattr(getattr(app, "state", None), "gateway", None)
         self.host = host
         self.requested_port = port
         self.log_level = log_level
@@ -100,3 +108,5 @@ class GatewayServer:
                     await asyncio.wait_for(self._task, timeout=2)
         self._server = None
         self._task = None
+        if self.gateway is not None:
+            await self.gateway.drain()

@@ -36,6 +36,9 @@ class ApiKeySpec(BaseModel):
     """Sustained requests per second (default: the gateway's ``rate_per_s``)."""
     burst: int | None = Field(default=None, ge=1)
     """Requests allowed at once before the rate applies (default: the gateway's ``burst``)."""
+    origins: tuple[str, ...] = ()
+    """Webhook origins (``WebHook-Request-Origin`` of the CloudEvents handshake, e.g.
+    ``events.example.com``) that may deliver to ``POST /events`` with this key; ``*`` allows any."""
 
 
 class WebhookSource(BaseModel):
@@ -50,6 +53,10 @@ class WebhookSource(BaseModel):
     ``cloudevent`` takes structured or batched CloudEvents as they are."""
     tenant: str | None = None
     """Tenant of the events it produces (default: ``AGENTOS_TENANT``)."""
+    origins: tuple[str, ...] = ()
+    """Origins allowed by the CloudEvents webhook handshake (``OPTIONS`` with
+    ``WebHook-Request-Origin``); ``*`` allows any. None: the handshake is refused (signed
+    deliveries are still accepted; the signature is their credential)."""
 
 
 class GatewaySettings(BaseSettings):

@@ -4,26 +4,36 @@ Verification uses the ``standardwebhooks`` package on the raw body bytes, once p
 secret (two during a rotation; either verifies). The timestamp is checked first against the
 configured tolerance, so a stale delivery is told so rather than "bad signature".
 
-Replay protection (``webhook-id`` seen before: a 2xx no-op, not a second goal):
+Replay protection (``webhook-id`` seen before: a 2xx no-op, not a second goal). One KV round trip
+is on the critical path, the record is written behind it:
 
-1. Look the id up in the ``AGENTOS_GATEWAY_WEBHOOKS`` KV bucket; if it is there, answer
-   ``200 {"duplicate": true}``.
-2. Otherwise publish the mapped events with ids derived from (source, webhook id), so two
-   replicas handling the same delivery at once store each event once (JetStream ``Nats-Msg-Id``
-   dedup, 120 s window).
-3. Then record the id in the bucket (kept ``webhook_dedup_ttl_s``), so a replay after a
-   restart, on another replica, or after the dedup window is still a no-op.
+1. Look the id up in this process's memory of recent deliveries, then in the
+   ``AGENTOS_GATEWAY_WEBHOOKS`` KV bucket; if either has it, answer ``200 {"duplicate": true}``.
+2. Otherwise publish the mapped events (acknowledged by the stream before the answer) with ids
+   derived from (source, webhook id) or carried by the signed CloudEvent, so JetStream's
+   ``Nats-Msg-Id`` dedup (120 s window) stores each event once even when two replicas handle
+   the same delivery at once; if the stream says every event was a duplicate, the answer is
+   ``200 {"duplicate": true}`` too.
+3. Then record the id: in memory at once, and in the bucket by a background writer that
+   pipelines many records' acks together (retrying until stored). The record lands in
+   milliseconds, long inside the 120 s window in which step 2 already protects against a
+   replay, so a replay after a restart, on another replica or after the window is a no-op.
 
 Nothing is lost: if publishing fails no record is written and the sender's retry publishes.
-The one gap: a gateway that dies between steps 2 and 3 *and* a retry arriving more than 120 s
-later stores the events a second time (same ids, so idempotent consumers are unaffected).
+The one gap: a gateway that dies after step 2 and before its record is stored *and* a retry
+arriving more than 120 s later stores the events a second time (same ids, so idempotent
+consumers are unaffected).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +47,7 @@ from agentos_gateway.problems import Problem
 from agentos_gateway.settings import WebhookSource
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+log = logging.getLogger("agentos.gateway.webhooks")
 
 
 class Verifier:
@@ -100,8 +111,20 @@ def sign(secret: str, webhook_id: str, body: bytes, timestamp: float | None = No
 class ReplayGuard:
     """Remembers which webhook ids became events (see the module docs for the protocol)."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    RECENT = 100_000
+    """How many recent deliveries each process remembers in memory (a positive cache only)."""
+    ACK_WAIT_S = 5.0
+
+    def __init__(self, kv: KeyValue, ttl_s: float = 30 * 24 * 3600) -> None:
         self.kv = kv
+        self.ttl_s = ttl_s
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._queue: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.written = 0
+        self.failed = 0
+        self._pending = 0
 
     def key(self, source: str, webhook_id: str) -> str:
         """The bucket key of one delivery."""
@@ -109,8 +132,12 @@ class ReplayGuard:
 
     async def seen(self, source: str, webhook_id: str) -> dict[str, Any] | None:
         """What the first delivery of this id produced, or None if it is new."""
+        key = self.key(source, webhook_id)
+        recent = self._recent.get(key)
+        if recent is not None and time.time() - recent.get("at", 0.0) < self.ttl_s:
+            return recent
         try:
-            entry = await self.kv.get(self.key(source, webhook_id))
+            entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
         if not entry.value:
@@ -118,6 +145,73 @@ class ReplayGuard:
         record: dict[str, Any] = json.loads(entry.value)
         return record
 
-    async def remember(self, source: str, webhook_id: str, record: dict[str, Any]) -> None:
-        """Record that this id was turned into events (idempotent)."""
-        await self.kv.put(self.key(source, webhook_id), json.dumps(record).encode())
+    def remember(self, source: str, webhook_id: str, record: dict[str, Any]) -> None:
+        """Record that this id was turned into events: in memory now, in the bucket shortly."""
+        key = self.key(source, webhook_id)
+        self._recent[key] = record
+        self._recent.move_to_end(key)
+        if len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
+        self._queue.append((key, json.dumps(record).encode()))
+        self._pending += 1
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="gateway-webhook-records")
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
+        """Store records with their acks in flight together; one by one (``put``) on any failure."""
+        js = self.kv._js  # the bucket's JetStream context; records are plain KV puts
+        futures: list[asyncio.Future[Any]] = []
+        for key, value in batch:
+            try:
+                futures.append(await js.publish_async(f"{self.kv._pre}{key}", value))
+            except Exception:  # reconnecting, too many pending: fall back to a plain put below
+                futures.append(asyncio.get_running_loop().create_future())
+        await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
+        for (key, value), future in zip(batch, futures, strict=True):
+            if not future.done():
+                future.cancel()
+            if future.cancelled() or future.exception() is not None:
+                await self._put(key, value)
+            else:
+                self.written += 1
+            self._pending -= 1
+
+    async def _put(self, key: str, value: bytes) -> None:
+        delay = 0.1
+        for _ in range(8):  # ~25 s, well inside the stream's 120 s duplicate window
+            try:
+                await self.kv.put(key, value)
+                self.written += 1
+                return
+            except Exception as exc:
+                last = exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.failed += 1
+        log.warning("could not record webhook delivery %s: %r", key, last)
+
+    @property
+    def pending(self) -> int:
+        """Records not yet stored in the bucket."""
+        return self._pending
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every record is stored (at shutdown), then stop the writer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._pending and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+            self._writer = None
