@@ -22,9 +22,13 @@ from agentos_audit.settings import AuditSettings
 from agentos_audit.signing import load_public, public_path
 from agentos_audit.trace import build_tree
 from agentos_audit.verify import verify as verify_schema
+from agentos_cli import replay_cmd
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.db import create_pool
 from agentos_kernel.runtime import resolve
+from agentos_schemas import derived_event_id
+from agentos_schemas.events.erasure import ErasureRecorded
+from agentos_schemas.subjects import check_token
 from rich.console import Console
 
 app = typer.Typer(help="Audit trail: verify, query, trace, replay, export.", no_args_is_help=True)
@@ -224,3 +228,41 @@ def export(
             return await export_mod.write_jsonl(f, rows)
     n = _run(_with_pool(go))
     err.print(f"exported {n} events", highlight=False)
+
+
+@app.command()
+def erase(
+    subject: Annotated[str, typer.Argument(help="The data subject's id as events name it (e.g. a ticket's "
+                                                 "requester_id), or event:<id> for an event without one")],
+    tenant: Tenant = None,
+    reason: Annotated[str, typer.Option(help="Why: a request reference (no personal details)")] = "",
+    by: Annotated[str | None, typer.Option("--as", help="The operator, recorded as user:<name>")] = None,
+) -> None:
+    """Crypto-shred a data subject: destroy their key, so every personal field sealed with it reads
+    [ERASED] everywhere, and record an erasure.recorded event (no personal data in it)."""
+    if not subject.strip():
+        err.print("[bold red]agentos: error:[/] the data subject id is empty")
+        raise typer.Exit(2)
+
+    async def go() -> tuple[ErasureRecorded, str]:
+        settings = resolve(KernelSettings())
+        if not settings.nats_url:
+            raise AgentOSError("no NATS here: start AgentOS with `agentos up` (or set AGENTOS_NATS_URL)")
+        where = check_token("tenant", tenant or settings.tenant)
+        bus = await Bus.connect(settings, source="cli-audit")
+        try:
+            done = await bus.shredder.keys.erase(where, subject)
+            fact = ErasureRecorded(key=done.key, revision=done.revision, reason=reason)
+            event = bus.new(fact, tenant=where, principal=f"user:{by}" if by else None,
+                            id=derived_event_id("erasure", where, done.key, str(done.revision)))
+            await bus.publish(event)
+            return fact, event.id
+        finally:
+            await bus.close()
+    fact, event_id = _run(go())  # a bad tenant (NamingError) or no NATS: one line, exit 2
+    what = (f"key {fact.key} (revision {fact.revision}) destroyed" if fact.revision
+            else f"no live key {fact.key} (nothing sealed since any earlier erasure)")
+    console.print(f"erased: {what}; recorded erasure.recorded {event_id}", highlight=False, soft_wrap=True)
+
+
+app.command("replay")(replay_cmd.replay)

@@ -93,7 +93,7 @@ def plan_answer(scenario: Scenario, request: ChatRequest) -> Answer:
 
 def _rule_answer(scenario: Scenario, hit: RuleHit, request: ChatRequest, facts: RequestFacts) -> Answer:
     rule, respond = hit.rule, hit.rule.respond
-    variables = template_variables(facts, hit.n)
+    variables = template_variables(facts, hit.n) if respond.template else {}
     delay = (rule.latency_ms or 0) / 1000
     if respond.fault is not None:
         return _fault_answer(respond.fault, scenario, hit, request, facts)

@@ -54,6 +54,10 @@ class RequestFacts:
     user: str
     agent: str
     has_tool_result: bool
+    users: tuple[str, ...] = ()
+    """Every user message of the conversation, oldest first."""
+    turn: int = 1
+    """Which model turn of the conversation this is: 1 + the assistant messages already in it."""
 
     @classmethod
     def from_request(cls, model: str, messages: list[dict[str, Any]]) -> RequestFacts:
@@ -69,6 +73,8 @@ class RequestFacts:
             user=users[-1] if users else "",
             agent=found.group(1) if found else "",
             has_tool_result=any(m.get("role") in ("tool", "function") for m in messages),
+            users=tuple(users),
+            turn=1 + sum(1 for m in messages if m.get("role") == "assistant"),
         )
 
 
@@ -83,6 +89,10 @@ class Match(BaseModel):
     user_contains: str | None = Field(default=None, description="substring of the last user message")
     user_regex: str | None = Field(default=None, description="regex searched in the last user message")
     has_tool_result: bool | None = None
+    any_user_contains: str | None = Field(
+        default=None, description="substring of any user message of the conversation, not only the last")
+    turn: int | None = Field(
+        default=None, ge=1, description="the conversation's model turn: 1 + the assistant messages in it")
 
     @field_validator("user_regex")
     @classmethod
@@ -100,6 +110,8 @@ class Match(BaseModel):
             self.user_contains is None or self.user_contains in facts.user,
             self.user_regex is None or re.search(self.user_regex, facts.user) is not None,
             self.has_tool_result is None or facts.has_tool_result == self.has_tool_result,
+            self.any_user_contains is None or any(self.any_user_contains in text for text in facts.users),
+            self.turn is None or facts.turn == self.turn,
         )
         return all(checks)
 
@@ -122,6 +134,8 @@ class Respond(BaseModel):
     json_value: Any = Field(default=None, alias="json")
     tool_calls: list[ToolCallSpec] | None = None
     fault: Fault | None = None
+    template: bool = Field(
+        default=True, description="fill {user}, {agent}, {model} and {n}; false serves the answer verbatim")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Respond:
