@@ -81,7 +81,8 @@ LOG_READER = ["$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.CREA
 # Any service may CREATE the shared streams and buckets if they are missing (a fresh deployment
 # bootstraps itself, ``AGENTOS_PROVISION=create``); creating one that exists with another config
 # fails, and only the admin may UPDATE them.
-SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", "OBJ_AGENTOS_PAYLOADS")
+SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", "OBJ_AGENTOS_PAYLOADS",
+          "KV_AGENTOS_SUBJECT_KEYS")
 
 
 def _common(service: str) -> list[str]:
@@ -91,6 +92,7 @@ def _common(service: str) -> list[str]:
     return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{EV}", f"$JS.API.STREAM.INFO.{DLQ}",
             *(f"$JS.API.STREAM.CREATE.{x}" for x in SHARED), f"$JS.API.STREAM.INFO.KV_AGENTOS_RECORDS",
             *_kv("AGENTOS_HEALTH", f"{service}.>"), *_kv("AGENTOS_CONTROL", None),
+            *_kv("AGENTOS_SUBJECT_KEYS", None),  # read data subjects' keys (agentos_kernel.shred)
             f"$JS.API.STREAM.INFO.{obj}", f"$JS.API.STREAM.MSG.GET.{obj}", f"$JS.API.DIRECT.GET.{obj}.>",
             *_watch(obj), "$O.AGENTOS_PAYLOADS.C.>", "$O.AGENTOS_PAYLOADS.M.>"]
 
@@ -102,7 +104,9 @@ def _events(*names: str) -> list[str]:
 #: Service -> (publish, subscribe beyond its inbox, allow replies to requests it serves).
 SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
     "orchestrator": ([*_events("goal.planned", "goal.completed", "goal.failed", "goal.escalated",
-                               "task.assigned", "task.reviewed"), *_durable("orchestrator"), *LOG_READER],
+                               "task.assigned", "task.reviewed", "budget.settlement_requested"),
+                      *_durable("orchestrator"), *LOG_READER,
+                      "agentosrpc.policy.decide", "agentosrpc.policy.approval"],  # the planner's model calls
                      [], False),
     "context-manager": ([*_events("context.ready"), *_durable("context-manager"), *LOG_READER,
                          "agentosrpc.memory.search"], [], False),
@@ -115,16 +119,26 @@ SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
     "policy": ([*_events("policy.decided", "approval.requested", "approval.voted", "approval.decided",
                          "budget.settled", "alert.raised", "goal.escalated"), *_durable("policy"), *LOG_READER],
                ["agentosrpc.policy.>"], True),
-    "audit": ([*_durable("audit"), "$JS.API.CONSUMER.DELETE.AGENTOS_EVENTS.audit", *LOG_READER], [], False),
+    "audit": ([*_durable("audit"), "$JS.API.CONSUMER.DELETE.AGENTOS_EVENTS.audit", *LOG_READER],
+              ["agentosrpc.audit.>"], True),
     # The ingress: it maps outside payloads to any catalogue event, but never to the facts that
     # only the runtime may state.
     "gateway": (["agentos.>", *_durable("gateway-kpi"), "dlq.agentos.gateway", *LOG_READER,
+                 "$KV.AGENTOS_SUBJECT_KEYS.>",  # creates data subjects' keys for the personal fields it maps
+                 # operator and analyst endpoints: approvals, budgets, audit queries, kill switches
+                 "agentosrpc.policy.approval", "agentosrpc.policy.approvals", "agentosrpc.policy.vote",
+                 "agentosrpc.policy.budget", "agentosrpc.policy.decide",
+                 "agentosrpc.audit.query", "agentosrpc.audit.trace", "$KV.AGENTOS_CONTROL.halt.>",
                  *(x for b in ("WEBHOOKS", "IDEMPOTENCY", "GOALS", "SCHEDULES")
                    for x in _kv(f"AGENTOS_GATEWAY_{b}", create=True))], [], False),
 }
-GATEWAY_DENY = _events("goal.planned", "goal.completed", "goal.failed", "task.assigned", "task.completed",
-                       "task.failed", "task.reviewed", "context.ready", "memory.committed", "policy.decided",
-                       "approval.decided", "budget.settled")
+#: Facts only the runtime may state: the gateway's ingress refuses them all.
+GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "task.assigned", "task.completed",
+                           "task.failed", "task.reviewed", "context.ready", "memory.committed", "policy.decided",
+                           "approval.decided", "budget.settled")
+#: What NATS refuses the gateway's user: all of them but ``task.completed``, which a human's
+#: take-over (``POST /tasks/{id}/takeover``, decided by the policy first) publishes.
+GATEWAY_DENY = [s for s in GATEWAY_RESERVED if s != "agentos.*.task.completed"]
 
 
 def permissions(service: str) -> dict[str, object]:

@@ -57,6 +57,11 @@ def current_traceparent() -> tuple[str | None, str | None]:
     return carrier.get("traceparent"), carrier.get("tracestate")
 
 
+def exporting() -> bool:
+    """Whether spans are recorded and exported (``OTEL_EXPORTER_OTLP_ENDPOINT`` set at setup)."""
+    return _exporting
+
+
 def root_traceparent(name: str) -> tuple[str, str | None]:
     """A traceparent for an event that starts a new trace.
 
