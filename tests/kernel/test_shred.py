@@ -181,3 +181,22 @@ async def test_least_privilege_gateway_seals_others_read_only(tmp_path: Any) -> 
                 await b.close()
     finally:
         server.stop()
+
+
+async def test_concurrent_requests_for_the_same_keys_never_unready_each_other(bus: Bus, tenant: str) -> None:
+    """Many requests readying the same new customers' keys at once (a gateway under load): each
+    one's key stays ready until it has sealed, whoever created it."""
+    customers = [unique("cust") for _ in range(5)]
+    events = [ticket(bus, tenant, customers[i % 5], "Name", f"text {i}") for i in range(200)]
+
+    async def request(event: Event[Any]) -> bytes:
+        plan = shred.plan_for(event.type)
+        assert plan is not None
+        await bus.shredder.ready(event, plan)
+        await asyncio.sleep(0)  # other requests run between ready() and seal()
+        subject, body, headers = bus._prepare_inline(event)
+        assert subject is not None
+        return body
+
+    bodies = await asyncio.gather(*(request(e) for e in events))
+    assert all(b"agentos-enc:v1:" in b and b"text " not in b for b in bodies)

@@ -174,8 +174,15 @@ class SubjectKeys:
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE):
                 self._cache[name] = None
-            else:  # a key created (again): read it when next needed
-                self._cache.pop(name, None)
+            else:  # a key created (again): read it when next needed — unless it is the very
+                # revision this process already holds (its own create, heard back)
+                held = self._cache.get(name)
+                try:
+                    revision = msg.metadata.sequence.stream
+                except Exception:  # noqa: BLE001 - no metadata: be safe, forget it
+                    revision = None
+                if held is None or revision is None or held[0] != revision:
+                    self._cache.pop(name, None)
 
         self._watch = await self.js.subscribe(
             f"{prefix}>", stream=KEYS_STREAM, cb=on_change, ordered_consumer=True,
@@ -214,7 +221,8 @@ class SubjectKeys:
                 pass  # another process created it first: read theirs
             except _TRANSIENT as exc:
                 raise BusUnavailable(f"the subject key store does not answer: {exc!r}") from None
-            self._cache.pop(name, None)
+            # Read it back without first dropping what the cache holds: another request may be
+            # between its own ready() and seal() on this very key.
             key = await self._read(name)
         raise ShredError(f"could not create the key {name} for a data subject")
 
