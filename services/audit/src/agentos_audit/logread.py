@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -61,30 +62,100 @@ async def stream_bounds(js: JetStreamContext) -> tuple[int, int, str]:
     return info.state.first_seq, info.state.last_seq, created
 
 
-async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1024) -> AsyncIterator[list[Stored]]:
+async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1024,
+                   depth: int = 2, stall_s: float = 30.0) -> AsyncIterator[list[Stored]]:
     """Batches of stored messages with ``start <= seq <= end``, in sequence order (sequences the
-    stream no longer holds are skipped). No acks: an ephemeral, in-memory consumer."""
+    stream no longer holds are skipped). No acks: an ephemeral, in-memory consumer.
+
+    The consumer is pulled directly: ``depth`` pull requests of ``batch`` messages are kept ahead
+    of the caller, and the messages land on a core subscription whose callback turns each into a
+    :class:`Stored` at once. That skips nats-py's ``fetch`` (a timed ``next_msg`` task per message
+    and status checks), which cost more than everything else a rebuild does per event. A request
+    the stream cannot fill ends with a 404/408 status: the read ends there, as a ``fetch`` that
+    times out would. No data and no status for ``stall_s`` raises :class:`asyncio.TimeoutError`.
+    """
     if end < start:
         return
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(start, 1), inactive_threshold=30.0, mem_storage=True,
     )
-    psub: Any = await js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
+    nc = js._nc  # noqa: SLF001 - the connection the context was made from (nats-py has no public accessor)
+    prefix = getattr(js, "_prefix", api.DEFAULT_PREFIX)
+    info = await js.add_consumer(EVENTS_STREAM, config)
+    wanted = min(info.num_pending, end - max(start, 1) + 1)  # at most this many messages to read
+    ready: asyncio.Queue[list[Stored] | BaseException | None] = asyncio.Queue()
+    pending: list[Stored] = []
+    received = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if pending:
+            ready.put_nowait(pending)
+            pending = []
+
+    def finish(outcome: BaseException | None) -> None:
+        flush()
+        ready.put_nowait(outcome)
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal received
+        reply = msg.reply
+        if not reply:  # a status: the pull request ended (404/408: the stream has no more) or failed
+            status = (msg.headers or {}).get("Status", "")
+            if status == "100":  # an idle heartbeat
+                return
+            if status in ("404", "408"):
+                finish(None)
+            else:
+                description = (msg.headers or {}).get("Description", "")
+                finish(nats.js.errors.APIError(code=int(status) if status.isdigit() else None,
+                                               description=f"pull from {EVENTS_STREAM}: {status} {description}"))
+            return
+        stored = stored_from_msg(msg)
+        if stored.seq > end:
+            finish(None)
+            return
+        pending.append(stored)
+        received += 1
+        if stored.seq >= end or received >= wanted:
+            finish(None)
+        elif len(pending) >= batch:
+            flush()
+
+    sub = await nc.subscribe(nc.new_inbox(), cb=on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
+    subject = f"{prefix}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
+    requested = 0
+
+    async def request() -> None:
+        nonlocal requested
+        n = min(batch, wanted - requested)
+        if n > 0:
+            await nc.publish(subject, b'{"batch":%d,"expires":%d}' % (n, 5_000_000_000), reply=sub.subject)
+            requested += n
+
     try:
+        if wanted <= 0:
+            return
+        for _ in range(depth):
+            await request()
         while True:
             try:
-                msgs = await psub.fetch(batch, timeout=2.0)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                out = await asyncio.wait_for(ready.get(), stall_s) if ready.empty() else ready.get_nowait()
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
+            if out is None:
                 return
-            out = [stored_from_msg(m) for m in msgs]
-            out = [s for s in out if s.seq <= end]
+            if isinstance(out, BaseException):
+                raise out
             if out:
+                await request()
                 yield out
-            if not out or out[-1].seq >= end or len(out) < len(msgs):
-                return
     finally:
-        await psub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(EVENTS_STREAM, info.name)
 
 
 __all__ = ["Stored", "from_ns", "get_stored", "read_log", "stored_from_msg", "stream_bounds"]
