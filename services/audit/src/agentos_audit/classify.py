@@ -97,14 +97,22 @@ def _has_email(text: str) -> bool:
 def _numbers(text: str) -> set[str]:
     found: set[str] = set()
     for m in _CANDIDATE.finditer(text):
-        if len(m.group().translate(_SEPARATORS)) < 8:  # phones have 8+ digits, cards 13+
+        digits = len(m.group().translate(_SEPARATORS))  # the candidate holds digits and separators only
+        if digits < 8:  # phones have 8+ digits, cards 13+
             continue
         span = text[max(0, m.start() - 3): m.end() + 1]  # a leading "+(" and the look-arounds' characters
-        if "pii:phone" not in found and _has_phone(span):
+        # Cheap necessary conditions first (most candidates are ids and dates): an international
+        # phone has a "+", a North-American one two separators; a card's digits all lie in the
+        # candidate (its digit run cannot reach into the three characters before it).
+        if "pii:phone" not in found and ("+" in span or _separator_count(span) >= 2) and _has_phone(span):
             found.add("pii:phone")
-        if "pii:card" not in found and _has_card(span):
+        if "pii:card" not in found and digits >= 13 and _has_card(span):
             found.add("pii:card")
     return found
+
+
+def _separator_count(span: str) -> int:
+    return span.count(" ") + span.count("-") + span.count(".")
 
 
 def _declared(text: str) -> bool:

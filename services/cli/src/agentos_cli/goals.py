@@ -11,13 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
-from nats.js import api
-from rich.console import Console, Group
-from rich.live import Live
-from rich.markdown import Markdown
-from rich.panel import Panel
-from rich.table import Table
-
 from agentos_kernel import Bus
 from agentos_kernel.tracing import trace_id
 from agentos_schemas import EVENTS_STREAM, Event, codec, new_event_id
@@ -36,6 +29,12 @@ from agentos_schemas.events import (
     TaskReviewed,
     TaskStarted,
 )
+from nats.js import api
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
 
 
 async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = None,
@@ -48,10 +47,25 @@ async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = Non
     return event
 
 
-def goal_start_time(goal_id: str) -> dt.datetime:
-    """A UUIDv7 goal id carries its creation time (ms); the watch starts reading the log there."""
-    ms = uuid.UUID(goal_id).int >> 80
-    return dt.datetime.fromtimestamp(ms / 1000 - 1, dt.UTC)
+def goal_start_time(goal_id: str) -> dt.datetime | None:
+    """When a UUIDv7 goal id was made (its ms, a second early), where a reader of the goal's
+    events can start in the log; None for ids that carry no time (e.g. the uuid5 ids the gateway
+    derives from idempotency keys), which must be read from the start."""
+    try:
+        value = uuid.UUID(goal_id)
+    except ValueError:
+        return None
+    if value.version != 7:
+        return None
+    return dt.datetime.fromtimestamp((value.int >> 80) / 1000 - 1, dt.UTC)
+
+
+def from_goal_start(goal_id: str) -> dict[str, Any]:
+    """``deliver_policy`` (and start time) for a consumer reading one goal's events."""
+    start = goal_start_time(goal_id)
+    if start is None:
+        return {"deliver_policy": api.DeliverPolicy.ALL}
+    return {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start.isoformat()}
 
 
 @dataclass
@@ -142,9 +156,10 @@ class GoalView:
 async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
     """Follow a goal's events live until it completes or fails; returns what was seen."""
     view = GoalView(goal_id)
+    start = from_goal_start(goal_id)
     sub = await bus.js.subscribe("agentos.>", stream=EVENTS_STREAM, ordered_consumer=True,
-                                 deliver_policy=api.DeliverPolicy.BY_START_TIME,
-                                 config=api.ConsumerConfig(opt_start_time=goal_start_time(goal_id).isoformat()))
+                                 deliver_policy=start["deliver_policy"],
+                                 config=api.ConsumerConfig(opt_start_time=start.get("opt_start_time")))
     deadline = time.monotonic() + timeout
     try:
         with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ import nats.errors
 import typer
 import yaml
 from agentos_cli import registry
+from agentos_cli.goals import from_goal_start
 from agentos_cli.supervisor import Runtime
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.llm import OFFLINE_ALIASES, ModelRegistry
@@ -75,17 +74,6 @@ err = Console(stderr=True)
 # --- reading the recording ------------------------------------------------------------------------
 
 
-def _id_time(goal_id: str) -> dt.datetime | None:
-    """When a UUIDv7 goal id was made (a second early); None for ids that carry no time."""
-    try:
-        value = uuid.UUID(goal_id)
-    except ValueError:
-        return None
-    if value.version != 7:
-        return None
-    return dt.datetime.fromtimestamp((value.int >> 80) / 1000 - 1, dt.UTC)
-
-
 async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *,
                            timeout: float = 300.0) -> list[Event[Any]]:
     """Every stored event of one goal (correlation id = ``goal_id``), in log order.
@@ -94,11 +82,9 @@ async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *,
     pending), but starting at the goal's submission time when its id is a UUIDv7, so a long log is
     not read from its beginning; ``tenant`` narrows the read to that tenant's subjects.
     """
-    start = _id_time(goal_id)
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant or '*'}.>"],
-        deliver_policy=api.DeliverPolicy.BY_START_TIME if start else api.DeliverPolicy.ALL,
-        opt_start_time=start.isoformat() if start else None, inactive_threshold=60.0, mem_storage=True)
+        inactive_threshold=60.0, mem_storage=True, **from_goal_start(goal_id))
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
