@@ -70,23 +70,31 @@ async def derive_item(bus: Bus, stored: Stored | None, seq: int) -> Item:
 
 
 async def derive_range(bus: Bus, after: int, stored: Sequence[Stored], executor: Executor | None = None,
-                       fetch: Callable[[int], Awaitable[Stored | None]] | None = None) -> list[Item]:
+                       fetch: Callable[[int], Awaitable[Stored | None]] | None = None, *,
+                       yield_every: int = 0) -> list[Item]:
     """Items for sequences ``after+1 .. stored[-1].seq`` (``stored`` in sequence order). With an
     ``executor`` the inline payloads are derived in it; a sequence missing from ``stored`` is read
-    from the stream by ``fetch``, or chained as missing."""
+    from the stream by ``fetch``, or chained as missing. With ``yield_every``, the event loop gets a
+    turn after that many items (so a write in flight and the log reader progress meanwhile)."""
     if not stored:
         return []
-    done: list[Item | None] = [None] * len(stored)
     if executor is not None:
         loop = asyncio.get_running_loop()
         done = await loop.run_in_executor(executor, derive_batch, list(stored), bus.settings.max_event_bytes)
-    by_seq: Mapping[int, tuple[Stored, Item | None]] = {s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
-    items = []
+        by_seq: Mapping[int, tuple[Stored, Item | None]] = {s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
+    else:
+        by_seq = {s.seq: (s, None) for s in stored}
+    max_bytes = bus.settings.max_event_bytes
+    items: list[Item] = []
     for seq in range(after + 1, stored[-1].seq + 1):
         message, item = by_seq.get(seq, (None, None))
         if message is None and fetch is not None:
             message = await fetch(seq)
+        if item is None and message is not None and executor is None:
+            item = derive_inline(message, max_bytes)
         items.append(item if item is not None else await derive_item(bus, message, seq))
+        if yield_every and len(items) % yield_every == 0:
+            await asyncio.sleep(0)
     return items
 
 

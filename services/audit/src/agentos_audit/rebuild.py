@@ -25,6 +25,8 @@ from agentos_audit.logread import read_log, stream_bounds
 from agentos_audit.writer import Item, write_batch
 
 _encoder = msgspec.json.Encoder(order="sorted")
+#: Derive this many events, then let the write in flight and the log reader run.
+_YIELD_EVERY = 100
 _CHAIN = "SELECT seq, kind, event_id, code, reason, hash FROM {s}.chain WHERE seq <= $1 ORDER BY seq"
 _EVENTS = "SELECT {cols}, data::text AS data FROM {s}.events WHERE seq <= $1 ORDER BY seq, id"
 
@@ -80,7 +82,7 @@ async def _pipeline(bus: Bus, conn: asyncpg.Connection, target: str, lo: int, hi
     after, depth = lo - 1, 2 if executor is not None else 0
     try:
         async for stored in read_log(bus.js, lo, hi, batch=batch):
-            derives.append(asyncio.ensure_future(derive_range(bus, after, stored, executor)))
+            derives.append(asyncio.ensure_future(derive_range(bus, after, stored, executor, yield_every=_YIELD_EVERY)))
             after = stored[-1].seq
             while len(derives) > depth:
                 items = await derives.popleft()
