@@ -12,7 +12,8 @@ ingest   A = raw durable pull consumer, ``fetch(256)`` + ack per message;
          B = the audit projector (durable ``AckPolicy.ALL``, 512 per transaction, chain + projection +
          signed checkpoints every 1000) into a fresh schema, timed until its head reaches the end.
 rebuild  A = raw ack-less pull of the same range (``fetch(1000)``);
-         B = ``rebuild.project_range`` into a fresh schema without indexes, then ``create_indexes``.
+         B = ``rebuild.project_range`` into a fresh schema without indexes, then ``rebuild.build_indexes``
+         (what ``agentos audit rebuild`` runs before comparing).
 verify   events/s of a full ``verify`` of the last ingested schema (log + chain + projection + checkpoints),
          with its ratio to the raw ack-less pull.
 queries  a synthetic projection of ``--rows`` rows (30 events per goal, 10 tenants, one year ending now)
@@ -41,8 +42,8 @@ import asyncpg
 from agentos_audit import queries as q
 from agentos_audit.lifecycle import ensure_schema
 from agentos_audit.projector import Projector
-from agentos_audit.rebuild import project_range
-from agentos_audit.schema import create_indexes, drop_schema, head, migrate_schema
+from agentos_audit.rebuild import build_indexes, project_range
+from agentos_audit.schema import drop_schema, head, migrate_schema
 from agentos_audit.signing import load_or_create
 from agentos_audit.synthetic import analyst_queries, generate
 from agentos_audit.verify import verify
@@ -174,7 +175,7 @@ async def rebuild_rep(bus: Bus, pool: asyncpg.Pool, schema: str, n: int) -> floa
     t0 = time.perf_counter()
     await migrate_schema(pool, schema, indexes=False)
     await project_range(bus, pool, schema, 1, n)
-    await create_indexes(pool, schema)
+    await build_indexes(pool, schema)
     rate = n / (time.perf_counter() - t0)
     await drop_schema(pool, schema)
     return rate

@@ -48,8 +48,10 @@ _DECLARED_LABEL = re.compile(
 
 #: Digit runs with phone/card separators: only these spans are checked for phones and cards.
 _CANDIDATE = re.compile(r"\d[\d \-().]{6,}\d")
-#: The same on ASCII text, where ``\d`` is ``[0-9]`` (and the regex engine scans a range faster).
-_CANDIDATE_ASCII = re.compile(r"[0-9][0-9 \-().]{6,}[0-9]")
+#: The same over ASCII text mapped to one mark per character (digit ``d``, separator ``s``, other
+#: ``x``; on ASCII ``\d`` is ``[0-9]``): the regex engine then skips to each ``d`` at memchr speed.
+_MARKS = bytes(ord("d") if 48 <= i <= 57 else ord("s") if chr(i) in " -()." else ord("x") for i in range(256))
+_CANDIDATE_MARKS = re.compile(rb"d[ds]{6,}d")
 _SEPARATORS = str.maketrans("", "", " -().")
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN|NATIONAL_ID|SECRET)\]")
 _PLACEHOLDER_TAG = {"EMAIL": "pii:email", "PHONE": "pii:phone", "CARD": "pii:card", "IBAN": "pii:iban",
@@ -95,11 +97,16 @@ def _has_email(text: str) -> bool:
 
 def _numbers(text: str) -> set[str]:
     found: set[str] = set()
-    for m in (_CANDIDATE_ASCII if text.isascii() else _CANDIDATE).finditer(text):
-        digits = len(m.group().translate(_SEPARATORS))  # the candidate holds digits and separators only
+    if text.isascii():
+        candidates = _CANDIDATE_MARKS.finditer(text.encode("ascii").translate(_MARKS))
+    else:
+        candidates = _CANDIDATE.finditer(text)
+    for m in candidates:
+        start, end = m.span()
+        digits = len(text[start:end].translate(_SEPARATORS))  # a candidate holds digits and separators only
         if digits < 8:  # phones have 8+ digits, cards 13+
             continue
-        span = text[max(0, m.start() - 3): m.end() + 1]  # a leading "+(" and the look-arounds' characters
+        span = text[max(0, start - 3): end + 1]  # a leading "+(" and the look-arounds' characters
         # Cheap necessary conditions first (most candidates are ids and dates): an international
         # phone has a "+", a North-American one two separators; a card's digits all lie in the
         # candidate (its digit run cannot reach into the three characters before it).

@@ -76,10 +76,12 @@ def open_envelope(raw: bytes, max_bytes: int) -> WireEvent | Rejection:
         codec.payload_class(wire)
     except codec.DecodeError as exc:
         return Rejection(exc.code, exc.reason)
-    for name in _TEXT_ATTRS:
-        value = getattr(wire, name)
-        if isinstance(value, str) and "\x00" in value:
-            return Rejection("not_cloudevent", f"attribute {name!r} contains NUL, which text columns cannot store")
+    if b"\\u0000" in raw:  # a NUL in a decoded attribute was escaped in the JSON (bytes NULs do not decode)
+        for name in _TEXT_ATTRS:
+            value = getattr(wire, name)
+            if isinstance(value, str) and "\x00" in value:
+                return Rejection("not_cloudevent",
+                                 f"attribute {name!r} contains NUL, which text columns cannot store")
     return wire
 
 
@@ -91,52 +93,63 @@ def trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
+_NO_FIELDS: dict[str, Any] = {}
+
+
 @functools.cache
-def _fields(cls: type) -> frozenset[str]:
-    return frozenset(getattr(cls, "model_fields", ()))
+def _is_model(cls: type) -> bool:
+    return isinstance(getattr(cls, "model_fields", None), dict)
 
 
-def _attr(data: Any, name: str) -> Any:
-    """``data.name`` if the payload model has that field (pydantic's miss path is slow)."""
-    return getattr(data, name) if name in _fields(type(data)) else None
+def _values(obj: Any) -> dict[str, Any]:
+    """A payload model's field values by name (a validated pydantic model keeps exactly its fields in
+    ``__dict__``; reading it skips pydantic's slow miss path); empty for anything else, and None."""
+    return obj.__dict__ if _is_model(type(obj)) else _NO_FIELDS
 
 
-def _str_attr(data: Any, name: str) -> str | None:
-    value = _attr(data, name)
+def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _usage(data: Any) -> tuple[list[str], float, int]:
-    calls = _attr(_attr(data, "usage"), "calls") or ()
-    models = sorted({c.model for c in calls})
-    cost = float(sum(c.cost_usd for c in calls))
-    tokens = int(sum(c.input_tokens + c.output_tokens for c in calls))
-    return models, cost, tokens
+class _Analysed(NamedTuple):
+    agent: str | None
+    task_id: str | None
+    goal_id: str | None
+    models: list[str]
+    tools: list[str]
+    cost_usd: float
+    tokens: int
+    policy_version: str | None
 
 
-def _tools(data: Any) -> list[str]:
-    found: set[str] = set()
-    for holder in (data, _attr(data, "manifest")):
-        tools = _attr(holder, "tools")
-        if isinstance(tools, tuple | list):
-            found.update(t for t in tools if isinstance(t, str))
-    for holder in (data, _attr(data, "request")):
-        tool = _str_attr(holder, "tool")
+def _analyse(data: Any) -> _Analysed:
+    """The analyst columns of a payload: its own fields, those of the policy request it carries
+    (``policy.decided`` …), its usage's model calls and its context manifest's tools."""
+    v = _values(data)
+    request = v.get("request")
+    r = _NO_FIELDS if request is None else _values(request)
+    usage = v.get("usage")
+    calls = () if usage is None else _values(usage).get("calls") or ()
+    models = {c.model for c in calls} if calls else set()
+    if r and _text(r.get("action")) == "model_call" and _text(r.get("resource")):
+        models.add(r["resource"])
+    tools: set[str] = set()
+    manifest = v.get("manifest")
+    for listed in (v.get("tools"), None if manifest is None else _values(manifest).get("tools")):
+        if listed and isinstance(listed, tuple | list):
+            tools.update(t for t in listed if isinstance(t, str))
+    for tool in (_text(v.get("tool")), _text(r.get("tool"))):
         if tool:
-            found.add(tool)
-    return sorted(found)
-
-
-def _about(data: Any, name: str) -> str | None:
-    """A field of the payload, or of the policy request it carries (``policy.decided`` …)."""
-    return _str_attr(data, name) or _str_attr(_attr(data, "request"), name)
-
-
-def _requested_model(data: Any) -> list[str]:
-    request = _attr(data, "request")
-    if _str_attr(request, "action") == "model_call" and _str_attr(request, "resource"):
-        return [request.resource]
-    return []
+            tools.add(tool)
+    cost, tokens = 0.0, 0
+    if calls:
+        cost = float(sum(c.cost_usd for c in calls))
+        tokens = int(sum(c.input_tokens + c.output_tokens for c in calls))
+    return _Analysed(
+        _text(v.get("agent")) or _text(r.get("agent")), _text(v.get("task_id")) or _text(r.get("task_id")),
+        _text(v.get("goal_id")) or _text(r.get("goal_id")), sorted(models) if models else [],
+        sorted(tools) if tools else [], cost, tokens, _text(v.get("policy_version")),
+    )
 
 
 def event_time(wire: WireEvent, stored: dt.datetime) -> dt.datetime:
@@ -150,7 +163,7 @@ def event_time(wire: WireEvent, stored: dt.datetime) -> dt.datetime:
 def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) -> Row | Rejection:
     """Validate the payload against the catalogue and derive the row."""
     try:
-        data = codec.payload_class(wire).model_validate_json(payload)
+        data = codec.payload_class(wire).__pydantic_validator__.validate_json(payload)
         if wire.datahash is not None and codec.content_hash(payload) != wire.datahash:
             raise ValueError("datahash")
     except ValueError:  # the codec's own checks name the reason exactly as a dead letter would
@@ -162,16 +175,16 @@ def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) ->
     text = payload.decode("utf-8")
     if "\\u0000" in text:
         text = _NUL_ESCAPE.sub("\\1\\\\ufffd", text)
-    models, cost, tokens = _usage(data)
+    a = _analyse(data)
     principal = wire.principal
-    agent = _about(data, "agent")
+    agent = a.agent
     if agent is None and principal and principal.startswith("agent:"):
         agent = principal[6:]
     return Row(
         seq, wire.id, wire.type, wire.source, wire.subject, wire.tenant or "default", wire.correlationid,
         wire.causationid, principal, event_time(wire, stored), wire.traceparent, trace_id(wire.traceparent),
-        agent, _about(data, "task_id"), _about(data, "goal_id"), sorted({*models, *_requested_model(data)}),
-        _tools(data), cost, tokens, classify(text), _str_attr(data, "policy_version"), text,
+        agent, a.task_id, a.goal_id, a.models, a.tools, a.cost_usd, a.tokens, classify(text),
+        a.policy_version, text,
     )
 
 

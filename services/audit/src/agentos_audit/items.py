@@ -78,14 +78,22 @@ async def derive_range(bus: Bus, after: int, stored: Sequence[Stored], executor:
     turn after that many items (so a write in flight and the log reader progress meanwhile)."""
     if not stored:
         return []
-    if executor is not None:
-        loop = asyncio.get_running_loop()
-        done = await loop.run_in_executor(executor, derive_batch, list(stored), bus.settings.max_event_bytes)
-        by_seq: Mapping[int, tuple[Stored, Item | None]] = {s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
-    else:
-        by_seq = {s.seq: (s, None) for s in stored}
     max_bytes = bus.settings.max_event_bytes
     items: list[Item] = []
+    if executor is None and stored[0].seq == after + 1 and stored[-1].seq - after == len(stored):
+        for message in stored:  # the usual case: consecutive sequences, all inline
+            item = derive_inline(message, max_bytes)
+            items.append(item if item is not None else await derive_item(bus, message, message.seq))
+            if yield_every and len(items) % yield_every == 0:
+                await asyncio.sleep(0)
+        return items
+    if executor is not None:
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(executor, derive_batch, list(stored), max_bytes)
+        by_seq: Mapping[int, tuple[Stored, Item | None]] = {
+            s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
+    else:
+        by_seq = {s.seq: (s, None) for s in stored}
     for seq in range(after + 1, stored[-1].seq + 1):
         message, item = by_seq.get(seq, (None, None))
         if message is None and fetch is not None:

@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
+from agentos_schemas import EVENTS_STREAM
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from agentos_schemas import EVENTS_STREAM
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_PULL_EXPIRES_NS = 5_000_000_000
 
 
 class Stored(NamedTuple):
@@ -62,6 +62,57 @@ async def stream_bounds(js: JetStreamContext) -> tuple[int, int, str]:
     return info.state.first_seq, info.state.last_seq, created
 
 
+class _Pull:
+    """The state of one direct pull: pull requests kept ahead of the reader, and the messages that
+    arrived, grouped into batches, handed over through a queue."""
+
+    def __init__(self, end: int, batch: int, wanted: int) -> None:
+        self.end, self.batch, self.wanted = end, batch, wanted
+        self.ready: asyncio.Queue[list[Stored] | BaseException | None] = asyncio.Queue()
+        self.pending: list[Stored] = []
+        self.received = self.requested = 0
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.ready.put_nowait(self.pending)
+            self.pending = []
+
+    def _finish(self, outcome: BaseException | None) -> None:
+        self._flush()
+        self.ready.put_nowait(outcome)
+
+    async def on_msg(self, msg: Msg) -> None:
+        """A delivered message, or a status that ends a pull request (no reply subject)."""
+        if not msg.reply:
+            headers = msg.headers or {}
+            status = headers.get("Status", "")
+            if status in ("404", "408"):  # the stream has no more (or not yet): the read ends here
+                self._finish(None)
+            elif status != "100":  # anything but an idle heartbeat is an error
+                description = f"pull from {EVENTS_STREAM}: {status} {headers.get('Description', '')}"
+                self._finish(nats.js.errors.APIError(code=int(status) if status.isdigit() else None,
+                                                     description=description))
+            return
+        stored = stored_from_msg(msg)
+        if stored.seq > self.end:
+            self._finish(None)
+            return
+        self.pending.append(stored)
+        self.received += 1
+        if stored.seq >= self.end or self.received >= self.wanted:
+            self._finish(None)
+        elif len(self.pending) >= self.batch:
+            self._flush()
+
+    def next_request(self) -> bytes | None:
+        """The body of the next pull request (None once every wanted message is asked for)."""
+        n = min(self.batch, self.wanted - self.requested)
+        if n <= 0:
+            return None
+        self.requested += n
+        return b'{"batch":%d,"expires":%d}' % (n, _PULL_EXPIRES_NS)
+
+
 async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1024,
                    depth: int = 2, stall_s: float = 30.0) -> AsyncIterator[list[Stored]]:
     """Batches of stored messages with ``start <= seq <= end``, in sequence order (sequences the
@@ -70,9 +121,10 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
     The consumer is pulled directly: ``depth`` pull requests of ``batch`` messages are kept ahead
     of the caller, and the messages land on a core subscription whose callback turns each into a
     :class:`Stored` at once. That skips nats-py's ``fetch`` (a timed ``next_msg`` task per message
-    and status checks), which cost more than everything else a rebuild does per event. A request
-    the stream cannot fill ends with a 404/408 status: the read ends there, as a ``fetch`` that
-    times out would. No data and no status for ``stall_s`` raises :class:`asyncio.TimeoutError`.
+    and its status checks), which cost more than a rebuild's own work per event. A request the
+    stream cannot fill ends with a 404/408 status, and the read ends there, as a ``fetch`` that
+    timed out did. Neither a message nor a status for ``stall_s`` raises :class:`TimeoutError`
+    (a lost connection), rather than ending the read short.
     """
     if end < start:
         return
@@ -80,77 +132,35 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
         ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(start, 1), inactive_threshold=30.0, mem_storage=True,
     )
-    nc = js._nc  # noqa: SLF001 - the connection the context was made from (nats-py has no public accessor)
-    prefix = getattr(js, "_prefix", api.DEFAULT_PREFIX)
+    nc = js._nc  # the connection the context was made from (nats-py has no public accessor)
     info = await js.add_consumer(EVENTS_STREAM, config)
-    wanted = min(info.num_pending, end - max(start, 1) + 1)  # at most this many messages to read
-    ready: asyncio.Queue[list[Stored] | BaseException | None] = asyncio.Queue()
-    pending: list[Stored] = []
-    received = 0
-
-    def flush() -> None:
-        nonlocal pending
-        if pending:
-            ready.put_nowait(pending)
-            pending = []
-
-    def finish(outcome: BaseException | None) -> None:
-        flush()
-        ready.put_nowait(outcome)
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal received
-        reply = msg.reply
-        if not reply:  # a status: the pull request ended (404/408: the stream has no more) or failed
-            status = (msg.headers or {}).get("Status", "")
-            if status == "100":  # an idle heartbeat
-                return
-            if status in ("404", "408"):
-                finish(None)
-            else:
-                description = (msg.headers or {}).get("Description", "")
-                finish(nats.js.errors.APIError(code=int(status) if status.isdigit() else None,
-                                               description=f"pull from {EVENTS_STREAM}: {status} {description}"))
-            return
-        stored = stored_from_msg(msg)
-        if stored.seq > end:
-            finish(None)
-            return
-        pending.append(stored)
-        received += 1
-        if stored.seq >= end or received >= wanted:
-            finish(None)
-        elif len(pending) >= batch:
-            flush()
-
-    sub = await nc.subscribe(nc.new_inbox(), cb=on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
-    subject = f"{prefix}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
-    requested = 0
+    in_range = end - max(start, 1) + 1
+    pull = _Pull(end, batch, in_range if info.num_pending is None else min(info.num_pending, in_range))
+    subject = f"{getattr(js, '_prefix', api.DEFAULT_PREFIX)}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
+    sub = await nc.subscribe(nc.new_inbox(), cb=pull.on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
 
     async def request() -> None:
-        nonlocal requested
-        n = min(batch, wanted - requested)
-        if n > 0:
-            await nc.publish(subject, b'{"batch":%d,"expires":%d}' % (n, 5_000_000_000), reply=sub.subject)
-            requested += n
+        body = pull.next_request()
+        if body is not None:
+            await nc.publish(subject, body, reply=sub.subject)
 
     try:
-        if wanted <= 0:
+        if pull.wanted <= 0:
             return
         for _ in range(depth):
             await request()
         while True:
             try:
-                out = await asyncio.wait_for(ready.get(), stall_s) if ready.empty() else ready.get_nowait()
-            except asyncio.TimeoutError:
-                raise asyncio.TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
+                out = pull.ready.get_nowait() if not pull.ready.empty() else \
+                    await asyncio.wait_for(pull.ready.get(), stall_s)
+            except TimeoutError:
+                raise TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
             if out is None:
                 return
             if isinstance(out, BaseException):
                 raise out
-            if out:
-                await request()
-                yield out
+            await request()
+            yield out
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
