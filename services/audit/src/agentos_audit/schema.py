@@ -55,7 +55,7 @@ CREATE TABLE {schema}.checkpoints (
 );
 """
 
-INDEXES = """
+_INDEXES_1 = """
 CREATE INDEX events_seq ON {schema}.events (seq);
 CREATE INDEX events_type ON {schema}.events (type, time);
 CREATE INDEX events_subject ON {schema}.events (subject);
@@ -69,7 +69,17 @@ CREATE INDEX events_tools ON {schema}.events USING gin (tools);
 CREATE INDEX events_models ON {schema}.events USING gin (models);
 """
 
-MIGRATIONS = [TABLES + INDEXES]
+# "Which policy decisions let this action through": the decisions of the action's task, and the
+# one its action.executed names.
+_INDEXES_2 = """
+CREATE INDEX IF NOT EXISTS events_task ON {schema}.events (task_id);
+CREATE INDEX IF NOT EXISTS events_decision ON {schema}.events ((data->>'decision_id'))
+    WHERE (data->>'decision_id') IS NOT NULL;
+"""
+#: Every index of the projection (what a bulk load builds afterwards).
+INDEXES = _INDEXES_1 + _INDEXES_2
+
+MIGRATIONS = [TABLES + _INDEXES_1, _INDEXES_2]  # append-only: a shipped step is never edited
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 FIRST_MONTH, END_MONTH = (2000, 1), (2200, 1)
 

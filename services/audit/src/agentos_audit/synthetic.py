@@ -104,6 +104,8 @@ def analyst_queries(schema: str, rnd: random.Random, goals: int) -> dict[str, Qu
         "allowed-by <tool> --since 30d": lambda pool: q.allowed_by(pool, schema, f"tool{rnd.randrange(5)}",
                                                                    since=month),
         "allowed-by <tool> (all time)": lambda pool: q.allowed_by(pool, schema, f"tool{rnd.randrange(5)}"),
+        # "which policy version allowed action Y", asked of one action: any event of a task
+        "allowed-by <event id>": lambda pool: q.allowed_by(pool, schema, f"e{rnd.randrange(1, goals * 30)}"),
     }
 
 
