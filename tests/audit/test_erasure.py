@@ -12,7 +12,7 @@ import asyncpg
 from agentos_audit.projector import Projector
 from agentos_audit.signing import public_path
 from agentos_kernel import Bus, KernelSettings
-from agentos_kernel.testing import unique
+from agentos_kernel.testing import eventually, unique
 from agentos_schemas import Event
 from agentos_schemas.events.ingress import TicketReceived, TicketUpdated
 from agentos_schemas.personal import ERASED
@@ -86,7 +86,13 @@ async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
     erasures = [b for b, _ in stored if b'"dev.agentos.erasure.recorded.v1"' in b]
     assert len(erasures) == 1 and ada.encode() not in erasures[0] and b"user:dpo" in erasures[0]
 
-    # kernel decode: Ada's fields are erased, Bob's still decrypt
+    # kernel decode: Ada's fields are erased, Bob's still decrypt (this process had Ada's key
+    # cached; it goes as soon as its watch of the key bucket hears the purge)
+    ada_first = next((b, h) for b, h in stored if (h or {}).get("Nats-Msg-Id") == events[0].id)
+
+    async def forgotten() -> bool:
+        return bool((await bus.decode(*ada_first)).data.requester_name == ERASED)
+    await eventually(forgotten, timeout=20)
     decoded = {e.id: e for e in [await bus.decode(b, h) for b, h in stored]}
     for event in events[:2]:
         got = decoded[event.id].data
