@@ -8,6 +8,7 @@ pydantic models from :mod:`agentos_schemas.events`, which are the contract types
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -36,6 +37,19 @@ D = TypeVar("D", bound=BaseModel)
 def new_event_id() -> str:
     """A UUIDv7: unique, and sortable by creation time."""
     return str(uuid_utils.uuid7())
+
+
+def id_time(event_id: str) -> dt.datetime | None:
+    """When a UUIDv7 id was made (its milliseconds, less one second of margin), where a reader of
+    what followed can start in the log; None for ids that carry no time (uuid5 ids from
+    :func:`derived_event_id`, or anything that is not a UUID)."""
+    try:
+        value = uuid.UUID(event_id)
+    except ValueError:
+        return None
+    if value.version != 7:
+        return None
+    return dt.datetime.fromtimestamp((value.int >> 80) / 1000 - 1, dt.UTC)
 
 
 _NAMESPACE = uuid_utils.UUID("5f0c1a2e-7c1d-4b7e-9a51-6a0e3f2b8c40")

@@ -6,14 +6,13 @@ import asyncio
 import datetime as dt
 import getpass
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
 from agentos_kernel import Bus
 from agentos_kernel.tracing import trace_id
-from agentos_schemas import EVENTS_STREAM, Event, codec, new_event_id
+from agentos_schemas import EVENTS_STREAM, Event, codec, id_time, new_event_id
 from agentos_schemas.events import (
     ContextReady,
     GoalCompleted,
@@ -48,16 +47,10 @@ async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = Non
 
 
 def goal_start_time(goal_id: str) -> dt.datetime | None:
-    """When a UUIDv7 goal id was made (its ms, a second early), where a reader of the goal's
-    events can start in the log; None for ids that carry no time (e.g. the uuid5 ids the gateway
-    derives from idempotency keys), which must be read from the start."""
-    try:
-        value = uuid.UUID(goal_id)
-    except ValueError:
-        return None
-    if value.version != 7:
-        return None
-    return dt.datetime.fromtimestamp((value.int >> 80) / 1000 - 1, dt.UTC)
+    """Where a reader of one goal's events can start in the log (see ``agentos_schemas.id_time``):
+    None for ids that carry no time, such as the uuid5 ids the gateway derives from idempotency
+    keys, which must be read from the start."""
+    return id_time(goal_id)
 
 
 def from_goal_start(goal_id: str) -> dict[str, Any]:

@@ -10,15 +10,13 @@ submitted elsewhere is found from the time in its UUIDv7 id. A scan reads at mos
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
-import uuid
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from agentos_kernel import Bus
-from agentos_schemas import EVENTS_STREAM, Event, codec, derived_event_id, new_event_id
+from agentos_schemas import EVENTS_STREAM, Event, codec, derived_event_id, id_time, new_event_id
 from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
@@ -83,16 +81,6 @@ def submitted_event(data: GoalSubmitted, *, tenant: str, principal: str,
     )
 
 
-def _uuid7_time(goal_id: str) -> dt.datetime | None:
-    try:
-        value = uuid.UUID(goal_id)
-    except ValueError:
-        return None
-    if value.version != 7:
-        return None
-    return dt.datetime.fromtimestamp((value.int >> 80) / 1000 - 1, dt.UTC)
-
-
 async def _start(
     bus: Bus, goals_kv: Any, goal_id: str, tenant: str | None
 ) -> tuple[str, dict[str, Any]] | None:
@@ -106,7 +94,7 @@ async def _start(
         }
     except (nats.js.errors.KeyNotFoundError, KeyError, ValueError):
         pass
-    started = _uuid7_time(goal_id)
+    started = id_time(goal_id)
     if started is None:
         return None
     return tenant or bus.settings.tenant, {
