@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import getpass
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,30 +147,40 @@ class GoalView:
         return t
 
 
-async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
-    """Follow a goal's events live until it completes or fails; returns what was seen."""
-    view = GoalView(goal_id)
-    start = from_goal_start(goal_id)
-    sub = await bus.js.subscribe("agentos.>", stream=EVENTS_STREAM, ordered_consumer=True,
+async def follow(bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout: float = 600.0,
+                 from_start: bool = False) -> AsyncIterator[Event[Any]]:
+    """The goal's events as the log has them and then live, until its outcome (yielded last) or
+    ``timeout``. Reads from the goal's start time when its id carries one (see ``id_time``)."""
+    start = {"deliver_policy": api.DeliverPolicy.ALL} if from_start else from_goal_start(goal_id)
+    sub = await bus.js.subscribe(subjects, stream=EVENTS_STREAM, ordered_consumer=True,
                                  deliver_policy=start["deliver_policy"],
                                  config=api.ConsumerConfig(opt_start_time=start.get("opt_start_time")))
     deadline = time.monotonic() + timeout
     try:
-        with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
-            while view.outcome is None and time.monotonic() < deadline:
-                try:
-                    msg = await sub.next_msg(timeout=1.0)
-                except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                    continue
-                try:
-                    event = await bus.decode(msg.data, msg.headers)
-                except codec.DecodeError:
-                    continue
-                if event.correlationid == goal_id:
-                    view.fold(event)
-                    live.update(Group(view.table(), *(f"  • {n}" for n in view.notes[-6:])))
+        while time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                continue
+            try:
+                event = await bus.decode(msg.data, msg.headers)
+            except codec.DecodeError:
+                continue
+            if event.correlationid == goal_id:
+                yield event
+                if isinstance(event.data, GoalCompleted | GoalFailed):
+                    return
     finally:
         await sub.unsubscribe()
+
+
+async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
+    """Follow a goal's events live until it completes or fails; returns what was seen."""
+    view = GoalView(goal_id)
+    with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
+        async for event in follow(bus, goal_id, timeout=timeout):
+            view.fold(event)
+            live.update(Group(view.table(), *(f"  • {n}" for n in view.notes[-6:])))
     return view
 
 

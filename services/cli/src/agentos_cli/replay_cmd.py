@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import nats.errors
 import typer
 import yaml
 from agentos_cli import registry
-from agentos_cli.goals import from_goal_start
+from agentos_cli.goals import follow, from_goal_start
 from agentos_cli.supervisor import Runtime
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.llm import OFFLINE_ALIASES, ModelRegistry
@@ -452,27 +451,8 @@ def _environ(changes: dict[str, str | None]) -> Iterator[None]:
 
 async def _await_outcome(bus: Bus, goal_id: str, tenant: str, timeout: float) -> list[Event[Any]]:
     """The sandbox goal's events, once it completed or failed (or when ``timeout`` passed)."""
-    sub = await bus.js.subscribe(f"agentos.{tenant}.>", stream=EVENTS_STREAM, ordered_consumer=True,
-                                 deliver_policy=api.DeliverPolicy.ALL)
-    events: list[Event[Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            try:
-                event = await bus.decode(msg.data, msg.headers)
-            except codec.DecodeError:
-                continue
-            if event.correlationid == goal_id:
-                events.append(event)
-                if isinstance(event.data, GoalCompleted | GoalFailed):
-                    break
-    finally:
-        await sub.unsubscribe()
-    return events
+    return [e async for e in follow(bus, goal_id, subjects=f"agentos.{tenant}.>", timeout=timeout,
+                                    from_start=True)]
 
 
 async def run_in_sandbox(submitted: Event[GoalSubmitted], sandbox_tenant: str, scenario_file: Path,

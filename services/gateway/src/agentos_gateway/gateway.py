@@ -34,7 +34,7 @@ from agentos_gateway.dlq import DeadLetters
 from agentos_gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from agentos_gateway.idempotency import Idempotency, check_key
 from agentos_gateway.mapping import SHIPPED_DIR, Mapping, load_mappings
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import Problem, bus_unavailable
 from agentos_gateway.settings import GatewaySettings
 from agentos_gateway.webhooks import ReplayGuard, Verifier
 
@@ -213,13 +213,7 @@ class Gateway:
             async with asyncio.timeout(self.bus.settings.publish_timeout_s):  # no task per request
                 acks = await self._publish(events)
         except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:
-            raise Problem(
-                503,
-                "bus_unavailable",
-                f"the event log did not acknowledge: {exc!r}; retry",
-                headers={"Retry-After": "1"},
-                dlq=False,
-            ) from None
+            raise bus_unavailable(exc) from None
         results = []
         for event, ack in zip(events, acks, strict=True):
             if isinstance(event.data, GoalSubmitted) and not ack.duplicate:

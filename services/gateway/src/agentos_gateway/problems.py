@@ -83,3 +83,9 @@ class Problem(Exception):
 def auth_problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Problem:
     """An authentication, authorisation or rate-limit problem (never dead-lettered)."""
     return Problem(status, code, detail, headers=headers, dlq=False)
+
+
+def bus_unavailable(exc: BaseException) -> Problem:
+    """503 when the event log did not acknowledge a publish (the client should retry)."""
+    return Problem(503, "bus_unavailable", f"the event log did not acknowledge: {exc!r}; retry",
+                   headers={"Retry-After": "1"}, dlq=False)

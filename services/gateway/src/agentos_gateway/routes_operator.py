@@ -45,7 +45,7 @@ from starlette.responses import Response
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import Problem, bus_unavailable
 
 M = TypeVar("M", bound=BaseModel)
 POLICY_TIMEOUT_S = 5.0
@@ -455,13 +455,7 @@ async def _publish(gw: Gateway, event: Event[Any]) -> Any:
     try:
         return await asyncio.wait_for(gw.bus.publish(event), timeout=gw.bus.settings.publish_timeout_s)
     except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:
-        raise Problem(
-            503,
-            "bus_unavailable",
-            f"the event log did not acknowledge: {exc!r}; retry",
-            headers={"Retry-After": "1"},
-            dlq=False,
-        ) from None
+        raise bus_unavailable(exc) from None
 
 
 # -- kill switches ---------------------------------------------------------------------------------
