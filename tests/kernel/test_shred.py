@@ -203,3 +203,48 @@ async def test_concurrent_requests_for_the_same_keys_never_unready_each_other(bu
 
     bodies = await asyncio.gather(*(request(e) for e in events))
     assert all(b"agentos-enc:v1:" in b and b"text " not in b for b in bodies)
+
+
+async def test_a_burst_for_new_subjects_makes_one_lookup_per_subject(bus: Bus, tenant: str) -> None:
+    """Concurrent readies of one new data subject share one KV read and one create (single
+    flight), instead of every request of a burst asking the key store on its own."""
+    keys = shred.SubjectKeys(bus.js)
+    reads: list[str] = []
+    real_read = keys._read
+
+    async def counted(name: str) -> Any:
+        reads.append(name)
+        return await real_read(name)
+
+    keys._read = counted  # type: ignore[method-assign]
+    try:
+        names = [shred.key_name(tenant, unique("cust")) for _ in range(3)]
+        got = await asyncio.gather(*(keys.for_sealing(names[i % 3]) for i in range(300)))
+        for i, key in enumerate(got):
+            assert key is got[i % 3]  # every caller of a name got the very same key
+        assert sorted(reads) == sorted(names * 2)  # per name: the miss, then the read-back of its create
+        assert not keys._flights
+        reads.clear()
+        await asyncio.gather(*(keys.for_sealing(n) for n in names))
+        assert reads == []  # cached now
+    finally:
+        await keys.close()
+
+
+def test_nonces_are_never_handed_out_twice() -> None:
+    """Nonces come from the OS in blocks: across block refills, and in a forked child (which
+    drops the parent's block), no nonce repeats."""
+    import os
+
+    pool = shred._Nonces()
+    taken = [pool.take() for _ in range(3 * 340 + 7)]  # three refills and a bit
+    assert all(len(n) == 12 for n in taken) and len(set(taken)) == len(taken)
+    pool.take()  # a block is in use here …
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # … and the child must not continue it
+        os.write(write, pool.take())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 12)
+    assert child != pool.take() and child not in taken

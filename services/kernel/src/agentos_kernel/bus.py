@@ -21,19 +21,19 @@ from typing import Any, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
+from agentos_schemas import Event, EventData, codec, event_subject
+from agentos_schemas import subjects as s
+from agentos_schemas.envelope import WireEvent
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
-
 from pydantic import BaseModel
 
 from agentos_kernel import shred, tracing
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
 from agentos_kernel.redact import redactor
+from agentos_kernel.replies import PubAck, Replies, pub_ack
 from agentos_kernel.settings import KernelSettings
-from agentos_schemas import Event, EventData, codec, event_subject
-from agentos_schemas import subjects as s
-from agentos_schemas.envelope import WireEvent
 
 log = logging.getLogger("agentos.bus")
 M = TypeVar("M", bound=BaseModel)
@@ -97,6 +97,8 @@ class Bus:
         self._payloads: Any = None
         self._payload_cache: OrderedDict[str, bytes] = OrderedDict()
         self._shredder: shred.Shredder | None = None
+        self.replies = Replies(nc, timeout_s=2.0)
+        """Pipelined publishes and KV reads on this connection (:mod:`agentos_kernel.replies`)."""
 
     @classmethod
     async def connect(cls, settings: KernelSettings, *, source: str) -> Bus:
@@ -110,6 +112,7 @@ class Bus:
         return cls(nc, settings, source, denied)
 
     async def close(self) -> None:
+        await self.replies.close()
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
@@ -214,18 +217,20 @@ class Bus:
                 codec.headers_for(event))
 
     # -- publishing -----------------------------------------------------------------------------
-    async def publish(self, event: Event[Any]) -> api.PubAck:
+    async def publish(self, event: Event[Any]) -> PubAck:
         """Publish and wait for the stream's ack, retrying through reconnects with the same id."""
         subject, body, headers = await self._prepare(event)
         return await self.publish_raw(subject, body, headers)
 
-    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> api.PubAck:
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        """Publish prepared bytes and wait for the ack (2 s per attempt), retrying transient
+        failures with backoff and the same ``Nats-Msg-Id`` until ``publish_timeout_s``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
         delay = 0.05
         while True:
             try:
-                return await self.js.publish(subject, body, headers=headers, timeout=2.0)
+                return pub_ack(await (await self.replies.publish(subject, body, headers)))
             except _TRANSIENT as exc:
                 if subject.lower() in self.denied:  # nats-py reports the subject lower-cased
                     raise PermissionDenied(f"NATS refused publishing to {subject!r} for this service's user"
@@ -236,30 +241,42 @@ class Bus:
                 delay = min(delay * 2, 1.0)
 
     async def publish_many(self, events: Iterable[Event[Any]], *, timeout: float = 10.0) -> int:
-        """Publish with many acks in flight (bounded by the JetStream context); returns how many.
+        """Publish with many acks in flight; returns how many.
 
         Any publish whose ack does not arrive is retried one by one with the same id, so a
-        message is never stored twice.
+        message is never stored twice. Stored in the given order when all go through at once;
+        a retried one lands after the others, so publish together only events that do not
+        depend on each other's order (publish a cause, await it, then its effects).
         """
+        events = list(events)
+        await self.shredder.ready_all(events)  # the data subjects' keys, fetched together
         prepared = []
         for event in events:
-            plan = shred.plan_for(event.type)
-            if plan is not None:
-                await self.shredder.ready(event, plan)
             item = self._prepare_inline(event)
             prepared.append(item if item[0] is not None else await self._prepare(event))
         return await self.publish_raw_many(prepared, timeout=timeout)  # type: ignore[arg-type]
 
     async def publish_raw_many(self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *,
                                timeout: float = 10.0) -> int:
-        futures = [await self.js.publish_async(sub, body, headers=hdrs) for sub, body, hdrs in prepared]
-        if futures:
-            await asyncio.wait(futures, timeout=timeout)
+        futures: list[asyncio.Future[Any] | None] = []
+        for sub, body, hdrs in prepared:
+            try:
+                futures.append(await self.replies.publish(sub, body, hdrs))
+            except (nats.errors.Error, OSError):
+                futures.append(None)  # reconnecting: the one-by-one publish below
+        waiting = [f for f in futures if f is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
         for item, future in zip(prepared, futures, strict=True):
-            if not future.done():
+            if future is not None and not future.done():
                 future.cancel()
-            if future.cancelled() or future.exception() is not None:
+            if future is None or future.cancelled() or future.exception() is not None:
                 await self.publish_raw(*item)
+                continue
+            try:
+                pub_ack(future.result())
+            except (nats.errors.Error, nats.js.errors.Error):
+                await self.publish_raw(*item)  # refused (e.g. no stream yet): as one publish does
         return len(prepared)
 
     # -- claim checks ---------------------------------------------------------------------------

@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
+from agentos_schemas import Event, codec, dlq_subject
+from agentos_schemas import subjects as s
 from nats.aio.msg import Msg
 from nats.js import api
 
 from agentos_kernel import control, tracing
 from agentos_kernel.exceptions import Reject
 from agentos_kernel.redact import redact
-from agentos_schemas import Event, codec, dlq_subject
-from agentos_schemas import subjects as s
 
 if TYPE_CHECKING:
     from agentos_kernel.bus import Bus
@@ -56,7 +56,7 @@ class Consumer:
         ack_wait: seconds before an unacknowledged message is redelivered; long handlers
             are kept alive with in-progress acks.
         honour_halts: hold (in progress, not redelivered, not counted as an attempt) each message
-            whose work a kill switch covers until it is lifted, and stop fetching while a switch
+            whose work a kill switch covers until it is lifted, and stop pulling while a switch
             covers everything this consumer receives (``halt.all``, or ``halt.tenant.<t>`` when
             every filter names tenant ``t``). Off for consumers that must keep folding facts.
     """
@@ -92,12 +92,16 @@ class Consumer:
         tenants = {f.split(".")[1] if f.count(".") >= 2 else "*" for f in self.filter_subjects}
         only = tenants.pop() if len(tenants) == 1 else "*"
         self.scope = control.Work(tenant=None if only in ("*", ">") else only)
-        self._slots = asyncio.Semaphore(concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._psub: Any = None
-        self._backlog = True
+        self._sub: Any = None
+        self._next = ""
+        self._outstanding = 0
+        """Messages the open pull request may still deliver (0: none open)."""
+        self._heard = 0.0
+        self._paused_until = 0.0
+        self._wake = asyncio.Event()
 
     async def start(self) -> Consumer:
         config = api.ConsumerConfig(
@@ -116,60 +120,101 @@ class Consumer:
             # Exists with another config (e.g. new filters after an upgrade): update in place.
             config.deliver_policy = None
             await js.add_consumer(s.EVENTS_STREAM, config)
-        self._psub = await js.pull_subscribe_bind(self.durable, s.EVENTS_STREAM)
+        prefix = getattr(js, "_prefix", api.DEFAULT_PREFIX)  # nats-py keeps the API prefix private
+        self._next = f"{prefix}.CONSUMER.MSG.NEXT.{s.EVENTS_STREAM}.{self.durable}"
+        self._sub = await self.bus.nc.subscribe(self.bus.nc.new_inbox(), cb=self._on_msg,
+                                                pending_msgs_limit=0, pending_bytes_limit=0)
         self._loop_task = asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
         return self
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop fetching, let in-flight handlers finish, hand back what could not finish."""
+        """Stop pulling, let in-flight handlers finish, hand back what could not finish."""
         self._stopping.set()
+        self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()  # what the open pull still brings is redelivered later
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._psub.unsubscribe()
-        with contextlib.suppress(Exception):
             await self.bus.nc.flush(timeout=5)  # acks and naks are sent before we return
 
+    # -- pulling ----------------------------------------------------------------------------------
+    # One pull request is open at a time, for as many messages as there are free handler slots
+    # (in flight + still to come <= concurrency). Messages land on a core subscription whose
+    # callback starts their handler at once: no fetch call, task or timer per message. A pull
+    # ends when it delivered its count or expired (status 408); a new one goes out when a slot is
+    # free. The server answers a pull for n at once with what it has, so a backlog comes in
+    # batches and a lone event is not held back. A pull lost with its connection (no message or
+    # status for a while) is replaced.
+    PULL_EXPIRES_S = 5.0
+
+    def _halted(self) -> bool:
+        return self.honour_halts and control.state().covering(self.scope) is not None
+
+    async def _pull(self) -> None:
+        free = self.concurrency - len(self._inflight)
+        if self._outstanding > 0 or free <= 0 or self._sub is None or self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._paused_until or self._halted():
+            return
+        self._outstanding = free
+        self._heard = now
+        body = b'{"batch":%d,"expires":%d}' % (free, int(self.PULL_EXPIRES_S * 1e9))
+        try:
+            await self.bus.nc.publish(self._next, body, reply=self._sub.subject)
+        except Exception as exc:  # reconnecting, server restarting: the loop tries again
+            self._outstanding = 0
+            log.debug("%s: pull request failed: %r", self.durable, exc)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._heard = asyncio.get_running_loop().time()
+        if not msg.reply:  # a status: the pull ended (404/408), or was refused (409 …)
+            status = (msg.headers or {}).get("Status", "")
+            if status == "100":  # an idle heartbeat
+                return
+            self._outstanding = 0
+            if status not in ("404", "408"):  # e.g. the consumer was deleted: try again in a second
+                log.warning("%s: pull ended with %s %s", self.durable, status,
+                            (msg.headers or {}).get("Description", ""))
+                self._paused_until = self._heard + 1.0
+                return
+            await self._pull()
+            return
+        self._outstanding = max(0, self._outstanding - 1)
+        if self._outstanding == 0:
+            self._wake.set()  # the pull is used up: the loop opens the next one
+        if self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                await msg.nak()  # not ours to start any more: redelivered at once
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            if self.honour_halts and control.state().covering(self.scope) is not None:
-                await control.state().wait_change(timeout=0.5)  # paused: fetch nothing new
+            if self._halted():
+                await control.state().wait_change(timeout=0.5)  # paused: pull nothing new
                 continue
-            await self._slots.acquire()
-            free = 1
-            while free < self.concurrency and not self._slots.locked():
-                await self._slots.acquire()
-                free += 1
-            # A pull for n > 1 that has to wait for messages only returns once n arrived or it
-            # expired, which would hold a lone message for up to the fetch timeout. So when the
-            # stream was drained last time, wait for one message only; a backlog is then taken
-            # in batches, which the server answers at once with what it has (and a batch that finds
-            # the stream empty gives up quickly).
-            batch = free if self._backlog else 1
-            msgs: list[Msg] = []
-            try:
-                msgs = await self._psub.fetch(batch, timeout=0.5 if batch == 1 else 0.05)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                pass
-            except Exception as exc:  # reconnecting, server restarting: keep going
-                log.debug("%s: fetch failed: %r", self.durable, exc)
-                await asyncio.sleep(0.2)
-            self._backlog = len(msgs) == batch
-            for _ in range(free - len(msgs)):
-                self._slots.release()
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
+            if self._outstanding > 0 and loop.time() - self._heard > self.PULL_EXPIRES_S + 2.0:
+                self._outstanding = 0  # the pull was lost (a reconnect): ask again
+            await self._pull()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._slots.release()
+        if self._outstanding == 0:
+            self._wake.set()  # a slot is free and no pull is open: the loop sends one
 
     async def _handle(self, msg: Msg) -> None:
         headers = msg.headers or {}

@@ -18,10 +18,20 @@ CREATE TABLE IF NOT EXISTS {schema}.processed_events (
 )"""
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Pooled connections carry no session state here: services use transaction-scoped settings
+    and locks (``SET LOCAL``, ``pg_advisory_xact_lock``), and the two that take a session lock or
+    a ``SET`` (the audit's writer lock, its synthetic loader) undo it before giving the connection
+    back. asyncpg still rolls back an open transaction before this runs. So the reset query
+    asyncpg sends on every release (unlock all, close cursors, unlisten, reset all: one more round
+    trip per use of the pool) is skipped."""
+
+
 async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     if not url:
         raise ConfigError("AGENTOS_DATABASE_URL is not set (run `agentos up`, or point it at Postgres)")
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10)
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10,
+                                     reset=_no_session_reset)
     assert pool is not None
     return pool
 

@@ -7,7 +7,8 @@ model the project ships (``AGENTOS_OFFLINE_MODEL_URL``). Each attempt is one
 ``litellm.acompletion`` with that alias's parameters; the chain below walks the fallbacks itself
 (litellm's Router is not used: its retries, cooldowns and usage tracking cost CPU on every call
 and would hide attempts from the record) so that each attempt is recorded with the task that
-made it.
+made it. The cost recorded is the registry's price when it gives one (entered into litellm's cost
+map once, so litellm's own per-response pricing is a lookup, not a search), else litellm's.
 
 Every call is governed: the messages are redacted (personal data and secrets become ``[EMAIL]``,
 ``[SECRET]`` …) before they leave the process, and the kill switches are obeyed — a call whose
@@ -138,9 +139,10 @@ class LLM:
             if spec.api_base:
                 params["api_base"] = spec.api_base
             params["api_key"] = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "offline"
-            # Prices given in the registry are applied here (see ``_cost``), not handed to litellm:
-            # per-deployment prices make litellm re-register the model on every call.
+            # Prices given in the registry are applied here (see ``_cost``), not handed to litellm per
+            # call: per-call prices make litellm re-register the model on every call.
             self.params[spec.alias] = params
+        _register_prices(litellm, registry)
 
     def _guard(self, spec: ModelSpec) -> None:
         if os.environ.get("AGENTOS_ALLOW_LLM_CALLS") == "0" and not _is_loopback(spec.api_base):
@@ -207,6 +209,39 @@ class LLM:
                 latency_ms=(time.perf_counter() - started) * 1000))
             return response, calls
         raise ModelCallFailed(f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls)
+
+
+def _register_prices(litellm: Any, registry: ModelRegistry) -> None:
+    """Enter the registry's prices into litellm's cost map once, under the key litellm prices a call
+    by (``provider/model``), as litellm itself does for a call that carries its own prices.
+
+    litellm prices every response it returns (``response_cost`` in its hidden params, and again for
+    its logging payload), whatever the caller does with the figure. For a model its cost map lacks
+    (a self-hosted or the offline model) every such lookup misses and walks the fallback
+    generalization rules, on each call; registered, it is a dictionary hit, and litellm's figure is
+    the registry's. What AgentOS records does not change: it computes the cost from the registry
+    itself (``_cost``). A model the registry does not price is left to litellm's own cost map, and
+    so is any model that two aliases price differently, or that one prices and another does not.
+    """
+    prices: dict[str, set[tuple[float, float] | None]] = {}
+    for spec in registry.models:
+        try:
+            name, provider, _, _ = litellm.get_llm_provider(model=spec.model, api_base=spec.api_base)
+        except Exception:  # litellm cannot route it: its first call fails, as it did before
+            continue
+        price = (None if spec.input_cost_per_token is None
+                 else (spec.input_cost_per_token, spec.output_cost_per_token or 0.0))
+        prices.setdefault(f"{provider}/{name}", set()).add(price)
+    for key, found in prices.items():
+        price = found.pop() if len(found) == 1 else None
+        if price is None:
+            continue
+        entry = {"litellm_provider": key.split("/", 1)[0], "input_cost_per_token": price[0],
+                 "output_cost_per_token": price[1]}
+        try:
+            litellm.register_model({key: entry})
+        except Exception as exc:  # a cheaper lookup, never a reason not to start
+            logging.getLogger("agentos.llm").debug("litellm.register_model(%s): %s", key, exc)
 
 
 def _cost(spec: ModelSpec, response: Any, tokens_in: int, tokens_out: int) -> float:

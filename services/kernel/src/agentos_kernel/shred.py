@@ -32,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +82,7 @@ def plan_for(type_: str) -> PersonalPlan | None:
     return _plans.get(type_)
 
 
+@functools.lru_cache(maxsize=65536)
 def key_name(tenant: str, subject: str) -> str:
     """The key-store name of a data subject: 32 hex digits, naming nobody."""
     return hashlib.sha256(f"{tenant}\x00{subject}".encode()).hexdigest()[:32]
@@ -96,8 +99,37 @@ def _aad(name: str, revision: int, type_: str, field: str) -> bytes:
     return f"{name}.{revision}|{type_}|{field}".encode()
 
 
+class _Nonces:
+    """Random 96-bit AES-GCM nonces drawn from the OS in blocks (one ``getrandom`` per 340
+    nonces, not one each); the block is dropped in a forked child, so no two processes ever
+    hand out the same bytes."""
+
+    BLOCK = 340 * _NONCE
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+        self._lock = threading.Lock()  # two threads never get the same slice
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._block, self._at = b"", 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._at >= len(self._block):
+                self._block, self._at = os.urandom(self.BLOCK), 0
+            at = self._at
+            self._at = at + _NONCE
+            return self._block[at:at + _NONCE]
+
+
+_nonces = _Nonces()
+
+
 def seal_value(value: str, name: str, revision: int, aead: AESGCM, type_: str, field: str) -> str:
-    nonce = os.urandom(_NONCE)
+    nonce = _nonces.take()
     sealed = aead.encrypt(nonce, value.encode(), _aad(name, revision, type_, field))
     return token(name, revision, base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode())
 
@@ -136,6 +168,7 @@ class SubjectKeys:
         self._kv: KeyValue | None = None
         self._cache: dict[str, tuple[int, AESGCM] | None] = {}
         """name -> (revision, cipher); None: erased (a purge marker was seen)."""
+        self._flights: dict[str, asyncio.Future[tuple[int, AESGCM]]] = {}
         self._watch: Any = None
         self._lock = asyncio.Lock()
 
@@ -209,7 +242,21 @@ class SubjectKeys:
         return await self._read(name)
 
     async def for_sealing(self, name: str) -> tuple[int, AESGCM]:
-        """The live key of a name, created if there is none (a first event, or after an erasure)."""
+        """The live key of a name, created if there is none (a first event, or after an erasure).
+
+        Concurrent callers for the same name share one lookup (a burst of events from a new
+        data subject makes one KV read and at most one create, not one each)."""
+        key = self._cache.get(name)
+        if key is not None:
+            return key
+        flight = self._flights.get(name)
+        if flight is None:
+            flight = asyncio.ensure_future(self._live_or_created(name))
+            self._flights[name] = flight
+            flight.add_done_callback(lambda _, name=name: self._flights.pop(name, None))
+        return await asyncio.shield(flight)  # one caller cancelled does not cancel the others
+
+    async def _live_or_created(self, name: str) -> tuple[int, AESGCM]:
         key = await self.current(name)
         for _ in range(5):
             if key is not None:
@@ -264,13 +311,29 @@ class Shredder:
     def __init__(self, keys: SubjectKeys) -> None:
         self.keys = keys
 
-    async def ready(self, event: Event[Any], plan: PersonalPlan) -> None:
-        """Make sure the event's data subject has a key in this process (created if needed) —
-        only when there is something to seal, so empty personal fields cost no key."""
+    def missing(self, event: Event[Any], plan: PersonalPlan) -> str | None:
+        """The key name to fetch (or create) before this event can be sealed; None when its
+        key is already in this process or it has nothing to seal (empty personal fields cost no key)."""
         if not any(isinstance(value := getattr(event.data, f, None), str) and value and not is_token(value)
                    for f in plan.fields):
-            return
-        await self.keys.for_sealing(key_name(event.tenant, subject_of(event, plan)))
+            return None
+        name = key_name(event.tenant, subject_of(event, plan))
+        return None if self.keys._cache.get(name) is not None else name
+
+    async def ready(self, event: Event[Any], plan: PersonalPlan) -> None:
+        """Make sure the event's data subject has a key in this process (created if needed)."""
+        name = self.missing(event, plan)
+        if name is not None:
+            await self.keys.for_sealing(name)
+
+    async def ready_all(self, events: list[Event[Any]]) -> None:
+        """:meth:`ready` for many events: each missing key fetched once, all of them together."""
+        names = {name for e in events
+                 if (plan := plan_for(e.type)) is not None and (name := self.missing(e, plan)) is not None}
+        if len(names) == 1:
+            await self.keys.for_sealing(names.pop())
+        elif names:
+            await asyncio.gather(*(self.keys.for_sealing(n) for n in names))
 
     def seal(self, event: Event[Any], raw: bytes, plan: PersonalPlan) -> bytes:
         """The payload bytes with every non-empty personal field encrypted (after redaction)."""
