@@ -18,6 +18,25 @@ from agentos_kernel.service import ServiceContext, start_service, stop_service
 from pydantic import SecretStr
 
 
+async def read_body(receive: Any) -> tuple[bytes, Any]:
+    """An ASGI request's whole body, and a ``receive`` that hands it to the app again (for test
+    proxies in front of the offline model that look at what is asked of it)."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # type: ignore[no-any-return]
+
+    return body, replay
+
 class Recorder:
     """ASGI middleware in front of the offline model: keeps every chat request it was sent, with
     when it arrived and when its answer was sent."""
@@ -36,22 +55,9 @@ class Recorder:
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body, replay = await read_body(receive)
         record: dict[str, Any] = {"body": json.loads(body or b"{}"), "start": time.time(), "end": None}
         self.requests.append(record)
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # type: ignore[no-any-return]
-
         try:
             await self.app(scope, replay, send)
         finally:

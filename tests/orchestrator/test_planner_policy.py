@@ -29,6 +29,8 @@ from agentos_schemas.events import AgentAnnounced, GoalFailed, GoalPlanned, Goal
 from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
 from agentos_schemas.subjects import parse_type
 
+from tests.governance.conftest import read_body
+
 PLAN = {"steps": [{"step_id": "echo", "capability": "echo", "instruction": "Repeat the goal back."}]}
 SCENARIO = {"models": ["offline-fast", "offline-smart"], "rules": [
     {"name": "planner", "match": {"agent": "planner"}, "respond": {"json": PLAN}}]}
@@ -45,21 +47,8 @@ class Recorder:
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body, replay = await read_body(receive)
         self.bodies.append(body.decode())
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # type: ignore[no-any-return]
-
         await self.app(scope, replay, send)
 
     def saw(self, text: str) -> bool:

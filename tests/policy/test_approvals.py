@@ -142,6 +142,26 @@ async def test_takeover_answers_the_task_and_cancels_its_approvals(bus: Bus, set
     await eventually(cancelled, timeout=10, every=0.2)
 
 
+async def test_an_agents_answer_in_a_humans_goal_is_not_a_takeover(bus: Bus, policy_service: ServiceContext,
+                                                                   tenant: str) -> None:
+    """Events of a goal a human submitted carry ``user:<name>`` as principal, the agent's answer too: it
+    neither rejects the task's pending approvals nor skips the low-confidence escalation."""
+    goal, task = unique("g"), unique("task")
+    waiting = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
+                        goal_id=goal, task_id=task, call_id="c7")
+    assert waiting.decision == "require_approval"
+    done = TaskCompleted(task_id=task, goal_id=goal, step_id="s1", agent="finance",
+                         output={"answer": "not sure", "confidence": 0.1})
+    await bus.publish(bus.new(done, tenant=tenant, correlationid=goal, principal="user:oscar"))
+
+    async def escalated() -> bool:
+        return any(e.goal_id == goal for e in await logged(bus, tenant, GoalEscalated))
+    await eventually(escalated, timeout=10, every=0.2)  # the completion was handled, as an agent's answer
+    again = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
+                      goal_id=goal, task_id=task, call_id="c7")
+    assert again.decision == "require_approval" and again.approval_id == waiting.approval_id
+
+
 def test_the_orchestrator_accepts_a_human_answer(bus: Bus) -> None:
     """The orchestrator's fold takes a takeover's task.completed (agent ``user:…``) as the step's output."""
     from agentos_orchestrator.decide import decide

@@ -12,6 +12,7 @@ import asyncpg
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
 from agentos_kernel.testing import eventually, unique
+from agentos_policy import ledger
 from agentos_schemas.events import ModelCall
 from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
 from agentos_schemas.rpc import PolicyRequest
@@ -111,3 +112,39 @@ async def test_agentos_budget_shows_spend_against_caps(bus: Bus, settings: Kerne
     assert lines[("tenant", "day")]["reserved_usd"] == 0.004 and lines[("tenant", "day")]["cap_usd"] == CAP
     table = await cli(settings, "budget", "--tenant", tenant)
     assert tenant in table.output and "0.0040" in table.output and "test-1" in table.output
+
+
+async def test_a_reservation_never_settled_is_charged_at_its_estimate(bus: Bus, pool: asyncpg.Pool,
+                                                                      policy_service: ServiceContext) -> None:
+    tenant = unique("bud")
+    allowed = await ask(bus, tenant, "spender", "model_call", "fast", estimated_cost_usd=0.003,
+                        estimated_tokens=500)
+    assert allowed.decision == "allow" and allowed.reservation_id is not None
+    await asyncio.sleep(0.05)
+    while await ledger.expire_reservations(pool, 0.01):  # every open one older than 10 ms, this one included
+        pass
+    row = await tenant_counter(pool, tenant)
+    assert float(row["reserved_usd"]) == 0 and float(row["used_usd"]) == 0.003
+    status = await pool.fetchrow("SELECT status, cost_usd, tokens FROM policy.budget_reservations WHERE id = $1",
+                                 allowed.reservation_id)
+    assert status["status"] == "expired" and float(status["cost_usd"]) == 0.003 and status["tokens"] == 500
+    assert await ledger.settle(pool, unique("e"), allowed.reservation_id, 0.001, 100) is None  # too late
+    assert float((await tenant_counter(pool, tenant))["used_usd"]) == 0.003
+
+
+async def test_a_settlement_redelivered_after_its_commit_still_gets_its_event(
+        bus: Bus, pool: asyncpg.Pool, policy_service: ServiceContext) -> None:
+    """The ledger committed but ``budget.settled`` was never published (the service died between):
+    the redelivered request finds its own settlement and publishes the event (same derived id)."""
+    tenant = unique("bud")
+    allowed = await ask(bus, tenant, "spender", "model_call", "fast", estimated_cost_usd=0.003,
+                        estimated_tokens=500)
+    assert allowed.reservation_id is not None
+    event_id = unique("e")
+    first = await ledger.settle(pool, event_id, allowed.reservation_id, 0.001, 100)
+    assert first is not None and first.estimated_usd == 0.003
+    assert await ledger.settle(pool, event_id, allowed.reservation_id, 0.001, 100) is None  # once only
+    again = await ledger.settled_by(pool, event_id, allowed.reservation_id)
+    assert again == first
+    assert await ledger.settled_by(pool, unique("e"), allowed.reservation_id) is None  # not that request's
+    assert float((await tenant_counter(pool, tenant))["used_usd"]) == 0.001

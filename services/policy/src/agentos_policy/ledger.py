@@ -6,6 +6,8 @@ against every cap that applies, in one transaction that locks those counters in 
 concurrent calls racing for the last of a budget can never reserve more than the cap. After the
 call the specialist reports the real cost and the reservation is **settled** (estimate out, real
 cost in). Only a call that costs more than its estimate can go over, by at most that difference.
+Each of the two is one statement, a PL/pgSQL function the schema's migrations create
+(``policy.reserve``, ``policy.settle``), so each costs one round trip to Postgres.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from decimal import Decimal
 
 import asyncpg
 
-from agentos_kernel.db import first_time
 from agentos_policy.model import Policy, matches
 from agentos_schemas.rpc import BudgetLine
 
@@ -90,97 +91,71 @@ def _dec(value: float | None) -> Decimal | None:
 
 async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_id: str, usd: float,
                   tokens: int, meta: dict[str, str]) -> Refused | None:
-    """Hold ``usd`` and ``tokens`` against every cap, or refuse naming the cap that would be passed."""
-    amount, keys = Decimal(str(usd)), [list(c.key) for c in caps]
-    async with pool.acquire() as conn, conn.transaction():
-        await _ensure_counters(conn, tenant, caps)
-        rows = await conn.fetch(
-            f"SELECT scope, name, period, period_key, used_usd + reserved_usd AS usd, "
-            f"used_tokens + reserved_tokens AS tokens FROM {S}.budget_counters "
-            "WHERE tenant = $1 AND (scope, name, period, period_key) IN "
-            "(SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])) "
-            "ORDER BY scope, name, period, period_key FOR UPDATE",
-            tenant, *_columns(caps))
-        have = {(r["scope"], r["name"], r["period"], r["period_key"]): r for r in rows}
-        for cap in caps:
-            row = have[cap.key]
-            if cap.usd is not None and row["usd"] + amount > _dec(cap.usd):
-                return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has ${float(row['usd']):.4f} of "
-                               f"${cap.usd:.4f} per {cap.key[2]} used or reserved; this call needs ${usd:.4f}")
-            if cap.tokens is not None and row["tokens"] + tokens > cap.tokens:
-                return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {row['tokens']} of {cap.tokens} "
-                               f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}")
-        await conn.execute(
-            f"UPDATE {S}.budget_counters c SET reserved_usd = reserved_usd + $6, "
-            "reserved_tokens = reserved_tokens + $7, cap_usd = u.cu, cap_tokens = u.ct, updated_at = now() "
-            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $8::numeric[], $9::bigint[]) "
-            "AS u(s, n, p, k, cu, ct) "
-            "WHERE c.tenant = $1 AND (c.scope, c.name, c.period, c.period_key) = (u.s, u.n, u.p, u.k)",
-            tenant, *_columns(caps), amount, tokens, [_dec(c.usd) for c in caps], [c.tokens for c in caps])
-        await conn.execute(
-            f"INSERT INTO {S}.budget_reservations (id, tenant, agent, team, goal_id, task_id, model, counters, "
-            "est_usd, est_tokens, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'reserved')",
-            reservation_id, tenant, meta.get("agent", ""), meta.get("team", ""), meta.get("goal_id", ""),
-            meta.get("task_id", ""), meta.get("model", ""), json.dumps(keys), amount, tokens)
-    return None
+    """Hold ``usd`` and ``tokens`` against every cap, or refuse naming the cap that would be passed.
+
+    One statement (``policy.reserve``, created by the schema's migrations), so one round trip: it
+    creates the counters that do not exist yet, locks all of them in a fixed order, checks each cap
+    in ``caps`` order and, if none would be passed, adds the estimate and records the reservation.
+    """
+    amount = Decimal(str(usd))
+    row = await pool.fetchrow(
+        f"SELECT * FROM {S}.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        tenant, *_columns(caps), [_dec(c.usd) for c in caps], [c.tokens for c in caps], amount, tokens,
+        reservation_id, meta.get("agent", ""), meta.get("team", ""), meta.get("goal_id", ""),
+        meta.get("task_id", ""), meta.get("model", ""), json.dumps([list(c.key) for c in caps]))
+    if row is None:
+        return None
+    cap = caps[row["refused_at"] - 1]
+    if row["refused_on"] == "usd":
+        return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has ${float(row['have_usd']):.4f} of "
+                       f"${cap.usd:.4f} per {cap.key[2]} used or reserved; this call needs ${usd:.4f}")
+    return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {row['have_tokens']} of {cap.tokens} "
+                   f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}")
 
 
 def _columns(caps: list[Cap]) -> list[list[str]]:
     return [[c.key[i] for c in caps] for i in range(4)]
 
 
-async def _ensure_counters(conn: asyncpg.Connection, tenant: str, caps: list[Cap]) -> None:
-    await conn.execute(
-        f"INSERT INTO {S}.budget_counters (tenant, scope, name, period, period_key) "
-        "SELECT $1, s, n, p, k FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(s, n, p, k) "
-        "ORDER BY s, n, p, k ON CONFLICT DO NOTHING", tenant, *_columns(caps))
-
-
 async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float,
                  tokens: int) -> Settlement | None:
-    """Replace a reservation's estimate with the real cost, once (None if unknown or already settled)."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await first_time(conn, S, SETTLE_CONSUMER, event_id):
-            return None
-        row = await conn.fetchrow(
-            f"SELECT * FROM {S}.budget_reservations WHERE id = $1 AND status = 'reserved' FOR UPDATE",
-            reservation_id)
-        if row is None:
-            return None
-        await _release(conn, row, Decimal(str(usd)), tokens, "settled")
-    return Settlement(reservation_id, float(row["est_usd"]), int(row["est_tokens"]), row["agent"],
-                      row["goal_id"])
+    """Replace a reservation's estimate with the real cost, once (None if unknown or already settled).
+
+    One statement (``policy.settle``): it records ``event_id`` as processed by ``policy-settle`` (the
+    kernel's ``processed_events``, as :func:`agentos_kernel.db.first_time` would), locks the
+    reservation and then its counters in the fixed order, moves the estimate out and the cost in.
+    """
+    row = await pool.fetchrow(f"SELECT * FROM {S}.settle($1, $2, $3, $4, $5)", SETTLE_CONSUMER, event_id,
+                              reservation_id, Decimal(str(usd)), tokens)
+    if row is None:
+        return None
+    return Settlement(reservation_id, float(row["r_est_usd"]), int(row["r_est_tokens"]), row["r_agent"],
+                      row["r_goal_id"])
 
 
-async def _release(conn: asyncpg.Connection, row: asyncpg.Record, usd: Decimal, tokens: int,
-                   status: str) -> None:
-    keys = json.loads(row["counters"])
-    cols = [[k[i] for k in keys] for i in range(4)]
-    await conn.fetch(
-        f"SELECT 1 FROM {S}.budget_counters WHERE tenant = $1 AND (scope, name, period, period_key) IN "
-        "(SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])) "
-        "ORDER BY scope, name, period, period_key FOR UPDATE", row["tenant"], *cols)
-    await conn.execute(
-        f"UPDATE {S}.budget_counters c SET reserved_usd = greatest(reserved_usd - $6, 0), "
-        "reserved_tokens = greatest(reserved_tokens - $7, 0), used_usd = used_usd + $8, "
-        "used_tokens = used_tokens + $9, updated_at = now() "
-        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(s, n, p, k) "
-        "WHERE c.tenant = $1 AND (c.scope, c.name, c.period, c.period_key) = (u.s, u.n, u.p, u.k)",
-        row["tenant"], *cols, row["est_usd"], row["est_tokens"], usd, tokens)
-    await conn.execute(
-        f"UPDATE {S}.budget_reservations SET status = $2, cost_usd = $3, tokens = $4, settled_at = now() "
-        "WHERE id = $1", row["id"], status, usd, tokens)
+async def settled_by(pool: asyncpg.Pool, event_id: str, reservation_id: str) -> Settlement | None:
+    """The settlement ``event_id`` already made (its request redelivered after the ledger committed,
+    e.g. the service died before publishing ``budget.settled``); None if it made none."""
+    row = await pool.fetchrow(
+        f"""SELECT r.est_usd, r.est_tokens, r.agent, r.goal_id FROM {S}.budget_reservations r
+            WHERE r.id = $3 AND r.status = 'settled' AND EXISTS (
+                SELECT 1 FROM {S}.processed_events p WHERE p.consumer = $1 AND p.event_id = $2)""",
+        SETTLE_CONSUMER, event_id, reservation_id)
+    if row is None:
+        return None
+    return Settlement(reservation_id, float(row["est_usd"]), int(row["est_tokens"]), row["agent"], row["goal_id"])
 
 
 async def expire_reservations(pool: asyncpg.Pool, older_than_s: float) -> int:
     """Reservations never settled (the caller died) are charged at their estimate."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            f"SELECT * FROM {S}.budget_reservations WHERE status = 'reserved' "
+            f"SELECT id, est_usd, est_tokens FROM {S}.budget_reservations WHERE status = 'reserved' "
             "AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 100 "
             "FOR UPDATE SKIP LOCKED", older_than_s)
         for row in rows:
-            await _release(conn, row, row["est_usd"], int(row["est_tokens"]), "expired")
+            await conn.fetchrow(f"SELECT * FROM {S}.release($1, $2, $3, 'expired')", row["id"], row["est_usd"],
+                                row["est_tokens"])
     return len(rows)
 
 

@@ -3,10 +3,11 @@ outside action, with approvals, budgets, rate limits and loop detection.
 
 Answers (queue group ``policy``): ``agentosrpc.policy.decide``, ``.approval``, ``.approvals``,
 ``.vote``, ``.budget``. Consumes (durable ``policy``): ``budget.settlement_requested`` (settles the
-ledger, publishes ``budget.settled``) and ``task.completed`` (a human's takeover cancels the task's
-approvals; a low-confidence answer escalates the goal). Publishes ``policy.decided``,
-``approval.requested/voted/decided``, ``alert.raised``, ``goal.escalated``. A 1 s tick escalates or
-expires overdue approvals, charges reservations never settled, and reloads edited policy files.
+ledger, publishes ``budget.settled``) and ``task.completed`` (a human's takeover — principal and agent
+``user:<name>`` — cancels the task's approvals; a low-confidence answer escalates the goal).
+Publishes ``policy.decided``, ``approval.requested/voted/decided``, ``alert.raised``,
+``goal.escalated``. A 1 s tick escalates or expires overdue approvals, charges reservations never
+settled, and reloads edited policy files.
 """
 
 from __future__ import annotations
@@ -122,9 +123,12 @@ class PolicyService:
         """Settle a reservation, or react to a task's completion (takeover, low confidence)."""
         data = event.data
         if isinstance(data, BudgetSettlementRequested):
-            done = await ledger.settle(self.ctx.pool, event.id, data.reservation_id, data.cost_usd,  # type: ignore[arg-type]
-                                       data.tokens)
-            if done is not None:
+            pool = self.ctx.pool
+            assert pool is not None
+            done = await ledger.settle(pool, event.id, data.reservation_id, data.cost_usd, data.tokens)
+            if done is None:  # settled before, by this very request? then its event may be missing
+                done = await ledger.settled_by(pool, event.id, data.reservation_id)
+            if done is not None:  # published again on a redelivery: the derived id stores it once
                 await self.ctx.bus.publish(self.ctx.bus.new(BudgetSettled(
                     reservation_id=data.reservation_id, estimated_usd=done.estimated_usd, cost_usd=data.cost_usd,
                     estimated_tokens=done.estimated_tokens, tokens=data.tokens, agent=data.agent,
@@ -134,7 +138,10 @@ class PolicyService:
 
     async def _completed(self, event: Event[Any], data: TaskCompleted) -> None:
         principal = event.principal or ""
-        if principal.startswith("user:"):
+        if principal.startswith("user:") and data.agent == principal:
+            # A takeover: the human is the agent (``agentos takeover`` and the gateway publish it so, and
+            # the orchestrator reads it so). An agent's answer in a goal a human submitted carries the
+            # human's principal too, and is an agent's answer.
             await humans.taken_over(self.decider, event.tenant, data.task_id, principal.removeprefix("user:"))
             return
         policy = self.decider.policy

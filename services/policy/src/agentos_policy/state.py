@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ from agentos_schemas.rpc import PolicyRequest
 
 WINDOW_S = 60.0
 GOAL_IDLE_S = 24 * 3600.0
+_EXP = 1074
+_UNIT = 1 << _EXP
+"""Every finite float is an integer multiple of ``2**-1074``: sums kept in that unit are exact."""
 
 
 def call_key(request: PolicyRequest) -> str:
@@ -52,6 +56,60 @@ class Recorded:
     at: float
 
 
+class SpendWindow:
+    """One tenant's model spend (time, usd) in arrival order, with a running sum.
+
+    Entries leave from the front once older than :data:`WINDOW_S` (an entry folded late, with an
+    earlier time than the ones before it, leaves when it reaches the front). The sum is kept exactly
+    (as an integer in units of ``2**-1074``), so adding and removing never drifts, and a query costs
+    the entries that expired, not a pass over the whole minute: :meth:`total` is ``math.fsum`` of
+    the costs still in the window (the correctly rounded sum).
+    """
+
+    __slots__ = ("entries", "_exact", "_pos_inf", "_neg_inf", "_nan")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, float]] = deque()
+        self._exact = 0
+        self._pos_inf = self._neg_inf = self._nan = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, at: float, cost: float) -> None:
+        """Count ``cost`` reserved at time ``at``."""
+        self.entries.append((at, cost))
+        self._count(cost, 1)
+
+    def _count(self, cost: float, sign: int) -> None:
+        if math.isfinite(cost):
+            num, den = cost.as_integer_ratio()  # den is a power of two, at most 2**1074
+            self._exact += sign * (num << (_EXP - den.bit_length() + 1))
+        elif math.isnan(cost):
+            self._nan += sign
+        elif cost > 0:
+            self._pos_inf += sign
+        else:
+            self._neg_inf += sign
+
+    def total(self, now: float) -> float:
+        """The spend of the entries not older than ``now - WINDOW_S`` (see the class docstring)."""
+        entries, cutoff = self.entries, now - WINDOW_S
+        while entries and entries[0][0] < cutoff:
+            self._count(entries.popleft()[1], -1)
+        if not entries:
+            self._exact = self._pos_inf = self._neg_inf = self._nan = 0
+            return 0.0
+        if self._nan or (self._pos_inf and self._neg_inf):
+            return math.nan
+        if self._pos_inf or self._neg_inf:
+            return math.inf if self._pos_inf else -math.inf
+        try:
+            return self._exact / _UNIT  # int / int is correctly rounded
+        except OverflowError:  # beyond the largest float, as a float sum would have become
+            return math.inf if self._exact > 0 else -math.inf
+
+
 @dataclass
 class State:
     """Every replica's remembered state: goals, folded decision ids, rate and spend windows."""
@@ -60,7 +118,7 @@ class State:
     seen: deque[str] = field(default_factory=lambda: deque(maxlen=50_000))
     seen_set: set[str] = field(default_factory=set)
     rates: dict[tuple[str, str, str, str], deque[float]] = field(default_factory=lambda: defaultdict(deque))
-    spend: dict[str, deque[tuple[float, float]]] = field(default_factory=lambda: defaultdict(deque))
+    spend: dict[str, SpendWindow] = field(default_factory=lambda: defaultdict(SpendWindow))
 
     def goal(self, tenant: str, goal_id: str) -> GoalMemory | None:
         """The goal's memory, if any was recorded."""
@@ -98,7 +156,7 @@ class State:
                 memory.tools.add(req.tool)
         self.rates[(req.tenant, req.agent, req.action, req.resource)].append(item.at)
         if req.action == "model_call" and req.estimated_cost_usd:
-            self.spend[req.tenant].append((item.at, req.estimated_cost_usd))
+            self.spend[req.tenant].add(item.at, req.estimated_cost_usd)
         return True
 
     @staticmethod
@@ -125,19 +183,19 @@ class State:
     def spend_per_minute(self, tenant: str, now: float) -> float:
         """Model spend reserved by ``tenant`` in the last minute."""
         window = self.spend.get(tenant)
-        if not window:
-            return 0.0
-        while window and window[0][0] < now - WINDOW_S:
-            window.popleft()
-        return sum(cost for _, cost in window)
+        return window.total(now) if window else 0.0
 
     def evict(self, now: float) -> int:
-        """Forget goals idle for a day and empty rate windows; returns goals dropped."""
+        """Forget goals idle for a day and empty rate and spend windows; returns goals dropped."""
         stale = [k for k, g in self.goals.items() if now - g.last_seen > GOAL_IDLE_S]
         for key in stale:
             del self.goals[key]
         for key in [k for k, v in self.rates.items() if not _trim(v, now)]:
             del self.rates[key]
+        for tenant, window in list(self.spend.items()):
+            window.total(now)  # trims
+            if not window:
+                del self.spend[tenant]
         return len(stale)
 
 

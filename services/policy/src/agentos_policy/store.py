@@ -63,6 +63,91 @@ MIGRATIONS = [
         PRIMARY KEY (approval_id, voter)
     );
     """,
+    # The ledger's reservation and settlement, each one statement (one round trip) instead of a
+    # transaction of five or six: see agentos_policy.ledger for what they guarantee.
+    """
+    CREATE OR REPLACE FUNCTION {schema}.reserve(
+        p_tenant text, p_scopes text[], p_names text[], p_periods text[], p_keys text[], p_cap_usd numeric[],
+        p_cap_tokens bigint[], p_usd numeric, p_tokens bigint, p_id text, p_agent text, p_team text,
+        p_goal_id text, p_task_id text, p_model text, p_counters jsonb)
+    RETURNS TABLE (refused_at int, refused_on text, have_usd numeric, have_tokens bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_usd numeric;
+        v_tokens bigint;
+    BEGIN
+        INSERT INTO {schema}.budget_counters (tenant, scope, name, period, period_key)
+            SELECT p_tenant, s, n, p, k FROM unnest(p_scopes, p_names, p_periods, p_keys) AS u(s, n, p, k)
+            ORDER BY s, n, p, k ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM {schema}.budget_counters
+            WHERE tenant = p_tenant AND (scope, name, period, period_key) IN
+                (SELECT * FROM unnest(p_scopes, p_names, p_periods, p_keys))
+            ORDER BY scope, name, period, period_key FOR UPDATE;
+        FOR i IN 1 .. coalesce(array_length(p_scopes, 1), 0) LOOP
+            SELECT used_usd + reserved_usd, used_tokens + reserved_tokens INTO v_usd, v_tokens
+                FROM {schema}.budget_counters
+                WHERE tenant = p_tenant AND scope = p_scopes[i] AND name = p_names[i]
+                    AND period = p_periods[i] AND period_key = p_keys[i];
+            IF p_cap_usd[i] IS NOT NULL AND v_usd + p_usd > p_cap_usd[i] THEN
+                RETURN QUERY SELECT i, 'usd'::text, v_usd, v_tokens;
+                RETURN;
+            END IF;
+            IF p_cap_tokens[i] IS NOT NULL AND v_tokens + p_tokens > p_cap_tokens[i] THEN
+                RETURN QUERY SELECT i, 'tokens'::text, v_usd, v_tokens;
+                RETURN;
+            END IF;
+        END LOOP;
+        UPDATE {schema}.budget_counters c SET reserved_usd = reserved_usd + p_usd,
+                reserved_tokens = reserved_tokens + p_tokens, cap_usd = u.cu, cap_tokens = u.ct,
+                updated_at = now()
+            FROM unnest(p_scopes, p_names, p_periods, p_keys, p_cap_usd, p_cap_tokens)
+                AS u(s, n, p, k, cu, ct)
+            WHERE c.tenant = p_tenant AND (c.scope, c.name, c.period, c.period_key) = (u.s, u.n, u.p, u.k);
+        INSERT INTO {schema}.budget_reservations (id, tenant, agent, team, goal_id, task_id, model,
+                counters, est_usd, est_tokens, status)
+            VALUES (p_id, p_tenant, p_agent, p_team, p_goal_id, p_task_id, p_model, p_counters, p_usd,
+                p_tokens, 'reserved');
+    END $$;
+
+    CREATE OR REPLACE FUNCTION {schema}.release(p_id text, p_usd numeric, p_tokens bigint, p_status text)
+    RETURNS TABLE (r_est_usd numeric, r_est_tokens bigint, r_agent text, r_goal_id text)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        r {schema}.budget_reservations;
+    BEGIN
+        SELECT * INTO r FROM {schema}.budget_reservations WHERE id = p_id AND status = 'reserved' FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        PERFORM 1 FROM {schema}.budget_counters
+            WHERE tenant = r.tenant AND (scope, name, period, period_key) IN
+                (SELECT k ->> 0, k ->> 1, k ->> 2, k ->> 3 FROM jsonb_array_elements(r.counters) AS k)
+            ORDER BY scope, name, period, period_key FOR UPDATE;
+        UPDATE {schema}.budget_counters c SET reserved_usd = greatest(reserved_usd - r.est_usd, 0),
+                reserved_tokens = greatest(reserved_tokens - r.est_tokens, 0), used_usd = used_usd + p_usd,
+                used_tokens = used_tokens + p_tokens, updated_at = now()
+            FROM (SELECT k ->> 0 AS s, k ->> 1 AS n, k ->> 2 AS p, k ->> 3 AS pk
+                  FROM jsonb_array_elements(r.counters) AS k) AS u
+            WHERE c.tenant = r.tenant AND (c.scope, c.name, c.period, c.period_key) = (u.s, u.n, u.p, u.pk);
+        UPDATE {schema}.budget_reservations SET status = p_status, cost_usd = p_usd, tokens = p_tokens,
+                settled_at = now()
+            WHERE id = p_id;
+        RETURN QUERY SELECT r.est_usd, r.est_tokens, r.agent, r.goal_id;
+    END $$;
+
+    CREATE OR REPLACE FUNCTION {schema}.settle(p_consumer text, p_event_id text, p_id text, p_usd numeric,
+                                               p_tokens bigint)
+    RETURNS TABLE (r_est_usd numeric, r_est_tokens bigint, r_agent text, r_goal_id text)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {schema}.processed_events (consumer, event_id) VALUES (p_consumer, p_event_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT * FROM {schema}.release(p_id, p_usd, p_tokens, 'settled');
+    END $$;
+    """,
 ]
 
 
