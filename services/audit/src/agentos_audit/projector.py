@@ -4,9 +4,12 @@ One writer per schema (a session advisory lock elects it; other replicas wait). 
 position is the chain head in Postgres, written in the same transaction as the rows, so it is
 exact whatever the consumer acknowledged. It reads through the durable consumer ``audit``
 (recreated at the head on start; ``AckPolicy.ALL``, so one ack after each commit covers the
-batch), and fills any hole in the delivered sequences (redeliveries out of order) straight from
-the stream by sequence. Messages that are not valid events are chained as ``rejected`` and
-dead-lettered exactly as :meth:`agentos_kernel.Consumer.dead_letter` does.
+batch), pulled directly and gathered into batches (:mod:`agentos_audit.livepull`: a batch waits up
+to ``batch_wait_s`` after its first message for more, while the previous one is written), and fills
+any hole in the delivered sequences (redeliveries out of order) straight from the stream by
+sequence. Batches are written on the connection that holds the writer lock, so a writer that lost
+its lock (its session ended) cannot write. Messages that are not valid events are chained as
+``rejected`` and dead-lettered exactly as :meth:`agentos_kernel.Consumer.dead_letter` does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import logging
 from typing import Any
 
 import asyncpg
-import nats.errors
 import nats.js.errors
 from agentos_kernel import Bus, Consumer
 from agentos_schemas import EVENTS_STREAM
@@ -25,14 +27,16 @@ from nats.js import api
 
 from agentos_audit import schema as sch
 from agentos_audit.derive import Rejection
-from agentos_audit.items import Letter, derive_item
+from agentos_audit.items import Letter, derive_inline, derive_item
 from agentos_audit.lifecycle import adopt_stream
+from agentos_audit.livepull import LivePull
 from agentos_audit.logread import Stored, get_stored, stored_from_msg
 from agentos_audit.signing import Checkpoint, Signer
 from agentos_audit.writer import HeadMoved, Item, checkpoint_due, last_checkpoint, store_checkpoint, write_batch
 
 log = logging.getLogger("agentos.audit")
 _DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class Projector:
@@ -40,9 +44,11 @@ class Projector:
 
     def __init__(self, bus: Bus, pool: asyncpg.Pool, *, schema: str, durable: str = "audit",
                  signer: Signer | None = None, batch: int = 512, checkpoint_every: int = 1000,
-                 checkpoint_idle_s: float = 10.0, status: dict[str, Any] | None = None) -> None:
+                 checkpoint_idle_s: float = 10.0, batch_wait_s: float = 0.05,
+                 status: dict[str, Any] | None = None) -> None:
         self.bus, self.pool, self.schema, self.durable = bus, pool, sch.check_schema(schema), durable
         self.signer, self.batch, self.every, self.idle_s = signer, batch, checkpoint_every, checkpoint_idle_s
+        self.batch_wait_s = batch_wait_s
         self.dlq = Consumer(bus, durable, ["agentos.>"], self._unused)
         self.status = status if status is not None else {}
         self.partitions = sch.Partitions(self.schema)
@@ -51,7 +57,9 @@ class Projector:
         self.stream_created = ""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._psub: Any = None
+        self._pull: LivePull | None = None
+        self._conn: asyncpg.Connection | None = None
+        """The connection holding the writer lock; batches are written on it."""
         self._idle_since = self._checked_at = 0.0
         self.planned = 0
         """The last sequence handed to the writer (the head once nothing is in flight)."""
@@ -68,6 +76,8 @@ class Projector:
     async def stop(self) -> None:
         """Finish the batch in hand, sign the head, release the leadership."""
         self._stopping.set()
+        if self._pull is not None:
+            self._pull.wake()
         if self._task is not None:
             await self._task
 
@@ -79,7 +89,7 @@ class Projector:
         lock: asyncpg.Connection | None = None
         while not self._stopping.is_set():
             try:
-                lock = lock or await self._lead()
+                lock = self._conn = lock or await self._lead()
                 if lock is None:
                     return
                 await self._prepare()
@@ -87,18 +97,22 @@ class Projector:
                 await self._sign_head()
             except Exception:
                 log.exception("audit: projector error; resuming in 1s")
+                if lock is not None and lock.is_closed():  # the session and its writer lock are gone
+                    with contextlib.suppress(Exception):
+                        await self.pool.release(lock)
+                    lock = self._conn = None
                 await self._sleep(1.0)
         await self._unbind()
+        self._conn = None
         if lock is not None:
             with contextlib.suppress(Exception):
                 await lock.execute("SELECT pg_advisory_unlock_all()")
             await self.pool.release(lock)
 
     async def _unbind(self) -> None:
-        if self._psub is not None:
-            with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
-            self._psub = None
+        if self._pull is not None:
+            await self._pull.stop()
+            self._pull = None
 
     async def _lead(self) -> asyncpg.Connection | None:
         """Wait until this replica holds the schema's writer lock (None if stopped first)."""
@@ -132,7 +146,7 @@ class Projector:
                 info = await js.consumer_info(EVENTS_STREAM, self.durable)
                 delivered = info.delivered.stream_seq if info.delivered else 0
                 if info.config.ack_policy == api.AckPolicy.ALL and (delivered or 0) < start:
-                    self._psub = await js.pull_subscribe_bind(self.durable, EVENTS_STREAM)
+                    self._pull = await self._puller()
                     return
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(EVENTS_STREAM, self.durable)
@@ -141,25 +155,20 @@ class Projector:
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1),
             ack_wait=60.0, max_deliver=-1, max_ack_pending=self.batch * 4, filter_subjects=["agentos.>"],
         ))
-        self._psub = await js.pull_subscribe_bind(self.durable, EVENTS_STREAM)
+        self._pull = await self._puller()
+
+    async def _puller(self) -> LivePull:
+        js = self.bus.js
+        prefix = getattr(js, "_prefix", api.DEFAULT_PREFIX)  # nats-py keeps the API prefix private
+        subject = f"{prefix}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{self.durable}"
+        return await LivePull(self.bus.nc, subject, self.batch).start()
 
     async def _fetch(self) -> list[Any]:
-        """The next batch; returns early (empty) when the projector is asked to stop."""
-        fetch = asyncio.ensure_future(self._psub.fetch(self.batch, timeout=1.0))
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not fetch.done():
-                fetch.cancel()
-        if fetch not in done:
-            await asyncio.gather(fetch, return_exceptions=True)
+        """The next batch (waiting up to ``batch_wait_s`` after its first message for more); empty
+        after a second without messages, or at once when the projector is asked to stop."""
+        if self._pull is None or self._stopping.is_set():
             return []
-        try:
-            return list(fetch.result())
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
-            return []
+        return await self._pull.take(self.batch, self.batch_wait_s, 1.0)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -183,9 +192,10 @@ class Projector:
     async def _take(self, msgs: list[Any]) -> asyncio.Future[list[Any]] | None:
         """Derive a fetched batch while the previous one is being written, then hand it to the
         writer. Returns the prefetch of the next batch (None after re-reading from the head)."""
-        newest = max(msgs, key=lambda m: m.metadata.sequence.stream)
-        distance = newest.metadata.sequence.stream - self.planned
-        stored = {s.seq: s for s in map(stored_from_msg, msgs) if s.seq > self.planned}
+        delivered = list(zip(map(stored_from_msg, msgs), msgs, strict=True))
+        newest_stored, newest = max(delivered, key=lambda d: d[0].seq)
+        distance = newest_stored.seq - self.planned
+        stored = {s.seq: s for s, _ in delivered if s.seq > self.planned}
         if distance > self.batch * 4 or (not stored and -distance > self.batch * 4):
             await self._settle()
             await self._bind(self.head.seq + 1, fresh=True)  # far from the head: re-read from it
@@ -227,9 +237,11 @@ class Projector:
     async def _derive(self, stored: dict[int, Stored], after: int) -> list[Item]:
         """Items for ``after+1 .. max(stored)``, holes read from the stream, rejects dead-lettered."""
         items: list[Item] = []
+        max_bytes = self.bus.settings.max_event_bytes
         for seq in range(after + 1, max(stored, default=after) + 1):
             message = stored.get(seq) or await get_stored(self.bus.js, seq)
-            items.append(await derive_item(self.bus, message, seq))
+            item = derive_inline(message, max_bytes) if message is not None else None
+            items.append(item if item is not None else await derive_item(self.bus, message, seq))
             outcome = items[-1].outcome
             if message is not None and isinstance(outcome, Rejection):
                 await self.dlq.dead_letter(Letter(message), outcome.code, outcome.reason)  # type: ignore[arg-type]
@@ -243,9 +255,8 @@ class Projector:
         delay, old = 0.2, self.head.seq
         while True:
             try:
-                async with self.pool.acquire() as conn:
-                    self.head = await write_batch(conn, self.schema, self.head, items, self.partitions,
-                                                  sign=self._sign if self.signer else None, every=self.every)
+                self.head = await write_batch(self._writer(), self.schema, self.head, items, self.partitions,
+                                              sign=self._sign if self.signer else None, every=self.every)
                 if self.signer and checkpoint_due(old, self.head.seq, self.every):
                     self.signed_seq = self.head.seq
                 break
@@ -256,9 +267,9 @@ class Projector:
             except _DATA_ERRORS:
                 await self._write_one_by_one(items)
                 break
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-                if self._stopping.is_set():
-                    raise
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set() or self._writer().is_closed():
+                    raise  # without its session the writer lock is gone: lead again first
                 log.warning("audit: write failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -268,13 +279,17 @@ class Projector:
         """Isolate the rows Postgres refuses: each becomes a ``rejected`` chain entry."""
         for item in items:
             try:
-                async with self.pool.acquire() as conn:
-                    self.head = await write_batch(conn, self.schema, self.head, [item], self.partitions)
+                self.head = await write_batch(self._writer(), self.schema, self.head, [item], self.partitions)
             except _DATA_ERRORS as exc:
                 log.warning("audit: stream seq %d refused by Postgres: %s", item.seq, exc)
                 refused = Item(item.seq, item.raw, Rejection("storage", f"{type(exc).__name__}: {exc}"))
-                async with self.pool.acquire() as conn:
-                    self.head = await write_batch(conn, self.schema, self.head, [refused], self.partitions)
+                self.head = await write_batch(self._writer(), self.schema, self.head, [refused],
+                                              self.partitions)
+
+    def _writer(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError("the projector writes only while it holds the writer lock")
+        return self._conn
 
     async def _sign_head(self) -> None:
         """Checkpoint the head if it is not signed yet."""

@@ -20,6 +20,9 @@ class AuditSettings(BaseSettings):
     """Postgres schema of the projection (``AGENTOS_AUDIT_SCHEMA_NAME``)."""
     batch: int = Field(default=512, ge=1, le=10_000)
     """Messages fetched, validated and committed per transaction."""
+    batch_wait_s: float = Field(default=0.05, ge=0, le=1)
+    """How long a batch waits after its first message for more to join it (while the previous batch
+    is written): fewer, larger transactions for a projection at most this much later."""
     checkpoint_every: int = Field(default=1000, ge=1)
     """Sign a checkpoint each time the chain crosses a multiple of this many sequences."""
     checkpoint_idle_s: float = Field(default=10.0, gt=0)

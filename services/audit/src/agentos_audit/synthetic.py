@@ -69,14 +69,17 @@ async def generate(pool: asyncpg.Pool, schema: str, rows: int, *, chunk: int = 5
     start = end - dt.timedelta(days=365)
     async with pool.acquire() as conn:
         await sch.Partitions(schema).ensure(conn, months_between(start, end))
-        await conn.execute("SET synchronous_commit = off")
-        for lo in range(1, rows + 1, chunk):
-            await conn.execute(_INSERT.replace("{s}", schema), lo, min(rows, lo + chunk - 1), start, rows)
-        await conn.execute("SET maintenance_work_mem = '1GB'")
-        for statement in sch.INDEXES.format(schema=schema).split(";"):
-            if statement.strip() and " chain" not in statement:
-                await conn.execute(statement)
-        await conn.execute(f"ANALYZE {schema}.events")
+        try:
+            await conn.execute("SET synchronous_commit = off")
+            for lo in range(1, rows + 1, chunk):
+                await conn.execute(_INSERT.replace("{s}", schema), lo, min(rows, lo + chunk - 1), start, rows)
+            await conn.execute("SET maintenance_work_mem = '1GB'")
+            for statement in sch.INDEXES.format(schema=schema).split(";"):
+                if statement.strip() and " chain" not in statement:
+                    await conn.execute(statement)
+            await conn.execute(f"ANALYZE {schema}.events")
+        finally:  # the session settings go with this work, not with the pooled connection
+            await conn.execute("RESET synchronous_commit; RESET maintenance_work_mem")
     await create_views(pool, schema)
 
 

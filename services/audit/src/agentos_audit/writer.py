@@ -10,7 +10,7 @@ import asyncpg
 
 from agentos_audit.canonical import GENESIS, chain_step
 from agentos_audit.derive import COLUMNS, Rejection, Row
-from agentos_audit.schema import Head, Partitions, head
+from agentos_audit.schema import Head, Partitions
 from agentos_audit.signing import Checkpoint
 
 CHAIN_COLUMNS = ("seq", "kind", "event_id", "code", "reason", "raw", "hash")
@@ -72,14 +72,17 @@ async def write_batch(
         raise ValueError(f"batch {items[0].seq}..{items[-1].seq} does not follow the chain head {start.seq}")
     await partitions.ensure(conn, [i.outcome.time for i in items if isinstance(i.outcome, Row)])
     async with conn.transaction():
+        ids = [i.outcome.id for i in items if isinstance(i.outcome, Row)]
+        # One round trip: the chain head (the batch must follow it) and the ids already projected.
+        found = await conn.fetchrow(
+            f"SELECT h.seq, h.hash, ARRAY(SELECT event_id FROM {schema}.chain WHERE kind = 'event' "
+            "AND event_id = ANY($1::text[])) AS known FROM (SELECT 1) AS one "
+            f"LEFT JOIN (SELECT seq, hash FROM {schema}.chain ORDER BY seq DESC LIMIT 1) AS h ON true", ids)
         if check_head:
-            current = await head(conn, schema)
+            current = None if found["seq"] is None else Head(found["seq"], bytes(found["hash"]))
             if current != start and not (current is None and start.hash == GENESIS):
                 raise HeadMoved(f"chain head is {current and current.seq}, expected {start.seq}")
-        ids = [i.outcome.id for i in items if isinstance(i.outcome, Row)]
-        known = await conn.fetch(
-            f"SELECT event_id FROM {schema}.chain WHERE kind = 'event' AND event_id = ANY($1::text[])", ids)
-        chain, rows, new = chain_records(start, items, {r["event_id"] for r in known})
+        chain, rows, new = chain_records(start, items, set(found["known"]))
         await conn.copy_records_to_table("chain", schema_name=schema, columns=CHAIN_COLUMNS, records=chain)
         if rows:
             await conn.copy_records_to_table("events", schema_name=schema, columns=COLUMNS, records=rows)
