@@ -8,6 +8,10 @@ Budget rule (``charter.context_tokens``): the system prompt, the task and the re
 are never dropped. When the parts do not fit, memory entries are dropped lowest score first;
 if that is not enough, hand-off items are truncated (largest first, each keeping a
 ``…[truncated N tokens]`` marker). Every drop or cut is listed in ``manifest.trimmed``.
+
+Each distinct text is counted once per assembly (the counts are remembered for that assembly
+only). The system prompt depends on the charter alone, so a caller may build it once per charter
+with :func:`prepare_system` and pass it in; otherwise it is built and counted here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from agentos_schemas.events import ContextManifest, TaskAssigned
 from agentos_schemas.rpc import MemoryEntry
 
 from agentos_context_manager.budget import HandoffItem, fit_handoff, fit_memory
+from agentos_context_manager.tokens import memoized
 
 Counter = Callable[[str], int]
 
@@ -66,6 +71,20 @@ def system_prompt(charter: Charter) -> str:
         f"Answer with JSON matching this schema: {compact_json(charter.output_schema)}",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """A charter's system prompt and its token count (both depend on the charter alone)."""
+
+    text: str
+    tokens: int
+
+
+def prepare_system(charter: Charter, count: Counter) -> SystemPrompt:
+    """The system prompt of ``charter``, counted."""
+    text = system_prompt(charter)
+    return SystemPrompt(text, count(text))
 
 
 def handoff_sources(task: TaskAssigned) -> tuple[str, ...]:
@@ -136,6 +155,14 @@ def in_scope(
     return ranked[: charter.memory.k], notes
 
 
+def context_chars(task: TaskAssigned, memory: Sequence[MemoryEntry]) -> int:
+    """The size in characters of what varies per task (goal, instruction, feedback, hand-off,
+    memory): what counting and fitting this task's context costs grows with it."""
+    handoff = sum(len(compact_json(task.handoff[step])) for step in handoff_sources(task))
+    return (len(task.goal_text) + len(task.instruction) + len(task.feedback or "") + handoff
+            + sum(len(e.content) for e in memory))
+
+
 def assemble(
     charter: Charter,
     task: TaskAssigned,
@@ -143,14 +170,19 @@ def assemble(
     count: Counter,
     *,
     notes: Sequence[str] = (),
+    system: SystemPrompt | None = None,
 ) -> Assembly:
     """Build the messages and manifest for ``task``, fitted to ``charter.context_tokens``.
 
     ``notes`` are recorded first in ``manifest.trimmed`` (e.g. ``"memory: unavailable"``).
+    ``system`` is ``prepare_system(charter, count)`` when the caller keeps it per charter.
     """
+    if system is None:
+        system = prepare_system(charter, count)
+    count = memoized(count, {system.text: system.tokens})
     budget = charter.context_tokens
     sources = handoff_sources(task)
-    texts = {"system": system_prompt(charter), "task": task_section(task, sources),
+    texts = {"system": system.text, "task": task_section(task, sources),
              "feedback": feedback_section(task)}
     fixed = sum(count(texts[part]) for part in texts)
     entries, trimmed = in_scope(memory, charter, task)

@@ -4,6 +4,12 @@ Consumes ``agentos.*.agent.announced`` (to learn charters) and ``agentos.*.task.
 through one durable consumer; asks the memory service over request/reply; publishes
 ``context.ready`` with an id derived from the task id, so a redelivered assignment is stored once.
 
+Assembly runs on the event loop when the task's variable parts are small and should fit the
+budget without trimming (``INLINE_CHARS``: at most a few hundred microseconds of counting, where a
+hop to a worker thread costs about as much as a small context's whole assembly) and in a worker
+thread otherwise, where counting and trimming can take milliseconds. The system prompt and its
+token count are kept per charter (they depend on nothing else) until the registry changes.
+
 Personal data and secrets are redacted from the messages before they are published (whatever
 came in from the goal, the hand-off or memory), and the manifest's ``classification`` records
 which kinds were found — redacted here or already redacted upstream — so the audit can tell
@@ -13,12 +19,10 @@ which agents touched which kind of data.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Any
 
 from agentos_kernel.exceptions import BusUnavailable, Retry
-from agentos_kernel.llm import count_tokens
 from agentos_kernel.redact import kinds_in, redactor
 from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
@@ -29,8 +33,9 @@ from agentos_schemas.events import AgentAnnounced, ContextManifest, ContextReady
 from agentos_schemas.rpc import MEMORY_SEARCH, MemoryEntry, MemorySearch, MemorySearchResult
 from pydantic import ValidationError
 
-from agentos_context_manager.assemble import Assembly, assemble
+from agentos_context_manager.assemble import Assembly, SystemPrompt, assemble, context_chars, prepare_system
 from agentos_context_manager.registry import AgentRegistry
+from agentos_context_manager.tokens import counter
 
 NAME = "context-manager"
 DURABLE = "context-manager"
@@ -39,9 +44,16 @@ ASSIGNED = "agentos.*.task.assigned"
 TOKENIZER_MODEL = "gpt-4o"
 MEMORY_TIMEOUT_S = 2.0
 QUERY_LIMIT = 4000
+#: Up to this many characters of goal, instruction, feedback, hand-off and memory, a context that
+#: should fit its budget untrimmed (counting a token per character, an overestimate for text, plus
+#: the system prompt) is assembled on the event loop: counting costs ~25 µs per 1000 characters, a
+#: worker-thread hop about as much as a small context's whole assembly. Larger ones, and any that
+#: may need trimming (repeated counts of long texts), are assembled in a worker thread.
+INLINE_CHARS = 8000
 
 log = logging.getLogger("agentos.context_manager")
-count = functools.partial(count_tokens, TOKENIZER_MODEL)
+count = counter(TOKENIZER_MODEL)
+"""Tokens of a text: ``agentos_kernel.llm.count_tokens(TOKENIZER_MODEL, text)``, resolved once."""
 
 
 class ContextManager:
@@ -51,11 +63,13 @@ class ContextManager:
         self.ctx = ctx
         self.registry = AgentRegistry()
         self.awaiting: set[str] = set()
+        self._systems: dict[int, tuple[Charter, SystemPrompt]] = {}
         ctx.status.update(agents=0, awaiting_agents=[], contexts=0, duplicates=0)
 
     def learn(self, event: Event[Any]) -> None:
         """Apply an ``agent.announced`` event to the registry."""
         if self.registry.apply(event):
+            self._systems.clear()
             self.awaiting.discard(f"{event.tenant}/{event.data.charter.name}")
             self._report()
 
@@ -75,13 +89,29 @@ class ContextManager:
             self._report()
             raise Retry(f"agent {task.agent!r} not announced yet in tenant {event.tenant!r}", delay=1.0)
         entries, notes = await self.search_memory(event, charter)
-        assembly: Assembly = await asyncio.to_thread(assemble, charter, task, entries, count, notes=notes)
+        system = self.system_prompt(charter)
+        assembly: Assembly
+        chars = context_chars(task, entries)
+        if chars <= INLINE_CHARS and system.tokens + chars <= charter.context_tokens:
+            assembly = assemble(charter, task, entries, count, notes=notes, system=system)
+        else:
+            assembly = await asyncio.to_thread(
+                assemble, charter, task, entries, count, notes=notes, system=system)
         messages, manifest = classified(assembly)
         data = ContextReady(task_id=task.task_id, goal_id=task.goal_id, agent=task.agent, step_id=task.step_id,
                             messages=messages, manifest=manifest)
         ack = await self.ctx.bus.publish(
             self.ctx.bus.new(data, cause=event, id=derived_event_id(task.task_id, "context")))
         self.ctx.status["duplicates" if ack.duplicate else "contexts"] += 1
+
+    def system_prompt(self, charter: Charter) -> SystemPrompt:
+        """The charter's system prompt and its token count, built once per registered charter."""
+        known = self._systems.get(id(charter))
+        if known is not None and known[0] is charter:
+            return known[1]
+        system = prepare_system(charter, count)
+        self._systems[id(charter)] = (charter, system)
+        return system
 
     async def search_memory(
         self, event: Event[Any], charter: Charter

@@ -1,8 +1,19 @@
 """The orchestrator service: goals become plans, plans become tasks, results become outcomes.
 
-State lives in memory and is rebuilt from the log on start (``replay``), so killing the
-orchestrator loses nothing: ``decide`` re-derives exactly the commands not yet published, and
-their deterministic ids make any re-publish a no-op.
+State lives in memory and is rebuilt from the log on start (``replay`` of ``REPLAY``: the facts
+it consumes plus its own decisions), so killing the orchestrator loses nothing: ``decide``
+re-derives exactly the commands not yet published, and their deterministic ids make any
+re-publish a no-op.
+
+Live, its durable consumer takes only the facts others state (``LIVE``). Its own decisions
+(``goal.planned|completed|failed``, ``task.assigned|reviewed`` — subjects only the orchestrator may
+publish) are folded into the state when they are decided, before they are published, so their
+echo would change nothing; ``task.started`` changes no decision. What follows from a decision is
+decided at once (``settle``): a verdict releases the next step, a plan its first steps, a goal that
+ends the capacity its tasks held. Each such round of decisions is published after the acks of the
+round it follows from, so the log holds a goal's decisions in the order they were taken even when
+a publish has to be retried; the events of one round do not depend on each other, and go out
+pipelined (``publish_many``).
 
 Kill switches: while ``halt.all``, ``halt.tenant.<t>`` or ``halt.workflow.<goal>`` covers a goal,
 the orchestrator takes no decision for it — no task is dispatched, nothing is re-planned,
@@ -25,7 +36,7 @@ from agentos_kernel.policy import PolicyClient
 from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_schemas import Event, derived_event_id
-from agentos_schemas.events import GoalPlanned, TaskCompleted, TaskFailed, Usage
+from agentos_schemas.events import GoalEscalated, GoalPlanned, TaskAssigned, TaskCompleted, TaskFailed, Usage
 from pydantic_settings import SettingsConfigDict
 
 from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
@@ -40,7 +51,15 @@ from agentos_orchestrator.planner import (
 from agentos_orchestrator.state import Goal, World, apply
 
 NAME = "orchestrator"
-SUBJECTS = ["agentos.*.goal.*", "agentos.*.task.*", "agentos.*.agent.*"]
+#: Consumed live: the facts other services state.
+LIVE = ["agentos.*.goal.submitted", "agentos.*.goal.escalated", "agentos.*.task.completed",
+        "agentos.*.task.failed", "agentos.*.agent.*"]
+#: Replayed on start (and after a failed publish): the live facts and the orchestrator's own decisions.
+REPLAY = [*LIVE, "agentos.*.goal.planned", "agentos.*.goal.completed", "agentos.*.goal.failed",
+          "agentos.*.task.assigned", "agentos.*.task.reviewed"]
+#: Rounds of follow-up decisions taken at once after one event (the tick takes any further ones).
+MAX_ROUNDS = 8
+Round = list[tuple[Goal, list[Command]]]
 log = logging.getLogger("agentos.orchestrator")
 
 
@@ -74,9 +93,9 @@ class Orchestrator:
             self._llm = await asyncio.to_thread(lambda: LLM(ModelRegistry.load()))
         except ConfigError as exc:
             log.warning("LLM planner unavailable (declared workflows still run): %s", exc)
-        last = await replay(self.ctx.bus, SUBJECTS, lambda e: apply(self.world, e))
+        last = await replay(self.ctx.bus, REPLAY, lambda e: apply(self.world, e))
         log.info("rebuilt %d goals from the log (up to seq %d)", len(self.world.goals), last)
-        await self.ctx.consume(NAME, SUBJECTS, self.on_event, concurrency=8, max_deliver=10,
+        await self.ctx.consume(NAME, LIVE, self.on_event, concurrency=8, max_deliver=10,
                                honour_halts=False)
         self._ticker = asyncio.create_task(self._tick())
         self.ctx.closers.append(self.stop)
@@ -98,42 +117,78 @@ class Orchestrator:
         async with self.lock:
             goal = apply(self.world, event)
             goals = [goal] if goal is not None else []
-            if goal is None or isinstance(event.data, TaskCompleted | TaskFailed):
-                # Capacity may have freed: re-decide the goals waiting for a specialist (an index, so
-                # the cost follows the number of waiting goals, not of every goal seen).
-                goals += [self.world.goals[gid] for gid in list(self.world.waiting)
-                          if gid in self.world.goals and self.world.goals[gid] is not goal]
-            batches = [(g, self._decide(g)) for g in goals if not halted(g)]
-        for g, commands in batches:
-            await self.execute(g, commands, cause=event)
+            # Capacity may have freed: re-decide the goals waiting for a specialist too.
+            freed = goal is None or isinstance(event.data, TaskCompleted | TaskFailed)
+            rounds = self.settle(goals, freed=freed)
+        await self.execute(rounds, cause=event)
+
+    def settle(self, goals: list[Goal], *, freed: bool = False) -> list[Round]:
+        """Decide ``goals`` (not halted ones), fold the decisions, and decide again what they lead
+        to, until nothing more is emitted. With ``freed``, or once a goal ends, the goals waiting
+        for a specialist are decided too (an index, so the cost follows the number of waiting
+        goals, not of every goal seen). Returns the rounds, each depending only on earlier ones."""
+        rounds: list[Round] = []
+        todo = {g.goal_id: g for g in goals}
+        for _ in range(MAX_ROUNDS):
+            if freed:
+                todo.update((gid, self.world.goals[gid]) for gid in list(self.world.waiting)
+                            if gid in self.world.goals and gid not in todo)
+            decided = [(g, self._decide(g)) for g in todo.values() if not halted(g)]
+            batch = [(g, commands) for g, commands in decided if commands]
+            if not batch:
+                break
+            rounds.append(batch)
+            # An assignment or an escalation only takes capacity or marks the goal: it releases no
+            # step, so only the goals that decided something else (a verdict) are decided again.
+            todo = {g.goal_id: g for g, commands in batch if g.active and any(
+                isinstance(c, Emit) and not isinstance(c.data, TaskAssigned | GoalEscalated)
+                for c in commands)}
+            freed = any(not g.active for g, _ in batch)
+        return rounds
 
     def _decide(self, goal: Goal) -> list[Command]:
         commands = decide(self.world, goal, time.time(), wait_timeout=self.settings.wait_timeout_s)
         for c in commands:
-            if isinstance(c, Emit):  # fold our own decision now; the published copy is built in execute
-                apply(self.world, Event(data=c.data, id=c.id, source=NAME, type=c.data.ce_type(),
-                                        tenant=goal.tenant))
+            if isinstance(c, Emit):
+                self._fold(goal, c)
         return commands
+
+    def _fold(self, goal: Goal, c: Emit) -> None:
+        """Fold our own decision now (the published copy is built in ``execute``)."""
+        apply(self.world, Event(data=c.data, id=c.id, source=NAME, type=c.data.ce_type(), tenant=goal.tenant))
 
     def _event(self, goal: Goal, c: Emit, cause: Event[Any] | None) -> Event[Any]:
         return self.ctx.bus.new(c.data, id=c.id, tenant=goal.tenant, subject=f"goal/{goal.goal_id}",
                                 cause=cause or goal.submitted_event,
                                 correlationid=goal.submitted_event.correlationid)
 
-    async def execute(self, goal: Goal, commands: list[Command], cause: Event[Any] | None) -> None:
-        events = [self._event(goal, c, cause) for c in commands if isinstance(c, Emit)]
-        try:
-            if events:
-                await self.ctx.bus.publish_many(events)
-        except Exception:
-            # State already counts these as published; rebuild it from the log so nothing is lost.
-            async with self.lock:
-                self.world = World()
-                await replay(self.ctx.bus, SUBJECTS, lambda e: apply(self.world, e))
-            raise
-        for c in commands:
-            if isinstance(c, NeedPlan) and goal.goal_id not in self.planning:
-                self.planning[goal.goal_id] = asyncio.create_task(self._plan(goal, c.reason))
+    async def execute(self, rounds: list[Round], cause: Event[Any] | None) -> None:
+        """Publish the rounds in order, each one pipelined and acknowledged before the next; then
+        start what needs planning. A goal's events in a later round are caused by its last event
+        of the round before (e.g. the next step's assignment by the verdict that released it)."""
+        last: dict[str, Event[Any]] = {}
+        for batch in rounds:
+            events = []
+            caused = dict(last)
+            for goal, commands in batch:
+                for c in commands:
+                    if isinstance(c, Emit):
+                        events.append(self._event(goal, c, caused.get(goal.goal_id, cause)))
+                        last[goal.goal_id] = events[-1]
+            try:
+                if events:
+                    await self.ctx.bus.publish_many(events)
+            except Exception:
+                # State already counts these (and later rounds) as published; rebuild it from the
+                # log so nothing is lost.
+                async with self.lock:
+                    self.world = World()
+                    await replay(self.ctx.bus, REPLAY, lambda e: apply(self.world, e))
+                raise
+            for goal, commands in batch:
+                for c in commands:
+                    if isinstance(c, NeedPlan) and goal.goal_id not in self.planning:
+                        self.planning[goal.goal_id] = asyncio.create_task(self._plan(goal, c.reason))
 
     async def _plan(self, goal: Goal, reason: str | None) -> None:
         try:
@@ -165,20 +220,18 @@ class Orchestrator:
             self.planning.pop(goal.goal_id, None)
         async with self.lock:
             if isinstance(command, Emit):
-                apply(self.world, self._event(goal, command, None))
-            commands = [command, *([] if halted(goal) else self._decide(goal))]
-        await self.execute(goal, commands, cause=None)
+                self._fold(goal, command)
+            # The plan (or the failure) is published first; the assignments it leads to after its ack.
+            rounds = [[(goal, [command])], *self.settle([goal], freed=not goal.active)]
+        await self.execute(rounds, cause=None)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_s)
             with contextlib.suppress(Exception):
                 async with self.lock:
-                    batches = [(g, self._decide(g)) for g in self.world.goals.values()
-                               if g.active and not halted(g)]
-                for g, commands in batches:
-                    if commands:
-                        await self.execute(g, commands, cause=None)
+                    rounds = self.settle([g for g in self.world.goals.values() if g.active])
+                await self.execute(rounds, cause=None)
 
 
 def halted(goal: Goal) -> bool:
