@@ -1,10 +1,11 @@
 """Gateway ingress vs publishing straight to JetStream, in one run against one embedded nats-server.
 
-    python benchmarks/bench_gateway.py [--smoke] [--out FILE.json]
+    python benchmarks/bench_gateway.py [--smoke] [--out FILE.json] [--workers N]
 
 Three processes, unpinned (per /work/shared/BENCHMARKING.md): nats-server (lazy fsync, file
-storage, fresh store dir), the gateway (uvicorn + httptools, asyncio loop, its own process), and
-this process as the load generator (``CONCURRENCY`` requests in flight, loopback, keep-alive).
+storage, fresh store dir), the gateway (uvicorn + httptools, asyncio loop, its own process; with
+``--workers N``, N gateway processes bound to one port with ``SO_REUSEPORT``, as the service runs
+with ``AGENTOS_GATEWAY_WORKERS=N``, their CPU summed), and this process as the load generator (``CONCURRENCY`` requests in flight, loopback, keep-alive).
 Each repetition runs, interleaved, on fresh tenants (so fresh subjects; the log denies purge):
 
 - **anchor**: ``js.publish`` of the same ~1 KiB structured CloudEvents, awaiting each ack, with
@@ -61,7 +62,7 @@ SMOKE = {"n": 300, "reps": 2, "warmup": 50}
 
 
 # -- the gateway process ----------------------------------------------------------------------
-async def serve(nats_url: str) -> None:
+async def serve(nats_url: str, port: int, reuse_port: bool) -> None:
     from agentos_gateway import Gateway, GatewayServer, GatewaySettings, build_app, hash_key
 
     bus = await Bus.connect(KernelSettings(nats_url=nats_url), source="gateway")
@@ -71,7 +72,9 @@ async def serve(nats_url: str) -> None:
                       "burst": 1_000_000_000}],
         "webhooks": {"bench": {"secrets": [SECRET], "mapping": "cloudevent"}}})
     gw = await Gateway(bus, settings).start()
-    server = await GatewayServer(build_app(gw)).start()
+    # With --workers N: N such processes bound to one port with SO_REUSEPORT, as the gateway
+    # service runs them with AGENTOS_GATEWAY_WORKERS=N.
+    server = await GatewayServer(build_app(gw), port=port, reuse_port=reuse_port).start()
     print(server.url, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     await server.stop()
@@ -253,27 +256,35 @@ NAMES = {"anchor": "JetStream publish, awaited (anchor)", "webhook": "POST /webh
          "webhook_httpx": "POST /webhooks (signed CE), httpx client"}
 
 
-async def run(sizes: dict[str, int], mode: str) -> dict[str, Any]:
+async def run(sizes: dict[str, int], mode: str, workers: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="agentos-bench-gateway-"))
     server = EmbeddedNats(root / "nats", sync="default")
     url = server.start()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", url], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    procs: list[subprocess.Popen[str]] = []
     try:
-        base = (proc.stdout.readline() if proc.stdout else "").strip()
-        if not base.startswith("http"):
-            raise RuntimeError("the gateway process did not start")
-        pids = [proc.pid, server.proc.pid] if server.proc else [proc.pid]
-        return await measure(url, base, pids, sizes, mode)
+        base, port = "", 0
+        for _ in range(workers):
+            reuse = ["--reuse"] if workers > 1 else []
+            procs.append(subprocess.Popen([sys.executable, __file__, "--serve", url, "--port", str(port), *reuse],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            base = (procs[-1].stdout.readline() if procs[-1].stdout else "").strip()
+            if not base.startswith("http"):
+                raise RuntimeError("the gateway process did not start")
+            port = int(base.rsplit(":", 1)[1])
+        pids = [p.pid for p in procs] + ([server.proc.pid] if server.proc else [])
+        return await measure(url, base, pids, workers, sizes, mode)
     finally:
-        if proc.stdin:
-            proc.stdin.close()
-        proc.wait(timeout=20)
+        for proc in procs:
+            if proc.stdin:
+                proc.stdin.close()
+        for proc in procs:
+            proc.wait(timeout=20)
         server.stop()
 
 
-async def measure(url: str, base: str, pids: list[int], sizes: dict[str, int], mode: str) -> dict[str, Any]:
-    pid = pids[0]
+async def measure(url: str, base: str, pids: list[int], workers: int, sizes: dict[str, int], mode: str,
+                  ) -> dict[str, Any]:
+    gateway = pids[:workers]
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=10)
     samples: dict[str, dict[str, list[float]]] = {s: {"rate": [], "lat": [], "cpu": []} for s in SIDES}
@@ -290,20 +301,20 @@ async def measure(url: str, base: str, pids: list[int], sizes: dict[str, int], m
         before = snapshot(pids)
         for rep in range(sizes["reps"]):
             for side in SIDES:
-                await one_rep(js, runners[side], side, rep, sizes["n"], pid, samples[side])
+                await one_rep(js, runners[side], side, rep, sizes["n"], gateway, samples[side])
         after = snapshot(pids)
     await asyncio.gather(*(c.close() for c in conns))
     await nc.close()
-    return summarize(samples, sizes, mode, env(before, after))
+    return summarize(samples, sizes, mode, env(before, after)) | {"gateway_processes": workers}
 
 
-async def one_rep(js: Any, runner: Any, side: str, rep: int, n: int, pid: int,
+async def one_rep(js: Any, runner: Any, side: str, rep: int, n: int, gateway: list[int],
                   out: dict[str, list[float]]) -> None:
     n = n // HTTPX_SHARE if side == "webhook_httpx" else n
     tenant = f"r{rep}{side[:2]}{new_event_id()[-8:]}"
-    c0 = proc_cpu_s(pid)
+    c0 = sum(proc_cpu_s(pid) for pid in gateway)
     rate, lat = await runner(tenant, n)
-    out["cpu"].append(1e6 * (proc_cpu_s(pid) - c0) / n)
+    out["cpu"].append(1e6 * (sum(proc_cpu_s(pid) for pid in gateway) - c0) / n)
     got = await stored(js, tenant)
     if got != n:
         raise RuntimeError(f"{side} rep {rep}: {got} stored of {n}")
@@ -353,12 +364,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes: proves the script works (< 30 s)")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway processes sharing the port with SO_REUSEPORT (as AGENTOS_GATEWAY_WORKERS)")
     parser.add_argument("--serve", metavar="NATS_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        asyncio.run(serve(args.serve, args.port, args.reuse))
         return 0
-    result = asyncio.run(run(SMOKE if args.smoke else FULL, "smoke" if args.smoke else "full"))
+    result = asyncio.run(run(SMOKE if args.smoke else FULL, "smoke" if args.smoke else "full", args.workers))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("date", "mode", "versions", "machine")}, indent=2))

@@ -204,17 +204,11 @@ async def test_takeover_answers_the_task(
         goal_text="pay the invoice",
     )
     await bus.publish(bus.new(assigned, tenant=gw.tenant, correlationid=goal))
-    waiting = await ask(
-        bus,
-        gw.tenant,
-        "finance",
-        "tool_call",
-        "delete_record",
-        tool="delete_record",
-        goal_id=goal,
-        task_id=task,
-        call_id="c6",
-    )
+    def delete_record() -> Any:  # the same guarded call, asked again after the take-over
+        return ask(bus, gw.tenant, "finance", "tool_call", "delete_record", tool="delete_record",
+                   goal_id=goal, task_id=task, call_id="c6")
+
+    waiting = await delete_record()
     assert waiting.decision == "require_approval"
     answer = {"answer": "paid by hand"}
     async with as_(gw, "ana") as ana, as_(gw, "oscar") as oscar, as_(gw, "analyst") as analyst:
@@ -248,19 +242,7 @@ async def test_takeover_answers_the_task(
     assert events[0].correlationid == goal
 
     async def cancelled() -> bool:
-        return (
-            await ask(
-                bus,
-                gw.tenant,
-                "finance",
-                "tool_call",
-                "delete_record",
-                tool="delete_record",
-                goal_id=goal,
-                task_id=task,
-                call_id="c6",
-            )
-        ).code == "rejected"
+        return (await delete_record()).code == "rejected"
 
     await eventually(cancelled, timeout=15, every=0.2)
 

@@ -8,6 +8,7 @@ may call which endpoint is in :mod:`agentos_gateway.auth`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from agentos_schemas.envelope import envelope_json_schema
@@ -199,8 +200,9 @@ def _goal_routes(app: FastAPI, gw: Gateway) -> None:
 def _health_routes(app: FastAPI, gw: Gateway) -> None:
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:
-        """200 while the process serves requests."""
-        return json_response({"status": "ok"})
+        """200 while the process serves requests; ``pid`` says which process answered (with
+        ``AGENTOS_GATEWAY_WORKERS`` several serve the port)."""
+        return json_response({"status": "ok", "pid": os.getpid()})
 
     @app.get("/readyz", responses={503: PROBLEM_RESPONSES[503]}, summary="Connected to NATS, streams exist")
     async def readyz() -> Response:

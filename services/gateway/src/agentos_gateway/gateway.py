@@ -9,7 +9,6 @@ and a rejected payload is also written to the DLQ with the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,14 +17,14 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
-from agentos_kernel import Bus, BusUnavailable, shred
+from agentos_kernel import Bus, BusUnavailable
 from agentos_kernel.embedded import GATEWAY_RESERVED
+from agentos_kernel.replies import pub_ack
 from agentos_schemas import Event, codec
 from agentos_schemas import subjects as s
 from agentos_schemas.events import GoalSubmitted
 from agentos_schemas.subjects import NamingError, parse_type
-from nats.js.errors import TooManyStalledMsgsError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from agentos_gateway import kv as buckets
@@ -41,7 +40,6 @@ from agentos_gateway.webhooks import ReplayGuard, Verifier
 log = logging.getLogger("agentos.gateway")
 _encoder = msgspec.json.Encoder()
 Endpoint = Callable[[bytes, Principal], Awaitable[Response]]
-_ACK_WAIT_S = 2.0  # then a publish is retried one by one, as the kernel's Bus.publish does
 
 
 class BodyTooLarge(Problem):
@@ -52,8 +50,28 @@ class BodyTooLarge(Problem):
         self.partial = partial
 
 
+class JSONBytes(Response):
+    """A JSON body already encoded, with only content-length and content-type headers (the
+    ingest routes' answers): what starlette's Response sends, built with less work."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json")]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response encoded with msgspec."""
+    if not headers:
+        return JSONBytes(_encoder.encode(doc), status)
     return Response(_encoder.encode(doc), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -73,10 +91,6 @@ def structured(event: Event[Any]) -> dict[str, Any]:
     """An event as its structured-mode JSON document."""
     doc: dict[str, Any] = msgspec.json.decode(codec.encode(event))
     return doc
-
-
-def _acked(future: asyncio.Future[Any] | None) -> bool:
-    return future is not None and future.done() and not future.cancelled() and future.exception() is None
 
 
 class Gateway:
@@ -105,7 +119,7 @@ class Gateway:
             await buckets.bucket(self.bus, buckets.IDEMPOTENCY, ttl=ttl.idempotency_ttl_s)
         )
         self.replays = ReplayGuard(
-            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s),
+            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s), self.bus.replies,
             ttl_s=ttl.webhook_dedup_ttl_s,
         )
         self.goals_kv = await buckets.bucket(self.bus, buckets.GOALS, ttl=90 * 24 * 3600)
@@ -138,15 +152,21 @@ class Gateway:
             raise BodyTooLarge(limit, b"")
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge(limit, b"".join(chunks))
-                chunks.append(chunk)
-        except ClientDisconnect:  # nobody is left to answer; nothing was accepted
-            raise Problem(400, "client_disconnected", "the client went away mid-request", dlq=False) from None
-        return b"".join(chunks)
+        receive = request.receive  # ASGI messages straight (no async generator per request)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # nobody is left to answer; nothing was accepted
+                raise Problem(400, "client_disconnected", "the client went away mid-request", dlq=False)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit, b"".join(chunks))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request._body = body  # what Request.body() answers, should anything ask again
+        return body
 
     async def handle(
         self, request: Request, action: str, endpoint: Endpoint, *, idempotent: bool = True
@@ -200,8 +220,8 @@ class Gateway:
         403 for facts only the runtime may state (the gateway's NATS user may not publish them).
 
         Returns only once the stream has acknowledged every event (stored; fsynced when the
-        server syncs always). The publishes are pipelined: each goes out with ``publish_async``
-        and the request awaits its own ack future, so the acks of every request in flight share
+        server syncs always). The publishes are pipelined: each goes out on the Bus's
+        :class:`~agentos_kernel.replies.Replies` and the request awaits its own ack future, so the acks of every request in flight share
         the connection's writes and reads (group commit) instead of one request-reply each.
         An ack that does not come is retried with the kernel's ``publish_raw`` (same id, so a
         publish that did land is not stored twice)."""
@@ -210,8 +230,7 @@ class Gateway:
                 raise Problem(403, "type_reserved", f"{event.type} is a fact only the AgentOS runtime states;"
                               " it cannot come in through the gateway")
         try:
-            async with asyncio.timeout(self.bus.settings.publish_timeout_s):  # no task per request
-                acks = await self._publish(events)
+            acks = await self._publish(events)  # every wait in it has its own deadline: no timer here
         except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:
             raise bus_unavailable(exc) from None
         results = []
@@ -229,11 +248,7 @@ class Gateway:
         # The Bus's own encoding, as Bus.publish_many does it: the data subjects' keys ready
         # (crypto-shredding; a batch's keys fetched or created together), then redaction, sealing,
         # subject, Nats-Msg-Id and ce-type headers.
-        keys = [bus.shredder.ready(e, plan) for e in events if (plan := shred.plan_for(e.type)) is not None]
-        if len(keys) == 1:
-            await keys[0]
-        elif keys:
-            await asyncio.gather(*keys)
+        await bus.shredder.ready_all(events)
         for event in events:
             subject, body, headers = bus._prepare_inline(event)
             if subject is None or headers is None:  # over the claim-check size: the Bus stores it first
@@ -241,31 +256,19 @@ class Gateway:
                 futures.append(None)
                 continue
             prepared.append((subject, body, headers))
-            try:
-                futures.append(await bus.js.publish_async(subject, body, headers=headers, wait_stall=2.0))
-            except (nats.errors.Error, TooManyStalledMsgsError):
-                futures.append(None)  # reconnecting or too much in flight: the plain publish below
-        if any(f is not None for f in futures):
-            # Await this request's own ack futures (one timer, no task); a timeout cancels the
-            # futures still open, which the loop below publishes again one by one.
-            with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-                async with asyncio.timeout(_ACK_WAIT_S):
-                    for future in futures:
-                        if future is not None:
-                            await future
+            try:  # pipelined: the acks of every request in flight share the connection (replies.py)
+                futures.append(await bus.replies.publish(subject, body, headers))
+            except (nats.errors.Error, OSError):
+                futures.append(None)  # reconnecting: the plain publish below
         acks: list[Any] = []
-        try:
-            for event, item, future in zip(events, prepared, futures, strict=True):
-                if _acked(future):
-                    acks.append(future.result())  # type: ignore[union-attr]
+        for event, item, future in zip(events, prepared, futures, strict=True):
+            if future is not None:
+                try:  # the ack, or TimeoutError after the Bus's per-attempt wait (2 s)
+                    acks.append(pub_ack(await future))
                     continue
-                if future is not None and not future.done():
-                    future.cancel()
-                acks.append(await (bus.publish(event) if item is None else bus.publish_raw(*item)))
-        finally:  # cancelled (the request's deadline): free the futures' slots in the JetStream context
-            for future in futures:
-                if future is not None and not future.done():
-                    future.cancel()
+                except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
+                    pass  # published again below with the same Nats-Msg-Id: stored once
+            acks.append(await (bus.publish(event) if item is None else bus.publish_raw(*item)))
         return acks
 
     async def _index_goal(self, event: Event[GoalSubmitted], seq: int) -> None:

@@ -1,8 +1,10 @@
 """Serving the gateway's ASGI app with uvicorn, as a task in the running event loop.
 
 The socket is bound before uvicorn starts, so ``port=0`` gets a free port the OS picks and
-:attr:`GatewayServer.url` is known at once. uvicorn's own signal handling is switched off: the
-service owns SIGTERM/SIGINT and stops the server, then the bus, in order.
+:attr:`GatewayServer.url` is known at once. With ``reuse_port`` it is bound with ``SO_REUSEPORT``,
+so the gateway's worker processes (``AGENTOS_GATEWAY_WORKERS``) can listen on the same port.
+uvicorn's own signal handling is switched off: the service owns SIGTERM/SIGINT and stops the
+server, then the bus, in order.
 
 The gateway's app is served behind :mod:`agentos_gateway.fastpath` (the hot ingest routes
 without FastAPI's per-request work); ``fast_path=False`` serves the FastAPI app alone. On stop,
@@ -40,6 +42,7 @@ class GatewayServer:
         log_level: str = "warning",
         startup_timeout_s: float = 10.0,
         fast_path: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.app = with_fast_path(app) if fast_path else app
         self.gateway = getattr(getattr(app, "state", None), "gateway", None)
@@ -47,6 +50,7 @@ class GatewayServer:
         self.requested_port = port
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
+        self.reuse_port = reuse_port
         self.port: int | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -65,6 +69,8 @@ class GatewayServer:
         # and without it every response waits ~40 ms for the client's delayed ACK (Nagle).
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:  # worker processes listen on the same port; the kernel spreads connections
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.host, self.requested_port))
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]

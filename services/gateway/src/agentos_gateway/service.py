@@ -4,6 +4,7 @@
 ``AGENTOS_GATEWAY_PORT`` (default 127.0.0.1 and a free port; containers set 0.0.0.0 and 8080),
 logs the URL it got and reports it in its heartbeat (``url``), which ``agentos status`` shows and
 ``agentos send`` reads. Postgres is used only when KPI rules are configured.
+``AGENTOS_GATEWAY_WORKERS=N`` serves the port from N processes (:mod:`agentos_gateway.workers`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from agentos_kernel import ConfigError
 from agentos_kernel.service import ServiceContext, run_service
@@ -24,6 +26,7 @@ from agentos_gateway.kpi_engine import KpiEngine
 from agentos_gateway.schedules import Scheduler, load_schedules
 from agentos_gateway.server import GatewayServer
 from agentos_gateway.settings import GatewaySettings
+from agentos_gateway.workers import Workers, exit_with_parent
 
 NAME = "gateway"
 log = logging.getLogger("agentos.gateway")
@@ -55,15 +58,36 @@ async def start_triggers(ctx: ServiceContext, gw: Gateway, settings: GatewaySett
 
 
 async def setup(ctx: ServiceContext) -> None:
-    """Open the KV buckets, start the triggers, then serve HTTP and report the URL."""
+    """Open the KV buckets, start the triggers, then serve HTTP (with its worker processes, if
+    configured) and report the URL."""
     settings = GatewaySettings.load()
     gw = await Gateway(ctx.bus, settings).start()
-    await start_triggers(ctx, gw, settings)
-    server = await GatewayServer(build_app(gw), settings.host, settings.port).start()
+    worker = settings.worker_of is not None
+    if not worker:  # schedules and KPI rules: in the first process only
+        await start_triggers(ctx, gw, settings)
+    server = await GatewayServer(build_app(gw), settings.host, settings.port,
+                                 reuse_port=worker or settings.workers > 1).start()
     ctx.closers.append(server.stop)  # closers run last-first: HTTP stops before the triggers
+    if settings.workers > 1 and not worker:
+        workers = await Workers(settings.workers - 1, settings.host, server.port or 0, ctx.settings).start()
+        ctx.closers.append(workers.stop)  # … and the workers before this process's HTTP
+        ctx.status["workers"] = settings.workers
+    if worker:
+        watch = asyncio.create_task(exit_with_parent(settings.worker_of or 0), name="gateway-worker-parent")
+        ctx.closers.append(_cancelling(watch))
+        ctx.status["worker_of"] = settings.worker_of
     ctx.status["url"] = server.url
     ctx.status["mappings"] = sorted(gw.mappings)
-    log.info("gateway listening on %s (OpenAPI at %s/docs)", server.url, server.url)
+    log.info("gateway %slistening on %s (OpenAPI at %s/docs)", "worker " if worker else "", server.url,
+             server.url)
+
+
+def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return cancel
 
 
 async def main(settings: KernelSettings) -> None:

@@ -70,6 +70,13 @@ class GatewaySettings(BaseSettings):
     """Address to listen on (containers set 0.0.0.0)."""
     port: int = Field(default=0, ge=0, le=65535)
     """Port to listen on; 0 picks a free one (logged, and shown by `agentos status`)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """HTTP worker processes sharing the port (``SO_REUSEPORT``, Linux). Each is a whole gateway
+    with its own NATS connection and shares state with the others only through NATS, as replicas
+    do; schedules and KPI rules run in the first process only. Per-key rate limits are per
+    process, so N workers admit up to N times a key's rate."""
+    worker_of: int | None = None
+    """Set by the gateway on the worker processes it starts (the first process's pid)."""
     config: Path | None = None
     """Optional YAML file with any of these settings (api_keys, webhooks …)."""
     api_keys: tuple[ApiKeySpec, ...] = ()

@@ -30,22 +30,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+import nats.errors
 import nats.js.errors
+from agentos_kernel.replies import Replies, pub_ack
+from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from agentos_gateway.kv import safe_key
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import Problem, bus_unavailable
 from agentos_gateway.settings import WebhookSource
 
+_encoder = msgspec.json.Encoder()
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 log = logging.getLogger("agentos.gateway.webhooks")
 
@@ -108,6 +112,15 @@ def sign(secret: str, webhook_id: str, body: bytes, timestamp: float | None = No
     }
 
 
+def _stored(reply: Msg) -> bool:
+    """Whether a publish reply says the record was stored."""
+    try:
+        pub_ack(reply)
+    except (nats.errors.Error, nats.js.errors.Error, ValueError):
+        return False
+    return True
+
+
 class ReplayGuard:
     """Remembers which webhook ids became events (see the module docs for the protocol)."""
 
@@ -115,8 +128,11 @@ class ReplayGuard:
     """How many recent deliveries each process remembers in memory (a positive cache only)."""
     ACK_WAIT_S = 5.0
 
-    def __init__(self, kv: KeyValue, ttl_s: float = 30 * 24 * 3600) -> None:
+    def __init__(self, kv: KeyValue, replies: Replies, ttl_s: float = 30 * 24 * 3600) -> None:
         self.kv = kv
+        self.replies = replies
+        """The Bus's :class:`~agentos_kernel.replies.Replies`: look-ups (direct gets) and records
+        are pipelined on it, with no task, timer or JSON API parse per delivery."""
         self.ttl_s = ttl_s
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._queue: list[tuple[str, bytes]] = []
@@ -136,13 +152,13 @@ class ReplayGuard:
         recent = self._recent.get(key)
         if recent is not None and time.time() - recent.get("at", 0.0) < self.ttl_s:
             return recent
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        try:  # a direct get of the key's last message (the bucket allows direct gets)
+            msg = await self.replies.kv_get(self.kv._js._prefix, self.kv._stream, f"{self.kv._pre}{key}")
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise bus_unavailable(exc) from None
+        if msg is None or not msg.data:
             return None
-        if not entry.value:
-            return None
-        record: dict[str, Any] = json.loads(entry.value)
+        record: dict[str, Any] = msgspec.json.decode(msg.data)
         return record
 
     def remember(self, source: str, webhook_id: str, record: dict[str, Any]) -> None:
@@ -152,7 +168,7 @@ class ReplayGuard:
         self._recent.move_to_end(key)
         if len(self._recent) > self.RECENT:
             self._recent.popitem(last=False)
-        self._queue.append((key, json.dumps(record).encode()))
+        self._queue.append((key, _encoder.encode(record)))
         self._pending += 1
         self._wake.set()
         if self._writer is None or self._writer.done():
@@ -168,18 +184,17 @@ class ReplayGuard:
 
     async def _write(self, batch: list[tuple[str, bytes]]) -> None:
         """Store records with their acks in flight together; one by one (``put``) on any failure."""
-        js = self.kv._js  # the bucket's JetStream context; records are plain KV puts
         futures: list[asyncio.Future[Any]] = []
-        for key, value in batch:
+        for key, value in batch:  # records are plain KV puts: publishes to the key's subject
             try:
-                futures.append(await js.publish_async(f"{self.kv._pre}{key}", value))
+                futures.append(await self.replies.publish(f"{self.kv._pre}{key}", value))
             except Exception:  # reconnecting, too many pending: fall back to a plain put below
                 futures.append(asyncio.get_running_loop().create_future())
         await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
         for (key, value), future in zip(batch, futures, strict=True):
             if not future.done():
                 future.cancel()
-            if future.cancelled() or future.exception() is not None:
+            if future.cancelled() or future.exception() is not None or not _stored(future.result()):
                 await self._put(key, value)
             else:
                 self.written += 1
