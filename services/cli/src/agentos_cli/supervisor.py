@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
 from agentos_kernel.runtime import RUNTIME_FILE, read_runtime, write_runtime
+from agentos_kernel.tasks import cancel_and_wait
 
 _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"]
 
@@ -178,9 +179,7 @@ class Runtime:
                 await asyncio.wait_for(proc.wait(), 15)
             except asyncio.TimeoutError:
                 proc.kill()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         if self.offline is not None:
             await asyncio.to_thread(self.offline.stop)
         if self.pg is not None:

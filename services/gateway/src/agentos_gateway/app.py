@@ -22,7 +22,7 @@ from starlette.responses import Response
 from agentos_gateway import binding, routes_ingress, routes_operator
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
-from agentos_gateway.gateway import Gateway, json_response, structured
+from agentos_gateway.gateway import Gateway, json_response
 from agentos_gateway.goals import GoalRequest, fold, goal_event, goal_events
 from agentos_gateway.problems import PROBLEM_JSON, Problem
 

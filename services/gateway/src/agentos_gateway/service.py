@@ -10,13 +10,13 @@ logs the URL it got and reports it in its heartbeat (``url``), which ``agentos s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from agentos_kernel import ConfigError
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.settings import KernelSettings
+from agentos_kernel.tasks import cancel_and_wait
 
 from agentos_gateway import kv as buckets
 from agentos_gateway.app import build_app
@@ -41,9 +41,7 @@ async def start_triggers(ctx: ServiceContext, gw: Gateway, settings: GatewaySett
         task = asyncio.create_task(scheduler.run(), name="gateway-schedules")
 
         async def stop_scheduler() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
         ctx.closers.append(stop_scheduler)
         ctx.status["schedules"] = [s.name for s in schedules]
@@ -84,9 +82,7 @@ async def setup(ctx: ServiceContext) -> None:
 
 def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
     async def cancel() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     return cancel
 
 

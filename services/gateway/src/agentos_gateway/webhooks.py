@@ -28,7 +28,6 @@ consumers are unaffected).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -40,6 +39,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from agentos_kernel.replies import Replies, pub_ack
+from agentos_kernel.tasks import cancel_and_wait
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
@@ -226,7 +226,5 @@ class ReplayGuard:
         while self._pending and loop.time() < deadline:
             await asyncio.sleep(0.01)
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+            await cancel_and_wait(self._writer)
             self._writer = None

@@ -23,6 +23,7 @@ import sys
 import time
 
 from agentos_kernel.settings import KernelSettings
+from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.gateway.workers")
 
@@ -104,9 +105,7 @@ class Workers:
                         proc.kill()
             if late:
                 await asyncio.wait(late, timeout=5)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
 
 
 async def exit_with_parent(parent: int, every_s: float = 0.5) -> None:

@@ -30,6 +30,7 @@ import nats.js.errors
 from nats.js import api
 
 from agentos_kernel.exceptions import AgentOSError, ConfigError
+from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.control")
 T = TypeVar("T")
@@ -291,8 +292,7 @@ class ControlWatcher:
     async def stop(self) -> None:
         """Stop following the bucket."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         if self._watch is not None:
             with contextlib.suppress(Exception):
                 await self._watch.stop()

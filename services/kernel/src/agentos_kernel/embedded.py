@@ -90,7 +90,7 @@ def _common(service: str) -> list[str]:
     claim-check payloads, bootstrapping missing shared streams."""
     obj = "OBJ_AGENTOS_PAYLOADS"
     return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{EV}", f"$JS.API.STREAM.INFO.{DLQ}",
-            *(f"$JS.API.STREAM.CREATE.{x}" for x in SHARED), f"$JS.API.STREAM.INFO.KV_AGENTOS_RECORDS",
+            *(f"$JS.API.STREAM.CREATE.{x}" for x in SHARED), "$JS.API.STREAM.INFO.KV_AGENTOS_RECORDS",
             *_kv("AGENTOS_HEALTH", f"{service}.>"), *_kv("AGENTOS_CONTROL", None),
             *_kv("AGENTOS_SUBJECT_KEYS", None),  # read data subjects' keys (agentos_kernel.shred)
             f"$JS.API.STREAM.INFO.{obj}", f"$JS.API.STREAM.MSG.GET.{obj}", f"$JS.API.DIRECT.GET.{obj}.>",

@@ -35,6 +35,7 @@ from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.policy import PolicyClient
 from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
+from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events import GoalEscalated, GoalPlanned, TaskAssigned, TaskCompleted, TaskFailed, Usage
 from pydantic_settings import SettingsConfigDict
@@ -101,11 +102,8 @@ class Orchestrator:
         self.ctx.closers.append(self.stop)
 
     async def stop(self) -> None:
-        if self._ticker:
-            self._ticker.cancel()
-        for task in self.planning.values():
-            task.cancel()
-        await asyncio.gather(*self.planning.values(), return_exceptions=True)
+        await asyncio.gather(cancel_and_wait(self._ticker),
+                             *(cancel_and_wait(task) for task in list(self.planning.values())))
 
     @property
     def llm(self) -> LLM:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from agentos_kernel import Bus
+from agentos_kernel.tasks import cancel_and_wait
 from agentos_policy import ledger, store
 from agentos_policy.engine import Verdict, agent_name, deny, evaluate
 from agentos_policy.model import Policy
@@ -192,9 +193,7 @@ class Publisher:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.queue.join(), timeout)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_and_wait(self.task)
         self.task = None
 
 

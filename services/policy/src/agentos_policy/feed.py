@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import nats.errors
+from agentos_kernel.tasks import cancel_and_wait
 from nats.js import api
 
 from agentos_policy.decider import Decider
@@ -53,10 +54,8 @@ class Feed:
 
     async def stop(self) -> None:
         """Stop folding and delete the consumer's subscription."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
+        self.task = None
         await self._drop()
 
     async def _drop(self) -> None:

@@ -13,7 +13,6 @@ settled, and reloads edited policy files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -24,6 +23,7 @@ from pydantic_settings import SettingsConfigDict
 
 from agentos_kernel import ConfigError, KernelSettings
 from agentos_kernel.service import ServiceContext, run_service
+from agentos_kernel.tasks import cancel_and_wait
 from agentos_policy import humans, ledger, store
 from agentos_policy.decider import Decider
 from agentos_policy.feed import Feed
@@ -194,9 +194,7 @@ class PolicyService:
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 async def setup(ctx: ServiceContext) -> None:

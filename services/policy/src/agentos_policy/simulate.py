@@ -19,7 +19,6 @@ Not simulated: replan storms (``goal.planned`` is not replayed). A recorded appr
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from collections import defaultdict

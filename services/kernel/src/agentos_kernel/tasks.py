@@ -1,0 +1,38 @@
+"""Stopping background tasks for sure.
+
+``task.cancel(); await task`` can wait forever: when a cancellation lands just as an inner
+``asyncio.wait_for`` completes (Python 3.11's ``wait_for``, which nats-py's ``next_msg`` and
+``fetch`` use), the cancellation is swallowed and a ``while True`` loop goes on. A service that
+stops must stop, so its background loops are stopped with :func:`cancel_and_wait`, which cancels
+again until the task is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("agentos.tasks")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout: float = 10.0, every: float = 0.1) -> bool:
+    """Cancel ``task`` and wait until it is done, cancelling again every ``every`` seconds.
+
+    Returns whether it finished within ``timeout``; its result or exception is consumed, never
+    raised. Cancelling the caller cancels only the wait.
+    """
+    if task is None:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            log.warning("task %s did not stop within %.1fs of being cancelled", task.get_name(), timeout)
+            return False
+        await asyncio.wait({task}, timeout=min(every, left))
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+    return True
