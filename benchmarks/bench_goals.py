@@ -35,11 +35,11 @@ c. LLM-dominated concurrency
     service processes (psutil over the Runtime's child pids) per second of wall time; nats-server,
     Postgres and the offline model (a thread of this process) are reported apart.
 
-The offline model as shipped does not set TCP_NODELAY on its sockets (its listening socket is
-created with proto 0, so asyncio's ``_set_nodelay`` skips every accepted connection); on a
-keep-alive connection each response then waits ~40 ms for the client's delayed ACK. That is an
-artefact of the test model, not of AgentOS, so this script sets TCP_NODELAY on the model's
-listening socket (``--model-as-shipped`` keeps the stall) and measures both behaviours once.
+The offline model sets TCP_NODELAY on its listening socket (accepted connections inherit it on
+Linux); without it each response on a keep-alive connection would wait ~40 ms for the client's
+delayed ACK. This script sets it once more on the model's listening socket
+(``--model-as-shipped`` leaves the model as it is) and measures the model's keep-alive round trip
+both ways once, so a regression in the shipped model shows as a gap between the two.
 """
 
 from __future__ import annotations
@@ -1147,7 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (k=3 only), to prove the script works")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--model-as-shipped", action="store_true",
-                        help="leave the offline model's sockets without TCP_NODELAY (~40 ms per model call)")
+                        help="do not set TCP_NODELAY on the offline model's socket again (it sets it itself)")
     parser.add_argument("--profile", type=Path, help="instead: py-spy the services under saturation into DIR")
     parser.add_argument("--hop-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
