@@ -164,3 +164,25 @@ async def test_repeated_identical_tool_call_fails_the_task_as_a_loop(bus: Bus, p
     async def alerted() -> bool:
         return any(a.kind == "loop" for a in await logged(bus, tenant, AlertRaised))
     await eventually(alerted, timeout=10)
+
+
+async def test_the_model_is_not_called_before_the_task_start_is_stored(bus: Bus, policy_service: ServiceContext,
+                                                                      tenant: str) -> None:
+    """The specialist publishes ``task.started`` while the first decision is asked; the model waits for it."""
+    llm, start = ScriptedLLM([{"answer": "x"}]), asyncio.get_running_loop().create_future()
+    event = context_event(bus, tenant, "research", unique("g"), "task-1")
+    running = asyncio.create_task(run_agent(llm, charter("research"), Progress(messages=list(event.data.messages)),
+                                            {}, ToolContext(bus, event, started=start), no_snapshot))
+    await logged_at_least(bus, tenant, PolicyDecided, 1)  # allowed, and then held
+    await asyncio.sleep(0.2)
+    assert llm.seen == [] and not running.done()
+    start.set_result(None)
+    outcome = await asyncio.wait_for(running, 10)
+    assert outcome.ok and len(llm.seen) == 1
+
+    failed, llm = asyncio.get_running_loop().create_future(), ScriptedLLM([{"answer": "x"}])
+    failed.set_exception(TimeoutError("no ack for task.started"))
+    with pytest.raises(TimeoutError):  # the attempt fails (and is redelivered); the model is never asked
+        await run_agent(llm, charter("research"), Progress(messages=list(event.data.messages)), {},
+                        ToolContext(bus, event, started=failed), no_snapshot)
+    assert llm.seen == []

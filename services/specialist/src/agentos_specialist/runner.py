@@ -89,6 +89,7 @@ async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Pr
     decision = await policy.decide_and_wait(request, tool_ctx.event)
     if decision.decision != "allow":
         return denied(decision, "model call")
+    await tool_ctx.effects_may_start()
     try:
         response, calls = await llm.complete(chain, progress.messages, **kwargs)
     except ModelCallFailed as exc:

@@ -94,12 +94,21 @@ class Specialist:
         if saved.get("done"):
             await self._publish_result(event, saved["kind"], saved["result"])
             return
-        await self.ctx.bus.publish(self.ctx.bus.new(
+        # The start is stored while the first policy decision is asked (the two are independent);
+        # the model is called, and the result published, only once it is (ToolContext.started).
+        started = asyncio.ensure_future(self.ctx.bus.publish(self.ctx.bus.new(
             TaskStarted(task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance),
-            cause=event, id=derived_event_id(data.task_id, "started")))
+            cause=event, id=derived_event_id(data.task_id, "started"))))
         progress = _progress_from(saved) or Progress(messages=[dict(m) for m in data.messages])
-        outcome = await run_agent(self.llm, charter, progress, self.tools, ToolContext(self.ctx.bus, event),
-                                  lambda p: self._save(key, _progress_dump(p)))
+        try:
+            outcome = await run_agent(self.llm, charter, progress, self.tools,
+                                      ToolContext(self.ctx.bus, event, started=started),
+                                      lambda p: self._save(key, _progress_dump(p)))
+        finally:
+            await asyncio.wait({started})
+            if not started.cancelled():
+                started.exception()  # retrieved here; raised just below when the run itself succeeded
+        started.result()  # a start that could not be stored fails the attempt: it is redelivered
         kind, result = _result(data, outcome, progress)
         # Both before the ack, so their order does not matter: a redelivery after a crash finds
         # the saved result (and republishes it under the same id) or runs the task again.

@@ -42,6 +42,14 @@ class ToolContext:
     event: Event[ContextReady]
     stop: PolicyDecision | None = None
     """Set when a policy denial must end the task rather than be shown to the model."""
+    started: Awaitable[Any] | None = None
+    """The task's ``task.started`` publish, still in flight while the first policy decision is
+    asked; :meth:`effects_may_start` waits for it before the first model call."""
+
+    async def effects_may_start(self) -> None:
+        """Return once the task's start is stored: nothing with an effect or a cost runs before."""
+        if self.started is not None:
+            await self.started
 
 
 @dataclass
