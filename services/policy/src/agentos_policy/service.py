@@ -86,7 +86,7 @@ class PolicyService:
         self.decider.publisher.start()
         await self._serve()
         ticker = asyncio.create_task(self.tick())
-        self.ctx.closers.append(lambda: _cancel(ticker))
+        self.ctx.closers.append(lambda: cancel_and_wait(ticker))
         self.ctx.closers.append(self.decider.drain)
         self.ctx.status["policy_version"] = self.decider.version
 
@@ -191,10 +191,6 @@ class PolicyService:
         if policy is not None:
             await store.record_caps(self.ctx.pool, policy.version,  # type: ignore[arg-type]
                                     [c.model_dump() for c in policy.budgets])
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    await cancel_and_wait(task)
 
 
 async def setup(ctx: ServiceContext) -> None:
