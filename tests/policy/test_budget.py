@@ -13,8 +13,9 @@ from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
 from agentos_kernel.testing import eventually, unique
 from agentos_policy import ledger
-from agentos_schemas.events import ModelCall
-from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+from agentos_schemas import Event
+from agentos_schemas.events import ModelCall, Settlement, TaskCompleted
+from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequested, PolicyDecided
 from agentos_schemas.rpc import PolicyRequest
 from agentos_specialist.runner import Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, ToolContext, build_tools
@@ -26,6 +27,7 @@ from tests.policy.conftest import (
     context_event,
     logged,
     logged_at_least,
+    logged_events,
     no_snapshot,
     tool_call,
 )
@@ -148,3 +150,55 @@ async def test_a_settlement_redelivered_after_its_commit_still_gets_its_event(
     assert again == first
     assert await ledger.settled_by(pool, unique("e"), allowed.reservation_id) is None  # not that request's
     assert float((await tenant_counter(pool, tenant))["used_usd"]) == 0.001
+
+
+async def reservation(pool: asyncpg.Pool, reservation_id: str) -> asyncpg.Record:
+    return await pool.fetchrow("SELECT status, cost_usd, tokens FROM policy.budget_reservations WHERE id = $1",
+                               reservation_id)
+
+
+async def test_the_answering_call_is_settled_through_task_completed(bus: Bus, pool: asyncpg.Pool,
+                                                                    policy_service: ServiceContext) -> None:
+    """A tool round's call is settled on its own (before the next decision); the call whose answer
+    completes the task rides on ``task.completed``, which the policy settles like a request."""
+    tenant, goal = unique("bud"), unique("g")
+    task_id = f"{goal}/r0/s1/a1"
+    llm = ScriptedLLM([[tool_call("search_documents", {"query": "competitor"})], {"answer": "done"}],
+                      cost=0.0009)
+    event = context_event(bus, tenant, "spender", goal, task_id)
+    outcome = await run_agent(llm, charter("spender", ("search_documents",)),
+                              Progress(messages=[dict(m) for m in event.data.messages]),
+                              build_tools(DocumentIndex.from_folder()), ToolContext(bus, event), no_snapshot)
+    assert outcome.ok and outcome.settlement is not None, outcome.reason
+    assert outcome.settlement.cost_usd == 0.0009 and outcome.settlement.tokens == 400
+    requested = await logged(bus, tenant, BudgetSettlementRequested)  # before the 2nd decision
+    assert len(requested) == 1 and requested[0].reservation_id != outcome.settlement.reservation_id
+    last = outcome.settlement.reservation_id
+    assert (await reservation(pool, last))["status"] == "reserved"
+
+    def completed(settlement: Settlement, *, task: str = task_id, principal: str | None = None,
+                  agent: str = "spender") -> Event[TaskCompleted]:
+        data = TaskCompleted(task_id=task, goal_id=goal, step_id="s1", agent=agent, output={"answer": "x"},
+                             settlement=settlement)
+        return bus.new(data, tenant=tenant, principal=principal)
+
+    # Not settled by another task's completion, by another agent's, nor by a human's takeover.
+    await bus.publish(completed(outcome.settlement, task=f"{goal}/r0/s2/a1"))
+    await bus.publish(completed(outcome.settlement, agent="writer"))
+    await bus.publish(completed(outcome.settlement, principal="user:ann", agent="user:ann"))
+    done = completed(outcome.settlement)
+    await bus.publish(done)
+    settled = await logged_at_least(bus, tenant, BudgetSettled, 2, timeout=15)
+    by_id = {s.reservation_id: s for s in settled}
+    assert set(by_id) == {requested[0].reservation_id, last}
+    assert by_id[last].cost_usd == 0.0009 and by_id[last].tokens == 400 and by_id[last].agent == "spender"
+    row = await reservation(pool, last)
+    assert row["status"] == "settled" and float(row["cost_usd"]) == 0.0009 and row["tokens"] == 400
+    settled_events = await logged_events(bus, tenant, BudgetSettled)
+    assert next(e for e in settled_events if e.data.reservation_id == last).causationid == done.id
+    assert float((await tenant_counter(pool, tenant))["reserved_usd"]) == 0
+    assert float((await tenant_counter(pool, tenant))["used_usd"]) == round(2 * 0.0009, 6)
+    await bus.publish(completed(outcome.settlement))  # a redelivery (new id) settles nothing again
+    await asyncio.sleep(0.5)
+    assert len(await logged(bus, tenant, BudgetSettled)) == 2
+    assert float((await tenant_counter(pool, tenant))["used_usd"]) == round(2 * 0.0009, 6)

@@ -19,6 +19,7 @@ from agentos_schemas.events.tasks import (
     ContextManifest,
     ContextReady,
     ModelCall,
+    Settlement,
     TaskAssigned,
     TaskCompleted,
     TaskFailed,
@@ -30,6 +31,6 @@ from agentos_schemas.events.tasks import (
 __all__ = [
     "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "EventData",
     "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalPlanned", "GoalSubmitted", "HaltRequested",
-    "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested", "TaskAssigned", "TaskCompleted", "TaskFailed",
+    "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested", "Settlement", "TaskAssigned", "TaskCompleted", "TaskFailed",
     "TaskReviewed", "TaskStarted", "Usage",
 ]

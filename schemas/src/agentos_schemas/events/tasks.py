@@ -73,6 +73,16 @@ class TaskStarted(EventData):
     """The specialist replica that took the task."""
 
 
+class Settlement(BaseModel):
+    """What a model call that held a budget reservation really cost (from the provider's usage)."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    reservation_id: str
+    cost_usd: float = Field(ge=0)
+    tokens: int = Field(ge=0)
+
+
 class TaskCompleted(EventData):
     event_name = "task.completed"
 
@@ -83,6 +93,10 @@ class TaskCompleted(EventData):
     output: dict[str, Any]
     """Structured output, validated against the charter's output schema."""
     usage: Usage = Field(default_factory=Usage)
+    settlement: Settlement | None = None
+    """The settlement of the model call that gave the output, carried here instead of its own
+    ``budget.settlement_requested`` (one durable event less per task). The policy service settles
+    it only for a reservation made for this task and agent."""
 
 
 TaskFailureCode = Literal[

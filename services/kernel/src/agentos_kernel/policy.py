@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentos_kernel.bus import Bus
 from agentos_schemas import Event, derived_event_id, new_event_id
-from agentos_schemas.events import ModelCall
+from agentos_schemas.events import ModelCall, Settlement
 from agentos_schemas.events.policy import BudgetSettlementRequested, PolicyDecided
 from agentos_schemas.rpc import (
     POLICY_APPROVAL,
@@ -195,15 +195,25 @@ class PolicyClient:
         return denial("expired", f"approval {decision.approval_id} not decided within "
                                  f"{wait_s if wait_s is not None else self.settings.approval_wait_s:.0f}s")
 
+    @staticmethod
+    def settlement(decision: PolicyDecision, calls: list[ModelCall]) -> Settlement | None:
+        """A model call's real cost against its reservation (None when the decision reserved nothing)."""
+        if decision.reservation_id is None:
+            return None
+        return Settlement(reservation_id=decision.reservation_id, cost_usd=sum(c.cost_usd for c in calls),
+                          tokens=sum(c.input_tokens + c.output_tokens for c in calls))
+
     async def settle(self, decision: PolicyDecision, request: PolicyRequest, calls: list[ModelCall],
                      cause: Event[Any] | None = None) -> None:
-        """Report a model call's real cost against its reservation (a durable event the service settles)."""
-        if decision.reservation_id is None:
+        """Report a model call's real cost against its reservation (a durable event the service settles).
+
+        A task's last call may instead carry its :meth:`settlement` on ``task.completed``."""
+        settlement = self.settlement(decision, calls)
+        if settlement is None:
             return
         data = BudgetSettlementRequested(
-            reservation_id=decision.reservation_id, cost_usd=sum(c.cost_usd for c in calls),
-            tokens=sum(c.input_tokens + c.output_tokens for c in calls), agent=request.agent,
-            goal_id=request.goal_id, task_id=request.task_id)
+            reservation_id=settlement.reservation_id, cost_usd=settlement.cost_usd, tokens=settlement.tokens,
+            agent=request.agent, goal_id=request.goal_id, task_id=request.task_id)
         await self.bus.publish(self.bus.new(data, tenant=request.tenant, cause=cause,
                                             correlationid=request.goal_id or None, principal=request.principal,
-                                            id=derived_event_id(decision.reservation_id, "settle")))
+                                            id=derived_event_id(settlement.reservation_id, "settle")))

@@ -127,6 +127,19 @@ async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: fl
     """
     row = await pool.fetchrow(f"SELECT * FROM {S}.settle($1, $2, $3, $4, $5)", SETTLE_CONSUMER, event_id,
                               reservation_id, Decimal(str(usd)), tokens)
+    return _settlement(reservation_id, row)
+
+
+async def settle_task(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float, tokens: int,
+                      task_id: str, agent: str) -> Settlement | None:
+    """:func:`settle` for a settlement carried on ``task.completed``: it settles only a reservation
+    made for ``task_id`` and ``agent`` (None otherwise, or if unknown or already settled)."""
+    row = await pool.fetchrow(f"SELECT * FROM {S}.settle_task($1, $2, $3, $4, $5, $6, $7)", SETTLE_CONSUMER,
+                              event_id, reservation_id, Decimal(str(usd)), tokens, task_id, agent)
+    return _settlement(reservation_id, row)
+
+
+def _settlement(reservation_id: str, row: asyncpg.Record | None) -> Settlement | None:
     if row is None:
         return None
     return Settlement(reservation_id, float(row["r_est_usd"]), int(row["r_est_tokens"]), row["r_agent"],

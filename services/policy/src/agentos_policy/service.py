@@ -3,8 +3,9 @@ outside action, with approvals, budgets, rate limits and loop detection.
 
 Answers (queue group ``policy``): ``agentosrpc.policy.decide``, ``.approval``, ``.approvals``,
 ``.vote``, ``.budget``. Consumes (durable ``policy``): ``budget.settlement_requested`` (settles the
-ledger, publishes ``budget.settled``) and ``task.completed`` (a human's takeover — principal and agent
-``user:<name>`` — cancels the task's approvals; a low-confidence answer escalates the goal).
+ledger, publishes ``budget.settled``) and ``task.completed`` (the settlement it carries for its last
+model call is settled the same way; a human's takeover — principal and agent ``user:<name>`` —
+cancels the task's approvals; a low-confidence answer escalates the goal).
 Publishes ``policy.decided``, ``approval.requested/voted/decided``, ``alert.raised``,
 ``goal.escalated``. A 1 s tick escalates or expires overdue approvals, charges reservations never
 settled, and reloads edited policy files.
@@ -60,6 +61,14 @@ def load_or_none(folder: Path) -> Policy | None:
     except PolicyError as exc:
         log.error("policy: %s — denying every request until it is fixed", exc)
         return None
+
+
+def _takeover(event: Event[Any], data: TaskCompleted) -> bool:
+    """A human's takeover: the human is the agent (``agentos takeover`` and the gateway publish it so,
+    and the orchestrator reads it so). An agent's answer in a goal a human submitted carries the
+    human's principal too, and is an agent's answer."""
+    principal = event.principal or ""
+    return principal.startswith("user:") and data.agent == principal
 
 
 class PolicyService:
@@ -123,25 +132,35 @@ class PolicyService:
         """Settle a reservation, or react to a task's completion (takeover, low confidence)."""
         data = event.data
         if isinstance(data, BudgetSettlementRequested):
-            pool = self.ctx.pool
-            assert pool is not None
-            done = await ledger.settle(pool, event.id, data.reservation_id, data.cost_usd, data.tokens)
-            if done is None:  # settled before, by this very request? then its event may be missing
-                done = await ledger.settled_by(pool, event.id, data.reservation_id)
-            if done is not None:  # published again on a redelivery: the derived id stores it once
-                await self.ctx.bus.publish(self.ctx.bus.new(BudgetSettled(
-                    reservation_id=data.reservation_id, estimated_usd=done.estimated_usd, cost_usd=data.cost_usd,
-                    estimated_tokens=done.estimated_tokens, tokens=data.tokens, agent=data.agent,
-                    goal_id=data.goal_id), cause=event, id=derived_event_id(data.reservation_id, "settled")))
+            await self._settle(event, data.reservation_id, data.cost_usd, data.tokens, data.agent, data.goal_id)
         elif isinstance(data, TaskCompleted):
+            if data.settlement is not None and not _takeover(event, data):
+                s = data.settlement
+                await self._settle(event, s.reservation_id, s.cost_usd, s.tokens, data.agent, data.goal_id,
+                                   task_id=data.task_id)
             await self._completed(event, data)
 
+    async def _settle(self, event: Event[Any], reservation_id: str, cost_usd: float, tokens: int, agent: str,
+                      goal_id: str, *, task_id: str | None = None) -> None:
+        """Settle a reservation in the ledger and publish ``budget.settled`` (a settlement carried on
+        ``task.completed`` names its task: only that task's agent's reservation is settled)."""
+        pool = self.ctx.pool
+        assert pool is not None
+        if task_id is None:
+            done = await ledger.settle(pool, event.id, reservation_id, cost_usd, tokens)
+        else:
+            done = await ledger.settle_task(pool, event.id, reservation_id, cost_usd, tokens, task_id, agent)
+        if done is None:  # settled before, by this very event? then its budget.settled may be missing
+            done = await ledger.settled_by(pool, event.id, reservation_id)
+        if done is not None:  # published again on a redelivery: the derived id stores it once
+            await self.ctx.bus.publish(self.ctx.bus.new(BudgetSettled(
+                reservation_id=reservation_id, estimated_usd=done.estimated_usd, cost_usd=cost_usd,
+                estimated_tokens=done.estimated_tokens, tokens=tokens, agent=agent, goal_id=goal_id),
+                cause=event, id=derived_event_id(reservation_id, "settled")))
+
     async def _completed(self, event: Event[Any], data: TaskCompleted) -> None:
-        principal = event.principal or ""
-        if principal.startswith("user:") and data.agent == principal:
-            # A takeover: the human is the agent (``agentos takeover`` and the gateway publish it so, and
-            # the orchestrator reads it so). An agent's answer in a goal a human submitted carries the
-            # human's principal too, and is an agent's answer.
+        if _takeover(event, data):
+            principal = event.principal or ""
             await humans.taken_over(self.decider, event.tenant, data.task_id, principal.removeprefix("user:"))
             return
         policy = self.decider.policy

@@ -3,10 +3,14 @@ against the charter's output schema, and re-ask with the validation error (bound
 
 Every model call is first put to the policy service (fail closed): a deny ends the task (code
 ``budget`` when a budget is exhausted, ``loop`` for runaway behaviour, else ``denied``); an
-approval is waited for; an allowed call's budget reservation is settled with its real cost."""
+approval is waited for; an allowed call's budget reservation is settled with its real cost. A
+call's settlement is published when the loop goes on (before the next decision is asked) or the
+task fails; the settlement of the call whose answer completes the task rides on ``task.completed``
+(:attr:`Outcome.settlement`), which saves the step one durable event."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +21,7 @@ from agentos_kernel.llm import LLM, ModelCallFailed
 from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
 from agentos_kernel.redact import redact
 from agentos_schemas.charter import Charter
-from agentos_schemas.events import ModelCall
+from agentos_schemas.events import ModelCall, Settlement
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
 
 from agentos_specialist.tools import Tool, ToolContext, call_tool
@@ -41,6 +45,21 @@ class Outcome:
     reason: str = ""
     retryable: bool = True
     code: str = "error"
+    settlement: Settlement | None = None
+    """The settlement of the model call that gave a successful output, for ``task.completed``."""
+
+
+@dataclass
+class _Unsettled:
+    """A model call made whose settlement is not published yet."""
+
+    policy: PolicyClient
+    decision: PolicyDecision
+    request: PolicyRequest
+    calls: list[ModelCall]
+
+    async def publish(self, cause: Any) -> None:
+        await self.policy.settle(self.decision, self.request, self.calls, cause)
 
 
 Snapshot = Callable[[Progress], Awaitable[None]]
@@ -52,6 +71,27 @@ def _cost(calls: list[ModelCall]) -> float:
 
 async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool],
                     tool_ctx: ToolContext, snapshot: Snapshot) -> Outcome:
+    unsettled: list[_Unsettled] = []
+    try:
+        outcome = await _loop(llm, charter, progress, tools, tool_ctx, snapshot, unsettled)
+    except Exception:  # the attempt fails and is redelivered; the calls it made are still reported
+        with contextlib.suppress(Exception):
+            await _settle(unsettled, tool_ctx)
+        raise
+    if outcome.ok and len(unsettled) == 1:
+        outcome.settlement = unsettled[0].policy.settlement(unsettled[0].decision, unsettled[0].calls)
+    else:
+        await _settle(unsettled, tool_ctx)
+    return outcome
+
+
+async def _settle(unsettled: list[_Unsettled], tool_ctx: ToolContext) -> None:
+    while unsettled:
+        await unsettled.pop(0).publish(tool_ctx.event)
+
+
+async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool], tool_ctx: ToolContext,
+                snapshot: Snapshot, unsettled: list[_Unsettled]) -> Outcome:
     chain = [charter.model, *charter.fallbacks]
     specs = [tools[n].spec() for n in charter.tools if n in tools]
     response_format = {"type": "json_schema",
@@ -64,7 +104,7 @@ async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[
         kwargs: dict[str, Any] = {"response_format": response_format}
         if specs:
             kwargs["tools"] = specs
-        response = await _call_model(llm, charter, chain, progress, tool_ctx, kwargs)
+        response = await _call_model(llm, charter, chain, progress, tool_ctx, kwargs, unsettled)
         if isinstance(response, Outcome):
             return response
         message = response.choices[0].message
@@ -81,8 +121,10 @@ async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[
 
 
 async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
-                      kwargs: dict[str, Any]) -> Any:
-    """Ask the policy, then the model; returns the response, or the Outcome that ends the task."""
+                      kwargs: dict[str, Any], unsettled: list[_Unsettled]) -> Any:
+    """Settle the previous call, ask the policy, then the model; returns the response (its call is
+    left in ``unsettled``), or the Outcome that ends the task."""
+    await _settle(unsettled, tool_ctx)
     policy = PolicyClient.for_bus(tool_ctx.bus)
     kwargs.setdefault("max_tokens", policy.settings.est_output_tokens)  # the reservation bounds the output
     request = _model_request(llm, charter, chain, progress, tool_ctx, kwargs["max_tokens"])
@@ -94,10 +136,10 @@ async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Pr
         response, calls = await llm.complete(chain, progress.messages, **kwargs)
     except ModelCallFailed as exc:
         progress.calls += exc.calls
-        await policy.settle(decision, request, exc.calls, tool_ctx.event)
+        unsettled.append(_Unsettled(policy, decision, request, exc.calls))
         return Outcome(False, reason=str(exc), code="model_unavailable")
     progress.calls += calls
-    await policy.settle(decision, request, calls, tool_ctx.event)
+    unsettled.append(_Unsettled(policy, decision, request, calls))
     return response
 
 

@@ -150,7 +150,8 @@ def _result(data: ContextReady, outcome: Outcome, progress: Progress) -> tuple[s
     common = {"task_id": data.task_id, "goal_id": data.goal_id, "step_id": data.step_id, "agent": data.agent,
               "usage": usage.model_dump(mode="json")}
     if outcome.ok:
-        return "completed", {**common, "output": outcome.output}
+        settlement = {"settlement": outcome.settlement.model_dump()} if outcome.settlement else {}
+        return "completed", {**common, "output": outcome.output, **settlement}
     return "failed", {**common, "reason": outcome.reason, "retryable": outcome.retryable, "code": outcome.code}
 
 
