@@ -369,3 +369,23 @@ def test_cli_prints_url_and_serves(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+async def test_openai_models_skip_the_openai_sdk(server: OfflineModelServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``agentos_kernel.llm`` sends ``openai/`` calls through litellm's own HTTP handler (less CPU
+    per call); a litellm upgrade that drops the switch fails here instead of silently costing more."""
+    from agentos_kernel.llm import LLM, ModelRegistry, ModelSpec
+
+    def sdk(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the OpenAI SDK path was used")
+
+    monkeypatch.setattr(litellm.main.openai_chat_completions, "completion", sdk)
+    llm = LLM(ModelRegistry(models=(ModelSpec(alias="fast", model="openai/offline-fast", api_base=server.url,
+                                              input_cost_per_token=1e-6, output_cost_per_token=2e-6),)))
+    assert os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] == "True"
+    response, calls = await llm.complete(["fast"], user("What is NATS JetStream?"))
+    assert response.choices[0].message.content == default_text("What is NATS JetStream?")
+    [call] = calls
+    assert call.ok and call.input_tokens == response.usage.prompt_tokens > 0
+    assert call.cost_usd == pytest.approx(call.input_tokens * 1e-6 + call.output_tokens * 2e-6)
