@@ -28,6 +28,7 @@ from agentos_schemas.events import (
     TaskReviewed,
     TaskStarted,
 )
+from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
 from tests.e2e.conftest import goal_events, outcome
 
 SEED = "Research our three main competitors and draft a summary report"
@@ -66,6 +67,15 @@ async def test_demo_goal_end_to_end(rbus: Bus) -> None:
     assert "Bottom line" in final.data.result and final.data.cost_usd > 0 and final.data.tokens > 0
     committed = [m for m in of(events, MemoryCommitted) if m.status == "committed"]
     assert sum(len(m.entry_ids) for m in committed) == 3
+
+    async def every_reservation_settled_once() -> bool:  # the answering calls' through task.completed
+        logged = await goal_events(rbus, goal.data.goal_id)
+        reserved = {d.reservation_id for d in of(logged, PolicyDecided)
+                    if d.request.action == "model_call" and d.reservation_id}
+        settled = [s.reservation_id for s in of(logged, BudgetSettled)]
+        return bool(reserved) and set(settled) == reserved and len(settled) == len(reserved)
+    await eventually(every_reservation_settled_once, timeout=30, every=0.5)
+    assert all(c.settlement is not None for c in of(events, TaskCompleted))  # every answer was a model's
 
 
 async def test_second_run_recalls_findings_from_episodic_memory(rbus: Bus) -> None:
