@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
@@ -202,3 +203,64 @@ async def test_the_answering_call_is_settled_through_task_completed(bus: Bus, po
     await asyncio.sleep(0.5)
     assert len(await logged(bus, tenant, BudgetSettled)) == 2
     assert float((await tenant_counter(pool, tenant))["used_usd"]) == round(2 * 0.0009, 6)
+
+
+async def test_a_task_result_settles_each_reservation_once_and_only_its_own(
+        bus: Bus, pool: asyncpg.Pool, policy_service: ServiceContext) -> None:
+    """A result redelivered after the ledger committed finds its settlement; a re-run's new final
+    call under the same result id is settled too; another tenant's or task's result settles nothing."""
+    tenant = unique("bud")
+
+    async def reserve(task_id: str) -> str:
+        allowed = await ask(bus, tenant, "spender", "model_call", "fast", task_id=task_id,
+                            estimated_cost_usd=0.003, estimated_tokens=500)
+        assert allowed.reservation_id is not None
+        return allowed.reservation_id
+
+    first_run, re_run, other = await reserve("t1"), await reserve("t1"), await reserve("t2")
+    event_id = unique("e")
+    key = ledger.task_settlement_id(event_id, first_run)
+    done = await ledger.settle_task(pool, key, first_run, 0.001, 100, tenant, "t1", "spender")
+    assert done is not None and done.estimated_usd == 0.003
+    assert await ledger.settle_task(pool, key, first_run, 0.001, 100, tenant, "t1", "spender") is None
+    assert await ledger.settled_by(pool, key, first_run) == done  # the redelivery publishes budget.settled
+    re_key = ledger.task_settlement_id(event_id, re_run)
+    assert await ledger.settle_task(pool, re_key, re_run, 0.002, 200, tenant, "t1", "spender") is not None
+    for wrong in [("someone-else", "t2", "spender"), (tenant, "t1", "spender"), (tenant, "t2", "writer")]:
+        assert await ledger.settle_task(pool, ledger.task_settlement_id(unique("e"), other), other, 0.0, 0,
+                                        *wrong) is None
+    assert (await reservation(pool, other))["status"] == "reserved"
+    row = await tenant_counter(pool, tenant)
+    assert float(row["used_usd"]) == 0.003 and float(row["reserved_usd"]) == 0.003
+
+
+async def test_calls_are_settled_when_the_task_is_cancelled_or_its_result_cannot_carry_it(
+        bus: Bus, policy_service: ServiceContext) -> None:
+    tenant, goal = unique("bud"), unique("g")
+    event = context_event(bus, tenant, "spender", goal, f"{goal}/r0/s1/a1")
+    entered = asyncio.Event()
+
+    async def stuck(progress: Progress) -> None:  # the snapshot after an invalid answer never ends
+        entered.set()
+        await asyncio.Event().wait()
+
+    llm = ScriptedLLM([{"not_the_answer": 1}], cost=0.0007)
+    progress = Progress(messages=list(event.data.messages))
+    running = asyncio.create_task(run_agent(llm, charter("spender"), progress, {}, ToolContext(bus, event),
+                                            stuck))
+    await asyncio.wait_for(entered.wait(), 10)
+    assert await logged(bus, tenant, BudgetSettlementRequested) == []  # the invalid answer's call is pending
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    [requested] = await logged_at_least(bus, tenant, BudgetSettlementRequested, 1)
+    assert requested.cost_usd == 0.0007
+
+    # An answer whose task.completed cannot carry its settlement has it published apart.
+    outcome = await run_agent(ScriptedLLM([{"answer": "x"}]), charter("spender"),
+                              Progress(messages=list(event.data.messages)), {}, ToolContext(bus, event),
+                              no_snapshot)
+    assert outcome.ok and outcome.settlement is not None and outcome.settle_separately is not None
+    await outcome.settle_separately()
+    requested_all = await logged_at_least(bus, tenant, BudgetSettlementRequested, 2)
+    assert outcome.settlement.reservation_id in {r.reservation_id for r in requested_all}

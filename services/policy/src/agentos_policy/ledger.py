@@ -131,12 +131,20 @@ async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: fl
 
 
 async def settle_task(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float, tokens: int,
-                      task_id: str, agent: str) -> Settlement | None:
+                      tenant: str, task_id: str, agent: str) -> Settlement | None:
     """:func:`settle` for a settlement carried on ``task.completed``: it settles only a reservation
-    made for ``task_id`` and ``agent`` (None otherwise, or if unknown or already settled)."""
-    row = await pool.fetchrow(f"SELECT * FROM {S}.settle_task($1, $2, $3, $4, $5, $6, $7)", SETTLE_CONSUMER,
-                              event_id, reservation_id, Decimal(str(usd)), tokens, task_id, agent)
+    made for ``tenant``, ``task_id`` and ``agent`` (None otherwise, or if unknown or already settled).
+    ``event_id`` names the settlement: :func:`task_settlement_id`."""
+    row = await pool.fetchrow(f"SELECT * FROM {S}.settle_task($1, $2, $3, $4, $5, $6, $7, $8)",
+                              SETTLE_CONSUMER, event_id, reservation_id, Decimal(str(usd)), tokens, tenant,
+                              task_id, agent)
     return _settlement(reservation_id, row)
+
+
+def task_settlement_id(event_id: str, reservation_id: str) -> str:
+    """What a settlement carried on ``task.completed`` is recorded as processed under: a task's
+    result keeps its event id when a re-run makes a new final call, so the reservation is part of it."""
+    return f"{event_id}/{reservation_id}"
 
 
 def _settlement(reservation_id: str, row: asyncpg.Record | None) -> Settlement | None:

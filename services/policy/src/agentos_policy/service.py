@@ -132,9 +132,10 @@ class PolicyService:
         """Settle a reservation, or react to a task's completion (takeover, low confidence)."""
         data = event.data
         if isinstance(data, BudgetSettlementRequested):
-            await self._settle(event, data.reservation_id, data.cost_usd, data.tokens, data.agent, data.goal_id)
+            await self._settle(event, data.reservation_id, data.cost_usd, data.tokens, data.agent,
+                               data.goal_id)
         elif isinstance(data, TaskCompleted):
-            if data.settlement is not None and not _takeover(event, data):
+            if data.settlement is not None:  # a takeover's agent is a person: it matches no reservation
                 s = data.settlement
                 await self._settle(event, s.reservation_id, s.cost_usd, s.tokens, data.agent, data.goal_id,
                                    task_id=data.task_id)
@@ -146,17 +147,20 @@ class PolicyService:
         ``task.completed`` names its task: only that task's agent's reservation is settled)."""
         pool = self.ctx.pool
         assert pool is not None
+        key, principal = event.id, None
         if task_id is None:
-            done = await ledger.settle(pool, event.id, reservation_id, cost_usd, tokens)
-        else:
-            done = await ledger.settle_task(pool, event.id, reservation_id, cost_usd, tokens, task_id, agent)
+            done = await ledger.settle(pool, key, reservation_id, cost_usd, tokens)
+        else:  # budget.settled names the agent, as it does when the agent requests the settlement
+            key, principal = ledger.task_settlement_id(event.id, reservation_id), f"agent:{agent}"
+            done = await ledger.settle_task(pool, key, reservation_id, cost_usd, tokens, event.tenant,
+                                            task_id, agent)
         if done is None:  # settled before, by this very event? then its budget.settled may be missing
-            done = await ledger.settled_by(pool, event.id, reservation_id)
+            done = await ledger.settled_by(pool, key, reservation_id)
         if done is not None:  # published again on a redelivery: the derived id stores it once
             await self.ctx.bus.publish(self.ctx.bus.new(BudgetSettled(
                 reservation_id=reservation_id, estimated_usd=done.estimated_usd, cost_usd=cost_usd,
                 estimated_tokens=done.estimated_tokens, tokens=tokens, agent=agent, goal_id=goal_id),
-                cause=event, id=derived_event_id(reservation_id, "settled")))
+                cause=event, principal=principal, id=derived_event_id(reservation_id, "settled")))
 
     async def _completed(self, event: Event[Any], data: TaskCompleted) -> None:
         if _takeover(event, data):

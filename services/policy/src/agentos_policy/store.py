@@ -148,17 +148,17 @@ MIGRATIONS = [
         RETURN QUERY SELECT * FROM {schema}.release(p_id, p_usd, p_tokens, 'settled');
     END $$;
     """,
-    # A settlement carried on task.completed: only for a reservation made for that task and agent
-    # (task.completed is also what a human's takeover publishes).
+    # A settlement carried on task.completed: only for a reservation made for that tenant, task and
+    # agent (task.completed is also what a human's takeover publishes).
     """
     CREATE OR REPLACE FUNCTION {schema}.settle_task(p_consumer text, p_event_id text, p_id text,
-                                                    p_usd numeric, p_tokens bigint, p_task_id text,
-                                                    p_agent text)
+                                                    p_usd numeric, p_tokens bigint, p_tenant text,
+                                                    p_task_id text, p_agent text)
     RETURNS TABLE (r_est_usd numeric, r_est_tokens bigint, r_agent text, r_goal_id text)
     LANGUAGE plpgsql AS $$
     BEGIN
         PERFORM 1 FROM {schema}.budget_reservations
-            WHERE id = p_id AND task_id = p_task_id AND agent = p_agent;
+            WHERE id = p_id AND tenant = p_tenant AND task_id = p_task_id AND agent = p_agent;
         IF NOT FOUND THEN
             RETURN;
         END IF;

@@ -4,12 +4,14 @@ against the charter's output schema, and re-ask with the validation error (bound
 Every model call is first put to the policy service (fail closed): a deny ends the task (code
 ``budget`` when a budget is exhausted, ``loop`` for runaway behaviour, else ``denied``); an
 approval is waited for; an allowed call's budget reservation is settled with its real cost. A
-call's settlement is published when the loop goes on (before the next decision is asked) or the
-task fails; the settlement of the call whose answer completes the task rides on ``task.completed``
-(:attr:`Outcome.settlement`), which saves the step one durable event."""
+call that asks for tools is settled while its tools run, one whose answer is invalid before the
+next model call is decided, and any call of a task that fails when it ends; the settlement of the
+call whose answer completes the task rides on ``task.completed`` (:attr:`Outcome.settlement`),
+which saves the step one durable event."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,10 @@ class Outcome:
     code: str = "error"
     settlement: Settlement | None = None
     """The settlement of the model call that gave a successful output, for ``task.completed``."""
+    settle_separately: Callable[[], Awaitable[None]] | None = None
+    """Publishes that settlement as its own ``budget.settlement_requested`` instead, for when
+    ``task.completed`` does not carry it after all (its start could not be stored, or an earlier
+    attempt's result is stored under the same id)."""
 
 
 @dataclass
@@ -74,12 +80,15 @@ async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[
     unsettled: list[_Unsettled] = []
     try:
         outcome = await _loop(llm, charter, progress, tools, tool_ctx, snapshot, unsettled)
-    except Exception:  # the attempt fails and is redelivered; the calls it made are still reported
-        with contextlib.suppress(Exception):
-            await _settle(unsettled, tool_ctx)
+    except BaseException:  # the attempt fails (or is cancelled); the calls it made are still reported
+        reporting = asyncio.ensure_future(_settle(unsettled, tool_ctx))
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(reporting)
         raise
     if outcome.ok and len(unsettled) == 1:
-        outcome.settlement = unsettled[0].policy.settlement(unsettled[0].decision, unsettled[0].calls)
+        last = unsettled[0]
+        outcome.settlement = last.policy.settlement(last.decision, last.calls)
+        outcome.settle_separately = lambda: last.publish(tool_ctx.event)
     else:
         await _settle(unsettled, tool_ctx)
     return outcome
@@ -87,7 +96,8 @@ async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[
 
 async def _settle(unsettled: list[_Unsettled], tool_ctx: ToolContext) -> None:
     while unsettled:
-        await unsettled.pop(0).publish(tool_ctx.event)
+        await unsettled[0].publish(tool_ctx.event)
+        unsettled.pop(0)
 
 
 async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool], tool_ctx: ToolContext,
@@ -108,8 +118,15 @@ async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str,
         if isinstance(response, Outcome):
             return response
         message = response.choices[0].message
-        if message.tool_calls:
-            stop = await _run_tools(charter, progress, message, tools, tool_ctx)
+        if message.tool_calls:  # not the task's answer: its call is settled while the tools run
+            settling = asyncio.ensure_future(_settle(unsettled, tool_ctx))
+            try:
+                stop = await _run_tools(charter, progress, message, tools, tool_ctx)
+            finally:
+                await asyncio.wait({settling})
+                if not settling.cancelled():
+                    settling.exception()  # retrieved here; raised just below when the tools ran
+            settling.result()
             if stop is not None:
                 return stop
             await snapshot(progress)
@@ -122,8 +139,8 @@ async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str,
 
 async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
                       kwargs: dict[str, Any], unsettled: list[_Unsettled]) -> Any:
-    """Settle the previous call, ask the policy, then the model; returns the response (its call is
-    left in ``unsettled``), or the Outcome that ends the task."""
+    """Settle the previous call (an invalid answer's), ask the policy, then the model; returns the
+    response (its call is left in ``unsettled``), or the Outcome that ends the task."""
     await _settle(unsettled, tool_ctx)
     policy = PolicyClient.for_bus(tool_ctx.bus)
     kwargs.setdefault("max_tokens", policy.settings.est_output_tokens)  # the reservation bounds the output

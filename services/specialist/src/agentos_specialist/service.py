@@ -9,6 +9,7 @@ A finished task's result is kept there too: a redelivered task republishes the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from importlib import resources
@@ -108,18 +109,28 @@ class Specialist:
             await asyncio.wait({started})
             if not started.cancelled():
                 started.exception()  # retrieved here; raised just below when the run itself succeeded
-        started.result()  # a start that could not be stored fails the attempt: it is redelivered
+        if started.cancelled() or started.exception() is not None:
+            # The attempt fails and is redelivered (a start that could not be stored), so the
+            # answer's call is reported without task.completed.
+            if outcome.settle_separately is not None:
+                with contextlib.suppress(Exception):
+                    await outcome.settle_separately()
+            started.result()
         kind, result = _result(data, outcome, progress)
         # Both before the ack, so their order does not matter: a redelivery after a crash finds
         # the saved result (and republishes it under the same id) or runs the task again.
-        await asyncio.gather(self._save(key, {"done": True, "kind": kind, "result": result}),
-                             self._publish_result(event, kind, result))
+        _, ack = await asyncio.gather(self._save(key, {"done": True, "kind": kind, "result": result}),
+                                      self._publish_result(event, kind, result))
+        if ack.duplicate and outcome.settle_separately is not None:
+            # An earlier attempt's result is stored under this id: this run's answer is settled apart
+            # (settling a reservation twice changes nothing).
+            await outcome.settle_separately()
 
-    async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> None:
+    async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> api.PubAck:
         cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
         data = cls.model_validate(result)
-        await self.ctx.bus.publish(self.ctx.bus.new(data, cause=cause,
-                                                    id=derived_event_id(result["task_id"], kind)))
+        return await self.ctx.bus.publish(self.ctx.bus.new(data, cause=cause,
+                                                           id=derived_event_id(result["task_id"], kind)))
 
     async def _load(self, key: str) -> dict[str, Any]:
         try:
