@@ -4,8 +4,8 @@ against a bare httpx POST, all to the offline model in another process.
     python benchmarks/bench_llm_client.py [--smoke] [--out FILE.json] [--rounds R]
 
 Method (/work/shared/BENCHMARKING.md): the offline model runs in its own process (its CPU is not
-counted). Each measurement is a fresh process of this script, because litellm reads
-``EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER`` from the environment and keeps module state: warm-up
+counted). Each measurement is a fresh process of this script, with its own
+``EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER`` and none of litellm's caches warm from another: warm-up
 calls, then N sequential calls, timed with ``time.process_time()`` (every thread of the process,
 so litellm's logging and executor threads count). Every round runs the anchor first, then the
 other variants in a shuffled order, for each payload:

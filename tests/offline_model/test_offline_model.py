@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -389,3 +390,37 @@ async def test_openai_models_skip_the_openai_sdk(server: OfflineModelServer,
     [call] = calls
     assert call.ok and call.input_tokens == response.usage.prompt_tokens > 0
     assert call.cost_usd == pytest.approx(call.input_tokens * 1e-6 + call.output_tokens * 2e-6)
+
+
+async def test_openai_organization_and_project_headers_are_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """litellm's own handler does not send the SDK's organization and project headers; the kernel
+    adds them to ``openai/`` calls from the same environment variables the SDK reads."""
+    from agentos_kernel.llm import LLM, ModelRegistry, ModelSpec
+
+    seen: list[dict[str, str]] = []
+    answer = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in head[1:] if ln)}
+        await reader.readexactly(int(headers.get("content-length", "0")))
+        seen.append(headers)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                     + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-acme")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-ingest")
+    try:
+        llm = LLM(ModelRegistry(models=(ModelSpec(alias="fast", model="openai/m",
+                                                  api_base=f"http://127.0.0.1:{port}/v1"),)))
+        response, _ = await llm.complete(["fast"], user("hi"))
+    finally:
+        server.close()
+    assert response.choices[0].message.content == "ok"
+    assert seen[0]["openai-organization"] == "org-acme" and seen[0]["openai-project"] == "proj-ingest"

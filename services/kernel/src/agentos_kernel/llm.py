@@ -37,10 +37,12 @@ from agentos_kernel.redact import redactor
 from agentos_schemas.events import ModelCall
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# ``openai/`` models (hosted OpenAI and every OpenAI-compatible server: vLLM, the offline model …)
-# go through litellm's own HTTP handler instead of the OpenAI SDK: the same requests, answers,
-# usage, costs and error classes for 20-35 % less CPU per call (benchmarks/RESULTS.md). litellm
-# (pinned) names the switch experimental; set it to False in the environment to use the SDK.
+# ``openai/`` models (hosted OpenAI and every OpenAI-compatible server: vLLM, the offline model …,
+# and litellm's other OpenAI-compatible providers) go through litellm's own HTTP handler instead of
+# the OpenAI SDK: the same answers, usage, costs and error classes for 20-35 % less CPU per call
+# (benchmarks/RESULTS.md); the SDK's organization and project headers are added by ``LLM`` itself
+# (:func:`openai_account_headers`). litellm (pinned) names the switch experimental; set it to False
+# in the environment to use the SDK.
 os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
 
 #: Role aliases charters use, and the offline model each maps to when no registry is configured.
@@ -126,6 +128,17 @@ def _is_loopback(url: str | None) -> bool:
         return False
 
 
+def openai_account_headers() -> dict[str, str]:
+    """The organization and project headers the OpenAI SDK sends from the environment
+    (``OPENAI_ORGANIZATION`` or ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``), which litellm's own HTTP
+    handler does not: sent with ``openai/`` calls while that handler is on."""
+    if os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "").lower() != "true":
+        return {}
+    org = os.environ.get("OPENAI_ORGANIZATION") or os.environ.get("OPENAI_ORG_ID")
+    project = os.environ.get("OPENAI_PROJECT_ID")
+    return {k: v for k, v in (("OpenAI-Organization", org), ("OpenAI-Project", project)) if v}
+
+
 class LLM:
     """Model calls by alias with a fallback chain."""
 
@@ -144,6 +157,8 @@ class LLM:
             if spec.api_base:
                 params["api_base"] = spec.api_base
             params["api_key"] = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "offline"
+            if spec.model.startswith("openai/") and (headers := openai_account_headers()):
+                params["extra_headers"] = headers
             # Prices given in the registry are applied here (see ``_cost``), not handed to litellm per
             # call: per-call prices make litellm re-register the model on every call.
             self.params[spec.alias] = params
