@@ -374,10 +374,15 @@ def main() -> int:
         asyncio.run(serve(args.serve, args.port, args.reuse))
         return 0
     result = asyncio.run(run(SMOKE if args.smoke else FULL, "smoke" if args.smoke else "full", args.workers))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    return report(result, args.out, table(result))
+
+
+def report(result: dict[str, Any], out: Path | None, table_text: str) -> int:
+    """Write ``result`` as JSON to ``out`` (if given), print its header and ``table_text``."""
+    if out:
+        out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("date", "mode", "versions", "machine")}, indent=2))
-    print(table(result))
+    print(table_text)
     return 0
 
 

@@ -38,7 +38,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench_gateway import machine
+from bench_gateway import machine, report
 
 VARIANTS = ("httpx", "litellm_sdk", "litellm_handler", "agentos_llm")
 SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
@@ -186,11 +186,7 @@ def main() -> int:
     if args.rounds:
         sizes["rounds"] = args.rounds
     result = run(sizes, "smoke" if args.smoke else "full")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("date", "mode", "machine", "versions")}, indent=2))
-    print(text(result))
-    return 0
+    return report(result, args.out, text(result))
 
 
 if __name__ == "__main__":
