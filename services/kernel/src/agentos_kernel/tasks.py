@@ -33,6 +33,17 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout: float = 10.0,
             log.warning("task %s did not stop within %.1fs of being cancelled", task.get_name(), timeout)
             return False
         await asyncio.wait({task}, timeout=min(every, left))
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+    _retrieved(task)
     return True
+
+
+async def wait_done(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` is done without raising its error: the caller raises it with
+    ``task.result()`` where it matters (asyncio does not log it as never retrieved meanwhile)."""
+    await asyncio.wait({task})
+    _retrieved(task)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

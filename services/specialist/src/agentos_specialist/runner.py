@@ -22,6 +22,7 @@ import jsonschema
 from agentos_kernel.llm import LLM, ModelCallFailed
 from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
 from agentos_kernel.redact import redact
+from agentos_kernel.tasks import wait_done
 from agentos_schemas.charter import Charter
 from agentos_schemas.events import ModelCall, Settlement
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
@@ -123,9 +124,7 @@ async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str,
             try:
                 stop = await _run_tools(charter, progress, message, tools, tool_ctx)
             finally:
-                await asyncio.wait({settling})
-                if not settling.cancelled():
-                    settling.exception()  # retrieved here; raised just below when the tools ran
+                await wait_done(settling)
             settling.result()
             if stop is not None:
                 return stop

@@ -23,6 +23,7 @@ from pydantic_settings import SettingsConfigDict
 from agentos_kernel import KernelSettings, Reject
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.service import ServiceContext, run_service
+from agentos_kernel.tasks import wait_done
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.charter import Charter, load_charters
 from agentos_schemas.events import (
@@ -106,9 +107,7 @@ class Specialist:
                                       ToolContext(self.ctx.bus, event, started=started),
                                       lambda p: self._save(key, _progress_dump(p)))
         finally:
-            await asyncio.wait({started})
-            if not started.cancelled():
-                started.exception()  # retrieved here; raised just below when the run itself succeeded
+            await wait_done(started)
         if started.cancelled() or started.exception() is not None:
             # The attempt fails and is redelivered (a start that could not be stored), so the
             # answer's call is reported without task.completed.
