@@ -5,7 +5,8 @@
 Three processes, unpinned (per /work/shared/BENCHMARKING.md): nats-server (lazy fsync, file
 storage, fresh store dir), the gateway (uvicorn + httptools, asyncio loop, its own process; with
 ``--workers N``, N gateway processes bound to one port with ``SO_REUSEPORT``, as the service runs
-with ``AGENTOS_GATEWAY_WORKERS=N``, their CPU summed), and this process as the load generator (``CONCURRENCY`` requests in flight, loopback, keep-alive).
+with ``AGENTOS_GATEWAY_WORKERS=N``, their CPU summed), and this process as the load generator
+(``CONCURRENCY`` requests in flight, loopback, keep-alive).
 Each repetition runs, interleaved, on fresh tenants (so fresh subjects; the log denies purge):
 
 - **anchor**: ``js.publish`` of the same ~1 KiB structured CloudEvents, awaiting each ack, with
@@ -18,6 +19,12 @@ Each repetition runs, interleaved, on fresh tenants (so fresh subjects; the log 
 - **webhook_httpx**: the headline side again, driven by httpx instead of the minimal HTTP/1.1
   client the other HTTP sides use (httpx costs 1.5-3 ms of CPU per request here, so it shows
   what a Python integrator using httpx gets, not what the gateway can take).
+- **floor_publish** and **floor_sealed**: the floor under the gateway's per-request cost, served
+  by the same uvicorn in the same gateway process on bench-only routes (``with_floors``): read the
+  body, decode and validate the CloudEvent against the catalogue, publish it and await the ack,
+  answer 202; ``floor_publish`` publishes the received bytes, ``floor_sealed`` goes through the
+  kernel's ``Bus.publish`` (redaction, personal fields sealed), as the gateway does. No signature,
+  replay check, DLQ, idempotency or span: what any HTTP ingress of this design pays at least.
 
 Events are ``ticket.received`` tickets from ``REQUESTERS`` people, so the gateway seals their
 personal fields with each requester's key (crypto-shredding; the anchor publishes plaintext).
@@ -64,6 +71,7 @@ SMOKE = {"n": 300, "reps": 2, "warmup": 50}
 # -- the gateway process ----------------------------------------------------------------------
 async def serve(nats_url: str, port: int, reuse_port: bool) -> None:
     from agentos_gateway import Gateway, GatewayServer, GatewaySettings, build_app, hash_key
+    from agentos_gateway.fastpath import with_fast_path
 
     bus = await Bus.connect(KernelSettings(nats_url=nats_url), source="gateway")
     await bus.provision()
@@ -74,11 +82,36 @@ async def serve(nats_url: str, port: int, reuse_port: bool) -> None:
     gw = await Gateway(bus, settings).start()
     # With --workers N: N such processes bound to one port with SO_REUSEPORT, as the gateway
     # service runs them with AGENTOS_GATEWAY_WORKERS=N.
-    server = await GatewayServer(build_app(gw), port=port, reuse_port=reuse_port).start()
+    app = with_floors(with_fast_path(build_app(gw)), bus)
+    server = await GatewayServer(app, port=port, reuse_port=reuse_port, fast_path=False).start()
     print(server.url, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     await server.stop()
+    await gw.drain()
     await bus.close()
+
+
+def with_floors(app: Any, bus: Bus) -> Any:
+    """``app`` plus the bench-only ``/floor/publish`` and ``/floor/sealed`` routes (module docs)."""
+
+    async def floors(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in ("/floor/publish", "/floor/sealed"):
+            await app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        event = codec.decode(body)
+        if path == "/floor/sealed":
+            await bus.publish(event)
+        else:
+            await bus.publish_raw(event_subject(event.tenant, event.type), body, codec.headers_for(event))
+        await send({"type": "http.response.start", "status": 202,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+    return floors
 
 
 # -- machine, load, statistics ----------------------------------------------------------------
@@ -212,6 +245,8 @@ def requests_for(side: str, tenant: str, n: int) -> tuple[str, list[bytes], list
     bodies = [codec.encode(e) for e in events_for(tenant, n)]
     if side == "events":
         return "/events", bodies, [{"content-type": STRUCTURED, "authorization": f"Bearer {KEY}"}] * n
+    if side.startswith("floor_"):
+        return f"/floor/{side.removeprefix('floor_')}", bodies, [{"content-type": STRUCTURED}] * n
     ctype = STRUCTURED
     if side == "webhook_batch":
         bodies, ctype = [b"[" + b",".join(bodies[i:i + BATCH]) + b"]" for i in range(0, n, BATCH)], BATCH_TYPE
@@ -249,8 +284,9 @@ async def stored(js: Any, tenant: str) -> int:
 
 
 # -- the run ------------------------------------------------------------------------------------
-SIDES = ("anchor", "webhook", "events", "webhook_batch", "webhook_httpx")
+SIDES = ("anchor", "webhook", "events", "webhook_batch", "webhook_httpx", "floor_publish", "floor_sealed")
 NAMES = {"anchor": "JetStream publish, awaited (anchor)", "webhook": "POST /webhooks (signed CE)",
+         "floor_publish": "floor: HTTP + decode/validate + publish", "floor_sealed": "floor: the same + redact/seal",
          "events": "POST /events (structured, API key)",
          "webhook_batch": f"POST /webhooks (signed batch of {BATCH})",
          "webhook_httpx": "POST /webhooks (signed CE), httpx client"}
@@ -294,7 +330,7 @@ async def measure(url: str, base: str, pids: list[int], workers: int, sizes: dic
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
         runners = {"anchor": lambda t, n: anchor_rep(js, t, n),
                    "webhook_httpx": lambda t, n: httpx_rep(http, t, n)}
-        for side in ("webhook", "events", "webhook_batch"):
+        for side in ("webhook", "events", "webhook_batch", "floor_publish", "floor_sealed"):
             runners[side] = lambda t, n, side=side: http_rep(conns, side, t, n)
         for side in SIDES:  # warm-up, not recorded
             await runners[side](f"w{side[:2]}{new_event_id()[-8:]}", sizes["warmup"])

@@ -18,7 +18,8 @@ def test_bench_gateway_smoke_writes_its_report(tmp_path: Path) -> None:
     )
     assert {"load_before", "load_after", "steal_pct", "steal_flag", "other_cpu_pct"} <= result["env"].keys()
     assert {"python", "nats-server", "uvicorn", "httpx", "standardwebhooks"} <= result["versions"].keys()
-    assert set(result["sides"]) == {"anchor", "webhook", "events", "webhook_batch", "webhook_httpx"}
+    assert set(result["sides"]) == {"anchor", "webhook", "events", "webhook_batch", "webhook_httpx", "floor_publish",
+                                    "floor_sealed"}
     for side in result["sides"].values():
         assert side["events_per_s"]["median"] > 0 and side["latency"]["n"] > 0
         assert {"p50_ms", "p99_ms", "max_ms"} <= side["latency"].keys()
