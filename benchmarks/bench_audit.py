@@ -50,8 +50,17 @@ from agentos_audit.verify import verify
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_schemas import EVENTS_STREAM, Event, codec, event_subject
-from agentos_schemas.events import (ContextManifest, ContextReady, GoalCompleted, GoalSubmitted, ModelCall,
-                                    TaskAssigned, TaskCompleted, TaskStarted, Usage)
+from agentos_schemas.events import (
+    ContextManifest,
+    ContextReady,
+    GoalCompleted,
+    GoalSubmitted,
+    ModelCall,
+    TaskAssigned,
+    TaskCompleted,
+    TaskStarted,
+    Usage,
+)
 from nats.js import api
 
 TARGETS = {"ingest_ratio_min": 0.3, "rebuild_ratio_min": 0.5}
@@ -229,11 +238,13 @@ async def query_section(pool: asyncpg.Pool, size: dict[str, int], rows: int) -> 
     out: dict[str, Any] = {"rows": rows, "generate_and_index_s": round(built, 1),
                            "table_gib": round(await pool.fetchval(
                                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i JOIN pg_class c "
-                               "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", f"{schema}.events") / 2**30, 2)}
+                               "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass",
+                               f"{schema}.events") / 2**30, 2)}
     before = snapshot()
     out["pk_lookup"] = await timed(size["trail"], lambda i: pool.fetch(
         f"SELECT 1 FROM {schema}.events WHERE id = $1", f"e{rnd.randrange(rows)}"))
-    out["trail_of_one_goal"] = await timed(size["trail"], lambda i: q.goal_events(pool, schema, f"g{rnd.randrange(goals)}"))
+    out["trail_of_one_goal"] = await timed(size["trail"],
+                                           lambda i: q.goal_events(pool, schema, f"g{rnd.randrange(goals)}"))
     for name, call in analyst_queries(schema, rnd, goals).items():
         samples = max(5, size["analyst"] // 10) if "all time" in name else size["analyst"]
         out[name] = await timed(samples, lambda i, call=call: call(pool))

@@ -248,12 +248,11 @@ def patch_offline_model(nodelay: bool) -> None:
 
 
 async def start_runtime(state: Path) -> tuple[Any, Any]:
-    from rich.console import Console
-
     from agentos_cli import registry
     from agentos_cli.main import wait_for_services
     from agentos_cli.supervisor import Runtime
     from agentos_kernel import Bus, KernelSettings
+    from rich.console import Console
 
     settings = KernelSettings(state_dir=state, nats_sync="always", tenant=TENANT)
     rt = Runtime(settings, registry.available(), logs=state / "logs", console=Console(stderr=True))
@@ -403,7 +402,7 @@ class Hop:
         await self.js.add_stream(api.StreamConfig(
             name=HOP_STREAM, subjects=["benchhop.>"], storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS, duplicate_window=120, max_msg_size=1 << 20))
-        errlog = open(self.state / "hop-worker.err", "wb")  # noqa: SIM115 - lives as long as the worker
+        errlog = open(self.state / "hop-worker.err", "wb")  # lives as long as the worker
         env = dict(os.environ)
         env.update({k: v for k, v in zip(HOP_AUTH_ENV, bus_credentials(self.bus), strict=True) if v})
         self.proc = await asyncio.create_subprocess_exec(
@@ -454,7 +453,7 @@ class Hop:
 # -- anchor (ii): LangGraph in-process -----------------------------------------------------------
 def langgraph_missing() -> str | None:
     try:
-        import langgraph.checkpoint.postgres  # noqa: F401
+        import langgraph.checkpoint.postgres
         import langgraph.graph  # noqa: F401
         import psycopg  # noqa: F401
     except ImportError as exc:
@@ -686,7 +685,7 @@ def breakdown(recorded: list[tuple[GoalRun, list[tuple[float, bytes, dict[str, s
             try:
                 wire = codec.decode_wire(data, headers, max_bytes=1 << 20)
                 ev = codec.to_event(wire, codec.inline_data(wire) or b"{}")
-            except Exception:  # noqa: BLE001 - skip what the recorder cannot read
+            except Exception:  # skip what the recorder cannot read
                 continue
             if ev.correlationid == run.goal_id:
                 events.append((recv, ev))
@@ -812,7 +811,6 @@ async def part_c(client: GoalClient, sizes: Sizes, procs: Procs) -> dict[str, An
 async def model_nodelay_probe(scenario: Path, n: int) -> dict[str, Any]:
     """The offline model's keep-alive round trip as shipped and with TCP_NODELAY (fresh servers)."""
     import httpx
-
     from agentos_offline_model import OfflineModelServer, Scenario
 
     body = {"model": "offline-fast", "messages": [{"role": "system", "content": "agent: step"},
@@ -876,7 +874,8 @@ def table_a(a: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|---|"]
     for k in ("3", "30"):
         if k in ag["T_ms"]:
-            rows.append(f"| T({k}) goal, p50 (p99) | {f(ag['T_ms'][k]['p50_ms'], 1)} ({f(ag['T_ms'][k]['p99_ms'], 1)}) | — | "
+            t = ag["T_ms"][k]
+            rows.append(f"| T({k}) goal, p50 (p99) | {f(t['p50_ms'], 1)} ({f(t['p99_ms'], 1)}) | — | "
                         + " | ".join(f(m.get("T_ms", {}).get(k, {}).get("p50_ms")) for m in (none, pgs, pga))
                         + " | — | — |")
     pr = ag["per_step_by_round_ms"]
@@ -911,7 +910,8 @@ def table_breakdown(a: dict[str, Any]) -> list[str]:
     for k, v in b["per_step"].items():
         rows.append(f"| {k} | {v['p50_ms']:.2f} | {v['mean_ms']:.2f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |")
     rows.append(f"| sum of the medians ({b['log_events_per_step']:g} log events + 1 KV put per step; other orderings "
-                f"{b['rare_orderings']['sum_ms_per_step']:.2f} ms/step) | {b['per_step_sum_of_medians_ms']:.2f} | | | |")
+                f"{b['rare_orderings']['sum_ms_per_step']:.2f} ms/step) | "
+                f"{b['per_step_sum_of_medians_ms']:.2f} | | | |")
     if b["model_call"]:
         m = b["model_call"]
         rows.append(f"| of which the model call (litellm -> HTTP -> offline model, as the specialist times it) | "
@@ -923,7 +923,8 @@ def table_breakdown(a: dict[str, Any]) -> list[str]:
 
 def table_b(b: dict[str, Any]) -> list[str]:
     rows = ["| b. saturation, five-step goals, closed loop | goals/s | steps/s | p50 ms | p99 ms | max ms | "
-            "services CPU (cores) | nats | postgres | offline model | other processes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "services CPU (cores) | nats | postgres | offline model | other processes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in b.items():
         c = r["cpu_cores"]
         rows.append(f"| {n} submitters, {r['goals']} goals | {r['goals_per_s']:.1f} | {r['steps_per_s']:.0f} | "
@@ -961,7 +962,8 @@ def table_cpu(res: dict[str, Any]) -> list[str]:
     for name in names:
         rows.append(f"| {name} | " + " | ".join(f"{r['cpu_ms_per_step'].get(name, 0):.2f}" for _, r in cols) + " |")
     rows.append("| **AgentOS services, total** | " + " | ".join(
-        f"**{sum(v for k, v in r['cpu_ms_per_step'].items() if k.startswith('service:')):.2f}**" for _, r in cols) + " |")
+        f"**{sum(v for k, v in r['cpu_ms_per_step'].items() if k.startswith('service:')):.2f}**"
+        for _, r in cols) + " |")
     return rows
 
 
@@ -1118,7 +1120,7 @@ async def profile(out_dir: Path, nodelay: bool) -> None:
             spies[name] = subprocess.Popen(
                 [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(PROFILE["rate_hz"]),
                  "--nonblocking", "--gil", "--output", str(out_dir / f"{name}.txt")],
-                stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{name}.err", "w"))  # noqa: SIM115
+                stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{name}.err", "w"))
         await asyncio.sleep(1.0)
         res = await closed_loop(client, "five-step", PROFILE["concurrency"], PROFILE["goals_per_submitter"], procs)
         for spy in spies.values():

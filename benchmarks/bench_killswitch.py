@@ -181,7 +181,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             proc.wait(10)
         server.stop()
     after = machine()
-    steal = (after["steal_jiffies"] - before["steal_jiffies"]) / max(after["total_jiffies"] - before["total_jiffies"], 1)
+    total = max(after["total_jiffies"] - before["total_jiffies"], 1)
+    steal = (after["steal_jiffies"] - before["steal_jiffies"]) / total
     return {
         "replicas": args.replicas, "iterations": size["iterations"], "pairs": size["pairs"],
         "anchor_fanout": stats(anchor), "observed_by_every_replica": stats(observed),

@@ -267,13 +267,15 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join([
         "| measure | raw request/reply | policy decision (tool call) |",
         "|---|---|---|",
-        *(f"| {k.replace('_', ' ')} (1 in flight) | {raw[k]} | {dec[k]} |" for k in ("p50_ms", "p99_ms", "max_ms", "n")),
+        *(f"| {k.replace('_', ' ')} (1 in flight) | {raw[k]} | {dec[k]} |"
+          for k in ("p50_ms", "p99_ms", "max_ms", "n")),
         f"| per second, {tp['inflight']} in flight (median, min–max) | {tp['raw_req_per_s']['median']} "
         f"({tp['raw_req_per_s']['min']}–{tp['raw_req_per_s']['max']}) | {tp['decisions_per_s']['median']} "
         f"({tp['decisions_per_s']['min']}–{tp['decisions_per_s']['max']}) |",
         f"| decision adds at p50 (median of pairs, min–max) | | {r['p50_added_ms']} ms "
         f"({r['p50_added_ms_range'][0]}–{r['p50_added_ms_range'][1]}); ratio {r['p50_ratio']} |",
-        f"| model-call decision with budget reservation (Postgres) | | p50 {mod['p50_ms']} ms, p99 {mod['p99_ms']} ms |",
+        f"| model-call decision with budget reservation (Postgres) | | "
+        f"p50 {mod['p50_ms']} ms, p99 {mod['p99_ms']} ms |",
         f"| engine evaluate() alone | | {r['engine']['evaluate_us_best_of_5']} µs |",
     ])
 

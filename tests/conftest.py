@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from agentos_kernel import Bus, KernelSettings  # noqa: E402
-from agentos_kernel.testing import test_servers, unique  # noqa: E402
+from agentos_kernel import Bus, KernelSettings
+from agentos_kernel.testing import test_servers, unique
 
 
 @pytest.fixture(scope="session")

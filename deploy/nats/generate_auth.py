@@ -124,7 +124,8 @@ def k8s_secrets(passwords: dict[str, str], hashes: dict[str, str]) -> str:
     lines = "".join(f"{hash_var(u)}: {json.dumps(hashes[u])}\n" for u in users())
     docs: list[dict[str, object]] = [
         {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "nats-auth-hashes", "namespace": NAMESPACE, "labels": _labels("event-bus-auth", "generate-auth")},
+         "metadata": {"name": "nats-auth-hashes", "namespace": NAMESPACE,
+                      "labels": _labels("event-bus-auth", "generate-auth")},
          "type": "Opaque", "stringData": {"hashes.conf": _Literal(lines)}},
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "agentos-nats-users", "namespace": NAMESPACE,

@@ -33,7 +33,8 @@ async def test_cli_answers_and_verifies(bus: Bus, pool: asyncpg.Pool, audit: Pro
     await publish_all(bus, w.events)
     await caught_up(bus, pool, audit.schema)
     s = audit.schema
-    result = await cli(settings, tmp_path, s, "query", "--tenant", tenant, "--type", "task.completed", "--format", "json")
+    result = await cli(settings, tmp_path, s, "query", "--tenant", tenant, "--type", "task.completed",
+                       "--format", "json")
     assert result.exit_code == 0, result.output
     assert {r["id"] for r in json.loads(result.stdout)} == {e.id for e in w.of("task.completed")}
     result = await cli(settings, tmp_path, s, "cost", w.goal_id, "--format", "csv")

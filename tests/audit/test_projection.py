@@ -3,7 +3,6 @@ malformed messages chained as rejected and dead-lettered without stopping the pr
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import asyncpg
@@ -38,7 +37,8 @@ async def test_seeded_workload_is_projected_with_its_columns(bus: Bus, pool: asy
     assert all(r["trace_id"] == TRACE_ID and r["correlationid"] == w.goal_id for r in rows)
     assert by_type["goal.planned"]["goal_id"] == w.goal_id and by_type["goal.planned"]["models"] == ["fast"]
     seqs = [r["seq"] for r in rows]
-    chain = await pool.fetch(f"SELECT seq, kind, event_id FROM {audit.schema}.chain WHERE seq = ANY($1::bigint[])", seqs)
+    chain = await pool.fetch(f"SELECT seq, kind, event_id FROM {audit.schema}.chain WHERE seq = ANY($1::bigint[])",
+                             seqs)
     assert {r["seq"]: r["event_id"] for r in chain} == {r["seq"]: r["id"] for r in rows}
     parts = await pool.fetchval(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -78,7 +78,7 @@ async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 break
             codes[(msg.headers or {})["AgentOS-DLQ-Code"]] += 1
     finally:
@@ -91,7 +91,8 @@ async def test_malformed_events_are_chained_dead_lettered_and_do_not_stop_it(
     base = f'"specversion":"1.0","source":"fuzz","tenant":"{tenant}"'
     bad = [f"<xml>not a cloudevent {tenant}</xml>".encode(),
            ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.teleported.v1","data":{{}}}}').encode(),
-           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1","data":{{"goal_id":1}}}}').encode()]
+           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1",'
+            '"data":{"goal_id":1}}').encode()]
     for body in bad:
         await bus.publish_raw(f"agentos.{tenant}.goal.submitted", body, {"Nats-Msg-Id": unique("m")})
     good = bus.new(GoalSubmitted(goal_id=unique("g"), text="after the bad ones"), tenant=tenant)

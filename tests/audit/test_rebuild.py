@@ -7,9 +7,8 @@ import pytest
 from agentos_audit.projector import Projector
 from agentos_audit.rebuild import rebuild
 from agentos_kernel import Bus
-from agentos_schemas import codec
 from agentos_kernel.testing import unique
-from agentos_schemas import event_subject
+from agentos_schemas import codec, event_subject
 from agentos_schemas.events import GoalSubmitted
 
 from tests.audit.conftest import caught_up, publish_all

@@ -52,7 +52,8 @@ async def modify_column(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[st
 
 
 async def modify_stored_bytes(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
-    await pool.execute(f"UPDATE {s}.chain SET raw = convert_to(replace(convert_from(raw, 'UTF8'), 'Summarise', 'Summarize'), 'UTF8') WHERE seq = $1", seqs[0])
+    await pool.execute(f"UPDATE {s}.chain SET raw = convert_to(replace(convert_from(raw, 'UTF8'), 'Summarise',"
+                       " 'Summarize'), 'UTF8') WHERE seq = $1", seqs[0])
     return "modified", seqs[0]
 
 

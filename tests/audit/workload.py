@@ -8,8 +8,6 @@ from typing import Any
 
 from agentos_kernel import Bus
 from agentos_schemas import Event
-from agentos_schemas.events.policy import PolicyDecided
-from agentos_schemas.rpc import PolicyRequest
 from agentos_schemas.events import (
     ContextManifest,
     ContextReady,
@@ -24,6 +22,8 @@ from agentos_schemas.events import (
     TaskStarted,
     Usage,
 )
+from agentos_schemas.events.policy import PolicyDecided
+from agentos_schemas.rpc import PolicyRequest
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -69,7 +69,8 @@ def _decided(tenant: str, goal: str, task: str, agent: str, action: str, resourc
                             agent=agent, goal_id=goal, task_id=task,
                             tool=resource if action == "tool_call" else None)
     return PolicyDecided(decision_id=f"d-{task}-{resource}", request=request, decision="allow" if allow else "deny",
-                         code="ok" if allow else "not_allowed", reasons=() if allow else (f"{resource} is not allowed",),
+                         code="ok" if allow else "not_allowed",
+                         reasons=() if allow else (f"{resource} is not allowed",),
                          policy_version="v7")
 
 

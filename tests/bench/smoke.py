@@ -11,7 +11,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_smoke(script: str, tmp_path: Path, *, timeout: float) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+def run_smoke(script: str, tmp_path: Path, *, timeout: float,
+              ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     """Run ``benchmarks/<script> --smoke``; returns its JSON report and the finished process."""
     out = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out)],

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from agentos_cli import contracts
 from agentos_schemas import CATALOGUE, Event, encode
 from agentos_schemas.events import GoalPlanned, PlanStep, TaskCompleted, Usage

@@ -4,20 +4,17 @@ supervised child process (so tests can kill one)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import shutil
-from importlib import resources
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import nats.errors
 import pytest
 import yaml
-from nats.js import api
-
 from agentos_cli import registry
 from agentos_cli.main import wait_for_services
 from agentos_cli.supervisor import Runtime
@@ -26,6 +23,7 @@ from agentos_kernel.testing import eventually
 from agentos_schemas import EVENTS_STREAM, Event, codec
 from agentos_schemas.events import GoalCompleted, GoalFailed
 from agentos_specialist.service import default_charters_dir
+from nats.js import api
 
 HERE = Path(__file__).parent
 _RUNTIMES: list[Runtime] = []
@@ -96,7 +94,7 @@ async def goal_events(bus: Bus, goal_id: str) -> list[Event[Any]]:
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 break
             try:
                 event = await bus.decode(msg.data, msg.headers)

@@ -8,7 +8,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from agentos_cli.goals import submit
 from agentos_cli.supervisor import Runtime
 from agentos_kernel import Bus
@@ -29,6 +28,7 @@ from agentos_schemas.events import (
     TaskStarted,
 )
 from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+
 from tests.e2e.conftest import goal_events, outcome
 
 SEED = "Research our three main competitors and draft a summary report"

@@ -101,7 +101,8 @@ async def test_seeded_data_reaches_no_prompt_event_bucket_or_log(
     goal = await submit(fleet.bus, SEEDED_TEXT, tenant=unique("red"), workflow="echo-one")
 
     async def finished() -> bool:
-        return any(isinstance(e.data, GoalCompleted | GoalFailed) for e in await goal_events(fleet.bus, goal.data.goal_id))
+        events = await goal_events(fleet.bus, goal.data.goal_id)
+        return any(isinstance(e.data, GoalCompleted | GoalFailed) for e in events)
     await eventually(finished, timeout=30, every=0.2)
     events = await goal_events(fleet.bus, goal.data.goal_id)
     assert isinstance(events[-1].data, GoalCompleted), events[-1].data

@@ -7,7 +7,6 @@ from typing import Any
 
 import nats.js.errors
 import pytest
-
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.testing import eventually, unique
 from agentos_kernel.tracing import trace_id

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from agentos_schemas import DecodeError, Event, decode, encode, event_subject
+from agentos_schemas.events import GoalSubmitted, TaskCompleted
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-
-from agentos_schemas import DecodeError, Event, decode, encode, event_subject
-from agentos_schemas.events import GoalSubmitted, TaskCompleted
 
 
 def goal_event() -> Event[GoalSubmitted]:

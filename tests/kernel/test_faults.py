@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-
 from agentos_kernel import Bus, KernelSettings, Retry
 from agentos_kernel.db import first_time, migrate
 from agentos_kernel.embedded import EmbeddedNats
@@ -59,7 +58,7 @@ async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 break
             headers = msg.headers or {}
             assert headers["AgentOS-DLQ-Reason"], "every dead letter says why"

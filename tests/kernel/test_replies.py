@@ -7,13 +7,12 @@ import asyncio
 
 import nats.js.errors
 import pytest
-from nats.js import api
-
 from agentos_kernel import Bus
 from agentos_kernel.replies import PubAck, Replies, pub_ack
 from agentos_kernel.testing import unique
 from agentos_schemas import codec, event_subject
 from agentos_schemas.events import GoalSubmitted
+from nats.js import api
 
 
 async def test_pipelined_publishes_are_acked_in_order_and_deduplicated(bus: Bus, tenant: str) -> None:

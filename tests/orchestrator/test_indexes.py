@@ -76,6 +76,19 @@ moves = st.lists(st.tuples(st.sampled_from(KINDS),
                  min_size=1, max_size=80)
 
 
+def task_fact(kind: str, goal: Any, task: str, pick: int) -> EventData:
+    """What the specialist reports of ``task``: started, completed (accepted or not) or failed."""
+    step_id = goal.tasks[task][0]
+    if kind == "start":
+        return TaskStarted(task_id=task, goal_id=goal.goal_id, agent="research", instance="i0")
+    if kind == "complete":
+        verdict = "accepted" if pick % 3 else "rejected"
+        return TaskCompleted(task_id=task, goal_id=goal.goal_id, step_id=step_id, agent="research",
+                             output={"answer": "x", "verdict": verdict, "feedback": "more"})
+    return TaskFailed(task_id=task, goal_id=goal.goal_id, step_id=step_id, agent="research",
+                      reason="broke", retryable=kind == "fail", code="error")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(moves)
 def test_indexes_equal_a_full_recomputation(script: list[tuple[str, int, int, int]]) -> None:
@@ -102,15 +115,8 @@ def test_indexes_equal_a_full_recomputation(script: list[tuple[str, int, int, in
             for command in decide(world, goal, T0.timestamp() + now, wait_timeout=5.0):
                 if isinstance(command, Emit):  # as the service does: fold its own decisions at once
                     fold(command.data)
-        elif kind == "start" and task is not None:
-            fold(TaskStarted(task_id=task, goal_id=goal_id, agent="research", instance="i0"))
-        elif kind == "complete" and task is not None:
-            verdict = "accepted" if pick % 3 else "rejected"
-            fold(TaskCompleted(task_id=task, goal_id=goal_id, step_id=goal.tasks[task][0], agent="research",  # type: ignore[union-attr]
-                               output={"answer": "x", "verdict": verdict, "feedback": "more"}))
-        elif kind in ("fail", "fail-final") and task is not None:
-            fold(TaskFailed(task_id=task, goal_id=goal_id, step_id=goal.tasks[task][0], agent="research",  # type: ignore[union-attr]
-                            reason="broke", retryable=kind == "fail", code="error"))
+        elif kind in ("start", "complete", "fail", "fail-final") and goal is not None and task is not None:
+            fold(task_fact(kind, goal, task, pick))
         elif kind == "announce":
             agent = AGENTS[pick % 2]
             charter = Charter(name=agent, capabilities=(agent,), model="fast")

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.llm import ModelRegistry, ModelSpec
 from agentos_kernel.policy import PolicyClient, PolicyClientSettings

@@ -8,8 +8,6 @@ import json
 from typing import Any
 
 import asyncpg
-from typer.testing import CliRunner, Result
-
 from agentos_cli.main import app
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
@@ -17,6 +15,8 @@ from agentos_kernel.testing import eventually, unique
 from agentos_schemas.events import GoalEscalated, TaskAssigned, TaskCompleted
 from agentos_schemas.events.policy import AlertRaised, ApprovalDecided, ApprovalVoted
 from agentos_schemas.rpc import PolicyDecision
+from typer.testing import CliRunner, Result
+
 from tests.policy.conftest import ask, logged, logged_at_least, logged_events
 
 

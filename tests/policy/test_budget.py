@@ -9,7 +9,6 @@ import json
 
 import asyncpg
 import pytest
-
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
 from agentos_kernel.testing import eventually, unique
@@ -20,6 +19,7 @@ from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequest
 from agentos_schemas.rpc import PolicyRequest
 from agentos_specialist.runner import Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, ToolContext, build_tools
+
 from tests.policy.conftest import (
     ScriptedLLM,
     ask,

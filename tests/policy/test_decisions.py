@@ -10,6 +10,7 @@ from agentos_kernel.service import ServiceContext
 from agentos_kernel.testing import eventually, unique
 from agentos_schemas.events import GoalEscalated, GoalPlanned, PlanStep, TaskCompleted
 from agentos_schemas.events.policy import AlertRaised, ApprovalRequested, PolicyDecided
+
 from tests.policy.conftest import ask, logged, logged_at_least
 
 CASES: list[tuple[str, str, str, dict[str, Any], str, str]] = [

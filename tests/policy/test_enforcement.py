@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from agentos_kernel import Bus
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.service import ServiceContext
@@ -31,6 +30,7 @@ from agentos_schemas.rpc import (
 )
 from agentos_specialist.runner import Outcome, Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, Tool, ToolContext, build_tools
+
 from tests.policy.conftest import (
     ScriptedLLM,
     charter,

@@ -17,6 +17,7 @@ from agentos_schemas.events.policy import PolicyDecided
 from agentos_schemas.rpc import PolicyRequest
 from agentos_specialist.runner import Progress, run_agent
 from agentos_specialist.tools import ToolContext
+
 from tests.policy.conftest import ScriptedLLM, charter, client, context_event, logged, no_snapshot
 
 

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import yaml
-
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.service import ServiceContext
 from agentos_kernel.testing import eventually
 from agentos_policy.model import default_policy_dir
 from agentos_schemas.events.policy import PolicyDecided
+
 from tests.policy.conftest import STRICT, ask, logged
 from tests.policy.test_approvals import cli
 

@@ -18,5 +18,6 @@ from agentos_schemas.subjects import (
 
 __all__ = [
     "CATALOGUE", "DLQ_STREAM", "EVENTS_STREAM", "DecodeError", "Event", "EventData", "NamingError",
-    "WireEvent", "decode", "derived_event_id", "dlq_subject", "id_time", "encode", "event_subject", "events", "headers_for", "new_event_id",
+    "WireEvent", "decode", "derived_event_id", "dlq_subject", "id_time", "encode", "event_subject", "events",
+    "headers_for", "new_event_id",
 ]

@@ -9,7 +9,6 @@ traffic never lands in the immutable log.
 from __future__ import annotations
 
 import functools
-
 import re
 
 EVENTS_STREAM = "AGENTOS_EVENTS"

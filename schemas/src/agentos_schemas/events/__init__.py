@@ -1,11 +1,12 @@
 """The typed event catalogue, one module per domain."""
 
+from agentos_schemas.events import (
+    erasure,  # noqa: F401  (registers the erasure fact)
+    ingress,  # noqa: F401  (registers the ingress facts)
+    policy,  # noqa: F401  (registers the governance facts)
+)
 from agentos_schemas.events._base import CATALOGUE, EventData
 from agentos_schemas.events.control import AgentAnnounced, AgentRetired, HaltRequested, ResumeRequested
-from agentos_schemas.events import erasure  # noqa: F401  (registers the erasure fact)
-from agentos_schemas.events import ingress  # noqa: F401  (registers the ingress facts)
-from agentos_schemas.events import policy  # noqa: F401  (registers the governance facts)
-from agentos_schemas.events.memory import MemoryCommitted, MemoryProposed, MemoryReviewed
 from agentos_schemas.events.goals import (
     GoalCompleted,
     GoalEscalated,
@@ -15,6 +16,7 @@ from agentos_schemas.events.goals import (
     Limits,
     PlanStep,
 )
+from agentos_schemas.events.memory import MemoryCommitted, MemoryProposed, MemoryReviewed
 from agentos_schemas.events.tasks import (
     ContextManifest,
     ContextReady,
@@ -31,6 +33,7 @@ from agentos_schemas.events.tasks import (
 __all__ = [
     "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "EventData",
     "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalPlanned", "GoalSubmitted", "HaltRequested",
-    "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested", "Settlement", "TaskAssigned", "TaskCompleted", "TaskFailed",
+    "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested",
+    "Settlement", "TaskAssigned", "TaskCompleted", "TaskFailed",
     "TaskReviewed", "TaskStarted", "Usage",
 ]

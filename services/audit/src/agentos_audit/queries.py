@@ -184,5 +184,6 @@ async def goal_events(pool: asyncpg.Pool, schema: str, goal: str, tenant: str | 
     return [dict(r) for r in await pool.fetch(sql, goal, tenant)]
 
 
-__all__ = ["ACTIONS", "LIST_COLUMNS", "POLICY_NOTE", "Filters", "allowed_by", "cost", "denied", "goal_events", "parse_when",
+__all__ = ["ACTIONS", "LIST_COLUMNS", "POLICY_NOTE", "Filters", "allowed_by", "cost", "denied", "goal_events",
+           "parse_when",
            "personal_data", "query_events", "types_named"]

@@ -118,4 +118,5 @@ def check(public: Ed25519PublicKey, message: bytes, signature: bytes) -> dict[st
     return statement
 
 
-__all__ = ["Checkpoint", "Ed25519PrivateKey", "Signer", "check", "key_id", "load_or_create", "load_public", "public_path"]
+__all__ = ["Checkpoint", "Ed25519PrivateKey", "Signer", "check", "key_id", "load_or_create", "load_public",
+           "public_path"]

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agentos_audit import signing
 from agentos_audit.canonical import GENESIS, canonical_bytes, chain_step, split_canonical
 from agentos_audit.derive import COLUMNS, Row, comparable
-from agentos_audit.logread import Stored, read_log, stream_bounds
 from agentos_audit.items import derive_item
+from agentos_audit.logread import Stored, read_log, stream_bounds
 from agentos_audit.schema import check_schema, read_meta
 
 _ROWS = """SELECT c.seq AS c_seq, c.kind, c.event_id, c.code, c.raw, c.hash, {cols}, e.data::text AS data

@@ -37,7 +37,8 @@ def checkpoint_due(old_seq: int, new_seq: int, every: int) -> bool:
     return new_seq // every > old_seq // every
 
 
-def chain_records(start: Head, items: Sequence[Item], duplicates: set[str]) -> tuple[list[tuple[object, ...]], list[Row], Head]:
+def chain_records(start: Head, items: Sequence[Item], duplicates: set[str],
+                  ) -> tuple[list[tuple[object, ...]], list[Row], Head]:
     """The chain rows and projection rows of ``items`` appended after ``start``, and the new head.
 
     ``duplicates`` holds event ids already projected; it is extended with this batch's ids.

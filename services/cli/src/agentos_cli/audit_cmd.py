@@ -123,7 +123,8 @@ def query(
 def personal_data(since: Since = "7d", tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
     """Which agents touched personal data (events classified personal_data) since --since."""
     when = _when(since)
-    _rows(lambda pool: q.personal_data(pool, _schema(schema), when, tenant), fmt, f"agents with personal data since {since}")
+    _rows(lambda pool: q.personal_data(pool, _schema(schema), when, tenant), fmt,
+          f"agents with personal data since {since}")
 
 
 @app.command()

@@ -11,13 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from faststream.nats import NatsBroker
-from faststream.specification import AsyncAPI
-
 from agentos_schemas import CATALOGUE
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.events import EventData
 from agentos_schemas.subjects import DLQ_STREAM, EVENTS_STREAM, parse_type
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import getpass
 import time
@@ -160,7 +159,7 @@ async def follow(bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout
         while time.monotonic() < deadline:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             try:
                 event = await bus.decode(msg.data, msg.headers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -10,14 +9,13 @@ from typing import Any
 
 import msgspec
 import nats.js.errors
+from agentos_kernel import Bus
+from agentos_schemas import codec
+from agentos_schemas import subjects as s
 from nats.js import api
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from agentos_kernel import Bus
-from agentos_schemas import codec
-from agentos_schemas import subjects as s
 
 
 async def collect_status(bus: Bus) -> dict[str, Any]:
@@ -105,7 +103,7 @@ async def tail(bus: Bus, console: Console, *, subject: str, from_start: bool, dl
         while limit is None or seen < limit:
             try:
                 msg = await sub.next_msg(timeout=idle_exit or 3600)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 if idle_exit:
                     break
                 continue

@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-
+from agentos_cli import audit_cmd, control_cmd, ingress_cmd, inspect_bus, policy_cmd, registry
 from agentos_cli import contracts as contracts_mod
-from agentos_cli import audit_cmd, control_cmd, ingress_cmd, policy_cmd
 from agentos_cli import goals as goals_mod
-from agentos_cli import inspect_bus, registry
 from agentos_cli.supervisor import Runtime, run_up
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.runtime import resolve
+from rich.console import Console
 
 app = typer.Typer(help="AgentOS: run, coordinate and govern fleets of LLM agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from agentos_kernel import AgentOSError, Bus, BusUnavailable
 from agentos_policy.cases import run_suite
 from agentos_policy.model import PolicyError, default_policy_dir, load_policy
 from agentos_policy.simulate import parse_since, simulate
 from agentos_schemas import rpc as r
 from agentos_schemas.events import TaskAssigned, TaskCompleted
+from rich.console import Console
+from rich.table import Table
 
 policy_app = typer.Typer(help="Policies as code: test the shipped cases, simulate against recorded decisions.",
                          no_args_is_help=True)

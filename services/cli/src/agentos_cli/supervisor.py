@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-from rich.console import Console
-
 from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
-from pydantic import SecretStr
-
 from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
 from agentos_kernel.runtime import RUNTIME_FILE, read_runtime, write_runtime
 from agentos_kernel.tasks import cancel_and_wait
+from pydantic import SecretStr
+from rich.console import Console
 
 _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"]
 
@@ -139,7 +137,7 @@ class Runtime:
             out: IO[str] | None = None
             if self.logs is not None:
                 self.logs.mkdir(parents=True, exist_ok=True)
-                out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed below
+                out = open(self.logs / f"{name}.log", "a")  # closed below
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agentos_cli", "service", name, env=self._env(name),
                 stdout=out or asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -177,7 +175,7 @@ class Runtime:
         for proc in self.children.values():
             try:
                 await asyncio.wait_for(proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         if self.offline is not None:

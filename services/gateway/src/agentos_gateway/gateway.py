@@ -221,8 +221,9 @@ class Gateway:
 
         Returns only once the stream has acknowledged every event (stored; fsynced when the
         server syncs always). The publishes are pipelined: each goes out on the Bus's
-        :class:`~agentos_kernel.replies.Replies` and the request awaits its own ack future, so the acks of every request in flight share
-        the connection's writes and reads (group commit) instead of one request-reply each.
+        :class:`~agentos_kernel.replies.Replies` and the request awaits its own ack future, so the
+        acks of every request in flight share the connection's writes and reads (group commit)
+        instead of one request-reply each.
         An ack that does not come is retried with the kernel's ``publish_raw`` (same id, so a
         publish that did land is not stored twice)."""
         for event in events:

@@ -78,7 +78,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 3.0, user: str |
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
             error_cb=_on_error, **options,
         ), timeout + 1)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
     except Exception as exc:  # nats-py raises several unrelated types here
         raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None

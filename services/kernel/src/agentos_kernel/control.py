@@ -187,7 +187,7 @@ class ControlState:
             self._cancelled.pop(task, None)
 
 
-_STATE, _WORK = ControlState(), contextvars.ContextVar("agentos_work", default=Work())
+_STATE, _WORK = ControlState(), contextvars.ContextVar("agentos_work", default=Work())  # noqa: B039 - frozen
 
 
 def state() -> ControlState:

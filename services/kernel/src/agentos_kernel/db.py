@@ -47,7 +47,8 @@ async def migrate(pool: asyncpg.Pool, schema: str, steps: Sequence[str]) -> None
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await conn.execute(_TRACKING.format(schema=schema))
         await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {schema}.migrations (step int PRIMARY KEY, applied_at timestamptz DEFAULT now())"
+            f"CREATE TABLE IF NOT EXISTS {schema}.migrations"
+            " (step int PRIMARY KEY, applied_at timestamptz DEFAULT now())"
         )
         done = {r["step"] for r in await conn.fetch(f"SELECT step FROM {schema}.migrations")}
         for number, sql in enumerate(steps, start=1):

@@ -29,12 +29,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+from agentos_schemas.events import ModelCall
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentos_kernel import control
 from agentos_kernel.exceptions import AgentOSError, ConfigError
 from agentos_kernel.redact import redactor
-from agentos_schemas.events import ModelCall
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # ``openai/`` models (hosted OpenAI and every OpenAI-compatible server: vLLM, the offline model …,

@@ -23,10 +23,6 @@ import weakref
 from typing import Any
 
 import nats.errors
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from agentos_kernel.bus import Bus
 from agentos_schemas import Event, derived_event_id, new_event_id
 from agentos_schemas.events import ModelCall, Settlement
 from agentos_schemas.events.policy import BudgetSettlementRequested, PolicyDecided
@@ -40,6 +36,10 @@ from agentos_schemas.rpc import (
     PolicyDecision,
     PolicyRequest,
 )
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentos_kernel.bus import Bus
 
 log = logging.getLogger("agentos.policy.client")
 _CLIENTS: weakref.WeakKeyDictionary[Bus, PolicyClient] = weakref.WeakKeyDictionary()
@@ -144,7 +144,7 @@ class PolicyClient:
         """The policy's decision, or a deny when it cannot be had in time (fail closed)."""
         try:
             return await asyncio.wait_for(self._ask(request), self.settings.timeout_s)
-        except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             reason = f"{UNREACHABLE}: no decision within {self.settings.timeout_s:.1f}s ({type(exc).__name__})"
             decision = denial("unreachable", reason)
         except ValidationError as exc:
@@ -176,7 +176,7 @@ class PolicyClient:
             msg = await self.bus.nc.request(POLICY_APPROVAL, ApprovalQuery(approval_id=approval_id)
                                             .model_dump_json().encode(), timeout=self.settings.timeout_s)
             return ApprovalReply.model_validate_json(msg.data).approval
-        except (nats.errors.Error, asyncio.TimeoutError, ValidationError):
+        except (TimeoutError, nats.errors.Error, ValidationError):
             return None
 
     async def decide_and_wait(self, request: PolicyRequest, cause: Event[Any] | None = None,

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
+from agentos_schemas import EVENTS_STREAM, Event, codec
 from nats.js import api
 
 from agentos_kernel.bus import Bus
 from agentos_kernel.exceptions import BusUnavailable
-from agentos_schemas import EVENTS_STREAM, Event, codec
 
 log = logging.getLogger("agentos.replay")
 
@@ -40,7 +40,7 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
         while True:
             try:
                 msgs = await psub.fetch(batch, timeout=1.0)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 info = await psub.consumer_info()
                 if info.num_pending == 0:
                     return last

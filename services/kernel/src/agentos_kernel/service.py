@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from agentos_schemas import new_event_id
+from agentos_schemas import subjects as s
 
 from agentos_kernel import redact
 from agentos_kernel.bus import Bus
-from agentos_kernel.control import ControlWatcher
 from agentos_kernel.consumer import Consumer
+from agentos_kernel.control import ControlWatcher
 from agentos_kernel.db import create_pool
 from agentos_kernel.secrets import SecretStore
 from agentos_kernel.settings import KernelSettings
-from agentos_schemas import new_event_id
-from agentos_schemas import subjects as s
 
 log = logging.getLogger("agentos.service")
 

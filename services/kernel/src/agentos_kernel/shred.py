@@ -212,7 +212,7 @@ class SubjectKeys:
                 held = self._cache.get(name)
                 try:
                     revision = msg.metadata.sequence.stream
-                except Exception:  # noqa: BLE001 - no metadata: be safe, forget it
+                except Exception:  # no metadata: be safe, forget it
                     revision = None
                 if held is None or revision is None or held[0] != revision:
                     self._cache.pop(name, None)

@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_schemas import new_event_id
+
+from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agentos_orchestrator.state import Goal, Step, World
 from agentos_schemas import derived_event_id
 from agentos_schemas.events import (
     EventData,
@@ -22,6 +21,8 @@ from agentos_schemas.events import (
     TaskReviewed,
 )
 from agentos_schemas.events.goals import FailureCode
+
+from agentos_orchestrator.state import Goal, Step, World
 
 REVIEW_CAPABILITY = "qa"
 #: Task failures that end the whole goal instead of being retried or re-planned around.

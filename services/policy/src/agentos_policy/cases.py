@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentos_schemas import new_event_id
+from agentos_schemas.rpc import PolicyRequest
+
 from agentos_policy.engine import Verdict, evaluate
 from agentos_policy.model import Case, Policy, load_policy, load_suite
 from agentos_policy.state import Recorded, State
-from agentos_schemas import new_event_id
-from agentos_schemas.rpc import PolicyRequest
 
 CASE_DEFAULTS = {"tenant": "acme", "goal_id": "g1", "task_id": "t1"}
 

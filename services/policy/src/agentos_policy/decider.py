@@ -17,17 +17,17 @@ import time
 from typing import Any
 
 import asyncpg
-
 from agentos_kernel import Bus
 from agentos_kernel.tasks import cancel_and_wait
-from agentos_policy import ledger, store
-from agentos_policy.engine import Verdict, agent_name, deny, evaluate
-from agentos_policy.model import Policy
-from agentos_policy.state import Recorded, State
 from agentos_schemas import Event, EventData, derived_event_id, new_event_id
 from agentos_schemas.events import GoalEscalated
 from agentos_schemas.events.policy import AlertKind, AlertRaised, ApprovalRequested, PolicyDecided
 from agentos_schemas.rpc import ApprovalInfo, PolicyDecision, PolicyRequest
+
+from agentos_policy import ledger, store
+from agentos_policy.engine import Verdict, agent_name, deny, evaluate
+from agentos_policy.model import Policy
+from agentos_policy.state import Recorded, State
 
 log = logging.getLogger("agentos.policy")
 MAX_BACKGROUND = 10_000

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from agentos_policy.model import CLASS_RANK, AgentRule, Policy, SequenceRule, ToolRule, any_match, matches
-from agentos_policy.state import GoalMemory, State, call_key
 from agentos_schemas.events.policy import AlertKind
 from agentos_schemas.rpc import Decision, DecisionCode, PolicyRequest
 
+from agentos_policy.model import CLASS_RANK, AgentRule, Policy, SequenceRule, ToolRule, any_match, matches
+from agentos_policy.state import GoalMemory, State, call_key
 
 RISKS = ("low", "medium", "high")
 

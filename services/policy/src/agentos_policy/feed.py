@@ -17,14 +17,14 @@ from typing import Any
 
 import nats.errors
 from agentos_kernel.tasks import cancel_and_wait
-from nats.js import api
-
-from agentos_policy.decider import Decider
-from agentos_policy.state import Recorded
 from agentos_schemas import EVENTS_STREAM, Event, codec
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalPlanned
 from agentos_schemas.events.policy import PolicyDecided
 from agentos_schemas.rpc import PolicyRequest
+from nats.js import api
+
+from agentos_policy.decider import Decider
+from agentos_policy.state import Recorded
 
 log = logging.getLogger("agentos.policy.feed")
 LIVE_PAUSE_S = 0.2
@@ -47,7 +47,7 @@ class Feed:
         self.task = asyncio.create_task(self._run(), name="policy-feed")
         try:
             await asyncio.wait_for(self.decider.ready.wait(), catch_up_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("policy: state catch-up did not finish in %.0fs; deciding with what was read",
                         catch_up_timeout)
             self.decider.ready.set()
@@ -95,7 +95,7 @@ class Feed:
         live = self.decider.ready.is_set()
         try:
             msgs = await psub.fetch(256, timeout=0.05 if live else 1.0)
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             self.decider.ready.set()  # nothing (more) to read: caught up
             msgs = []
         seen = self.decider.state.seen_set

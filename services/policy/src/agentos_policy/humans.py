@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
-from agentos_policy import store
-from agentos_policy.decider import Decider
 from agentos_schemas import derived_event_id
 from agentos_schemas.events.policy import ApprovalDecided, ApprovalVoted
 from agentos_schemas.rpc import ApprovalInfo, ApprovalReply, ApprovalVote, PolicyRequest
+
+from agentos_policy import store
+from agentos_policy.decider import Decider
 
 
 def may_vote(decider: Decider, info: ApprovalInfo, user: str) -> str | None:

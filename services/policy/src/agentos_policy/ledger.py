@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import asyncpg
+from agentos_schemas.rpc import BudgetLine
 
 from agentos_policy.model import Policy, matches
-from agentos_schemas.rpc import BudgetLine
 
 SCHEMA = "policy"
 S = SCHEMA

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from agentos_schemas.rpc import ActionKind, Decision
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Classification = Literal["public", "internal", "confidential", "personal"]
 CLASS_RANK: dict[str, int] = {"public": 0, "internal": 1, "confidential": 2, "personal": 3}

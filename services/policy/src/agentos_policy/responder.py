@@ -9,9 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 from agentos_kernel import Bus
+from pydantic import BaseModel
 
 log = logging.getLogger("agentos.policy")
 M = TypeVar("M", bound=BaseModel)

@@ -20,20 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import SettingsConfigDict
-
 from agentos_kernel import ConfigError, KernelSettings
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import cancel_and_wait
+from agentos_schemas import Event, derived_event_id, new_event_id
+from agentos_schemas import rpc as r
+from agentos_schemas.events import TaskCompleted
+from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequested
+from pydantic_settings import SettingsConfigDict
+
 from agentos_policy import humans, ledger, store
 from agentos_policy.decider import Decider
 from agentos_policy.feed import Feed
 from agentos_policy.model import Policy, PolicyError, default_policy_dir, fingerprint, load_policy
 from agentos_policy.responder import serve
-from agentos_schemas import Event, derived_event_id, new_event_id
-from agentos_schemas import rpc as r
-from agentos_schemas.events import TaskCompleted
-from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequested
 
 NAME = "policy"
 DURABLE = "policy"

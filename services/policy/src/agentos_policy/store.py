@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-
 from agentos_kernel.db import migrate
+from agentos_schemas.rpc import ApprovalInfo, PolicyRequest
+
 from agentos_policy.ledger import SCHEMA
 from agentos_policy.model import RiskTier
-from agentos_schemas.rpc import ApprovalInfo, PolicyRequest
 
 S = SCHEMA
 

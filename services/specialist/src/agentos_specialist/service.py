@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
-from nats.js import api
-from pydantic_settings import SettingsConfigDict
-
 from agentos_kernel import KernelSettings, Reject
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.service import ServiceContext, run_service
@@ -37,6 +34,9 @@ from agentos_schemas.events import (
     TaskStarted,
     Usage,
 )
+from nats.js import api
+from pydantic_settings import SettingsConfigDict
+
 from agentos_specialist.runner import Outcome, Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, Tool, ToolContext, build_tools
 
