@@ -1,5 +1,5 @@
 """The gateway's ASGI app (FastAPI): CloudEvents ingress, goals, operator and analyst endpoints
-(:mod:`agentos_gateway.routes_operator`), health; OpenAPI at /openapi.json and /docs.
+(the package :mod:`agentos_gateway.routes_operator`), health; OpenAPI at /openapi.json and /docs.
 
 Every error is ``application/problem+json`` (see :mod:`agentos_gateway.problems`); which role
 may call which endpoint is in :mod:`agentos_gateway.auth`.
