@@ -1,7 +1,9 @@
-"""The style budget's enforcer: ruff with the rules in pyproject.toml (complexity ≤ 15 included)."""
+"""The style budget's enforcers: ruff with the rules in pyproject.toml (complexity ≤ 15 included), and
+the size budget for functions and modules."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,3 +16,25 @@ def test_ruff_finds_nothing() -> None:
     result = subprocess.run([str(ruff), "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+# The budget in the style guide: functions ≤ 40 lines; modules about 300 lines, 400 at most.
+MAX_FUNCTION_LINES = 40
+MAX_MODULE_LINES = 400
+SOURCES = [*sorted((ROOT / "services").glob("*/src/**/*.py")), *sorted((ROOT / "schemas").glob("src/**/*.py"))]
+
+
+def test_functions_and_modules_stay_within_the_size_budget() -> None:
+    over: list[str] = []
+    for path in SOURCES:
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+            over.append(f"{where}: {lines} lines (module budget {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    over.append(f"{where}:{node.lineno} {node.name}: {size} lines (budget {MAX_FUNCTION_LINES})")
+    assert len(SOURCES) > 100
+    assert not over, "\n".join(over)

@@ -128,14 +128,8 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
     """
     if end < start:
         return
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(start, 1), inactive_threshold=30.0, mem_storage=True,
-    )
     nc = js._nc  # the connection the context was made from (nats-py has no public accessor)
-    info = await js.add_consumer(EVENTS_STREAM, config)
-    in_range = end - max(start, 1) + 1
-    pull = _Pull(end, batch, in_range if info.num_pending is None else min(info.num_pending, in_range))
+    info, pull = await _consumer(js, start, end, batch)
     subject = f"{getattr(js, '_prefix', api.DEFAULT_PREFIX)}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
     sub = await nc.subscribe(nc.new_inbox(), cb=pull.on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
 
@@ -149,16 +143,7 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
             return
         for _ in range(depth):
             await request()
-        while True:
-            try:
-                out = pull.ready.get_nowait() if not pull.ready.empty() else \
-                    await asyncio.wait_for(pull.ready.get(), stall_s)
-            except TimeoutError:
-                raise TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
-            if out is None:
-                return
-            if isinstance(out, BaseException):
-                raise out
+        while (out := await _next_batch(pull, stall_s)) is not None:
             await request()
             yield out
     finally:
@@ -166,6 +151,29 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
             await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await js.delete_consumer(EVENTS_STREAM, info.name)
+
+
+async def _consumer(js: JetStreamContext, start: int, end: int, batch: int) -> tuple[api.ConsumerInfo, _Pull]:
+    """An ephemeral, in-memory consumer from ``start`` without acks, and the reader of its messages."""
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1), inactive_threshold=30.0, mem_storage=True,
+    )
+    info = await js.add_consumer(EVENTS_STREAM, config)
+    in_range = end - max(start, 1) + 1
+    return info, _Pull(end, batch, in_range if info.num_pending is None else min(info.num_pending, in_range))
+
+
+async def _next_batch(pull: _Pull, stall_s: float) -> list[Stored] | None:
+    """The next batch the subscription's callback made ready; None once the read is complete."""
+    try:
+        out = pull.ready.get_nowait() if not pull.ready.empty() else \
+            await asyncio.wait_for(pull.ready.get(), stall_s)
+    except TimeoutError:
+        raise TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
+    if isinstance(out, BaseException):
+        raise out
+    return out
 
 
 __all__ = ["Stored", "from_ns", "get_stored", "read_log", "stored_from_msg", "stream_bounds"]

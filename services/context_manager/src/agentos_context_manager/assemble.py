@@ -163,15 +163,8 @@ def context_chars(task: TaskAssigned, memory: Sequence[MemoryEntry]) -> int:
             + sum(len(e.content) for e in memory))
 
 
-def assemble(
-    charter: Charter,
-    task: TaskAssigned,
-    memory: Sequence[MemoryEntry],
-    count: Counter,
-    *,
-    notes: Sequence[str] = (),
-    system: SystemPrompt | None = None,
-) -> Assembly:
+def assemble(charter: Charter, task: TaskAssigned, memory: Sequence[MemoryEntry], count: Counter, *,
+             notes: Sequence[str] = (), system: SystemPrompt | None = None) -> Assembly:
     """Build the messages and manifest for ``task``, fitted to ``charter.context_tokens``.
 
     ``notes`` are recorded first in ``manifest.trimmed`` (e.g. ``"memory: unavailable"``).

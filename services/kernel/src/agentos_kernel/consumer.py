@@ -61,21 +61,10 @@ class Consumer:
             every filter names tenant ``t``). Off for consumers that must keep folding facts.
     """
 
-    def __init__(
-        self,
-        bus: Bus,
-        durable: str,
-        filter_subjects: Sequence[str],
-        handler: Handler,
-        *,
-        types: Collection[str] | None = None,
-        max_deliver: int = 5,
-        backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0),
-        concurrency: int = 16,
-        ack_wait: float = 30.0,
-        deliver_new: bool = False,
-        honour_halts: bool = True,
-    ) -> None:
+    def __init__(self, bus: Bus, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
+                 types: Collection[str] | None = None, max_deliver: int = 5,
+                 backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0), concurrency: int = 16, ack_wait: float = 30.0,
+                 deliver_new: bool = False, honour_halts: bool = True) -> None:
         s.check_token("consumer", durable)
         self.bus = bus
         self.durable = durable
