@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from agentos_cli.control_cmd import clear_halt, set_halt
 from agentos_kernel import control
 from agentos_kernel.embedded import EmbeddedNats
 
@@ -118,10 +117,10 @@ async def run_switch(js: Any, col: Collector, n: int) -> tuple[list[float], list
     key = control.halt_key("workflow", "bench")
     for _ in range(n):
         t0 = time.time()
-        await set_halt(js, control.Halt("workflow", "bench", "bench", "bench", t0))
+        await control.set_halt(js, control.Halt("workflow", "bench", "bench", "bench", t0))
         observed.append((await col.all("on", key))[-1] - t0)
         cancelled.append((await col.all("cancelled", key))[-1] - t0)
-        await clear_halt(js, "workflow", "bench")
+        await control.clear_halt(js, "workflow", "bench")
         await col.all("off", key)
     return observed, cancelled
 

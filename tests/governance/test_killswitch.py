@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from agentos_cli.control_cmd import clear_halt, do_halt, do_resume, pick_scope, set_halt
+from agentos_cli.control_cmd import do_halt, do_resume, pick_scope
 from agentos_kernel import AgentOSError, Bus, control
 from agentos_kernel.testing import eventually, unique
 from agentos_schemas import Event
@@ -42,15 +42,15 @@ async def test_one_watcher_per_scope_and_guard_cancels(fleet: Fleet) -> None:
 
         task = asyncio.create_task(guarded())
         await asyncio.sleep(0.05)
-        await set_halt(gbus.js, control.Halt("model", "fast", "provider incident", "test"))
+        await control.set_halt(gbus.js, control.Halt("model", "fast", "provider incident", "test"))
         with pytest.raises(control.Halted, match="provider incident"):
             await asyncio.wait_for(task, 5)
         with pytest.raises(control.Halted):
             state.check(control.Work(models=("fast",)))
         state.check(control.Work(models=("smart",)))
-        assert await clear_halt(gbus.js, "model", "fast")
+        assert await control.clear_halt(gbus.js, "model", "fast")
         await eventually(lambda: _async(state.covering(work) is None), timeout=5)
-        assert not await clear_halt(gbus.js, "model", "fast")
+        assert not await control.clear_halt(gbus.js, "model", "fast")
     finally:
         await watcher.stop()
 

@@ -8,14 +8,10 @@ and why.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import time
-from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated
 
-import nats.errors
-import nats.js.errors
 import typer
 from agentos_kernel import AgentOSError, Bus, KernelSettings, control
 from agentos_kernel.runtime import resolve
@@ -59,7 +55,7 @@ def _tenant(bus: Bus, scope: str, target: str) -> str:
 
 async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> control.Halt:
     """Turn the switch on, then record the request in the log."""
-    halt = await set_halt(bus.js, control.Halt(scope, target, reason, by, time.time()))
+    halt = await control.set_halt(bus.js, control.Halt(scope, target, reason, by, time.time()))
     await bus.publish(bus.new(HaltRequested(scope=scope, target=target, reason=reason, requested_by=by),
                               tenant=_tenant(bus, scope, target), subject=f"control/{halt.key}",
                               principal=by))
@@ -68,48 +64,11 @@ async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> co
 
 async def do_resume(bus: Bus, scope: str, target: str, by: str) -> bool:
     """Turn the switch off (if it was on), then record the request in the log."""
-    was_on = await clear_halt(bus.js, scope, target)
+    was_on = await control.clear_halt(bus.js, scope, target)
     await bus.publish(bus.new(ResumeRequested(scope=scope, target=target, requested_by=by),
                               tenant=_tenant(bus, scope, target),
                               subject=f"control/{control.halt_key(scope, target)}", principal=by))
     return was_on
-
-
-async def set_halt(js: Any, halt: control.Halt) -> control.Halt:
-    """Turn a switch on; returns it with the bucket revision."""
-    kv = await control.open_bucket(js)
-    revision = await kv.put(halt.key, halt.to_bytes())
-    return replace(halt, revision=revision)
-
-
-async def clear_halt(js: Any, scope: str, target: str = "*") -> bool:
-    """Turn a switch off; False if it was not on."""
-    kv = await control.open_bucket(js)
-    key = control.halt_key(scope, target)
-    try:
-        entry = await kv.get(key)
-    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-        return False
-    if entry is None or not entry.value:
-        return False
-    await kv.delete(key)
-    return True
-
-
-async def list_halts(js: Any) -> list[control.Halt]:
-    """Every switch that is on."""
-    kv = await control.open_bucket(js)
-    try:
-        keys = await kv.keys()
-    except (nats.js.errors.NoKeysError, nats.errors.TimeoutError):
-        return []
-    halts = []
-    for key in keys:
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = await kv.get(key)
-            if entry.value:
-                halts.append(control.Halt.from_bytes(entry.value, entry.revision))
-    return halts
 
 
 def _run(coro: object) -> object:
@@ -154,7 +113,7 @@ def halts() -> None:
     async def go() -> None:
         bus = await _bus()
         try:
-            found = await list_halts(bus.js)
+            found = await control.list_halts(bus.js)
         finally:
             await bus.close()
         if not found:

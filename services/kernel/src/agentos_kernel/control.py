@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import api
 
@@ -256,6 +257,43 @@ async def open_bucket(js: Any, *, create: bool = True, replicas: int = 1) -> Any
             description="AgentOS kill switches: halt.<scope>.<target>"))
     except nats.js.errors.BadRequestError:  # another process created it meanwhile
         return await js.key_value(CONTROL_BUCKET)
+
+
+async def set_halt(js: Any, halt: Halt) -> Halt:
+    """Turn a switch on; returns it with the bucket revision."""
+    kv = await open_bucket(js)
+    return replace(halt, revision=await kv.put(halt.key, halt.to_bytes()))
+
+
+async def clear_halt(js: Any, scope: str, target: str = "*") -> bool:
+    """Turn a switch off; False if it was not on."""
+    kv = await open_bucket(js)
+    key = halt_key(scope, target)
+    try:
+        entry = await kv.get(key)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return False
+    if entry is None or not entry.value:
+        return False
+    await kv.delete(key)
+    return True
+
+
+async def list_halts(js: Any) -> list[Halt]:
+    """Every switch that is on, by key (an entry that does not read as a switch is passed over)."""
+    kv = await open_bucket(js)
+    try:
+        keys = await kv.keys()
+    except (nats.js.errors.NoKeysError, nats.errors.TimeoutError):
+        return []
+    found = []
+    for key in keys:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError, ValueError,
+                                 KeyError):
+            entry = await kv.get(key)
+            if entry.value:
+                found.append(Halt.from_bytes(entry.value, entry.revision))
+    return sorted(found, key=lambda h: h.key)
 
 
 class ControlWatcher:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict
 from typing import Any, Literal
@@ -24,7 +23,6 @@ from agentos_gateway.problems import Problem
 from agentos_gateway.routes_operator.common import Problems, json_body, parse_body, publish, read, write
 
 _KV_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
-_GONE = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
 
 
 class HaltRequest(BaseModel):
@@ -69,27 +67,12 @@ def _control_problem(exc: Exception) -> Problem:
                    headers={"Retry-After": "1"}, dlq=False)
 
 
-async def _bucket(gw: Gateway) -> Any:
-    try:
-        return await control.open_bucket(gw.bus.js)
-    except _KV_ERRORS as exc:
-        raise _control_problem(exc) from None
-
-
 async def list_halts(gw: Gateway) -> list[control.Halt]:
     """Every switch that is on."""
-    kv = await _bucket(gw)
     try:
-        keys = await kv.keys()
-    except (nats.js.errors.NoKeysError, nats.errors.TimeoutError):
-        return []
-    found = []
-    for key in keys:
-        with contextlib.suppress(*_GONE, ValueError, KeyError):
-            entry = await kv.get(key)
-            if entry.value:
-                found.append(control.Halt.from_bytes(entry.value, entry.revision))
-    return sorted(found, key=lambda h: h.key)
+        return await control.list_halts(gw.bus.js)
+    except _KV_ERRORS as exc:
+        raise _control_problem(exc) from None
 
 
 async def _record(gw: Gateway, data: Any, scope: str, target: str, who: Principal) -> None:
@@ -103,13 +86,11 @@ async def halt(gw: Gateway, request: Request, raw: bytes, who: Principal) -> Res
     asked = parse_body(HaltRequest, raw, request.headers.get("content-type"))
     scope, target = halt_scope(asked.scope, asked.target)
     _may_switch(who, scope, target)
-    switch = control.Halt(scope, target, asked.reason, who.principal, time.time())
-    kv = await _bucket(gw)
     try:
-        revision = await kv.put(switch.key, switch.to_bytes())
+        switch = await control.set_halt(gw.bus.js, control.Halt(scope, target, asked.reason, who.principal,
+                                                                time.time()))
     except _KV_ERRORS as exc:
         raise _control_problem(exc) from None
-    switch = control.Halt(scope, target, switch.reason, switch.by, switch.at, revision)
     fact = HaltRequested(scope=scope, target=target, reason=switch.reason,  # type: ignore[arg-type]
                          requested_by=who.principal)
     await _record(gw, fact, scope, target, who)
@@ -120,20 +101,13 @@ async def resume(gw: Gateway, who: Principal, scope: str, target: str) -> Respon
     """Delete the switch's key (if on), then record ``control.resume_requested``."""
     scope, target = halt_scope(scope, target)
     _may_switch(who, scope, target)
-    key = control.halt_key(scope, target)
-    kv = await _bucket(gw)
-    was_on = False
     try:
-        with contextlib.suppress(*_GONE):
-            entry = await kv.get(key)
-            was_on = bool(entry and entry.value)
-        if was_on:
-            await kv.delete(key)
+        was_on = await control.clear_halt(gw.bus.js, scope, target)
     except _KV_ERRORS as exc:
         raise _control_problem(exc) from None
     fact = ResumeRequested(scope=scope, target=target, requested_by=who.principal)  # type: ignore[arg-type]
     await _record(gw, fact, scope, target, who)
-    return json_response({"key": key, "was_on": was_on})
+    return json_response({"key": control.halt_key(scope, target), "was_on": was_on})
 
 
 def add_halt_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
