@@ -59,7 +59,6 @@ from agentos_schemas import EVENTS_STREAM, Event, codec, event_subject
 from agentos_schemas.events import GoalSubmitted, TaskAssigned, TaskCompleted
 from nats.js import api
 
-RUN_DATE = "2026-11-24"
 EVENT_BYTES = 1024
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CTL = "bench.hop.ctl"
@@ -635,7 +634,8 @@ async def run_all(sizes: Sizes, mode: str) -> dict[str, Any]:
         set_cpus(None)
         shutil.rmtree(root, ignore_errors=True)
     met = all(p["pass"] for p in publish.values()) and hop["p50_pass"] and hop["p99_pass"]
-    return {"date": RUN_DATE, "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mode": mode,
+    return {"date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
+            "run_at": now.isoformat(timespec="seconds"), "mode": mode,
             "sizes": asdict(sizes), "machine": machine(), "versions": versions(),
             "env": span_env(before, load_snapshot()), "targets": TARGETS, "publish": publish, "hop": hop,
             "all_targets_met": met, "table": table({"publish": publish, "hop": hop}),

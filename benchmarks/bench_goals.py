@@ -92,7 +92,6 @@ from bench_bus import (  # noqa: E402  (the colleague's helpers: same machine/ve
 from bench_bus import versions as bus_versions  # noqa: E402
 from nats.js import api  # noqa: E402
 
-RUN_DATE = "2026-11-24"
 FIXTURE = HERE / "goals_fixture"
 TENANT = "bench"
 GOAL_TEXT = "Benchmark goal"
@@ -1059,7 +1058,8 @@ async def run_all(sizes: Sizes, mode: str, nodelay: bool) -> dict[str, Any]:
         shutil.rmtree(state, ignore_errors=True)
     met = {"a_step_vs_hop": a["step_pass"], "a_fixed_vs_langgraph": a["fixed_pass"],
            "c_throughput": c["throughput_pass"], "c_tail": c["tail_pass"], "c_services_cpu": c["cpu_pass"]}
-    result = {"date": RUN_DATE, "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mode": mode,
+    result = {"date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
+              "run_at": now.isoformat(timespec="seconds"), "mode": mode,
               "sizes": asdict(sizes), "machine": machine(), "versions": versions(), "fsync": "always",
               "git": git_state(), "nats_auth": bool(bus_credentials_seen),
               "services": services, "offline_model": "in-process (thread of the bench process), scenario "
