@@ -22,6 +22,7 @@ from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
 from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
 from agentos_kernel.runtime import RUNTIME_FILE, read_runtime, write_runtime
+from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.tasks import cancel_and_wait
 from pydantic import SecretStr
 from rich.console import Console
@@ -124,6 +125,7 @@ class Runtime:
             "AGENTOS_NATS_URL": self.settings.nats_url or "",
             "AGENTOS_DATABASE_URL": self.settings.database_url or "",
             "AGENTOS_STATE_DIR": str(self.settings.state_dir),
+            SUPERVISOR_ENV: str(os.getpid()),  # a service stops itself if this process is killed
             "PYTHONUNBUFFERED": "1",
         })
         if self.offline is not None:

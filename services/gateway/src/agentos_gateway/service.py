@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from agentos_kernel import ConfigError
 from agentos_kernel.service import ServiceContext, run_service
@@ -26,7 +25,7 @@ from agentos_gateway.kpi_engine import KpiEngine
 from agentos_gateway.schedules import Scheduler, load_schedules
 from agentos_gateway.server import GatewayServer
 from agentos_gateway.settings import GatewaySettings
-from agentos_gateway.workers import Workers, exit_with_parent
+from agentos_gateway.workers import Workers
 
 NAME = "gateway"
 log = logging.getLogger("agentos.gateway")
@@ -71,19 +70,11 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.closers.append(workers.stop)  # … and the workers before this process's HTTP
         ctx.status["workers"] = settings.workers
     if worker:
-        watch = asyncio.create_task(exit_with_parent(settings.worker_of or 0), name="gateway-worker-parent")
-        ctx.closers.append(_cancelling(watch))
         ctx.status["worker_of"] = settings.worker_of
     ctx.status["url"] = server.url
     ctx.status["mappings"] = sorted(gw.mappings)
     log.info("gateway %slistening on %s (OpenAPI at %s/docs)", "worker " if worker else "", server.url,
              server.url)
-
-
-def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
-    async def cancel() -> None:
-        await cancel_and_wait(task)
-    return cancel
 
 
 async def main(settings: KernelSettings) -> None:

@@ -9,7 +9,7 @@ whichever process takes it. Schedules and KPI rules run in the first process onl
 
 The first process supervises its workers: one that exits is started again (with backoff), and
 all are stopped (SIGTERM, then SIGKILL after the grace period) when the service stops. A worker
-whose first process is gone stops itself.
+whose first process is gone stops itself (``AGENTOS_SUPERVISOR_PID``, as for every service).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 
+from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.settings import KernelSettings
 from agentos_kernel.tasks import cancel_and_wait
 
@@ -59,6 +60,7 @@ class Workers:
             "AGENTOS_PROVISION": "off",  # this process provisioned already
             "AGENTOS_GATEWAY_HOST": self.host, "AGENTOS_GATEWAY_PORT": str(self.port),
             "AGENTOS_GATEWAY_WORKERS": "1", "AGENTOS_GATEWAY_WORKER_OF": str(os.getpid()),
+            SUPERVISOR_ENV: str(os.getpid()),  # a worker stops when this process is gone
             "PYTHONUNBUFFERED": "1",
         })
         return env
@@ -108,12 +110,4 @@ class Workers:
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
 
 
-async def exit_with_parent(parent: int, every_s: float = 0.5) -> None:
-    """Stop this worker (as SIGTERM does) once the process that started it is gone."""
-    while os.getppid() == parent:
-        await asyncio.sleep(every_s)
-    log.warning("the gateway process %d that started this worker is gone; stopping", parent)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-__all__ = ["Workers", "exit_with_parent", "kernel_env"]
+__all__ = ["Workers", "kernel_env"]

