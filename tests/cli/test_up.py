@@ -94,3 +94,51 @@ def test_up_runs_everything_stops_cleanly_and_restarts_with_its_state(tmp_path: 
         again.send_signal(signal.SIGINT)
         again.communicate(timeout=60)
     assert again.returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_up_leaves_nothing_behind(tmp_path: Path) -> None:
+    first = subprocess.Popen([AGENTOS, "up", "--services", "memory"], env=env_for(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_runtime(tmp_path)
+        services = [int(s["pid"]) for s in wait_services(tmp_path, 1)["services"]]  # type: ignore[index]
+        nats_pid = int((tmp_path / "nats" / "nats-server.pid").read_text())
+        # A second `up` on the same directory is refused by the lock, even without runtime.json.
+        (tmp_path / "runtime.json").rename(tmp_path / "runtime.json.hidden")
+        second = subprocess.run([AGENTOS, "up", "--services", ""], env=env_for(tmp_path), capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 2 and "already running" in second.stderr, second.stderr
+        assert _alive(nats_pid), "the refused start left the running server alone"
+        (tmp_path / "runtime.json.hidden").rename(tmp_path / "runtime.json")
+        first.kill()  # SIGKILL: nothing of `agentos up` runs to stop its children
+        first.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in services) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in services), "services stop when agentos up is gone"
+        assert _alive(nats_pid)  # the server outlives it, until the next start
+    finally:
+        if first.poll() is None:
+            first.kill()
+    again = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while wait_runtime(tmp_path).get("pid") != again.pid:  # the killed run's file names a dead pid
+            assert time.monotonic() < deadline, "the second agentos up did not start"
+            time.sleep(0.2)
+        assert not _alive(nats_pid), "the next start stopped the server left on its store"
+    finally:
+        again.send_signal(signal.SIGINT)
+        out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, out
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "no server outlives the second `agentos up`, Postgres included"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -76,16 +77,16 @@ class Runtime:
         self.offline: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._lock_fd: int | None = None
 
     async def start(self) -> KernelSettings:
         running = read_runtime(self.settings)
         if running and running.get("pid") != os.getpid():
-            raise ConfigError(
-                f"AgentOS is already running from {self.settings.state_dir} (pid {running['pid']}); "
-                "stop it first or use another AGENTOS_STATE_DIR")
+            raise _already_running(self.settings.state_dir, running)
         await check_configured(self.settings)
         state = self.settings.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
+        self._lock_state(state)
         nats_url, db_url = self.settings.nats_url, self.settings.database_url
         admin: dict[str, Any] = {}
         if not nats_url:
@@ -115,6 +116,21 @@ class Runtime:
         for i, name in enumerate(self.services):
             self._tasks.append(asyncio.create_task(self._supervise(name, _COLOURS[i % len(_COLOURS)])))
         return self.settings
+
+    def _lock_state(self, state: Path) -> None:
+        """Hold an exclusive lock on the state directory while this runtime lives (the OS drops it
+        when the process ends, however it ends). A second ``agentos up`` on the same directory is
+        refused even before ``runtime.json`` is written, so it can never take this runtime's
+        servers for ones that a killed run left behind, and stop them."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(state / "runtime.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _already_running(state, read_runtime(self.settings) or {}) from None
+        self._lock_fd = fd
 
     def _env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -188,6 +204,14 @@ class Runtime:
             await asyncio.to_thread(self.nats.stop)
         with contextlib.suppress(OSError):
             (self.settings.state_dir / RUNTIME_FILE).unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the state directory's lock
+            self._lock_fd = None
+
+
+def _already_running(state: Path, running: dict[str, Any]) -> ConfigError:
+    return ConfigError(f"AgentOS is already running from {state} (pid {running.get('pid', '?')}); "
+                       "stop it first or use another AGENTOS_STATE_DIR")
 
 
 async def run_up(settings: KernelSettings, services: list[str], console: Console) -> None:

