@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,33 @@ def test_a_killed_up_leaves_nothing_behind(tmp_path: Path) -> None:
     assert again.returncode == 0, out
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "no server outlives the second `agentos up`, Postgres included"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["watch", "not-a-goal"], "no goal 'not-a-goal'"),
+    (["submit", ""], "the goal is empty"),
+    (["submit", "   "], "the goal is empty"),
+    (["audit", "query", "--type", "nosuch.type"], "'nosuch.type' is not in the catalogue"),
+    (["audit", "export", "--since", "1h", "--out", "/nonexistent/dir/x.jsonl"], "/nonexistent/dir/x.jsonl"),
+    (["send", "no-such-file.json", "--source", "zendesk"], "cannot read 'no-such-file.json'"),
+])
+def test_bad_input_gets_one_clear_line(up_servers: Path, args: list[str], says: str) -> None:
+    result = subprocess.run([AGENTOS, *args], env=env_for(up_servers), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0], lines
+
+
+@pytest.fixture(scope="module")
+def up_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`agentos up` with its servers and no service, for commands that need a running AgentOS."""
+    state = tmp_path_factory.mktemp("up-servers")
+    proc = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(state), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_runtime(state)
+        yield state
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)

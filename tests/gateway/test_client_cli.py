@@ -109,5 +109,10 @@ async def test_agentos_send_posts_files_and_dry_runs_show_the_mapped_event(
     bad.write_text(json.dumps({"type": "payment.updated"}))
     code, out, err = await _agentos("send", str(bad), "--source", "square", *common)
     assert code == 1 and "no_matching_rule" in err and "payment.updated" in err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"type": "zen:event-type:other"}))
+    code, out, err = await _agentos("send", str(other), "--source", "zendesk", "--dry-run", *common)
+    # the rule's accepted types are printed as the gateway wrote them ([…] is not console markup)
+    assert code == 1 and "type in [zen:event-type:ticket.status_changed," in " ".join(err.split()), err
     events = await stored(gateway.bus, f"agentos.{t}.>", wait_for=2)
     assert {e.type for e in events} == {RefundRecorded.ce_type(), ticket(t).type}

@@ -4,6 +4,7 @@ Zendesk and Square mappings."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -99,7 +100,10 @@ async def test_a_signed_zendesk_ticket_becomes_a_fact_and_a_goal_once(gateway: R
     # the requester's words stay in the (encrypted, erasable) ticket fact, never in the goal
     assert goal.data.text.startswith("Triage Zendesk ticket #35436") and goal.data.inputs["ticket_id"] == "35436"
     assert "Blender arrived broken" not in goal.data.text and fact.data.subject == "Blender arrived broken"
-    assert fact.correlationid == goal_id and fact.time is not None and fact.time.year == 2026
+    assert fact.correlationid == goal_id and fact.time == dt.datetime(2026, 11, 20, 17, 18, 10, tzinfo=dt.UTC)
+    # the goal is stamped when the gateway took it (its deadline counts from then), not with the
+    # vendor's older time, which would have failed it at once on its deadline
+    assert goal.time is not None and abs((dt.datetime.now(dt.UTC) - goal.time).total_seconds()) < 60
 
 
 async def test_bad_signatures_stale_timestamps_and_unmappable_payloads_are_rejected(gateway: Running) -> None:

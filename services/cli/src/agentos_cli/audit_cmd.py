@@ -23,6 +23,7 @@ from agentos_audit.signing import load_public, public_path
 from agentos_audit.trace import build_tree
 from agentos_audit.verify import verify as verify_schema
 from agentos_cli import replay_cmd
+from agentos_cli.errors import fail
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.db import create_pool
 from agentos_kernel.runtime import resolve
@@ -53,17 +54,15 @@ def _settings() -> KernelSettings:
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
-    except (AgentOSError, ValueError, asyncpg.UndefinedTableError) as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except (AgentOSError, ValueError, asyncpg.UndefinedTableError, OSError) as exc:  # OSError: e.g. --out
+        fail(exc)
 
 
 def _when(text: str | None) -> Any:
     try:
         return q.parse_when(text)
     except ValueError as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(exc)
 
 
 def _schema(schema: str | None) -> str:
@@ -114,6 +113,9 @@ def query(
     fmt: Format = "table", schema: Schema = None,
 ) -> None:
     """Events matching every filter given, newest first."""
+    if type is not None and not q.types_named(type):
+        fail(f"event type {type!r} is not in the catalogue (e.g. task.completed, or a full type "
+             "dev.agentos.task.completed.v1)")
     filters = q.Filters(tenant=tenant, agent=agent, type=type, since=_when(since), until=_when(until),
                         goal=goal, tool=tool, model=model, tag=tag, limit=limit)
     _rows(lambda pool: q.query_events(pool, _schema(schema), filters), fmt, "events")
@@ -129,7 +131,8 @@ def personal_data(since: Since = "7d", tenant: Tenant = None, fmt: Format = "tab
 
 @app.command()
 def denied(since: Since = None, tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
-    """Policy denials (see the note printed on stderr: the policy service does not exist yet)."""
+    """Policy denials: denied decisions, rejected or expired approvals, tasks failed by a policy (the
+    note on stderr says what counts)."""
     err.print(f"[dim]{q.POLICY_NOTE}[/]", soft_wrap=True)
     when = _when(since)
     _rows(lambda pool: q.denied(pool, _schema(schema), when, tenant), fmt, "policy denials")

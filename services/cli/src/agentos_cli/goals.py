@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
-from agentos_kernel import Bus
+from agentos_kernel import AgentOSError, Bus
 from agentos_kernel.tracing import trace_id
 from agentos_schemas import EVENTS_STREAM, Event, codec, id_time, new_event_id
 from agentos_schemas.events import (
@@ -29,6 +29,7 @@ from agentos_schemas.events import (
     TaskStarted,
 )
 from nats.js import api
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markdown import Markdown
@@ -38,9 +39,14 @@ from rich.table import Table
 
 async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = None,
                  limits: Limits | None = None) -> Event[GoalSubmitted]:
+    if not text.strip():
+        raise AgentOSError("the goal is empty: say what it is, e.g. agentos submit \"Draft a summary report\"")
     goal_id = new_event_id()
-    event = bus.new(GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits()),
-                    tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
+    try:
+        data = GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits())
+    except ValidationError as exc:
+        raise AgentOSError(f"the goal is invalid: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    event = bus.new(data, tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
                     principal=f"user:{getpass.getuser()}")
     await bus.publish(event)
     return event

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from agentos_cli.errors import fail
 from rich.console import Console
+from rich.markup import escape
 
 CLOUDEVENT = "cloudevent"
 
@@ -69,13 +71,12 @@ def run_send(body: bytes, *, source: str, dry_run: bool, gateway: str | None, ke
         result = asyncio.run(post_file(body, source=source.lower(), dry_run=dry_run, url=url,
                                        key=key or os.environ.get("AGENTOS_GATEWAY_KEY")))
     except GatewayUnavailable as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc.problem.get('detail')}", highlight=False)
-        raise typer.Exit(2) from None
-    except GatewayError as exc:
+        fail(exc.problem.get("detail"))
+    except GatewayError as exc:  # the gateway's words are printed as they are (a [list] is no markup)
         err.print(f"[bold red]rejected ({exc.status} {exc.problem.get('code', '')}):[/] "
-                  f"{exc.problem.get('detail', '')}", highlight=False, soft_wrap=True)
+                  f"{escape(str(exc.problem.get('detail', '')))}", highlight=False, soft_wrap=True)
         for item in exc.problem.get("errors") or []:
-            err.print(f"  - {item}", highlight=False, soft_wrap=True)
+            err.print(f"  - {escape(str(item))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out.print_json(json.dumps(result))
 
@@ -98,5 +99,8 @@ def register(app: typer.Typer) -> None:
         `--source cloudevent` (the default) posts to /events; a mapping name posts to
         /ingest/<source>, or with --dry-run to /mappings/<source>/preview.
         """
-        body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        try:
+            body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {str(file)!r}: {exc.strerror}")
         run_send(body, source=source, dry_run=dry_run, gateway=gateway, key=key)

@@ -15,6 +15,8 @@ import typer
 from agentos_cli import audit_cmd, control_cmd, ingress_cmd, inspect_bus, policy_cmd, registry
 from agentos_cli import contracts as contracts_mod
 from agentos_cli import goals as goals_mod
+from agentos_cli.errors import fail
+from agentos_cli.replay_record import goal_exists
 from agentos_cli.supervisor import Runtime, run_up
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.runtime import resolve
@@ -33,8 +35,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except AgentOSError as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -68,8 +69,7 @@ def service(name: str) -> None:
     try:
         module = registry.load(name)
     except (KeyError, ImportError) as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}")
-        raise typer.Exit(2) from None
+        fail(exc)
     run(module.main(KernelSettings()))
 
 
@@ -160,6 +160,8 @@ def watch(goal_id: str) -> None:
     async def go() -> bool:
         bus = await connected_bus()
         try:
+            if not await goal_exists(bus, goal_id):
+                raise AgentOSError(f"no goal {goal_id!r} in the event log (agentos submit prints a goal's id)")
             view = await goals_mod.watch(bus, goal_id, console)
             return goals_mod.render_outcome(view, console)
         finally:

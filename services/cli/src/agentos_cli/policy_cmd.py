@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from agentos_cli.errors import fail
 from agentos_kernel import AgentOSError, Bus, BusUnavailable
 from agentos_policy.cases import run_suite
 from agentos_policy.model import PolicyError, default_policy_dir, load_policy
@@ -35,8 +36,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except (AgentOSError, PolicyError, ValueError) as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(exc)
 
 
 async def _bus() -> Bus:
@@ -62,8 +62,7 @@ def test_cmd(policy_dir: PolicyDir = None) -> None:
     try:
         policy, results = run_suite(folder)
     except PolicyError as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(exc)
     for res in results:
         mark = "[green]PASS[/]" if res.passed else "[bold red]FAIL[/]"
         line = f"{mark} {res.name}" + ("" if res.passed else f": expected {res.expected}, got {res.got} — "

@@ -33,6 +33,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from agentos_cli import registry
+from agentos_cli.errors import fail
 from agentos_cli.goals import follow
 from agentos_cli.replay_compare import GoalSummary, ReplayReport, compare, render_report, summarize
 from agentos_cli.replay_record import configured_aliases, read_goal_events, recorded_scenario, submitted_of
@@ -251,8 +252,7 @@ def replay(
                                          sandbox_tenant=sandbox_tenant, scenario=scenario, timeout=timeout,
                                          keep=keep))
     except AgentOSError as exc:
-        err.print(f"[bold red]agentos: error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(exc)
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
     else:

@@ -165,17 +165,18 @@ def render_report(report: ReplayReport, out: Console) -> None:
     for column in ("", "original", "replay", "same"):
         table.add_column(column)
 
-    def row(name: str, x: Any, y: Any, same: bool) -> None:
-        table.add_row(name, str(x), str(y), "[green]yes[/]" if same else "[red]no[/]")
+    def row(name: str, x: Any, y: Any, same: bool | None) -> None:
+        verdict = "[dim]not compared[/]" if same is None else "[green]yes[/]" if same else "[red]no[/]"
+        table.add_row(name, str(x), str(y), verdict)
 
-    row("goal", a.goal_id, b.goal_id, True)
+    row("goal", a.goal_id, b.goal_id, None)
     row("status", _status(a), _status(b), (a.status, a.code) == (b.status, b.code))
     row("plan", "; ".join(" ".join(s["step_id"] for s in p) for p in a.plans),
         "; ".join(" ".join(s["step_id"] for s in p) for p in b.plans), a.plans == b.plans)
     row("step outputs", f"{len(a.outputs)} steps", f"{len(b.outputs)} steps", a.outputs == b.outputs)
     row("result text", f"{len(a.result)} chars", f"{len(b.result)} chars", a.result == b.result)
     row("QA verdicts", len(a.reviews), len(b.reviews), a.reviews == b.reviews)
-    row("tokens · cost", f"{a.tokens} · ${a.cost_usd:.6f}", f"{b.tokens} · ${b.cost_usd:.6f}", True)
+    row("tokens · cost", f"{a.tokens} · ${a.cost_usd:.6f}", f"{b.tokens} · ${b.cost_usd:.6f}", None)
     out.print(table)
     if report.mode == "recorded":
         out.print(f"recorded answers: {report.recorded_rules_used} of {report.recorded_rules} rules used")

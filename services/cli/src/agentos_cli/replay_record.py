@@ -26,19 +26,21 @@ from agentos_schemas.events import (
     TaskFailed,
 )
 from agentos_schemas.events.policy import PolicyDecided
+from agentos_schemas.subjects import parse_type
 from nats.js import api
 
 
-async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *,
-                           timeout: float = 300.0) -> list[Event[Any]]:
+async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *, timeout: float = 300.0,
+                           only: str = ">") -> list[Event[Any]]:
     """Every stored event of one goal (correlation id = ``goal_id``), in log order.
 
     Like :func:`agentos_kernel.replay.replay` (an ephemeral pull consumer read until nothing is
     pending), but starting at the goal's submission time when its id is a UUIDv7, so a long log is
-    not read from its beginning; ``tenant`` narrows the read to that tenant's subjects.
+    not read from its beginning; ``tenant`` narrows the read to that tenant's subjects, ``only`` to
+    the subjects after the tenant (``goal.submitted``, say).
     """
     config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant or '*'}.>"],
+        ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant or '*'}.{only}"],
         inactive_threshold=60.0, mem_storage=True, **from_goal_start(goal_id))
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     loop = asyncio.get_running_loop()
@@ -69,6 +71,13 @@ async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *,
     finally:
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
+
+
+async def goal_exists(bus: Bus, goal_id: str) -> bool:
+    """Whether the log holds the ``goal.submitted`` of ``goal_id``."""
+    domain, name, _ = parse_type(GoalSubmitted.ce_type())
+    submitted = await read_goal_events(bus, goal_id, only=f"{domain}.{name}", timeout=60.0)
+    return any(isinstance(e.data, GoalSubmitted) and e.data.goal_id == goal_id for e in submitted)
 
 
 def submitted_of(events: list[Event[Any]], goal_id: str) -> Event[GoalSubmitted]:

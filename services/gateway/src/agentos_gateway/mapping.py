@@ -4,7 +4,8 @@ A mapping is one YAML file, ``<source>.yaml``, chosen by the ``{source}`` of the
 
     source: square
     event_id: event_id          # path to the vendor's unique event id (the dedup seed)
-    time: created_at            # path to when it happened: becomes the CloudEvent `time`
+    time: created_at            # path to when it happened: the facts' CloudEvent `time` (a goal is
+                                # stamped when the gateway takes it: its deadline counts from then)
     rules:                      # the first rule whose `when` all hold is used
       - name: refund-created
         when: ["type == refund.created"]
@@ -200,6 +201,9 @@ class Mapping:
             raise MappingError("missing_field", f"rule {rule.name!r}, emit {index} subject: {exc}") from None
         if isinstance(data, GoalSubmitted):
             subject = subject or f"goal/{data.goal_id}"
+            # A goal is asked of AgentOS now, whatever the vendor's clock said about its event: its
+            # deadline counts from here, so a late or retried delivery still gets its full time.
+            when = None
         return Event(
             data=data,
             id=event_id,

@@ -1,0 +1,17 @@
+"""How every command reports a failure: one line on stderr, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+_stderr = Console(stderr=True)
+
+
+def fail(error: object, code: int = 2) -> NoReturn:
+    """Print ``agentos: error: <error>`` (its text as it is: brackets are not markup) and exit ``code``."""
+    _stderr.print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
