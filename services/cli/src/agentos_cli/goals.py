@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
-from agentos_kernel import AgentOSError, Bus
+from agentos_kernel import AgentOSError, Bus, control
+from agentos_kernel.tasks import cancel_and_wait
 from agentos_kernel.tracing import trace_id
 from agentos_schemas import EVENTS_STREAM, Event, codec, id_time, new_event_id
 from agentos_schemas.events import (
@@ -33,6 +36,7 @@ from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -89,12 +93,14 @@ class GoalView:
     semantic: set[str] = field(default_factory=set)
     memories_committed: int = 0
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tenant: str | None = None
+    paused_by: list[control.Halt] = field(default_factory=list)
 
     def fold(self, event: Event[Any]) -> None:
         d, now = event.data, (event.time or dt.datetime.now(dt.UTC)).timestamp()
         self.traceparent = self.traceparent or event.traceparent
         if isinstance(d, GoalSubmitted):
-            self.text = d.text
+            self.text, self.tenant = d.text, event.tenant
         elif isinstance(d, GoalPlanned):
             for s in d.steps:
                 self.steps.setdefault(s.step_id, StepView())
@@ -142,6 +148,20 @@ class GoalView:
             if d.verdict == "rejected":
                 self.notes.append(f"QA rejected {sid}: {d.feedback}")
 
+    def covering_keys(self) -> set[str]:
+        """The switch keys that would pause this goal's unfinished work (see ``control.Work``)."""
+        busy = [s.agent for s in self.steps.values() if s.agent and s.status in ("assigned", "running", "redo")]
+        keys = set(control.Work(workflow=self.goal_id, tenant=self.tenant).keys())
+        for agent in busy:
+            keys.update(control.Work(agent=agent).keys())
+        return keys
+
+    def render(self) -> Group:
+        """The table, the last notes, and what pauses the goal, if anything."""
+        paused = [f"  [bold yellow]paused[/] by {h.key}: {escape(h.reason)} ({escape(h.by)}); "
+                  "`agentos resume` lifts it" for h in self.paused_by]
+        return Group(self.table(), *(f"  • {escape(n)}" for n in self.notes[-6:]), *paused)
+
     def table(self) -> Table:
         t = Table(title=f"goal {self.goal_id}", expand=False)
         for col in ("step", "agent", "status", "attempts", "note"):
@@ -180,13 +200,31 @@ async def follow(bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout
 
 
 async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
-    """Follow a goal's events live until it completes or fails; returns what was seen."""
+    """Follow a goal's events live until it completes or fails; returns what was seen. While a kill
+    switch covers its work, a line says so (the work is paused, not failed)."""
     view = GoalView(goal_id)
     with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
-        async for event in follow(bus, goal_id, timeout=timeout):
-            view.fold(event)
-            live.update(Group(view.table(), *(f"  • {n}" for n in view.notes[-6:])))
+        switches = asyncio.create_task(_watch_switches(bus, view, lambda: live.update(view.render())))
+        try:
+            async for event in follow(bus, goal_id, timeout=timeout):
+                view.fold(event)
+                live.update(view.render())
+        finally:
+            await cancel_and_wait(switches)
     return view
+
+
+async def _watch_switches(bus: Bus, view: GoalView, changed: Callable[[], None], every_s: float = 1.0) -> None:
+    """Keep ``view.paused_by`` to the switches that are on and cover the goal's unfinished work."""
+    while True:
+        with contextlib.suppress(Exception):  # the view is a courtesy: a bucket hiccup changes nothing
+            halts = await control.list_halts(bus.js)
+            covering = view.covering_keys()
+            paused = [h for h in halts if h.key in covering]
+            if paused != view.paused_by:
+                view.paused_by = paused
+                changed()
+        await asyncio.sleep(every_s)
 
 
 def overlapping(view: GoalView) -> int:

@@ -32,13 +32,10 @@ from nats.js import api
 
 async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *, timeout: float = 300.0,
                            only: str = ">") -> list[Event[Any]]:
-    """Every stored event of one goal (correlation id = ``goal_id``), in log order.
-
-    Like :func:`agentos_kernel.replay.replay` (an ephemeral pull consumer read until nothing is
-    pending), but starting at the goal's submission time when its id is a UUIDv7, so a long log is
-    not read from its beginning; ``tenant`` narrows the read to that tenant's subjects, ``only`` to
-    the subjects after the tenant (``goal.submitted``, say).
-    """
+    """Every stored event of one goal (correlation id = ``goal_id``), in log order: an ephemeral pull
+    consumer read until nothing is pending, from the goal's start when its id is a UUIDv7 (so a long
+    log is not read from its beginning). ``tenant`` narrows the read to that tenant's subjects,
+    ``only`` to the subjects after the tenant (``goal.submitted``, say)."""
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant or '*'}.{only}"],
         inactive_threshold=60.0, mem_storage=True, **from_goal_start(goal_id))
