@@ -140,7 +140,13 @@ async def test_rate_limits_answer_429_with_retry_after(start_gateway: Any) -> No
         assert health.status_code == 200 and ready.status_code == 200 and ready.json()["status"] == "ready"
         spec = (await http.get("/openapi.json")).json()
         assert {"/events", "/goals", "/goals/{goal_id}", "/webhooks/{source}"} <= set(spec["paths"])
-        assert (await http.get("/docs")).status_code == 200
+        docs = await http.get("/docs")
+        # Swagger UI from assets the gateway serves itself: the page works with no internet
+        assert docs.status_code == 200 and "cdn" not in docs.text.lower() and "/docs-assets/" in docs.text
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            assert (await http.get(f"/docs-assets/{asset}")).status_code == 200
+        redoc = await http.get("/redoc")
+        assert redoc.status_code == 200 and "cdn" not in redoc.text.lower()
 
 
 def test_goal_submitted_is_what_the_orchestrator_reads() -> None:

@@ -15,6 +15,7 @@ from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.subjects import NamingError, check_token
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +28,7 @@ from agentos_gateway.goals import GoalRequest, fold, goal_event, goal_events
 from agentos_gateway.problems import PROBLEM_JSON, Problem
 
 log = logging.getLogger("agentos.gateway")
+DOCS_ASSETS = "/docs-assets"
 DESCRIPTION = """HTTP ingress of AgentOS.
 
 * `POST /events` takes CloudEvents in binary, structured and batch mode and publishes them to the
@@ -83,8 +85,10 @@ def build_app(gw: Gateway) -> FastAPI:
     """The FastAPI app serving ``gw``."""
     # One OTel server span per request; FastAPI's per-operation spans (dependencies, endpoint,
     # serialisation) would triple the tracing cost of every ingested event.
-    app = FastAPI(
-        title="AgentOS gateway", version="1", description=DESCRIPTION, telemetry={"operation_spans": False}
+    # Swagger UI and ReDoc from assets shipped in the package, not a CDN: /docs works offline too.
+    app = FastAPIOffline(
+        title="AgentOS gateway", version="1", description=DESCRIPTION, telemetry={"operation_spans": False},
+        static_url=DOCS_ASSETS,
     )
     app.state.gateway = gw
     app.add_exception_handler(Exception, _internal_error)
