@@ -3,7 +3,6 @@ model request of a replay as the recording says it was answered (``agentos audit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -11,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-from agentos_cli.goals import from_goal_start
+from agentos_cli.goals import goal_start_time
 from agentos_kernel import AgentOSError, Bus
 from agentos_kernel.llm import OFFLINE_ALIASES, ModelRegistry
-from agentos_schemas import EVENTS_STREAM, Event, codec
+from agentos_kernel.replay import replay
+from agentos_schemas import Event
 from agentos_schemas.events import (
     GoalFailed,
     GoalPlanned,
@@ -27,47 +26,22 @@ from agentos_schemas.events import (
 )
 from agentos_schemas.events.policy import PolicyDecided
 from agentos_schemas.subjects import parse_type
-from nats.js import api
 
 
 async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *, timeout: float = 300.0,
                            only: str = ">") -> list[Event[Any]]:
-    """Every stored event of one goal (correlation id = ``goal_id``), in log order: an ephemeral pull
-    consumer read until nothing is pending, from the goal's start when its id is a UUIDv7 (so a long
-    log is not read from its beginning). ``tenant`` narrows the read to that tenant's subjects,
-    ``only`` to the subjects after the tenant (``goal.submitted``, say)."""
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant or '*'}.{only}"],
-        inactive_threshold=60.0, mem_storage=True, **from_goal_start(goal_id))
-    psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    """Every stored event of one goal (correlation id = ``goal_id``), in log order, read with the
+    kernel's :func:`~agentos_kernel.replay.replay` from the goal's start when its id is a UUIDv7 (so
+    a long log is not read from its beginning). ``tenant`` narrows the read to that tenant's
+    subjects, ``only`` to the subjects after the tenant (``goal.submitted``, say)."""
     found: list[Event[Any]] = []
-    try:
-        if (await psub.consumer_info()).num_pending == 0:
-            return found
-        while True:
-            try:
-                msgs = await psub.fetch(512, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                if (await psub.consumer_info()).num_pending == 0:
-                    return found
-                if loop.time() > deadline:
-                    raise AgentOSError(f"reading goal {goal_id} from the log took over {timeout:.0f}s"
-                                       ) from None
-                continue
-            for msg in msgs:
-                try:
-                    event = await bus.decode(msg.data, msg.headers)
-                except codec.DecodeError:
-                    continue
-                if event.correlationid == goal_id:
-                    found.append(event)
-            if msgs and msgs[-1].metadata.num_pending == 0:
-                return found
-    finally:
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
+
+    def keep(event: Event[Any]) -> None:
+        if event.correlationid == goal_id:
+            found.append(event)
+
+    await replay(bus, [f"agentos.{tenant or '*'}.{only}"], keep, timeout=timeout, since=goal_start_time(goal_id))
+    return found
 
 
 async def goal_exists(bus: Bus, goal_id: str) -> bool:

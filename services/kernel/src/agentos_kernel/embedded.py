@@ -225,11 +225,11 @@ def stop_orphan(pid_file: Path, conf: Path, timeout: float = 10.0) -> int | None
                       "(another user's?); stop it, then start again")
 
 
-def _ended(proc: psutil.Process | None, timeout: float = 0.0) -> bool:
+def _ended(proc: psutil.Process, timeout: float = 0.0) -> bool:
     """Whether ``proc`` has exited, waiting up to ``timeout`` (a zombie has exited: it only waits to be
     reaped; ``is_running`` also tells a reused pid from the process)."""
     deadline = time.monotonic() + timeout
-    while proc is not None:
+    while True:
         try:
             if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                 return True
@@ -238,7 +238,6 @@ def _ended(proc: psutil.Process | None, timeout: float = 0.0) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
-    return True
 
 
 class EmbeddedNats:
@@ -354,16 +353,16 @@ def _forget_dead_handles(pgdata: Path) -> None:
             pids = json.loads(handles.read_text())
         except (OSError, ValueError):
             return
-        alive = [pid for pid in pids if isinstance(pid, int) and not _ended(_process(pid))]
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
 
 
-def _process(pid: int) -> psutil.Process | None:
+def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid)
+        return not _ended(psutil.Process(pid))
     except psutil.Error:
-        return None
+        return False
 
 
 def _ensure_database(server: object, name: str) -> None:

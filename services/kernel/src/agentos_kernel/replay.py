@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,16 +20,19 @@ log = logging.getLogger("agentos.replay")
 
 
 async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]], Awaitable[Any] | Any],
-                 *, batch: int = 512, timeout: float = 300.0) -> int:
-    """Feed every stored event on ``subjects`` (oldest first, up to the log's end now) to ``apply``.
+                 *, batch: int = 512, timeout: float = 300.0, since: dt.datetime | None = None) -> int:
+    """Feed every stored event on ``subjects`` (oldest first, from ``since`` or the log's start, up
+    to the log's end now) to ``apply``.
 
     It reads until the consumer has nothing pending — never stopping early because a fetch was
     slow, since a service that rebuilt from part of the log would act on a wrong state. Undecodable
     events are skipped (their consumers dead-letter them). Returns the last stream sequence read.
     """
+    start = ({"deliver_policy": api.DeliverPolicy.ALL} if since is None else
+             {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()})
     config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL,
-        filter_subjects=list(subjects), inactive_threshold=60.0, mem_storage=True,
+        ack_policy=api.AckPolicy.NONE, filter_subjects=list(subjects), inactive_threshold=60.0, mem_storage=True,
+        **start,
     )
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     loop = asyncio.get_running_loop()
