@@ -3,6 +3,10 @@
 A consumer never dies on one bad message. An event that cannot be decoded or validated is
 dead-lettered at once; a handler failure is redelivered with backoff and dead-lettered after
 the last attempt. The dead letter keeps the original bytes and headers and adds the reason.
+
+The CloudEvent ``id`` is the event's identity: before a handler runs, the consumer claims the id
+(:mod:`agentos_kernel.identity`), so a later copy of an event is acknowledged without running the
+handler again and an id reused for other content is dead-lettered (``event_id_reused``).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from agentos_schemas import subjects as s
 from nats.aio.msg import Msg
 from nats.js import api
 
-from agentos_kernel import control, tracing
+from agentos_kernel import control, identity, tracing
 from agentos_kernel.exceptions import Reject
+from agentos_kernel.identity import Claims, Seen
 from agentos_kernel.redact import redact
 
 if TYPE_CHECKING:
@@ -77,6 +82,9 @@ class Consumer:
         self.ack_wait = ack_wait
         self.deliver_new = deliver_new
         self.dead_lettered = 0
+        self.copies = 0
+        """Messages skipped as copies of an event this consumer already handled."""
+        self.claims = Claims(bus, durable) if bus.settings.event_ids_ttl_s else None
         self.honour_halts = honour_halts
         tenants = {f.split(".")[1] if f.count(".") >= 2 else "*" for f in self.filter_subjects}
         only = tenants.pop() if len(tenants) == 1 else "*"
@@ -103,6 +111,9 @@ class Consumer:
             filter_subjects=self.filter_subjects,
         )
         js = self.bus.js
+        if self.claims is not None:
+            await identity.open_bucket(js, ttl_s=self.bus.settings.event_ids_ttl_s,
+                                       replicas=self.bus.settings.replicas)
         try:
             await js.add_consumer(s.EVENTS_STREAM, config)
         except nats.js.errors.BadRequestError:
@@ -219,6 +230,8 @@ class Consumer:
             if self.types is not None and event.type not in self.types:
                 await msg.ack()
                 return
+            if not await self._first_of_its_id(msg, event):
+                return
             await self._run_handler(msg, event)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -230,18 +243,47 @@ class Consumer:
                 await msg.nak(delay=1.0)
             del exc
 
+    async def _first_of_its_id(self, msg: Msg, event: Event[Any]) -> bool:
+        """Claim the event's id; False (the message acked or dead-lettered) if another message has."""
+        if self.claims is None:
+            return True
+        seen, first = await self.claims.claim(event, msg.metadata.sequence.stream)
+        if seen is Seen.NEW:
+            return True
+        if seen is Seen.COPY:
+            self.copies += 1
+            log.info("%s: stream seq %s repeats event %s (first at seq %s): skipped", self.durable,
+                     msg.metadata.sequence.stream, event.id, first)
+            await msg.ack()
+            return False
+        await self.dead_letter(msg, "event_id_reused",
+                               f"event id {event.id!r} was already used by stream message {first} for"
+                               " other content (type, source, tenant, subject or data); an id names one"
+                               " fact: publish a new fact under a new id")
+        return False
+
+    async def _unhandled(self, msg: Msg, event: Event[Any], code: str, reason: str) -> None:
+        """Dead-letter an event its handler could not take, releasing its id's claim first so a
+        later copy (the dead letter replayed) is handled."""
+        if self.claims is not None:
+            try:
+                await self.claims.release(event)
+            except Exception as exc:  # the dead letter still goes out; a copy would be skipped
+                log.warning("%s: could not release the claim on %s: %r", self.durable, event.id, exc)
+        await self.dead_letter(msg, code, reason)
+
     async def _run_handler(self, msg: Msg, event: Event[Any]) -> None:
         keepalive = asyncio.create_task(self._keepalive(msg))
         try:
             with control.working_on(control.work_of(event)), tracing.consume_span(event, self.durable):
                 await self._call(event)
         except Reject as exc:
-            await self.dead_letter(msg, "handler_rejected", str(exc))
+            await self._unhandled(msg, event, "handler_rejected", str(exc))
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._retry_or_dead_letter(msg, exc)
+            await self._retry_or_dead_letter(msg, event, exc)
             return
         finally:
             keepalive.cancel()
@@ -264,11 +306,11 @@ class Consumer:
                 while key in control.state().halts:
                     await control.state().wait_change(timeout=5.0)
 
-    async def _retry_or_dead_letter(self, msg: Msg, exc: Exception) -> None:
+    async def _retry_or_dead_letter(self, msg: Msg, event: Event[Any], exc: Exception) -> None:
         delivered = msg.metadata.num_delivered or 1
         reason = f"{type(exc).__name__}: {exc}"
         if delivered >= self.max_deliver:
-            await self.dead_letter(msg, "handler_failed", f"after {delivered} attempts: {reason}")
+            await self._unhandled(msg, event, "handler_failed", f"after {delivered} attempts: {reason}")
             return
         delay = getattr(exc, "delay", None)
         if delay is None:

@@ -50,10 +50,13 @@ ADMIN = "admin"
 
 
 def _durable(name: str, stream: str = EV) -> list[str]:
-    """Run one durable pull consumer: create/inspect it, fetch, ack, dead-letter."""
+    """Run one durable pull consumer: create/inspect it, fetch, ack, dead-letter, and claim the
+    event ids it handles (its own keys of ``AGENTOS_EVENT_IDS``, see ``agentos_kernel.identity``)."""
     api = "$JS.API.CONSUMER"
+    ids = "AGENTOS_EVENT_IDS"
     return [f"{api}.DURABLE.CREATE.{stream}.{name}", f"{api}.CREATE.{stream}.{name}", f"{api}.INFO.{stream}.{name}",
-            f"{api}.MSG.NEXT.{stream}.{name}", f"$JS.ACK.{stream}.{name}.>", f"dlq.agentos.{name}"]
+            f"{api}.MSG.NEXT.{stream}.{name}", f"$JS.ACK.{stream}.{name}.>", f"dlq.agentos.{name}",
+            f"$KV.{ids}.{name}.>", f"$JS.API.DIRECT.GET.KV_{ids}.$KV.{ids}.{name}.>", f"$JS.API.STREAM.INFO.KV_{ids}"]
 
 
 def _watch(stream: str) -> list[str]:
@@ -85,7 +88,7 @@ LOG_READER = ["$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.CREA
 # bootstraps itself, ``AGENTOS_PROVISION=create``); creating one that exists with another config
 # fails, and only the admin may UPDATE them.
 SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", "OBJ_AGENTOS_PAYLOADS",
-          "KV_AGENTOS_SUBJECT_KEYS")
+          "KV_AGENTOS_SUBJECT_KEYS", "KV_AGENTOS_EVENT_IDS")
 
 
 def _common(service: str) -> list[str]:

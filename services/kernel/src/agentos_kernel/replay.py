@@ -25,9 +25,9 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
     to the log's end now) to ``apply``.
 
     It reads until the consumer has nothing pending — never stopping early because a fetch was
-    slow, since a service that rebuilt from part of the log would act on a wrong state. Undecodable
-    events are skipped (their consumers dead-letter them). Returns the last stream sequence read.
-    """
+    slow, since a service that rebuilt from part of the log would act on a wrong state. Skipped:
+    undecodable events (consumers dead-letter them) and later messages with an id already read
+    (the first is the fact, as for consumers). Returns the last stream sequence read."""
     start = ({"deliver_policy": api.DeliverPolicy.ALL} if since is None else
              {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()})
     config = api.ConsumerConfig(
@@ -38,6 +38,7 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last = 0
+    seen: set[str] = set()
     try:
         if (await psub.consumer_info()).num_pending == 0:
             return last
@@ -53,18 +54,22 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
                 continue
             for msg in msgs:
                 last = msg.metadata.sequence.stream
-                await _apply_one(bus, msg, apply)
+                await _apply_one(bus, msg, apply, seen)
             if msgs and msgs[-1].metadata.num_pending == 0:
                 return last
     finally:
         await psub.unsubscribe()
 
 
-async def _apply_one(bus: Bus, msg: Any, apply: Callable[[Event[Any]], Awaitable[Any] | Any]) -> None:
+async def _apply_one(bus: Bus, msg: Any, apply: Callable[[Event[Any]], Awaitable[Any] | Any],
+                     seen: set[str]) -> None:
     try:
         event = await bus.decode(msg.data, msg.headers)
     except codec.DecodeError:
         return
+    if event.id in seen:
+        return
+    seen.add(event.id)
     result = apply(event)
     if inspect.isawaitable(result):
         await result

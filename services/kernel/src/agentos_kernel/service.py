@@ -104,7 +104,8 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
             "service": ctx.name, "instance": ctx.instance, "pid": os.getpid(), "started": started,
             "ts": time.time(), "status": "ok" if ctx.bus.nc.is_connected else "reconnecting",
             "consumers": [c.durable for c in ctx.consumers],
-            "dead_lettered": sum(c.dead_lettered for c in ctx.consumers), **ctx.status,
+            "dead_lettered": sum(c.dead_lettered for c in ctx.consumers),
+            "copies_skipped": sum(c.copies for c in ctx.consumers), **ctx.status,
         }
         with contextlib.suppress(Exception):
             await kv.put(_health_key(ctx), json.dumps(report).encode())

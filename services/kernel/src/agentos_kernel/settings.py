@@ -30,6 +30,11 @@ class KernelSettings(BaseSettings):
     """How long the immutable event log keeps events."""
     claim_check_bytes: int = Field(default=64 * 1024, ge=1024)
     """Payloads larger than this go to the object store and the event carries a reference."""
+    event_ids_ttl_s: float = Field(default=30 * 24 * 3600, ge=0)
+    """How long each durable consumer remembers the event ids it handled (``AGENTOS_EVENT_IDS``):
+    a later copy of an event with the same id is skipped, one with the same id and other content
+    is dead-lettered. Keep it at least as long as any replay window upstream (the gateway's
+    ``webhook_dedup_ttl_s``). 0 turns the check off (only JetStream's 120 s window de-duplicates)."""
     max_event_bytes: int = Field(default=256 * 1024, ge=4096)
     """An inline event larger than this is refused by consumers and dead-lettered."""
     publish_timeout_s: float = Field(default=30.0, gt=0)
