@@ -13,19 +13,19 @@ from typing import Any
 
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.subjects import NamingError, check_token
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentos_gateway import binding, routes_ingress, routes_operator
+from agentos_gateway import binding, openapi, routes_ingress, routes_operator
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response
 from agentos_gateway.goals import GoalRequest, fold, goal_event, goal_events
-from agentos_gateway.problems import PROBLEM_JSON, Problem
+from agentos_gateway.problems import PROBLEM_JSON, Problem, refuse_nul_parameters
 
 log = logging.getLogger("agentos.gateway")
 DOCS_ASSETS = "/docs-assets"
@@ -73,12 +73,7 @@ EVENTS_BODY = {
         },
     }
 }
-GOAL_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": GoalRequest.model_json_schema()}},
-    }
-}
+GOAL_BODY = openapi.json_body(GoalRequest)
 
 
 def build_app(gw: Gateway) -> FastAPI:
@@ -88,17 +83,25 @@ def build_app(gw: Gateway) -> FastAPI:
     # Swagger UI and ReDoc from assets shipped in the package, not a CDN: /docs works offline too.
     app = FastAPIOffline(
         title="AgentOS gateway", version="1", description=DESCRIPTION, telemetry={"operation_spans": False},
-        static_url=DOCS_ASSETS,
+        static_url=DOCS_ASSETS, dependencies=[Depends(refuse_nul_parameters)],
     )
     app.state.gateway = gw
     app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)
     _event_routes(app, gw)
     _goal_routes(app, gw)
     routes_ingress.add_routes(app, gw, PROBLEM_RESPONSES)
     routes_operator.add_routes(app, gw, PROBLEM_RESPONSES)
     _health_routes(app, gw)
+    openapi.install(app)
     return app
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    """A problem raised before an endpoint runs (a route dependency)."""
+    assert isinstance(exc, Problem)
+    return exc.response(request.url.path)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

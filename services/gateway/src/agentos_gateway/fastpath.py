@@ -54,7 +54,7 @@ class IngestFastPath:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("query_string"):
+        if scope["type"] != "http" or scope.get("query_string") or "\x00" in scope.get("path", ""):
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]

@@ -17,8 +17,9 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
-from agentos_kernel import Bus, BusUnavailable
+from agentos_kernel import Bus, BusUnavailable, shred
 from agentos_kernel.embedded import GATEWAY_RESERVED
+from agentos_kernel.nul import json_nul_path
 from agentos_kernel.replies import pub_ack
 from agentos_schemas import Event, codec
 from agentos_schemas import subjects as s
@@ -33,7 +34,7 @@ from agentos_gateway.dlq import DeadLetters
 from agentos_gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from agentos_gateway.idempotency import Idempotency, check_key
 from agentos_gateway.mapping import SHIPPED_DIR, Mapping, load_mappings
-from agentos_gateway.problems import Problem, bus_unavailable
+from agentos_gateway.problems import Problem, bus_unavailable, nul_character
 from agentos_gateway.settings import GatewaySettings
 from agentos_gateway.webhooks import ReplayGuard, Verifier
 
@@ -91,6 +92,12 @@ def structured(event: Event[Any]) -> dict[str, Any]:
     """An event as its structured-mode JSON document."""
     doc: dict[str, Any] = msgspec.json.decode(codec.encode(event))
     return doc
+
+
+def _refuse_nul(index: int, event: Event[Any], encoded: bytes, prefix: str = "") -> None:
+    """400 (before anything of the batch is published) for an event whose text holds a NUL."""
+    if (where := json_nul_path(encoded)) is not None:
+        raise nul_character(f"event {index} ({event.type}) field {prefix + where!r}", dlq=True)
 
 
 class Gateway:
@@ -249,14 +256,19 @@ class Gateway:
         # The Bus's own encoding, as Bus.publish_many does it: the data subjects' keys ready
         # (crypto-shredding; a batch's keys fetched or created together), then redaction, sealing,
         # subject, Nats-Msg-Id and ce-type headers.
+        for index, event in enumerate(events):  # personal fields are checked before they are sealed
+            if shred.plan_for(event.type) is not None:
+                _refuse_nul(index, event, codec.data_bytes(event.data), "data.")
         await bus.shredder.ready_all(events)
-        for event in events:
+        for index, event in enumerate(events):
             subject, body, headers = bus._prepare_inline(event)
-            if subject is None or headers is None:  # over the claim-check size: the Bus stores it first
-                prepared.append(None)
+            _refuse_nul(index, event, body if subject is not None else codec.data_bytes(event.data))
+            prepared.append(None if subject is None or headers is None else (subject, body, headers))
+        for item in prepared:
+            if item is None:  # over the claim-check size: the Bus stores it first
                 futures.append(None)
                 continue
-            prepared.append((subject, body, headers))
+            subject, body, headers = item
             try:  # pipelined: the acks of every request in flight share the connection (replies.py)
                 futures.append(await bus.replies.publish(subject, body, headers))
             except (nats.errors.Error, OSError):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from agentos_gateway.auth import presented_key
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import Problem, unknown_source
 
 if TYPE_CHECKING:
     from agentos_gateway.gateway import Gateway
@@ -56,13 +56,7 @@ def _answer(gw: Gateway, headers: Mapping[str, str], source: str | None, client_
     if source is not None:
         config = gw.settings.webhooks.get(source)
         if config is None:
-            known = ", ".join(sorted(gw.settings.webhooks)) or "none"
-            raise Problem(
-                422,
-                "unknown_source",
-                f"no webhook source {source!r} is configured; known: {known}",
-                dlq=False,
-            )
+            raise unknown_source(source, dlq=False)
         allowed, where, rate = config.origins, f"webhooks.{source}.origins", "*"
     else:
         who = gw.keys.identify(

@@ -19,7 +19,9 @@ A mapping is one YAML file, ``<source>.yaml``, chosen by the ``{source}`` of the
 Templates, paths and conditions are described in :mod:`agentos_gateway.templates`. An emitted
 ``goal.submitted`` gets its ``goal_id`` from its own (derived) event id unless the mapping sets
 one, and every event of the delivery is correlated with that goal. Event ids derive from
-(source, vendor event id, rule, position), so the same delivery always yields the same events.
+(mapping, vendor event id, rule, position), so the same delivery always yields the same events;
+a signed webhook's derive from (webhook source, ``webhook-id``, position), the identity its
+replay protection uses, so two sources sharing a mapping never collide.
 No matching rule, a missing field or a payload that fails the catalogue is a
 :class:`MappingError` naming the rule, the event and the field.
 """
@@ -138,8 +140,11 @@ class Mapping:
             "no_matching_rule", f"no rule of mapping {self.source!r} matches the payload: {tried}"
         )
 
-    def apply(self, payload: Any, *, seed: str, tenant: str, principal: str) -> Mapped:
-        """Map one payload; ``seed`` identifies the delivery when the payload has no event id."""
+    def apply(self, payload: Any, *, seed: str, tenant: str, principal: str,
+              identity: tuple[str, ...] | None = None) -> Mapped:
+        """Map one payload; ``seed`` identifies the delivery when the payload has no event id.
+        ``identity`` (a signed webhook's source and ``webhook-id``) names the delivery instead: the
+        event ids derive from it alone, the key its replay protection uses too."""
         if not isinstance(payload, dict):
             raise MappingError(
                 "not_an_object", f"a {self.source} payload is a JSON object, not {type(payload).__name__}"
@@ -149,7 +154,9 @@ class Mapping:
         key = str(vendor_id) if isinstance(vendor_id, str | int) and str(vendor_id) else seed
         when = _time(resolve(payload, self.spec.time)) if self.spec.time else None
         ids = [
-            derived_event_id("mapping", self.source, key, rule.name, str(i)) for i in range(len(rule.emit))
+            derived_event_id(*identity, str(i)) if identity is not None
+            else derived_event_id("mapping", self.source, key, rule.name, str(i))
+            for i in range(len(rule.emit))
         ]
         goal_index = next((i for i, e in enumerate(rule.emit) if e.type == GoalSubmitted.ce_type()), None)
         datas = [self._data(rule, i, payload, ids[i]) for i in range(len(rule.emit))]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from agentos_kernel.nul import NUL, nul_detail
+from starlette.requests import Request
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
@@ -89,3 +91,25 @@ def bus_unavailable(exc: BaseException) -> Problem:
     """503 when the event log did not acknowledge a publish (the client should retry)."""
     return Problem(503, "bus_unavailable", f"the event log did not acknowledge: {exc!r}; retry",
                    headers={"Retry-After": "1"}, dlq=False)
+
+
+def nul_character(where: str, *, dlq: bool = False) -> Problem:
+    """400 for text holding a NUL (U+0000): no store of AgentOS (Postgres above all) can keep it."""
+    return Problem(400, "nul_character", nul_detail(where), dlq=dlq)
+
+
+def refuse_nul_parameters(request: Request) -> None:
+    """400 naming the query or path parameter that holds a NUL (every route depends on this)."""
+    for name, value in request.query_params.multi_items():
+        if NUL in name or NUL in value:
+            raise nul_character(f"query parameter {name!r}")
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and NUL in value:
+            raise nul_character(f"path parameter {name!r}")
+
+
+def unknown_source(source: str, *, dlq: bool = True) -> Problem:
+    """422 for a webhook source this gateway does not have. The configured sources are not
+    named: the caller is not authenticated yet (an operator lists them with ``GET /mappings``)."""
+    return Problem(422, "unknown_source", f"no webhook source {source!r} is configured on this gateway",
+                   dlq=dlq)

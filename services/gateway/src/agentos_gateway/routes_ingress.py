@@ -28,7 +28,7 @@ from agentos_gateway import binding, handshake
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.gateway import Gateway, json_response, structured
 from agentos_gateway.mapping import CLOUDEVENT, MappingError
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import Problem, unknown_source
 
 log = logging.getLogger("agentos.gateway.ingress")
 VENDOR_BODY = {
@@ -54,9 +54,12 @@ def _as_cloudevent(body: bytes, headers: Any) -> Any:
 
 
 def map_body(
-    gw: Gateway, mapping: str, body: bytes, headers: Any, *, seed: str, tenant: str, principal: str
+    gw: Gateway, mapping: str, body: bytes, headers: Any, *, seed: str, tenant: str, principal: str,
+    list_known: bool = True, identity: tuple[str, ...] | None = None,
 ) -> tuple[str, list[Any]]:
-    """(rule, events) for one vendor payload (or CloudEvents, for the ``cloudevent`` mapping)."""
+    """(rule, events) for one vendor payload (or CloudEvents, for the ``cloudevent`` mapping).
+    With ``list_known`` an unknown mapping's problem lists the known ones (API-key callers only:
+    a third party's webhook is not told the gateway's configuration)."""
     if mapping == CLOUDEVENT:
         headers = _as_cloudevent(body, headers)
         incoming = binding.parse(
@@ -67,17 +70,14 @@ def map_body(
         return CLOUDEVENT, incoming.events
     found = gw.mappings.get(mapping)
     if found is None:
-        raise Problem(
-            422,
-            "unknown_mapping",
-            f"no mapping for source {mapping!r}; known: {', '.join(sorted([*gw.mappings, CLOUDEVENT]))}",
-        )
+        known = f"; known: {', '.join(sorted([*gw.mappings, CLOUDEVENT]))}" if list_known else ""
+        raise Problem(422, "unknown_mapping", f"no mapping for source {mapping!r}{known}")
     try:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise Problem(400, "invalid_json", f"the {mapping} payload is not valid JSON: {exc}") from None
     try:
-        mapped = found.apply(payload, seed=seed, tenant=tenant, principal=principal)
+        mapped = found.apply(payload, seed=seed, tenant=tenant, principal=principal, identity=identity)
     except MappingError as exc:
         raise Problem(422, exc.code, exc.reason, errors=exc.errors) from None
     if traceparent := headers.get("traceparent"):
@@ -108,12 +108,7 @@ async def webhook(gw: Gateway, source: str, request: Request, dry_run: bool) -> 
     try:
         verifier = gw.verifiers.get(source)
         if verifier is None:
-            raise Problem(
-                422,
-                "unknown_source",
-                f"no webhook source {source!r} is configured; known: "
-                f"{', '.join(sorted(gw.verifiers)) or 'none'}",
-            )
+            raise unknown_source(source)
         body = await gw.read_body(request)
         webhook_id = verifier.verify(body, request.headers)
     except Problem as problem:
@@ -142,6 +137,8 @@ async def _delivery(
         seed=f"webhook:{webhook_id}",
         tenant=config.tenant or gw.tenant,
         principal=f"webhook:{source}",
+        list_known=False,
+        identity=("webhook", source, webhook_id),
     )
     if dry_run:
         return _preview(source, rule, events)

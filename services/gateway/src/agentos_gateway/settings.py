@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["integrator", "operator", "analyst", "admin"]
@@ -87,8 +87,11 @@ class GatewaySettings(BaseSettings):
     """Webhook sources by name (the ``{source}`` of ``POST /webhooks/{source}``)."""
     webhook_tolerance_s: int = Field(default=300, ge=1, le=300)
     """How far a ``webhook-timestamp`` may be from now (at most 300 s, the library's own window)."""
-    webhook_dedup_ttl_s: int = Field(default=30 * 24 * 3600, ge=300)
-    """How long a webhook id is remembered for replay protection."""
+    webhook_dedup_ttl_s: int = Field(default=30 * 24 * 3600, ge=1)
+    """The replay window: how long a (source, ``webhook-id``) is remembered, so a redelivery is
+    answered ``200 {"duplicate": true}`` and publishes nothing. At least ``webhook_tolerance_s``.
+    A redelivery after it is published again under the same event ids, which consumers skip for
+    ``AGENTOS_EVENT_IDS_TTL_S``."""
     rate_per_s: float = Field(default=100.0, gt=0)
     """Default sustained requests per second per API key."""
     burst: int = Field(default=200, ge=1)
@@ -104,6 +107,15 @@ class GatewaySettings(BaseSettings):
     """Schedule files (``*.yaml``); none by default."""
     kpi_rules: Path | None = None
     """KPI rule file or folder (``*.yaml``); none by default. Rules need Postgres."""
+
+    @model_validator(mode="after")
+    def _window_covers_tolerance(self) -> GatewaySettings:
+        if self.webhook_dedup_ttl_s < self.webhook_tolerance_s:
+            raise ValueError(
+                f"webhook_dedup_ttl_s ({self.webhook_dedup_ttl_s}) must be at least webhook_tolerance_s"
+                f" ({self.webhook_tolerance_s}): a signed delivery is accepted for that long, so its"
+                " replay record must last at least as long")
+        return self
 
     @field_validator("webhooks", mode="before")
     @classmethod

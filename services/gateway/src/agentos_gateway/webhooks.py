@@ -4,25 +4,29 @@ Verification uses the ``standardwebhooks`` package on the raw body bytes, once p
 secret (two during a rotation; either verifies). The timestamp is checked first against the
 configured tolerance, so a stale delivery is told so rather than "bad signature".
 
-Replay protection (``webhook-id`` seen before: a 2xx no-op, not a second goal). One KV round trip
-is on the critical path, the record is written behind it:
+Replay protection (``webhook-id`` seen before: a 2xx no-op, not a second goal). A delivery is
+identified by (source, ``webhook-id``): the replay record's key, and what the ids of the events it
+maps to derive from, so the same ``webhook-id`` from two sources is two deliveries. The window is
+``AGENTOS_GATEWAY_WEBHOOK_DEDUP_TTL_S`` (30 days; at least the timestamp tolerance, so a captured
+delivery cannot be replayed once its record is gone). One KV round trip is on the critical path,
+the record is written behind it:
 
 1. Look the id up in this process's memory of recent deliveries, then in the
    ``AGENTOS_GATEWAY_WEBHOOKS`` KV bucket; if either has it, answer ``200 {"duplicate": true}``.
 2. Otherwise publish the mapped events (acknowledged by the stream before the answer) with ids
-   derived from (source, webhook id) or carried by the signed CloudEvent, so JetStream's
+   derived from (source, webhook-id) or carried by the signed CloudEvent, so JetStream's
    ``Nats-Msg-Id`` dedup (120 s window) stores each event once even when two replicas handle
    the same delivery at once; if the stream says every event was a duplicate, the answer is
    ``200 {"duplicate": true}`` too.
 3. Then record the id: in memory at once, and in the bucket by a background writer that
    pipelines many records' acks together (retrying until stored). The record lands in
    milliseconds, long inside the 120 s window in which step 2 already protects against a
-   replay, so a replay after a restart, on another replica or after the window is a no-op.
+   replay, so a replay after a restart or on another replica is a no-op.
 
+A redelivery after the window (or after a gateway died between step 2 and its record, and more
+than 120 s later) is published again under the same event ids; every consumer claims the ids it
+handles (``agentos_kernel.identity``), so the copy starts no second goal and has no second effect.
 Nothing is lost: if publishing fails no record is written and the sender's retry publishes.
-The one gap: a gateway that dies after step 2 and before its record is stored *and* a retry
-arriving more than 120 s later stores the events a second time (same ids, so idempotent
-consumers are unaffected).
 """
 
 from __future__ import annotations
@@ -159,6 +163,8 @@ class ReplayGuard:
         if msg is None or not msg.data:
             return None
         record: dict[str, Any] = msgspec.json.decode(msg.data)
+        if time.time() - record.get("at", 0.0) >= self.ttl_s:
+            return None  # outside the window (the bucket's TTL may be longer than the setting)
         return record
 
     def remember(self, source: str, webhook_id: str, record: dict[str, Any]) -> None:

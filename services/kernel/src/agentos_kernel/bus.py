@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from agentos_kernel import shred, tracing
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
+from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
 from agentos_kernel.replies import PubAck, Replies, pub_ack
 from agentos_kernel.settings import KernelSettings
@@ -329,7 +330,7 @@ class Bus:
         """Answer requests on ``subject`` (replicas share ``queue``); a bad request gets an error reply."""
         async def on_msg(msg: Any) -> None:
             try:
-                request = request_type.model_validate_json(msg.data)
+                request = parse_request(request_type, msg.data)
             except ValueError as exc:
                 await msg.respond(error_reply(f"invalid request: {exc}").model_dump_json().encode())
                 return

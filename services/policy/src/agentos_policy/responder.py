@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agentos_kernel import Bus
+from agentos_kernel.nul import parse_request
 from pydantic import BaseModel
 
 log = logging.getLogger("agentos.policy")
@@ -25,7 +26,7 @@ async def serve(bus: Bus, subject: str, request_type: type[M], handler: Callable
     async def answer(msg: Any) -> None:
         try:
             try:
-                request = request_type.model_validate_json(msg.data)
+                request = parse_request(request_type, msg.data)
             except ValueError as exc:
                 reply: BaseModel = error_reply(f"invalid request: {exc}")
             else:

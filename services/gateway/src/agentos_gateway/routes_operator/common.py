@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import nats.errors
 from agentos_kernel import BusUnavailable
+from agentos_kernel.nul import json_nul_path
 from agentos_schemas import Event
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from starlette.responses import Response
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway
-from agentos_gateway.problems import Problem, bus_unavailable
+from agentos_gateway.problems import Problem, bus_unavailable, nul_character
 
 M = TypeVar("M", bound=BaseModel)
 Problems = dict[int | str, dict[str, Any]]
@@ -24,17 +25,13 @@ AUDIT_TIMEOUT_S = 15.0
 HUMAN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$"
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of a route that reads ``model`` as JSON."""
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
 def parse_body(model: type[M], body: bytes, content_type: str | None) -> M:
     """``body`` as ``model``: 415 for a non-JSON type, 400 for bad JSON, 422 for invalid fields."""
     ctype = media_type(content_type)
     if ctype and not is_json(ctype):
         raise Problem(415, "unsupported_media_type", f"send JSON (application/json), not {ctype!r}", dlq=False)
+    if (where := json_nul_path(body)) is not None:
+        raise nul_character(f"body field {where!r}")
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:

@@ -19,8 +19,9 @@ from starlette.responses import Response
 
 from agentos_gateway.auth import Principal
 from agentos_gateway.gateway import Gateway, json_response
+from agentos_gateway.openapi import json_body
 from agentos_gateway.problems import Problem
-from agentos_gateway.routes_operator.common import Problems, json_body, parse_body, publish, read, write
+from agentos_gateway.routes_operator.common import Problems, parse_body, publish, read, write
 
 _KV_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
 

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from agentos_gateway.auth import Principal
 from agentos_gateway.gateway import Gateway, json_response
+from agentos_gateway.openapi import json_body
 from agentos_gateway.problems import Problem
 from agentos_gateway.routes_operator.common import (
     HUMAN,
@@ -26,7 +27,6 @@ from agentos_gateway.routes_operator.common import (
     Problems,
     acting_user,
     ask,
-    json_body,
     parse_body,
     publish,
     tenant_of,
