@@ -16,6 +16,7 @@ from agentos_policy import ledger
 from agentos_schemas import Event
 from agentos_schemas.events import ModelCall, Settlement, TaskCompleted
 from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequested, PolicyDecided
+from agentos_schemas.money import usd
 from agentos_schemas.rpc import PolicyRequest
 from agentos_specialist.runner import Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, ToolContext, build_tools
@@ -114,7 +115,17 @@ async def test_agentos_budget_shows_spend_against_caps(bus: Bus, settings: Kerne
     assert set(lines) == {("tenant", "day"), ("tenant", "month"), ("agent", "day")}
     assert lines[("tenant", "day")]["reserved_usd"] == 0.004 and lines[("tenant", "day")]["cap_usd"] == CAP
     table = await cli(settings, "budget", "--tenant", tenant)
-    assert tenant in table.output and "0.0040" in table.output and "test-1" in table.output
+    assert tenant in table.output and "0.004" in table.output and "test-1" in table.output
+
+
+async def test_agentos_budget_shows_amounts_below_a_cent_as_they_are(bus: Bus, settings: KernelSettings,
+                                                                      policy_service: ServiceContext) -> None:
+    """A $0.005 cap is not shown as 0.01, nor a $0.00004 reservation as 0.0000."""
+    tenant = unique("half")
+    assert (await ask(bus, tenant, "spender", "model_call", "fast", estimated_cost_usd=0.00004)).decision == "allow"
+    table = await cli(settings, "budget", "--tenant", tenant)
+    assert table.exit_code == 0 and "0.005" in table.output and "0.00004" in table.output
+    assert "0.01" not in table.output and "0.0000 " not in table.output
 
 
 async def test_a_reservation_never_settled_is_charged_at_its_estimate(bus: Bus, pool: asyncpg.Pool,
@@ -264,3 +275,9 @@ async def test_calls_are_settled_when_the_task_is_cancelled_or_its_result_cannot
     await outcome.settle_separately()
     requested_all = await logged_at_least(bus, tenant, BudgetSettlementRequested, 2)
     assert outcome.settlement.reservation_id in {r.reservation_id for r in requested_all}
+
+
+def test_money_is_shown_with_every_digit_it_has() -> None:
+    assert [usd(v) for v in (0.005, 5, 0.1 + 0.2, 0.00004, 0, -0.25, 1000)] == [
+        "$0.005", "$5.00", "$0.30", "$0.00004", "$0.00", "-$0.25", "$1000.00"]
+    assert usd(0.005, symbol=False) == "0.005"

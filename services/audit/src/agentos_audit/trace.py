@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from agentos_schemas.money import usd
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _context(d: dict[str, Any]) -> list[str]:
 def _usage(row: dict[str, Any]) -> list[str]:
     if not (row.get("tokens") or row.get("cost_usd")):
         return []
-    return [f"models {', '.join(row['models'])}; tokens {row['tokens']}; cost ${row['cost_usd']:.6f}"]
+    return [f"models {', '.join(row['models'])}; tokens {row['tokens']}; cost {usd(row['cost_usd'])}"]
 
 
 def _decision(d: dict[str, Any]) -> str:
@@ -77,7 +78,7 @@ def details(row: dict[str, Any]) -> list[str]:
         "context.ready": lambda: _context(d),
         "task.failed": lambda: [f"reason: {_clip(d.get('reason', ''))}"],
         "task.reviewed": lambda: [f"{d.get('verdict')} {d.get('step_id')}: {_clip(d.get('feedback', ''), 70)}"],
-        "goal.completed": lambda: [f"total ${d.get('cost_usd', 0):.6f}, {d.get('tokens', 0)} tokens, "
+        "goal.completed": lambda: [f"total {usd(d.get('cost_usd', 0))}, {d.get('tokens', 0)} tokens, "
                                    f"{d.get('steps_run', 0)} steps, {d.get('duration_s', 0):.1f}s"],
         "goal.failed": lambda: [f"{d.get('code')}: {_clip(d.get('reason', ''))}"],
         "policy.decided": lambda: [_decision(d)],

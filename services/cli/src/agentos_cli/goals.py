@@ -31,6 +31,7 @@ from agentos_schemas.events import (
     TaskReviewed,
     TaskStarted,
 )
+from agentos_schemas.money import usd
 from nats.js import api
 from pydantic import ValidationError
 from rich.console import Console, Group
@@ -250,7 +251,7 @@ def render_outcome(view: GoalView, console: Console) -> bool:
     else:
         console.print(Panel(Markdown(d.result), title="result"))
     tid = trace_id(view.traceparent)
-    console.print(f"cost ${d.cost_usd:.6f} · {d.tokens} tokens · {d.duration_s:.1f}s · {d.steps_run} task attempts"
+    console.print(f"cost {usd(d.cost_usd)} · {d.tokens} tokens · {d.duration_s:.1f}s · {d.steps_run} task attempts"
                   f" · up to {overlapping(view)} tasks in parallel · trace id {tid}")
     if view.memories_committed:
         console.print(f"{view.memories_committed} finding(s) committed to episodic memory after QA review.")

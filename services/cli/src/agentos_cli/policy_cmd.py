@@ -18,6 +18,7 @@ from agentos_policy.model import PolicyError, default_policy_dir, load_policy
 from agentos_policy.simulate import parse_since, simulate
 from agentos_schemas import rpc as r
 from agentos_schemas.events import TaskAssigned, TaskCompleted
+from agentos_schemas.money import usd
 from rich.console import Console
 from rich.table import Table
 
@@ -114,9 +115,9 @@ def budget(tenant: Tenant = None,
         return
     table = Table("tenant", "scope", "name", "period", "spent $", "reserved $", "cap $", "tokens", "cap tokens")
     for ln in report.lines:
-        table.add_row(ln.tenant, ln.scope, ln.name, ln.period_key, f"{ln.used_usd:.4f}", f"{ln.reserved_usd:.4f}",
-                      "-" if ln.cap_usd is None else f"{ln.cap_usd:.2f}", str(ln.used_tokens + ln.reserved_tokens),
-                      "-" if ln.cap_tokens is None else str(ln.cap_tokens))
+        table.add_row(ln.tenant, ln.scope, ln.name, ln.period_key, usd(ln.used_usd, symbol=False),
+                      usd(ln.reserved_usd, symbol=False), "-" if ln.cap_usd is None else usd(ln.cap_usd, symbol=False),
+                      str(ln.used_tokens + ln.reserved_tokens), "-" if ln.cap_tokens is None else str(ln.cap_tokens))
     console.print(table)
     console.print(f"policy {report.policy_version}", highlight=False)
 

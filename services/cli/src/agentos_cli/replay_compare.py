@@ -10,6 +10,7 @@ from typing import Any
 
 from agentos_schemas import Event
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalPlanned, TaskCompleted, TaskReviewed
+from agentos_schemas.money import usd
 from rich.console import Console
 from rich.table import Table
 
@@ -176,7 +177,7 @@ def render_report(report: ReplayReport, out: Console) -> None:
     row("step outputs", f"{len(a.outputs)} steps", f"{len(b.outputs)} steps", a.outputs == b.outputs)
     row("result text", f"{len(a.result)} chars", f"{len(b.result)} chars", a.result == b.result)
     row("QA verdicts", len(a.reviews), len(b.reviews), a.reviews == b.reviews)
-    row("tokens · cost", f"{a.tokens} · ${a.cost_usd:.6f}", f"{b.tokens} · ${b.cost_usd:.6f}", None)
+    row("tokens · cost", f"{a.tokens} · {usd(a.cost_usd)}", f"{b.tokens} · {usd(b.cost_usd)}", None)
     out.print(table)
     if report.mode == "recorded":
         out.print(f"recorded answers: {report.recorded_rules_used} of {report.recorded_rules} rules used")

@@ -21,6 +21,7 @@ from agentos_schemas.events import (
     TaskReviewed,
 )
 from agentos_schemas.events.goals import FailureCode
+from agentos_schemas.money import usd
 
 from agentos_orchestrator.state import Goal, Step, World
 
@@ -64,7 +65,7 @@ def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0)
     if now - goal.submitted_at > limits.deadline_s:
         return fail(goal, now, "deadline", f"deadline of {limits.deadline_s:.0f}s passed")
     if goal.cost_usd > limits.budget_usd:
-        return fail(goal, now, "budget", f"spent ${goal.cost_usd:.4f} of a ${limits.budget_usd:.2f} budget")
+        return fail(goal, now, "budget", f"spent {usd(goal.cost_usd)} of a {usd(limits.budget_usd)} budget")
     if goal.status == "planning":
         return [NeedPlan(None)]
     if goal.steps and all(s.status == "accepted" for s in goal.steps.values()):

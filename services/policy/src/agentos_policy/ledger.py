@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import asyncpg
+from agentos_schemas.money import usd as money
 from agentos_schemas.rpc import BudgetLine
 
 from agentos_policy.model import Policy, matches
@@ -107,8 +108,8 @@ async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_
         return None
     cap = caps[row["refused_at"] - 1]
     if row["refused_on"] == "usd":
-        return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has ${float(row['have_usd']):.4f} of "
-                       f"${cap.usd:.4f} per {cap.key[2]} used or reserved; this call needs ${usd:.4f}")
+        return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "
+                       f"{money(cap.usd)} per {cap.key[2]} used or reserved; this call needs {money(usd)}")
     return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {row['have_tokens']} of {cap.tokens} "
                    f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}")
 

@@ -31,6 +31,7 @@ import nats.errors
 from agentos_kernel import Bus
 from agentos_schemas import EVENTS_STREAM, Event, EventData, codec
 from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+from agentos_schemas.money import usd
 from agentos_schemas.rpc import PolicyRequest
 from agentos_schemas.subjects import parse_type
 from nats.js import api
@@ -123,8 +124,8 @@ class Balances:
             key = (request.tenant, *cap.key)
             used = self.usd.get(key, Decimal(0))
             if cap.usd is not None and used + amount > Decimal(str(cap.usd)):
-                return (f"budget: {cap.key[0]} {cap.key[1]!r} has ${float(used):.4f} of ${cap.usd:.4f} per "
-                        f"{cap.key[2]} used or reserved; this call needs ${request.estimated_cost_usd:.4f}")
+                return (f"budget: {cap.key[0]} {cap.key[1]!r} has {usd(used)} of {usd(cap.usd)} per "
+                        f"{cap.key[2]} used or reserved; this call needs {usd(request.estimated_cost_usd)}")
             held = self.tokens.get(key, 0)
             if cap.tokens is not None and held + tokens > cap.tokens:
                 return (f"budget: {cap.key[0]} {cap.key[1]!r} has {held} of {cap.tokens} tokens per "

@@ -25,6 +25,7 @@ from agentos_kernel.redact import redact
 from agentos_kernel.tasks import wait_done
 from agentos_schemas.charter import Charter
 from agentos_schemas.events import ModelCall, Settlement
+from agentos_schemas.money import usd
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
 
 from agentos_specialist.tools import Tool, ToolContext, call_tool
@@ -110,7 +111,7 @@ async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str,
                                        "schema": charter.output_schema}}
     while True:
         if _cost(progress.calls) > charter.budget_usd:
-            return Outcome(False, reason=f"task budget ${charter.budget_usd:.2f} exhausted", retryable=False,
+            return Outcome(False, reason=f"task budget {usd(charter.budget_usd)} exhausted", retryable=False,
                            code="budget")
         kwargs: dict[str, Any] = {"response_format": response_format}
         if specs:
