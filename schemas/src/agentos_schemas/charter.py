@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class CharterError(ValueError):
@@ -57,8 +57,24 @@ class Charter(BaseModel):
     memory: MemoryPolicy = Field(default_factory=MemoryPolicy)
     escalation: str = "operator"
     """Who takes over when the agent cannot finish."""
+    claims: dict[str, str] = Field(default_factory=dict)
+    """Output fields that state what the agent's writes did, each with the tool whose effects it
+    states (``{sent: send_email}``, ``{stored: propose_memory}``): a boolean claims at least one
+    done, an integer how many. The orchestrator attests each against the recorded effects."""
     instructions: str = ""
     """The Markdown body: the agent's standing instructions."""
+
+    @model_validator(mode="after")
+    def _claims_are_checkable(self) -> Charter:
+        props = self.output_schema.get("properties") or {}
+        for name, tool in self.claims.items():
+            if tool not in self.tools:
+                raise ValueError(f"claims: {name!r} names tool {tool!r}, which the charter does not list")
+            kind = (props.get(name) or {}).get("type")
+            if kind not in ("boolean", "integer"):
+                raise ValueError(f"claims: output field {name!r} must be a boolean or an integer "
+                                 f"property of output_schema (it is {kind or 'not declared'})")
+        return self
 
     @property
     def ref(self) -> str:

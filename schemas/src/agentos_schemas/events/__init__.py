@@ -20,6 +20,7 @@ from agentos_schemas.events.memory import MemoryCommitted, MemoryProposed, Memor
 from agentos_schemas.events.tasks import (
     ContextManifest,
     ContextReady,
+    Effect,
     ModelCall,
     Settlement,
     TaskAssigned,
@@ -31,7 +32,7 @@ from agentos_schemas.events.tasks import (
 )
 
 __all__ = [
-    "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "EventData",
+    "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "Effect", "EventData",
     "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalPlanned", "GoalSubmitted", "HaltRequested",
     "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested",
     "Settlement", "TaskAssigned", "TaskCompleted", "TaskFailed",

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentos_schemas.events._base import EventData
-from agentos_schemas.events.tasks import Usage
+from agentos_schemas.events.tasks import Effect, Usage
 
 
 class Limits(BaseModel):
@@ -83,6 +83,9 @@ class GoalCompleted(EventData):
     """The final deliverable (e.g. the report)."""
     outputs: dict[str, Any] = Field(default_factory=dict)
     """Accepted output of every step, by step id."""
+    effects: dict[str, tuple[Effect, ...]] = Field(default_factory=dict)
+    """What really happened to the outside actions and memory writes of each accepted step, by
+    step id (steps without any are left out)."""
     cost_usd: float = 0.0
     tokens: int = 0
     duration_s: float = 0.0

@@ -83,6 +83,33 @@ class Settlement(BaseModel):
     tokens: int = Field(ge=0)
 
 
+EffectOutcome = Literal["succeeded", "duplicate", "failed", "denied", "rejected", "expired"]
+
+
+class Effect(BaseModel):
+    """What really happened to one write a task asked for (an outside action or a memory write),
+    recorded by the specialist's tool path from the policy decision and the execution, never by
+    the model: the evidence the orchestrator attests an output's claims against."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    tool: str
+    action: str
+    """``outside_action`` or ``memory_write``."""
+    outcome: EffectOutcome
+    """``succeeded`` / ``duplicate`` (done, now or by an earlier attempt); ``failed`` (the tool
+    raised); ``denied`` / ``rejected`` / ``expired`` (the policy, an approver, or an approval's
+    timeout said no, so nothing ran)."""
+    detail: str = ""
+    fact_id: str = ""
+    """The event that records it: the ``action.executed`` or ``memory.proposed`` id, or the
+    ``policy.decided`` decision id when nothing ran."""
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in ("succeeded", "duplicate")
+
+
 class TaskCompleted(EventData):
     event_name = "task.completed"
 
@@ -97,6 +124,11 @@ class TaskCompleted(EventData):
     """The settlement of the model call that gave the output, carried here instead of its own
     ``budget.settlement_requested`` (one durable event less per task). The policy service settles
     it only for a reservation made for this task and agent."""
+    effects: tuple[Effect, ...] = ()
+    """Every outside action and memory write the task asked for, and what came of each."""
+    claims: dict[str, str] = Field(default_factory=dict)
+    """Output fields that state an effect, each with the tool whose effects it states (from the
+    charter's ``claims``); the orchestrator checks each against ``effects`` before accepting."""
 
 
 TaskFailureCode = Literal[

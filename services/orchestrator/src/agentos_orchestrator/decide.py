@@ -23,6 +23,7 @@ from agentos_schemas.events import (
 from agentos_schemas.events.goals import FailureCode
 from agentos_schemas.money import usd
 
+from agentos_orchestrator import attest
 from agentos_orchestrator.state import Goal, Step, World
 
 REVIEW_CAPABILITY = "qa"
@@ -127,12 +128,16 @@ def _verdict(goal: Goal, step: Step) -> Emit:
     output = step.review_output or {}
     verdict = output.get("verdict")
     accepted = verdict == "accepted"
-    review_task = step.review_task_id or ""
+    review_task = step.review_task_id
+    # No review task: the record contradicted the output's claims (see attest), no model was asked.
+    reviewer = attest.REVIEWER if review_task is None else goal.assigned_agent.get(review_task, "qa")
+    event_id = (derived_event_id(step.task_id or "", "attested") if review_task is None
+                else derived_event_id(review_task, "reviewed"))
     return Emit(TaskReviewed(
         goal_id=goal.goal_id, step_id=step.spec.step_id, task_id=step.task_id or "",
         verdict="accepted" if accepted else "rejected",
         feedback=str(output.get("feedback") or ("" if accepted else f"unusable verdict {verdict!r}")),
-        reviewer=goal.assigned_agent.get(review_task, "qa")), derived_event_id(review_task, "reviewed"))
+        reviewer=reviewer), event_id)
 
 
 def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_timeout: float,
@@ -180,8 +185,9 @@ def complete(goal: Goal, now: float) -> Emit:
     depended = {d for s in goal.steps.values() for d in s.spec.depends_on}
     finals = [sid for sid in goal.steps if sid not in depended]
     result = _result_text(outputs, finals)
-    return Emit(GoalCompleted(goal_id=goal.goal_id, result=result, outputs=outputs, cost_usd=goal.cost_usd,
-                              tokens=goal.tokens, duration_s=now - goal.submitted_at,
+    effects = {sid: s.effects for sid, s in goal.steps.items() if s.effects}
+    return Emit(GoalCompleted(goal_id=goal.goal_id, result=result, outputs=outputs, effects=effects,
+                              cost_usd=goal.cost_usd, tokens=goal.tokens, duration_s=now - goal.submitted_at,
                               steps_run=goal.attempts_total), derived_event_id(goal.goal_id, "completed"))
 
 

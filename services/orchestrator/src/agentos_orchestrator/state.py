@@ -23,6 +23,7 @@ from agentos_schemas import Event
 from agentos_schemas.events import (
     AgentAnnounced,
     AgentRetired,
+    Effect,
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
@@ -38,6 +39,8 @@ from agentos_schemas.events import (
     Usage,
 )
 
+from agentos_orchestrator import attest
+
 StepStatus = Literal["pending", "assigned", "running", "reviewing", "accepted", "failed"]
 
 
@@ -52,6 +55,8 @@ class Step:
     review_done: bool = False
     reviews: int = 0
     output: dict[str, Any] | None = None
+    effects: tuple[Effect, ...] = ()
+    """What the current attempt's writes really did (from its ``task.completed``)."""
     feedback: str | None = None
     review_output: dict[str, Any] | None = None
     failed_at: float | None = None
@@ -294,9 +299,15 @@ def _apply_completed(goal: Goal, data: TaskCompleted, at: float) -> None:
     if step.task_id != data.task_id:
         return
     step.output = data.output
+    step.effects = data.effects
     step.status = "reviewing" if step.spec.review else "accepted"
     step.review_task_id = None
     step.review_done = False
+    problems = attest.check(data.output, data.claims, data.effects)
+    if problems:  # rejected at once, by the record, whatever a QA model would say
+        step.status = "reviewing"
+        step.review_done = True
+        step.review_output = {"verdict": "rejected", "feedback": attest.feedback(problems)}
 
 
 def _apply_failed(goal: Goal, data: TaskFailed, at: float) -> None:

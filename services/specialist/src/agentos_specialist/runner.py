@@ -24,7 +24,7 @@ from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
 from agentos_kernel.redact import redact
 from agentos_kernel.tasks import wait_done
 from agentos_schemas.charter import Charter
-from agentos_schemas.events import ModelCall, Settlement
+from agentos_schemas.events import Effect, ModelCall, Settlement
 from agentos_schemas.money import usd
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
 
@@ -40,6 +40,8 @@ class Progress:
     tool_rounds: int = 0
     tool_calls: int = 0
     output_retries: int = 0
+    effects: list[Effect] = field(default_factory=list)
+    """What each write tool call really did, for ``task.completed`` (snapshotted with the rest)."""
 
 
 @dataclass
@@ -196,6 +198,8 @@ async def _run_tools(charter: Charter, progress: Progress, message: Any, tools: 
         result, _ = await call_tool(tools, charter.tools, tool_ctx, tc.function.name, tc.function.arguments,
                                     call_id=f"{tool_ctx.event.data.task_id}:{progress.tool_rounds}:{tc.id}")
         progress.tool_calls += 1
+        progress.effects += tool_ctx.effects
+        tool_ctx.effects.clear()
         progress.messages.append({"role": "tool", "tool_call_id": tc.id, "content": redact(result)})
         if tool_ctx.stop is not None:
             return denied(tool_ctx.stop, f"tool call {tc.function.name!r}")

@@ -27,6 +27,7 @@ from agentos_schemas.events import (
     AgentAnnounced,
     AgentRetired,
     ContextReady,
+    Effect,
     EventData,
     ModelCall,
     TaskCompleted,
@@ -115,7 +116,7 @@ class Specialist:
                 with contextlib.suppress(Exception):
                     await outcome.settle_separately()
             started.result()
-        kind, result = _result(data, outcome, progress)
+        kind, result = _result(data, outcome, progress, charter.claims)
         # Both before the ack, so their order does not matter: a redelivery after a crash finds
         # the saved result (and republishes it under the same id) or runs the task again.
         _, ack = await asyncio.gather(self._save(key, {"done": True, "kind": kind, "result": result}),
@@ -144,7 +145,8 @@ class Specialist:
 
 def _progress_dump(p: Progress) -> dict[str, Any]:
     return {"messages": p.messages, "calls": [c.model_dump() for c in p.calls], "tool_rounds": p.tool_rounds,
-            "tool_calls": p.tool_calls, "output_retries": p.output_retries}
+            "tool_calls": p.tool_calls, "output_retries": p.output_retries,
+            "effects": [e.model_dump() for e in p.effects]}
 
 
 def _progress_from(saved: dict[str, Any]) -> Progress | None:
@@ -152,16 +154,19 @@ def _progress_from(saved: dict[str, Any]) -> Progress | None:
         return None
     return Progress(messages=saved["messages"], calls=[ModelCall.model_validate(c) for c in saved["calls"]],
                     tool_rounds=saved["tool_rounds"], tool_calls=saved["tool_calls"],
-                    output_retries=saved["output_retries"])
+                    output_retries=saved["output_retries"],
+                    effects=[Effect.model_validate(e) for e in saved.get("effects", ())])
 
 
-def _result(data: ContextReady, outcome: Outcome, progress: Progress) -> tuple[str, dict[str, Any]]:
+def _result(data: ContextReady, outcome: Outcome, progress: Progress,
+            claims: dict[str, str]) -> tuple[str, dict[str, Any]]:
     usage = Usage(calls=tuple(progress.calls), tool_calls=progress.tool_calls)
     common = {"task_id": data.task_id, "goal_id": data.goal_id, "step_id": data.step_id, "agent": data.agent,
               "usage": usage.model_dump(mode="json")}
     if outcome.ok:
         settlement = {"settlement": outcome.settlement.model_dump()} if outcome.settlement else {}
-        return "completed", {**common, "output": outcome.output, **settlement}
+        return "completed", {**common, "output": outcome.output, **settlement, "claims": claims,
+                             "effects": [e.model_dump() for e in progress.effects]}
     return "failed", {**common, "reason": outcome.reason, "retryable": outcome.retryable, "code": outcome.code}
 
 

@@ -29,9 +29,12 @@ from agentos_kernel import Bus, control
 from agentos_kernel.policy import PolicyClient, summarize_args
 from agentos_kernel.secrets import resolve as resolve_secrets
 from agentos_schemas import Event, derived_event_id
-from agentos_schemas.events import ContextReady, MemoryProposed
+from agentos_schemas.events import ContextReady, Effect, MemoryProposed
+from agentos_schemas.events.memory import content_key
 from agentos_schemas.events.policy import ActionExecuted
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
+
+from agentos_specialist import effects
 
 
 @dataclass
@@ -45,6 +48,10 @@ class ToolContext:
     started: Awaitable[Any] | None = None
     """The task's ``task.started`` publish, still in flight while the first policy decision is
     asked; :meth:`effects_may_start` waits for it before the first model call."""
+    effects: list[Effect] = field(default_factory=list)
+    """What each write tool call really did (see :mod:`agentos_specialist.effects`), in call order."""
+    fact_id: str = ""
+    """The id of the event the last write tool published (``memory.proposed``), for its effect."""
 
     async def effects_may_start(self) -> None:
         """Return once the task's start is stored: nothing with an effect or a cost runs before."""
@@ -100,24 +107,30 @@ class DocumentIndex:
         return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
 
 
+async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
+    """Publish ``memory.proposed`` for the finding; the memory service stores it for review."""
+    content = str(args.get("content", "")).strip()
+    if not content:
+        raise ValueError("content is required")
+    data = ctx.event.data
+    # One entry per (goal, agent, content): a retried task or a replayed proposal is the same entry.
+    entry_id = derived_event_id(data.goal_id, data.agent, "memory", content_key(content[:8000]))
+    proposal = MemoryProposed(
+        entry_id=entry_id, kind="episodic", content=content[:8000],
+        tags=tuple(str(t) for t in args.get("tags", ()))[:10], agent=data.agent, goal_id=data.goal_id,
+        task_id=data.task_id, step_id=data.step_id)
+    # One proposal event per task attempt: a later attempt re-proposing the entry is its own fact.
+    event = ctx.bus.new(proposal, cause=ctx.event, id=derived_event_id(entry_id, "proposed", data.task_id))
+    await ctx.bus.publish(event)
+    ctx.fact_id = event.id
+    return json.dumps({"proposed": entry_id, "status": "awaiting review"})
+
+
 def build_tools(index: DocumentIndex) -> dict[str, Tool]:
     async def search_documents(ctx: ToolContext, args: dict[str, Any]) -> str:
         hits = index.search(str(args.get("query", "")), int(args.get("k", 2)))
         return json.dumps([{"document": name, "score": round(score, 3), "text": index.docs[name][:1500]}
                            for name, score in hits]) if hits else "no documents match"
-
-    async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
-        content = str(args.get("content", "")).strip()
-        if not content:
-            return "ERROR: content is required"
-        data = ctx.event.data
-        entry_id = derived_event_id(data.task_id, "memory", content)
-        proposal = MemoryProposed(
-            entry_id=entry_id, kind="episodic", content=content[:8000],
-            tags=tuple(str(t) for t in args.get("tags", ()))[:10], agent=data.agent, goal_id=data.goal_id,
-            task_id=data.task_id, step_id=data.step_id)
-        await ctx.bus.publish(ctx.bus.new(proposal, cause=ctx.event, id=derived_event_id(entry_id, "proposed")))
-        return json.dumps({"proposed": entry_id, "status": "awaiting review"})
 
     async def fetch_url(ctx: ToolContext, args: dict[str, Any]) -> str:
         url = str(args.get("url", ""))
@@ -170,8 +183,24 @@ SEND_EMAIL = Tool("send_email", "Send an e-mail (written to the outbox, which a 
 
 async def call_tool(tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolContext, name: str,
                     arguments: str, call_id: str = "") -> tuple[str, bool]:
-    """Run one tool call after the policy allowed it; returns (result text for the model, ok). Never raises."""
+    """Run one tool call after the policy allowed it; returns (result text for the model, ok). Never
+    raises. A call of a tool that writes leaves its :class:`Effect` in ``ctx.effects``."""
     tool = tools.get(name)
+    writes = tool is not None and tool.action in effects.WRITES
+    ctx.fact_id = ""
+    result, ok, decision = await _call_tool(tool, allowed, ctx, name, arguments, call_id)
+    if tool is not None and writes:
+        if decision is not None and decision.decision != "allow":
+            ctx.effects.append(effects.refused(name, tool.action, decision))
+        elif decision is None or (name not in allowed):
+            ctx.effects.append(effects.not_run(name, tool.action, result))
+        else:
+            ctx.effects.append(effects.ran(name, tool.action, result, ok, ctx.fact_id))
+    return result, ok
+
+
+async def _call_tool(tool: Tool | None, allowed: tuple[str, ...], ctx: ToolContext, name: str,
+                     arguments: str, call_id: str) -> tuple[str, bool, PolicyDecision | None]:
     try:
         args = json.loads(arguments or "{}")
         if not isinstance(args, dict):
@@ -185,19 +214,20 @@ async def call_tool(tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolC
     if decision.decision != "allow":
         if decision.code in ("loop", "expired", "unreachable", "no_policy", "error"):
             ctx.stop = decision
-        return f"DENIED: {name}: {'; '.join(decision.reasons)}"[:1000], False
+        return f"DENIED: {name}: {'; '.join(decision.reasons)}"[:1000], False, decision
     if name not in allowed or tool is None:
-        return f"ERROR: tool {name!r} is not allowed for this agent (allowed: {', '.join(allowed) or 'none'})", False
+        return (f"ERROR: tool {name!r} is not allowed for this agent (allowed: {', '.join(allowed) or 'none'})",
+                False, decision)
     if error is not None:
-        return error[:1000], False
+        return error[:1000], False, None
     if tool.action == "outside_action":
-        return await _outside(ctx, tool, args, decision)
+        return (*await _outside(ctx, tool, args, decision), decision)
     try:
         # Secrets are resolved only now, after the policy saw their names; a kill switch pauses
         # (and, if it lands mid-call, re-runs) read-only tools. Outside actions are never re-run.
-        return await control.run_paused(lambda: tool.run(ctx, resolve_secrets(args))), True
+        return await control.run_paused(lambda: tool.run(ctx, resolve_secrets(args))), True, decision
     except Exception as exc:
-        return f"ERROR: {name} failed: {type(exc).__name__}: {exc}"[:1000], False
+        return f"ERROR: {name} failed: {type(exc).__name__}: {exc}"[:1000], False, decision
 
 
 def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[str, Any],
@@ -224,6 +254,8 @@ async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision:
         decision_id=decision.decision_id, action=tool.action, resource=tool.resource or tool.name, tool=tool.name,
         agent=data.agent, goal_id=data.goal_id, task_id=data.task_id, idempotency_key=key, outcome=outcome,
         detail=result[:500])
-    await ctx.bus.publish(ctx.bus.new(fact, cause=ctx.event, principal=f"agent:{data.agent}",
-                                      id=derived_event_id(key, "executed", decision.decision_id)))
+    event = ctx.bus.new(fact, cause=ctx.event, principal=f"agent:{data.agent}",
+                        id=derived_event_id(key, "executed", decision.decision_id))
+    await ctx.bus.publish(event)
+    ctx.fact_id = event.id
     return result, ok
