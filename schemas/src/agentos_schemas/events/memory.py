@@ -25,7 +25,7 @@ class MemoryProposed(EventData):
     event_name = "memory.proposed"
 
     entry_id: str
-    """Derived from the goal, the agent and the content's :func:`content_key`, so the same finding
+    """Derived from the tenant, goal, agent and the content's :func:`content_key`, so the same finding
     proposed again for the goal (a retried task, a replayed proposal) is the same entry."""
     kind: Literal["working", "episodic", "semantic"]
     content: str = Field(min_length=1, max_length=8000)

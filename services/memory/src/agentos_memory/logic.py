@@ -6,6 +6,7 @@ Nothing here does I/O, so all of it is unit-tested without NATS or Postgres.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from agentos_schemas.events import MemoryProposed, TaskCompleted, TaskReviewed
+from agentos_schemas.events.memory import content_key
 from agentos_schemas.rpc import MemoryEntry, MemoryKind
 
 Outcome = Literal["committed", "rejected"]
@@ -50,6 +52,8 @@ class EntryRow:
     source: str | None = None
     reviewer: str | None = None
     created_at: dt.datetime | None = None
+    duplicate_of: str | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,35 @@ def after_review(row: EntryRow, review: Review | None) -> EntryRow:
     if review is None or (row.status != "proposed" and review.status != "rejected"):
         return row
     return replace(row, status=review.status, reviewer=review.reviewer)
+
+
+DEDUP_REVIEWER = "memory:dedup"
+"""Reviewer recorded on an entry the memory service refused as a duplicate."""
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two contents are, 0..1, ignoring case, punctuation and spacing (1: the same key)."""
+    ka, kb = content_key(a), content_key(b)
+    if ka == kb:
+        return 1.0
+    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    return matcher.ratio() if matcher.real_quick_ratio() > 0 else 0.0
+
+
+def duplicate(content: str, candidates: Sequence[tuple[str, str]], threshold: float) -> tuple[str, str] | None:
+    """The first of ``candidates`` (``(id, content)`` of committed entries, best match first) that
+    ``content`` duplicates, with the reason; None if none is at least ``threshold`` alike."""
+    for entry_id, other in candidates:
+        score = similarity(content, other)
+        if score >= threshold:
+            how = "the same text" if score == 1.0 else f"{score:.0%} alike"
+            return entry_id, f"duplicate of committed entry {entry_id} ({how})"
+    return None
+
+
+def refused_duplicate(row: EntryRow, of: str, reason: str) -> EntryRow:
+    """``row`` refused as a duplicate of entry ``of``: kept, with the reason, but never committed."""
+    return replace(row, status="rejected", reviewer=DEDUP_REVIEWER, duplicate_of=of, refusal=reason)
 
 
 def clip(text: str, limit: int) -> str:

@@ -53,9 +53,10 @@ class MemoryService:
     """The event handlers. Each records the event in ``memory.processed_events`` in the same
     transaction as its writes, so a redelivered event changes nothing."""
 
-    def __init__(self, pool: asyncpg.Pool, bus: Bus) -> None:
+    def __init__(self, pool: asyncpg.Pool, bus: Bus, similarity: float = 0.9) -> None:
         self.pool = pool
         self.bus = bus
+        self.similarity = similarity
         self.handlers: dict[str, Handler] = {
             MemoryProposed.ce_type(): self.on_proposed,
             MemoryReviewed.ce_type(): self.on_memory_reviewed,
@@ -68,27 +69,48 @@ class MemoryService:
         await self.handlers[event.type](event)
 
     async def on_proposed(self, event: Event[MemoryProposed]) -> None:
-        """Store a proposal; if its task was already reviewed, apply that verdict at once."""
+        """Store a proposal; if its task was already reviewed, apply that verdict at once. A
+        proposal that duplicates a committed entry is kept refused, with the reason announced."""
         row = logic.proposal_row(event.id, event.tenant, event.data, event.time)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
                 return
             await store.lock_task(conn, event.tenant, row.task_id or "")
+            twin = logic.duplicate(row.content, await store.committed_twins(conn, row), self.similarity)
+            if twin is not None:
+                if await store.propose_entry(conn, logic.refused_duplicate(row, *twin)):
+                    await self._refused(event, [row.id], twin[1])
+                return
             review = await store.task_review(conn, event.tenant, row.task_id or "")
             row = logic.after_review(row, review)
-            if await store.insert_entry(conn, row) and review is not None:
+            if await store.propose_entry(conn, row) and review is not None:
                 await self._announce(event, [row.id], review)
 
     async def on_task_reviewed(self, event: Event[TaskReviewed]) -> None:
-        """The QA verdict on one task attempt: commit or reject what it proposed."""
+        """The QA verdict on one task attempt: commit or reject what it proposed (an accepted
+        proposal that duplicates an entry committed since it was proposed is refused instead)."""
         data, review = event.data, logic.task_review(event.data)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
                 return
             await store.lock_task(conn, event.tenant, data.task_id)
             await store.record_task_review(conn, event.tenant, data.task_id, review, event.id)
+            if review.status == "committed":
+                await self._refuse_duplicates(conn, event, data.task_id)
             changed = await store.review_task_entries(conn, event.tenant, data.task_id, review)
             await self._announce(event, changed, review)
+
+    async def _refuse_duplicates(self, conn: asyncpg.Connection, event: Event[Any], task_id: str) -> None:
+        for row in await store.proposed_entries(conn, event.tenant, task_id):
+            twin = logic.duplicate(row.content, await store.committed_twins(conn, row), self.similarity)
+            if twin is not None:
+                await store.refuse_entry(conn, event.tenant, row.id, *twin)
+                await self._refused(event, [row.id], twin[1], key=row.id)
+
+    async def _refused(self, cause: Event[Any], ids: Sequence[str], reason: str, key: str = "") -> None:
+        data = MemoryCommitted(entry_ids=tuple(ids), status="rejected", reviewer=logic.DEDUP_REVIEWER, reason=reason)
+        await self.bus.publish(self.bus.new(data, cause=cause, id=derived_event_id(cause.id, "memory-refused", key)))
+        log.info("memory: %s refused: %s", ", ".join(ids), reason)
 
     async def on_memory_reviewed(self, event: Event[MemoryReviewed]) -> None:
         """A human's verdict on proposals by id (only entries still ``proposed`` change)."""
@@ -128,7 +150,7 @@ async def setup(ctx: ServiceContext) -> None:
     pool = ctx.pool
     await store.migrate_schema(pool)
     await knowledge.load(pool, MemorySettings().knowledge_dir)
-    service = MemoryService(pool, ctx.bus)
+    service = MemoryService(pool, ctx.bus, MemorySettings().duplicate_similarity)
     await ctx.consume(DURABLE, FILTERS, service.handle, types=set(service.handlers))
 
     async def search(request: MemorySearch) -> MemorySearchResult:

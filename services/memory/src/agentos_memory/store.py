@@ -12,7 +12,15 @@ import asyncpg
 from agentos_kernel.db import migrate
 from agentos_schemas.rpc import MemoryEntry, MemorySearch
 
-from agentos_memory.logic import ALWAYS_FLOOR, ALWAYS_TAG, ANY_TENANT, EntryRow, Review, or_query
+from agentos_memory.logic import (
+    ALWAYS_FLOOR,
+    ALWAYS_TAG,
+    ANY_TENANT,
+    DEDUP_REVIEWER,
+    EntryRow,
+    Review,
+    or_query,
+)
 
 SCHEMA = "memory"
 S = SCHEMA
@@ -59,14 +67,29 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, task_id)
     );
     """,
+    # Duplicates: the content's key (case, punctuation and spacing ignored) to find a committed
+    # twin, and, on an entry refused as one, which entry it duplicates and why.
+    """
+    ALTER TABLE {schema}.entries
+        ADD COLUMN content_key text GENERATED ALWAYS AS (btrim(regexp_replace(regexp_replace(
+            lower(content), '[^[:alnum:][:space:]_]+', ' ', 'g'), '[[:space:]]+', ' ', 'g'))) STORED,
+        ADD COLUMN duplicate_of text,
+        ADD COLUMN refusal text;
+    CREATE INDEX entries_key ON {schema}.entries (tenant, kind, content_key) WHERE status = 'committed';
+    """,
 ]
 
 _COLUMNS = ("id, tenant, kind, content, tags, agent, goal_id, task_id, step_id, event_id, source, "
-            "status, reviewer, created_at, reviewed_at")
+            "status, reviewer, created_at, duplicate_of, refusal, reviewed_at")
 _INSERT = f"""
     INSERT INTO {S}.entries ({_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()),
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()), $15, $16,
             CASE WHEN $13::text IS NULL THEN NULL ELSE now() END)"""
+_REVIVE = """
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, reviewer = excluded.reviewer,
+        task_id = excluded.task_id, step_id = excluded.step_id, event_id = excluded.event_id,
+        duplicate_of = excluded.duplicate_of, refusal = excluded.refusal, reviewed_at = excluded.reviewed_at
+    WHERE entries.status = 'rejected' AND entries.task_id IS DISTINCT FROM excluded.task_id"""
 _SEMANTIC_UPDATE = """
     ON CONFLICT (id) DO UPDATE SET content = excluded.content, tags = excluded.tags,
         tenant = excluded.tenant, source = excluded.source, status = excluded.status,
@@ -90,6 +113,21 @@ _PINNED = f"""
     ORDER BY score DESC, e.created_at DESC, e.id LIMIT $4"""
 
 
+_KEY = ("btrim(regexp_replace(regexp_replace(lower($2::text), '[^[:alnum:][:space:]_]+', ' ', 'g'), "
+        "'[[:space:]]+', ' ', 'g'))")
+_TWINS = f"""
+    SELECT id, content FROM (
+        (SELECT id, content, 2.0::float8 AS score FROM {S}.entries
+         WHERE tenant = ANY($1::text[]) AND kind = $3 AND status = 'committed' AND content_key = {_KEY}
+           AND id <> $4 LIMIT 1)
+        UNION ALL
+        (SELECT e.id, e.content, ts_rank_cd(e.tsv, q, 1)::float8 FROM {S}.entries e,
+                websearch_to_tsquery('english', $5) q
+         WHERE e.tenant = ANY($1::text[]) AND e.kind = $3 AND e.status = 'committed' AND e.tsv @@ q
+           AND e.id <> $4 ORDER BY 3 DESC LIMIT $6)) twins
+    ORDER BY score DESC, id"""
+
+
 async def migrate_schema(pool: asyncpg.Pool) -> None:
     """Create or upgrade the ``memory`` schema (safe to run on every start, by every replica)."""
     await migrate(pool, SCHEMA, MIGRATIONS)
@@ -97,7 +135,8 @@ async def migrate_schema(pool: asyncpg.Pool) -> None:
 
 def _values(row: EntryRow) -> tuple[object, ...]:
     return (row.id, row.tenant, row.kind, row.content, list(row.tags), row.agent, row.goal_id,
-            row.task_id, row.step_id, row.event_id, row.source, row.status, row.reviewer, row.created_at)
+            row.task_id, row.step_id, row.event_id, row.source, row.status, row.reviewer, row.created_at,
+            row.duplicate_of, row.refusal)
 
 
 async def insert_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
@@ -106,10 +145,48 @@ async def insert_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
     return bool(inserted)
 
 
+async def propose_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
+    """Insert a proposal; a proposal of an entry that exists is a no-op unless that entry was
+    rejected and this is another task's proposal of it (a retried step proposing the finding
+    again), which takes it over. True if anything was written."""
+    written = await conn.fetchval(_INSERT + _REVIVE + " RETURNING true", *_values(row))
+    return bool(written)
+
+
 async def upsert_curated(conn: asyncpg.Connection, row: EntryRow) -> bool:
     """Insert or update a curated entry; True if anything changed."""
     changed = await conn.fetchval(_INSERT + _SEMANTIC_UPDATE + " RETURNING true", *_values(row))
     return bool(changed)
+
+
+async def committed_twins(conn: asyncpg.Connection, row: EntryRow, limit: int = 5) -> list[tuple[str, str]]:
+    """Committed entries of ``row``'s kind (its tenant's and every tenant's) that may duplicate it:
+    one with the same content key, then the store's best full-text matches; ``(id, content)``.
+
+    Takes the tenant's duplicate lock first, so two proposals of one finding checked at the same
+    moment (two goals, two replicas) cannot both miss the other's commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agentos-memory-dedup'), hashtext($1))", row.tenant)
+    rows = await conn.fetch(_TWINS, [row.tenant, ANY_TENANT], row.content, row.kind, row.id,
+                            or_query(row.content), limit)
+    return [(r["id"], r["content"]) for r in rows]
+
+
+async def proposed_entries(conn: asyncpg.Connection, tenant: str, task_id: str) -> list[EntryRow]:
+    """The still-proposed, non-working entries of one task."""
+    rows = await conn.fetch(
+        f"""SELECT id, tenant, kind, content, tags FROM {S}.entries
+            WHERE tenant = $1 AND task_id = $2 AND status = 'proposed' AND kind <> 'working' ORDER BY id""",
+        tenant, task_id)
+    return [EntryRow(id=r["id"], tenant=r["tenant"], kind=r["kind"], content=r["content"], status="proposed",
+                     tags=tuple(r["tags"])) for r in rows]
+
+
+async def refuse_entry(conn: asyncpg.Connection, tenant: str, entry_id: str, of: str, reason: str) -> None:
+    """Mark a proposed entry refused as a duplicate of ``of``, with the reason."""
+    await conn.execute(
+        f"""UPDATE {S}.entries SET status = 'rejected', reviewer = '{DEDUP_REVIEWER}', duplicate_of = $3,
+                refusal = $4, reviewed_at = now() WHERE tenant = $1 AND id = $2 AND status = 'proposed'""",
+        tenant, entry_id, of, reason)
 
 
 async def lock_task(conn: asyncpg.Connection, tenant: str, task_id: str) -> None:

@@ -114,7 +114,7 @@ async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
         raise ValueError("content is required")
     data = ctx.event.data
     # One entry per (goal, agent, content): a retried task or a replayed proposal is the same entry.
-    entry_id = derived_event_id(data.goal_id, data.agent, "memory", content_key(content[:8000]))
+    entry_id = derived_event_id(ctx.event.tenant, data.goal_id, data.agent, "memory", content_key(content[:8000]))
     proposal = MemoryProposed(
         entry_id=entry_id, kind="episodic", content=content[:8000],
         tags=tuple(str(t) for t in args.get("tags", ()))[:10], agent=data.agent, goal_id=data.goal_id,
