@@ -17,10 +17,12 @@ from agentos_kernel.testing import eventually
 from agentos_memory import logic
 from agentos_memory.service import setup
 from agentos_schemas.events import ContextManifest, ContextReady, MemoryCommitted
-from agentos_specialist.tools import ToolContext, propose_memory
+from agentos_specialist.tools import DocumentIndex, ToolContext, build_tools
 
 from tests.memory.test_memory import committed_events, ids_found, send, status_of, verdict
 
+DEDUP = "memory:dedup"
+PROPOSE = build_tools(DocumentIndex({}))["propose_memory"].run
 FINDING = "Brightline Data charges $45 per user per month (10-seat minimum)."
 
 
@@ -36,7 +38,7 @@ async def propose(bus: Bus, tenant: str, goal: str, attempt: int, content: str) 
     data = ContextReady(task_id=f"{goal}/r0/store/a{attempt}", goal_id=goal, agent="memory-keeper",
                         step_id="store", messages=(), manifest=ContextManifest(charter="memory-keeper@1"))
     ctx = ToolContext(bus, bus.new(data, tenant=tenant, correlationid=goal))
-    answer = await propose_memory(ctx, {"content": content})
+    answer = await PROPOSE(ctx, {"content": content})
     return str(json.loads(answer)["proposed"])
 
 
@@ -78,7 +80,7 @@ async def test_the_same_finding_from_a_second_run_is_refused_with_a_reason(
     for refused in (same, near):
         await eventually(lambda refused=refused: _status(pool, refused, "rejected"))
         row = await entry(pool, refused)
-        assert row["reviewer"] == logic.DEDUP_REVIEWER and row["duplicate_of"] == original
+        assert row["reviewer"] == DEDUP and row["duplicate_of"] == original
         assert row["refusal"].startswith(f"duplicate of committed entry {original}")
     assert "(the same text)" in (await entry(pool, same))["refusal"]
     assert "alike)" in (await entry(pool, near))["refusal"]
@@ -91,7 +93,7 @@ async def test_the_same_finding_from_a_second_run_is_refused_with_a_reason(
     assert await ids_found(bus, tenant, "Brightline charges per month", kinds=("episodic",)) == {original, other}
 
     async def announced() -> bool:
-        refusals = [c for c in await committed_events(bus, tenant) if c.reviewer == logic.DEDUP_REVIEWER]
+        refusals = [c for c in await committed_events(bus, tenant) if c.reviewer == DEDUP]
         return sorted(c.entry_ids for c in refusals) == sorted([(same,), (near,)]) and all(
             c.status == "rejected" and original in c.reason for c in refusals)
     await eventually(announced)
@@ -109,7 +111,7 @@ async def test_two_runs_proposing_the_same_finding_at_once_commit_it_once(
     await eventually(lambda: _status(pool, b, "rejected"))
     assert (await entry(pool, b))["duplicate_of"] == a
     events: list[MemoryCommitted] = await committed_events(bus, tenant)
-    assert any(c.entry_ids == (b,) and c.reviewer == logic.DEDUP_REVIEWER for c in events)
+    assert any(c.entry_ids == (b,) and c.reviewer == DEDUP for c in events)
 
 
 def test_similarity_ignores_case_punctuation_and_spacing() -> None:
