@@ -5,7 +5,9 @@ whatever really happened. The goal must complete only when the record (the effec
 ``task.completed``, built from the policy decision and ``action.executed`` / ``memory.proposed``)
 bears the claim out; otherwise the step is rejected by attestation (no model asked) and the goal
 ends saying what happened: an approver's rejection, a policy denial, an approval's timeout, a
-failed tool, a write that never ran, memory writes refused by the rate limit.
+failed tool, a write that never ran, memory writes refused by the rate limit. A specialist that
+dies while its mail waits for approval (before it ran) is replaced; the resumed task sends it
+once and the claim is attested.
 
 Runs policy, orchestrator, context-manager, specialist and memory in-process on an embedded
 NATS of this module's own, the session's Postgres and the offline model."""
@@ -28,7 +30,15 @@ from agentos_policy.model import default_policy_dir
 from agentos_policy.simulate import read_log
 from agentos_schemas import EventData, new_event_id
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalSubmitted, Limits, TaskReviewed
-from agentos_schemas.events.policy import ActionExecuted
+from agentos_schemas.events.policy import ActionExecuted, PolicyDecided
+from agentos_schemas.rpc import (
+    POLICY_APPROVALS,
+    POLICY_VOTE,
+    ApprovalList,
+    ApprovalListReply,
+    ApprovalReply,
+    ApprovalVote,
+)
 from agentos_schemas.subjects import parse_type
 from agentos_specialist.service import default_charters_dir
 
@@ -88,6 +98,11 @@ WORKFLOWS = {
 }
 
 
+SERVICES: list[ServiceContext] = []
+"""The module's running services (the crash test replaces the specialist)."""
+OUTBOX: list[Path] = []
+
+
 def write_policy(folder: Path) -> None:
     """The shipped policy; the mailer may send (an external recipient after a lookup needs an
     approval), and memory writes are limited to 2 a minute."""
@@ -128,7 +143,7 @@ async def obus(settings: KernelSettings, tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(default_charters_dir(), root / "charters")
     for name in ("mailer", "mailer-unlisted"):
         (root / "charters" / f"{name}.md").write_text(MAILER.format(name=name))
-    services: list[ServiceContext] = []
+    services = SERVICES
     with pytest.MonkeyPatch.context() as mp:
         model = OfflineModelServer(Scenario.model_validate(SCENARIO)).start()
         nats = EmbeddedNats(root / "nats", sync="default")
@@ -137,7 +152,7 @@ async def obus(settings: KernelSettings, tmp_path_factory: pytest.TempPathFactor
                            "AGENTOS_POLICY_DIR": root / "policy", "AGENTOS_STATE_DIR": root,
                            "AGENTOS_WORKFLOWS_DIR": root / "workflows", "AGENTOS_CHARTERS_DIR": root / "charters",
                            "AGENTOS_OUTBOX_DIR": root / "outbox", "AGENTOS_POLICY_APPROVAL_WAIT_S": "6",
-                           "AGENTOS_POLICY_APPROVAL_POLL_S": "0.2"}.items():
+                           "AGENTOS_POLICY_APPROVAL_POLL_S": "0.2", "AGENTOS_TASK_ACK_WAIT_S": "3"}.items():
             mp.setenv(key, str(value))
         own = KernelSettings(nats_url=url, database_url=settings.database_url, state_dir=root, publish_timeout_s=20)
         bus = await Bus.connect(own, source="attestation-test")
@@ -147,11 +162,12 @@ async def obus(settings: KernelSettings, tmp_path_factory: pytest.TempPathFactor
                                            ("context-manager", context_manager, False),
                                            ("specialist", specialist, False), ("orchestrator", orchestrator, False)]:
                 services.append(await start_service(name, module.setup, own, database=database))
-            bus.outbox = root / "outbox"  # type: ignore[attr-defined]
+            OUTBOX.append(root / "outbox")
             yield bus
         finally:
             for ctx in reversed(services):
                 await stop_service(ctx, timeout=3)
+            services.clear()
             await bus.close()
             nats.stop()
             await asyncio.to_thread(model.stop)
@@ -251,3 +267,41 @@ async def test_memory_writes_refused_by_the_rate_limit_are_not_reported_stored(o
     (verdict,) = [r for r in await logged(obus, tenant, TaskReviewed) if r.reviewer == "attestation"]
     assert "stored=3" in verdict.feedback and "2 of 3 propose_memory call(s) done" in verdict.feedback
     assert "rate_limit" in verdict.feedback and "rate_limit" in end.reason
+
+
+async def approve_everything(bus: Bus, tenant: str) -> None:
+    """A human who approves every approval of ``tenant`` as it appears."""
+    while True:
+        reply = await bus.request(POLICY_APPROVALS, ApprovalList(tenant=tenant), ApprovalListReply)
+        for info in reply.approvals:
+            await bus.request(POLICY_VOTE, ApprovalVote(approval_id=info.approval_id, user="alice",
+                                                        verdict="approve", reason="fine"), ApprovalReply)
+        await asyncio.sleep(0.2)
+
+
+async def test_a_specialist_crash_before_the_mail_ran_sends_it_once_and_attests_it(
+        obus: Bus, settings: KernelSettings) -> None:
+    from agentos_specialist import service as specialist
+
+    tenant = unique("crash")
+    await submit(obus, tenant, "mail", "Tell the EXTERNAL customer our prices.")
+
+    async def waiting() -> bool:  # the task is waiting for the approval: nothing was sent yet
+        return bool(await logged(obus, tenant, PolicyDecided)) and any(
+            d.code == "sequence" for d in await logged(obus, tenant, PolicyDecided))
+    await eventually(waiting, timeout=20, every=0.2)
+    old = next(ctx for ctx in SERVICES if ctx.name == "specialist")
+    await stop_service(old, timeout=1)  # the replica dies before the action ran
+    SERVICES.remove(old)
+    SERVICES.append(await start_service("specialist", specialist.setup, old.settings))
+    approving = asyncio.create_task(approve_everything(obus, tenant))
+    try:
+        end = await ending(obus, tenant, timeout=60)
+    finally:
+        approving.cancel()
+    assert isinstance(end, GoalCompleted), end
+    assert [e.outcome for e in end.effects["send"]] == ["succeeded"]
+    (executed,) = await logged(obus, tenant, ActionExecuted)
+    assert executed.outcome == "succeeded"
+    sent = [f for f in OUTBOX[0].glob("*.json") if "jo@elsewhere.net" in f.read_text()]
+    assert len(sent) == 1, "sent exactly once"
