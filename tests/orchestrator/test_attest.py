@@ -77,3 +77,15 @@ def test_a_step_whose_claim_holds_completes_the_goal_with_its_effects() -> None:
     world, goal = _goal_with_completed_task((effect("succeeded"),))
     (done,) = decide(world, goal, goal.submitted_at + 1)
     assert done.data.effects == {"send": (effect("succeeded"),)}  # type: ignore[union-attr]
+
+
+def test_every_shipped_charter_that_writes_declares_its_claims() -> None:
+    from agentos_schemas.charter import Charter, load_charters
+    from agentos_specialist.service import default_charters_dir, unattested_writes
+    from agentos_specialist.tools import DocumentIndex, build_tools
+
+    tools = build_tools(DocumentIndex({}))
+    assert {c.name: unattested_writes(c, tools) for c in load_charters(default_charters_dir()).values()
+            if unattested_writes(c, tools)} == {}
+    silent = Charter(name="m", capabilities=("m",), model="fast", tools=("send_email", "search_documents"))
+    assert unattested_writes(silent, tools) == ["send_email"]

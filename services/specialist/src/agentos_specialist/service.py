@@ -38,6 +38,7 @@ from agentos_schemas.events import (
 from nats.js import api
 from pydantic_settings import SettingsConfigDict
 
+from agentos_specialist.effects import WRITES
 from agentos_specialist.runner import Outcome, Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, Tool, ToolContext, build_tools
 
@@ -170,6 +171,11 @@ def _result(data: ContextReady, outcome: Outcome, progress: Progress,
     return "failed", {**common, "reason": outcome.reason, "retryable": outcome.retryable, "code": outcome.code}
 
 
+def unattested_writes(charter: Charter, tools: dict[str, Tool]) -> list[str]:
+    """The write tools ``charter`` lists without a claim field naming them."""
+    return [n for n in charter.tools if n in tools and tools[n].action in WRITES and n not in charter.claims.values()]
+
+
 def default_charters_dir() -> Path:
     return Path(str(resources.files("agentos_specialist") / "charters"))
 
@@ -178,6 +184,11 @@ async def setup(ctx: ServiceContext) -> None:
     settings = SpecialistSettings()
     charters = load_charters(settings.charters_dir or default_charters_dir())
     tools = build_tools(DocumentIndex.from_folder(settings.documents_dir))
+    for charter in charters.values():
+        for name in unattested_writes(charter, tools):
+            log.warning("agent %s may call %s, which writes, but its charter claims nothing about it: "
+                        "what its output says about %s is not attested (add claims: {<field>: %s})",
+                        charter.name, name, name, name)
     specialist = Specialist(ctx, charters, tools, LLM(ModelRegistry.load()), settings.task_ack_wait_s)
     await specialist.start()
 
