@@ -186,7 +186,7 @@ async def submit(bus: Bus, tenant: str, workflow: str, text: str) -> str:
     return goal_id
 
 
-async def ending(bus: Bus, tenant: str, timeout: float = 45.0) -> GoalCompleted | GoalFailed:
+async def ending(bus: Bus, tenant: str, timeout: float = 90.0) -> GoalCompleted | GoalFailed:
     found: list[Any] = []
 
     async def ended() -> bool:
