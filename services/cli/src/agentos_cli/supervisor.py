@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ import asyncpg
 from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
 from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
-from agentos_kernel.runtime import RUNTIME_FILE, read_runtime, write_runtime
+from agentos_kernel.runtime import read_runtime, write_runtime
 from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.tasks import cancel_and_wait
 from pydantic import SecretStr
@@ -78,6 +79,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._lock_fd: int | None = None
+        self._runtime_file: Path | None = None
+        """The ``runtime.json`` this runtime wrote (the only one its stop may remove)."""
 
     async def start(self) -> KernelSettings:
         running = read_runtime(self.settings)
@@ -104,7 +107,7 @@ class Runtime:
         bus = await Bus.connect(self.settings, source="cli")
         await bus.provision()
         await bus.close()
-        write_runtime(self.settings, {
+        self._runtime_file = write_runtime(self.settings, {
             "pid": os.getpid(), "nats_url": nats_url, "database_url": db_url,
             "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
             "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
@@ -202,11 +205,21 @@ class Runtime:
             await asyncio.to_thread(self.pg.stop)
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
-        with contextlib.suppress(OSError):
-            (self.settings.state_dir / RUNTIME_FILE).unlink()
+        self._forget_runtime_file()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the state directory's lock
             self._lock_fd = None
+
+
+    def _forget_runtime_file(self) -> None:
+        """Remove ``runtime.json`` only if this runtime wrote it and it still names this process: a
+        start refused because another runtime lives here must leave that runtime's file alone."""
+        path, self._runtime_file = self._runtime_file, None
+        if path is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
 
 
 def _already_running(state: Path, running: dict[str, Any]) -> ConfigError:
