@@ -1,7 +1,7 @@
 """`agentos up`: embedded servers (unless configured), then every service as a supervised child.
 
 With the embedded NATS server and ``AGENTOS_NATS_AUTH`` on (the default), each child connects as
-its own NATS user with least-privilege permissions (``agentos_kernel.embedded.SERVICE_PERMISSIONS``),
+its own NATS user with least-privilege permissions (``agentos_kernel.grants.SERVICE_USES``),
 passed to it in ``AGENTOS_NATS_USER``/``AGENTOS_NATS_PASSWORD``; the streams and buckets are
 provisioned once by the admin before the children start, so they run with ``AGENTOS_PROVISION=off``.
 """

