@@ -105,6 +105,8 @@ def verify_lines(report: Report) -> list[str]:
     lines = [f"schema {report.schema}: chain head seq {report.head_seq}, {report.chain_rows} chain rows, "
              f"{report.events_checked} events re-derived from the log, "
              f"{report.checkpoints_valid}/{report.checkpoints} checkpoints valid"]
+    lines.append(f"verified up to stream seq {report.head_seq}; the log's last seq was {report.log_last_seq} "
+                 "when verify started")
     if report.log_ahead:
         lines.append(f"the log holds {report.log_ahead} newer messages not projected yet (not checked)")
     first = report.first

@@ -13,11 +13,16 @@ with ``events`` on ``seq`` (one Postgres snapshot). Divergence kinds:
   or a validly signed statement disagrees with the log;
 - ``stale`` — the stored bytes are intact but today's code projects them differently
   (the catalogue or the projector changed): run ``agentos audit rebuild``;
-- ``other_stream`` — the projection is of another (recreated) stream.
+- ``other_stream`` — the projection is of another (recreated) stream;
+- ``behind`` — with a ``max_behind`` bound: the projection ends further behind the log's last
+  sequence when verify started than the bound allows, after waiting ``wait_s`` for it to catch up
+  (the projection is stalled, or its service is not running). The report says up to which
+  sequence it verified (``head_seq``) and where the log ended (``log_last_seq``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +61,8 @@ class Report:
     chain_rows: int = 0
     events_checked: int = 0
     log_ahead: int = 0
+    log_last_seq: int = 0
+    """The log's last sequence when verify started."""
     checkpoints: int = 0
     checkpoints_valid: int = 0
     divergences: list[Divergence] = field(default_factory=list)
@@ -82,8 +89,9 @@ class Verifier:
     """One verification run (see the module docs)."""
 
     def __init__(self, bus: Bus, pool: asyncpg.Pool, schema: str, public: Ed25519PublicKey | None,
-                 limit: int = 20) -> None:
+                 limit: int = 20, max_behind: int | None = None, wait_s: float = 0.0) -> None:
         self.bus, self.pool, self.s, self.public, self.limit = bus, pool, check_schema(schema), public, limit
+        self.max_behind, self.wait_s = max_behind, wait_s
         self.report = Report(schema)
         self.log_hash = self.pg_hash = GENESIS
         self.signed: dict[int, bytes] = {}
@@ -94,6 +102,9 @@ class Verifier:
 
     async def run(self) -> Report:
         """Verify everything up to the chain head of one Postgres snapshot."""
+        _, self.report.log_last_seq, _ = await stream_bounds(self.bus.js)
+        if self.max_behind is not None:
+            await self._await_head(self.report.log_last_seq - self.max_behind)
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             meta = await read_meta(conn, self.s)
             _, last, created = await stream_bounds(self.bus.js)
@@ -104,11 +115,31 @@ class Verifier:
             bounds = await conn.fetchrow(f"SELECT min(seq) AS lo, max(seq) AS hi FROM {self.s}.chain")
             lo, hi = bounds["lo"] or 1, bounds["hi"] or 0
             self.report.head_seq, self.report.log_ahead = hi, max(0, last - hi)
+            self._behind(hi)
             await self._checkpoints(conn, created, hi)
             self.log_hash = self.pg_hash = GENESIS
             await self._walk(conn, lo, hi)
             await self._duplicates(conn)
         return self.report
+
+    async def _await_head(self, target: int) -> None:
+        """Give the projection up to ``wait_s`` to reach ``target``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while True:
+            head = await self.pool.fetchval(f"SELECT coalesce(max(seq), 0) FROM {self.s}.chain")
+            if head >= target or loop.time() >= deadline:
+                return
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+
+    def _behind(self, head: int) -> None:
+        last = self.report.log_last_seq
+        if self.max_behind is None or last - head <= self.max_behind:
+            return
+        self.add("behind", head + 1, "projection",
+                 f"the projection ends at seq {head}, {last - head} behind the log's last seq {last} when verify "
+                 f"started (allowed: {self.max_behind}, waited {self.wait_s:g}s): the projection is stalled or "
+                 "its service is not running; see `agentos status`")
 
     async def _checkpoints(self, conn: asyncpg.Connection, created: str, head: int) -> None:
         rows = await conn.fetch(f"SELECT seq, hash, key_id, message, signature FROM {self.s}.checkpoints ORDER BY seq")
@@ -235,9 +266,10 @@ class Verifier:
 
 
 async def verify(bus: Bus, pool: asyncpg.Pool, schema: str, public: Ed25519PublicKey | None,
-                 *, limit: int = 20) -> Report:
-    """Verify ``schema`` against the log; ``public`` is the trusted checkpoint key (None: skip them)."""
-    return await Verifier(bus, pool, schema, public, limit).run()
+                 *, limit: int = 20, max_behind: int | None = None, wait_s: float = 0.0) -> Report:
+    """Verify ``schema`` against the log; ``public`` is the trusted checkpoint key (None: skip them).
+    With ``max_behind``, a projection further behind the log than that (after ``wait_s``) fails."""
+    return await Verifier(bus, pool, schema, public, limit, max_behind, wait_s).run()
 
 
 __all__ = ["Divergence", "Report", "Verifier", "verify"]

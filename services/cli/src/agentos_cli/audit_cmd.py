@@ -177,15 +177,20 @@ def trace(goal: str, tenant: Tenant = None, fmt: Format = "table", schema: Schem
 def verify(
     public_key: Annotated[Path | None, typer.Option(help="Trusted public key (default: the key file's .pub)")] = None,
     limit: Annotated[int, typer.Option(help="Stop after this many divergences")] = 20,
+    max_behind: Annotated[int, typer.Option(help="Fail when the projection ends more than this many messages "
+                                                 "before the log's last sequence at the start")] = 0,
+    wait: Annotated[float, typer.Option(help="Seconds to let the projection catch up first")] = 10.0,
     schema: Schema = None,
 ) -> None:
-    """Recompute the chain from the log and from Postgres, re-derive every row, check checkpoints."""
+    """Recompute the chain from the log and from Postgres, re-derive every row, check checkpoints;
+    fail when the projection is behind the log by more than --max-behind."""
     path = public_key or public_path(AuditSettings().key_path(_settings().state_dir))
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
         err.print(f"[yellow]no public key at {path}: checkpoint signatures are not checked[/]")
     report = _run(_with_bus_and_pool(
-        lambda bus, pool: verify_schema(bus, pool, _schema(schema), trusted, limit=limit)))
+        lambda bus, pool: verify_schema(bus, pool, _schema(schema), trusted, limit=limit, max_behind=max_behind,
+                                        wait_s=wait)))
     for line in render.verify_lines(report):
         console.print(line, highlight=False, soft_wrap=True)
     if not report.ok:

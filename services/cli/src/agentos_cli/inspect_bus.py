@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 import nats.js.errors
-from agentos_kernel import Bus
+from agentos_cli import health
+from agentos_kernel import Bus, KernelSettings
 from agentos_schemas import codec
 from agentos_schemas import subjects as s
 from nats.js import api
@@ -18,9 +19,15 @@ from rich.markup import escape
 from rich.table import Table
 
 
-async def collect_status(bus: Bus) -> dict[str, Any]:
-    """Streams, consumers (pending, redelivered), dead letters by consumer, and service health."""
-    out: dict[str, Any] = {"streams": [], "consumers": [], "dead_letters": {}, "services": []}
+async def collect_status(bus: Bus, *, judge: bool = False, stall_s: float = health.STALL_S,
+                         max_lag: int = health.MAX_LAG) -> dict[str, Any]:
+    """Streams, consumers (pending, redelivered, position against the log), dead letters by
+    consumer, and service health; with ``judge``, also the Postgres line, the audit projection's
+    position, and the ``problems`` found (see :mod:`agentos_cli.health`)."""
+    server = f"{bus.settings.nats_url} (server {bus.nc.connected_server_version})"
+    out: dict[str, Any] = {"dependencies": [health.nats(bus.settings.nats_url, True, server)], "streams": [],
+                           "consumers": [], "projections": [], "dead_letters": {}, "services": []}
+    now = time.time()
     for name in (s.EVENTS_STREAM, s.DLQ_STREAM):
         try:
             info = await bus.js.stream_info(name)
@@ -30,22 +37,40 @@ async def collect_status(bus: Bus) -> dict[str, Any]:
                                "first_seq": info.state.first_seq, "last_seq": info.state.last_seq})
         if name == s.EVENTS_STREAM:
             for c in await bus.js.consumers_info(name):
-                out["consumers"].append({
-                    "consumer": c.name, "pending": c.num_pending, "ack_pending": c.num_ack_pending,
-                    "redelivered": c.num_redelivered, "waiting": c.num_waiting})
+                out["consumers"].append(health.consumer_row(c, info.state.last_seq, now))
     with contextlib.suppress(nats.js.errors.NotFoundError):
         dlq = await bus.js.stream_info(s.DLQ_STREAM, subjects_filter="dlq.agentos.>")
         for subject, count in (dlq.state.subjects or {}).items():
             out["dead_letters"][subject.removeprefix("dlq.agentos.")] = count
-    with contextlib.suppress(Exception):
+    out["services"] = await _health_records(bus)
+    if judge:
+        from agentos_audit.settings import AuditSettings
+
+        await health.judge(out, database_url=bus.settings.database_url, schema=AuditSettings().schema_name,
+                           stall_s=stall_s, max_lag=max_lag)
+    return out
+
+
+async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str, Any]:
+    """The status when NATS cannot be reached: the NATS line red, the Postgres line checked."""
+    out: dict[str, Any] = {"dependencies": [health.nats(settings.nats_url, False, reason)], "streams": [],
+                           "consumers": [], "projections": [], "dead_letters": {}, "services": []}
+    out["dependencies"].append(await health.postgres(settings.database_url))
+    out["problems"] = [f"{d['dependency']} is unreachable: {d['detail']}" for d in out["dependencies"] if not d["ok"]]
+    return out
+
+
+async def _health_records(bus: Bus) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with contextlib.suppress(Exception):  # no bucket yet, or no keys: nobody reports
         kv = await bus.js.key_value(s.HEALTH_BUCKET)
         for key in await kv.keys():
-            entry = await kv.get(key)
-            report = json.loads(entry.value or b"{}")
-            report["age_s"] = round(time.time() - report.get("ts", 0), 1)
-            out["services"].append(report)
-    out["services"].sort(key=lambda r: r.get("service", ""))
-    return out
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):  # expired meanwhile
+                entry = await kv.get(key)
+                report = json.loads(entry.value or b"{}")
+                report["age_s"] = round(time.time() - report.get("ts", 0), 1)
+                found.append(report)
+    return sorted(found, key=lambda r: r.get("service", ""))
 
 
 def render_status(status: dict[str, Any], console: Console) -> None:
@@ -71,6 +96,29 @@ def render_status(status: dict[str, Any], console: Console) -> None:
     if not status["services"]:
         t.add_row("(none reporting)", "", "", "", "", "")
     console.print(t)
+    _render_positions(status, console)
+
+
+def _render_positions(status: dict[str, Any], console: Console) -> None:
+    """Dependencies, the projections' positions against the log, and every problem as a red line."""
+    t = Table(title="Dependencies")
+    for col in ("dependency", "state", "detail"):
+        t.add_column(col)
+    for d in status.get("dependencies", []):
+        t.add_row(d["dependency"], "[green]ok[/]" if d["ok"] else "[bold red]UNREACHABLE[/]", escape(d["detail"]))
+    console.print(t)
+    if status.get("projections"):
+        t = Table(title="Projections")
+        for col in ("projection", "head_seq", "last_seq", "behind", "advanced (s ago)"):
+            t.add_column(col)
+        for p in status["projections"]:
+            t.add_row(p["projection"], str(p.get("head_seq")), str(p["last_seq"]), str(p.get("behind", "?")),
+                      str(p.get("advanced_s")))
+        console.print(t)
+    for problem in status.get("problems", []):
+        console.print(f"[bold red]PROBLEM[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if "problems" in status and not status["problems"]:
+        console.print("[green]all healthy[/]: dependencies reachable, consumers and projections keeping up")
 
 
 def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, str, str]:

@@ -18,7 +18,7 @@ from agentos_cli import goals as goals_mod
 from agentos_cli.errors import fail
 from agentos_cli.replay_record import goal_exists
 from agentos_cli.supervisor import Runtime, run_up
-from agentos_kernel import AgentOSError, Bus, KernelSettings
+from agentos_kernel import AgentOSError, Bus, BusUnavailable, KernelSettings
 from agentos_kernel.runtime import resolve
 from rich.console import Console
 
@@ -74,19 +74,31 @@ def service(name: str) -> None:
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
-    """Streams, consumers with pending and dead-lettered counts, and each service's health."""
-    async def go() -> None:
-        bus = await connected_bus()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    stall_after: Annotated[float, typer.Option(help="Seconds without progress, with work waiting, that count as "
+                                                    "stalled")] = inspect_bus.health.STALL_S,
+    max_lag: Annotated[int, typer.Option(help="Messages a projection may trail the log by")]
+    = inspect_bus.health.MAX_LAG,
+) -> None:
+    """Dependencies, streams, consumers and projections against the log's last sequence, dead
+    letters, each service's health; exits 1 with a PROBLEM line for anything unhealthy."""
+    async def go() -> dict[str, Any]:
         try:
-            report = await inspect_bus.collect_status(bus)
+            bus = await connected_bus()
+        except BusUnavailable as exc:
+            return await inspect_bus.unreachable_status(resolve(KernelSettings()), str(exc))
+        try:
+            return await inspect_bus.collect_status(bus, judge=True, stall_s=stall_after, max_lag=max_lag)
         finally:
             await bus.close()
-        if as_json:
-            console.print_json(json.dumps(report))
-        else:
-            inspect_bus.render_status(report, console)
-    run(go())
+    report = run(go())
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        inspect_bus.render_status(report, console)
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command()

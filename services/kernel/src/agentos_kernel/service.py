@@ -102,7 +102,7 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
     while True:
         report = {
             "service": ctx.name, "instance": ctx.instance, "pid": os.getpid(), "started": started,
-            "ts": time.time(), "status": "ok" if ctx.bus.nc.is_connected else "reconnecting",
+            "ts": time.time(), "status": _state(ctx),
             "consumers": [c.durable for c in ctx.consumers],
             "dead_lettered": sum(c.dead_lettered for c in ctx.consumers),
             "copies_skipped": sum(c.copies for c in ctx.consumers), **ctx.status,
@@ -110,6 +110,14 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
         with contextlib.suppress(Exception):
             await kv.put(_health_key(ctx), json.dumps(report).encode())
         await asyncio.sleep(every)
+
+
+def _state(ctx: ServiceContext) -> str:
+    """``ok``; ``reconnecting`` while the bus is away; ``degraded`` while a part of the service
+    reports an error in its status (a key ending in ``_error`` with a value)."""
+    if not ctx.bus.nc.is_connected:
+        return "reconnecting"
+    return "degraded" if any(v for k, v in ctx.status.items() if k.endswith("_error")) else "ok"
 
 
 async def exit_with_parent(parent: int, stop: asyncio.Event, every_s: float = 0.5) -> None:
