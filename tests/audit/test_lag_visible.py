@@ -101,3 +101,21 @@ async def test_a_stalled_projection_turns_status_red_and_fails_verify(
         report = json.loads(cli(env, "status", "--json", "--stall-after", "2").stdout)
         return projection_of(report, schema)["behind"] == 0 and not [p for p in report["problems"] if schema in p]
     await eventually(green, timeout=30, every=0.5)
+
+
+def test_status_has_a_red_line_for_each_unreachable_dependency(settings: KernelSettings, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
+    env.update({"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_STATE_DIR": str(tmp_path),
+                "AGENTOS_DATABASE_URL": f"postgresql://postgres@/agentos?host={tmp_path}"})  # no server there
+    pg_down = cli(env, "status", "--json")
+    assert pg_down.returncode == 1, pg_down.stdout + pg_down.stderr
+    report = json.loads(pg_down.stdout)
+    assert {d["dependency"]: d["ok"] for d in report["dependencies"]} == {"NATS": True, "Postgres": False}
+    assert any(p.startswith("Postgres is unreachable") for p in report["problems"]), report["problems"]
+
+    env["AGENTOS_NATS_URL"] = "nats://127.0.0.1:1"
+    both_down = cli(env, "status")
+    assert both_down.returncode == 1, both_down.stdout + both_down.stderr
+    assert "Traceback" not in both_down.stdout + both_down.stderr
+    lines = [line for line in both_down.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert [line.split()[1] for line in lines] == ["NATS", "Postgres"], both_down.stdout

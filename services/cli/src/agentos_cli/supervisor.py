@@ -1,5 +1,8 @@
 """`agentos up`: embedded servers (unless configured), then every service as a supervised child.
 
+The embedded servers are supervised too: a nats-server or Postgres that dies is started again on
+the same store or data directory (NATS on the same port), and the services reconnect to it.
+
 With the embedded NATS server and ``AGENTOS_NATS_AUTH`` on (the default), each child connects as
 its own NATS user with least-privilege permissions (``agentos_kernel.grants.SERVICE_USES``),
 passed to it in ``AGENTOS_NATS_USER``/``AGENTOS_NATS_PASSWORD``; the streams and buckets are
@@ -118,7 +121,25 @@ class Runtime:
         })
         for i, name in enumerate(self.services):
             self._tasks.append(asyncio.create_task(self._supervise(name, _COLOURS[i % len(_COLOURS)])))
+        if self.nats is not None or self.pg is not None:
+            self._tasks.append(asyncio.create_task(self._keep_servers()))
         return self.settings
+
+    async def _keep_servers(self, every_s: float = 1.0) -> None:
+        """Start an embedded server that died again, on the same store or data directory (and the
+        same NATS port): the services reconnect to it by themselves."""
+        while not self._stopping:
+            await asyncio.sleep(every_s)
+            for name, server in (("nats-server", self.nats), ("Postgres", self.pg)):
+                if server is None or self._stopping or server.alive():
+                    continue
+                self.console.print(f"[bold red]embedded {name} is not running; starting it again on {server.root}[/]")
+                try:
+                    await asyncio.to_thread(server.start)
+                except Exception as exc:  # still starting, or its port taken: try again next round
+                    self.console.print(f"[bold red]embedded {name} did not start again: {exc}[/]")
+                else:
+                    self.console.print(f"embedded {name} is running again")
 
     def _lock_state(self, state: Path) -> None:
         """Hold an exclusive lock on the state directory while this runtime lives (the OS drops it

