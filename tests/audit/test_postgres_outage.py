@@ -5,6 +5,8 @@ everything published meanwhile and verifies."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 from agentos_audit.lifecycle import ensure_schema
@@ -30,9 +32,9 @@ async def _publish_for(bus: Bus, tenant: str, seconds: float) -> int:
     return goals
 
 
-async def test_projector_catches_up_after_postgres_was_stopped(bus: Bus, tmp_path: Path, tenant: str,
-                                                               signer: Signer) -> None:
-    pg = EmbeddedPostgres(tmp_path / "postgres")
+async def test_projector_catches_up_after_postgres_was_stopped(bus: Bus, tenant: str, signer: Signer) -> None:
+    root = Path(tempfile.mkdtemp(prefix="agentos-test-"))  # where the session's own Postgres lives too
+    pg = EmbeddedPostgres(root / "postgres")
     url = await asyncio.to_thread(pg.start)
     pool = await create_pool(url, max_size=4)
     schema = unique("audit_")
@@ -60,3 +62,4 @@ async def test_projector_catches_up_after_postgres_was_stopped(bus: Bus, tmp_pat
         await bus.js.delete_consumer("AGENTOS_EVENTS", projector.durable)
         await pool.close()
         await asyncio.to_thread(pg.stop)
+        shutil.rmtree(root, ignore_errors=True)
