@@ -35,7 +35,7 @@ async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFac
         resolved = await rt.start()
         assert rt.nats is not None and rt.nats.credentials, "the embedded server runs with a user per service"
         bus = await Bus.connect(resolved, source="grants-test")
-        await wait_for_services(bus, rt.services)
+        await wait_for_services(bus, rt.services, timeout=180)  # seven processes starting on a busy machine
         await bus.close()
         yield rt
     finally:
