@@ -78,3 +78,36 @@ async def test_every_service_runs_under_its_own_user_with_claim_checked_payloads
         await pool.close()
         await bus.close()
     assert violations(runtime.settings.state_dir) == [], "no service was refused anything it does"
+
+
+async def test_a_refused_claim_check_read_says_what_was_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a grant the read needs, the error names the refused subject instead of a bare timeout."""
+    from agentos_kernel import grants
+    from agentos_kernel.bus import PermissionDenied
+    from agentos_kernel.embedded import EmbeddedNats
+    from agentos_schemas import codec
+    from agentos_schemas.events import TaskStarted
+    from pydantic import SecretStr
+
+    common = grants._common
+    monkeypatch.setattr(grants, "_common", lambda s: [x for x in common(s) if x != "$JS.API.STREAM.NAMES"])
+    server = EmbeddedNats(tmp_path, sync="default", auth=True)
+    admin = KernelSettings(nats_url=server.start(), state_dir=tmp_path, nats_user="admin",
+                           nats_password=SecretStr(server.credentials["admin"]["password"]))
+    try:
+        bus = await Bus.connect(admin, source="grants-test")
+        await bus.provision()
+        ack = await bus.publish(bus.new(TaskStarted(task_id="t/1", goal_id="g", agent="a", instance="i" * BIG),
+                                        tenant="acme"))
+        stored = await bus.js.get_msg(EVENTS_STREAM, ack.seq)
+        audit = await Bus.connect(admin.model_copy(update={
+            "nats_user": "audit", "nats_password": SecretStr(server.credentials["audit"]["password"])}), source="audit")
+        try:
+            with pytest.raises(PermissionDenied, match=r"NATS refused \$js\.api\.stream\.names"):
+                await audit.payload(codec.decode_wire(stored.data, stored.headers, max_bytes=1 << 22))
+        finally:
+            await audit.close()
+            await bus.close()
+    finally:
+        server.stop()

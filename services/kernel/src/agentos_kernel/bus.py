@@ -296,10 +296,17 @@ class Bus:
         if cached is not None:
             return cached
         store = await self._object_store()
+        asked = time.monotonic()
         try:
             result = await store.get(name)
         except nats.js.errors.ObjectNotFoundError:
             raise codec.DecodeError("claim_check", f"payload {name!r} is not in the object store") from None
+        except nats.errors.TimeoutError:
+            refused = sorted(subject for subject, at in self.denied.items() if at >= asked)
+            if refused:  # no answer because the server refused a request on the way: say which
+                raise PermissionDenied(f"reading claim-checked payload {name!r}: NATS refused {', '.join(refused)} "
+                                       "for this service's user") from None
+            raise
         raw = bytes(result.data or b"")
         if hashlib.sha256(raw).hexdigest() != name:
             raise codec.DecodeError("claim_check", f"payload {name!r} does not match its hash")

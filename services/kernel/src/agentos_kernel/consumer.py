@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,8 @@ class Consumer:
         self.ack_wait = ack_wait
         self.deliver_new = deliver_new
         self.dead_lettered = 0
+        self.last_error: tuple[float, str] | None = None
+        """When and why handling a message last failed unexpectedly (reported in the health record)."""
         self.copies = 0
         """Messages skipped as copies of an event this consumer already handled."""
         self.claims = Claims(bus, durable) if bus.settings.event_ids_ttl_s else None
@@ -239,6 +242,7 @@ class Consumer:
             raise
         except Exception as exc:  # a bug in the loop itself must not kill the consumer
             log.exception("%s: unexpected error on %s", self.durable, msg.subject)
+            self.last_error = (time.time(), f"{msg.subject}: {type(exc).__name__}: {exc}"[:300])
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1.0)
             del exc

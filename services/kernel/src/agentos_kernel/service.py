@@ -100,24 +100,27 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
     """Write this instance's health into the ``AGENTOS_HEALTH`` bucket (entries expire after 30 s)."""
     kv = await ctx.bus.js.key_value(s.HEALTH_BUCKET)
     while True:
+        now = time.time()
+        failing = [f"{c.durable}: {e[1]}" for c in ctx.consumers if (e := c.last_error) and now - e[0] < 60]
         report = {
             "service": ctx.name, "instance": ctx.instance, "pid": os.getpid(), "started": started,
-            "ts": time.time(), "status": _state(ctx),
-            "consumers": [c.durable for c in ctx.consumers],
+            "ts": now, "consumers": [c.durable for c in ctx.consumers],
             "dead_lettered": sum(c.dead_lettered for c in ctx.consumers),
-            "copies_skipped": sum(c.copies for c in ctx.consumers), **ctx.status,
+            "consumer_error": "; ".join(failing) or None, **ctx.status,
         }
+        report["status"] = _state(ctx, report)
         with contextlib.suppress(Exception):
             await kv.put(_health_key(ctx), json.dumps(report).encode())
         await asyncio.sleep(every)
 
 
-def _state(ctx: ServiceContext) -> str:
+def _state(ctx: ServiceContext, report: dict[str, Any]) -> str:
     """``ok``; ``reconnecting`` while the bus is away; ``degraded`` while a part of the service
-    reports an error in its status (a key ending in ``_error`` with a value)."""
+    reports an error (a key ending in ``_error`` with a value: a consumer's handling failed in the
+    last minute, or a part's own status, such as the audit projector's)."""
     if not ctx.bus.nc.is_connected:
         return "reconnecting"
-    return "degraded" if any(v for k, v in ctx.status.items() if k.endswith("_error")) else "ok"
+    return "degraded" if any(v for k, v in report.items() if k.endswith("_error")) else "ok"
 
 
 async def exit_with_parent(parent: int, stop: asyncio.Event, every_s: float = 0.5) -> None:
