@@ -81,7 +81,7 @@ _DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventio
 
 def postgres_down(exc: BaseException) -> bool:
     """Whether ``exc`` says Postgres cannot serve now (rather than that a query is wrong)."""
-    if isinstance(exc, Unavailable | _DOWN):
+    if isinstance(exc, (Unavailable, *_DOWN)):
         return True
     # A pooled connection closed under a query (the server went away mid-use).
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)

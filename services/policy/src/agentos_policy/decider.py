@@ -43,6 +43,9 @@ log = logging.getLogger("agentos.policy")
 MAX_BACKGROUND = 10_000
 BATCH_WAIT_S = 0.02
 STORE = "policy store (Postgres)"
+#: How long a decision may wait for the policy store before it is denied as unavailable: under the
+#: callers' own timeout (2 s by default), so they hear what is down rather than time out.
+STORE_TIMEOUT_S = 1.5
 
 
 class Decider:
@@ -78,11 +81,14 @@ class Decider:
         approval: ApprovalInfo | None = None
         reservation = None
         try:
+            # Bounded: a reservation or approval cut off after Postgres committed it is found again
+            # when the same call is asked again (both are keyed by the call).
             with unavailable_as(STORE):
-                if verdict.decision == "require_approval":
-                    verdict, approval = await self._approval(policy, request, verdict, decision_id)
-                if verdict.decision == "allow" and request.action == "model_call":
-                    verdict, reservation = await self._reserve(policy, request, verdict, decision_id)
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    if verdict.decision == "require_approval":
+                        verdict, approval = await self._approval(policy, request, verdict, decision_id)
+                    if verdict.decision == "allow" and request.action == "model_call":
+                        verdict, reservation = await self._reserve(policy, request, verdict, decision_id)
         except Unavailable as exc:
             log.warning("policy: %s; denying %s %s until it is back", exc, request.action, request.resource)
             return await self._finish(request, decision_id, deny("unavailable", f"{exc}; try again later"),
