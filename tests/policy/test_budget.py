@@ -268,9 +268,11 @@ async def test_calls_are_settled_when_the_task_is_cancelled_or_its_result_cannot
     [requested] = await logged_at_least(bus, tenant, BudgetSettlementRequested, 1)
     assert requested.cost_usd == 0.0007
 
-    # An answer whose task.completed cannot carry its settlement has it published apart.
+    # An answer whose task.completed cannot carry its settlement has it published apart. (Another
+    # task: the same task's same call asked again would be the call above, and hold its reservation.)
+    other = context_event(bus, tenant, "spender", goal, f"{goal}/r0/s1/a2")
     outcome = await run_agent(ScriptedLLM([{"answer": "x"}]), charter("spender"),
-                              Progress(messages=list(event.data.messages)), {}, ToolContext(bus, event),
+                              Progress(messages=list(other.data.messages)), {}, ToolContext(bus, other),
                               no_snapshot)
     assert outcome.ok and outcome.settlement is not None and outcome.settle_separately is not None
     await outcome.settle_separately()

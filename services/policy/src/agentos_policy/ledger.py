@@ -98,7 +98,9 @@ async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_
     ``reservation_id`` names the call: when it already holds an open reservation (the same call
     asked again after a crash or a lost reply) that one is returned and nothing more is held. When
     it names one already settled or expired, this is a new run of the call with a cost of its own,
-    held under ``new_id``.
+    held under ``new_id``. (A re-run that asked while an earlier run's settlement of the same call
+    was still on its way would share that settlement; a task is re-run only after its ack wait,
+    far later than a settlement takes.)
 
     One statement (``policy.reserve_call``, created by the schema's migrations), so one round trip:
     it creates the counters that do not exist yet, locks all of them in a fixed order, checks each
