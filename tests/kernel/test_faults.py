@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -172,3 +173,40 @@ async def _restart_scenario(server: EmbeddedNats, local: KernelSettings, pool: a
 
 async def _at_least(items: list[str], n: int) -> bool:
     return len(items) >= n
+
+
+async def test_a_postgres_outage_holds_the_message_instead_of_spending_its_deliveries(bus: Bus,
+                                                                                     tenant: str) -> None:
+    """A handler whose Postgres is stopped (for real) is held and run again in place: with one
+    delivery allowed, the event is still handled once Postgres is back, and nothing is dead-lettered."""
+    from agentos_kernel.embedded import EmbeddedPostgres
+
+    root = Path(tempfile.mkdtemp(prefix="agentos-hold-"))
+    pg = EmbeddedPostgres(root / "postgres")
+    url = await asyncio.to_thread(pg.start)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    assert pool is not None
+    durable, schema = unique("hold"), unique("s")
+    handler = await tracked_handler(pool, schema, durable)
+    deliveries: list[int] = []
+
+    async def counting(event: Event[Any]) -> None:
+        deliveries.append(1)
+        await handler(event)
+
+    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"], counting, max_deliver=1).start()
+    try:
+        await asyncio.to_thread(pg.stop)
+        await bus.publish(bus.new(GoalSubmitted(goal_id="g1", text="x"), tenant=tenant))
+        await eventually(lambda: asyncio.sleep(0, len(deliveries) >= 2), timeout=20)  # tried, and held
+        assert await asyncio.to_thread(pg.start) == url
+
+        async def handled() -> bool:
+            return await pool.fetchval(f"SELECT count(*) FROM {schema}.effects") == 1
+        await eventually(handled, timeout=30, every=0.2)
+        assert consumer.dead_lettered == 0
+    finally:
+        await consumer.stop()
+        await pool.close()
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(root, ignore_errors=True)

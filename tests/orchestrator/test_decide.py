@@ -142,3 +142,33 @@ def test_review_gate_and_completion() -> None:
         apply(world, ev(c.data, 3))
     done = emitted(decide(world, goal, NOW + 4), GoalCompleted)
     assert done and done[0].outputs == {"a": {"k": 1}}
+
+
+def test_an_outage_pauses_a_step_without_spending_its_retries_or_the_goals_steps() -> None:
+    """Failures with code ``unavailable`` (the policy or its store could not decide) are retried with
+    a growing backoff, however many there are, and count neither as retries nor as steps; a real
+    failure afterwards still finds the step's whole retry budget."""
+    world = world_with([step("a")], limits=Limits(max_retries=1, max_replans=0, max_steps=3))
+    goal = world.goals["g"]
+    at = 1.0
+    for n in range(1, 6):  # five outage failures: more than max_retries and max_steps allow
+        [assigned] = emitted(decide(world, goal, NOW + at), TaskAssigned)
+        assert assigned.attempt == n
+        apply(world, ev(assigned, at))
+        apply(world, ev(TaskFailed(task_id=assigned.task_id, goal_id="g", step_id="a", agent="research",
+                                   reason="policy denied the model call (unavailable): policy store (Postgres) "
+                                          "unavailable (ConnectionRefusedError)", code="unavailable"), at))
+        pause = min(0.5 * 2 ** (n - 1), 30.0)
+        assert decide(world, goal, NOW + at + pause - 0.01) == [], "backing off"
+        at += pause
+    assert goal.steps["a"].attempts_counted == 0 and goal.replans == 0
+    [assigned] = emitted(decide(world, goal, NOW + at), TaskAssigned)
+    apply(world, ev(assigned, at))
+    apply(world, ev(TaskFailed(task_id=assigned.task_id, goal_id="g", step_id="a", agent="research",
+                               reason="tool loop exceeded", code="tool_loop"), at))
+    [retried] = emitted(decide(world, goal, NOW + at + 1), TaskAssigned)  # the one retry is still there
+    apply(world, ev(retried, at + 1))
+    apply(world, ev(TaskFailed(task_id=retried.task_id, goal_id="g", step_id="a", agent="research",
+                               reason="tool loop exceeded", code="tool_loop"), at + 1))
+    [failed] = emitted(decide(world, goal, NOW + at + 3), GoalFailed)
+    assert failed.code == "max_retries"

@@ -59,6 +59,8 @@ class Recorder:
 class Setup:
     bus: Bus
     model: Recorder
+    services: list[ServiceContext]
+    settings: KernelSettings
 
 
 def write_policy(folder: Path) -> None:
@@ -98,7 +100,7 @@ async def planner_setup(settings: KernelSettings, tmp_path_factory: pytest.TempP
         try:
             services.append(await start_service("policy", policy.setup, own, database=True))
             services.append(await start_service("orchestrator", orchestrator.setup, own))
-            yield Setup(bus, recorders[-1])
+            yield Setup(bus, recorders[-1], services, own)
         finally:
             for ctx in reversed(services):
                 await stop_service(ctx, timeout=3)
@@ -175,3 +177,28 @@ async def test_a_denied_planner_call_fails_the_goal_before_any_model_call(
     assert not await logged(bus, tenant, BudgetSettled)
     await asyncio.sleep(0.5)
     assert not planner_setup.model.saw(text), "the model must not be called for a denied plan"
+
+
+async def test_the_planner_waits_out_a_restarting_policy_service(planner_setup: Setup) -> None:
+    """With the policy service gone for longer than a decision may take (2 s), the planner asks
+    again with backoff, as tasks do, and plans once the service is back, instead of failing the goal."""
+    from agentos_policy import service as policy
+
+    bus, tenant = planner_setup.bus, unique("ok")
+    services = planner_setup.services
+    await stop_service(services[0], timeout=3)  # the policy service restarts ...
+    try:
+        goal_id = await submit(bus, tenant, f"Plan through a policy restart {tenant}")
+
+        async def asked() -> bool:  # ... while the planner asks (and is answered by no one)
+            return any(d.data.code == "unreachable" for d in await logged(bus, tenant, PolicyDecided))
+        await eventually(asked, timeout=20, every=0.2)
+        await asyncio.sleep(2.5)
+    finally:
+        services[0] = await start_service("policy", policy.setup, planner_setup.settings, database=True)
+    plan: GoalPlanned = await first(bus, tenant, GoalPlanned, timeout=30)
+    assert plan.goal_id == goal_id and [s.step_id for s in plan.steps] == ["echo"]
+    assert not await logged(bus, tenant, GoalFailed)
+    decided = [e.data for e in await logged(bus, tenant, PolicyDecided)]
+    assert [d.decision for d in decided if d.code != "unreachable"] == ["allow"]
+    assert all("policy service unreachable" in d.reasons[0] for d in decided if d.code == "unreachable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import asyncpg
 import pytest
@@ -267,9 +268,11 @@ async def test_calls_are_settled_when_the_task_is_cancelled_or_its_result_cannot
     [requested] = await logged_at_least(bus, tenant, BudgetSettlementRequested, 1)
     assert requested.cost_usd == 0.0007
 
-    # An answer whose task.completed cannot carry its settlement has it published apart.
+    # An answer whose task.completed cannot carry its settlement has it published apart. (Another
+    # task: the same task's same call asked again would be the call above, and hold its reservation.)
+    other = context_event(bus, tenant, "spender", goal, f"{goal}/r0/s1/a2")
     outcome = await run_agent(ScriptedLLM([{"answer": "x"}]), charter("spender"),
-                              Progress(messages=list(event.data.messages)), {}, ToolContext(bus, event),
+                              Progress(messages=list(other.data.messages)), {}, ToolContext(bus, other),
                               no_snapshot)
     assert outcome.ok and outcome.settlement is not None and outcome.settle_separately is not None
     await outcome.settle_separately()
@@ -281,3 +284,78 @@ def test_money_is_shown_with_every_digit_it_has() -> None:
     assert [usd(v) for v in (0.005, 5, 0.1 + 0.2, 0.00004, 0, -0.25, 1000)] == [
         "$0.005", "$5.00", "$0.30", "$0.00004", "$0.00", "-$0.25", "$1000.00"]
     assert usd(0.005, symbol=False) == "0.005"
+
+
+async def task_reservations(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[asyncpg.Record]:
+    return await pool.fetch("SELECT id, status, cost_usd FROM policy.budget_reservations "
+                            "WHERE tenant = $1 AND task_id = $2 ORDER BY created_at", tenant, task_id)
+
+
+async def test_the_same_call_asked_again_holds_one_reservation(bus: Bus, pool: asyncpg.Pool,
+                                                               policy_service: ServiceContext) -> None:
+    """Same call id -> same reservation, held once; once it is settled the call asked again is a new
+    run with a reservation of its own."""
+    tenant = unique("bud")
+
+    async def decide(call_id: str) -> str:
+        allowed = await ask(bus, tenant, "spender", "model_call", "fast", task_id="t1", call_id=call_id,
+                            estimated_cost_usd=0.002, estimated_tokens=300)
+        assert allowed.decision == "allow" and allowed.reservation_id is not None
+        return allowed.reservation_id
+
+    first, again, other = await decide("t1:model:2"), await decide("t1:model:2"), await decide("t1:model:4")
+    assert first == again != other
+    assert float((await tenant_counter(pool, tenant))["reserved_usd"]) == 0.004  # two calls, not three
+    assert await ledger.settle(pool, unique("e"), first, 0.001, 100) is not None
+    rerun = await decide("t1:model:2")
+    assert rerun not in (first, other)
+    rows = {r["id"]: r["status"] for r in await task_reservations(pool, tenant, "t1")}
+    assert rows == {first: "settled", other: "reserved", rerun: "reserved"}
+
+
+class CrashingLLM(ScriptedLLM):
+    """The model call of the first run never returns: the run is killed while it is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__([{"answer": "x"}])
+        self.entered = asyncio.Event()
+
+    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
+                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_model_call_re_run_after_a_crash_reuses_its_reservation(
+        bus: Bus, pool: asyncpg.Pool, policy_service: ServiceContext) -> None:
+    """A task killed during its model call and run again (redelivered, from the same snapshot)
+    makes the same call: it keeps the reservation the first run took, and that one is settled, so
+    no reservation is left to be charged at its estimate when its TTL ends."""
+    tenant, goal = unique("bud"), unique("g")
+    task_id = f"{goal}/r0/s1/a1"
+    event = context_event(bus, tenant, "spender", goal, task_id)
+    crashing = CrashingLLM()
+    first = asyncio.create_task(run_agent(crashing, charter("spender"), Progress(messages=list(event.data.messages)),
+                                          {}, ToolContext(bus, event), no_snapshot))
+    await asyncio.wait_for(crashing.entered.wait(), 10)
+    first.cancel()  # the replica dies mid-call
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    [held] = await task_reservations(pool, tenant, task_id)
+    assert held["status"] == "reserved"
+
+    outcome = await run_agent(ScriptedLLM([{"answer": "x"}], cost=0.0005), charter("spender"),
+                              Progress(messages=list(event.data.messages)), {}, ToolContext(bus, event),
+                              no_snapshot)
+    assert outcome.ok and outcome.settlement is not None
+    assert outcome.settlement.reservation_id == held["id"], "the re-run holds the first run's reservation"
+    assert outcome.settle_separately is not None
+    await outcome.settle_separately()
+
+    async def settled() -> bool:
+        rows = await task_reservations(pool, tenant, task_id)
+        return [(r["id"], r["status"]) for r in rows] == [(held["id"], "settled")]
+    await eventually(settled, timeout=15)
+    counter = await tenant_counter(pool, tenant)
+    assert float(counter["reserved_usd"]) == 0 and float(counter["used_usd"]) == 0.0005

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from agentos_kernel import Bus, KernelSettings
+from agentos_kernel.policy import PolicyClient, PolicyClientSettings
 from agentos_kernel.service import start_service, stop_service
 from agentos_kernel.testing import eventually, unique
 from agentos_policy.service import setup
@@ -35,17 +36,29 @@ async def test_no_policy_service_means_deny(bus: Bus, tenant: str) -> None:
     await eventually(recorded, timeout=10)
 
 
-async def test_agent_loop_without_policy_fails_the_task_retryably(bus: Bus, tenant: str) -> None:
-    os.environ["AGENTOS_POLICY_TIMEOUT_S"] = "0.3"
+async def test_agent_loop_waits_out_a_missing_policy_then_fails_the_task_as_unavailable(bus: Bus,
+                                                                                         tenant: str) -> None:
+    """No policy service: the loop asks again with backoff for as long as the client waits out an
+    outage, then ends the task ``unavailable`` (retried without counting as an attempt)."""
+    shared = PolicyClient.for_bus(bus)  # the client run_agent uses
+    saved = shared.settings
+    shared.settings = PolicyClientSettings(timeout_s=0.3, unavailable_wait_s=1.5, unavailable_backoff_max_s=0.5)
     try:
         llm = ScriptedLLM([{"answer": "x"}])
         event = context_event(bus, tenant, "research", unique("g"), "task-1")
+        started = time.monotonic()
         outcome = await run_agent(llm, charter("research"), Progress(messages=list(event.data.messages)), {},
                                   ToolContext(bus, event), no_snapshot)
+        waited = time.monotonic() - started
     finally:
-        os.environ.pop("AGENTOS_POLICY_TIMEOUT_S")
-    assert not outcome.ok and outcome.code == "denied" and outcome.retryable
+        shared.settings = saved
+    assert not outcome.ok and outcome.code == "unavailable" and outcome.retryable
     assert "policy service unreachable" in outcome.reason and llm.seen == [], "the model was never called"
+    assert 1.5 <= waited < 5
+
+    async def asked_again() -> bool:  # each ask the client answered alone is in the log
+        return len([d for d in await logged(bus, tenant, PolicyDecided) if d.code == "unreachable"]) >= 3
+    await eventually(asked_again, timeout=10)
 
 
 async def test_invalid_policy_denies_everything(bus: Bus, settings: KernelSettings, tenant: str,

@@ -69,7 +69,7 @@ ActionKind = Literal["model_call", "tool_call", "memory_write", "outside_action"
 Decision = Literal["allow", "deny", "require_approval"]
 DecisionCode = Literal[
     "ok", "approved", "not_allowed", "scope", "model", "rate_limit", "loop", "budget", "spend_spike",
-    "risk", "sequence", "pending", "rejected", "expired", "no_policy", "unreachable", "error",
+    "risk", "sequence", "pending", "rejected", "expired", "no_policy", "unreachable", "unavailable", "error",
 ]
 ApprovalStatusName = Literal["pending", "approved", "rejected", "expired"]
 

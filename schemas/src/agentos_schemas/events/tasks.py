@@ -132,7 +132,7 @@ class TaskCompleted(EventData):
 
 
 TaskFailureCode = Literal[
-    "model_unavailable", "invalid_output", "tool_loop", "budget", "denied", "halted", "loop", "error"
+    "model_unavailable", "invalid_output", "tool_loop", "budget", "denied", "halted", "loop", "unavailable", "error"
 ]
 
 
@@ -146,7 +146,9 @@ class TaskFailed(EventData):
     reason: str
     retryable: bool = True
     code: TaskFailureCode = "error"
-    """Why it failed; ``budget`` and ``halted`` end the goal at once instead of being retried."""
+    """Why it failed; ``budget`` and ``halted`` end the goal at once instead of being retried;
+    ``unavailable`` (the policy service or a store it needs could not decide in time) is retried
+    with backoff without counting against the step's retries or the goal's steps."""
     usage: Usage = Field(default_factory=Usage)
 
 

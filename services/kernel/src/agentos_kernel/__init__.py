@@ -7,10 +7,10 @@ what cannot succeed.
 
 from agentos_kernel.bus import Bus, connect_nats
 from agentos_kernel.consumer import Consumer
-from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError, Reject, Retry
+from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError, Reject, Retry, Unavailable
 from agentos_kernel.settings import KernelSettings
 
 __all__ = [
     "AgentOSError", "Bus", "BusUnavailable", "ConfigError", "Consumer", "KernelSettings", "Reject",
-    "Retry", "connect_nats",
+    "Retry", "Unavailable", "connect_nats",
 ]

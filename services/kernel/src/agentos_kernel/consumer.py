@@ -7,6 +7,11 @@ the last attempt. The dead letter keeps the original bytes and headers and adds 
 The CloudEvent ``id`` is the event's identity: before a handler runs, the consumer claims the id
 (:mod:`agentos_kernel.identity`), so a later copy of an event is acknowledged without running the
 handler again and an id reused for other content is dead-lettered (``event_id_reused``).
+
+A handler that fails because a dependency is down (:class:`~agentos_kernel.exceptions.Unavailable`,
+or Postgres unreachable: :func:`agentos_kernel.db.postgres_down`) does not spend an attempt: the
+message is held (kept in progress, not redelivered) and the handler run again with backoff until
+the dependency is back, for up to ``hold_unavailable_s``; only then do redeliveries count.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from agentos_kernel import control, identity, tracing
+from agentos_kernel.db import postgres_down
 from agentos_kernel.exceptions import Reject
 from agentos_kernel.identity import Claims, Seen
 from agentos_kernel.redact import redact
@@ -65,12 +71,14 @@ class Consumer:
             whose work a kill switch covers until it is lifted, and stop pulling while a switch
             covers everything this consumer receives (``halt.all``, or ``halt.tenant.<t>`` when
             every filter names tenant ``t``). Off for consumers that must keep folding facts.
+        hold_unavailable_s: how long a message whose handler meets a dependency outage is held
+            and retried in place (not counted as an attempt) before failures count again.
     """
 
     def __init__(self, bus: Bus, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
                  types: Collection[str] | None = None, max_deliver: int = 5,
                  backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0), concurrency: int = 16, ack_wait: float = 30.0,
-                 deliver_new: bool = False, honour_halts: bool = True) -> None:
+                 deliver_new: bool = False, honour_halts: bool = True, hold_unavailable_s: float = 300.0) -> None:
         s.check_token("consumer", durable)
         self.bus = bus
         self.durable = durable
@@ -89,6 +97,7 @@ class Consumer:
         """Messages skipped as copies of an event this consumer already handled."""
         self.claims = Claims(bus, durable) if bus.settings.event_ids_ttl_s else None
         self.honour_halts = honour_halts
+        self.hold_unavailable_s = hold_unavailable_s
         tenants = {f.split(".")[1] if f.count(".") >= 2 else "*" for f in self.filter_subjects}
         only = tenants.pop() if len(tenants) == 1 else "*"
         self.scope = control.Work(tenant=None if only in ("*", ">") else only)
@@ -295,8 +304,11 @@ class Consumer:
 
     async def _call(self, event: Event[Any]) -> None:
         """Run the handler; with ``honour_halts`` a halted message is held (kept alive by the
-        keepalive, so neither redelivered nor counted) and the handler re-run once it is lifted."""
+        keepalive, so neither redelivered nor counted) and the handler re-run once it is lifted.
+        A dependency outage holds it the same way (see the module docs)."""
         work = control.current_work()
+        loop = asyncio.get_running_loop()
+        hold_until, pause = loop.time() + self.hold_unavailable_s, 0.5
         while True:
             if self.honour_halts:
                 await control.state().wait_clear(work)
@@ -309,6 +321,12 @@ class Consumer:
                 key = exc.halt.key
                 while key in control.state().halts:
                     await control.state().wait_change(timeout=5.0)
+            except Exception as exc:
+                if not postgres_down(exc) or loop.time() + pause > hold_until:
+                    raise
+                log.warning("%s: %s: %r; held, trying again in %.1fs", self.durable, event.type, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def _retry_or_dead_letter(self, msg: Msg, event: Event[Any], exc: Exception) -> None:
         delivered = msg.metadata.num_delivered or 1

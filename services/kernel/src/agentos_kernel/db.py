@@ -3,11 +3,12 @@ makes a handler's effects happen once even when JetStream redelivers its event."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import asyncpg
 
-from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.exceptions import ConfigError, Unavailable
 
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS {schema}.processed_events (
@@ -68,3 +69,33 @@ async def first_time(conn: asyncpg.Connection, schema: str, consumer: str, event
         consumer, event_id,
     )
     return row is not None
+
+
+#: What Postgres being down, restarting or unreachable looks like to asyncpg: a connection lost or
+#: refused (``OSError``: refused, reset, the socket file gone; ``TimeoutError`` is one too), the
+#: server shutting down, starting up or cancelling for an operator (class 57), or out of
+#: connection slots.
+_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+         asyncpg.exceptions.TooManyConnectionsError, OSError)
+
+
+def postgres_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says Postgres cannot serve now (rather than that a query is wrong)."""
+    if isinstance(exc, (Unavailable, *_DOWN)):
+        return True
+    # A pooled connection closed under a query (the server went away mid-use).
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+@contextmanager
+def unavailable_as(dependency: str) -> Iterator[None]:
+    """Turn Postgres being unavailable inside the block into :class:`Unavailable` naming ``dependency``
+    (e.g. ``"policy store (Postgres)"``); any other error passes unchanged."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except Exception as exc:
+        if not postgres_down(exc):
+            raise
+        raise Unavailable(dependency, type(exc).__name__) from exc

@@ -9,6 +9,13 @@ A ``require_approval`` answer can be waited out with :meth:`PolicyClient.decide_
 client polls the approval until it is decided (or its own wait ends) and then asks again with the
 same ``call_id``, which the service answers from the approval (allow, or deny when rejected or
 expired).
+
+An outage is waited out the same way: a deny that says the decision could not be had now (code
+``unreachable``: no answer in time; ``unavailable``: the service could not reach a store it
+needs, e.g. "policy store (Postgres) unavailable") is retryable by its code (:func:`retryable`),
+and :meth:`PolicyClient.decide_and_wait` asks again with backoff (the same ``call_id``, so a
+reservation made for a reply that was lost is the one found again) until the dependency is back
+or ``unavailable_wait_s`` has passed. Work pauses during an outage instead of failing attempts.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from agentos_kernel.bus import Bus
 log = logging.getLogger("agentos.policy.client")
 _CLIENTS: weakref.WeakKeyDictionary[Bus, PolicyClient] = weakref.WeakKeyDictionary()
 UNREACHABLE = "policy service unreachable"
+#: Deny codes that say the decision could not be had now, not that the answer is no.
+RETRYABLE_CODES = frozenset({"unreachable", "unavailable"})
 
 
 class PolicyClientSettings(BaseSettings):
@@ -56,6 +65,11 @@ class PolicyClientSettings(BaseSettings):
     approval_wait_s: float = Field(default=1800.0, gt=0)
     """How long a task waits for a human's approval before it fails."""
     approval_poll_s: float = Field(default=0.5, gt=0)
+    unavailable_wait_s: float = Field(default=600.0, ge=0)
+    """How long a caller waits out a policy service (or a store it needs) that cannot decide now,
+    asking again with backoff, before it gives the attempt up as ``unavailable``."""
+    unavailable_backoff_max_s: float = Field(default=5.0, gt=0)
+    """The longest pause between two asks while the decision cannot be had."""
     est_output_tokens: int = Field(default=4096, ge=1)
     """``max_tokens`` of a model call that sets none; the reservation counts it in full."""
 
@@ -119,6 +133,11 @@ def _cost_map(model: str) -> tuple[float | None, float | None]:
     return entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
 
 
+def retryable(decision: PolicyDecision) -> bool:
+    """Whether a deny only says that no decision could be had now (ask again later)."""
+    return decision.decision == "deny" and decision.code in RETRYABLE_CODES
+
+
 def denial(code: DecisionCode, reason: str) -> PolicyDecision:
     """A deny the caller decides on its own (no policy answer)."""
     return PolicyDecision(decision="deny", code=code, reasons=(reason,), decision_id=new_event_id(),
@@ -180,9 +199,12 @@ class PolicyClient:
             return None
 
     async def decide_and_wait(self, request: PolicyRequest, cause: Event[Any] | None = None,
-                              wait_s: float | None = None) -> PolicyDecision:
-        """Decide; on ``require_approval`` wait for the humans, then decide again (allow or deny)."""
-        decision = await self.decide(request, cause)
+                              wait_s: float | None = None,
+                              unavailable_wait_s: float | None = None) -> PolicyDecision:
+        """Decide, waiting out an outage (see the module docs); on ``require_approval`` wait for the
+        humans, then decide again (allow or deny)."""
+        outage = unavailable_wait_s if unavailable_wait_s is not None else self.settings.unavailable_wait_s
+        decision = await self.decide_when_available(request, cause, outage)
         if decision.decision != "require_approval" or decision.approval_id is None:
             return decision
         loop = asyncio.get_running_loop()
@@ -190,10 +212,27 @@ class PolicyClient:
         while loop.time() < deadline:
             info = await self.approval(decision.approval_id)
             if info is not None and info.status != "pending":
-                return await self.decide(request, cause)
+                return await self.decide_when_available(request, cause, outage)
             await asyncio.sleep(self.settings.approval_poll_s)
         return denial("expired", f"approval {decision.approval_id} not decided within "
                                  f"{wait_s if wait_s is not None else self.settings.approval_wait_s:.0f}s")
+
+    async def decide_when_available(self, request: PolicyRequest, cause: Event[Any] | None,
+                                    wait_s: float) -> PolicyDecision:
+        """:meth:`decide`, asked again with backoff while the answer is only that no decision can be
+        had now (:func:`retryable`), for up to ``wait_s``; then the last answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        pause = 0.25
+        while True:
+            decision = await self.decide(request, cause)
+            left = deadline - loop.time()
+            if not retryable(decision) or left <= 0:
+                return decision
+            log.info("policy: no decision for %s %s (%s); asking again in %.1fs", request.action,
+                     request.resource, "; ".join(decision.reasons), min(pause, left))
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, self.settings.unavailable_backoff_max_s)
 
     @staticmethod
     def settlement(decision: PolicyDecision, calls: list[ModelCall]) -> Settlement | None:

@@ -45,8 +45,12 @@ class NeedPlan:
 Command = Emit | NeedPlan
 
 
-def backoff(attempt: int) -> float:
-    return min(0.5 * 2 ** max(attempt - 1, 0), 10.0)
+def backoff(attempt: int, cap: float = 10.0) -> float:
+    return min(0.5 * 2 ** max(attempt - 1, 0), cap)
+
+
+#: The longest pause before a step that met an outage is tried again.
+OUTAGE_BACKOFF_MAX_S = 30.0
 
 
 def task_id(goal: Goal, step: Step, attempt: int) -> str:
@@ -90,7 +94,7 @@ def _advance(world: World, goal: Goal, now: float, wait_timeout: float) -> list[
         elif isinstance(action, Emit):
             out.append(action)
         elif action is not None:
-            if goal.attempts_total + planned >= goal.limits.max_steps:
+            if goal.attempts_total - goal.paused_total + planned >= goal.limits.max_steps:
                 return fail(goal, now, "max_steps", f"{goal.limits.max_steps} task attempts used")
             assigned = _assign(world, goal, step, action, now, wait_timeout, pending)
             if isinstance(assigned, Emit) and isinstance(assigned.data, TaskAssigned):
@@ -116,11 +120,13 @@ def _step_action(goal: Goal, step: Step, now: float) -> str | Emit | None:
     if step.status == "pending":
         if not all(goal.steps[d].status == "accepted" for d in step.spec.depends_on if d in goal.steps):
             return None
-        return "work" if step.attempt < 1 + retries else "replan"
+        return "work" if step.attempts_counted < 1 + retries else "replan"
     if step.status == "failed":
-        if not step.retryable or step.attempt >= 1 + retries:
+        if step.failure_code == "unavailable":  # an outage pauses the step: not an attempt spent
+            return "work" if now >= (step.failed_at or 0) + backoff(step.paused, OUTAGE_BACKOFF_MAX_S) else None
+        if not step.retryable or step.attempts_counted >= 1 + retries:
             return "replan"
-        return "work" if now >= (step.failed_at or 0) + backoff(step.attempt) else None
+        return "work" if now >= (step.failed_at or 0) + backoff(step.attempts_counted) else None
     return None
 
 

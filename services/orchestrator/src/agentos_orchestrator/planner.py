@@ -4,7 +4,9 @@ validated against the plan schema and checked as a DAG.
 The planner's model calls are governed like a specialist's (:class:`GovernedModel`): each is put
 to the policy service first as a ``model_call`` of the agent ``planner`` with its cost estimate
 (fail closed: no answer is a denial), the budget reservation is settled with litellm's real cost
-afterwards, and a denial ends planning with :class:`PlanDenied`."""
+afterwards, and a denial ends planning with :class:`PlanDenied`. A policy service that cannot
+decide now (restarting, or its store down) is waited out as tasks wait it out — asked again with
+backoff, up to the goal's deadline — instead of ending the goal."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 import yaml
 from agentos_kernel import control
 from agentos_kernel.llm import LLM, ModelCallFailed
-from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
+from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices, retryable
 from agentos_schemas import Event
 from agentos_schemas.events import ModelCall, PlanStep
 from agentos_schemas.events.goals import FailureCode
@@ -91,7 +93,9 @@ class PlanDenied(PlanError):
 
     def __init__(self, decision: PolicyDecision) -> None:
         self.decision = decision
-        self.code: FailureCode = "budget" if decision.code == "budget" else "planner_failed"
+        # A decision that could not be had until the wait ended: the goal's deadline passed.
+        self.code: FailureCode = ("budget" if decision.code == "budget" else "deadline" if retryable(decision)
+                                  else "planner_failed")
         super().__init__(f"policy denied the planner's model call ({decision.code}, policy "
                          f"{decision.policy_version}, decision {decision.decision_id}): "
                          f"{'; '.join(decision.reasons) or decision.decision}")
@@ -106,8 +110,9 @@ class ModelClient(Protocol):
 class GovernedModel:
     """The planner's model calls for one plan revision of one goal, each decided by the policy first.
 
-    ``decide_and_wait`` waits out a ``require_approval`` (up to ``approval_wait_s``); anything
-    but an allow raises :class:`PlanDenied` before the model is called. An allowed call's
+    ``decide_and_wait`` waits out a ``require_approval`` and a policy that cannot decide now
+    (each up to ``approval_wait_s``, the time left to the goal's deadline); anything but an allow
+    raises :class:`PlanDenied` before the model is called. An allowed call's
     reservation is settled with the real cost of every attempt (failed ones too).
     """
 
@@ -137,7 +142,8 @@ class GovernedModel:
         self.attempts += 1
         kwargs.setdefault("max_tokens", self.policy.settings.est_output_tokens)  # the reservation bounds it
         request = self.request(chain, messages, kwargs["max_tokens"])
-        decision = await self.policy.decide_and_wait(request, self.cause, wait_s=self.approval_wait_s)
+        decision = await self.policy.decide_and_wait(request, self.cause, wait_s=self.approval_wait_s,
+                                                     unavailable_wait_s=self.approval_wait_s)
         if decision.decision != "allow":
             raise PlanDenied(decision)
         work = control.Work(agent=PLANNER_AGENT, workflow=self.goal_id, tenant=self.tenant)

@@ -63,6 +63,14 @@ class Step:
     last_error: str | None = None
     retryable: bool = True
     failure_code: str = "error"
+    paused: int = 0
+    """Attempts that failed only because a dependency was unavailable (code ``unavailable``):
+    retried with backoff, not counted against the step's retries."""
+
+    @property
+    def attempts_counted(self) -> int:
+        """Attempts that count against ``max_retries``."""
+        return self.attempt - self.paused
 
 
 @dataclass
@@ -81,6 +89,9 @@ class Goal:
     tasks: dict[str, tuple[str, Literal["work", "review"]]] = field(default_factory=dict)
     finished_tasks: set[str] = field(default_factory=set)
     attempts_total: int = 0
+    paused_total: int = 0
+    """Attempts of any step that failed only because a dependency was unavailable (not counted
+    against ``max_steps``)."""
     replans: int = 0
     cost_usd: float = 0.0
     tokens: int = 0
@@ -326,6 +337,9 @@ def _apply_failed(goal: Goal, data: TaskFailed, at: float) -> None:
         step.last_error = data.reason
         step.retryable = data.retryable
         step.failure_code = data.code
+        if data.code == "unavailable":
+            step.paused += 1
+            goal.paused_total += 1
 
 
 def _apply_reviewed(goal: Goal, data: TaskReviewed) -> None:

@@ -5,6 +5,15 @@ The decision event is published right after the reply, in batches with pipelined
 does not wait for the log); it carries the decision id the caller received, so the attempt is in
 the log even when the answer was a denial. A crash between the reply and the ack loses at most the
 facts still queued; an outside action's own ``action.executed`` still records what was done.
+
+A decision that needs the policy store (an approval, a budget reservation) while Postgres is down
+is a deny with code ``unavailable`` and the reason "policy store (Postgres) unavailable (…)": fail
+closed, but say that it is an outage, which callers wait out (``agentos_kernel.policy``). Such a
+deny leaves nothing in the remembered state: it decided nothing about the call.
+
+A model call's reservation is keyed by its ``call_id`` (:func:`reservation_id`): the same call
+asked again — after a crash, or after a reply that was lost — finds the reservation it already
+holds instead of taking a second one.
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ import time
 from typing import Any
 
 import asyncpg
-from agentos_kernel import Bus
+from agentos_kernel import Bus, Unavailable
+from agentos_kernel.db import unavailable_as
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, EventData, derived_event_id, new_event_id
 from agentos_schemas.events import GoalEscalated
@@ -32,6 +42,10 @@ from agentos_policy.state import Recorded, State
 log = logging.getLogger("agentos.policy")
 MAX_BACKGROUND = 10_000
 BATCH_WAIT_S = 0.02
+STORE = "policy store (Postgres)"
+#: How long a decision may wait for the policy store before it is denied as unavailable: under the
+#: callers' own timeout (2 s by default), so they hear what is down rather than time out.
+STORE_TIMEOUT_S = 1.5
 
 
 class Decider:
@@ -57,15 +71,28 @@ class Decider:
         if policy is None:
             return await self._finish(request, decision_id, deny("no_policy", "no policy loaded"), None, None)
         if not self.ready.is_set():
-            await asyncio.wait_for(self.ready.wait(), timeout=10)
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=10)
+            except TimeoutError:
+                reason = "policy state unavailable (still reading recent decisions from the log)"
+                return await self._finish(request, decision_id, deny("unavailable", reason), None, None)
         now = time.time()
         verdict = evaluate(policy, request, self.state, now)
         approval: ApprovalInfo | None = None
-        if verdict.decision == "require_approval":
-            verdict, approval = await self._approval(policy, request, verdict, decision_id)
         reservation = None
-        if verdict.decision == "allow" and request.action == "model_call":
-            verdict, reservation = await self._reserve(policy, request, verdict, decision_id)
+        try:
+            # Bounded: a reservation or approval cut off after Postgres committed it is found again
+            # when the same call is asked again (both are keyed by the call).
+            with unavailable_as(STORE):
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    if verdict.decision == "require_approval":
+                        verdict, approval = await self._approval(policy, request, verdict, decision_id)
+                    if verdict.decision == "allow" and request.action == "model_call":
+                        verdict, reservation = await self._reserve(policy, request, verdict, decision_id)
+        except Unavailable as exc:
+            log.warning("policy: %s; denying %s %s until it is back", exc, request.action, request.resource)
+            return await self._finish(request, decision_id, deny("unavailable", f"{exc}; try again later"),
+                                      None, None)
         self.state.record(Recorded(decision_id, request, verdict.decision, verdict.data_class, now))
         if verdict.alert is not None:
             await self.alert(request, verdict.alert, verdict.reasons[0], now)
@@ -107,13 +134,14 @@ class Decider:
         caps = ledger.caps_for(policy, request.tenant, name, team, dt.datetime.now(dt.UTC))
         if not caps:
             return verdict, None
-        refused = await ledger.reserve(
-            self.pool, request.tenant, caps, decision_id, request.estimated_cost_usd, request.estimated_tokens,
-            {"agent": name, "team": team, "goal_id": request.goal_id, "task_id": request.task_id,
-             "model": request.resource})
-        if refused is not None:
-            return deny("budget", refused.reason), None
-        return verdict, decision_id
+        held = await ledger.reserve(
+            self.pool, request.tenant, caps, reservation_id(request, decision_id), request.estimated_cost_usd,
+            request.estimated_tokens, {"agent": name, "team": team, "goal_id": request.goal_id,
+                                       "task_id": request.task_id, "model": request.resource},
+            new_id=decision_id)
+        if isinstance(held, ledger.Refused):
+            return deny("budget", held.reason), None
+        return verdict, held
 
     # -- publishing ------------------------------------------------------------------------------
     async def emit(self, data: EventData, request: PolicyRequest, event_id: str) -> None:
@@ -195,6 +223,14 @@ class Publisher:
             await asyncio.wait_for(self.queue.join(), timeout)
         await cancel_and_wait(self.task)
         self.task = None
+
+
+def reservation_id(request: PolicyRequest, decision_id: str) -> str:
+    """The reservation a model call holds: derived from its call (tenant, agent, task, call id), so
+    asking again for the same call finds it; a request without a call id gets its decision's id."""
+    if not request.call_id:
+        return decision_id
+    return derived_event_id("reservation", request.tenant, agent_name(request), request.task_id, request.call_id)
 
 
 def _after_approval(verdict: Verdict, info: ApprovalInfo) -> Verdict:

@@ -91,21 +91,32 @@ def _dec(value: float | None) -> Decimal | None:
 
 
 async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_id: str, usd: float,
-                  tokens: int, meta: dict[str, str]) -> Refused | None:
-    """Hold ``usd`` and ``tokens`` against every cap, or refuse naming the cap that would be passed.
+                  tokens: int, meta: dict[str, str], *, new_id: str | None = None) -> str | Refused:
+    """Hold ``usd`` and ``tokens`` against every cap under ``reservation_id``, or refuse naming the
+    cap that would be passed; returns the id of the reservation held.
 
-    One statement (``policy.reserve``, created by the schema's migrations), so one round trip: it
-    creates the counters that do not exist yet, locks all of them in a fixed order, checks each cap
-    in ``caps`` order and, if none would be passed, adds the estimate and records the reservation.
+    ``reservation_id`` names the call: when it already holds an open reservation (the same call
+    asked again after a crash or a lost reply) that one is returned and nothing more is held. When
+    it names one already settled or expired, this is a new run of the call with a cost of its own,
+    held under ``new_id``. (A re-run that asked while an earlier run's settlement of the same call
+    was still on its way would share that settlement; a task is re-run only after its ack wait,
+    far later than a settlement takes.)
+
+    One statement (``policy.reserve_call``, created by the schema's migrations), so one round trip:
+    it creates the counters that do not exist yet, locks all of them in a fixed order, checks each
+    cap in ``caps`` order and, if none would be passed, adds the estimate and records the reservation.
     """
     amount = Decimal(str(usd))
     row = await pool.fetchrow(
-        f"SELECT * FROM {S}.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        f"SELECT * FROM {S}.reserve_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+        "$17)",
         tenant, *_columns(caps), [_dec(c.usd) for c in caps], [c.tokens for c in caps], amount, tokens,
-        reservation_id, meta.get("agent", ""), meta.get("team", ""), meta.get("goal_id", ""),
-        meta.get("task_id", ""), meta.get("model", ""), json.dumps([list(c.key) for c in caps]))
-    if row is None:
-        return None
+        reservation_id, new_id or reservation_id, meta.get("agent", ""), meta.get("team", ""),
+        meta.get("goal_id", ""), meta.get("task_id", ""), meta.get("model", ""),
+        json.dumps([list(c.key) for c in caps]))
+    assert row is not None  # reserve_call answers one row: the reservation held, or the refusal
+    if row["held"] is not None:
+        return str(row["held"])
     cap = caps[row["refused_at"] - 1]
     if row["refused_on"] == "usd":
         return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "

@@ -1,6 +1,7 @@
 """Answering requests concurrently: core NATS delivers a subscription's messages one by one, so
 each request runs in its own task (bounded), and one slow answer (a ledger write) does not hold
-up the next."""
+up the next. A handler that fails because the policy store is down answers with that (what is
+unavailable), not with the raw driver error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agentos_kernel import Bus
+from agentos_kernel.db import postgres_down
 from agentos_kernel.nul import parse_request
 from pydantic import BaseModel
 
@@ -33,8 +35,7 @@ async def serve(bus: Bus, subject: str, request_type: type[M], handler: Callable
                 try:
                     reply = await handler(request)
                 except Exception as exc:
-                    log.exception("%s: handler failed", subject)
-                    reply = error_reply(f"{type(exc).__name__}: {exc}")
+                    reply = error_reply(_failure(subject, exc))
             if msg.reply:
                 await msg.respond(reply.model_dump_json().encode())
         finally:
@@ -47,3 +48,12 @@ async def serve(bus: Bus, subject: str, request_type: type[M], handler: Callable
         task.add_done_callback(running.discard)
 
     return await bus.nc.subscribe(subject, queue=queue, cb=on_msg)
+
+
+def _failure(subject: str, exc: Exception) -> str:
+    """What a caller is told when its request could not be answered."""
+    if postgres_down(exc):
+        log.warning("%s: policy store (Postgres) unavailable: %r", subject, exc)
+        return f"policy store (Postgres) unavailable ({type(exc).__name__}); try again later"
+    log.exception("%s: handler failed", subject)
+    return f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentos_kernel import ConfigError, KernelSettings
+from agentos_kernel.db import postgres_down
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, derived_event_id, new_event_id
@@ -193,8 +194,12 @@ class PolicyService:
                 if n % 60 == 0:
                     await ledger.expire_reservations(self.ctx.pool, self.settings.policy_reservation_ttl_s)  # type: ignore[arg-type]
                     self.decider.state.evict(time.time())
-            except Exception:
-                log.exception("policy: tick failed")
+            except Exception as exc:
+                if not postgres_down(exc):
+                    log.exception("policy: tick failed")
+                elif n % 10 == 0:
+                    log.warning("policy: approvals and reservations wait: policy store (Postgres) unavailable "
+                                "(%s)", type(exc).__name__)
 
     async def _maybe_reload(self) -> None:
         stamp = fingerprint(self.folder) if self.folder.is_dir() else ()

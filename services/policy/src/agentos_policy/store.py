@@ -165,6 +165,43 @@ MIGRATIONS = [
         RETURN QUERY SELECT * FROM {schema}.settle(p_consumer, p_event_id, p_id, p_usd, p_tokens);
     END $$;
     """,
+    # A model call's reservation is keyed by the call: the same call asked again finds the open
+    # reservation it holds (no second hold); a call whose reservation ended already is a new run,
+    # held under p_new_id. Two asks of one call at once: the second waits on the counters' locks,
+    # then finds the first one's reservation (unique_violation, caught below).
+    """
+    CREATE OR REPLACE FUNCTION {schema}.reserve_call(
+        p_tenant text, p_scopes text[], p_names text[], p_periods text[], p_keys text[], p_cap_usd numeric[],
+        p_cap_tokens bigint[], p_usd numeric, p_tokens bigint, p_id text, p_new_id text, p_agent text,
+        p_team text, p_goal_id text, p_task_id text, p_model text, p_counters jsonb)
+    RETURNS TABLE (held text, refused_at int, refused_on text, have_usd numeric, have_tokens bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_status text;
+        v_id text := p_id;
+        r record;
+    BEGIN
+        SELECT status INTO v_status FROM {schema}.budget_reservations WHERE id = p_id;
+        IF v_status = 'reserved' THEN
+            RETURN QUERY SELECT p_id, NULL::int, NULL::text, NULL::numeric, NULL::bigint;
+            RETURN;
+        ELSIF v_status IS NOT NULL THEN
+            v_id := p_new_id;
+        END IF;
+        BEGIN
+            SELECT * INTO r FROM {schema}.reserve(p_tenant, p_scopes, p_names, p_periods, p_keys, p_cap_usd,
+                p_cap_tokens, p_usd, p_tokens, v_id, p_agent, p_team, p_goal_id, p_task_id, p_model, p_counters);
+            IF FOUND THEN
+                RETURN QUERY SELECT NULL::text, r.refused_at, r.refused_on, r.have_usd, r.have_tokens;
+                RETURN;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            RETURN QUERY SELECT v_id, NULL::int, NULL::text, NULL::numeric, NULL::bigint;
+            RETURN;
+        END;
+        RETURN QUERY SELECT v_id, NULL::int, NULL::text, NULL::numeric, NULL::bigint;
+    END $$;
+    """,
 ]
 
 

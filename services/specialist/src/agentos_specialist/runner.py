@@ -3,7 +3,11 @@ against the charter's output schema, and re-ask with the validation error (bound
 
 Every model call is first put to the policy service (fail closed): a deny ends the task (code
 ``budget`` when a budget is exhausted, ``loop`` for runaway behaviour, else ``denied``); an
-approval is waited for; an allowed call's budget reservation is settled with its real cost. A
+approval is waited for, and so is an outage of the decision point (asked again with backoff; if
+it outlasts the client's wait the task ends ``unavailable``, which the orchestrator retries
+without counting it as an attempt); an allowed call's budget reservation is settled with its real
+cost. Each call's ``call_id`` is its task, attempt and turn (``<task_id>:model:<messages so far>``),
+so the same call re-run after a crash is the same call to the policy and keeps its reservation. A
 call that asks for tools is settled while its tools run, one whose answer is invalid before the
 next model call is decided, and any call of a task that fails when it ends; the settlement of the
 call whose answer completes the task rides on ``task.completed`` (:attr:`Outcome.settlement`),
@@ -20,7 +24,7 @@ from typing import Any
 
 import jsonschema
 from agentos_kernel.llm import LLM, ModelCallFailed
-from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices
+from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices, retryable
 from agentos_kernel.redact import redact
 from agentos_kernel.tasks import wait_done
 from agentos_schemas.charter import Charter
@@ -157,6 +161,9 @@ async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Pr
         progress.calls += exc.calls
         unsettled.append(_Unsettled(policy, decision, request, exc.calls))
         return Outcome(False, reason=str(exc), code="model_unavailable")
+    except Exception:  # no call was made (e.g. a guard refused it): its reservation is released
+        unsettled.append(_Unsettled(policy, decision, request, []))
+        raise
     progress.calls += calls
     unsettled.append(_Unsettled(policy, decision, request, calls))
     return response
@@ -173,13 +180,15 @@ def _model_request(llm: LLM, charter: Charter, chain: list[str], progress: Progr
 
 
 def denied(decision: PolicyDecision, what: str) -> Outcome:
-    """The task's end when the policy says no: budget and loop keep their codes; an unreachable
-    policy may be retried; anything else is a final denial."""
+    """The task's end when the policy says no: budget and loop keep their codes; a decision that
+    could not be had (the policy or its store unavailable) is ``unavailable``, retried without
+    counting; no policy or a policy error may be retried; anything else is a final denial."""
     reason = f"policy denied the {what} ({decision.code}): {'; '.join(decision.reasons)}"
     if decision.code in ("budget", "loop"):
         return Outcome(False, reason=reason, retryable=False, code=decision.code)
-    retryable = decision.code in ("unreachable", "no_policy", "error")
-    return Outcome(False, reason=reason, retryable=retryable, code="denied")
+    if retryable(decision):
+        return Outcome(False, reason=reason, retryable=True, code="unavailable")
+    return Outcome(False, reason=reason, retryable=decision.code in ("no_policy", "error"), code="denied")
 
 
 async def _run_tools(charter: Charter, progress: Progress, message: Any, tools: dict[str, Tool],

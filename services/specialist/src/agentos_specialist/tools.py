@@ -212,7 +212,7 @@ async def _call_tool(tool: Tool | None, allowed: tuple[str, ...], ctx: ToolConte
     request = policy_request(ctx, tool, name, args, call_id)
     decision = await PolicyClient.for_bus(ctx.bus).decide_and_wait(request, ctx.event)
     if decision.decision != "allow":
-        if decision.code in ("loop", "expired", "unreachable", "no_policy", "error"):
+        if decision.code in ("loop", "expired", "unreachable", "unavailable", "no_policy", "error"):
             ctx.stop = decision
         return f"DENIED: {name}: {'; '.join(decision.reasons)}"[:1000], False, decision
     if name not in allowed or tool is None:
