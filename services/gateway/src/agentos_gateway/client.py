@@ -175,6 +175,14 @@ class GatewayClient:
         doc: dict[str, Any] = resp.json()
         return doc
 
+    async def match(self, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Which of the gateway's mappings a payload matches (``matches``) and why the others do
+        not (``unmatched``); nothing is published."""
+        body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+        resp = await self.request("POST", "/mappings/match", body, {"content-type": "application/json"})
+        doc: dict[str, Any] = resp.json()
+        return doc
+
     async def preview(self, source: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
         """The events a vendor payload maps to; nothing is published."""
         body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
