@@ -109,8 +109,8 @@ def _events(*names: str) -> list[str]:
 
 #: Service -> (publish, subscribe beyond its inbox, allow replies to requests it serves).
 SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
-    "orchestrator": ([*_events("goal.planned", "goal.completed", "goal.failed", "goal.escalated",
-                               "task.assigned", "task.reviewed", "budget.settlement_requested"),
+    "orchestrator": ([*_events("goal.planned", "goal.completed", "goal.failed", "goal.escalated", "goal.held",
+                               "workflow.declared", "task.assigned", "task.reviewed", "budget.settlement_requested"),
                       *_durable("orchestrator"), *LOG_READER,
                       "agentosrpc.policy.decide", "agentosrpc.policy.approval"],  # the planner's model calls
                      [], False),
@@ -139,9 +139,9 @@ SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
                    for x in _kv(f"AGENTOS_GATEWAY_{b}", create=True))], [], False),
 }
 #: Facts only the runtime may state: the gateway's ingress refuses them all.
-GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "task.assigned", "task.completed",
-                           "task.failed", "task.reviewed", "context.ready", "memory.committed", "policy.decided",
-                           "approval.decided", "budget.settled")
+GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "goal.held", "workflow.declared",
+                           "task.assigned", "task.completed", "task.failed", "task.reviewed", "context.ready",
+                           "memory.committed", "policy.decided", "approval.decided", "budget.settled")
 #: What NATS refuses the gateway's user: all of them but ``task.completed``, which a human's
 #: take-over (``POST /tasks/{id}/takeover``, decided by the policy first) publishes.
 GATEWAY_DENY = [s for s in GATEWAY_RESERVED if s != "agentos.*.task.completed"]
