@@ -23,7 +23,8 @@ from agentos_kernel import Bus
 from agentos_kernel.testing import eventually, unique
 from agentos_schemas import Event, new_event_id
 from agentos_schemas import subjects as s
-from agentos_schemas.events import GoalHeld, GoalPlanned, GoalSubmitted, TaskAssigned, TaskCompleted
+from agentos_schemas.charter import Charter
+from agentos_schemas.events import AgentAnnounced, GoalHeld, GoalPlanned, GoalSubmitted, TaskAssigned, TaskCompleted
 
 from tests.e2e.conftest import goal_events
 from tests.gateway.conftest import stored
@@ -158,3 +159,31 @@ async def test_an_unknown_capability_is_refused_at_submit_over_http_and_by_the_c
 async def goal_events_by_text(bus: Bus, text: str) -> list[GoalSubmitted]:
     return [e.data for e in await stored(bus, "agentos.*.goal.submitted", timeout=0.5)
             if isinstance(e.data, GoalSubmitted) and e.data.text == text]
+
+
+async def test_held_ticket_goes_on_when_an_agent_serving_triage_is_announced(rbus: Bus) -> None:
+    """Last in this module: from here on the fleet has a (bus-announced) triage agent. It has room
+    for every goal held for triage in this module (no specialist hosts it, so its tasks never end)."""
+    ticket = json.loads((EXAMPLES / "zendesk-ticket-created.json").read_text())
+    ticket["id"] = new_event_id()
+    async with httpx.AsyncClient(base_url=await gateway_url(rbus), timeout=15) as http:
+        goal_id = (await http.post("/ingest/zendesk", json=ticket)).json()["goal_id"]
+    await held_event(rbus, goal_id, None)
+    charter = Charter(name="triage", capabilities=("triage",), model="fast")
+    await rbus.publish(rbus.new(AgentAnnounced(agent="triage", version="1", capabilities=("triage",),
+                                               instance="e2e-triage", capacity=8, charter=charter)))
+
+    seen: list[Event[Any]] = []
+
+    async def assigned_to_triage() -> bool:
+        seen[:] = await goal_events(rbus, goal_id)
+        return any(isinstance(e.data, TaskAssigned) for e in seen)
+    try:
+        await eventually(assigned_to_triage, timeout=90, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"no task assigned; the goal's events: {[(e.type, e.data) for e in seen]}") from None
+    events = seen
+    [plan] = [e.data for e in events if isinstance(e.data, GoalPlanned)]
+    assert [s.capability for s in plan.steps] == ["triage"]
+    assigned = [e.data for e in events if isinstance(e.data, TaskAssigned)]
+    assert {(a.agent, a.capability) for a in assigned} == {("triage", "triage")}, "only the triage agent"
