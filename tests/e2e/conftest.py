@@ -50,10 +50,17 @@ def charters_dir(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runtime]:
+def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Extra environment for the module's runtime (a module overrides this fixture to add some)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+                  runtime_env: dict[str, str]) -> AsyncIterator[Runtime]:
     state = tmp_path_factory.mktemp("runtime")
     env = {"AGENTOS_CHARTERS_DIR": str(charters_dir(state)), "AGENTOS_OFFLINE_SCENARIO": str(scenario_file(state)),
-           "AGENTOS_TASK_ACK_WAIT_S": "4", "AGENTOS_ALLOW_LLM_CALLS": "0"}
+           "AGENTOS_TASK_ACK_WAIT_S": "4", "AGENTOS_ALLOW_LLM_CALLS": "0", **runtime_env}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default")

@@ -15,6 +15,7 @@ from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
@@ -74,11 +75,40 @@ def test_capacity_is_respected_and_waiting_work_escalates_but_is_kept() -> None:
     assert goal.steps["c"].status == "pending", "the step still waits; it never vanishes"
 
 
-def test_no_specialist_for_a_capability_waits_then_escalates() -> None:
-    world = world_with([step("a")], agents={})
+def test_work_no_registered_agent_serves_is_held_at_once_never_given_to_another() -> None:
+    world = world_with([step("a"), PlanStep(step_id="t", capability="triage", instruction="triage it")],
+                       agents={"research": 2})
     goal = world.goals["g"]
-    assert decide(world, goal, NOW + 1, wait_timeout=30) == []
-    assert emitted(decide(world, goal, NOW + 40, wait_timeout=30), GoalEscalated)
+    first = decide(world, goal, NOW + 1, wait_timeout=30)
+    assert [a.step_id for a in emitted(first, TaskAssigned)] == ["a"], "triage work never goes to research"
+    [held] = emitted(first, GoalHeld)
+    assert (held.step_id, held.capability, held.served) == ("t", "triage", ("research",))
+    assert held.reason.startswith("no agent serves capability 'triage'")
+    for c in first:
+        apply(world, ev(c.data, 1))
+    assert decide(world, goal, NOW + 2, wait_timeout=30) == [], "held once, then it waits"
+    assert not emitted(decide(world, goal, NOW + 400, wait_timeout=30), GoalEscalated | TaskAssigned)
+    announce(world, "triage")
+    assert [a.agent for a in emitted(decide(world, goal, NOW + 401), TaskAssigned)] == ["triage"]
+
+
+def test_a_goal_whose_intent_no_agent_serves_is_held_before_planning() -> None:
+    world = World()
+    announce(world, "research")
+    apply(world, ev(GoalSubmitted(goal_id="g", text="Triage ticket #1", capability="triage")))
+    goal = world.goals["g"]
+    [held] = emitted(decide(world, goal, NOW + 1), GoalHeld)
+    assert held.step_id is None and "no agent serves capability 'triage'" in held.reason
+    apply(world, ev(held, 1))
+    assert decide(world, goal, NOW + 2) == [], "held, not planned onto another capability"
+    announce(world, "triage")
+    assert decide(world, goal, NOW + 3) == [NeedPlan(None)]
+
+
+def announce(world: World, name: str) -> None:
+    charter = Charter(name=name, capabilities=(name,), model="fast")
+    apply(world, ev(AgentAnnounced(agent=name, version="1", capabilities=(name,), instance="i1", capacity=1,
+                                   charter=charter)))
 
 
 def test_same_state_gives_the_same_commands_with_the_same_ids() -> None:

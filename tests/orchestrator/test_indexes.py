@@ -17,6 +17,7 @@ from agentos_schemas.events import (
     EventData,
     GoalCompleted,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
@@ -143,7 +144,10 @@ def test_a_goal_leaves_the_waiting_index_when_its_step_is_assigned() -> None:
     apply(world, ev(GoalSubmitted(goal_id="g1", text="goal"), 0))
     apply(world, ev(plan("g1", 0, review=False), 0))
     goal = world.goals["g1"]
-    assert decide(world, goal, T0.timestamp() + 1) == [] and list(world.waiting) == ["g1"]
+    held = decide(world, goal, T0.timestamp() + 1)  # no agent registered yet: both steps held
+    assert {type(c.data) for c in held if isinstance(c, Emit)} == {GoalHeld} and list(world.waiting) == ["g1"]
+    for command in held:
+        apply(world, ev(command.data, 1))  # type: ignore[union-attr]
     charter = Charter(name="research", capabilities=("research",), model="fast")
     apply(world, ev(AgentAnnounced(agent="research", version="1", capabilities=("research",), instance="i1",
                                    capacity=1, charter=charter), 2))

@@ -6,11 +6,18 @@ from agentos_schemas.events import (
     policy,  # noqa: F401  (registers the governance facts)
 )
 from agentos_schemas.events._base import CATALOGUE, EventData
-from agentos_schemas.events.control import AgentAnnounced, AgentRetired, HaltRequested, ResumeRequested
+from agentos_schemas.events.control import (
+    AgentAnnounced,
+    AgentRetired,
+    HaltRequested,
+    ResumeRequested,
+    WorkflowDeclared,
+)
 from agentos_schemas.events.goals import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
@@ -33,8 +40,8 @@ from agentos_schemas.events.tasks import (
 
 __all__ = [
     "CATALOGUE", "AgentAnnounced", "AgentRetired", "ContextManifest", "ContextReady", "Effect", "EventData",
-    "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalPlanned", "GoalSubmitted", "HaltRequested",
+    "GoalCompleted", "GoalEscalated", "GoalFailed", "GoalHeld", "GoalPlanned", "GoalSubmitted", "HaltRequested",
     "Limits", "MemoryCommitted", "MemoryProposed", "MemoryReviewed", "ModelCall", "PlanStep", "ResumeRequested",
     "Settlement", "TaskAssigned", "TaskCompleted", "TaskFailed",
-    "TaskReviewed", "TaskStarted", "Usage",
+    "TaskReviewed", "TaskStarted", "Usage", "WorkflowDeclared",
 ]

@@ -25,6 +25,20 @@ class AgentAnnounced(EventData):
     """The full charter, so other services learn the agent from the log alone."""
 
 
+class WorkflowDeclared(EventData):
+    """The orchestrator runs this declared workflow: submitters learn from the log which workflows
+    exist and which capabilities their steps need."""
+
+    event_name = "workflow.declared"
+
+    name: str
+    description: str = ""
+    capabilities: tuple[str, ...]
+    """Every capability its steps need, sorted."""
+    steps: int = Field(ge=1)
+    """How many steps it has."""
+
+
 class AgentRetired(EventData):
     event_name = "agent.retired"
 

@@ -58,6 +58,9 @@ class GoalSubmitted(EventData):
     inputs: dict[str, Any] = Field(default_factory=dict)
     """Structured inputs (ticket fields, order ids …)."""
     limits: Limits = Field(default_factory=Limits)
+    capability: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    """The capability the goal's intent needs (e.g. ``triage`` for a support ticket): its plan
+    must give the work to an agent that has it. While no agent serves it, the goal is held."""
 
 
 class GoalPlanned(EventData):
@@ -118,3 +121,20 @@ class GoalEscalated(EventData):
     to: str
     """Escalation path (a role or queue) that must take over."""
     step_id: str | None = None
+
+
+class GoalHeld(EventData):
+    """The goal waits: no registered agent serves a capability it needs. It is not given to
+    another agent; it goes on when an agent with the capability is announced."""
+
+    event_name = "goal.held"
+
+    goal_id: str
+    capability: str
+    """The capability no registered agent has."""
+    reason: str
+    """Why the work is held, for operators (``no agent serves capability 'triage'``)."""
+    step_id: str | None = None
+    """The held step; absent when the goal's intent itself cannot be served (before planning)."""
+    served: tuple[str, ...] = ()
+    """The capabilities registered agents did serve when the goal was held."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import nats.errors
 from agentos_kernel import AgentOSError, Bus, control
+from agentos_kernel.fleet import read_fleet
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_kernel.tracing import trace_id
 from agentos_schemas import EVENTS_STREAM, Event, codec, id_time, new_event_id
@@ -21,6 +22,7 @@ from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
@@ -43,18 +45,29 @@ from rich.table import Table
 
 
 async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = None,
-                 limits: Limits | None = None) -> Event[GoalSubmitted]:
+                 limits: Limits | None = None, capability: str | None = None) -> Event[GoalSubmitted]:
     if not text.strip():
         raise AgentOSError("the goal is empty: say what it is, e.g. agentos submit \"Draft a summary report\"")
     goal_id = new_event_id()
     try:
-        data = GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits())
+        data = GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits(),
+                             capability=capability)
     except ValidationError as exc:
         raise AgentOSError(f"the goal is invalid: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     event = bus.new(data, tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
                     principal=f"user:{getpass.getuser()}")
     await bus.publish(event)
     return event
+
+
+async def check_servable(bus: Bus, *, capability: str | None, workflow: str | None) -> None:
+    """Refuse, before anything is published, a goal naming a capability or workflow that the fleet
+    (as the log states it: announced agents, declared workflows) does not have."""
+    if capability is None and workflow is None:
+        return
+    refusal = (await read_fleet(bus)).refusal(capability=capability, workflow=workflow)
+    if refusal is not None:
+        raise AgentOSError(f"the goal is refused: {refusal.detail}")
 
 
 def goal_start_time(goal_id: str) -> dt.datetime | None:
@@ -115,6 +128,10 @@ class GoalView:
             self.memories_committed += len(d.entry_ids)
         elif isinstance(d, GoalEscalated):
             self.notes.append(f"escalated to {d.to}: {d.reason}")
+        elif isinstance(d, GoalHeld):
+            self.notes.append(f"held: {d.reason}")
+            if d.step_id:
+                self.steps.setdefault(d.step_id, StepView()).status = "held"
         elif isinstance(d, GoalCompleted | GoalFailed):
             self.outcome = event
 

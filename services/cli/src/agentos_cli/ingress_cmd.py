@@ -41,11 +41,38 @@ async def discover_gateway() -> str | None:
     return None
 
 
-async def post_file(body: bytes, *, source: str, dry_run: bool, url: str, key: str | None) -> dict[str, Any]:
-    """Send ``body`` through the gateway: CloudEvents to /events, vendor payloads to their mapping."""
+class NoSource(Exception):
+    """The payload's source cannot be inferred: no mapping matches it, or more than one does."""
+
+
+async def infer_source(client: Any, body: bytes) -> tuple[str, str]:
+    """(source, how it was chosen) from the gateway's ``POST /mappings/match``: the one mapping
+    whose rule matches the payload, or ``cloudevent`` for a structured CloudEvent or batch."""
+    doc = await client.match(body)
+    matches, unmatched = doc.get("matches") or [], doc.get("unmatched") or []
+    if len(matches) == 1:
+        m = matches[0]
+        rule = f", rule {m['rule']!r}" if m.get("rule") else ""
+        how = f"source {m['source']!r} inferred from the payload (mapping {m['source']!r}{rule}: {m['why']})"
+        return m["source"], how
+    if matches:
+        listed = "; ".join(f"{m['source']} (rule {m['rule']!r})" for m in matches)
+        raise NoSource(f"the payload matches more than one mapping: {listed}; pass --source with one of "
+                       f"{', '.join(m['source'] for m in matches)}")
+    listed = "; ".join(f"{u['source']}: {u['reason']}" for u in unmatched) or "the gateway has no mappings"
+    raise NoSource(f"no mapping matches the payload, and it is not a CloudEvent (no specversion); pass --source. "
+                   f"Candidates: {listed}")
+
+
+async def post_file(body: bytes, *, source: str | None, dry_run: bool, url: str, key: str | None) -> dict[str, Any]:
+    """Send ``body`` through the gateway: CloudEvents to /events, vendor payloads to their mapping.
+    Without ``source`` the gateway is asked which mapping matches (and the choice is printed)."""
     from agentos_gateway.client import BATCH, STRUCTURED, GatewayClient
 
     async with GatewayClient(url, key, retries=2) as client:
+        if source is None:
+            source, how = await infer_source(client, body)
+            Console(stderr=True).print(escape(how), highlight=False, soft_wrap=True)
         if source == CLOUDEVENT:
             ctype = BATCH if body.lstrip()[:1] == b"[" else STRUCTURED
             path = "/events?dry_run=true" if dry_run else "/events"
@@ -57,8 +84,9 @@ async def post_file(body: bytes, *, source: str, dry_run: bool, url: str, key: s
         return await client.ingest(source, body)
 
 
-def run_send(body: bytes, *, source: str, dry_run: bool, gateway: str | None, key: str | None) -> None:
-    """Send and print the gateway's answer; exit 1 on a rejection (with its reasons), 2 when unreachable."""
+def run_send(body: bytes, *, source: str | None, dry_run: bool, gateway: str | None, key: str | None) -> None:
+    """Send and print the gateway's answer; exit 1 on a rejection (with its reasons) or a source that
+    cannot be inferred, 2 when unreachable."""
     from agentos_gateway.client import GatewayError, GatewayUnavailable
 
     out, err = Console(), Console(stderr=True)
@@ -68,8 +96,10 @@ def run_send(body: bytes, *, source: str, dry_run: bool, gateway: str | None, ke
                   " or start one with `agentos up`")
         raise typer.Exit(2)
     try:
-        result = asyncio.run(post_file(body, source=source.lower(), dry_run=dry_run, url=url,
+        result = asyncio.run(post_file(body, source=source.lower() if source else None, dry_run=dry_run, url=url,
                                        key=key or os.environ.get("AGENTOS_GATEWAY_KEY")))
+    except NoSource as exc:
+        fail(exc, 1)
     except GatewayUnavailable as exc:
         fail(exc.problem.get("detail"))
     except GatewayError as exc:  # the gateway's words are printed as they are (a [list] is no markup)
@@ -87,7 +117,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def send(
         file: Annotated[Path, typer.Argument(help="JSON file to send (`-` for standard input)")],
-        source: Annotated[str, typer.Option(help="cloudevent, or a mapping: zendesk, square …")] = CLOUDEVENT,
+        source: Annotated[str | None, typer.Option(
+            help="cloudevent, or a mapping: zendesk, square … (default: inferred from the payload)")] = None,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Show the mapped/validated events; publish nothing")] = False,
         gateway: Annotated[str | None, typer.Option(
@@ -96,8 +127,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Post a CloudEvent (or batch) or a vendor payload file through the gateway.
 
-        `--source cloudevent` (the default) posts to /events; a mapping name posts to
-        /ingest/<source>, or with --dry-run to /mappings/<source>/preview.
+        Without --source the gateway says which mapping matches the payload (a structured
+        CloudEvent is `cloudevent`) and the choice is printed; no match or more than one is an
+        error listing the candidates. `--source cloudevent` posts to /events; a mapping name posts
+        to /ingest/<source>, or with --dry-run to /mappings/<source>/preview.
         """
         try:
             body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()

@@ -43,6 +43,7 @@ async def collect_status(bus: Bus, *, judge: bool = False, stall_s: float = heal
         for subject, count in (dlq.state.subjects or {}).items():
             out["dead_letters"][subject.removeprefix("dlq.agentos.")] = count
     out["services"] = await _health_records(bus)
+    out["held"] = held_work(out["services"])
     if judge:
         from agentos_audit.settings import AuditSettings
 
@@ -73,6 +74,26 @@ async def _health_records(bus: Bus) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: r.get("service", ""))
 
 
+def held_work(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Work the orchestrators hold because no registered agent serves its capability (from their
+    health records; one row per goal and step, whichever replica reports it)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for report in services:
+        for item in report.get("held") or []:
+            rows.setdefault((str(item.get("goal_id")), str(item.get("step_id") or "")), item)
+    return [rows[k] for k in sorted(rows)]
+
+
+def render_held(held: list[dict[str, Any]], console: Console) -> None:
+    t = Table(title="Held work (no registered agent serves its capability)")
+    for col in ("goal", "tenant", "step", "capability", "reason"):
+        t.add_column(col)
+    for h in held:
+        t.add_row(str(h.get("goal_id", "")), str(h.get("tenant", "")), str(h.get("step_id") or "(intent)"),
+                  str(h.get("capability", "")), escape(str(h.get("reason", ""))))
+    console.print(t)
+
+
 def render_status(status: dict[str, Any], console: Console) -> None:
     t = Table(title="Streams")
     for col in ("stream", "messages", "bytes", "first_seq", "last_seq"):
@@ -96,6 +117,8 @@ def render_status(status: dict[str, Any], console: Console) -> None:
     if not status["services"]:
         t.add_row("(none reporting)", "", "", "", "", "")
     console.print(t)
+    if status.get("held"):
+        render_held(status["held"], console)
     _render_positions(status, console)
 
 

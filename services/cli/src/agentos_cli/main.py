@@ -147,14 +147,19 @@ SEED_GOAL = "Research our three main competitors and draft a summary report"
 def submit(
     goal: str,
     workflow: Annotated[str | None, typer.Option(help="Run a declared workflow instead of the LLM planner")] = None,
+    capability: Annotated[str | None, typer.Option(
+        help="The capability the goal needs (e.g. triage); refused unless a registered agent has it")] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant (default: AGENTOS_TENANT)")] = None,
     watch_it: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the goal to its outcome")] = True,
 ) -> None:
-    """Submit a goal; with --watch (the default) follow it live and print the outcome."""
+    """Submit a goal; with --watch (the default) follow it live and print the outcome. A capability
+    or workflow that no registered agent or orchestrator has is refused, listing the known ones."""
     async def go() -> bool:
         bus = await connected_bus()
         try:
-            event = await goals_mod.submit(bus, goal, tenant=tenant or bus.settings.tenant, workflow=workflow)
+            await goals_mod.check_servable(bus, capability=capability, workflow=workflow)
+            event = await goals_mod.submit(bus, goal, tenant=tenant or bus.settings.tenant, workflow=workflow,
+                                           capability=capability)
             console.print(f"submitted goal [bold]{event.data.goal_id}[/]")
             if not watch_it:
                 return True

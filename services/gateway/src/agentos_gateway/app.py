@@ -24,7 +24,7 @@ from agentos_gateway import binding, openapi, routes_ingress, routes_operator
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response
-from agentos_gateway.goals import GoalRequest, fold, goal_event, goal_events
+from agentos_gateway.goals import GoalRequest, check_servable, fold, goal_event, goal_events
 from agentos_gateway.problems import PROBLEM_JSON, Problem, refuse_nul_parameters
 
 log = logging.getLogger("agentos.gateway")
@@ -160,6 +160,7 @@ async def _submit_goal(gw: Gateway, request: Request, body: bytes, who: Principa
     except NamingError as exc:
         raise Problem(422, "invalid_tenant", str(exc)) from None
     check_tenant(who, tenant)
+    await check_servable(gw.bus, goal)
     event = goal_event(goal, tenant=tenant, principal=who.principal,
                        idempotency_key=request.headers.get("idempotency-key"),
                        traceparent=request.headers.get("traceparent"))
@@ -200,7 +201,7 @@ def _goal_routes(app: FastAPI, gw: Gateway) -> None:
 
     @app.get("/goals/{goal_id}", responses=PROBLEM_RESPONSES, summary="A goal's status, folded from the log")
     async def get_goal(goal_id: str, request: Request, tenant: str | None = None) -> Response:
-        """The goal's status (submitted, running, completed, failed, escalated) and its numbers."""
+        """The goal's status (submitted, running, held, completed, failed, escalated) and its numbers."""
         return await _goal_status(gw, request, goal_id, tenant)
 
 

@@ -14,6 +14,7 @@ endpoint                           roles
 ``GET /goals/{id}``                integrator, operator, analyst
 ``POST /ingest/{source}``          integrator
 ``POST /mappings/{source}/preview`` integrator, analyst
+``POST /mappings/match``           integrator, analyst
 ``GET /mappings``                  integrator, operator, analyst
 ``GET /approvals[/{id}]``          operator, analyst
 ``POST /approvals/{id}/approve``   operator (the policy checks the human's role)

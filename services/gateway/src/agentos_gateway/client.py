@@ -135,9 +135,13 @@ class GatewayClient:
         limits: Limits | None = None,
         tenant: str | None = None,
         idempotency_key: str | None = None,
+        capability: str | None = None,
     ) -> GoalReceipt:
-        """Submit a goal; the same ``idempotency_key`` never makes a second goal."""
+        """Submit a goal; the same ``idempotency_key`` never makes a second goal. A ``capability``
+        or ``workflow`` the fleet does not know is refused (422, listing the known ones)."""
         doc: dict[str, Any] = {"text": text, "workflow": workflow, "inputs": inputs or {}, "tenant": tenant}
+        if capability is not None:
+            doc["capability"] = capability
         if limits is not None:
             doc["limits"] = limits.model_dump()
         resp = await self.request(
@@ -156,7 +160,8 @@ class GatewayClient:
         )
 
     async def goal_status(self, goal_id: str) -> dict[str, Any]:
-        """The goal's status document (``status``: submitted, running, completed, failed, escalated)."""
+        """The goal's status document (``status``: submitted, running, held, completed, failed,
+        escalated)."""
         doc: dict[str, Any] = (await self.request("GET", f"/goals/{goal_id}")).json()
         return doc
 
@@ -172,6 +177,14 @@ class GatewayClient:
             {"content-type": "application/json"},
             idempotency_key=idempotency_key,
         )
+        doc: dict[str, Any] = resp.json()
+        return doc
+
+    async def match(self, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Which of the gateway's mappings a payload matches (``matches``) and why the others do
+        not (``unmatched``); nothing is published."""
+        body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+        resp = await self.request("POST", "/mappings/match", body, {"content-type": "application/json"})
         doc: dict[str, Any] = resp.json()
         return doc
 

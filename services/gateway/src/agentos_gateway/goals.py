@@ -16,14 +16,17 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from agentos_kernel import Bus
+from agentos_kernel.fleet import read_fleet
 from agentos_schemas import EVENTS_STREAM, Event, codec, derived_event_id, id_time, new_event_id
 from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
+    TaskAssigned,
     TaskCompleted,
     TaskFailed,
 )
@@ -31,6 +34,7 @@ from nats.js import api
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentos_gateway.kv import safe_key
+from agentos_gateway.problems import Problem
 
 MAX_SCAN = 20_000
 SCAN_BUDGET_S = 3.0
@@ -44,7 +48,11 @@ class GoalRequest(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
     """The goal in natural language."""
     workflow: str | None = None
-    """A declared workflow to run instead of the LLM planner."""
+    """A declared workflow to run instead of the LLM planner (refused if no orchestrator declared
+    it, or if a capability its steps need is not served by any registered agent)."""
+    capability: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    """The capability the goal's intent needs (e.g. ``triage``): its plan gives the work to an
+    agent with it. Refused unless a registered agent has it; the problem lists the known ones."""
     limits: Limits = Field(default_factory=Limits)
     inputs: dict[str, Any] = Field(default_factory=dict)
     tenant: str | None = None
@@ -67,8 +75,24 @@ def goal_event(
         workflow=request.workflow,
         inputs=request.inputs,
         limits=request.limits,
+        capability=request.capability,
     )
     return submitted_event(data, tenant=tenant, principal=principal, traceparent=traceparent)
+
+
+async def check_servable(bus: Bus, request: GoalRequest) -> None:
+    """Refuse (422, listing what is known) a goal naming a capability or workflow the fleet, as
+    the log states it (:mod:`agentos_kernel.fleet`), does not have."""
+    if request.capability is None and request.workflow is None:
+        return
+    refusal = (await read_fleet(bus)).refusal(capability=request.capability, workflow=request.workflow)
+    if refusal is not None:
+        field = "capability" if refusal.code == "unknown_capability" else "workflow"
+        known: dict[str, Any] = {"field": field, "detail": refusal.detail,
+                                 "known_capabilities": list(refusal.capabilities)}
+        if refusal.workflows:
+            known["known_workflows"] = list(refusal.workflows)
+        raise Problem(422, refusal.code, refusal.detail, errors=[known], dlq=False)
 
 
 def submitted_event(data: GoalSubmitted, *, tenant: str, principal: str,
@@ -165,6 +189,8 @@ def fold(goal_id: str, events: list[Event[Any]]) -> dict[str, Any] | None:
             )
         elif isinstance(d, GoalPlanned):
             doc.update(status="running", plan_revision=d.revision, steps=len(d.steps))
+        elif isinstance(d, TaskAssigned) and doc["status"] == "held":
+            doc["status"] = "running"  # the held work found its agent
         elif isinstance(d, TaskCompleted):
             doc["tasks_completed"] += 1
         elif isinstance(d, TaskFailed):
@@ -175,4 +201,6 @@ def fold(goal_id: str, events: list[Event[Any]]) -> dict[str, Any] | None:
             doc.update(status="failed", failure={"code": d.code, "reason": d.reason}, cost_usd=d.cost_usd)
         elif isinstance(d, GoalEscalated):
             doc.update(status="escalated", escalation={"to": d.to, "reason": d.reason})
+        elif isinstance(d, GoalHeld):
+            doc.update(status="held", held={"capability": d.capability, "step_id": d.step_id, "reason": d.reason})
     return doc if doc["status"] is not None else None

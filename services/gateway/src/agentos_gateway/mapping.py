@@ -237,6 +237,32 @@ def _time(value: Any) -> dt.datetime | None:
     return None
 
 
+def is_cloudevent(payload: Any) -> bool:
+    """Whether a decoded body is a structured CloudEvent or a batch of them (``specversion`` set)."""
+    items = payload if isinstance(payload, list) else [payload]
+    return bool(items) and all(isinstance(i, dict) and "specversion" in i for i in items)
+
+
+def matching(mappings: dict[str, Mapping], payload: Any) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Which mappings (and rules) a payload matches, and why each other one does not: what lets a
+    sender leave the source out (``agentos send`` without ``--source``)."""
+    if is_cloudevent(payload):
+        return [{"source": CLOUDEVENT, "rule": "", "why": "the body is a structured CloudEvent (specversion)"}], []
+    matches, unmatched = [], []
+    for source, mapping in sorted(mappings.items()):
+        if not isinstance(payload, dict):
+            unmatched.append({"source": source, "reason": f"a {source} payload is a JSON object"})
+            continue
+        try:
+            rule = mapping.match(payload)
+        except MappingError as exc:
+            unmatched.append({"source": source, "reason": exc.reason})
+            continue
+        why = "; ".join(rule.when) or "the rule has no conditions"
+        matches.append({"source": source, "rule": rule.name, "why": why})
+    return matches, unmatched
+
+
 def load_mappings(folders: Iterable[Path | None]) -> dict[str, Mapping]:
     """Every ``*.yaml`` mapping in ``folders`` (later folders override earlier ones), by source."""
     found: dict[str, Mapping] = {}

@@ -7,6 +7,8 @@
   uses); the delivery is identified by the payload's own event id, else the ``Idempotency-Key``,
   else the body's SHA-256.
 - ``POST /mappings/{source}/preview``: the events a payload maps to, nothing published.
+- ``POST /mappings/match``: which mappings (and rules) a payload matches, so a sender may leave
+  the source out; nothing published.
 
 A source whose mapping is ``cloudevent`` takes structured or batched CloudEvents as they are
 (binary mode too); a plain ``application/json`` body is read as a structured event or a batch.
@@ -27,7 +29,7 @@ from starlette.responses import Response
 from agentos_gateway import binding, handshake
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.gateway import Gateway, json_response, structured
-from agentos_gateway.mapping import CLOUDEVENT, MappingError
+from agentos_gateway.mapping import CLOUDEVENT, MappingError, matching
 from agentos_gateway.problems import Problem, unknown_source
 
 log = logging.getLogger("agentos.gateway.ingress")
@@ -254,6 +256,22 @@ def _mapping_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[st
                 problem.dlq = False  # a dry run is the caller testing, not an ingestion
                 raise
             return _preview(source, rule, events)
+
+        return await gw.handle(request, "mappings.preview", endpoint, idempotent=False)
+
+    @app.post("/mappings/match", openapi_extra=VENDOR_BODY, responses=problems,
+              summary="Which mappings a payload matches (nothing is published)")
+    async def match(request: Request) -> Response:
+        """The sources whose mapping has a rule matching the payload (``cloudevent`` for a structured
+        CloudEvent or a batch), and for every other mapping why it does not match."""
+
+        async def endpoint(body: bytes, who: Principal) -> Response:
+            try:
+                payload = msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                raise Problem(400, "invalid_json", f"the payload is not valid JSON: {exc}", dlq=False) from None
+            matches, unmatched = matching(gw.mappings, payload)
+            return json_response({"matches": matches, "unmatched": unmatched})
 
         return await gw.handle(request, "mappings.preview", endpoint, idempotent=False)
 

@@ -122,8 +122,8 @@ _POLICY_CALLS = ("agentosrpc.policy.decide", "agentosrpc.policy.approval")
 #: Service -> what it does on the bus: the one declared table every NATS user is derived from.
 SERVICE_USES: dict[str, Uses] = {
     "orchestrator": Uses(
-        states=("goal.planned", "goal.completed", "goal.failed", "goal.escalated", "task.assigned",
-                "task.reviewed", "budget.settlement_requested"),
+        states=("goal.planned", "goal.completed", "goal.failed", "goal.escalated", "goal.held",
+                "workflow.declared", "task.assigned", "task.reviewed", "budget.settlement_requested"),
         durables=("orchestrator",), reads_log=True, asks=_POLICY_CALLS),  # the planner's model calls
     "context-manager": Uses(states=("context.ready",), durables=("context-manager",), reads_log=True,
                             asks=("agentosrpc.memory.search",)),
@@ -157,9 +157,9 @@ SERVICE_USES: dict[str, Uses] = {
 SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
     name: (uses.publish(), list(uses.answers), bool(uses.answers)) for name, uses in SERVICE_USES.items()}
 #: Facts only the runtime may state: the gateway's ingress refuses them all.
-GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "task.assigned", "task.completed",
-                           "task.failed", "task.reviewed", "context.ready", "memory.committed", "policy.decided",
-                           "approval.decided", "budget.settled")
+GATEWAY_RESERVED = _events("goal.planned", "goal.completed", "goal.failed", "goal.held", "workflow.declared",
+                           "task.assigned", "task.completed", "task.failed", "task.reviewed", "context.ready",
+                           "memory.committed", "policy.decided", "approval.decided", "budget.settled")
 #: What NATS refuses the gateway's user: all of them but ``task.completed``, which a human's
 #: take-over (``POST /tasks/{id}/takeover``, decided by the policy first) publishes.
 GATEWAY_DENY = [s for s in GATEWAY_RESERVED if s != "agentos.*.task.completed"]

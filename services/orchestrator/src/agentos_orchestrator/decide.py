@@ -17,6 +17,7 @@ from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     TaskAssigned,
     TaskReviewed,
 )
@@ -68,10 +69,14 @@ def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0)
         return []
     limits = goal.limits
     if now - goal.submitted_at > limits.deadline_s:
-        return fail(goal, now, "deadline", f"deadline of {limits.deadline_s:.0f}s passed")
+        held = "; ".join(h.reason for h in goal.held.values())
+        return fail(goal, now, "deadline", f"deadline of {limits.deadline_s:.0f}s passed"
+                    + (f" while held: {held}" if held else ""))
     if goal.cost_usd > limits.budget_usd:
         return fail(goal, now, "budget", f"spent {usd(goal.cost_usd)} of a {usd(limits.budget_usd)} budget")
     if goal.status == "planning":
+        if goal.capability and goal.capability not in world.agents.served():
+            return hold(world, goal, None, goal.capability, now)
         return [NeedPlan(None)]
     if goal.steps and all(s.status == "accepted" for s in goal.steps.values()):
         return [complete(goal, now)]
@@ -150,6 +155,9 @@ def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_ti
             pending: dict[str, int]) -> Emit | None:
     capability = REVIEW_CAPABILITY if kind == "review" else step.spec.capability
     agent = _pick_agent(world, capability, pending)
+    if agent is None and capability not in world.agents.served():
+        held = hold(world, goal, step.spec.step_id, capability, now)  # never given to another agent
+        return held[0] if held else None
     if agent is None:
         since = world.wait(goal, step.spec.step_id, now)
         if now - since > wait_timeout and not goal.escalated:
@@ -174,6 +182,20 @@ def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_ti
             depends_on=spec.depends_on, feedback=step.feedback,
             handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps})
     return Emit(data, derived_event_id(tid, "assigned"))
+
+
+def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: float) -> list[Emit]:
+    """Hold work whose capability no registered agent serves: stated once in the log, then it
+    waits (as a waiting goal, decided again when agents come and go) until an agent serves it."""
+    world.wait(goal, step_id or "", now)
+    if (step_id or "") in goal.held:
+        return []
+    served = tuple(sorted(world.agents.served()))
+    what = f"step {step_id!r}" if step_id else "the goal"
+    reason = (f"no agent serves capability {capability!r}: {what} is held until one is announced "
+              f"(served: {', '.join(served) or 'none'})")
+    data = GoalHeld(goal_id=goal.goal_id, capability=capability, reason=reason, step_id=step_id, served=served)
+    return [Emit(data, derived_event_id(goal.goal_id, "held", step_id or "", capability, str(goal.revision)))]
 
 
 def _pick_agent(world: World, capability: str, pending: dict[str, int]) -> str | None:

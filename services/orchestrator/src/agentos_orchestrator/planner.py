@@ -57,6 +57,13 @@ def load_workflows(folder: Path | None = None) -> dict[str, Workflow]:
     return found
 
 
+def check_intent(steps: list[PlanStep] | tuple[PlanStep, ...], required: str | None) -> None:
+    """A goal whose intent names a capability must give its work to that capability."""
+    if required and not any(s.capability == required for s in steps):
+        raise PlanError(f"the goal needs capability {required!r}: at least one step must have it "
+                        f"(the plan has {sorted({s.capability for s in steps})})")
+
+
 def check_dag(steps: list[PlanStep], capabilities: set[str] | None) -> None:
     ids = [s.step_id for s in steps]
     if len(set(ids)) != len(ids):
@@ -84,7 +91,7 @@ You are the AgentOS planner. Break the goal into a small DAG of steps. Each step
 step_id (lower-case, dashes), one capability from the list, a precise instruction, depends_on
 (step ids whose outputs it needs) and review (true when a QA agent must accept its output).
 Independent steps must not depend on each other, so they run in parallel.
-Available capabilities: {capabilities}
+Available capabilities: {capabilities}{required}
 Answer with JSON matching this schema: {schema}"""
 
 
@@ -158,12 +165,16 @@ class GovernedModel:
 
 
 async def llm_plan(llm: ModelClient, chain: list[str], goal_text: str, capabilities: set[str],
-                   failures: list[str], attempts: int = 3) -> tuple[list[PlanStep], list[ModelCall]]:
-    """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times."""
+                   failures: list[str], attempts: int = 3,
+                   required: str | None = None) -> tuple[list[PlanStep], list[ModelCall]]:
+    """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times.
+    With ``required`` (the goal's intent) a plan without a step of that capability is invalid."""
     schema = PlanOutput.model_json_schema()
+    need = f"\nRequired capability: {required} (the goal's intent; give its work to this capability)" \
+        if required else ""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": PLANNER_PROMPT.format(capabilities=", ".join(sorted(capabilities)),
-                                                              schema=json.dumps(schema))},
+                                                              required=need, schema=json.dumps(schema))},
         {"role": "user", "content": f"Goal: {goal_text}" + (
             "\nEarlier attempts went wrong; plan around this:\n- " + "\n- ".join(failures[-5:]) if failures else "")},
     ]
@@ -180,6 +191,7 @@ async def llm_plan(llm: ModelClient, chain: list[str], goal_text: str, capabilit
         try:
             plan = PlanOutput.model_validate_json(content)
             check_dag(plan.steps, capabilities)
+            check_intent(plan.steps, required)
             return plan.steps, calls
         except (ValidationError, PlanError) as exc:
             messages += [{"role": "assistant", "content": content},

@@ -37,7 +37,16 @@ from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, derived_event_id
-from agentos_schemas.events import GoalEscalated, GoalPlanned, TaskAssigned, TaskCompleted, TaskFailed, Usage
+from agentos_schemas.events import (
+    GoalEscalated,
+    GoalHeld,
+    GoalPlanned,
+    TaskAssigned,
+    TaskCompleted,
+    TaskFailed,
+    Usage,
+    WorkflowDeclared,
+)
 from pydantic_settings import SettingsConfigDict
 
 from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
@@ -46,6 +55,7 @@ from agentos_orchestrator.planner import (
     PlanDenied,
     PlanError,
     Workflow,
+    check_intent,
     llm_plan,
     load_workflows,
 )
@@ -56,7 +66,7 @@ NAME = "orchestrator"
 LIVE = ["agentos.*.goal.submitted", "agentos.*.goal.escalated", "agentos.*.task.completed",
         "agentos.*.task.failed", "agentos.*.agent.*"]
 #: Replayed on start (and after a failed publish): the live facts and the orchestrator's own decisions.
-REPLAY = [*LIVE, "agentos.*.goal.planned", "agentos.*.goal.completed", "agentos.*.goal.failed",
+REPLAY = [*LIVE, "agentos.*.goal.planned", "agentos.*.goal.held", "agentos.*.goal.completed", "agentos.*.goal.failed",
           "agentos.*.task.assigned", "agentos.*.task.reviewed"]
 #: Rounds of follow-up decisions taken at once after one event (the tick takes any further ones).
 MAX_ROUNDS = 8
@@ -96,10 +106,30 @@ class Orchestrator:
             log.warning("LLM planner unavailable (declared workflows still run): %s", exc)
         last = await replay(self.ctx.bus, REPLAY, lambda e: apply(self.world, e))
         log.info("rebuilt %d goals from the log (up to seq %d)", len(self.world.goals), last)
+        await self.declare_workflows()
         await self.ctx.consume(NAME, LIVE, self.on_event, concurrency=8, max_deliver=10,
                                honour_halts=False)
         self._ticker = asyncio.create_task(self._tick())
         self.ctx.closers.append(self.stop)
+
+    async def declare_workflows(self) -> None:
+        """State in the log which declared workflows run here and which capabilities they need,
+        so submitters can refuse a workflow (or capability) nobody can run before it is submitted."""
+        events = []
+        for wf in self.workflows.values():
+            data = WorkflowDeclared(name=wf.name, description=wf.description, steps=len(wf.steps),
+                                    capabilities=tuple(sorted({s.capability for s in wf.steps})))
+            event_id = derived_event_id("workflow", data.model_dump_json())  # the same file, the same id
+            events.append(self.ctx.bus.new(data, id=event_id, subject=f"workflow/{wf.name}"))
+        if events:
+            await self.ctx.bus.publish_many(events)
+
+    def report_held(self) -> None:
+        """Put the work held for want of a capability into this instance's health record."""
+        held = [{"goal_id": g.goal_id, "tenant": g.tenant, "step_id": h.step_id, "capability": h.capability,
+                 "reason": h.reason} for g in self.world.goals.values() for h in g.held.values()]
+        self.ctx.status["held"] = held[:50]
+        self.ctx.status["held_total"] = len(held)
 
     async def stop(self) -> None:
         await asyncio.gather(cancel_and_wait(self._ticker),
@@ -139,7 +169,7 @@ class Orchestrator:
             # An assignment or an escalation only takes capacity or marks the goal: it releases no
             # step, so only the goals that decided something else (a verdict) are decided again.
             todo = {g.goal_id: g for g, commands in batch if g.active and any(
-                isinstance(c, Emit) and not isinstance(c.data, TaskAssigned | GoalEscalated)
+                isinstance(c, Emit) and not isinstance(c.data, TaskAssigned | GoalEscalated | GoalHeld)
                 for c in commands)}
             freed = any(not g.active for g, _ in batch)
         return rounds
@@ -197,13 +227,15 @@ class Orchestrator:
                 if workflow is None:
                     raise PlanError(f"unknown workflow {goal.workflow!r}; known: {sorted(self.workflows)}")
                 steps, planner = workflow.steps, f"workflow:{workflow.name}"
+                check_intent(steps, goal.capability)
             else:
                 caps = {c for cs in self.world.agents.capabilities.values() for c in cs} - {REVIEW_CAPABILITY}
                 chain = [self.settings.planner_model, *self.settings.planner_fallbacks]
                 left = goal.submitted_at + goal.limits.deadline_s - time.time()  # approvals wait at most this
                 model = GovernedModel(self.llm, self.policy, goal.tenant, goal.goal_id, revision,
                                       cause=goal.submitted_event, approval_wait_s=max(left, 1.0))
-                steps, calls = await llm_plan(model, chain, goal.text, caps, goal.history)
+                steps, calls = await llm_plan(model, chain, goal.text, caps, goal.history,
+                                              required=goal.capability)
                 usage, planner = Usage(calls=tuple(calls)), f"llm:{chain[0]}"
             data = GoalPlanned(goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner,
                                reason=reason, usage=usage)
@@ -229,6 +261,7 @@ class Orchestrator:
             with contextlib.suppress(Exception):
                 async with self.lock:
                     rounds = self.settle([g for g in self.world.goals.values() if g.active])
+                    self.report_held()
                 await self.execute(rounds, cause=None)
 
 

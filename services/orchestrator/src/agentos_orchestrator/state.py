@@ -27,6 +27,7 @@ from agentos_schemas.events import (
     GoalCompleted,
     GoalEscalated,
     GoalFailed,
+    GoalHeld,
     GoalPlanned,
     GoalSubmitted,
     Limits,
@@ -98,6 +99,11 @@ class Goal:
     history: list[str] = field(default_factory=list)
     """What went wrong so far, for the planner when it re-plans."""
     escalated: bool = False
+    capability: str | None = None
+    """The capability the goal's intent needs (``goal.submitted``), if it names one."""
+    held: dict[str, GoalHeld] = field(default_factory=dict)
+    """Work held because no registered agent serves its capability, by step id ("" for the
+    goal's intent before it is planned); an entry leaves when the work is planned or assigned."""
     waiting_since: dict[str, float] = field(default_factory=dict)
     assigned_agent: dict[str, str] = field(default_factory=dict)
 
@@ -118,6 +124,10 @@ class Agents:
 
     def for_capability(self, capability: str) -> list[str]:
         return sorted(a for a, caps in self.capabilities.items() if capability in caps and self.capacity(a) > 0)
+
+    def served(self) -> set[str]:
+        """The capabilities of every agent with a replica up (announced and not retired)."""
+        return {c for a, caps in self.capabilities.items() if self.capacity(a) > 0 for c in caps}
 
 
 @dataclass
@@ -200,7 +210,8 @@ def apply(world: World, event: Event[Any]) -> Goal | None:
         if data.goal_id not in world.goals:
             world.goals[data.goal_id] = Goal(
                 goal_id=data.goal_id, tenant=event.tenant, text=data.text, workflow=data.workflow,
-                limits=data.limits, submitted_at=ts(event), principal=event.principal, submitted_event=event)
+                limits=data.limits, submitted_at=ts(event), principal=event.principal, submitted_event=event,
+                capability=data.capability)
         return world.goals[data.goal_id]
     goal = world.goals.get(getattr(data, "goal_id", ""))
     if goal is None:
@@ -239,6 +250,8 @@ def _apply_to_goal(world: World, goal: Goal, event: Event[Any]) -> None:
         goal.status = "failed"
     elif isinstance(data, GoalEscalated):
         goal.escalated = True
+    elif isinstance(data, GoalHeld):
+        goal.held.setdefault(data.step_id or "", data)
 
 
 def _charge(goal: Goal, usage: Usage) -> None:
@@ -260,6 +273,7 @@ def _apply_plan(goal: Goal, data: GoalPlanned) -> None:
             goal.steps[spec.step_id] = Step(spec=spec)
     # Steps the new plan dropped no longer wait (kept ones keep waiting since when they did).
     goal.waiting_since = {sid: t for sid, t in goal.waiting_since.items() if sid in goal.steps}
+    goal.held = {sid: h for sid, h in goal.held.items() if sid in goal.steps}  # the intent was planned
     if data.revision > 0:
         goal.replans += 1
     _charge(goal, data.usage)
@@ -275,6 +289,7 @@ def _apply_assigned(world: World, goal: Goal, data: TaskAssigned) -> None:
     goal.attempts_total += 1
     goal.assigned_agent[data.task_id] = data.agent
     goal.waiting_since.pop(data.step_id, None)
+    goal.held.pop(data.step_id, None)
     if data.review_of is not None:
         goal.tasks[data.task_id] = (data.step_id, "review")
         step.reviews += 1
