@@ -28,16 +28,20 @@ _SQL = """SELECT {cols}, e.data::text AS data, c.hash AS chain_hash
 FROM {s}.events e JOIN {s}.chain c ON c.seq = e.seq
 WHERE ($1::timestamptz IS NULL OR e.time >= $1) AND ($2::timestamptz IS NULL OR e.time < $2)
   AND ($3::text IS NULL OR e.tenant = $3)
+  AND ($4::bigint IS NULL OR e.seq >= $4) AND ($5::bigint IS NULL OR e.seq < $5)
 ORDER BY e.seq"""
 
 
 async def records(pool: asyncpg.Pool, schema: str, since: dt.datetime | None, until: dt.datetime | None,
-                  tenant: str | None = None) -> AsyncIterator[dict[str, Any]]:
-    """The exported records, in stream order (``data`` as JSON text)."""
+                  tenant: str | None = None, *, seq_from: int | None = None,
+                  seq_to: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The exported records, in stream order (``data`` as JSON text): events whose own ``time`` is
+    in ``[since, until)`` and whose stream sequence is in ``[seq_from, seq_to)``, each bound
+    optional (the CLI turns log times into sequence bounds)."""
     sql = _SQL.format(cols=", ".join(f"e.{c}" for c in COLUMNS[:-1]), s=check_schema(schema))
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         erased = await erasure.erased_keys(conn, check_schema(schema))
-        async for r in conn.cursor(sql, since, until, tenant, prefetch=2000):
+        async for r in conn.cursor(sql, since, until, tenant, seq_from, seq_to, prefetch=2000):
             record = dict(r)
             record["chain_hash"] = bytes(record["chain_hash"]).hex()
             if TOKEN_PREFIX in record["data"]:

@@ -6,45 +6,36 @@ the running AgentOS (`agentos up`) or of ``AGENTOS_DATABASE_URL`` / ``AGENTOS_NA
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from agentos_audit import export as export_mod
-from agentos_audit import queries as q
-from agentos_audit import render
-from agentos_audit.rebuild import rebuild as rebuild_schema
-from agentos_audit.settings import AuditSettings
-from agentos_audit.signing import load_public, public_path
-from agentos_audit.trace import build_tree
-from agentos_audit.verify import verify as verify_schema
-from agentos_cli import replay_cmd
+from agentos_cli import output
+from agentos_cli.connect import run
 from agentos_cli.errors import fail
-from agentos_kernel import AgentOSError, Bus, KernelSettings
-from agentos_kernel.db import create_pool
-from agentos_kernel.runtime import resolve
-from agentos_schemas import derived_event_id
-from agentos_schemas.events.erasure import ErasureRecorded
-from agentos_schemas.subjects import check_token
-from rich.console import Console
+
+if TYPE_CHECKING:
+    import asyncpg
+    from agentos_kernel import Bus, KernelSettings
 
 app = typer.Typer(help="Audit trail: verify, query, trace, replay, export.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = output.console()
+err = output.console(stderr=True)
 T = TypeVar("T")
 
 Schema = Annotated[str | None, typer.Option(help="Projection schema (default AGENTOS_AUDIT_SCHEMA_NAME or audit)")]
 Tenant = Annotated[str | None, typer.Option(help="Only this tenant")]
 Since = Annotated[str | None, typer.Option(help="From: 7d, 24h, 30m or an ISO date/time")]
 Until = Annotated[str | None, typer.Option(help="Before: 7d, 24h, 30m or an ISO date/time")]
-Format = Annotated[str, typer.Option("--format", help="table, json or csv")]
+Fmt, AsJson = output.Format, output.Json
 
 
 def _settings() -> KernelSettings:
+    from agentos_kernel import AgentOSError, KernelSettings
+    from agentos_kernel.runtime import resolve
+
     settings = resolve(KernelSettings())
     if not settings.database_url:
         raise AgentOSError("no AgentOS is running here: start one with `agentos up` (or set AGENTOS_DATABASE_URL)")
@@ -52,13 +43,14 @@ def _settings() -> KernelSettings:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except (AgentOSError, ValueError, asyncpg.UndefinedTableError, OSError) as exc:  # OSError: e.g. --out
-        fail(exc)
+    import asyncpg
+
+    return run(coro, ValueError, asyncpg.UndefinedTableError, OSError)  # OSError: e.g. --out
 
 
 def _when(text: str | None) -> Any:
+    from agentos_audit import queries as q
+
     try:
         return q.parse_when(text)
     except ValueError as exc:
@@ -66,10 +58,14 @@ def _when(text: str | None) -> Any:
 
 
 def _schema(schema: str | None) -> str:
+    from agentos_audit.settings import AuditSettings
+
     return schema or AuditSettings().schema_name
 
 
 async def _with_pool(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    from agentos_kernel.db import create_pool
+
     pool = await create_pool(_settings().database_url, min_size=1, max_size=4)
     try:
         return await work(pool)
@@ -78,6 +74,8 @@ async def _with_pool(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
 
 
 async def _with_bus_and_pool(work: Callable[[Bus, asyncpg.Pool], Awaitable[T]]) -> T:
+    from agentos_kernel import AgentOSError, Bus
+
     settings = _settings()
     if not settings.nats_url:
         raise AgentOSError("no NATS here: start AgentOS with `agentos up` (or set AGENTOS_NATS_URL)")
@@ -88,16 +86,28 @@ async def _with_bus_and_pool(work: Callable[[Bus, asyncpg.Pool], Awaitable[T]]) 
         await bus.close()
 
 
-def _check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> None:
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
     if fmt not in allowed:
         err.print(f"[bold red]agentos: error:[/] --format must be one of {', '.join(allowed)}")
         raise typer.Exit(2)
 
 
+def _short(value: Any) -> str:
+    from rich.markup import escape
+
+    text = output.cell(value)
+    parts = text.split(".")
+    return escape(".".join(parts[2:-1]) if text.startswith("dev.agentos.") and len(parts) >= 5 else text)
+
+
+def _section(title: str, rows: list[dict[str, Any]]) -> output.Section:
+    """Event types shown short in tables (``task.completed``); JSON and CSV keep them whole."""
+    return output.Section(title, rows, empty="(no rows)", cells=dict.fromkeys(rows[0] if rows else (), _short))
+
+
 def _rows(fetch: Callable[[asyncpg.Pool], Awaitable[list[dict[str, Any]]]], fmt: str, title: str) -> None:
-    _check_format(fmt)
     rows = _run(_with_pool(fetch))
-    render.emit(console, rows, fmt, title=title)
+    output.emit(console, [_section(title, rows)], fmt)
 
 
 @app.command()
@@ -110,9 +120,12 @@ def query(
     model: Annotated[str | None, typer.Option(help="A model the event's usage names")] = None,
     tag: Annotated[str | None, typer.Option(help="Classification tag, e.g. personal_data, pii:email")] = None,
     tenant: Tenant = None, limit: Annotated[int, typer.Option(help="Most rows (newest first)")] = 100,
-    fmt: Format = "table", schema: Schema = None,
+    fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None,
 ) -> None:
     """Events matching every filter given, newest first."""
+    from agentos_audit import queries as q
+
+    fmt = output.chosen(fmt, as_json)
     if type is not None and not q.types_named(type):
         fail(f"event type {type!r} is not in the catalogue (e.g. task.completed, or a full type "
              "dev.agentos.task.completed.v1)")
@@ -122,55 +135,73 @@ def query(
 
 
 @app.command("personal-data")
-def personal_data(since: Since = "7d", tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
+def personal_data(since: Since = "7d", tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
+                  schema: Schema = None) -> None:
     """Which agents touched personal data (events classified personal_data) since --since."""
+    from agentos_audit import queries as q
+
+    fmt = output.chosen(fmt, as_json)
     when = _when(since)
     _rows(lambda pool: q.personal_data(pool, _schema(schema), when, tenant), fmt,
           f"agents with personal data since {since}")
 
 
 @app.command()
-def denied(since: Since = None, tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
+def denied(since: Since = None, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
+           schema: Schema = None) -> None:
     """Policy denials: denied decisions, rejected or expired approvals, tasks failed by a policy (the
     note on stderr says what counts)."""
+    from agentos_audit import queries as q
+
+    fmt = output.chosen(fmt, as_json)
     err.print(f"[dim]{q.POLICY_NOTE}[/]", soft_wrap=True)
     when = _when(since)
     _rows(lambda pool: q.denied(pool, _schema(schema), when, tenant), fmt, "policy denials")
 
 
 @app.command()
-def cost(goal: str, tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
+def cost(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None) -> None:
     """A goal's model calls, tokens and spend per agent and model."""
+    from agentos_audit import queries as q
+
+    fmt = output.chosen(fmt, as_json)
     _rows(lambda pool: q.cost(pool, _schema(schema), goal, tenant), fmt, f"cost of goal {goal}")
 
 
 @app.command("allowed-by")
 def allowed_by(ref: Annotated[str, typer.Argument(help="An event id, or an action, tool, model or resource")],
-               since: Since = None, tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
+               since: Since = None, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
+               schema: Schema = None) -> None:
     """Which policy decisions and versions let an event or an action through."""
-    _check_format(fmt)
+    from agentos_audit import queries as q
+
+    fmt = output.chosen(fmt, as_json)
     when = _when(since)
     answer = _run(_with_pool(lambda pool: q.allowed_by(pool, _schema(schema), ref, tenant, when)))
-    if answer["rows"]:
-        render.emit(console, answer["rows"], fmt, title=f"event {ref}")
-    render.emit(console, answer["decisions"], fmt, title=f"policy decisions about {ref}")
+    shown = [_section(f"event {ref}", answer["rows"])] if answer["rows"] else []
+    shown.append(_section(f"policy decisions about {ref}", answer["decisions"]))
+    output.emit(console, shown, fmt, document={"event": answer["rows"], "decisions": answer["decisions"]})
     if not answer["decisions"]:
         err.print(f"no policy decision about {ref!r} is in this log (none was asked for it, or it happened "
                   "before the policy service ran)", soft_wrap=True)
 
 
 @app.command()
-def trace(goal: str, tenant: Tenant = None, fmt: Format = "table", schema: Schema = None) -> None:
+def trace(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None) -> None:
     """A goal's events as a causal tree, and per task: context, charter, models, tokens, cost, trace id."""
-    _check_format(fmt)
+    from agentos_audit import queries as q
+    from agentos_audit import render
+    from agentos_audit.trace import build_tree
+
+    fmt = output.chosen(fmt, as_json)
     rows = _run(_with_pool(lambda pool: q.goal_events(pool, _schema(schema), goal, tenant)))
     if not rows:
         err.print(f"no events of goal {goal!r} in the projection")
         raise typer.Exit(1)
     tasks = render.trace_tasks(rows)
     if fmt == "table":
-        console.print(render.trace_tree(goal, build_tree(rows)))
-    render.emit(console, tasks, fmt, title="tasks")
+        output.show(console, render.trace_tree(goal, build_tree(rows)))
+    output.emit(console, [_section("tasks", tasks)], fmt)
 
 
 @app.command()
@@ -184,6 +215,11 @@ def verify(
 ) -> None:
     """Recompute the chain from the log and from Postgres, re-derive every row, check checkpoints;
     fail when the projection is behind the log by more than --max-behind."""
+    from agentos_audit import render
+    from agentos_audit.settings import AuditSettings
+    from agentos_audit.signing import load_public, public_path
+    from agentos_audit.verify import verify as verify_schema
+
     path = public_key or public_path(AuditSettings().key_path(_settings().state_dir))
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
@@ -205,6 +241,9 @@ def rebuild(
     schema: Schema = None,
 ) -> None:
     """Project the log again into a fresh schema and check it equals the live projection."""
+    from agentos_audit import render
+    from agentos_audit.rebuild import rebuild as rebuild_schema
+
     report = _run(_with_bus_and_pool(
         lambda bus, pool: rebuild_schema(bus, pool, _schema(schema), target, keep=keep, workers=workers)))
     for line in render.rebuild_lines(report):
@@ -213,29 +252,47 @@ def rebuild(
         raise typer.Exit(1)
 
 
+VendorSince = Annotated[str | None, typer.Option(
+    help="From, by the event's own time attribute (set by its source: a vendor's time for a mapped webhook)")]
+VendorUntil = Annotated[str | None, typer.Option(help="Before, by the event's own time attribute")]
+
+
 @app.command()
 def export(
-    since: Since = None, until: Until = None, tenant: Tenant = None,
+    since: Annotated[str | None, typer.Option(help="From, by the log's time (when AgentOS took the event): "
+                                                   "7d, 24h, 30m or an ISO date/time")] = None,
+    until: Annotated[str | None, typer.Option(help="Before, by the log's time")] = None,
+    tenant: Tenant = None, vendor_since: VendorSince = None, vendor_until: VendorUntil = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
     out: Annotated[Path, typer.Option(help="Output file ('-' is stdout, jsonl only)")] = Path("-"),
     schema: Schema = None,
 ) -> None:
-    """Export the events of a time range (with their chain hashes) as JSON Lines or Parquet."""
+    """Export the events of a time range (with their chain hashes) as JSON Lines or Parquet.
+
+    --since/--until select by when the log took each event; --vendor-since/--vendor-until by the
+    time the event itself carries (its source's clock); both may be given."""
     _check_format(fmt, ("jsonl", "parquet"))
     if fmt == "parquet" and str(out) == "-":
         err.print("[bold red]agentos: error:[/] parquet needs --out FILE")
         raise typer.Exit(2)
-    start, end = _when(since), _when(until)
+    logged, claimed = (_when(since), _when(until)), (_when(vendor_since), _when(vendor_until))
 
-    async def go(pool: asyncpg.Pool) -> int:
-        rows = export_mod.records(pool, _schema(schema), start, end, tenant)
+    async def go(bus: Bus | None, pool: asyncpg.Pool) -> int:
+        from agentos_audit import export as export_mod
+        from agentos_cli.log_seq import seq_bounds
+
+        first, end = await seq_bounds(bus, *logged) if bus is not None else (None, None)
+        rows = export_mod.records(pool, _schema(schema), *claimed, tenant, seq_from=first, seq_to=end)
         if fmt == "parquet":
             return await export_mod.write_parquet(out, rows)
         if str(out) == "-":
             return await export_mod.write_jsonl(sys.stdout.buffer, rows)
         with out.open("wb") as f:
             return await export_mod.write_jsonl(f, rows)
-    n = _run(_with_pool(go))
+    if any(logged):
+        n = _run(_with_bus_and_pool(go))
+    else:
+        n = _run(_with_pool(lambda pool: go(None, pool)))
     err.print(f"exported {n} events", highlight=False)
 
 
@@ -249,11 +306,17 @@ def erase(
 ) -> None:
     """Crypto-shred a data subject: destroy their key, so every personal field sealed with it reads
     [ERASED] everywhere, and record an erasure.recorded event (no personal data in it)."""
+    from agentos_kernel import AgentOSError, Bus, KernelSettings
+    from agentos_kernel.runtime import resolve
+    from agentos_schemas import derived_event_id
+    from agentos_schemas.events.erasure import ErasureRecorded
+    from agentos_schemas.subjects import check_token
+
     if not subject.strip():
         err.print("[bold red]agentos: error:[/] the data subject id is empty")
         raise typer.Exit(2)
 
-    async def go() -> tuple[ErasureRecorded, str]:
+    async def go() -> tuple[Any, str]:
         settings = resolve(KernelSettings())
         if not settings.nats_url:
             raise AgentOSError("no NATS here: start AgentOS with `agentos up` (or set AGENTOS_NATS_URL)")
@@ -274,4 +337,23 @@ def erase(
     console.print(f"erased: {what}; recorded erasure.recorded {event_id}", highlight=False, soft_wrap=True)
 
 
-app.command("replay")(replay_cmd.replay)
+@app.command()
+def replay(
+    goal_id: Annotated[str, typer.Argument(help="The goal to replay")],
+    tenant: Annotated[str | None, typer.Option(help="The goal's tenant (narrows the read of the log)")]
+    = None,
+    mode: Annotated[str, typer.Option(help="recorded: the recording's answers; offline: the offline model")]
+    = "recorded",
+    sandbox_tenant: Annotated[str | None, typer.Option(help="Tenant of the replay (default sandbox-<id>)")]
+    = None,
+    scenario: Annotated[Path | None, typer.Option(help="Offline mode: the scenario the offline model plays")]
+    = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the replay's outcome")] = 600.0,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox's state and logs")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Re-run a recorded goal in a sandbox and compare the outcome (exit 0 same, 1 different, 2 error)."""
+    from agentos_cli import replay_cmd
+
+    replay_cmd.replay(goal_id, tenant=tenant, mode=mode, sandbox_tenant=sandbox_tenant, scenario=scenario,
+                      timeout=timeout, keep=keep, as_json=as_json)

@@ -10,43 +10,57 @@ from __future__ import annotations
 
 import getpass
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from agentos_kernel import AgentOSError, Bus, KernelSettings, control
-from agentos_kernel.runtime import resolve
-from agentos_schemas.events import HaltRequested, ResumeRequested
-from rich.console import Console
+from agentos_cli import output
+from agentos_cli.connect import connected_bus, run
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from agentos_kernel import Bus, control
+
+console = output.console()
+err = output.console(stderr=True)
 
 Agent = Annotated[str | None, typer.Option("--agent", help="An agent (charter name)")]
-Workflow = Annotated[str | None, typer.Option("--workflow", help="A workflow (goal id)")]
+Goal = Annotated[str | None, typer.Option("--goal", help="A goal (its id, as `agentos submit` prints it)")]
+Workflow = Annotated[str | None, typer.Option("--workflow", hidden=True,
+                                              help="Deprecated: the old name of --goal (it takes a goal id)")]
 Model = Annotated[str | None, typer.Option("--model", help="A model (alias or litellm model string)")]
 Tenant = Annotated[str | None, typer.Option("--tenant", help="A tenant")]
 All = Annotated[bool, typer.Option("--all", help="Everything")]
 
 
-def pick_scope(agent: str | None, workflow: str | None, model: str | None, tenant: str | None,
+def goal_of(goal: str | None, workflow: str | None) -> str | None:
+    """``--goal``, or the deprecated ``--workflow`` (with a warning on stderr); not both."""
+    if workflow is None:
+        return goal
+    err.print("agentos: warning: --workflow is deprecated and will be removed: it takes a goal id, "
+              "so it is now called --goal", highlight=False, soft_wrap=True)
+    if goal is not None and goal != workflow:
+        raise typer.BadParameter("--goal and --workflow (its old name) name different goals", param_hint="--goal")
+    return workflow
+
+
+def pick_scope(agent: str | None, goal: str | None, model: str | None, tenant: str | None,
                everything: bool) -> tuple[str, str]:
-    """(scope, target) from the options; exactly one must be given."""
-    given = [(s, t) for s, t in (("agent", agent), ("workflow", workflow), ("model", model),
+    """(scope, target) from the options; exactly one must be given. A goal's switch is the
+    ``workflow`` scope of :mod:`agentos_kernel.control` (a goal's run is its workflow)."""
+    from agentos_kernel import AgentOSError, control
+
+    given = [(s, t) for s, t in (("agent", agent), ("workflow", goal), ("model", model),
                                  ("tenant", tenant)) if t]
     if everything:
         given.append(("all", "*"))
     if len(given) != 1:
-        raise AgentOSError("name exactly one of --agent, --workflow, --model, --tenant or --all")
+        raise AgentOSError("name exactly one of --agent, --goal, --model, --tenant or --all")
     scope, target = given[0]
     control.halt_key(scope, target)  # validates the target
     return scope, target
 
 
 async def _bus() -> Bus:
-    settings = resolve(KernelSettings())
-    if not settings.nats_url:
-        raise AgentOSError("no AgentOS is running here: start one with `agentos up` (or set AGENTOS_NATS_URL)")
-    return await Bus.connect(settings, source="cli")
+    return await connected_bus()
 
 
 def _tenant(bus: Bus, scope: str, target: str) -> str:
@@ -55,6 +69,9 @@ def _tenant(bus: Bus, scope: str, target: str) -> str:
 
 async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> control.Halt:
     """Turn the switch on, then record the request in the log."""
+    from agentos_kernel import control
+    from agentos_schemas.events import HaltRequested
+
     halt = await control.set_halt(bus.js, control.Halt(scope, target, reason, by, time.time()))
     await bus.publish(bus.new(HaltRequested(scope=scope, target=target, reason=reason, requested_by=by),
                               tenant=_tenant(bus, scope, target), subject=f"control/{halt.key}",
@@ -64,6 +81,9 @@ async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> co
 
 async def do_resume(bus: Bus, scope: str, target: str, by: str) -> bool:
     """Turn the switch off (if it was on), then record the request in the log."""
+    from agentos_kernel import control
+    from agentos_schemas.events import ResumeRequested
+
     was_on = await control.clear_halt(bus.js, scope, target)
     await bus.publish(bus.new(ResumeRequested(scope=scope, target=target, requested_by=by),
                               tenant=_tenant(bus, scope, target),
@@ -71,19 +91,18 @@ async def do_resume(bus: Bus, scope: str, target: str, by: str) -> bool:
     return was_on
 
 
-def _run(coro: object) -> object:
-    from agentos_cli.main import run
-
-    return run(coro)  # type: ignore[arg-type]
+_run = run
 
 
-def halt(agent: Agent = None, workflow: Workflow = None, model: Model = None, tenant: Tenant = None,
+def halt(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: Tenant = None,
          everything: All = False,
          reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "operator halt",
-         ) -> None:
-    """Kill switch: stop an agent, a workflow, a model, a tenant or everything, at once, everywhere."""
+         workflow: Workflow = None) -> None:
+    """Kill switch: stop an agent, a goal, a model, a tenant or everything, at once, everywhere."""
+    goal = goal_of(goal, workflow)
+
     async def go() -> None:
-        scope, target = pick_scope(agent, workflow, model, tenant, everything)
+        scope, target = pick_scope(agent, goal, model, tenant, everything)
         bus = await _bus()
         try:
             found = await do_halt(bus, scope, target, reason, f"user:{getpass.getuser()}")
@@ -93,11 +112,15 @@ def halt(agent: Agent = None, workflow: Workflow = None, model: Model = None, te
     _run(go())
 
 
-def resume(agent: Agent = None, workflow: Workflow = None, model: Model = None, tenant: Tenant = None,
-           everything: All = False) -> None:
+def resume(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: Tenant = None,
+           everything: All = False, workflow: Workflow = None) -> None:
     """Lift a kill switch; paused work carries on from where it stopped."""
+    goal = goal_of(goal, workflow)
+
     async def go() -> None:
-        scope, target = pick_scope(agent, workflow, model, tenant, everything)
+        from agentos_kernel import control
+
+        scope, target = pick_scope(agent, goal, model, tenant, everything)
         bus = await _bus()
         try:
             was_on = await do_resume(bus, scope, target, f"user:{getpass.getuser()}")
@@ -108,20 +131,24 @@ def resume(agent: Agent = None, workflow: Workflow = None, model: Model = None, 
     _run(go())
 
 
-def halts() -> None:
+def halts(fmt: output.Format = "table", as_json: output.Json = False) -> None:
     """The kill switches that are on."""
-    async def go() -> None:
+    form = output.chosen(fmt, as_json)
+
+    async def go() -> list[control.Halt]:
+        from agentos_kernel import control
+
         bus = await _bus()
         try:
-            found = await control.list_halts(bus.js)
+            return await control.list_halts(bus.js)
         finally:
             await bus.close()
-        if not found:
-            console.print("no kill switch is on")
-        for h in found:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.at))
-            console.print(f"{h.key}  by {h.by} at {when}: {h.reason}")
-    _run(go())
+    rows = [{"key": h.key, "scope": h.scope, "target": h.target, "by": h.by,
+             "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.at)), "reason": h.reason}
+            for h in _run(go())]
+    section = output.Section("Kill switches on", rows, columns=("key", "scope", "target", "by", "at", "reason"),
+                             empty="(no kill switch is on)")
+    output.emit(console, [section], form)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-
-_stderr = Console(stderr=True)
 
 
 def fail(error: object, code: int = 2) -> NoReturn:
     """Print ``agentos: error: <error>`` (its text as it is: brackets are not markup) and exit ``code``."""
-    _stderr.print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    from agentos_cli.output import console
+    from rich.markup import escape
+
+    console(stderr=True).print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False,
+                               soft_wrap=True)
     raise typer.Exit(code)

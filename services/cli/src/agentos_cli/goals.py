@@ -33,6 +33,7 @@ from agentos_schemas.events import (
     TaskReviewed,
     TaskStarted,
 )
+from agentos_schemas.events.policy import ApprovalDecided, ApprovalRequested
 from agentos_schemas.money import usd
 from nats.js import api
 from pydantic import ValidationError
@@ -109,6 +110,8 @@ class GoalView:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     tenant: str | None = None
     paused_by: list[control.Halt] = field(default_factory=list)
+    waiting: dict[str, ApprovalRequested] = field(default_factory=dict)
+    """Approvals of this goal that wait for a human, by approval id."""
 
     def fold(self, event: Event[Any]) -> None:
         d, now = event.data, (event.time or dt.datetime.now(dt.UTC)).timestamp()
@@ -126,6 +129,8 @@ class GoalView:
             self._task_event(d, now)
         elif isinstance(d, MemoryCommitted) and d.status == "committed":
             self.memories_committed += len(d.entry_ids)
+        elif isinstance(d, ApprovalRequested | ApprovalDecided):
+            self._approval(d)
         elif isinstance(d, GoalEscalated):
             self.notes.append(f"escalated to {d.to}: {d.reason}")
         elif isinstance(d, GoalHeld):
@@ -134,6 +139,24 @@ class GoalView:
                 self.steps.setdefault(d.step_id, StepView()).status = "held"
         elif isinstance(d, GoalCompleted | GoalFailed):
             self.outcome = event
+
+    def _approval(self, d: ApprovalRequested | ApprovalDecided) -> None:
+        if isinstance(d, ApprovalRequested):
+            self.waiting[d.approval_id] = d
+        elif self.waiting.pop(d.approval_id, None) is not None or d.goal_id == self.goal_id:
+            by = f" by {', '.join(d.decided_by)}" if d.decided_by else ""
+            self.notes.append(f"approval {d.approval_id} {d.status}{by}" + (f": {d.reason}" if d.reason else ""))
+
+    def waiting_lines(self) -> list[str]:
+        """One line per approval the goal waits for, with the exact command that approves it."""
+        lines = []
+        for a in self.waiting.values():
+            what = f"{a.request.action} {a.request.resource}"
+            who = f"{a.needed} {'person' if a.needed == 1 else 'different people'} with role {a.approver_role!r}"
+            lines.append(f"waiting for a human: approval {a.approval_id} ({a.risk} risk, {what}, agent "
+                         f"{a.request.agent or '-'}) needs {who}; approve with: agentos approve {a.approval_id} "
+                         f"--as <user>  (or: agentos reject {a.approval_id} --as <user> --reason ...)")
+        return lines
 
     def _assigned(self, d: TaskAssigned, now: float) -> None:
         step = self.steps.setdefault(d.step_id, StepView())
@@ -174,11 +197,14 @@ class GoalView:
             keys.update(control.Work(agent=agent).keys())
         return keys
 
-    def render(self) -> Group:
-        """The table, the last notes, and what pauses the goal, if anything."""
-        paused = [f"  [bold yellow]paused[/] by {h.key}: {escape(h.reason)} ({escape(h.by)}); "
-                  "`agentos resume` lifts it" for h in self.paused_by]
-        return Group(self.table(), *(f"  • {escape(n)}" for n in self.notes[-6:]), *paused)
+    def paused_lines(self) -> list[str]:
+        return [f"paused by {h.key}: {h.reason} ({h.by}); `agentos resume` lifts it" for h in self.paused_by]
+
+    def render(self, bullet: str = "\u2022") -> Group:
+        """The table, the last notes, what pauses the goal and what waits for a human, if anything."""
+        paused = [f"  [bold yellow]{escape(line)}[/]" for line in self.paused_lines()]
+        waiting = [f"  [bold magenta]{escape(line)}[/]" for line in self.waiting_lines()]
+        return Group(self.table(), *(f"  {bullet} {escape(n)}" for n in self.notes[-6:]), *paused, *waiting)
 
     def table(self) -> Table:
         t = Table(title=f"goal {self.goal_id}", expand=False)
@@ -219,14 +245,31 @@ async def follow(bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout
 
 async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 600.0) -> GoalView:
     """Follow a goal's events live until it completes or fails; returns what was seen. While a kill
-    switch covers its work, a line says so (the work is paused, not failed)."""
+    switch covers its work, or an approval waits for a human, a line says so.
+
+    On a terminal the table is redrawn in place; off one (CI logs, pipes), where a live display
+    shows nothing, each change is printed as a line (:class:`agentos_cli.progress.Lines`)."""
+    from agentos_cli.output import glyph
+    from agentos_cli.progress import Lines
+
     view = GoalView(goal_id)
-    with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
-        switches = asyncio.create_task(_watch_switches(bus, view, lambda: live.update(view.render())))
+    if not console.is_terminal:
+        lines = Lines(view, console)
+        switches = asyncio.create_task(_watch_switches(bus, view, lines.update))
         try:
             async for event in follow(bus, goal_id, timeout=timeout):
                 view.fold(event)
-                live.update(view.render())
+                lines.update(event)
+        finally:
+            await cancel_and_wait(switches)
+        return view
+    bullet = glyph(console, "\u2022", "-")
+    with Live(view.table(), console=console, refresh_per_second=8, transient=False) as live:
+        switches = asyncio.create_task(_watch_switches(bus, view, lambda: live.update(view.render(bullet))))
+        try:
+            async for event in follow(bus, goal_id, timeout=timeout):
+                view.fold(event)
+                live.update(view.render(bullet))
         finally:
             await cancel_and_wait(switches)
     return view
@@ -256,6 +299,8 @@ def overlapping(view: GoalView) -> int:
 
 
 def render_outcome(view: GoalView, console: Console) -> bool:
+    from agentos_cli.output import glyph
+
     if view.outcome is None:
         console.print("[bold red]the goal did not finish within the watch timeout[/]")
         return False
@@ -268,8 +313,10 @@ def render_outcome(view: GoalView, console: Console) -> bool:
     else:
         console.print(Panel(Markdown(d.result), title="result"))
     tid = trace_id(view.traceparent)
-    console.print(f"cost {usd(d.cost_usd)} · {d.tokens} tokens · {d.duration_s:.1f}s · {d.steps_run} task attempts"
-                  f" · up to {overlapping(view)} tasks in parallel · trace id {tid}")
+    dot = glyph(console, " \u00b7 ", ", ")
+    console.print(dot.join((f"cost {usd(d.cost_usd)}", f"{d.tokens} tokens", f"{d.duration_s:.1f}s",
+                            f"{d.steps_run} task attempts", f"up to {overlapping(view)} tasks in parallel",
+                            f"trace id {tid}")), highlight=False)
     if view.memories_committed:
         console.print(f"{view.memories_committed} finding(s) committed to episodic memory after QA review.")
     return isinstance(d, GoalCompleted)

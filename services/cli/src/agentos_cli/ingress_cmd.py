@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from agentos_cli import output
 from agentos_cli.errors import fail
-from rich.console import Console
 from rich.markup import escape
 
 CLOUDEVENT = "cloudevent"
@@ -89,7 +89,7 @@ def run_send(body: bytes, *, source: str | None, dry_run: bool, gateway: str | N
     cannot be inferred, 2 when unreachable."""
     from agentos_gateway.client import GatewayError, GatewayUnavailable
 
-    out, err = Console(), Console(stderr=True)
+    out, err = output.console(), output.console(stderr=True)
     url = gateway or os.environ.get("AGENTOS_GATEWAY_URL") or asyncio.run(discover_gateway())
     if not url:
         err.print("[bold red]agentos: error:[/] no gateway: pass --gateway URL, set AGENTOS_GATEWAY_URL,"

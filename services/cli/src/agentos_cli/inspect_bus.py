@@ -16,7 +16,6 @@ from agentos_schemas import subjects as s
 from nats.js import api
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 
 async def collect_status(bus: Bus, *, judge: bool = False, stall_s: float = health.STALL_S,
@@ -82,66 +81,6 @@ def held_work(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in report.get("held") or []:
             rows.setdefault((str(item.get("goal_id")), str(item.get("step_id") or "")), item)
     return [rows[k] for k in sorted(rows)]
-
-
-def render_held(held: list[dict[str, Any]], console: Console) -> None:
-    t = Table(title="Held work (no registered agent serves its capability)")
-    for col in ("goal", "tenant", "step", "capability", "reason"):
-        t.add_column(col)
-    for h in held:
-        t.add_row(str(h.get("goal_id", "")), str(h.get("tenant", "")), str(h.get("step_id") or "(intent)"),
-                  str(h.get("capability", "")), escape(str(h.get("reason", ""))))
-    console.print(t)
-
-
-def render_status(status: dict[str, Any], console: Console) -> None:
-    t = Table(title="Streams")
-    for col in ("stream", "messages", "bytes", "first_seq", "last_seq"):
-        t.add_column(col)
-    for row in status["streams"]:
-        t.add_row(*(str(row[c]) for c in ("stream", "messages", "bytes", "first_seq", "last_seq")))
-    console.print(t)
-    t = Table(title="Consumers on AGENTOS_EVENTS")
-    for col in ("consumer", "pending", "ack_pending", "redelivered", "dead-lettered"):
-        t.add_column(col)
-    for row in status["consumers"]:
-        t.add_row(row["consumer"], str(row["pending"]), str(row["ack_pending"]), str(row["redelivered"]),
-                  str(status["dead_letters"].get(row["consumer"], 0)))
-    console.print(t)
-    t = Table(title="Services")
-    for col in ("service", "instance", "status", "heartbeat age (s)", "consumers", "url"):
-        t.add_column(col)
-    for r in status["services"]:
-        t.add_row(r.get("service", "?"), r.get("instance", "?"), r.get("status", "?"), str(r["age_s"]),
-                  ", ".join(r.get("consumers", [])), str(r.get("url", "")))
-    if not status["services"]:
-        t.add_row("(none reporting)", "", "", "", "", "")
-    console.print(t)
-    if status.get("held"):
-        render_held(status["held"], console)
-    _render_positions(status, console)
-
-
-def _render_positions(status: dict[str, Any], console: Console) -> None:
-    """Dependencies, the projections' positions against the log, and every problem as a red line."""
-    t = Table(title="Dependencies")
-    for col in ("dependency", "state", "detail"):
-        t.add_column(col)
-    for d in status.get("dependencies", []):
-        t.add_row(d["dependency"], "[green]ok[/]" if d["ok"] else "[bold red]UNREACHABLE[/]", escape(d["detail"]))
-    console.print(t)
-    if status.get("projections"):
-        t = Table(title="Projections")
-        for col in ("projection", "head_seq", "last_seq", "behind", "advanced (s ago)"):
-            t.add_column(col)
-        for p in status["projections"]:
-            t.add_row(p["projection"], str(p.get("head_seq")), str(p["last_seq"]), str(p.get("behind", "?")),
-                      str(p.get("advanced_s")))
-        console.print(t)
-    for problem in status.get("problems", []):
-        console.print(f"[bold red]PROBLEM[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    if "problems" in status and not status["problems"]:
-        console.print("[green]all healthy[/]: dependencies reachable, consumers and projections keeping up")
 
 
 def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, str, str]:

@@ -4,28 +4,23 @@ request/reply subjects and the event log."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from agentos_cli import output
+from agentos_cli.connect import connected_bus, run
 from agentos_cli.errors import fail
-from agentos_kernel import AgentOSError, Bus, BusUnavailable
-from agentos_policy.cases import run_suite
-from agentos_policy.model import PolicyError, default_policy_dir, load_policy
-from agentos_policy.simulate import parse_since, simulate
-from agentos_schemas import rpc as r
-from agentos_schemas.events import TaskAssigned, TaskCompleted
-from agentos_schemas.money import usd
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from agentos_kernel import Bus
 
 policy_app = typer.Typer(help="Policies as code: test the shipped cases, simulate against recorded decisions.",
                          no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = output.console()
+err = output.console(stderr=True)
 T = TypeVar("T")
 
 PolicyDir = Annotated[Path | None, typer.Option("--policy-dir", help="Policy folder (default: the shipped one)")]
@@ -34,19 +29,18 @@ AsUser = Annotated[str, typer.Option("--as", help="Who you are (a human named in
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except (AgentOSError, PolicyError, ValueError) as exc:
-        fail(exc)
+    from agentos_policy.model import PolicyError
+
+    return run(coro, PolicyError, ValueError)
 
 
 async def _bus() -> Bus:
-    from agentos_cli.main import connected_bus
-
     return await connected_bus("cli-policy")
 
 
 async def _ask(subject: str, payload: Any, reply: type[T]) -> T:
+    from agentos_kernel import AgentOSError, BusUnavailable
+
     bus = await _bus()
     try:
         return await bus.request(subject, payload, reply, timeout=5.0)  # type: ignore[type-var]
@@ -59,14 +53,18 @@ async def _ask(subject: str, payload: Any, reply: type[T]) -> T:
 @policy_app.command("test")
 def test_cmd(policy_dir: PolicyDir = None) -> None:
     """Run the cases in tests.yaml next to the policy; exit 1 if any decision differs."""
+    from agentos_policy.cases import run_suite
+    from agentos_policy.model import PolicyError, default_policy_dir
+
     folder = policy_dir or default_policy_dir()
     try:
         policy, results = run_suite(folder)
     except PolicyError as exc:
         fail(exc)
+    dash = output.glyph(console, "\u2014", "-")
     for res in results:
         mark = "[green]PASS[/]" if res.passed else "[bold red]FAIL[/]"
-        line = f"{mark} {res.name}" + ("" if res.passed else f": expected {res.expected}, got {res.got} — "
+        line = f"{mark} {res.name}" + ("" if res.passed else f": expected {res.expected}, got {res.got} {dash} "
                                                            f"{'; '.join(res.reasons)}")
         console.print(line, highlight=False, soft_wrap=True)
     failed = sum(not x.passed for x in results)
@@ -78,68 +76,65 @@ def test_cmd(policy_dir: PolicyDir = None) -> None:
 @policy_app.command("simulate")
 def simulate_cmd(
     since: Annotated[str, typer.Option(help="From: 30m, 24h, 7d or an ISO date/time")],
-    policy_dir: PolicyDir = None,
+    policy_dir: Annotated[Path | None, typer.Option(
+        "--policy-dir", help="The candidate policy folder (default: the policy in force)")] = None,
     tenant: Tenant = None,
 ) -> None:
-    """Replay recorded decisions against another policy version and list every one that would change."""
+    """Replay recorded decisions against a policy version (by default the one in force) and list
+    every one that would change."""
+    from agentos_cli.policy_view import in_force, simulate_report
+
     async def go() -> None:
-        policy = load_policy(policy_dir or default_policy_dir())
+        from agentos_policy.model import load_policy
+        from agentos_policy.simulate import parse_since, simulate
+
+        when = parse_since(since)
         bus = await _bus()
         try:
-            report = await simulate(bus, policy, parse_since(since), tenant)
+            folder, which = (policy_dir, "given by --policy-dir") if policy_dir else await in_force(bus)
+            policy = load_policy(folder)
+            console.print(f"simulating policy {policy.version} from {folder} ({which})", highlight=False,
+                          soft_wrap=True)
+            report = await simulate(bus, policy, when, tenant)
         finally:
             await bus.close()
-        changes = report.changes or []
-        table = Table("time", "decision", "tenant", "agent", "action", "on", "recorded", "would be", "why")
-        for c in changes:
-            table.add_row(c.at.strftime("%Y-%m-%d %H:%M:%S"), c.decision_id, c.tenant, c.agent, c.action,
-                          c.resource, c.before, c.after, "; ".join(c.reasons))
-        if changes:
-            console.print(table)
-        since_ledger = report.ledger_from.strftime("%Y-%m-%d") if report.ledger_from else "-"
-        console.print(f"policy {policy.version}: {report.read} recorded decisions replayed, {len(changes)} would "
-                      f"change ({report.budget_changes} on budgets; balances rebuilt from the log since "
-                      f"{since_ledger})", highlight=False)
+        simulate_report(console, policy.version, report)
     _run(go())
 
 
-def budget(tenant: Tenant = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
+def budget(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.Json = False) -> None:
     """Spend against caps (per agent, team and tenant; today and this month)."""
-    report = _run(_ask(r.POLICY_BUDGET, r.BudgetQuery(tenant=tenant), r.BudgetReport))
+    from agentos_cli.policy_view import budget_section
+    from agentos_schemas import rpc as r
+
+    form = output.chosen(fmt, as_json)
+    report = run(_ask(r.POLICY_BUDGET, r.BudgetQuery(tenant=tenant), r.BudgetReport))
     if report.error:
-        err.print(f"[bold red]agentos: error:[/] {report.error}")
-        raise typer.Exit(2)
-    if as_json:
-        console.print_json(report.model_dump_json())
-        return
-    table = Table("tenant", "scope", "name", "period", "spent $", "reserved $", "cap $", "tokens", "cap tokens")
-    for ln in report.lines:
-        table.add_row(ln.tenant, ln.scope, ln.name, ln.period_key, usd(ln.used_usd, symbol=False),
-                      usd(ln.reserved_usd, symbol=False), "-" if ln.cap_usd is None else usd(ln.cap_usd, symbol=False),
-                      str(ln.used_tokens + ln.reserved_tokens), "-" if ln.cap_tokens is None else str(ln.cap_tokens))
-    console.print(table)
-    console.print(f"policy {report.policy_version}", highlight=False)
+        fail(report.error)
+    output.emit(console, [budget_section(report)], form, document=report.model_dump(mode="json"),
+                notes=[f"policy {report.policy_version}"])
 
 
-def approvals(tenant: Tenant = None,
-              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
-    """Approvals waiting for a human."""
-    reply = _run(_ask(r.POLICY_APPROVALS, r.ApprovalList(tenant=tenant), r.ApprovalListReply))
-    if as_json:
-        console.print_json(reply.model_dump_json())
-        return
-    table = Table("id", "tenant", "risk", "votes", "role", "agent", "task", "what", "expires")
-    for a in reply.approvals:
-        table.add_row(a.approval_id, a.tenant, a.risk, f"{len(a.approved_by)}/{a.needed}", a.approver_role,
-                      a.agent, a.task_id, a.summary, a.expires_at.strftime("%H:%M:%S") if a.expires_at else "")
-    console.print(table)
-    console.print(f"{len(reply.approvals)} pending", highlight=False)
+def approvals(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.Json = False) -> None:
+    """Approvals waiting for a human, each with the command that approves it."""
+    from agentos_cli.policy_view import approvals_section
+    from agentos_schemas import rpc as r
+
+    form = output.chosen(fmt, as_json)
+    reply = run(_ask(r.POLICY_APPROVALS, r.ApprovalList(tenant=tenant), r.ApprovalListReply))
+    if reply.error:
+        fail(reply.error)
+    output.emit(console, [approvals_section(reply)], form, document=reply.model_dump(mode="json"),
+                notes=[f"{len(reply.approvals)} pending"
+                       + ("; approve with `agentos approve <id> --as <user>` (you, as the policy names you)"
+                          if reply.approvals else "")])
 
 
 def _vote(approval_id: str, user: str, verdict: str, reason: str) -> None:
+    from agentos_schemas import rpc as r
+
     vote = r.ApprovalVote(approval_id=approval_id, user=user, verdict=verdict, reason=reason)  # type: ignore[arg-type]
-    reply = _run(_ask(r.POLICY_VOTE, vote, r.ApprovalReply))
+    reply = run(_ask(r.POLICY_VOTE, vote, r.ApprovalReply))
     if reply.error:
         err.print(f"[bold red]agentos: {verdict} refused:[/] {reply.error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -176,12 +171,15 @@ def takeover(task_id: str, user: AsUser,
              answer: Annotated[str, typer.Option(help="The human's answer: a JSON object or a file holding one")],
              tenant: Tenant = None) -> None:
     """Answer a task yourself: publishes task.completed for it, with you as the agent (principal user:<you>)."""
-    output = _answer(answer)
-    _run(_takeover(task_id, user, output, tenant))
+    given = _answer(answer)
+    _run(_takeover(task_id, user, given, tenant))
 
 
 async def _takeover(task_id: str, user: str, output: dict[str, Any], tenant: str | None) -> None:
+    from agentos_kernel import AgentOSError
     from agentos_policy.simulate import recorded_of
+    from agentos_schemas import rpc as r
+    from agentos_schemas.events import TaskAssigned, TaskCompleted
 
     req = r.PolicyRequest(tenant=tenant or "default", principal=f"user:{user}", action="outside_action",
                           resource="task:takeover", task_id=task_id)

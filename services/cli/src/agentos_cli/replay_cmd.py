@@ -32,7 +32,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from agentos_cli import registry
+from agentos_cli import output, registry
 from agentos_cli.errors import fail
 from agentos_cli.goals import follow
 from agentos_cli.replay_compare import GoalSummary, ReplayReport, compare, render_report, summarize
@@ -51,8 +51,8 @@ MODES = ("recorded", "offline")
 #: traffic and fires no schedules) and no audit (the sandbox log is thrown away with it).
 SANDBOX_SERVICES = ("orchestrator", "context-manager", "specialist", "memory", "policy")
 
-console = Console()
-err = Console(stderr=True)
+console = output.console()
+err = output.console(stderr=True)
 
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agentos_cli import output
 from agentos_schemas import Event
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalPlanned, TaskCompleted, TaskReviewed
 from agentos_schemas.money import usd
@@ -178,7 +179,7 @@ def render_report(report: ReplayReport, out: Console) -> None:
     row("result text", f"{len(a.result)} chars", f"{len(b.result)} chars", a.result == b.result)
     row("QA verdicts", len(a.reviews), len(b.reviews), a.reviews == b.reviews)
     row("tokens · cost", f"{a.tokens} · {usd(a.cost_usd)}", f"{b.tokens} · {usd(b.cost_usd)}", None)
-    out.print(table)
+    output.show(out, table)
     if report.mode == "recorded":
         out.print(f"recorded answers: {report.recorded_rules_used} of {report.recorded_rules} rules used")
     if report.sandbox_dir:

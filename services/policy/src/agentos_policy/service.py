@@ -99,6 +99,7 @@ class PolicyService:
         self.ctx.closers.append(lambda: cancel_and_wait(ticker))
         self.ctx.closers.append(self.decider.drain)
         self.ctx.status["policy_version"] = self.decider.version
+        self.ctx.status["policy_dir"] = str(self.folder.resolve())  # `agentos policy simulate` reads it
 
     async def _serve(self) -> None:
         d, pool = self.decider, self.ctx.pool
