@@ -72,7 +72,7 @@ async def post_file(body: bytes, *, source: str | None, dry_run: bool, url: str,
     async with GatewayClient(url, key, retries=2) as client:
         if source is None:
             source, how = await infer_source(client, body)
-            Console(stderr=True).print(escape(how), highlight=False, soft_wrap=True)
+            output.console(stderr=True).print(escape(how), highlight=False, soft_wrap=True)
         if source == CLOUDEVENT:
             ctype = BATCH if body.lstrip()[:1] == b"[" else STRUCTURED
             path = "/events?dry_run=true" if dry_run else "/events"
