@@ -15,6 +15,7 @@ from agentos_kernel.tasks import cancel_and_wait
 from agentos_kernel.testing import eventually
 from agentos_policy.model import load_policy
 from agentos_schemas import subjects
+from nats.js.errors import NoKeysError
 from typer.testing import CliRunner, Result
 
 from tests.policy.conftest import STRICT, ask, policy_service
@@ -34,9 +35,14 @@ async def test_simulate_defaults_to_the_policy_in_force_and_says_which(
     kv = await bus.js.key_value(subjects.HEALTH_BUCKET)
     beat = asyncio.create_task(heartbeat(policy_service, time.time(), every=0.2))
 
+    async def policy_keys() -> list[str]:
+        try:
+            return [k for k in await kv.keys() if k.startswith("policy.")]
+        except NoKeysError:
+            return []
+
     async def reported() -> bool:
-        dirs = [json.loads((await kv.get(k)).value or b"{}").get("policy_dir")
-                for k in await kv.keys() if k.startswith("policy.")]
+        dirs = [json.loads((await kv.get(k)).value or b"{}").get("policy_dir") for k in await policy_keys()]
         return str(STRICT.resolve()) in dirs
     try:
         await eventually(reported, timeout=10)
@@ -47,7 +53,7 @@ async def test_simulate_defaults_to_the_policy_in_force_and_says_which(
     assert (f"simulating policy {version} from {STRICT.resolve()} (the policy in force: version {version}, "
             "reported by the running policy service)") in result.stdout, result.stdout
     assert f"policy {version}: " in result.stdout and "0 would change" in result.stdout, result.stdout
-    for key in [k for k in await kv.keys() if k.startswith("policy.")]:
+    for key in await policy_keys():
         await kv.delete(key)
     fallback = await simulate(settings, AGENTOS_POLICY_DIR=str(STRICT))
     assert fallback.exit_code == 0, fallback.output
