@@ -20,10 +20,12 @@ from tests.policy.conftest import policy_service
 
 __all__ = ["policy_service"]
 
-HEAVY = ("litellm", "fastapi", "starlette", "uvicorn", "pyarrow", "faststream", "httpx", "openai", "agentos_policy", "agentos_gateway", "agentos_offline_model", "agentos_specialist",
+HEAVY = ("litellm", "fastapi", "starlette", "uvicorn", "pyarrow", "faststream", "httpx", "openai", "agentos_policy",
+         "agentos_gateway", "agentos_offline_model", "agentos_specialist",
          "agentos_memory", "agentos_orchestrator", "agentos_context_manager")
 #: importing the CLI's main module must not even reach the bus: commands import it when they run
-NOT_AT_IMPORT = (*HEAVY, "asyncpg", "agentos_audit", "agentos_kernel", "agentos_schemas", "nats", "pydantic", "pydantic_settings")
+NOT_AT_IMPORT = (*HEAVY, "asyncpg", "agentos_audit", "agentos_kernel", "agentos_schemas", "nats", "pydantic",
+                 "pydantic_settings")
 
 PROBE = """
 import atexit, json, sys
