@@ -125,7 +125,9 @@ async def test_personal_data_then_external_mail_waits_for_approval(bus: Bus, pol
     goal = unique("g")
     task = asyncio.create_task(run(llm, "support", tools, bus, tenant, goal, ("lookup_customer", "send_email")))
     info = await vote_when_pending(bus, tenant, "alice", "approve", "customer asked for it")
-    assert info.risk == "medium" and info.action == "outside_action" and "jo@elsewhere.net" in info.summary
+    assert info.risk == "medium" and info.action == "outside_action"
+    # the approval is stored redacted: the approver sees the recipient's domain, not the address
+    assert '"to": "[EMAIL]"' in info.summary and "elsewhere.net" in info.summary and "jo@" not in info.summary
     outcome, _ = await asyncio.wait_for(task, 20)
     assert outcome.ok, outcome.reason
     sent = list(tmp_path.glob("*.json"))

@@ -46,7 +46,9 @@ async def setup(ctx: ServiceContext) -> None:
 
 async def main(settings: KernelSettings) -> None:
     """Run the audit service until SIGTERM/SIGINT."""
-    await run_service(NAME, setup, settings, database=True)
+    # The projection keeps the log's bytes exactly (they were redacted on publish): the hash
+    # chain is over them.
+    await run_service(NAME, setup, settings, database=True, verbatim_json=True)
 
 
 __all__ = ["DURABLE", "FILTERS", "NAME", "main", "setup"]

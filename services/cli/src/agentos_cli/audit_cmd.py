@@ -66,7 +66,8 @@ def _schema(schema: str | None) -> str:
 async def _with_pool(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     from agentos_kernel.db import create_pool
 
-    pool = await create_pool(_settings().database_url, min_size=1, max_size=4)
+    # The audit projection holds the log's bytes as they are (redacted on publish).
+    pool = await create_pool(_settings().database_url, min_size=1, max_size=4, redact=False)
     try:
         return await work(pool)
     finally:

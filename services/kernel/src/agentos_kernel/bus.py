@@ -29,7 +29,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel
 
-from agentos_kernel import shred, tracing
+from agentos_kernel import guard, shred, tracing
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
 from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
@@ -92,7 +92,8 @@ class Bus:
                  denied: dict[str, float] | None = None) -> None:
         self.nc = nc
         self.denied = denied if denied is not None else {}
-        self.js: JetStreamContext = nc.jetstream(timeout=5.0, publish_async_max_pending=4096)
+        self.js: JetStreamContext = guard.RedactingJetStream(nc, timeout=5.0, publish_async_max_pending=4096)
+        self.js.redact_kv = settings.redact_stores  # type: ignore[attr-defined]
         self.settings = settings
         self.source = source
         self._payloads: Any = None
@@ -131,7 +132,7 @@ class Bus:
             name=s.DLQ_STREAM, subjects=list(s.DLQ_SUBJECTS), storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS, max_age=90 * day, deny_delete=True,
             num_replicas=self.settings.replicas,
-            description="AgentOS dead letters: original bytes and headers plus the reason"))
+            description="AgentOS dead letters: redacted bytes and headers plus the reason"))
         await self._object_store()
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.js.create_key_value(api.KeyValueConfig(
@@ -227,7 +228,11 @@ class Bus:
 
     async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
         """Publish prepared bytes and wait for the ack (2 s per attempt), retrying transient
-        failures with backoff and the same ``Nats-Msg-Id`` until ``publish_timeout_s``."""
+        failures with backoff and the same ``Nats-Msg-Id`` until ``publish_timeout_s``. A dead
+        letter (``dlq.>``) is stored as a redacted copy (:func:`agentos_kernel.guard.dead_letter_copy`)."""
+        if subject.startswith(guard.DLQ_PREFIX) and self.settings.redact_stores:
+            body, headers = await guard.dead_letter_copy(self.shredder.keys, body, headers,
+                                                         tenant=self.settings.tenant)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
         delay = 0.05

@@ -2,7 +2,8 @@
 
 A consumer never dies on one bad message. An event that cannot be decoded or validated is
 dead-lettered at once; a handler failure is redelivered with backoff and dead-lettered after
-the last attempt. The dead letter keeps the original bytes and headers and adds the reason.
+the last attempt. The dead letter keeps the bytes and headers (redacted by the bus, see
+:mod:`agentos_kernel.guard`; the log keeps the original) and adds the reason.
 
 The CloudEvent ``id`` is the event's identity: before a handler runs, the consumer claims the id
 (:mod:`agentos_kernel.identity`), so a later copy of an event is acknowledged without running the

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from agentos_kernel import guard
 from agentos_kernel.exceptions import ConfigError, Unavailable
 
 _TRACKING = """
@@ -28,11 +29,15 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     trip per use of the pool) is skipped."""
 
 
-async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10,
+                      redact: bool = True) -> asyncpg.Pool:
+    """A pool whose connections redact every JSON parameter they send (``redact``; see
+    :func:`agentos_kernel.guard.install_codecs`). Only a projection that must hold the log's
+    bytes as they are (the audit's, already redacted on publish) turns it off."""
     if not url:
         raise ConfigError("AGENTOS_DATABASE_URL is not set (run `agentos up`, or point it at Postgres)")
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10,
-                                     reset=_no_session_reset)
+                                     reset=_no_session_reset, init=guard.install_codecs if redact else None)
     assert pool is not None
     return pool
 

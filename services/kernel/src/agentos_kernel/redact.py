@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 import phonenumbers
+from agentos_schemas.personal import TOKEN_PREFIX
 from stdnum import iban, luhn
 from stdnum.br import cpf
 from stdnum.es import dni, nie
@@ -223,8 +224,8 @@ class Redactor:
         """A JSON-like value with every string redacted (identifier keys such as ``*_id`` kept);
         the kinds found are added to ``kinds``."""
         if isinstance(value, str):
-            if key in SKIP_KEYS or key.endswith(_ID_KEYS):
-                return value
+            if key in SKIP_KEYS or key.endswith(_ID_KEYS) or value.startswith(TOKEN_PREFIX):
+                return value  # identifiers, and sealed personal fields (ciphertext)
             out, found = self.scan(value)
             if kinds is not None:
                 kinds.update(found)
@@ -244,7 +245,8 @@ class Redactor:
             value, key = stack.pop()
             kind = type(value)
             if kind is str:
-                if len(value) >= 6 and key not in SKIP_KEYS and not key.endswith(_ID_KEYS) and scan(value)[1]:
+                if (len(value) >= 6 and key not in SKIP_KEYS and not key.endswith(_ID_KEYS)
+                        and not value.startswith(TOKEN_PREFIX) and scan(value)[1]):
                     return True
             elif kind is dict:
                 stack.extend((v, k) for k, v in value.items())

@@ -60,16 +60,19 @@ Setup = Callable[[ServiceContext], Awaitable[None]]
 
 
 async def start_service(
-    name: str, setup: Setup, settings: KernelSettings, *, database: bool = False
+    name: str, setup: Setup, settings: KernelSettings, *, database: bool = False, verbatim_json: bool = False
 ) -> ServiceContext:
-    """Connect, provision (if allowed), follow the kill switches, then run ``setup``."""
+    """Connect, provision (if allowed), follow the kill switches, then run ``setup``. The pool
+    redacts the JSON it sends (:mod:`agentos_kernel.guard`) unless ``verbatim_json`` (a projection
+    of the already-redacted log that must keep its bytes exactly)."""
     redact.install_logging()
     await asyncio.to_thread(SecretStore.default().register_all)
     bus = await Bus.connect(settings, source=name)
     if settings.provision != "off":
         await bus.provision(update=settings.provision == "update")
     instance = f"{socket.gethostname()}-{os.getpid()}-{new_event_id()[-6:]}"
-    pool = await create_pool(settings.database_url) if database else None
+    redact_json = settings.redact_stores and not verbatim_json
+    pool = await create_pool(settings.database_url, redact=redact_json) if database else None
     ctx = ServiceContext(name=name, bus=bus, settings=settings, instance=instance, pool=pool)
     if settings.control:
         ctx.watcher = await ControlWatcher(bus.js, create=settings.provision != "off").start()
@@ -142,7 +145,8 @@ def _supervisor() -> int:
     return int(value) if value.isdigit() else 0
 
 
-async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False) -> None:
+async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False,
+                      verbatim_json: bool = False) -> None:
     """Run a service until SIGTERM or SIGINT, or until the supervisor named by
     ``AGENTOS_SUPERVISOR_PID`` (``agentos up``, a gateway's first process) is gone; then stop it
     gracefully."""
@@ -152,7 +156,7 @@ async def run_service(name: str, setup: Setup, settings: KernelSettings, *, data
         loop.add_signal_handler(sig, stop.set)
     supervisor = _supervisor()
     watch = asyncio.create_task(exit_with_parent(supervisor, stop)) if supervisor else None
-    ctx = await start_service(name, setup, settings, database=database)
+    ctx = await start_service(name, setup, settings, database=database, verbatim_json=verbatim_json)
     beat = asyncio.create_task(heartbeat(ctx, time.time()))
     log.info("%s ready (%s)", name, ctx.instance)
     await stop.wait()

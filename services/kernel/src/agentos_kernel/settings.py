@@ -58,6 +58,10 @@ class KernelSettings(BaseSettings):
     redact_events: bool = True
     """Redact personal data and secrets in every event payload this process publishes
     (identifier fields such as ``*_id`` are left alone)."""
+    redact_stores: bool = True
+    """Redact personal data and secrets before every other store this process writes: key-value
+    buckets, dead letters (originals kept only sealed) and JSON sent to Postgres
+    (:mod:`agentos_kernel.guard`)."""
     control: bool = True
     """Follow the kill switches (``AGENTOS_CONTROL``) in every service process."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 from agentos_kernel.db import migrate
+from agentos_kernel.guard import text as redacted
 from agentos_schemas.rpc import ApprovalInfo, PolicyRequest
 
 from agentos_policy.ledger import SCHEMA
@@ -286,6 +287,7 @@ async def listing(pool: asyncpg.Pool, tenant: str | None, status: str) -> list[A
 
 async def vote(pool: asyncpg.Pool, approval_id: str, user: str, verdict: str, reason: str) -> VoteOutcome:
     """Record one person's vote; decides the approval when it is a rejection or the last approval needed."""
+    reason = redacted(reason) or ""  # free text an approver typed: stored redacted, like the JSON
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(f"SELECT * FROM {S}.approvals WHERE id = $1 FOR UPDATE", approval_id)
         if row is None:
@@ -339,5 +341,5 @@ async def cancel_for_task(pool: asyncpg.Pool, tenant: str, task_id: str, reason:
         rows = await conn.fetch(
             f"UPDATE {S}.approvals SET status = 'rejected', reason = $3, decided_at = now() "
             "WHERE tenant = $1 AND status = 'pending' AND request->>'task_id' = $2 RETURNING *",
-            tenant, task_id, reason)
+            tenant, task_id, redacted(reason))
         return [_info(r, []) for r in rows]
