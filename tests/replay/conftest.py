@@ -14,7 +14,7 @@ from agentos_kernel.testing import unique
 from agentos_schemas import Event
 from agentos_schemas.events import GoalCompleted
 
-from tests.e2e.conftest import outcome, runtime  # noqa: F401 - the whole-runtime fixture
+from tests.e2e.conftest import outcome, runtime, runtime_env  # noqa: F401 - the whole-runtime fixture
 
 SEED = "Research our three main competitors and draft a summary report"
 

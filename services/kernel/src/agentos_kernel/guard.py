@@ -177,7 +177,18 @@ def _json_param(value: Any) -> str:
         return raw.decode()  # not JSON: Postgres refuses it with its own error
 
 
+def _jsonb_param(value: Any) -> bytes:
+    return b"\x01" + _json_param(value).encode()  # jsonb's binary format: version 1, then the text
+
+
+def _jsonb_result(data: bytes) -> str:
+    return data[1:].decode()
+
+
 async def install_codecs(conn: Any) -> None:
-    """Redact every ``json``/``jsonb`` parameter this connection sends (results stay text)."""
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, schema="pg_catalog", encoder=_json_param, decoder=str, format="text")
+    """Redact every ``json``/``jsonb`` parameter this connection sends (results stay text). The
+    codecs use the binary format, so binary COPY (the projectors' bulk writes) keeps working."""
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _json_param(v).encode(),
+                              decoder=bytes.decode, format="binary")
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_param, decoder=_jsonb_result,
+                              format="binary")
