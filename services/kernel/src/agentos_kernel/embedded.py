@@ -88,7 +88,7 @@ LOG_READER = ["$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.CREA
 # bootstraps itself, ``AGENTOS_PROVISION=create``); creating one that exists with another config
 # fails, and only the admin may UPDATE them.
 SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", "OBJ_AGENTOS_PAYLOADS",
-          "KV_AGENTOS_SUBJECT_KEYS", "KV_AGENTOS_EVENT_IDS")
+          "KV_AGENTOS_SUBJECT_KEYS", "KV_AGENTOS_EVENT_IDS", "KV_AGENTOS_LEASES")
 
 
 def _common(service: str) -> list[str]:
@@ -111,7 +111,8 @@ def _events(*names: str) -> list[str]:
 SERVICE_PERMISSIONS: dict[str, tuple[list[str], list[str], bool]] = {
     "orchestrator": ([*_events("goal.planned", "goal.completed", "goal.failed", "goal.escalated",
                                "task.assigned", "task.reviewed", "budget.settlement_requested"),
-                      *_durable("orchestrator"), *LOG_READER,
+                      *LOG_READER, *_kv("AGENTOS_LEASES", "orchestrator.>"),  # goal ownership
+                      "$JS.API.CONSUMER.DELETE.AGENTOS_EVENTS.orchestrator",  # the durable it no longer uses
                       "agentosrpc.policy.decide", "agentosrpc.policy.approval"],  # the planner's model calls
                      [], False),
     "context-manager": ([*_events("context.ready"), *_durable("context-manager"), *LOG_READER,
