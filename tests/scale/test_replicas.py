@@ -172,9 +172,14 @@ def once(values: list[str], what: str) -> None:
     assert not twice, f"{what} more than once: {twice[:3]}"
 
 
-async def run_goals(fleet: Fleet, goals: int, timeout: float) -> tuple[str, list[Event[Any]], list[str]]:
+async def submit_goals(fleet: Fleet, goals: int) -> tuple[str, list[str]]:
     tenant = unique("scale")
-    ids = [(await submit(fleet.bus, SEED, tenant=tenant)).data.goal_id for _ in range(goals)]
+    return tenant, [(await submit(fleet.bus, SEED, tenant=tenant)).data.goal_id for _ in range(goals)]
+
+
+async def run_goals(fleet: Fleet, goals: int, timeout: float, submitted: tuple[str, list[str]] | None = None,
+                    ) -> tuple[str, list[Event[Any]], list[str]]:
+    tenant, ids = submitted or await submit_goals(fleet, goals)
     events: list[Event[Any]] = []
 
     async def all_ended() -> bool:
@@ -259,3 +264,38 @@ async def test_replicas_complete_every_goal_once(fleet_factory: Any, replicas: i
 @pytest.mark.parametrize("replicas", [2, 3])
 async def test_replicas_complete_many_goals_once(fleet_factory: Any, replicas: int) -> None:
     await scenario(fleet_factory, replicas, goals=12, timeout=400)
+
+
+def orchestrator_of(ctx: ServiceContext) -> Any:
+    from agentos_orchestrator.service import Orchestrator
+    return next(c.__self__ for c in ctx.closers if isinstance(getattr(c, "__self__", None), Orchestrator))
+
+
+async def crash(fleet: Fleet, ctx: ServiceContext) -> None:
+    """The replica dies: it stops deciding and renewing its leases, and gives nothing back."""
+    orchestrator = orchestrator_of(ctx)
+    for task in [orchestrator._decider, orchestrator.ownership._task, *orchestrator.planning.values()]:
+        if task is not None:
+            task.cancel()
+    await orchestrator.follower.stop()
+    await ctx.bus.nc.close()
+    fleet.services.remove(ctx)
+
+
+async def test_an_orchestrator_replica_that_dies_mid_goal_leaves_its_goals_to_the_other(fleet_factory: Any) -> None:
+    fleet = await fleet_factory(2)
+    await check_partitions(fleet)
+    tenant, ids = await submit_goals(fleet, 3)
+
+    async def planned_and_working() -> bool:
+        events = await log_events(fleet.bus, tenant)
+        return {d.goal_id for d in of(events, GoalPlanned)} == set(ids) and bool(of(events, TaskStarted))
+    await eventually(planned_and_working, timeout=60, every=0.2)
+    victim = next(c for c in fleet.of("orchestrator") if orchestrator_of(c).ownership.owns(ids[0]))
+    await crash(fleet, victim)
+    ended = {d.goal_id for d in of(await log_events(fleet.bus, tenant), GoalCompleted)}
+    assert ids[0] not in ended, "the dead replica's goal was still running"
+    _, events, _ = await run_goals(fleet, len(ids), timeout=90, submitted=(tenant, ids))
+    check_exactly_once(fleet, events, ids)
+    await check_partitions(fleet)
+    await check_audit(fleet)
