@@ -108,8 +108,9 @@ async def start_fleet(root: Path, db_url: str, replicas: int, mp: pytest.MonkeyP
     for name in ORDER:
         own = admin.model_copy(update={"nats_user": name, "provision": "off",
                                        "nats_password": SecretStr(nats_server.credentials[name]["password"])})
-        for _ in range(replicas):
-            fleet.services.append(await start_service(name, modules[name].setup, own, database=name in DATABASE))
+        started = await asyncio.gather(*(start_service(name, modules[name].setup, own, database=name in DATABASE)
+                                         for _ in range(replicas)))  # at once, as a deployment starts them
+        fleet.services.extend(started)
     fleet.model_stop = model.stop  # type: ignore[attr-defined]
     return fleet
 
