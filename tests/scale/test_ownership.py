@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from agentos_kernel import Bus
+import pytest
+from agentos_kernel import Bus, ConfigError
 from agentos_kernel.follow import Follower
 from agentos_kernel.ownership import LEASE_TTL_S, Ownership, open_bucket
 from agentos_kernel.testing import eventually, unique
@@ -109,3 +110,8 @@ async def test_follower_reads_every_event_live_and_sync_covers_what_was_stored(b
         assert seen == ["before", *(f"live-{i}" for i in range(20))], "in log order, each once"
     finally:
         await follower.stop()
+
+
+def test_a_renewal_period_the_leases_would_not_survive_is_refused(bus: Bus) -> None:
+    with pytest.raises(ConfigError, match="at most 3.33s"):
+        Ownership(bus, "svc", "r0", every_s=5.0)

@@ -35,6 +35,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agentos_kernel.exceptions import ConfigError
 from agentos_kernel.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ class Ownership:
     def __init__(self, bus: Bus, service: str, instance: str, *, partitions: int = 16, every_s: float = 2.0,
                  on_acquired: Callable[[list[int]], Awaitable[None]] | None = None,
                  can_release: Callable[[int], bool] | None = None) -> None:
+        if not 0 < every_s <= LEASE_TTL_S * (1 - SAFETY) / 2:
+            raise ConfigError(f"{service}: leases are renewed every {every_s}s; it must be more than 0 and at "
+                              f"most {LEASE_TTL_S * (1 - SAFETY) / 2:.2f}s (they lapse {LEASE_TTL_S:.0f}s "
+                              "after the last renewal)")
         self.bus, self.service, self.partitions, self.every_s = bus, service, partitions, every_s
         self.me = re.sub(r"[^A-Za-z0-9_-]", "_", instance)
         self.on_acquired, self.can_release = on_acquired, can_release

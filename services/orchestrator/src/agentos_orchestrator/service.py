@@ -89,7 +89,8 @@ class OrchestratorSettings(KernelSettings):
     """How long a step may wait for a free specialist before the goal is escalated."""
     tick_s: float = 0.25
     ownership_every_s: float = 2.0
-    """How often a replica renews its partition leases and rebalances them with the other replicas."""
+    """How often a replica renews its partition leases and rebalances them with the other replicas
+    (at most 3.33 s: a lease lapses 10 s after its last renewal)."""
 
 
 class Orchestrator:
