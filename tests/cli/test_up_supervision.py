@@ -43,6 +43,19 @@ def _settled(state: Path, timeout: float = 120.0) -> dict[str, object]:
     raise AssertionError(f"status did not settle: {last and (last.stdout[-2000:] + last.stderr)}")
 
 
+def _caught_up(state: Path, timeout: float = 90.0) -> dict[str, object]:
+    """A healthy status whose audit projection has reached the log's last event (status itself
+    tolerates a lag below --max-lag, so a healthy answer may come a moment before that)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = _settled(state)
+        (log_,) = [s for s in report["streams"] if s["stream"] == "AGENTOS_EVENTS"]  # type: ignore[union-attr]
+        (projection,) = report["projections"]  # type: ignore[misc]
+        if projection["head_seq"] == log_["last_seq"] or time.monotonic() > deadline:  # type: ignore[index]
+            return report
+        time.sleep(1.0)
+
+
 def test_a_killed_embedded_server_is_started_again(tmp_path: Path) -> None:
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen([AGENTOS, "up", "--services", "audit"], env=env_for(tmp_path), stdout=log,
@@ -64,7 +77,7 @@ def test_a_killed_embedded_server_is_started_again(tmp_path: Path) -> None:
 
         subprocess.run([*submit[:-1], "recorded after the faults"], env=env_for(tmp_path), check=True, timeout=120,
                        capture_output=True)
-        after = _settled(tmp_path)
+        after = _caught_up(tmp_path)
         (now,) = [s for s in after["streams"] if s["stream"] == "AGENTOS_EVENTS"]  # type: ignore[union-attr]
         assert now["last_seq"] > events["last_seq"], "the log kept what it had and took new events"  # type: ignore[index]
         (projection,) = after["projections"]  # type: ignore[misc]
