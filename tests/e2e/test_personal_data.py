@@ -188,14 +188,19 @@ async def plant_a_large_ticket(url: str, bus: Bus) -> None:
     await eventually(stored, timeout=10)
 
 
-async def reject_the_payment(rt: Runtime) -> None:
-    """The payment waits for two approvers; one rejects it, with a reason that names the customer."""
+def pending_approvals(rt: Runtime) -> set[str]:
+    out = cli(rt, "approvals", "--json")
+    return {a["approval_id"] for a in json.loads(out.stdout or "{}").get("approvals", [])} \
+        if out.returncode == 0 else set()
+
+
+async def reject_the_payment(rt: Runtime, before: set[str]) -> None:
+    """The payment waits for two approvers; one rejects it, with a reason that names the customer.
+    The session's database may hold other tests' pending approvals: only a new one is the payment's."""
     found: list[str] = []
 
     async def pending() -> bool:
-        out = cli(rt, "approvals", "--json")
-        found[:] = [a["approval_id"] for a in json.loads(out.stdout or "{}").get("approvals", [])] \
-            if out.returncode == 0 else []
+        found[:] = sorted(pending_approvals(rt) - before)
         return bool(found)
     await eventually(pending, timeout=60, every=1.0)
     done = cli(rt, "reject", found[0], "--as", "alice", "--reason", f"not for {EMAIL} / {CARD}")
@@ -308,10 +313,11 @@ async def test_planted_personal_data_reaches_no_store_and_erasure_reaches_every_
     try:
         url = await gateway_url(bus)
         typo_id = await plant_at_the_gateway(url)
+        before = pending_approvals(tour)
         goal = cli(tour, "submit", "--no-watch", f"PII-TOUR refund the {SEEDED}")
         assert goal.returncode == 0, goal.stdout + goal.stderr
         goal_id = goal.stdout.split("submitted goal", 1)[1].split()[0]
-        await reject_the_payment(tour)
+        await reject_the_payment(tour, before)
         done, events = await outcome(bus, goal_id)
         assert isinstance(done.data, GoalCompleted), done.data
         assert any(e.type.endswith("approval.decided.v1") for e in events)
