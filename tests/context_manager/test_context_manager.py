@@ -249,3 +249,20 @@ async def test_restore_reads_the_context_back_from_the_log(
     assert restored == ready[0].data and restored.manifest.trimmed == ()
     assert big["transcript"] in restored.messages[1]["content"]
     assert await restore(bus, f"{task.task_id}-missing", tenant=tenant) is None
+
+
+async def test_every_replica_learns_every_agent_announced_after_it_started(settings: KernelSettings, bus: Bus,
+                                                                           tenant: str) -> None:
+    replicas = [await start_service(NAME, setup, settings) for _ in range(2)]
+    try:
+        registries = [c.consumers[0].handler.__self__.registry for c in replicas]
+        names = [f"agent{i}" for i in range(6)]
+        for name in names:
+            await announce(bus, tenant, charter(name))
+
+        async def all_learnt() -> bool:
+            return all(r.get(tenant, n) is not None for r in registries for n in names)
+        await eventually(all_learnt, timeout=10)
+    finally:
+        for ctx in replicas:
+            await stop_service(ctx)

@@ -15,6 +15,8 @@ EVENTS_STREAM = "AGENTOS_EVENTS"
 DLQ_STREAM = "AGENTOS_DLQ"
 PAYLOADS_BUCKET = "AGENTOS_PAYLOADS"
 HEALTH_BUCKET = "AGENTOS_HEALTH"
+LEASES_BUCKET = "AGENTOS_LEASES"
+"""Which replica of a service acts on which partition (``agentos_kernel.ownership``)."""
 
 EVENTS_SUBJECTS = ("agentos.>",)
 DLQ_SUBJECTS = ("dlq.agentos.>",)

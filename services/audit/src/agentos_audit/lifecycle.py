@@ -16,10 +16,16 @@ log = logging.getLogger("agentos.audit")
 
 
 async def ensure_schema(pool: asyncpg.Pool, schema: str) -> None:
-    """Migrate the schema, (re)create its views and the analyst role's grants."""
-    await sch.migrate_schema(pool, schema)
-    await create_views(pool, schema)
-    await grant_analyst(pool, schema)
+    """Migrate the schema, (re)create its views and the analyst role's grants. One replica at a
+    time: replicas starting together deadlocked, one granting on the views another was replacing."""
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"agentos-audit-ensure-{schema}")
+        try:
+            await sch.migrate_schema(pool, schema)
+            await create_views(pool, schema)
+            await grant_analyst(pool, schema)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"agentos-audit-ensure-{schema}")
 
 
 async def adopt_stream(pool: asyncpg.Pool, schema: str, stream_created: str) -> None:

@@ -1,8 +1,11 @@
 """The context-manager service: turns each ``task.assigned`` into a ``context.ready``.
 
-Consumes ``agentos.*.agent.announced`` (to learn charters) and ``agentos.*.task.assigned``
-through one durable consumer; asks the memory service over request/reply; publishes
+Every replica learns the charters from every ``agentos.*.agent.announced`` in the log (its own
+:class:`~agentos_kernel.follow.Follower`, from the start and then live: announcements are not
+split among replicas, so each knows every agent). The replicas share one durable consumer of
+``agentos.*.task.assigned``; each asks the memory service over request/reply and publishes
 ``context.ready`` with an id derived from the task id, so a redelivered assignment is stored once.
+An assignment for an agent not yet learnt (its announcement is still on the way) is retried.
 
 Assembly runs on the event loop when the task's variable parts are small and should fit the
 budget without trimming (``INLINE_CHARS``: at most a few hundred microseconds of counting, where a
@@ -23,13 +26,13 @@ import logging
 from typing import Any
 
 from agentos_kernel.exceptions import BusUnavailable, Retry
+from agentos_kernel.follow import Follower
 from agentos_kernel.redact import kinds_in, redactor
-from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.settings import KernelSettings
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.charter import Charter
-from agentos_schemas.events import AgentAnnounced, ContextManifest, ContextReady, TaskAssigned
+from agentos_schemas.events import ContextManifest, ContextReady, TaskAssigned
 from agentos_schemas.rpc import MEMORY_SEARCH, MemoryEntry, MemorySearch, MemorySearchResult
 from pydantic import ValidationError
 
@@ -74,10 +77,8 @@ class ContextManager:
             self._report()
 
     async def handle(self, event: Event[Any]) -> None:
-        """The consumer's handler: route by payload type."""
-        if isinstance(event.data, AgentAnnounced):
-            self.learn(event)
-        elif isinstance(event.data, TaskAssigned):
+        """The consumer's handler: assemble the context of an assignment."""
+        if isinstance(event.data, TaskAssigned):
             await self.on_assigned(event)
 
     async def on_assigned(self, event: Event[Any]) -> None:
@@ -150,14 +151,13 @@ def classified(assembly: Assembly) -> tuple[tuple[dict[str, Any], ...], ContextM
 
 
 async def setup(ctx: ServiceContext) -> None:
-    """Rebuild the agent registry from the log, then consume announcements and assignments."""
+    """Learn every announced agent from the log (and keep learning), then consume assignments."""
     service = ContextManager(ctx)
     await asyncio.to_thread(count, "warm up the tokenizer")  # the first call imports litellm
-    await replay(ctx.bus, [ANNOUNCED], service.learn)
-    await ctx.consume(
-        DURABLE, [ANNOUNCED, ASSIGNED], service.handle, concurrency=16,
-        types={AgentAnnounced.ce_type(), TaskAssigned.ce_type()},
-    )
+    follower = Follower(ctx.bus, [ANNOUNCED], service.learn, name=f"{NAME}-agents")
+    await follower.start()
+    ctx.closers.append(follower.stop)
+    await ctx.consume(DURABLE, [ASSIGNED], service.handle, concurrency=16, types={TaskAssigned.ce_type()})
 
 
 async def main(settings: KernelSettings) -> None:

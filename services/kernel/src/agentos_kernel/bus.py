@@ -137,8 +137,9 @@ class Bus:
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.js.create_key_value(api.KeyValueConfig(
                 bucket=s.HEALTH_BUCKET, ttl=30, history=1, replicas=self.settings.replicas))
-        from agentos_kernel import control, identity, records
+        from agentos_kernel import control, identity, ownership, records
         await control.open_bucket(self.js, replicas=self.settings.replicas)
+        await ownership.open_bucket(self.js, replicas=self.settings.replicas)
         if self.settings.event_ids_ttl_s:
             await identity.open_bucket(self.js, ttl_s=self.settings.event_ids_ttl_s, replicas=self.settings.replicas)
         await records.Records.open(self.js, replicas=self.settings.replicas)

@@ -70,7 +70,7 @@ LOG_READER = ["$JS.API.CONSUMER.CREATE.AGENTOS_EVENTS.*", "$JS.API.CONSUMER.CREA
 # bootstraps itself, ``AGENTOS_PROVISION=create``); creating one that exists with another config
 # fails, and only the admin may UPDATE them.
 SHARED = (EV, DLQ, "KV_AGENTOS_HEALTH", "KV_AGENTOS_CONTROL", "KV_AGENTOS_RECORDS", OBJ, "KV_AGENTOS_SUBJECT_KEYS",
-          "KV_AGENTOS_EVENT_IDS")
+          "KV_AGENTOS_EVENT_IDS", "KV_AGENTOS_LEASES")
 
 
 def _common(service: str) -> list[str]:
@@ -124,7 +124,9 @@ SERVICE_USES: dict[str, Uses] = {
     "orchestrator": Uses(
         states=("goal.planned", "goal.completed", "goal.failed", "goal.escalated", "goal.held",
                 "workflow.declared", "task.assigned", "task.reviewed", "budget.settlement_requested"),
-        durables=("orchestrator",), reads_log=True, asks=_POLICY_CALLS),  # the planner's model calls
+        reads_log=True, asks=_POLICY_CALLS,  # the planner's model calls
+        buckets=(("AGENTOS_LEASES", "orchestrator.>", False),),  # goal ownership (agentos_kernel.ownership)
+        raw=("$JS.API.CONSUMER.DELETE.AGENTOS_EVENTS.orchestrator",)),  # the durable it no longer uses
     "context-manager": Uses(states=("context.ready",), durables=("context-manager",), reads_log=True,
                             asks=("agentosrpc.memory.search",)),
     "specialist": Uses(

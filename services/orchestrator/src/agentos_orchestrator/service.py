@@ -1,24 +1,33 @@
 """The orchestrator service: goals become plans, plans become tasks, results become outcomes.
 
-State lives in memory and is rebuilt from the log on start (``replay`` of ``REPLAY``: the facts
-it consumes plus its own decisions), so killing the orchestrator loses nothing: ``decide``
-re-derives exactly the commands not yet published, and their deterministic ids make any
-re-publish a no-op.
+State lives in memory, folded from the log. Every replica reads the whole log (``FOLLOW``: the
+facts the orchestrator consumes plus every replica's decisions) through its own
+:class:`~agentos_kernel.follow.Follower`, from the start on boot and then live, so each one holds
+every goal and every announced agent. Killing a replica loses nothing: ``decide`` re-derives
+exactly the commands not yet published, and their deterministic ids make any re-publish a no-op.
 
-Live, its durable consumer takes only the facts others state (``LIVE``). Its own decisions
-(``goal.planned|completed|failed``, ``task.assigned|reviewed`` — subjects only the orchestrator may
-publish) are folded into the state when they are decided, before they are published, so their
-echo would change nothing; ``task.started`` changes no decision. What follows from a decision is
+Who decides for a goal: its partition's lease holder (:class:`~agentos_kernel.ownership.Ownership`,
+goal ids hashed into ``PARTITIONS`` partitions leased among the live replicas). Only the holder
+decides, plans (model calls) and publishes for the goal; a replica that takes a partition over first
+reads the log up to its end, so it sees every decision the last holder published; a partition is
+not given back while a plan for one of its goals is being made. Any number of replicas therefore
+completes every goal once: no task is assigned twice and no plan is asked of a model twice.
+
+Deciding runs in one loop, apart from folding: a folded fact marks its goal to be decided, and
+the loop decides the marked goals (and, every ``tick_s``, every goal this replica holds: deadlines,
+back-off, waiting for a specialist). Its own decisions are folded when they are decided, before
+they are published, so their echo from the log changes nothing. What follows from a decision is
 decided at once (``settle``): a verdict releases the next step, a plan its first steps, a goal that
 ends the capacity its tasks held. Each such round of decisions is published after the acks of the
-round it follows from, so the log holds a goal's decisions in the order they were taken even when
-a publish has to be retried; the events of one round do not depend on each other, and go out
-pipelined (``publish_many``).
+round it follows from, so the log holds a goal's decisions in the order they were taken; the events
+of one round do not depend on each other, and go out pipelined (``publish_many``). A publish that
+fails leaves the state counting decisions the log does not hold: the state is folded again from
+the log before anything more is decided.
 
 Kill switches: while ``halt.all``, ``halt.tenant.<t>`` or ``halt.workflow.<goal>`` covers a goal,
 the orchestrator takes no decision for it — no task is dispatched, nothing is re-planned,
-completed or failed — but it keeps folding every fact into its state (its consumer does not
-honour halts). When the switch is lifted the next tick decides again and the goal carries on.
+completed or failed — but it keeps folding every fact into its state. When the switch is lifted the
+next tick decides again and the goal carries on.
 """
 
 from __future__ import annotations
@@ -30,13 +39,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 from agentos_kernel import ConfigError, KernelSettings, control
+from agentos_kernel.follow import Follower
 from agentos_kernel.llm import LLM, ModelRegistry
+from agentos_kernel.ownership import Ownership, partition_of
 from agentos_kernel.policy import PolicyClient
-from agentos_kernel.replay import replay
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import cancel_and_wait
-from agentos_schemas import Event, derived_event_id
+from agentos_schemas import EVENTS_STREAM, Event, derived_event_id
 from agentos_schemas.events import (
     GoalEscalated,
     GoalHeld,
@@ -62,12 +73,14 @@ from agentos_orchestrator.planner import (
 from agentos_orchestrator.state import Goal, World, apply
 
 NAME = "orchestrator"
-#: Consumed live: the facts other services state.
-LIVE = ["agentos.*.goal.submitted", "agentos.*.goal.escalated", "agentos.*.task.completed",
-        "agentos.*.task.failed", "agentos.*.agent.*"]
-#: Replayed on start (and after a failed publish): the live facts and the orchestrator's own decisions.
-REPLAY = [*LIVE, "agentos.*.goal.planned", "agentos.*.goal.held", "agentos.*.goal.completed", "agentos.*.goal.failed",
+#: The facts other services state.
+FACTS = ["agentos.*.goal.submitted", "agentos.*.goal.escalated", "agentos.*.task.completed",
+         "agentos.*.task.failed", "agentos.*.agent.*"]
+#: Folded by every replica: the facts and the orchestrators' own decisions.
+FOLLOW = [*FACTS, "agentos.*.goal.planned", "agentos.*.goal.held", "agentos.*.goal.completed", "agentos.*.goal.failed",
           "agentos.*.task.assigned", "agentos.*.task.reviewed"]
+#: Goal ids hash into this many partitions, leased among the replicas (the same for every replica).
+PARTITIONS = 16
 #: Rounds of follow-up decisions taken at once after one event (the tick takes any further ones).
 MAX_ROUNDS = 8
 Round = list[tuple[Goal, list[Command]]]
@@ -85,6 +98,9 @@ class OrchestratorSettings(KernelSettings):
     wait_timeout_s: float = 120.0
     """How long a step may wait for a free specialist before the goal is escalated."""
     tick_s: float = 0.25
+    ownership_every_s: float = 2.0
+    """How often a replica renews its partition leases and rebalances them with the other replicas
+    (at most 3.33 s: a lease lapses 10 s after its last renewal)."""
 
 
 class Orchestrator:
@@ -97,19 +113,29 @@ class Orchestrator:
         self.workflows: dict[str, Workflow] = load_workflows(settings.workflows_dir)
         self._llm: LLM | None = None
         self.policy = PolicyClient.for_bus(ctx.bus)
-        self._ticker: asyncio.Task[None] | None = None
+        self.follower = Follower(ctx.bus, FOLLOW, self.fold, name=NAME)
+        self.ownership = Ownership(ctx.bus, NAME, ctx.instance, partitions=PARTITIONS,
+                                   every_s=settings.ownership_every_s, on_acquired=self._acquired,
+                                   can_release=self._can_release)
+        self.dirty: dict[str, Event[Any]] = {}
+        """Goals to decide, each with the event that made it so (the cause of what is decided)."""
+        self.freed = False
+        self.wake = asyncio.Event()
+        self.rebuild = False
+        self._decider: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:  # litellm takes seconds to import: pay that at start, not on the first goal
             self._llm = await asyncio.to_thread(lambda: LLM(ModelRegistry.load()))
         except ConfigError as exc:
             log.warning("LLM planner unavailable (declared workflows still run): %s", exc)
-        last = await replay(self.ctx.bus, REPLAY, lambda e: apply(self.world, e))
+        last = await self.follower.start()
         log.info("rebuilt %d goals from the log (up to seq %d)", len(self.world.goals), last)
         await self.declare_workflows()
-        await self.ctx.consume(NAME, LIVE, self.on_event, concurrency=8, max_deliver=10,
-                               honour_halts=False)
-        self._ticker = asyncio.create_task(self._tick())
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # the shared durable of earlier versions
+            await self.ctx.bus.js.delete_consumer(EVENTS_STREAM, NAME)
+        await self.ownership.start()
+        self._decider = asyncio.create_task(self._decide_loop())
         self.ctx.closers.append(self.stop)
 
     async def declare_workflows(self) -> None:
@@ -132,8 +158,10 @@ class Orchestrator:
         self.ctx.status["held_total"] = len(held)
 
     async def stop(self) -> None:
-        await asyncio.gather(cancel_and_wait(self._ticker),
+        await asyncio.gather(cancel_and_wait(self._decider),
                              *(cancel_and_wait(task) for task in list(self.planning.values())))
+        await self.ownership.stop()  # the other replicas take the partitions over
+        await self.follower.stop()
 
     @property
     def llm(self) -> LLM:
@@ -141,27 +169,75 @@ class Orchestrator:
             self._llm = LLM(ModelRegistry.load())
         return self._llm
 
-    async def on_event(self, event: Event[Any]) -> None:
+    def mine(self, goal: Goal) -> bool:
+        """Whether this replica decides for ``goal`` (it holds the goal's partition)."""
+        return self.ownership.owns(goal.goal_id)
+
+    async def _acquired(self, partitions: list[int]) -> None:
+        await self.follower.sync()  # every decision the last holder published is folded first
+
+    def _can_release(self, partition: int) -> bool:
+        return not any(partition_of(gid, PARTITIONS) == partition for gid in self.planning)
+
+    def fold(self, event: Event[Any]) -> None:
+        """Fold one event of the log; mark its goal to be decided (if it is ours and not our echo)."""
+        goal = apply(self.world, event)
+        if goal is not None and event.source != NAME and self.mine(goal):
+            self.dirty[goal.goal_id] = event
+        if goal is None or not goal.active or isinstance(event.data, TaskCompleted | TaskFailed):
+            self.freed = True  # capacity may have freed: the goals waiting for a specialist are decided
+        self.wake.set()
+
+    async def _decide_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.tick_s):
+                    await self.wake.wait()
+            self.wake.clear()
+            tick = loop.time() >= next_tick
+            if tick:
+                next_tick = loop.time() + self.settings.tick_s
+            try:
+                await self._decide_round(tick)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deciding failed; the state is read again from the log")
+                self.rebuild = True
+
+    async def _decide_round(self, tick: bool) -> None:
+        if self.rebuild:
+            async with self.lock:
+                self.world, self.dirty = World(), {}
+                await self.follower.restart()
+                self.rebuild = False
         async with self.lock:
-            goal = apply(self.world, event)
-            goals = [goal] if goal is not None else []
-            # Capacity may have freed: re-decide the goals waiting for a specialist too.
-            freed = goal is None or isinstance(event.data, TaskCompleted | TaskFailed)
+            causes, self.dirty = self.dirty, {}
+            freed, self.freed = self.freed, False
+            goals = list(self.world.goals.values()) if tick else \
+                [g for gid in causes if (g := self.world.goals.get(gid)) is not None]
             rounds = self.settle(goals, freed=freed)
-        await self.execute(rounds, cause=event)
+        self.ctx.status.update(goals=len(self.world.goals), partitions_held=sorted(self.ownership.active),
+                               log_seq=self.follower.last_seq)
+        if tick:
+            self.report_held()
+        await self.execute(rounds, causes)
 
     def settle(self, goals: list[Goal], *, freed: bool = False) -> list[Round]:
-        """Decide ``goals`` (not halted ones), fold the decisions, and decide again what they lead
-        to, until nothing more is emitted. With ``freed``, or once a goal ends, the goals waiting
-        for a specialist are decided too (an index, so the cost follows the number of waiting
-        goals, not of every goal seen). Returns the rounds, each depending only on earlier ones."""
+        """Decide ``goals`` (those this replica holds, not halted), fold the decisions, and decide
+        again what they lead to, until nothing more is emitted. With ``freed``, or once a goal ends,
+        the goals waiting for a specialist are decided too (an index, so the cost follows the number
+        of waiting goals, not of every goal seen). Returns the rounds, each depending only on earlier
+        ones."""
         rounds: list[Round] = []
         todo = {g.goal_id: g for g in goals}
         for _ in range(MAX_ROUNDS):
             if freed:
                 todo.update((gid, self.world.goals[gid]) for gid in list(self.world.waiting)
                             if gid in self.world.goals and gid not in todo)
-            decided = [(g, self._decide(g)) for g in todo.values() if not halted(g)]
+            decided = [(g, self._decide(g)) for g in todo.values() if self.mine(g) and not halted(g)]
             batch = [(g, commands) for g, commands in decided if commands]
             if not batch:
                 break
@@ -190,28 +266,28 @@ class Orchestrator:
                                 cause=cause or goal.submitted_event,
                                 correlationid=goal.submitted_event.correlationid)
 
-    async def execute(self, rounds: list[Round], cause: Event[Any] | None) -> None:
+    async def execute(self, rounds: list[Round], causes: dict[str, Event[Any]]) -> None:
         """Publish the rounds in order, each one pipelined and acknowledged before the next; then
-        start what needs planning. A goal's events in a later round are caused by its last event
-        of the round before (e.g. the next step's assignment by the verdict that released it)."""
-        last: dict[str, Event[Any]] = {}
+        start what needs planning. A goal's first events are caused by ``causes[goal]`` (the event
+        that made it to be decided), those in a later round by its last event of the round before
+        (e.g. the next step's assignment by the verdict that released it)."""
+        last = dict(causes)
         for batch in rounds:
             events = []
             caused = dict(last)
             for goal, commands in batch:
                 for c in commands:
                     if isinstance(c, Emit):
-                        events.append(self._event(goal, c, caused.get(goal.goal_id, cause)))
+                        events.append(self._event(goal, c, caused.get(goal.goal_id)))
                         last[goal.goal_id] = events[-1]
             try:
                 if events:
                     await self.ctx.bus.publish_many(events)
             except Exception:
-                # State already counts these (and later rounds) as published; rebuild it from the
-                # log so nothing is lost.
-                async with self.lock:
-                    self.world = World()
-                    await replay(self.ctx.bus, REPLAY, lambda e: apply(self.world, e))
+                # State already counts these (and later rounds) as published: fold it again from the
+                # log before deciding anything more, so nothing is lost.
+                self.rebuild = True
+                self.wake.set()
                 raise
             for goal, commands in batch:
                 for c in commands:
@@ -219,6 +295,22 @@ class Orchestrator:
                         self.planning[goal.goal_id] = asyncio.create_task(self._plan(goal, c.reason))
 
     async def _plan(self, goal: Goal, reason: str | None) -> None:
+        try:
+            command = await self._make_plan(goal, reason)
+        finally:
+            self.planning.pop(goal.goal_id, None)
+        async with self.lock:
+            known = self.world.goals.get(goal.goal_id)
+            if known is None or not self.mine(known) or self.rebuild:
+                return  # ended meanwhile, or handed over (its lease lapsed): the holder decides
+            if isinstance(command, Emit):
+                self._fold(known, command)
+            # The plan (or the failure) is published first; the assignments it leads to after its ack.
+            rounds = [[(known, [command])], *self.settle([known], freed=not known.active)]
+        with contextlib.suppress(Exception):  # a failed publish already asked for a rebuild
+            await self.execute(rounds, {})
+
+    async def _make_plan(self, goal: Goal, reason: str | None) -> Command:
         try:
             revision = goal.revision + 1
             usage = Usage()
@@ -239,30 +331,13 @@ class Orchestrator:
                 usage, planner = Usage(calls=tuple(calls)), f"llm:{chain[0]}"
             data = GoalPlanned(goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner,
                                reason=reason, usage=usage)
-            command: Command = Emit(data, derived_event_id(goal.goal_id, "planned", str(revision)))
+            return Emit(data, derived_event_id(goal.goal_id, "planned", str(revision)))
         except PlanDenied as exc:  # the policy said no (or could not be asked) before a model call
             log.warning("planning %s denied: %s", goal.goal_id, exc)
-            command = fail(goal, time.time(), exc.code, str(exc))[0]
+            return fail(goal, time.time(), exc.code, str(exc))[0]
         except Exception as exc:  # a planner that cannot answer ends the goal with the reason
             log.warning("planning %s failed: %s", goal.goal_id, exc)
-            command = fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]
-        finally:
-            self.planning.pop(goal.goal_id, None)
-        async with self.lock:
-            if isinstance(command, Emit):
-                self._fold(goal, command)
-            # The plan (or the failure) is published first; the assignments it leads to after its ack.
-            rounds = [[(goal, [command])], *self.settle([goal], freed=not goal.active)]
-        await self.execute(rounds, cause=None)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.tick_s)
-            with contextlib.suppress(Exception):
-                async with self.lock:
-                    rounds = self.settle([g for g in self.world.goals.values() if g.active])
-                    self.report_held()
-                await self.execute(rounds, cause=None)
+            return fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]
 
 
 def halted(goal: Goal) -> bool:

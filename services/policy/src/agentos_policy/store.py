@@ -212,8 +212,10 @@ async def migrate_schema(pool: asyncpg.Pool) -> None:
 
 
 async def record_caps(pool: asyncpg.Pool, version: str, caps: list[dict[str, Any]]) -> None:
-    """Keep the caps of the loaded policy version next to the ledger (what `agentos budget` shows)."""
+    """Keep the caps of the loaded policy version next to the ledger (what `agentos budget` shows).
+    Replicas starting together each record them: one at a time, or both would insert the rows."""
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentos-policy-caps-{version}")
         await conn.execute(f"DELETE FROM {S}.budget_caps WHERE policy_version = $1", version)
         await conn.executemany(
             f"INSERT INTO {S}.budget_caps VALUES ($1, $2, $3, $4, $5, $6, $7)",
