@@ -115,3 +115,21 @@ async def test_follower_reads_every_event_live_and_sync_covers_what_was_stored(b
 def test_a_renewal_period_the_leases_would_not_survive_is_refused(bus: Bus) -> None:
     with pytest.raises(ConfigError, match="at most 3.33s"):
         Ownership(bus, "svc", "r0", every_s=5.0)
+
+
+async def test_follower_catches_up_when_other_subjects_follow_its_last_event(bus: Bus, tenant: str) -> None:
+    """A filtered consumer reports how far it has scanned as its delivered stream sequence, which
+    runs past the last matching event; the catch-up must still end (it once waited out 300 s)."""
+    seen: list[str] = []
+    follower = Follower(bus, [f"agentos.{tenant}.agent.retired"], lambda e: seen.append(e.data.instance),
+                        name="test")
+    await bus.publish(bus.new(AgentRetired(agent="a", instance="mine"), tenant=tenant))
+    other = unique("other")
+    for i in range(30):  # the log's tail is all on a subject the follower does not read
+        await bus.publish(bus.new(AgentRetired(agent="a", instance=f"{i}"), tenant=other))
+    try:
+        await asyncio.wait_for(follower.start(timeout=20), timeout=25)
+        assert seen == ["mine"]
+        await follower.sync(timeout=5)  # and again, with nothing new for it at all
+    finally:
+        await follower.stop()

@@ -47,6 +47,10 @@ class Follower:
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._psub: Any = None
+        self._received = 0
+        """Messages read from the current consumer (its delivery sequence, once all are read)."""
+        self._trouble = ""
+        """Why the last round could not read (named when a sync times out), or "" after a good one."""
 
     async def start(self, timeout: float = 300.0) -> int:
         """Start following and return once the log, as it was now, has been folded (the catch-up);
@@ -75,7 +79,9 @@ class Follower:
             self._synced.clear()
             left = deadline - loop.time()
             if left <= 0:
-                raise BusUnavailable(f"{self.name}: reading {self.subjects} did not catch up in {timeout:.0f}s")
+                raise BusUnavailable(
+                    f"{self.name}: reading {self.subjects} did not catch up in {timeout:.0f}s "
+                    f"(read up to stream seq {self.last_seq}; {self._trouble or 'no error reading'})")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await self._synced.wait()
@@ -99,11 +105,13 @@ class Follower:
         while True:
             try:
                 self._psub = await self._subscribe()
+                self._received = 0
                 while True:
                     await self._round(self._psub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost consumer (reconnect, server restart): again from last_seq
+                self._trouble = f"last error: {exc!r}"
                 log.warning("%s: following the log interrupted (%r); resubscribing", self.name, exc)
                 await self._drop()
                 await asyncio.sleep(0.5)
@@ -116,16 +124,22 @@ class Follower:
         except (TimeoutError, nats.errors.TimeoutError):
             msgs = []
         for msg in msgs:
+            self._received += 1
             self.last_seq = msg.metadata.sequence.stream
             await self._apply_one(msg)
+        self._trouble = ""
         if len(msgs) < self.batch and self._want_sync and await self._at_end(psub):
             self.synced_at, self._want_sync = started, False
             self._synced.set()
 
     async def _at_end(self, psub: Any) -> bool:
-        """Whether nothing is left to deliver and everything delivered was read."""
+        """Whether nothing is left to deliver and everything delivered was read.
+
+        Delivery is counted by the consumer's own sequence (one per message handed to this
+        consumer), which needs no assumption about how far a filtered consumer's stream position
+        has moved past the last matching event."""
         info = await psub.consumer_info()
-        return bool(info.num_pending == 0 and (info.delivered.stream_seq or 0) <= self.last_seq)
+        return bool(info.num_pending == 0 and (info.delivered.consumer_seq or 0) <= self._received)
 
     async def _apply_one(self, msg: Any) -> None:
         try:
