@@ -20,7 +20,8 @@ from tests.policy.conftest import policy_service
 
 __all__ = ["policy_service"]
 
-HEAVY = ("litellm", "fastapi", "starlette", "uvicorn", "pyarrow", "faststream", "httpx", "openai", "agentos_policy",
+HEAVY = ("litellm", "fastapi", "starlette", "uvicorn", "pyarrow", "faststream", "httpx", "openai", "aiohttp",
+         "phonenumbers", "agentos_policy",
          "agentos_gateway", "agentos_offline_model", "agentos_specialist",
          "agentos_memory", "agentos_orchestrator", "agentos_context_manager")
 #: importing the CLI's main module must not even reach the bus: commands import it when they run
@@ -62,4 +63,14 @@ async def test_everyday_commands_import_no_heavy_module(command: list[str], sett
     code, found, output = await imported(command, HEAVY, base_env(AGENTOS_NATS_URL=settings.nats_url or "",
                                                                   AGENTOS_DATABASE_URL=settings.database_url or ""))
     assert code == 0 or (command == ["status"] and code == 1 and "PROBLEM" in output), output  # 1: a problem found
+    assert found == [], f"`agentos {' '.join(command)}` imported {found}"
+
+
+@pytest.mark.parametrize("command", [["approvals"], ["budget"]])
+async def test_request_reply_commands_do_not_build_the_event_catalogue(
+        command: list[str], settings: KernelSettings, policy_service: ServiceContext) -> None:
+    """Asking the policy service needs its request/reply models, not every event type's."""
+    code, found, output = await imported(command, ("agentos_schemas.events",),
+                                         base_env(AGENTOS_NATS_URL=settings.nats_url or ""))
+    assert code == 0, output
     assert found == [], f"`agentos {' '.join(command)}` imported {found}"

@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from pydantic import ValidationError
 
 from agentos_schemas.envelope import JSON, SPEC_VERSION, STRUCTURED_CONTENT_TYPE, Event, WireEvent
-from agentos_schemas.events import CATALOGUE, EventData
+
+if TYPE_CHECKING:
+    from agentos_schemas.events import EventData
 
 DecodeCode = Literal["encoding", "not_cloudevent", "unknown_type", "schema", "oversized", "claim_check"]
 
@@ -105,6 +107,8 @@ def _from_binary(body: bytes, headers: Mapping[str, str]) -> WireEvent:
 
 
 def payload_class(wire: WireEvent) -> type[EventData]:
+    from agentos_schemas.events import CATALOGUE  # loaded on the first decode (see the package's doc)
+
     try:
         return CATALOGUE[wire.type]
     except KeyError:

@@ -22,9 +22,12 @@ def run(coro: Coroutine[Any, Any, T], *also: type[BaseException]) -> T:
     """Run a command; AgentOS errors (and ``also``) become one line on stderr and exit code 2,
     never a traceback."""
     import asyncio
+    import os
 
-    from agentos_kernel import AgentOSError
+    from agentos_kernel.exceptions import AgentOSError
 
+    if not os.environ.get("AGENTOS_NATS_URL", "").startswith(("ws://", "wss://")):
+        nats_without_websockets()
     try:
         return asyncio.run(coro)
     except (AgentOSError, *also) as exc:
@@ -35,10 +38,31 @@ def run(coro: Coroutine[Any, Any, T], *also: type[BaseException]) -> T:
 
 async def connected_bus(source: str = "cli") -> Bus:
     """A bus connection to the AgentOS configured here or started by `agentos up`."""
-    from agentos_kernel import AgentOSError, Bus, KernelSettings
+    from agentos_kernel.exceptions import AgentOSError
     from agentos_kernel.runtime import resolve
+    from agentos_kernel.settings import KernelSettings
 
     settings = resolve(KernelSettings())
     if not settings.nats_url:
         raise AgentOSError(NOT_RUNNING)
+    from agentos_kernel.bus import Bus
+
     return await Bus.connect(settings, source=source)
+
+
+def nats_without_websockets() -> None:
+    """Import nats-py without its WebSocket transport, which costs aiohttp (~0.1 s) on every import.
+
+    nats-py imports aiohttp only for ``ws://`` servers, and treats it as optional; an operator's
+    command reaching NATS over TCP imports nats with aiohttp hidden, so it is skipped. aiohttp
+    itself stays importable afterwards for anything else in the process. Nothing happens if nats
+    or aiohttp is already imported."""
+    import sys
+
+    if "nats" in sys.modules or "aiohttp" in sys.modules:
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # makes `import aiohttp` raise ImportError
+    try:
+        import nats.aio.transport  # noqa: F401
+    finally:
+        del sys.modules["aiohttp"]

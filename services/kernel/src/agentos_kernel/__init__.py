@@ -3,14 +3,42 @@
 Connect (:class:`Bus`), provision the streams, publish typed CloudEvents with dedup and claim
 checks, and consume them through durable consumers that retry with backoff and dead-letter
 what cannot succeed.
+
+The names below are loaded on first use (PEP 562), so ``from agentos_kernel.exceptions import
+...`` or ``agentos_kernel.KernelSettings`` does not pay for NATS, the schema catalogue and
+the redactor: the CLI's commands start faster for it (``benchmarks/bench_cli_startup.py``).
 """
 
-from agentos_kernel.bus import Bus, connect_nats
-from agentos_kernel.consumer import Consumer
-from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError, Reject, Retry, Unavailable
-from agentos_kernel.settings import KernelSettings
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentos_kernel.bus import Bus, connect_nats
+    from agentos_kernel.consumer import Consumer
+    from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError, Reject, Retry, Unavailable
+    from agentos_kernel.settings import KernelSettings
+
+_WHERE = {
+    "Bus": "bus", "connect_nats": "bus", "Consumer": "consumer", "KernelSettings": "settings",
+    **dict.fromkeys(("AgentOSError", "BusUnavailable", "ConfigError", "Reject", "Retry", "Unavailable"),
+                    "exceptions"),
+}
 __all__ = [
     "AgentOSError", "Bus", "BusUnavailable", "ConfigError", "Consumer", "KernelSettings", "Reject",
     "Retry", "Unavailable", "connect_nats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentos_kernel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"agentos_kernel.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

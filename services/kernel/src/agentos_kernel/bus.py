@@ -16,12 +16,12 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
-from agentos_schemas import Event, EventData, codec, event_subject
+from agentos_schemas import Event, codec, event_subject
 from agentos_schemas import subjects as s
 from agentos_schemas.envelope import WireEvent
 from nats.aio.client import Client as NATS
@@ -35,6 +35,9 @@ from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
 from agentos_kernel.replies import PubAck, Replies, pub_ack
 from agentos_kernel.settings import KernelSettings
+
+if TYPE_CHECKING:
+    from agentos_schemas.events import EventData
 
 log = logging.getLogger("agentos.bus")
 M = TypeVar("M", bound=BaseModel)

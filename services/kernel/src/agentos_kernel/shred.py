@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
-from agentos_schemas import CATALOGUE, Event
+from agentos_schemas import Event
 from agentos_schemas.personal import ERASED, PersonalPlan, is_token, parse_token, personal_plan, token
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,6 +75,8 @@ _plans_of = -1
 def plan_for(type_: str) -> PersonalPlan | None:
     """The personal fields of an event type (None for most types): one dict lookup."""
     global _plans_of
+    from agentos_schemas.events import CATALOGUE
+
     if _plans_of != len(CATALOGUE):  # built once (again if a type was registered since)
         _plans.clear()
         _plans.update({t: p for t, cls in CATALOGUE.items() if (p := personal_plan(cls)) is not None})
