@@ -147,8 +147,9 @@ class TaskFailed(EventData):
     retryable: bool = True
     code: TaskFailureCode = "error"
     """Why it failed; ``budget`` and ``halted`` end the goal at once instead of being retried;
-    ``unavailable`` (the policy service or a store it needs could not decide in time) is retried
-    with backoff without counting against the step's retries or the goal's steps."""
+    ``unavailable`` (the policy service or a store it needs could not decide in time, or every
+    model provider in the chain was unreachable, timed out or overloaded) is retried with backoff
+    without counting against the step's retries or the goal's steps."""
     usage: Usage = Field(default_factory=Usage)
 
 

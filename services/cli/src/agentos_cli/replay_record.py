@@ -128,7 +128,8 @@ def _failure_answer(end: TaskFailed, rounds: list[list[dict[str, Any]]]) -> dict
     """How the model behaved after its recorded tool rounds in an attempt that failed."""
     if end.code == "invalid_output":
         return {"fault": "invalid_json"}
-    if end.code == "model_unavailable":
+    if end.code == "model_unavailable" or (end.code == "unavailable"
+                                           and end.reason.startswith("model provider unavailable")):
         return {"fault": "server_error"}
     if end.code == "tool_loop" and rounds:
         return {"tool_calls": rounds[-1]}

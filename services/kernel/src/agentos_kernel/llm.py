@@ -113,11 +113,45 @@ def offline_models(url: str) -> dict[str, str]:
 
 
 class ModelCallFailed(AgentOSError):
-    """Every model in the chain failed; ``calls`` records each attempt."""
+    """Every model in the chain failed; ``calls`` records each attempt.
 
-    def __init__(self, message: str, calls: list[ModelCall]) -> None:
+    ``transient`` is True when every attempt failed because its provider was not available
+    (unreachable, timed out, overloaded, rate-limited: :func:`transient`): the work should wait and
+    try again, as for any unavailable dependency, not count a failed attempt."""
+
+    def __init__(self, message: str, calls: list[ModelCall], *, transient: bool = False) -> None:
         super().__init__(message)
         self.calls = calls
+        self.transient = transient
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a model call failed because the provider is not available now, not because of the call.
+
+    Unreachable, timed out, rate-limited (429) or unavailable behind its gateway (502, 503, 504) is
+    transient. A bad request, a refused key, an unknown model, a too-long context, and a plain 500
+    (the provider failed on this request) are not: they fail the attempt, which is retried as the
+    goal's limits allow. litellm reports a refused connection as a 500 ``InternalServerError``, so
+    the cause chain is read down to the transport's own error; the first definite client error
+    (a 4xx other than 408 and 429) on the way decides against."""
+    import httpx
+    import litellm
+    import openai
+
+    passing = (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout, litellm.exceptions.RateLimitError,
+               litellm.exceptions.ServiceUnavailableError, openai.APIConnectionError, httpx.TransportError,
+               ConnectionError, TimeoutError)
+    seen: BaseException | None = exc
+    for _ in range(12):  # a cause chain is short; this bounds a cyclic one
+        if seen is None:
+            return False
+        status = getattr(seen, "status_code", None)
+        if isinstance(seen, passing) or status in (408, 429, 502, 503, 504):
+            return True
+        if isinstance(status, int) and 400 <= status < 500:
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _is_loopback(url: str | None) -> bool:
@@ -204,6 +238,7 @@ class LLM:
 
     async def _chain(self, chain: list[str], messages: list[dict[str, Any]], calls: list[ModelCall],
                      work: control.Work, **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+        passing = bool(chain)  # every failure so far was transient
         for alias in chain:
             spec = self.registry.get(alias)
             self._guard(spec)
@@ -216,7 +251,8 @@ class LLM:
                 calls.append(ModelCall(model=spec.model, ok=False, error=str(exc)[:500],
                                        latency_ms=(time.perf_counter() - started) * 1000))
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any provider failure moves on to the next model; recorded on the call
+                passing = passing and transient(exc)
                 calls.append(ModelCall(model=spec.model, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
                                        latency_ms=(time.perf_counter() - started) * 1000))
                 continue
@@ -228,7 +264,8 @@ class LLM:
                 cost_usd=_cost(spec, response, tokens_in, tokens_out),
                 latency_ms=(time.perf_counter() - started) * 1000))
             return response, calls
-        raise ModelCallFailed(f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls)
+        raise ModelCallFailed(f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls,
+                              transient=passing)
 
 
 def _register_prices(litellm: Any, registry: ModelRegistry) -> None:

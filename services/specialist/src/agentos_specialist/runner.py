@@ -160,6 +160,8 @@ async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Pr
     except ModelCallFailed as exc:
         progress.calls += exc.calls
         unsettled.append(_Unsettled(policy, decision, request, exc.calls))
+        if exc.transient:  # the providers are down or overloaded: wait it out, as for any outage
+            return Outcome(False, reason=f"model provider unavailable: {exc}", retryable=True, code="unavailable")
         return Outcome(False, reason=str(exc), code="model_unavailable")
     except Exception:  # no call was made (e.g. a guard refused it): its reservation is released
         unsettled.append(_Unsettled(policy, decision, request, []))
