@@ -7,7 +7,7 @@ bears the claim out; otherwise the step is rejected by attestation (no model ask
 ends saying what happened: an approver's rejection, a policy denial, an approval's timeout, a
 failed tool, a write that never ran, memory writes refused by the rate limit. A specialist that
 dies while its mail waits for approval (before it ran) is replaced; the resumed task sends it
-once and the claim is attested.
+once and the claim is attested (the specialist runs as its own process there, killed with SIGKILL).
 
 Runs policy, orchestrator, context-manager, specialist and memory in-process on an embedded
 NATS of this module's own, the session's Postgres and the offline model."""
@@ -15,7 +15,10 @@ NATS of this module's own, the session's Postgres and the offline model."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -281,18 +284,31 @@ async def approve_everything(bus: Bus, tenant: str) -> None:
 
 async def test_a_specialist_crash_before_the_mail_ran_sends_it_once_and_attests_it(
         obus: Bus, settings: KernelSettings) -> None:
+    """The specialist runs as its own process (`agentos service specialist`) and is killed with
+    SIGKILL while its mail waits for the approval; a new one takes the redelivered task."""
     from agentos_specialist import service as specialist
 
-    tenant = unique("crash")
-    await submit(obus, tenant, "mail", "Tell the EXTERNAL customer our prices.")
-
-    async def waiting() -> bool:  # the task is waiting for the approval: nothing was sent yet
-        return bool(await logged(obus, tenant, PolicyDecided)) and any(
-            d.code == "sequence" for d in await logged(obus, tenant, PolicyDecided))
-    await eventually(waiting, timeout=20, every=0.2)
     old = next(ctx for ctx in SERVICES if ctx.name == "specialist")
-    await stop_service(old, timeout=1)  # the replica dies before the action ran
+    await stop_service(old, timeout=3)
     SERVICES.remove(old)
+    env = {**os.environ, "AGENTOS_NATS_URL": old.settings.nats_url or "", "AGENTOS_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_cli", "service", "specialist",
+                                                env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        tenant = unique("crash")
+        await submit(obus, tenant, "mail", "Tell the EXTERNAL customer our prices.")
+
+        async def waiting() -> bool:  # the task is waiting for the approval: nothing was sent yet
+            return any(d.code == "sequence" for d in await logged(obus, tenant, PolicyDecided))
+        await eventually(waiting, timeout=60, every=0.2)
+        assert proc.returncode is None, "the specialist process took the task"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)  # dies before the action ran, acknowledging nothing
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert await logged(obus, tenant, ActionExecuted) == [], "nothing ran before the crash"
     SERVICES.append(await start_service("specialist", specialist.setup, old.settings))
     approving = asyncio.create_task(approve_everything(obus, tenant))
     try:
