@@ -7,7 +7,8 @@ offline model behind a request recorder. It submits the demo goal several times 
 parallel research with tools, a QA rejection and redo, a writer, memory proposals and commits) and
 then counts from the log: every goal completed once; no task assigned, started or completed twice;
 every model request the model received is a call recorded once in the log (a plan or task run twice
-would leave a request the log does not account for); no memory entry proposed or committed twice;
+would leave a request the log does not account for); no memory entry proposed or decided twice,
+each distinct finding committed once and the same finding from another goal refused as a duplicate;
 the orchestrators' partitions held once each; and ``audit verify`` passes over the whole log.
 
 The long variant (more goals at once) runs with ``AGENTOS_TEST_LONG=1``.
@@ -206,9 +207,18 @@ def check_exactly_once(fleet: Fleet, events: list[Event[Any]], ids: list[str]) -
         once([d.task_id for d in of(events, cls)], cls.__name__)
     once([f"{d.goal_id}/{d.revision}" for d in of(events, GoalPlanned)], "a plan revision")
     once([d.entry_id for d in of(events, MemoryProposed)], "a memory proposal")
-    committed = [i for d in of(events, MemoryCommitted) if d.status == "committed" for i in d.entry_ids]
-    once(committed, "a committed memory entry")
-    assert len(committed) == 3 * len(ids), "each goal's three findings committed"
+    proposed = [d.entry_id for d in of(events, MemoryProposed)]
+    assert len(proposed) == 3 * len(ids), "each goal's three findings proposed"
+    decided = [i for d in of(events, MemoryCommitted) for i in d.entry_ids]  # with working-memory entries
+    once(decided, "a memory decision")
+    assert set(proposed) <= set(decided), "every proposal committed or refused"
+    # The goals are the same, so are their findings: the first of each is committed, the same
+    # finding from another goal is refused as its duplicate (never stored twice).
+    committed = [i for d in of(events, MemoryCommitted) if d.status == "committed" for i in d.entry_ids
+                 if i in proposed]
+    refused = [d for d in of(events, MemoryCommitted) if d.status == "rejected" and set(d.entry_ids) & set(proposed)]
+    assert len(committed) == 3, "each distinct finding committed once"
+    assert all(d.reason.startswith("duplicate") for d in refused), [d.reason for d in refused]
     # Every request the model received is a call recorded once in the log: a plan or a task run
     # twice would have asked the model again. (A call that failed may not have reached it.)
     calls = [c for d in of(events, GoalPlanned) + of(events, TaskCompleted) + of(events, TaskFailed)
