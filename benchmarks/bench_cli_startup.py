@@ -101,36 +101,54 @@ def run(smoke: bool, rounds: int | None = None) -> dict[str, Any]:
                     samples[name].append(sample)
     stand_in.sock.close()
     anchor = statistics.median(samples["anchor"])
-    result: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine(), "versions": versions(),
-                              "env": {"load_before": load_before,
-                                      "load_after": Path("/proc/loadavg").read_text().split()[:3]},
-                              "rounds": sizes["rounds"], "target_s": TARGET_S, "measures": {}}
+    result: dict[str, Any] = {
+        "mode": "smoke" if smoke else "full",
+        "machine": machine(),
+        "versions": versions(),
+        "env": {"load_before": load_before, "load_after": Path("/proc/loadavg").read_text().split()[:3]},
+        "rounds": sizes["rounds"],
+        "target_s": TARGET_S,
+        "measures": {},
+    }
     for name, xs in samples.items():
         walls = sorted(xs)
         p50 = statistics.median(walls)
-        result["measures"][name] = {"n": len(xs), "p50_s": round(p50, 4), "max_s": round(walls[-1], 4),
-                                    "to": "connection" if plan[name][2] else "exit",
-                                    "ratio_to_anchor": round(p50 / anchor, 2)}
+        result["measures"][name] = {
+            "n": len(xs),
+            "p50_s": round(p50, 4),
+            "max_s": round(walls[-1], 4),
+            "to": "connection" if plan[name][2] else "exit",
+            "ratio_to_anchor": round(p50 / anchor, 2),
+        }
     result["target_met"] = all(result["measures"][c]["p50_s"] < TARGET_S for c in COMMANDS)
     return result
 
 
 def machine() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {"nproc": os.cpu_count(), "cpu_model": model}
 
 
 def versions() -> dict[str, str]:
-    return {"python": platform.python_version(),
-            **{p: metadata.version(p) for p in ("typer", "rich", "nats-py", "pydantic")}}
+    return {
+        "python": platform.python_version(),
+        **{p: metadata.version(p) for p in ("typer", "rich", "nats-py", "pydantic")},
+    }
 
 
 def table(r: dict[str, Any]) -> str:
     lines = ["| measure | timed to | p50 wall | max wall | × anchor |", "|---|---|---|---|---|"]
     for name, m in r["measures"].items():
-        lines.append(f"| {name} | {m['to']} | {m['p50_s'] * 1000:.0f} ms | {m['max_s'] * 1000:.0f} ms | "
-                     f"{m['ratio_to_anchor']} |")
+        lines.append(
+            f"| {name} | {m['to']} | {m['p50_s'] * 1000:.0f} ms | {m['max_s'] * 1000:.0f} ms | {m['ratio_to_anchor']} |"
+        )
     return "\n".join(lines)
 
 
@@ -145,8 +163,10 @@ def main() -> int:
         args.out.write_text(json.dumps(result, indent=2))
     print(table(result))
     env = result["env"]
-    print(f"\nenv: load {env['load_before']} -> {env['load_after']}; target (< {TARGET_S} s p50 for "
-          f"{', '.join(COMMANDS)}) met: {result['target_met']}")
+    print(
+        f"\nenv: load {env['load_before']} -> {env['load_after']}; target (< {TARGET_S} s p50 for "
+        f"{', '.join(COMMANDS)}) met: {result['target_met']}"
+    )
     return 0
 
 

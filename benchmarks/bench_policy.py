@@ -37,8 +37,9 @@ import yaml
 
 RAW_SUBJECT = "bench.policy.echo"
 #: Requests per latency block, pairs, warm-up, throughput requests, pairs, in flight, model calls, engine calls.
-Sizes = NamedTuple("Sizes", [(n, int) for n in ("block", "pairs", "warmup", "tput_n", "tput_pairs", "inflight",
-                                                "model_n", "engine_n")])
+Sizes = NamedTuple(
+    "Sizes", [(n, int) for n in ("block", "pairs", "warmup", "tput_n", "tput_pairs", "inflight", "model_n", "engine_n")]
+)
 FULL = Sizes(block=1000, pairs=6, warmup=500, tput_n=6000, tput_pairs=5, inflight=64, model_n=1000, engine_n=5000)
 SMOKE = Sizes(block=150, pairs=2, warmup=50, tput_n=400, tput_pairs=2, inflight=32, model_n=60, engine_n=500)
 
@@ -58,16 +59,28 @@ def env_span(before: list[int], after: list[int], load_before: list[str]) -> dic
     total = sum(delta[:8]) or 1
     steal, busy = 100.0 * delta[7] / total, total - delta[3] - delta[4] - delta[7]
     other = max(0.0, 100.0 * (busy - delta[-1]) / total)
-    return {"load_before": load_before, "load_after": Path("/proc/loadavg").read_text().split()[:3],
-            "steal_pct": round(steal, 3), "steal_flag": steal > 2.0, "other_cpu_pct": round(other, 1),
-            "contended_flag": other > 10.0}
+    return {
+        "load_before": load_before,
+        "load_after": Path("/proc/loadavg").read_text().split()[:3],
+        "steal_pct": round(steal, 3),
+        "steal_flag": steal > 2.0,
+        "other_cpu_pct": round(other, 1),
+        "contended_flag": other > 10.0,
+    }
 
 
 def machine() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal"))
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+    )
     return {"nproc": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kb / 2**20, 1)}
 
 
@@ -75,9 +88,12 @@ def versions() -> dict[str, str]:
     from agentos_kernel.embedded import nats_server_binary
 
     out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, check=False)
-    return {"python": platform.python_version(), "nats-server": out.stdout.strip() or out.stderr.strip(),
-            "event_loop": "asyncio (default selector loop, no uvloop)",
-            **{p: metadata.version(p) for p in ("nats-py", "pydantic", "asyncpg", "agentos-fleet")}}
+    return {
+        "python": platform.python_version(),
+        "nats-server": out.stdout.strip() or out.stderr.strip(),
+        "event_loop": "asyncio (default selector loop, no uvloop)",
+        **{p: metadata.version(p) for p in ("nats-py", "pydantic", "asyncpg", "agentos-fleet")},
+    }
 
 
 def summary(ms: list[float]) -> dict[str, Any]:
@@ -93,12 +109,12 @@ async def worker(nats_url: str, db_url: str, policy_dir: str, reply_bytes: int) 
     from agentos_policy.service import setup
 
     os.environ["AGENTOS_POLICY_DIR"] = policy_dir
-    ctx = await start_service("policy", setup, KernelSettings(nats_url=nats_url, database_url=db_url),
-                              database=True)
+    ctx = await start_service("policy", setup, KernelSettings(nats_url=nats_url, database_url=db_url), database=True)
     reply = b"x" * reply_bytes
 
     async def echo(msg: Any) -> None:
         await msg.respond(reply)
+
     await ctx.bus.nc.subscribe(RAW_SUBJECT, queue="echo", cb=echo)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the caller closes stdin
@@ -108,11 +124,14 @@ async def worker(nats_url: str, db_url: str, policy_dir: str, reply_bytes: int) 
 # -- the caller ------------------------------------------------------------------------------------
 def bench_policy_dir(root: Path) -> Path:
     from agentos_policy.model import default_policy_dir
+
     policy = yaml.safe_load((default_policy_dir() / "policy.yaml").read_text())
-    policy.update(version="bench-1", rate_limits=[],
-                  loops={"same_call_per_task": 10**9, "same_call_per_goal": 10**9, "replans_per_goal": 10**6},
-                  budgets=[{"scope": "tenant", "period": "day", "usd": 10**6},
-                           {"scope": "agent", "period": "day", "usd": 10**6}])
+    policy.update(
+        version="bench-1",
+        rate_limits=[],
+        loops={"same_call_per_task": 10**9, "same_call_per_goal": 10**9, "replans_per_goal": 10**6},
+        budgets=[{"scope": "tenant", "period": "day", "usd": 10**6}, {"scope": "agent", "period": "day", "usd": 10**6}],
+    )
     (root / "policy").mkdir()
     (root / "policy" / "policy.yaml").write_text(yaml.safe_dump(policy))
     return root / "policy"
@@ -120,17 +139,36 @@ def bench_policy_dir(root: Path) -> Path:
 
 def tool_request(i: int) -> Any:
     from agentos_schemas.rpc import PolicyRequest
-    return PolicyRequest(tenant="bench", principal="agent:research", agent="research", action="tool_call",
-                         resource="search_documents", tool="search_documents", goal_id=f"g{i % 500}",
-                         task_id=f"t{i % 500}", args={"query": f"competitor pricing {i}"}, call_id=f"c{i}")
+
+    return PolicyRequest(
+        tenant="bench",
+        principal="agent:research",
+        agent="research",
+        action="tool_call",
+        resource="search_documents",
+        tool="search_documents",
+        goal_id=f"g{i % 500}",
+        task_id=f"t{i % 500}",
+        args={"query": f"competitor pricing {i}"},
+        call_id=f"c{i}",
+    )
 
 
 def model_request(i: int) -> Any:
     from agentos_schemas.rpc import PolicyRequest
 
-    return PolicyRequest(tenant="bench", principal="agent:writer", agent="writer", action="model_call",
-                         resource="smart", goal_id=f"m{i % 500}", task_id=f"mt{i % 500}",
-                         args={"fallbacks": "fast"}, estimated_cost_usd=0.0025, estimated_tokens=5000)
+    return PolicyRequest(
+        tenant="bench",
+        principal="agent:writer",
+        agent="writer",
+        action="model_call",
+        resource="smart",
+        goal_id=f"m{i % 500}",
+        task_id=f"mt{i % 500}",
+        args={"fallbacks": "fast"},
+        estimated_cost_usd=0.0025,
+        estimated_tokens=5000,
+    )
 
 
 async def one_block(send: Any, n: int, start: int) -> list[float]:
@@ -148,6 +186,7 @@ async def tput_block(send: Any, n: int, inflight: int, start: int) -> float:
     async def lane() -> None:
         for i in counter:
             await send(i)
+
     t0 = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(inflight)))
     return n / (time.perf_counter() - t0)
@@ -166,14 +205,19 @@ async def latency_pairs(raw: Any, decide: Any, sizes: Sizes) -> dict[str, Any]:
         raw_ms, dec_ms = raw_ms + a, dec_ms + b
         ratios.append(statistics.median(b) / statistics.median(a))
         adds.append(statistics.median(b) - statistics.median(a))
-    return {"raw": summary(raw_ms), "decision": summary(dec_ms), "p50_added_ms": round(statistics.median(adds), 4),
-            "p50_added_ms_range": [round(min(adds), 4), round(max(adds), 4)],
-            "p50_ratio": round(statistics.median(ratios), 3)}
+    return {
+        "raw": summary(raw_ms),
+        "decision": summary(dec_ms),
+        "p50_added_ms": round(statistics.median(adds), 4),
+        "p50_added_ms_range": [round(min(adds), 4), round(max(adds), 4)],
+        "p50_ratio": round(statistics.median(ratios), 3),
+    }
 
 
 async def caller(nats_url: str, sizes: Sizes, request_bytes: int) -> dict[str, Any]:
     from agentos_kernel import Bus, KernelSettings
     from agentos_kernel.policy import PolicyClient, PolicyClientSettings
+
     bus = await Bus.connect(KernelSettings(nats_url=nats_url), source="bench")
     client = PolicyClient(bus, PolicyClientSettings(timeout_s=10))
     body = b"y" * request_bytes
@@ -196,8 +240,11 @@ async def caller(nats_url: str, sizes: Sizes, request_bytes: int) -> dict[str, A
         dec_tp.append(await tput_block(decide, sizes.tput_n, sizes.inflight, start))
     model_ms = await one_block(model, sizes.model_n, 0)
     await bus.close()
-    return {**result, "model_call_with_reservation": summary(model_ms),
-            "throughput": {"inflight": sizes.inflight, "raw_req_per_s": med(raw_tp), "decisions_per_s": med(dec_tp)}}
+    return {
+        **result,
+        "model_call_with_reservation": summary(model_ms),
+        "throughput": {"inflight": sizes.inflight, "raw_req_per_s": med(raw_tp), "decisions_per_s": med(dec_tp)},
+    }
 
 
 def med(xs: list[float]) -> dict[str, float]:
@@ -221,8 +268,15 @@ def engine_us(n: int) -> dict[str, float]:
 
 def sizes_on_wire() -> tuple[int, int]:
     from agentos_schemas.rpc import PolicyDecision
-    reply = PolicyDecision(decision="allow", code="ok", reasons=("allowed by policy bench-1",),
-                           policy_version="bench-1", decision_id="0" * 36, risk="low")
+
+    reply = PolicyDecision(
+        decision="allow",
+        code="ok",
+        reasons=("allowed by policy bench-1",),
+        policy_version="bench-1",
+        decision_id="0" * 36,
+        risk="low",
+    )
     return len(tool_request(123456).model_dump_json()), len(reply.model_dump_json())
 
 
@@ -237,8 +291,12 @@ def run(smoke: bool) -> dict[str, Any]:
     try:
         nats_url, db_url = nats.start(), pg.start()
         folder = bench_policy_dir(root)
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", nats_url, db_url, str(folder),
-                                 str(reply_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", nats_url, db_url, str(folder), str(reply_bytes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             started = select.select([proc.stdout], [], [], 90)[0] and proc.stdout.readline().strip() == "ready"
             if not started:
@@ -254,30 +312,41 @@ def run(smoke: bool) -> dict[str, Any]:
         pg.stop()
         nats.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return {"mode": "smoke" if smoke else "full", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
-            "versions": versions(), "env": env_span(before, cpu_times(), load),
-            "storage": "file, sync_interval: always; Postgres embedded (defaults)",
-            "bytes": {"request": request_bytes, "reply": reply_bytes}, **result, "engine": engine_us(sizes.engine_n),
-            "target": "decision adds < 1 ms p50 over the raw round trip",
-            "target_met": result["p50_added_ms"] < 1.0}
+    return {
+        "mode": "smoke" if smoke else "full",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "versions": versions(),
+        "env": env_span(before, cpu_times(), load),
+        "storage": "file, sync_interval: always; Postgres embedded (defaults)",
+        "bytes": {"request": request_bytes, "reply": reply_bytes},
+        **result,
+        "engine": engine_us(sizes.engine_n),
+        "target": "decision adds < 1 ms p50 over the raw round trip",
+        "target_met": result["p50_added_ms"] < 1.0,
+    }
 
 
 def table(r: dict[str, Any]) -> str:
     raw, dec, mod, tp = r["raw"], r["decision"], r["model_call_with_reservation"], r["throughput"]
-    return "\n".join([
-        "| measure | raw request/reply | policy decision (tool call) |",
-        "|---|---|---|",
-        *(f"| {k.replace('_', ' ')} (1 in flight) | {raw[k]} | {dec[k]} |"
-          for k in ("p50_ms", "p99_ms", "max_ms", "n")),
-        f"| per second, {tp['inflight']} in flight (median, min–max) | {tp['raw_req_per_s']['median']} "
-        f"({tp['raw_req_per_s']['min']}–{tp['raw_req_per_s']['max']}) | {tp['decisions_per_s']['median']} "
-        f"({tp['decisions_per_s']['min']}–{tp['decisions_per_s']['max']}) |",
-        f"| decision adds at p50 (median of pairs, min–max) | | {r['p50_added_ms']} ms "
-        f"({r['p50_added_ms_range'][0]}–{r['p50_added_ms_range'][1]}); ratio {r['p50_ratio']} |",
-        f"| model-call decision with budget reservation (Postgres) | | "
-        f"p50 {mod['p50_ms']} ms, p99 {mod['p99_ms']} ms |",
-        f"| engine evaluate() alone | | {r['engine']['evaluate_us_best_of_5']} µs |",
-    ])
+    return "\n".join(
+        [
+            "| measure | raw request/reply | policy decision (tool call) |",
+            "|---|---|---|",
+            *(
+                f"| {k.replace('_', ' ')} (1 in flight) | {raw[k]} | {dec[k]} |"
+                for k in ("p50_ms", "p99_ms", "max_ms", "n")
+            ),
+            f"| per second, {tp['inflight']} in flight (median, min–max) | {tp['raw_req_per_s']['median']} "
+            f"({tp['raw_req_per_s']['min']}–{tp['raw_req_per_s']['max']}) | {tp['decisions_per_s']['median']} "
+            f"({tp['decisions_per_s']['min']}–{tp['decisions_per_s']['max']}) |",
+            f"| decision adds at p50 (median of pairs, min–max) | | {r['p50_added_ms']} ms "
+            f"({r['p50_added_ms_range'][0]}–{r['p50_added_ms_range'][1]}); ratio {r['p50_ratio']} |",
+            f"| model-call decision with budget reservation (Postgres) | | "
+            f"p50 {mod['p50_ms']} ms, p99 {mod['p99_ms']} ms |",
+            f"| engine evaluate() alone | | {r['engine']['evaluate_us_best_of_5']} µs |",
+        ]
+    )
 
 
 def main() -> int:
@@ -292,9 +361,11 @@ def main() -> int:
     _ = args.out and args.out.write_text(json.dumps(result, indent=2))
     print(table(result))
     env = result["env"]
-    print(f"\nenv: load {env['load_before']} -> {env['load_after']}, steal {env['steal_pct']}%"
-          f"{' (DISCARD: steal > 2%)' if env['steal_flag'] else ''}, other processes {env['other_cpu_pct']}% "
-          f"of all CPUs; target met: {result['target_met']}")
+    print(
+        f"\nenv: load {env['load_before']} -> {env['load_after']}, steal {env['steal_pct']}%"
+        f"{' (DISCARD: steal > 2%)' if env['steal_flag'] else ''}, other processes {env['other_cpu_pct']}% "
+        f"of all CPUs; target met: {result['target_met']}"
+    )
     return 0
 
 

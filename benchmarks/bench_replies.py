@@ -56,8 +56,10 @@ async def main(n: int) -> None:
         js = nc.jetstream(publish_async_max_pending=4096)
         await js.add_stream(api.StreamConfig(name="BENCH_REPLIES", subjects=["bench.>"]))
         replies = Replies(nc)
-        print(f"python {platform.python_version()}, nats-py {metadata.version('nats-py')}, "
-              f"{platform.machine()} x{__import__('os').cpu_count()}, n={n}, {IN_FLIGHT} in flight")
+        print(
+            f"python {platform.python_version()}, nats-py {metadata.version('nats-py')}, "
+            f"{platform.machine()} x{__import__('os').cpu_count()}, n={n}, {IN_FLIGHT} in flight"
+        )
         for name in ("replies", "publish_async", "replies", "publish_async"):
             cpu, rate = await side(name, n, replies, js)
             print(f"{name:14s} {cpu:6.1f} µs CPU per publish   {rate:8.0f} publishes/s")

@@ -32,8 +32,16 @@ async def audit(bus: Bus, pool: asyncpg.Pool, signer: Signer) -> AsyncIterator[P
     """A running projector with its own schema and durable (the session log is shared by all tests)."""
     schema = unique("audit_")
     await ensure_schema(pool, schema)
-    projector = Projector(bus, pool, schema=schema, durable=unique("audit"), signer=signer, batch=256,
-                          checkpoint_every=200, checkpoint_idle_s=0.5)
+    projector = Projector(
+        bus,
+        pool,
+        schema=schema,
+        durable=unique("audit"),
+        signer=signer,
+        batch=256,
+        checkpoint_every=200,
+        checkpoint_idle_s=0.5,
+    )
     await projector.start()
     yield projector
     await projector.stop()
@@ -49,6 +57,7 @@ async def caught_up(bus: Bus, pool: asyncpg.Pool, schema: str, timeout: float = 
     async def reached() -> bool:
         found = await head(pool, schema)
         return (found.seq if found is not None else 0) >= last
+
     await eventually(reached, timeout=timeout, every=0.1)
     return last
 

@@ -56,9 +56,7 @@ async def seed(bus: Bus, tenant: str, tasks: int = 3) -> tuple[str, list[str]]:
             cause=submitted,
         )
         done = bus.new(
-            TaskCompleted(
-                task_id=task, goal_id=goal, step_id=f"s{n}", agent=f"counter{n}", output={"stores": n}
-            ),
+            TaskCompleted(task_id=task, goal_id=goal, step_id=f"s{n}", agent=f"counter{n}", output={"stores": n}),
             cause=assigned,
         )
         events += [assigned, done]
@@ -83,9 +81,7 @@ async def test_query_filters_and_pages(bus: Bus, audit_service: ServiceContext, 
     goal, ids = await seed(bus, tenant)
     rows = await projected(bus, goal, len(ids))
     assert [x["id"] for x in rows] == list(reversed(ids)), "newest first"
-    assert {"seq", "time", "tenant", "type", "agent", "goal_id", "task_id", "tags", "principal"} <= set(
-        rows[0]
-    )
+    assert {"seq", "time", "tenant", "type", "agent", "goal_id", "task_id", "tags", "principal"} <= set(rows[0])
 
     only = await query(bus, tenant=tenant, agent="counter1", type="task.completed", since="1h")
     assert only.code == "ok" and [x["id"] for x in only.rows] == [ids[4]]
@@ -134,13 +130,9 @@ async def test_trace_is_the_causal_tree(bus: Bus, audit_service: ServiceContext,
         (f"{goal}/t0", "counter0", "completed"),
         (f"{goal}/t1", "counter1", "completed"),
     ]
-    cut = await bus.request(
-        r.AUDIT_TRACE, r.AuditTrace(goal_id=goal, max_events=3), r.AuditTraceReply, timeout=15
-    )
+    cut = await bus.request(r.AUDIT_TRACE, r.AuditTrace(goal_id=goal, max_events=3), r.AuditTraceReply, timeout=15)
     assert cut.truncated and [e.id for e in cut.events] == ids[:3]
-    missing = await bus.request(
-        r.AUDIT_TRACE, r.AuditTrace(goal_id=unique("g")), r.AuditTraceReply, timeout=15
-    )
+    missing = await bus.request(r.AUDIT_TRACE, r.AuditTrace(goal_id=unique("g")), r.AuditTraceReply, timeout=15)
     assert missing.code == "not_found" and "no events of goal" in (missing.error or "")
     other = await bus.request(
         r.AUDIT_TRACE, r.AuditTrace(goal_id=goal, tenant=unique("nobody")), r.AuditTraceReply, timeout=15
@@ -157,14 +149,10 @@ async def test_answers_fit_in_one_message_and_run_concurrently(
     page = await small.query(r.AuditQuery(goal=goal, limit=100))
     assert 0 < len(page.rows) < len(ids) and len(page.model_dump_json()) <= 1500
     last = page.rows[-1]
-    assert page.next_cursor == encode_cursor(
-        {"time": dt.datetime.fromisoformat(last["time"]), "seq": last["seq"]}
-    )
+    assert page.next_cursor == encode_cursor({"time": dt.datetime.fromisoformat(last["time"]), "seq": last["seq"]})
     rest = await small.query(r.AuditQuery(goal=goal, limit=100, cursor=page.next_cursor))
     combined = [x["id"] for x in page.rows] + [x["id"] for x in rest.rows]
-    assert rest.rows and combined == list(reversed(ids))[: len(combined)], (
-        "the next page starts where it was cut"
-    )
+    assert rest.rows and combined == list(reversed(ids))[: len(combined)], "the next page starts where it was cut"
     trace = await small.trace(r.AuditTrace(goal_id=goal))
     assert trace.truncated and len(trace.model_dump_json()) <= 1500 and trace.events[0].id == goal
 

@@ -22,25 +22,42 @@ from tests.audit.workload import build
 
 
 async def cli(settings: KernelSettings, tmp_path: Path, schema: str, *args: str) -> Result:
-    env = {"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_DATABASE_URL": settings.database_url or "",
-           "AGENTOS_STATE_DIR": str(tmp_path), "AGENTOS_AUDIT_SCHEMA_NAME": schema, "COLUMNS": "200"}
+    env = {
+        "AGENTOS_NATS_URL": settings.nats_url or "",
+        "AGENTOS_DATABASE_URL": settings.database_url or "",
+        "AGENTOS_STATE_DIR": str(tmp_path),
+        "AGENTOS_AUDIT_SCHEMA_NAME": schema,
+        "COLUMNS": "200",
+    }
     return await asyncio.to_thread(CliRunner().invoke, app, ["audit", *args], env=env)
 
 
-async def test_cli_answers_and_verifies(bus: Bus, pool: asyncpg.Pool, audit: Projector, settings: KernelSettings,
-                                        tenant: str, key_file: Path, tmp_path: Path) -> None:
+async def test_cli_answers_and_verifies(
+    bus: Bus,
+    pool: asyncpg.Pool,
+    audit: Projector,
+    settings: KernelSettings,
+    tenant: str,
+    key_file: Path,
+    tmp_path: Path,
+) -> None:
     w = build(bus, tenant, unique("g"))
     await publish_all(bus, w.events)
     await caught_up(bus, pool, audit.schema)
     s = audit.schema
-    result = await cli(settings, tmp_path, s, "query", "--tenant", tenant, "--type", "task.completed",
-                       "--format", "json")
+    result = await cli(
+        settings, tmp_path, s, "query", "--tenant", tenant, "--type", "task.completed", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     assert {r["id"] for r in json.loads(result.stdout)} == {e.id for e in w.of("task.completed")}
     result = await cli(settings, tmp_path, s, "cost", w.goal_id, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert result.exit_code == 0 and {(r["agent"], r["model"]) for r in rows} == {
-        ("research", "smart"), ("research", "backup"), ("writer", "smart"), ("test", "fast")}
+        ("research", "smart"),
+        ("research", "backup"),
+        ("writer", "smart"),
+        ("test", "fast"),
+    }
     result = await cli(settings, tmp_path, s, "personal-data", "--since", "1d", "--tenant", tenant, "--format", "json")
     assert [a["agent"] for a in json.loads(result.stdout)] == ["research"]
     result = await cli(settings, tmp_path, s, "trace", w.goal_id)

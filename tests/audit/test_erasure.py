@@ -42,21 +42,61 @@ async def stream_bodies(bus: Bus, tenant: str) -> list[tuple[bytes, dict[str, st
 
 
 async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
-        bus: Bus, pool: asyncpg.Pool, audit: Projector, settings: KernelSettings, tenant: str,
-        key_file: Path, tmp_path: Path) -> None:
+    bus: Bus,
+    pool: asyncpg.Pool,
+    audit: Projector,
+    settings: KernelSettings,
+    tenant: str,
+    key_file: Path,
+    tmp_path: Path,
+) -> None:
     ada, bob = unique("cust"), unique("cust")
     long_text = "ada-secret-words " * 5000  # over the claim-check threshold: goes to the object store
     events: list[Event[Any]] = [
-        bus.new(TicketReceived(system="zendesk", ticket_id="1", subject="Parcel lost", requester_id=ada,
-                               requester_name="Ada Lovelace", description="Send it to 12 Analytical Row"),
-                tenant=tenant),
-        bus.new(TicketReceived(system="zendesk", ticket_id="2", subject="Long story", requester_id=ada,
-                               requester_name="Ada Lovelace", description=long_text), tenant=tenant),
-        bus.new(TicketUpdated(system="zendesk", ticket_id="1", change="subject_changed", previous="Parcel lost",
-                              current="Parcel lost, Ada Lovelace", requester_id=ada), tenant=tenant),
-        bus.new(TicketReceived(system="zendesk", ticket_id="3", subject="Refund", requester_id=bob,
-                               requester_name="Bob Babbage", description="I live on Difference Lane"),
-                tenant=tenant),
+        bus.new(
+            TicketReceived(
+                system="zendesk",
+                ticket_id="1",
+                subject="Parcel lost",
+                requester_id=ada,
+                requester_name="Ada Lovelace",
+                description="Send it to 12 Analytical Row",
+            ),
+            tenant=tenant,
+        ),
+        bus.new(
+            TicketReceived(
+                system="zendesk",
+                ticket_id="2",
+                subject="Long story",
+                requester_id=ada,
+                requester_name="Ada Lovelace",
+                description=long_text,
+            ),
+            tenant=tenant,
+        ),
+        bus.new(
+            TicketUpdated(
+                system="zendesk",
+                ticket_id="1",
+                change="subject_changed",
+                previous="Parcel lost",
+                current="Parcel lost, Ada Lovelace",
+                requester_id=ada,
+            ),
+            tenant=tenant,
+        ),
+        bus.new(
+            TicketReceived(
+                system="zendesk",
+                ticket_id="3",
+                subject="Refund",
+                requester_id=bob,
+                requester_name="Bob Babbage",
+                description="I live on Difference Lane",
+            ),
+            tenant=tenant,
+        ),
     ]
     for event in events:
         await bus.publish(event)
@@ -72,8 +112,12 @@ async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
     assert decoded[events[2].id].data.current == "Parcel lost, Ada Lovelace"
     rows = await pool.fetch(f"SELECT id, tags, data::text AS data FROM {s}.events WHERE tenant = $1", tenant)
     assert len(rows) == 4 and all("pii:encrypted" in r["tags"] and "personal_data" in r["tags"] for r in rows)
-    view = {r["id"]: r for r in await pool.fetch(
-        f"SELECT id, requester_name, description FROM {s}.v_ticket_received WHERE tenant = $1", tenant)}
+    view = {
+        r["id"]: r
+        for r in await pool.fetch(
+            f"SELECT id, requester_name, description FROM {s}.v_ticket_received WHERE tenant = $1", tenant
+        )
+    }
     assert {r["requester_name"] for r in view.values()} == {"[ENCRYPTED]"}
 
     # erase Ada through the CLI
@@ -92,6 +136,7 @@ async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
 
     async def forgotten() -> bool:
         return bool((await bus.decode(*ada_first)).data.requester_name == ERASED)
+
     await eventually(forgotten, timeout=20)
     decoded = {e.id: e for e in [await bus.decode(b, h) for b, h in stored]}
     for event in events[:2]:
@@ -112,10 +157,15 @@ async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
     # the projection: rows hold only ciphertext; the views read erased / encrypted
     rows = await pool.fetch(f"SELECT data::text AS data FROM {s}.events WHERE tenant = $1", tenant)
     assert not any(p in r["data"] for r in rows for p in PRIVATE)
-    view = {r["id"]: r for r in await pool.fetch(
-        f"SELECT id, requester_name, description, data_subject FROM {s}.v_ticket_received WHERE tenant = $1", tenant)}
-    assert [tuple(view[e.id][c] for c in ("requester_name", "description", "data_subject")) for e in events[:2]] == \
-        [(ERASED, ERASED, ERASED)] * 2
+    view = {
+        r["id"]: r
+        for r in await pool.fetch(
+            f"SELECT id, requester_name, description, data_subject FROM {s}.v_ticket_received WHERE tenant = $1", tenant
+        )
+    }
+    assert [tuple(view[e.id][c] for c in ("requester_name", "description", "data_subject")) for e in events[:2]] == [
+        (ERASED, ERASED, ERASED)
+    ] * 2
     assert view[events[3].id]["requester_name"] == "[ENCRYPTED]"
     updated = await pool.fetchrow(f"SELECT previous, current FROM {s}.v_ticket_updated WHERE id = $1", events[2].id)
     assert tuple(updated) == (ERASED, ERASED)

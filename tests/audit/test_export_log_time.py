@@ -23,19 +23,27 @@ VENDOR_TIME = dt.datetime(2024, 4, 17, 17, 18, 10, tzinfo=dt.UTC)
 
 
 async def export(settings: KernelSettings, tmp_path: Path, schema: str, tenant: str, *args: str) -> set[str]:
-    env = {"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_DATABASE_URL": settings.database_url or "",
-           "AGENTOS_STATE_DIR": str(tmp_path), "AGENTOS_AUDIT_SCHEMA_NAME": schema}
-    result = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "export", "--tenant", tenant, *args],
-                                     env=env)
+    env = {
+        "AGENTOS_NATS_URL": settings.nats_url or "",
+        "AGENTOS_DATABASE_URL": settings.database_url or "",
+        "AGENTOS_STATE_DIR": str(tmp_path),
+        "AGENTOS_AUDIT_SCHEMA_NAME": schema,
+    }
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "export", "--tenant", tenant, *args], env=env)
     assert result.exit_code == 0, result.output
     return {json.loads(line)["id"] for line in result.stdout.splitlines() if line.strip()}
 
 
 async def test_since_is_the_logs_time_and_vendor_since_the_events_own(
-        bus: Bus, pool: asyncpg.Pool, audit: Projector, settings: KernelSettings, tenant: str, tmp_path: Path) -> None:
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, settings: KernelSettings, tenant: str, tmp_path: Path
+) -> None:
     goal = unique("g")
-    old = bus.new(GoalSubmitted(goal_id=goal, text="a ticket from 2024"), tenant=tenant, correlationid=goal,
-                  subject=f"goal/{goal}")
+    old = bus.new(
+        GoalSubmitted(goal_id=goal, text="a ticket from 2024"),
+        tenant=tenant,
+        correlationid=goal,
+        subject=f"goal/{goal}",
+    )
     old.time = VENDOR_TIME  # the source's clock, as a mapped webhook carries it
     await bus.publish(old)
     await caught_up(bus, pool, audit.schema)
@@ -45,5 +53,6 @@ async def test_since_is_the_logs_time_and_vendor_since_the_events_own(
     assert old.id not in await export(settings, tmp_path, s, tenant, "--since", later)
     assert old.id not in await export(settings, tmp_path, s, tenant, "--until", "10m")
     assert old.id not in await export(settings, tmp_path, s, tenant, "--vendor-since", "10m")
-    assert old.id in await export(settings, tmp_path, s, tenant, "--vendor-since", "2024-04-17",
-                                  "--vendor-until", "2024-04-18", "--since", "1h")
+    assert old.id in await export(
+        settings, tmp_path, s, tenant, "--vendor-since", "2024-04-17", "--vendor-until", "2024-04-18", "--since", "1h"
+    )

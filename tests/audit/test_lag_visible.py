@@ -34,18 +34,33 @@ AGENTOS = str(Path(sys.executable).parent / "agentos")
 
 
 @pytest.fixture
-async def service(bus: Bus, pool: asyncpg.Pool, signer: Signer, settings: KernelSettings, key_file: Path
-                  ) -> AsyncIterator[tuple[Projector, dict[str, str]]]:
+async def service(
+    bus: Bus, pool: asyncpg.Pool, signer: Signer, settings: KernelSettings, key_file: Path
+) -> AsyncIterator[tuple[Projector, dict[str, str]]]:
     """A projector of its own schema, reporting in the health bucket as the audit service does."""
     schema = unique("audit_")
     await ensure_schema(pool, schema)
     ctx = ServiceContext(name="audit", bus=bus, settings=settings, instance=unique("i"))
-    projector = await Projector(bus, pool, schema=schema, durable=unique("audit"), signer=signer, batch=64,
-                                checkpoint_idle_s=0.5, status=ctx.status).start()
+    projector = await Projector(
+        bus,
+        pool,
+        schema=schema,
+        durable=unique("audit"),
+        signer=signer,
+        batch=64,
+        checkpoint_idle_s=0.5,
+        status=ctx.status,
+    ).start()
     beat = asyncio.create_task(heartbeat(ctx, time.time(), every=0.3))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
-    env.update({"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_DATABASE_URL": settings.database_url or "",
-                "AGENTOS_AUDIT_SCHEMA_NAME": schema, "AGENTOS_STATE_DIR": str(key_file.parent)})
+    env.update(
+        {
+            "AGENTOS_NATS_URL": settings.nats_url or "",
+            "AGENTOS_DATABASE_URL": settings.database_url or "",
+            "AGENTOS_AUDIT_SCHEMA_NAME": schema,
+            "AGENTOS_STATE_DIR": str(key_file.parent),
+        }
+    )
     try:
         yield projector, env
     finally:
@@ -66,7 +81,8 @@ def projection_of(report: dict[str, Any], schema: str) -> dict[str, Any]:
 
 
 async def test_a_stalled_projection_turns_status_red_and_fails_verify(
-        bus: Bus, pool: asyncpg.Pool, service: tuple[Projector, dict[str, str]], tenant: str, key_file: Path) -> None:
+    bus: Bus, pool: asyncpg.Pool, service: tuple[Projector, dict[str, str]], tenant: str, key_file: Path
+) -> None:
     projector, env = service
     schema = projector.schema
     await publish_all(bus, build(bus, tenant, unique("g")).events)
@@ -86,8 +102,9 @@ async def test_a_stalled_projection_turns_status_red_and_fails_verify(
         assert red.returncode == 1, red.stdout + red.stderr
         problem = next(line for line in red.stdout.splitlines() if "PROBLEM" in line and schema in line)
         assert "stalled" in problem and f"of {last + 13}" in problem, problem
-        verify = cli(env, "audit", "verify", "--schema", schema, "--wait", "1",
-                     "--public-key", str(public_path(key_file)))
+        verify = cli(
+            env, "audit", "verify", "--schema", schema, "--wait", "1", "--public-key", str(public_path(key_file))
+        )
         assert verify.returncode == 1, verify.stdout + verify.stderr
         assert f"verified up to stream seq {last};" in verify.stdout, verify.stdout
         assert "DIVERGENCE" in verify.stdout and "behind" in verify.stdout, verify.stdout
@@ -100,13 +117,19 @@ async def test_a_stalled_projection_turns_status_red_and_fails_verify(
     async def green() -> bool:
         report = json.loads(cli(env, "status", "--json", "--stall-after", "2").stdout)
         return projection_of(report, schema)["behind"] == 0 and not [p for p in report["problems"] if schema in p]
+
     await eventually(green, timeout=30, every=0.5)
 
 
 def test_status_has_a_red_line_for_each_unreachable_dependency(settings: KernelSettings, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
-    env.update({"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_STATE_DIR": str(tmp_path),
-                "AGENTOS_DATABASE_URL": f"postgresql://postgres@/agentos?host={tmp_path}"})  # no server there
+    env.update(
+        {
+            "AGENTOS_NATS_URL": settings.nats_url or "",
+            "AGENTOS_STATE_DIR": str(tmp_path),
+            "AGENTOS_DATABASE_URL": f"postgresql://postgres@/agentos?host={tmp_path}",
+        }
+    )  # no server there
     pg_down = cli(env, "status", "--json")
     assert pg_down.returncode == 1, pg_down.stdout + pg_down.stderr
     report = json.loads(pg_down.stdout)

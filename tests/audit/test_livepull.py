@@ -24,9 +24,16 @@ from nats.js import api
 async def pulling(bus: Bus, tenant: str, batch: int) -> AsyncIterator[tuple[str, LivePull]]:
     """A fresh durable on the tenant's events and a LivePull on it; both gone afterwards."""
     name = unique("lp")
-    await bus.js.add_consumer(EVENTS_STREAM, api.ConsumerConfig(
-        durable_name=name, ack_policy=api.AckPolicy.ALL, deliver_policy=api.DeliverPolicy.ALL,
-        filter_subjects=[f"agentos.{tenant}.>"], ack_wait=30.0))
+    await bus.js.add_consumer(
+        EVENTS_STREAM,
+        api.ConsumerConfig(
+            durable_name=name,
+            ack_policy=api.AckPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subjects=[f"agentos.{tenant}.>"],
+            ack_wait=30.0,
+        ),
+    )
     pull = await LivePull(bus.nc, f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{name}", batch=batch).start()
     try:
         yield name, pull
@@ -43,7 +50,7 @@ async def publish(bus: Bus, tenant: str, n: int) -> None:
 
 
 async def test_messages_close_together_come_as_one_batch(bus: Bus, tenant: str) -> None:
-    async with pulling(bus, tenant, 64) as (name, pull):
+    async with pulling(bus, tenant, 64) as (_name, pull):
         assert await pull.take(64, 0.05, 0.2) == []  # nothing yet: empty after the timeout
         publisher = asyncio.create_task(publish(bus, tenant, 10))
         started = time.monotonic()
@@ -64,7 +71,7 @@ async def test_messages_close_together_come_as_one_batch(bus: Bus, tenant: str) 
 
 async def test_a_full_batch_does_not_wait(bus: Bus, tenant: str) -> None:
     await publish(bus, tenant, 20)
-    async with pulling(bus, tenant, 8) as (name, pull):
+    async with pulling(bus, tenant, 8) as (_name, pull):
         started = time.monotonic()
         full = [await pull.take(8, 3.0, 5.0) for _ in range(2)]
         assert [len(b) for b in full] == [8, 8]
@@ -75,7 +82,7 @@ async def test_a_full_batch_does_not_wait(bus: Bus, tenant: str) -> None:
 
 
 async def test_stop_wakes_a_waiting_take(bus: Bus, tenant: str) -> None:
-    async with pulling(bus, tenant, 8) as (name, pull):
+    async with pulling(bus, tenant, 8) as (_name, pull):
         waiting = asyncio.create_task(pull.take(8, 0.0, 30.0))
         await asyncio.sleep(0.1)
         pull.wake()

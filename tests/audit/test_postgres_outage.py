@@ -39,8 +39,17 @@ async def test_projector_catches_up_after_postgres_was_stopped(bus: Bus, tenant:
     pool = await create_pool(url, max_size=4)
     schema = unique("audit_")
     await ensure_schema(pool, schema)
-    projector = await Projector(bus, pool, schema=schema, durable=unique("audit"), signer=signer, batch=32,
-                                checkpoint_every=100, checkpoint_idle_s=0.5, status={}).start()
+    projector = await Projector(
+        bus,
+        pool,
+        schema=schema,
+        durable=unique("audit"),
+        signer=signer,
+        batch=32,
+        checkpoint_every=100,
+        checkpoint_idle_s=0.5,
+        status={},
+    ).start()
     try:
         await publish_all(bus, build(bus, tenant, unique("g")).events)
         await caught_up(bus, pool, schema)

@@ -19,8 +19,9 @@ from tests.audit.conftest import caught_up, publish_all
 from tests.audit.workload import TRACE_ID, build
 
 
-async def test_seeded_workload_is_projected_with_its_columns(bus: Bus, pool: asyncpg.Pool, audit: Projector,
-                                                            tenant: str) -> None:
+async def test_seeded_workload_is_projected_with_its_columns(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str
+) -> None:
     w = build(bus, tenant, unique("g"))
     await publish_all(bus, w.events)
     await caught_up(bus, pool, audit.schema)
@@ -37,13 +38,15 @@ async def test_seeded_workload_is_projected_with_its_columns(bus: Bus, pool: asy
     assert all(r["trace_id"] == TRACE_ID and r["correlationid"] == w.goal_id for r in rows)
     assert by_type["goal.planned"]["goal_id"] == w.goal_id and by_type["goal.planned"]["models"] == ["fast"]
     seqs = [r["seq"] for r in rows]
-    chain = await pool.fetch(f"SELECT seq, kind, event_id FROM {audit.schema}.chain WHERE seq = ANY($1::bigint[])",
-                             seqs)
+    chain = await pool.fetch(
+        f"SELECT seq, kind, event_id FROM {audit.schema}.chain WHERE seq = ANY($1::bigint[])", seqs
+    )
     assert {r["seq"]: r["event_id"] for r in chain} == {r["seq"]: r["id"] for r in rows}
     parts = await pool.fetchval(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname LIKE 'events_y%'",
-        audit.schema)
+        audit.schema,
+    )
     assert parts >= 1, "a monthly partition was created on demand"
 
 
@@ -59,8 +62,9 @@ async def test_chain_is_contiguous_and_hashes_the_stored_bytes(bus: Bus, pool: a
     assert bytes(rows[-1]["raw"]) == stored.data
 
 
-async def test_same_event_id_stored_twice_is_projected_once(bus: Bus, pool: asyncpg.Pool, audit: Projector,
-                                                            tenant: str) -> None:
+async def test_same_event_id_stored_twice_is_projected_once(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str
+) -> None:
     event = bus.new(GoalSubmitted(goal_id=unique("g"), text="twice"), tenant=tenant)
     subject, body = event_subject(tenant, event.type), codec.encode(event)
     for n in range(2):  # distinct Nats-Msg-Id: JetStream stores both copies
@@ -87,27 +91,33 @@ async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
 
 
 async def test_malformed_events_are_chained_dead_lettered_and_do_not_stop_it(
-        bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str) -> None:
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str
+) -> None:
     base = f'"specversion":"1.0","source":"fuzz","tenant":"{tenant}"'
-    bad = [f"<xml>not a cloudevent {tenant}</xml>".encode(),
-           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.teleported.v1","data":{{}}}}').encode(),
-           ('{' + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1",'
-            '"data":{"goal_id":1}}').encode()]
+    bad = [
+        f"<xml>not a cloudevent {tenant}</xml>".encode(),
+        ("{" + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.teleported.v1","data":{{}}}}').encode(),
+        (
+            "{" + base + f',"id":"{unique("b")}","type":"dev.agentos.goal.submitted.v1","data":{{"goal_id":1}}}}'
+        ).encode(),
+    ]
     for body in bad:
         await bus.publish_raw(f"agentos.{tenant}.goal.submitted", body, {"Nats-Msg-Id": unique("m")})
     good = bus.new(GoalSubmitted(goal_id=unique("g"), text="after the bad ones"), tenant=tenant)
     await bus.publish(good)
     await caught_up(bus, pool, audit.schema)
     assert await pool.fetchval(f"SELECT count(*) FROM {audit.schema}.events WHERE id = $1", good.id) == 1
-    rejected = await pool.fetch(f"SELECT code, raw FROM {audit.schema}.chain WHERE kind = 'rejected' "
-                                "AND raw = ANY($1::bytea[])", bad)
+    rejected = await pool.fetch(
+        f"SELECT code, raw FROM {audit.schema}.chain WHERE kind = 'rejected' AND raw = ANY($1::bytea[])", bad
+    )
     assert sorted(r["code"] for r in rejected) == ["not_cloudevent", "schema", "unknown_type"]
     codes = await dlq_codes(bus, audit.durable)
     assert codes["not_cloudevent"] >= 1 and codes["schema"] >= 1 and codes["unknown_type"] >= 1
 
 
-async def test_checkpoints_are_signed_and_one_is_written_on_stop(bus: Bus, pool: asyncpg.Pool, audit: Projector,
-                                                                 signer: Signer) -> None:
+async def test_checkpoints_are_signed_and_one_is_written_on_stop(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, signer: Signer
+) -> None:
     last = await caught_up(bus, pool, audit.schema)
     await audit.stop()
     rows = await pool.fetch(f"SELECT seq, hash, message, signature FROM {audit.schema}.checkpoints ORDER BY seq")

@@ -66,11 +66,13 @@ async def test_risk_officer_questions(pool: asyncpg.Pool, audit: Projector, seed
     s, t = audit.schema, seeded.tenant
     agents = await queries.personal_data(pool, s, queries.parse_when("7d"), t)
     assert [(a["agent"], a["events"], a["kinds"], a["types"]) for a in agents] == [
-        ("research", 1, ["pii:phone", "redacted"], ["context.ready"])]
+        ("research", 1, ["pii:phone", "redacted"], ["context.ready"])
+    ]
     denials = await queries.denied(pool, s, None, t)
     assert [(d["kind"], d["agent"], d["resource"], d["reason"]) for d in denials] == [
         ("task.failed", "qa", "", "denied by policy: tool not allowed"),
-        ("policy.decided", "writer", "send_email", "send_email is not allowed")]
+        ("policy.decided", "writer", "send_email", "send_email is not allowed"),
+    ]
     costs = await queries.cost(pool, s, seeded.goal_id, t)
     got = {(c["agent"], c["model"]): (c["calls"], c["tokens"], round(c["cost_usd"], 9)) for c in costs}
     assert got == EXPECTED_COST
@@ -79,7 +81,8 @@ async def test_risk_officer_questions(pool: asyncpg.Pool, audit: Projector, seed
     answer = await queries.allowed_by(pool, s, event.id, t)
     assert answer["kind"] == "event" and answer["rows"][0]["id"] == event.id
     assert [(d["decision"], d["action"], d["resource"], d["policy_version"]) for d in answer["decisions"]] == [
-        ("allow", "model_call", "smart", "v7")]
+        ("allow", "model_call", "smart", "v7")
+    ]
     action = await queries.allowed_by(pool, s, "send_email", t)
     assert [(d["policy_version"], d["decision"], d["decisions"]) for d in action["decisions"]] == [("v7", "deny", 1)]
     assert (await queries.allowed_by(pool, s, "nothing-like-it", t))["decisions"] == []
@@ -89,14 +92,17 @@ async def test_views_and_the_read_only_analyst_role(pool: asyncpg.Pool, audit: P
     s = audit.schema
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL ROLE agentos_analyst")
-        done = await conn.fetch(f"SELECT step_id, output, usage FROM {s}.v_task_completed WHERE goal_id = $1 "
-                                "ORDER BY seq", seeded.goal_id)
+        done = await conn.fetch(
+            f"SELECT step_id, output, usage FROM {s}.v_task_completed WHERE goal_id = $1 ORDER BY seq", seeded.goal_id
+        )
         assert [r["step_id"] for r in done] == ["research", "write"]
-        calls = await conn.fetch(f"SELECT agent, model, input_tokens, cost_usd FROM {s}.v_model_calls "
-                                 "WHERE goal_id = $1", seeded.goal_id)
+        calls = await conn.fetch(
+            f"SELECT agent, model, input_tokens, cost_usd FROM {s}.v_model_calls WHERE goal_id = $1", seeded.goal_id
+        )
         assert len(calls) == 4
-        names = await conn.fetchval(f"SELECT array_agg(DISTINCT name) FROM {s}.v_events WHERE goal_id = $1",
-                                    seeded.goal_id)
+        names = await conn.fetchval(
+            f"SELECT array_agg(DISTINCT name) FROM {s}.v_events WHERE goal_id = $1", seeded.goal_id
+        )
         assert "task.completed" in names and "context.ready" in names
         total = await conn.fetchval(f"SELECT sum(cost_usd) FROM {s}.v_goal_costs WHERE goal_id = $1", seeded.goal_id)
         assert abs(total - 0.036) < 1e-9
@@ -124,11 +130,11 @@ async def test_causal_trace_of_a_goal(pool: asyncpg.Pool, audit: Projector, seed
     assert "deny tool_call send_email by policy v7 (not_allowed: send_email is not allowed)" in text
 
 
-async def test_exports_jsonl_and_parquet(pool: asyncpg.Pool, audit: Projector, seeded: Workload,
-                                         tmp_path: Path) -> None:
+async def test_exports_jsonl_and_parquet(
+    pool: asyncpg.Pool, audit: Projector, seeded: Workload, tmp_path: Path
+) -> None:
     buf = io.BytesIO()
-    n = await export.write_jsonl(buf, export.records(pool, audit.schema, queries.parse_when("1h"), None,
-                                                     seeded.tenant))
+    n = await export.write_jsonl(buf, export.records(pool, audit.schema, queries.parse_when("1h"), None, seeded.tenant))
     lines = [msgspec.json.decode(line) for line in buf.getvalue().splitlines()]
     assert n == len(lines) == len(seeded.events)
     assert [r["id"] for r in lines] == [e.id for e in seeded.events]

@@ -16,14 +16,18 @@ from tests.audit.workload import build
 
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["inline", "worker-process"])
-async def test_rebuild_equals_the_live_projection(bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str,
-                                                  workers: int) -> None:
+async def test_rebuild_equals_the_live_projection(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, workers: int
+) -> None:
     await publish_all(bus, build(bus, tenant, unique("g")).events)
     await bus.publish_raw(f"agentos.{tenant}.goal.submitted", b"{not json", {"Nats-Msg-Id": unique("m")})
     twice = bus.new(GoalSubmitted(goal_id=unique("g"), text="stored twice"), tenant=tenant)
     for n in range(2):
-        await bus.publish_raw(event_subject(tenant, twice.type), codec.encode(twice),
-                              {**codec.headers_for(twice), "Nats-Msg-Id": f"{twice.id}-{n}"})
+        await bus.publish_raw(
+            event_subject(tenant, twice.type),
+            codec.encode(twice),
+            {**codec.headers_for(twice), "Nats-Msg-Id": f"{twice.id}-{n}"},
+        )
     last = await caught_up(bus, pool, audit.schema)
     report = await rebuild(bus, pool, audit.schema, workers=workers, batch=64)
     assert report.equal and report.first_difference is None, report
@@ -32,8 +36,9 @@ async def test_rebuild_equals_the_live_projection(bus: Bus, pool: asyncpg.Pool, 
     assert not await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", report.target)
 
 
-async def test_rebuild_names_the_first_row_that_differs(bus: Bus, pool: asyncpg.Pool, audit: Projector,
-                                                        tenant: str) -> None:
+async def test_rebuild_names_the_first_row_that_differs(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str
+) -> None:
     await publish_all(bus, build(bus, tenant, unique("g")).events)
     await caught_up(bus, pool, audit.schema)
     await audit.stop()
@@ -41,6 +46,7 @@ async def test_rebuild_names_the_first_row_that_differs(bus: Bus, pool: asyncpg.
     await pool.execute(f"UPDATE {audit.schema}.events SET tokens = tokens + 1 WHERE seq = $1", seq)
     report = await rebuild(bus, pool, audit.schema, keep=True)
     assert not report.equal and report.first_difference == seq
-    assert await pool.fetchval(f"SELECT tokens FROM {report.target}.events WHERE seq = $1", seq) + 1 == \
-        await pool.fetchval(f"SELECT tokens FROM {audit.schema}.events WHERE seq = $1", seq)
+    assert await pool.fetchval(
+        f"SELECT tokens FROM {report.target}.events WHERE seq = $1", seq
+    ) + 1 == await pool.fetchval(f"SELECT tokens FROM {audit.schema}.events WHERE seq = $1", seq)
     await pool.execute(f"DROP SCHEMA {report.target} CASCADE")

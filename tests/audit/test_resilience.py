@@ -18,12 +18,21 @@ from tests.audit.workload import build
 
 
 def twin(audit: Projector, signer: Signer) -> Projector:
-    return Projector(audit.bus, audit.pool, schema=audit.schema, durable=audit.durable, signer=signer, batch=8,
-                     checkpoint_every=200, checkpoint_idle_s=0.5)
+    return Projector(
+        audit.bus,
+        audit.pool,
+        schema=audit.schema,
+        durable=audit.durable,
+        signer=signer,
+        batch=8,
+        checkpoint_every=200,
+        checkpoint_idle_s=0.5,
+    )
 
 
-async def test_restart_resumes_even_when_the_durable_moved_on(bus: Bus, pool: asyncpg.Pool, audit: Projector,
-                                                              tenant: str, signer: Signer) -> None:
+async def test_restart_resumes_even_when_the_durable_moved_on(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, signer: Signer
+) -> None:
     await caught_up(bus, pool, audit.schema)
     await audit.stop()
     w = build(bus, tenant, unique("g"))
@@ -43,8 +52,9 @@ async def test_restart_resumes_even_when_the_durable_moved_on(bus: Bus, pool: as
     assert report.ok, report.divergences
 
 
-async def test_two_replicas_share_one_writer(bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str,
-                                            signer: Signer) -> None:
+async def test_two_replicas_share_one_writer(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, signer: Signer
+) -> None:
     second = await twin(audit, signer).start()
     try:
         for _ in range(3):
@@ -80,6 +90,8 @@ def test_classifier_finds_personal_data_and_leaves_ids_alone() -> None:
     assert classify('{"requester_email": "x"}') == ["personal_data", "pii:declared"]
     assert classify('{"tags": ["pii"]}') == ["personal_data", "pii:declared"]
     assert classify('{"text": "see [EMAIL] or [SECRET]"}') == ["personal_data", "pii:email", "redacted", "secret"]
-    clean = ('{"id": "01a20b8f-b03f-762d-a890-d5caf827dd6e", "ts": 1732400000000, "cost_usd": 0.0012, '
-             '"day": "2026-11-24", "task_id": "g1/0/research/1", "charter": "writer@2", "n": 4111111111111112}')
+    clean = (
+        '{"id": "01a20b8f-b03f-762d-a890-d5caf827dd6e", "ts": 1732400000000, "cost_usd": 0.0012, '
+        '"day": "2026-11-24", "task_id": "g1/0/research/1", "charter": "writer@2", "n": 4111111111111112}'
+    )
     assert classify(clean) == []

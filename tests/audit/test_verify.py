@@ -30,19 +30,24 @@ async def seeded(bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str) ->
     return [r["seq"] for r in rows]
 
 
-async def test_untouched_projection_verifies(bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str,
-                                             signer: Signer) -> None:
+async def test_untouched_projection_verifies(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, signer: Signer
+) -> None:
     seqs = await seeded(bus, pool, audit, tenant)
     report = await verify(bus, pool, audit.schema, signer.public)
     assert report.ok, report.divergences
-    assert report.head_seq >= seqs[-1] and report.chain_rows == report.head_seq - (
-        await pool.fetchval(f"SELECT min(seq) FROM {audit.schema}.chain")) + 1
+    assert (
+        report.head_seq >= seqs[-1]
+        and report.chain_rows
+        == report.head_seq - (await pool.fetchval(f"SELECT min(seq) FROM {audit.schema}.chain")) + 1
+    )
     assert report.events_checked >= len(seqs) and report.checkpoints_valid >= 1
 
 
 async def modify_payload(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
-    await pool.execute(f"UPDATE {s}.events SET data = jsonb_set(data, '{{output}}', '{{\"ok\": false}}') "
-                       "WHERE seq = $1", seqs[6])
+    await pool.execute(
+        f"UPDATE {s}.events SET data = jsonb_set(data, '{{output}}', '{{\"ok\": false}}') WHERE seq = $1", seqs[6]
+    )
     return "modified", seqs[6]
 
 
@@ -52,8 +57,11 @@ async def modify_column(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[st
 
 
 async def modify_stored_bytes(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
-    await pool.execute(f"UPDATE {s}.chain SET raw = convert_to(replace(convert_from(raw, 'UTF8'), 'Summarise',"
-                       " 'Summarize'), 'UTF8') WHERE seq = $1", seqs[0])
+    await pool.execute(
+        f"UPDATE {s}.chain SET raw = convert_to(replace(convert_from(raw, 'UTF8'), 'Summarise',"
+        " 'Summarize'), 'UTF8') WHERE seq = $1",
+        seqs[0],
+    )
     return "modified", seqs[0]
 
 
@@ -80,9 +88,12 @@ async def delete_chain_row(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple
 
 
 async def insert_event(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
-    await pool.execute(f"""INSERT INTO {s}.events SELECT seq, 'forged-' || id, type, source, subject, tenant,
+    await pool.execute(
+        f"""INSERT INTO {s}.events SELECT seq, 'forged-' || id, type, source, subject, tenant,
         correlationid, causationid, principal, time, traceparent, trace_id, agent, task_id, goal_id, models, tools,
-        cost_usd, tokens, tags, policy_version, data FROM {s}.events WHERE seq = $1""", seqs[6])
+        cost_usd, tokens, tags, policy_version, data FROM {s}.events WHERE seq = $1""",
+        seqs[6],
+    )
     return "inserted", seqs[6]
 
 
@@ -94,8 +105,12 @@ async def reorder_events(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[s
 
 async def reorder_chain(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
     a, b = seqs[1], seqs[9]
-    await pool.execute(f"""UPDATE {s}.chain c SET raw = o.raw, hash = o.hash
-        FROM {s}.chain o WHERE c.seq IN ($1, $2) AND o.seq = CASE c.seq WHEN $1 THEN $2 ELSE $1 END""", a, b)
+    await pool.execute(
+        f"""UPDATE {s}.chain c SET raw = o.raw, hash = o.hash
+        FROM {s}.chain o WHERE c.seq IN ($1, $2) AND o.seq = CASE c.seq WHEN $1 THEN $2 ELSE $1 END""",
+        a,
+        b,
+    )
     return "reordered", a
 
 
@@ -104,8 +119,9 @@ async def forge_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple
     h = bytes(await pool.fetchval(f"SELECT hash FROM {s}.chain WHERE seq = $1", seqs[2]))
     meta = dict(await pool.fetch(f"SELECT key, value FROM {s}.meta"))
     cp = forger.sign("AGENTOS_EVENTS", meta["stream_created"], seqs[2], h)
-    await pool.execute(f"INSERT INTO {s}.checkpoints VALUES ($1, $2, $3, $4, $5)", cp.seq, cp.hash, cp.key_id,
-                       cp.message, cp.signature)
+    await pool.execute(
+        f"INSERT INTO {s}.checkpoints VALUES ($1, $2, $3, $4, $5)", cp.seq, cp.hash, cp.key_id, cp.message, cp.signature
+    )
     return "forged_checkpoint", seqs[2]
 
 
@@ -115,12 +131,26 @@ async def alter_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple
     return "forged_checkpoint", seq
 
 
-@pytest.mark.parametrize("tamper", [
-    modify_payload, modify_column, modify_stored_bytes, rewrite_chain, delete_event, delete_chain_row,
-    insert_event, reorder_events, reorder_chain, forge_checkpoint, alter_checkpoint,
-], ids=lambda f: f.__name__)
-async def test_tampering_is_detected_and_named(bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str,
-                                               signer: Signer, tamper: Tamper) -> None:
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        modify_payload,
+        modify_column,
+        modify_stored_bytes,
+        rewrite_chain,
+        delete_event,
+        delete_chain_row,
+        insert_event,
+        reorder_events,
+        reorder_chain,
+        forge_checkpoint,
+        alter_checkpoint,
+    ],
+    ids=lambda f: f.__name__,
+)
+async def test_tampering_is_detected_and_named(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, signer: Signer, tamper: Tamper
+) -> None:
     seqs = await seeded(bus, pool, audit, tenant)
     kind, seq = await tamper(pool, audit.schema, seqs)
     report = await verify(bus, pool, audit.schema, signer.public)

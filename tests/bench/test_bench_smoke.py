@@ -18,12 +18,26 @@ def test_bench_bus_smoke_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "bus.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     result = json.loads(out.read_text())
-    assert {"date", "mode", "machine", "versions", "env", "targets", "publish", "hop", "table",
-            "all_targets_met"} <= result.keys()
+    assert {
+        "date",
+        "mode",
+        "machine",
+        "versions",
+        "env",
+        "targets",
+        "publish",
+        "hop",
+        "table",
+        "all_targets_met",
+    } <= result.keys()
     assert result["mode"] == "smoke"
     assert {"nproc", "cpu_model", "memory_gib"} <= result["machine"].keys()
     assert {"python", "nats-server", "nats-py", "msgspec", "pydantic"} <= result["versions"].keys()

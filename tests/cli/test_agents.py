@@ -36,21 +36,36 @@ async def own_bus(tmp_path: Path) -> AsyncIterator[Bus]:
 
 async def announce(bus: Bus, agent: str, instance: str, *, tools: tuple[str, ...] = ()) -> None:
     charter = Charter(name=agent, capabilities=(agent,), model="fast", tools=tools)
-    await bus.publish(bus.new(AgentAnnounced(agent=agent, version=charter.version, capabilities=(agent,),
-                                             instance=instance, charter=charter)))
+    await bus.publish(
+        bus.new(
+            AgentAnnounced(
+                agent=agent, version=charter.version, capabilities=(agent,), instance=instance, charter=charter
+            )
+        )
+    )
 
 
 async def report_health(bus: Bus, instance: str, *, age_s: float = 0.0) -> None:
     kv = await bus.js.key_value(s.HEALTH_BUCKET)
-    await kv.put(f"specialist.{instance}", json.dumps({"service": "specialist", "instance": instance,
-                                                       "status": "ok", "ts": time.time() - age_s}).encode())
+    await kv.put(
+        f"specialist.{instance}",
+        json.dumps({"service": "specialist", "instance": instance, "status": "ok", "ts": time.time() - age_s}).encode(),
+    )
 
 
 async def agents(bus: Bus, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
     env.update(AGENTOS_NATS_URL=bus.settings.nats_url or "", AGENTOS_STATE_DIR="/nonexistent", COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_cli", "agents", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentos_cli",
+        "agents",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -70,7 +85,10 @@ async def test_agents_lists_state_replicas_and_halts(own_bus: Bus) -> None:
     assert code == 0, err
     found = {r["agent"]: r for r in json.loads(out)}
     assert {n: (r["state"], r["replicas up"]) for n, r in found.items()} == {
-        "research": ("up", 2), "writer": ("retired", 0), "mailer": ("halted", 1)}
+        "research": ("up", 2),
+        "writer": ("retired", 0),
+        "mailer": ("halted", 1),
+    }
     assert found["research"]["tools"] == "search_documents" and found["research"]["model"] == "fast"
     assert "alice: runaway" in found["mailer"]["halted by"]
 
@@ -92,7 +110,10 @@ async def test_an_agent_whose_replica_crashed_is_down_and_fails(own_bus: Bus) ->
     code, out, _ = await agents(own_bus, "--format", "json")
     assert code == 1
     assert {r["agent"]: r["state"] for r in json.loads(out)} == {
-        "research": "up", "planner-helper": "down", "stale": "down"}
+        "research": "up",
+        "planner-helper": "down",
+        "stale": "down",
+    }
 
 
 async def test_agents_with_an_empty_fleet_says_so(own_bus: Bus) -> None:

@@ -24,15 +24,30 @@ __all__ = ["policy_service"]
 
 async def cli(settings: KernelSettings, *args: str, **env: str | None) -> Result:
     """The CLI as a user runs it in CI: stdout is a pipe and COLUMNS is not set."""
-    full: dict[str, str | None] = {"AGENTOS_NATS_URL": settings.nats_url or "", "AGENTOS_STATE_DIR": "/nonexistent",
-                                   "AGENTOS_DATABASE_URL": settings.database_url or "",
-                                   "COLUMNS": None, "LINES": None, **env}
+    full: dict[str, str | None] = {
+        "AGENTOS_NATS_URL": settings.nats_url or "",
+        "AGENTOS_STATE_DIR": "/nonexistent",
+        "AGENTOS_DATABASE_URL": settings.database_url or "",
+        "COLUMNS": None,
+        "LINES": None,
+        **env,
+    }
     return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=full)
 
 
 async def pending_approval(bus: Bus, tenant: str) -> str:
-    decision = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
-                         goal_id=unique("g"), task_id="t", call_id=unique("c"), args={"id": "x"})
+    decision = await ask(
+        bus,
+        tenant,
+        "finance",
+        "tool_call",
+        "delete_record",
+        tool="delete_record",
+        goal_id=unique("g"),
+        task_id="t",
+        call_id=unique("c"),
+        args={"id": "x"},
+    )
     assert decision.decision == "require_approval" and decision.approval_id
     return decision.approval_id
 
@@ -43,27 +58,31 @@ def parsed(result: Result, fmt: str) -> Any:
     return json.loads(result.stdout) if fmt == "json" else list(csv.DictReader(io.StringIO(result.stdout)))
 
 
-async def test_every_listing_takes_the_same_format_option(bus: Bus, settings: KernelSettings,
-                                                          policy_service: ServiceContext, tenant: str) -> None:
+async def test_every_listing_takes_the_same_format_option(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     approval = await pending_approval(bus, tenant)
     await control.set_halt(bus.js, control.Halt("agent", unique("a"), "a long reason " * 8, "user:ops", 0.0))
     for command in (["status"], ["approvals", "--tenant", tenant], ["budget"], ["halts"]):
         alias = parsed(await cli(settings, *command, "--json"), "json")
         named = parsed(await cli(settings, *command, "--format", "json"), "json")
-        assert type(alias) is type(named) and (alias.keys() == named.keys() if isinstance(alias, dict)
-                                               else alias == named), command
+        assert type(alias) is type(named) and (
+            alias.keys() == named.keys() if isinstance(alias, dict) else alias == named
+        ), command
         rows = parsed(await cli(settings, *command, "--format", "csv"), "csv")
         assert rows or command == ["budget"], command
         bad = await cli(settings, *command, "--format", "xml")
         assert bad.exit_code == 2 and "table, json, csv" in bad.output, bad.output
     listed = parsed(await cli(settings, "approvals", "--tenant", tenant, "--format", "json"), "json")
     assert [a["approval_id"] for a in listed["approvals"]] == [approval]
-    assert [r["id"] for r in parsed(await cli(settings, "approvals", "--tenant", tenant, "--format", "csv"),
-                                    "csv")] == [approval]
+    assert [
+        r["id"] for r in parsed(await cli(settings, "approvals", "--tenant", tenant, "--format", "csv"), "csv")
+    ] == [approval]
 
 
-async def test_tables_off_a_terminal_are_not_cut_at_80_columns(bus: Bus, settings: KernelSettings,
-                                                               policy_service: ServiceContext, tenant: str) -> None:
+async def test_tables_off_a_terminal_are_not_cut_at_80_columns(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     approval = await pending_approval(bus, tenant)
     result = await cli(settings, "approvals", "--tenant", tenant)
     assert result.exit_code == 0, result.output
@@ -76,7 +95,8 @@ async def test_tables_off_a_terminal_are_not_cut_at_80_columns(bus: Bus, setting
 
 
 async def test_status_says_what_waits_for_a_human_and_how_to_approve_it(
-        bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str) -> None:
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     approval = await pending_approval(bus, tenant)
     report = parsed(await cli(settings, "status", "--json"), "json")
     waiting = {w["approval_id"]: w for w in report["waiting"]}
@@ -85,4 +105,3 @@ async def test_status_says_what_waits_for_a_human_and_how_to_approve_it(
     assert table.exit_code == (1 if report["problems"] else 0), table.output
     assert "Waiting for a human" in table.stdout
     assert f"agentos approve {approval} --as <user>" in table.stdout
-

@@ -34,22 +34,43 @@ def test_without_a_runtime_the_error_names_the_variables(tmp_path: Path) -> None
     assert str(tmp_path) in message and "agentos up" in message and "Traceback" not in result.output
 
 
-async def test_a_service_finds_the_local_runtime_and_its_own_credentials(tmp_path: Path,
-                                                                         settings: KernelSettings) -> None:
+async def test_a_service_finds_the_local_runtime_and_its_own_credentials(
+    tmp_path: Path, settings: KernelSettings
+) -> None:
     nats = EmbeddedNats(tmp_path / "nats", sync="default", auth=True)
     url = await asyncio.to_thread(nats.start)
     proc: asyncio.subprocess.Process | None = None
     try:
-        admin = KernelSettings(nats_url=url, nats_user=ADMIN, state_dir=tmp_path,
-                               nats_password=SecretStr(nats.credentials[ADMIN]["password"]))
+        admin = KernelSettings(
+            nats_url=url,
+            nats_user=ADMIN,
+            state_dir=tmp_path,
+            nats_password=SecretStr(nats.credentials[ADMIN]["password"]),
+        )
         bus = await Bus.connect(admin, source="test")
         await bus.provision()
-        (tmp_path / "runtime.json").write_text(json.dumps({
-            "pid": os.getpid(), "nats_url": url, "database_url": settings.database_url, "nats_auth": True,
-            "nats_admin_credentials": str(tmp_path / "nats" / "admin.json"), "started": time.time()}))
+        (tmp_path / "runtime.json").write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "nats_url": url,
+                    "database_url": settings.database_url,
+                    "nats_auth": True,
+                    "nats_admin_credentials": str(tmp_path / "nats" / "admin.json"),
+                    "started": time.time(),
+                }
+            )
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agentos_cli", "service", "context-manager", env=clean_env(tmp_path),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "agentos_cli",
+            "service",
+            "context-manager",
+            env=clean_env(tmp_path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         kv = await bus.js.key_value(subjects.HEALTH_BUCKET)
 
         async def reporting() -> bool:
@@ -57,6 +78,7 @@ async def test_a_service_finds_the_local_runtime_and_its_own_credentials(tmp_pat
                 return any(k.startswith("context-manager.") for k in await kv.keys())
             except Exception:  # no keys yet
                 return False
+
         await eventually(reporting, timeout=60, every=0.5)
         await bus.close()
     finally:

@@ -29,7 +29,8 @@ async def simulate(settings: KernelSettings, **env: str | None) -> Result:
 
 
 async def test_simulate_defaults_to_the_policy_in_force_and_says_which(
-        bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str) -> None:
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     version = load_policy(STRICT).version
     await ask(bus, tenant, "finance", "model_call", "fast", model="fast", goal_id="g", task_id="t")
     kv = await bus.js.key_value(subjects.HEALTH_BUCKET)
@@ -44,14 +45,17 @@ async def test_simulate_defaults_to_the_policy_in_force_and_says_which(
     async def reported() -> bool:
         dirs = [json.loads((await kv.get(k)).value or b"{}").get("policy_dir") for k in await policy_keys()]
         return str(STRICT.resolve()) in dirs
+
     try:
         await eventually(reported, timeout=10)
         result = await simulate(settings, AGENTOS_POLICY_DIR=None)  # only the running service can say which
     finally:
         await cancel_and_wait(beat)
     assert result.exit_code == 0, result.output
-    assert (f"simulating policy {version} from {STRICT.resolve()} (the policy in force: version {version}, "
-            "reported by the running policy service)") in result.stdout, result.stdout
+    assert (
+        f"simulating policy {version} from {STRICT.resolve()} (the policy in force: version {version}, "
+        "reported by the running policy service)"
+    ) in result.stdout, result.stdout
     assert f"policy {version}: " in result.stdout and "0 would change" in result.stdout, result.stdout
     for key in await policy_keys():
         await kv.delete(key)

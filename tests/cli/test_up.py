@@ -22,13 +22,17 @@ def env_for(state: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize(("var", "url", "names"), [
-    ("AGENTOS_NATS_URL", "nats://127.0.0.1:1", "NATS"),
-    ("AGENTOS_DATABASE_URL", "postgresql://agentos@127.0.0.1:1/agentos", "Postgres"),
-])
+@pytest.mark.parametrize(
+    ("var", "url", "names"),
+    [
+        ("AGENTOS_NATS_URL", "nats://127.0.0.1:1", "NATS"),
+        ("AGENTOS_DATABASE_URL", "postgresql://agentos@127.0.0.1:1/agentos", "Postgres"),
+    ],
+)
 def test_unreachable_configured_server_is_one_clear_line(tmp_path: Path, var: str, url: str, names: str) -> None:
-    result = subprocess.run([AGENTOS, "up"], env=env_for(tmp_path, **{var: url}), capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [AGENTOS, "up"], env=env_for(tmp_path, **{var: url}), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -47,8 +51,9 @@ def wait_runtime(state: Path, timeout: float = 60.0) -> dict[str, object]:
 
 
 def status(state: Path) -> dict[str, object]:
-    out = subprocess.run([AGENTOS, "status", "--json"], env=env_for(state), capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [AGENTOS, "status", "--json"], env=env_for(state), capture_output=True, text=True, timeout=60, check=True
+    )
     return dict(json.loads(out.stdout))
 
 
@@ -63,14 +68,24 @@ def wait_services(state: Path, count: int, timeout: float = 60.0) -> dict[str, o
 
 
 def test_up_runs_everything_stops_cleanly_and_restarts_with_its_state(tmp_path: Path) -> None:
-    proc = subprocess.Popen([AGENTOS, "up", "--services", "memory,context-manager"], env=env_for(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [AGENTOS, "up", "--services", "memory,context-manager"],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         info = wait_runtime(tmp_path)
         assert str(info["nats_url"]).startswith("nats://127.0.0.1:")
         wait_services(tmp_path, 2)
-        subprocess.run([AGENTOS, "submit", "--no-watch", "kept across restarts"], env=env_for(tmp_path),
-                       check=True, timeout=60, capture_output=True)
+        subprocess.run(
+            [AGENTOS, "submit", "--no-watch", "kept across restarts"],
+            env=env_for(tmp_path),
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
         report = status(tmp_path)
         streams = {s["stream"]: s for s in report["streams"]}  # type: ignore[union-attr]
         assert {"AGENTOS_EVENTS", "AGENTOS_DLQ"} <= set(streams)
@@ -85,8 +100,13 @@ def test_up_runs_everything_stops_cleanly_and_restarts_with_its_state(tmp_path: 
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "no server or service outlives `agentos up`"
 
-    again = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(tmp_path),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    again = subprocess.Popen(
+        [AGENTOS, "up", "--services", ""],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_runtime(tmp_path)
         streams = {s["stream"]: s for s in status(tmp_path)["streams"]}  # type: ignore[union-attr]
@@ -106,16 +126,21 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_killed_up_leaves_nothing_behind(tmp_path: Path) -> None:
-    first = subprocess.Popen([AGENTOS, "up", "--services", "memory"], env=env_for(tmp_path),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [AGENTOS, "up", "--services", "memory"],
+        env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_runtime(tmp_path)
         services = [int(s["pid"]) for s in wait_services(tmp_path, 1)["services"]]  # type: ignore[index]
         nats_pid = int((tmp_path / "nats" / "nats-server.pid").read_text())
         # A second `up` on the same directory is refused by the lock, even without runtime.json.
         (tmp_path / "runtime.json").rename(tmp_path / "runtime.json.hidden")
-        second = subprocess.run([AGENTOS, "up", "--services", ""], env=env_for(tmp_path), capture_output=True,
-                                text=True, timeout=60)
+        second = subprocess.run(
+            [AGENTOS, "up", "--services", ""], env=env_for(tmp_path), capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 2 and "already running" in second.stderr, second.stderr
         assert _alive(nats_pid), "the refused start left the running server alone"
         (tmp_path / "runtime.json.hidden").rename(tmp_path / "runtime.json")
@@ -129,8 +154,13 @@ def test_a_killed_up_leaves_nothing_behind(tmp_path: Path) -> None:
     finally:
         if first.poll() is None:
             first.kill()
-    again = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(tmp_path),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    again = subprocess.Popen(
+        [AGENTOS, "up", "--services", ""],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while wait_runtime(tmp_path).get("pid") != again.pid:  # the killed run's file names a dead pid
@@ -145,14 +175,17 @@ def test_a_killed_up_leaves_nothing_behind(tmp_path: Path) -> None:
     assert leftover.stdout.strip() == "", "no server outlives the second `agentos up`, Postgres included"
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["watch", "not-a-goal"], "no goal 'not-a-goal'"),
-    (["submit", ""], "the goal is empty"),
-    (["submit", "   "], "the goal is empty"),
-    (["audit", "query", "--type", "nosuch.type"], "'nosuch.type' is not in the catalogue"),
-    (["audit", "export", "--since", "1h", "--out", "/nonexistent/dir/x.jsonl"], "/nonexistent/dir/x.jsonl"),
-    (["send", "no-such-file.json", "--source", "zendesk"], "cannot read 'no-such-file.json'"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["watch", "not-a-goal"], "no goal 'not-a-goal'"),
+        (["submit", ""], "the goal is empty"),
+        (["submit", "   "], "the goal is empty"),
+        (["audit", "query", "--type", "nosuch.type"], "'nosuch.type' is not in the catalogue"),
+        (["audit", "export", "--since", "1h", "--out", "/nonexistent/dir/x.jsonl"], "/nonexistent/dir/x.jsonl"),
+        (["send", "no-such-file.json", "--source", "zendesk"], "cannot read 'no-such-file.json'"),
+    ],
+)
 def test_bad_input_gets_one_clear_line(up_servers: Path, args: list[str], says: str) -> None:
     result = subprocess.run([AGENTOS, *args], env=env_for(up_servers), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -165,8 +198,9 @@ def test_bad_input_gets_one_clear_line(up_servers: Path, args: list[str], says: 
 def up_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`agentos up` with its servers and no service, for commands that need a running AgentOS."""
     state = tmp_path_factory.mktemp("up-servers")
-    proc = subprocess.Popen([AGENTOS, "up", "--services", ""], env=env_for(state), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [AGENTOS, "up", "--services", ""], env=env_for(state), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_runtime(state)
         yield state

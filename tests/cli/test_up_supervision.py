@@ -35,8 +35,9 @@ def _settled(state: Path, timeout: float = 120.0) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = subprocess.run([AGENTOS, "status", "--json"], env=env_for(state), capture_output=True, text=True,
-                              timeout=120)
+        last = subprocess.run(
+            [AGENTOS, "status", "--json"], env=env_for(state), capture_output=True, text=True, timeout=120
+        )
         if last.returncode == 0:
             return dict(json.loads(last.stdout))
         time.sleep(1.0)
@@ -58,8 +59,9 @@ def _caught_up(state: Path, timeout: float = 90.0) -> dict[str, object]:
 
 def test_a_killed_embedded_server_is_started_again(tmp_path: Path) -> None:
     log = (tmp_path / "up.log").open("w")
-    up = subprocess.Popen([AGENTOS, "up", "--services", "audit"], env=env_for(tmp_path), stdout=log,
-                          stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [AGENTOS, "up", "--services", "audit"], env=env_for(tmp_path), stdout=log, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_runtime(tmp_path)
         wait_services(tmp_path, 1)
@@ -75,8 +77,13 @@ def test_a_killed_embedded_server_is_started_again(tmp_path: Path) -> None:
         os.kill(pg_pid, signal.SIGKILL)
         _restarted(tmp_path / "postgres" / "pgdata" / "postmaster.pid", pg_pid)
 
-        subprocess.run([*submit[:-1], "recorded after the faults"], env=env_for(tmp_path), check=True, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            [*submit[:-1], "recorded after the faults"],
+            env=env_for(tmp_path),
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
         after = _caught_up(tmp_path)
         (now,) = [s for s in after["streams"] if s["stream"] == "AGENTOS_EVENTS"]  # type: ignore[union-attr]
         assert now["last_seq"] > events["last_seq"], "the log kept what it had and took new events"  # type: ignore[index]

@@ -25,30 +25,69 @@ async def watch(settings: KernelSettings, goal_id: str) -> Result:
 
 def goal_events(bus: Bus, tenant: str, goal_id: str, *, decided: bool) -> list[Event[Any]]:
     task = f"{goal_id}/0/pay/1"
-    request = PolicyRequest(tenant=tenant, principal="agent:finance", action="outside_action",
-                            resource="bank:payments", agent="finance", goal_id=goal_id, task_id=task)
+    request = PolicyRequest(
+        tenant=tenant,
+        principal="agent:finance",
+        action="outside_action",
+        resource="bank:payments",
+        agent="finance",
+        goal_id=goal_id,
+        task_id=task,
+    )
     payloads: list[Any] = [
         GoalSubmitted(goal_id=goal_id, text="Refund the customer"),
-        GoalPlanned(goal_id=goal_id, revision=0, planner="llm:fast",
-                    steps=(PlanStep(step_id="pay", capability="finance", instruction="refund"),)),
-        TaskAssigned(task_id=task, goal_id=goal_id, step_id="pay", attempt=1, agent="finance", capability="finance",
-                     instruction="refund", goal_text="Refund the customer"),
-        ApprovalRequested(approval_id=f"ap-{goal_id}", decision_id="d-1", request=request, risk="high", needed=2,
-                          approver_role="finance-approver", expires_at=dt.datetime.now(dt.UTC)),
+        GoalPlanned(
+            goal_id=goal_id,
+            revision=0,
+            planner="llm:fast",
+            steps=(PlanStep(step_id="pay", capability="finance", instruction="refund"),),
+        ),
+        TaskAssigned(
+            task_id=task,
+            goal_id=goal_id,
+            step_id="pay",
+            attempt=1,
+            agent="finance",
+            capability="finance",
+            instruction="refund",
+            goal_text="Refund the customer",
+        ),
+        ApprovalRequested(
+            approval_id=f"ap-{goal_id}",
+            decision_id="d-1",
+            request=request,
+            risk="high",
+            needed=2,
+            approver_role="finance-approver",
+            expires_at=dt.datetime.now(dt.UTC),
+        ),
     ]
     if decided:
         payloads += [
-            ApprovalDecided(approval_id=f"ap-{goal_id}", status="rejected", decided_by=("bob",),
-                            reason="wrong account", goal_id=goal_id, task_id=task),
-            TaskFailed(task_id=task, goal_id=goal_id, step_id="pay", agent="finance", retryable=False,
-                       reason="policy denied the tool call (loop): repeated :loop: :warning: call"),
+            ApprovalDecided(
+                approval_id=f"ap-{goal_id}",
+                status="rejected",
+                decided_by=("bob",),
+                reason="wrong account",
+                goal_id=goal_id,
+                task_id=task,
+            ),
+            TaskFailed(
+                task_id=task,
+                goal_id=goal_id,
+                step_id="pay",
+                agent="finance",
+                retryable=False,
+                reason="policy denied the tool call (loop): repeated :loop: :warning: call",
+            ),
             GoalFailed(goal_id=goal_id, code="max_retries", reason="the step failed :loop:"),
         ]
     return [bus.new(p, tenant=tenant, correlationid=goal_id, subject=f"goal/{goal_id}") for p in payloads]
 
 
 async def test_watch_off_a_terminal_prints_progress_and_the_command_to_approve(
-        bus: Bus, settings: KernelSettings, tenant: str) -> None:
+    bus: Bus, settings: KernelSettings, tenant: str
+) -> None:
     goal_id = unique("g")
     for event in goal_events(bus, tenant, goal_id, decided=True):
         await bus.publish(event)
@@ -57,9 +96,11 @@ async def test_watch_off_a_terminal_prints_progress_and_the_command_to_approve(
     out = result.stdout
     assert f"goal {goal_id}: Refund the customer" in out
     assert "step pay: assigned (finance, attempt 1)" in out
-    assert (f"waiting for a human: approval ap-{goal_id} (high risk, outside_action bank:payments, agent finance) "
-            "needs 2 different people with role 'finance-approver'; approve with: "
-            f"agentos approve ap-{goal_id} --as <user>") in out
+    assert (
+        f"waiting for a human: approval ap-{goal_id} (high risk, outside_action bank:payments, agent finance) "
+        "needs 2 different people with role 'finance-approver'; approve with: "
+        f"agentos approve ap-{goal_id} --as <user>"
+    ) in out
     assert f"approval ap-{goal_id} rejected by bob: wrong account" in out
     assert "step pay: failed" in out and f"goal {goal_id}: failed" in out
     # what the log says is printed as it is: no emoji in place of shortcode-like text
@@ -67,18 +108,24 @@ async def test_watch_off_a_terminal_prints_progress_and_the_command_to_approve(
     assert "\u27bf" not in out and "\u26a0" not in out
 
 
-async def test_a_goal_still_waiting_says_so_while_it_is_watched(bus: Bus, settings: KernelSettings,
-                                                                 tenant: str) -> None:
+async def test_a_goal_still_waiting_says_so_while_it_is_watched(
+    bus: Bus, settings: KernelSettings, tenant: str
+) -> None:
     goal_id = unique("g")
     for event in goal_events(bus, tenant, goal_id, decided=False):
         await bus.publish(event)
     watching = asyncio.create_task(watch(settings, goal_id))
     await asyncio.sleep(3.0)
-    await bus.publish(bus.new(GoalFailed(goal_id=goal_id, code="halted", reason="stopped by the test"),
-                              tenant=tenant, correlationid=goal_id, subject=f"goal/{goal_id}"))
+    await bus.publish(
+        bus.new(
+            GoalFailed(goal_id=goal_id, code="halted", reason="stopped by the test"),
+            tenant=tenant,
+            correlationid=goal_id,
+            subject=f"goal/{goal_id}",
+        )
+    )
     result = await asyncio.wait_for(watching, 30)
     lines = result.stdout.splitlines()
     waiting = next(i for i, line in enumerate(lines) if f"agentos approve ap-{goal_id} --as <user>" in line)
     ended = next(i for i, line in enumerate(lines) if f"goal {goal_id}: failed" in line)
     assert waiting < ended
-

@@ -18,18 +18,30 @@ SCHEMA = {"type": "object", "properties": {"summary": {"type": "string"}}, "requ
 
 def charter(**overrides: Any) -> Charter:
     fields: dict[str, Any] = {
-        "name": "researcher", "role": "Finds and checks facts", "capabilities": ("research",),
-        "model": "offline-fast", "tools": ("web_search", "fetch_page"), "output_schema": SCHEMA,
-        "context_tokens": 100_000, "instructions": "Cite every source.",
+        "name": "researcher",
+        "role": "Finds and checks facts",
+        "capabilities": ("research",),
+        "model": "offline-fast",
+        "tools": ("web_search", "fetch_page"),
+        "output_schema": SCHEMA,
+        "context_tokens": 100_000,
+        "instructions": "Cite every source.",
     }
     return Charter(**{**fields, **overrides})
 
 
 def task(**overrides: Any) -> TaskAssigned:
     fields: dict[str, Any] = {
-        "task_id": "g1/1/s3/1", "goal_id": "g1", "step_id": "s3", "attempt": 1, "agent": "researcher",
-        "capability": "research", "instruction": "Compare the vendors", "goal_text": "Pick a CRM vendor",
-        "depends_on": ("s1", "s2"), "handoff": {"s1": {"vendors": ["a", "b"]}, "s2": {"prices": [1, 2]}},
+        "task_id": "g1/1/s3/1",
+        "goal_id": "g1",
+        "step_id": "s3",
+        "attempt": 1,
+        "agent": "researcher",
+        "capability": "research",
+        "instruction": "Compare the vendors",
+        "goal_text": "Pick a CRM vendor",
+        "depends_on": ("s1", "s2"),
+        "handoff": {"s1": {"vendors": ["a", "b"]}, "s2": {"prices": [1, 2]}},
     }
     return TaskAssigned(**{**fields, **overrides})
 
@@ -85,8 +97,11 @@ def test_a_review_names_the_step_under_review_and_rejections_carry_feedback() ->
 def test_memory_is_scoped_to_the_charter_and_the_goal() -> None:
     c = charter(memory=MemoryPolicy(kinds=("working", "episodic"), k=2))
     entries = [
-        entry("w-own", 0.9, "working", goal="g1"), entry("w-other", 0.99, "working", goal="g2"),
-        entry("sem-7", 0.95, "semantic"), entry("epi", 0.5, "episodic"), entry("epi-low", 0.1, "episodic"),
+        entry("w-own", 0.9, "working", goal="g1"),
+        entry("w-other", 0.99, "working", goal="g2"),
+        entry("sem-7", 0.95, "semantic"),
+        entry("epi", 0.5, "episodic"),
+        entry("epi-low", 0.1, "episodic"),
     ]
     a = assemble(c, task(), entries, count)
     _, user = parts(a)

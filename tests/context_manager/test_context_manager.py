@@ -41,8 +41,9 @@ async def service(settings: KernelSettings) -> AsyncIterator[ServiceContext]:
 @pytest.fixture
 async def memory(bus: Bus) -> AsyncIterator[FakeMemory]:
     fake = FakeMemory()
-    sub = await bus.serve(MEMORY_SEARCH, MemorySearch, fake.handle, queue=unique("mem"),
-                          error_reply=lambda e: MemorySearchResult(error=e))
+    sub = await bus.serve(
+        MEMORY_SEARCH, MemorySearch, fake.handle, queue=unique("mem"), error_reply=lambda e: MemorySearchResult(error=e)
+    )
     yield fake
     await sub.unsubscribe()
 
@@ -65,23 +66,33 @@ async def ready(bus: Bus, tenant: str) -> AsyncIterator[list[Event[Any]]]:
 
 def charter(name: str = "researcher", **overrides: Any) -> Charter:
     fields: dict[str, Any] = {
-        "name": name, "role": f"The {name}", "capabilities": ("research",), "model": "offline-fast",
-        "tools": ("web_search",), "instructions": f"Instructions of {name}.",
+        "name": name,
+        "role": f"The {name}",
+        "capabilities": ("research",),
+        "model": "offline-fast",
+        "tools": ("web_search",),
+        "instructions": f"Instructions of {name}.",
     }
     return Charter(**{**fields, **overrides})
 
 
 async def announce(bus: Bus, tenant: str, c: Charter) -> None:
-    data = AgentAnnounced(agent=c.name, version=c.version, capabilities=c.capabilities,
-                          instance=unique("i"), charter=c)
+    data = AgentAnnounced(agent=c.name, version=c.version, capabilities=c.capabilities, instance=unique("i"), charter=c)
     await bus.publish(bus.new(data, tenant=tenant))
 
 
 def assignment(goal: str, step: str = "s2", agent: str = "researcher", **overrides: Any) -> TaskAssigned:
     fields: dict[str, Any] = {
-        "task_id": f"{goal}/1/{step}/1", "goal_id": goal, "step_id": step, "attempt": 1, "agent": agent,
-        "capability": "research", "instruction": "Compare the vendors", "goal_text": f"Goal {goal}",
-        "depends_on": ("s1",), "handoff": {"s1": {"vendors": ["acme"]}},
+        "task_id": f"{goal}/1/{step}/1",
+        "goal_id": goal,
+        "step_id": step,
+        "attempt": 1,
+        "agent": agent,
+        "capability": "research",
+        "instruction": "Compare the vendors",
+        "goal_text": f"Goal {goal}",
+        "depends_on": ("s1",),
+        "handoff": {"s1": {"vendors": ["acme"]}},
     }
     return TaskAssigned(**{**fields, **overrides})
 
@@ -113,10 +124,12 @@ async def test_the_manifest_records_exactly_what_went_in(
 ) -> None:
     await announce(bus, tenant, charter(memory=MemoryPolicy(kinds=("working", "semantic"), k=3)))
     await announce(bus, tenant, charter("mailer", tools=("send_email",)))
-    memory.answer = lambda r: MemorySearchResult(entries=(
-        MemoryEntry(id="m-sem", kind="semantic", content="ACME sells CRM", score=0.4),
-        MemoryEntry(id="m-work", kind="working", content="s1 found one vendor", score=0.8, goal_id=r.goal_id),
-    ))
+    memory.answer = lambda r: MemorySearchResult(
+        entries=(
+            MemoryEntry(id="m-sem", kind="semantic", content="ACME sells CRM", score=0.4),
+            MemoryEntry(id="m-work", kind="working", content="s1 found one vendor", score=0.8, goal_id=r.goal_id),
+        )
+    )
     handoff = {"s1": {"vendors": ["acme"]}, "s0": {"x": "old"}}
     task = assignment(unique("g"), depends_on=("s1",), handoff=handoff)
     event = await assign(bus, tenant, task)
@@ -144,9 +157,12 @@ async def test_two_goals_in_flight_never_see_each_others_work(
     await announce(bus, tenant, charter())
     goals = {unique("g"): "SECRET-ALPHA-1234", unique("g"): "SECRET-BRAVO-5678"}
     # A misbehaving memory service: it also returns the other goal's working memory.
-    memory.answer = lambda r: MemorySearchResult(entries=tuple(
-        MemoryEntry(id=f"w-{g}", kind="working", content=f"note {secret}m", score=0.5, goal_id=g)
-        for g, secret in goals.items()))
+    memory.answer = lambda r: MemorySearchResult(
+        entries=tuple(
+            MemoryEntry(id=f"w-{g}", kind="working", content=f"note {secret}m", score=0.5, goal_id=g)
+            for g, secret in goals.items()
+        )
+    )
     for goal, secret in goals.items():
         await assign(bus, tenant, assignment(goal, handoff={"s1": {"finding": secret}}))
     await arrived(ready, 2)
@@ -165,9 +181,12 @@ async def test_over_budget_memory_is_dropped_lowest_score_first(
     service: ServiceContext, memory: FakeMemory, ready: list[Event[Any]], bus: Bus, tenant: str
 ) -> None:
     await announce(bus, tenant, charter(context_tokens=400, memory=MemoryPolicy(k=5)))
-    memory.answer = lambda r: MemorySearchResult(entries=tuple(
-        MemoryEntry(id=f"m{score}", kind="semantic", content="detail " * 60, score=score / 10)
-        for score in (3, 9, 1, 7, 5)))
+    memory.answer = lambda r: MemorySearchResult(
+        entries=tuple(
+            MemoryEntry(id=f"m{score}", kind="semantic", content="detail " * 60, score=score / 10)
+            for score in (3, 9, 1, 7, 5)
+        )
+    )
     await assign(bus, tenant, assignment(unique("g")))
     await arrived(ready, 1)
     manifest = ready[0].data.manifest
@@ -207,8 +226,9 @@ async def test_the_context_is_produced_when_memory_is_down_or_failing(
     async def broken(_: MemorySearch) -> MemorySearchResult:
         raise RuntimeError("index offline")
 
-    sub = await bus.serve(MEMORY_SEARCH, MemorySearch, broken, queue=unique("mem"),
-                          error_reply=lambda e: MemorySearchResult(error=e))
+    sub = await bus.serve(
+        MEMORY_SEARCH, MemorySearch, broken, queue=unique("mem"), error_reply=lambda e: MemorySearchResult(error=e)
+    )
     try:
         await assign(bus, tenant, assignment(unique("g")))
         await arrived(ready, 2)
@@ -251,8 +271,9 @@ async def test_restore_reads_the_context_back_from_the_log(
     assert await restore(bus, f"{task.task_id}-missing", tenant=tenant) is None
 
 
-async def test_every_replica_learns_every_agent_announced_after_it_started(settings: KernelSettings, bus: Bus,
-                                                                           tenant: str) -> None:
+async def test_every_replica_learns_every_agent_announced_after_it_started(
+    settings: KernelSettings, bus: Bus, tenant: str
+) -> None:
     replicas = [await start_service(NAME, setup, settings) for _ in range(2)]
     try:
         registries = [c.consumers[0].handler.__self__.registry for c in replicas]
@@ -262,6 +283,7 @@ async def test_every_replica_learns_every_agent_announced_after_it_started(setti
 
         async def all_learnt() -> bool:
             return all(r.get(tenant, n) is not None for r in registries for n in names)
+
         await eventually(all_learnt, timeout=10)
     finally:
         for ctx in replicas:

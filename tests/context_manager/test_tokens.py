@@ -13,7 +13,23 @@ from agentos_schemas.charter import Charter, MemoryPolicy
 from agentos_schemas.events import TaskAssigned
 from agentos_schemas.rpc import MemoryEntry
 
-WORDS = "alpha beta pricing competitor report the of and Ünïcode 数据 42 x {json} [CARD] émoji🙂".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "pricing",
+    "competitor",
+    "report",
+    "the",
+    "of",
+    "and",
+    "Ünïcode",
+    "数据",
+    "42",
+    "x",
+    "{json}",
+    "[CARD]",
+    "émoji🙂",
+]
 
 
 def text(rng: random.Random, n: int) -> str:
@@ -48,22 +64,42 @@ def test_a_prepared_system_prompt_assembles_as_one_built_per_task() -> None:
     truncated = 0
     for i in range(40):
         charter = Charter(
-            name="r", role="role", capabilities=("x",), model="fast", tools=("t1",),
+            name="r",
+            role="role",
+            capabilities=("x",),
+            model="fast",
+            tools=("t1",),
             context_tokens=rng.choice([256, 300, 600, 1200, 5000, 100000]),
-            instructions=text(rng, rng.randint(0, 80)), output_schema={"type": "object"},
-            memory=MemoryPolicy(kinds=("working", "semantic", "episodic"), k=rng.randint(0, 6)))
+            instructions=text(rng, rng.randint(0, 80)),
+            output_schema={"type": "object"},
+            memory=MemoryPolicy(kinds=("working", "semantic", "episodic"), k=rng.randint(0, 6)),
+        )
         deps = tuple(f"s{j}" for j in range(rng.randint(0, 4)))
         task = TaskAssigned(
-            task_id="g/r0/s9/a1", goal_id="g", step_id="s9", attempt=1, agent="r", capability="x",
-            instruction=text(rng, rng.randint(1, 40)), goal_text=text(rng, rng.randint(1, 40)), depends_on=deps,
+            task_id="g/r0/s9/a1",
+            goal_id="g",
+            step_id="s9",
+            attempt=1,
+            agent="r",
+            capability="x",
+            instruction=text(rng, rng.randint(1, 40)),
+            goal_text=text(rng, rng.randint(1, 40)),
+            depends_on=deps,
             handoff={d: {"out": text(rng, rng.randint(1, 600)), "n": rng.randint(0, 9)} for d in deps},
-            feedback=text(rng, 5) if rng.random() < 0.3 else None)
-        memory = [MemoryEntry(id=f"m{j}", kind=rng.choice(["working", "semantic", "episodic"]),
-                              content=text(rng, rng.randint(1, 80)), score=rng.random(),
-                              goal_id=rng.choice([None, "g", "other"])) for j in range(rng.randint(0, 8))]
+            feedback=text(rng, 5) if rng.random() < 0.3 else None,
+        )
+        memory = [
+            MemoryEntry(
+                id=f"m{j}",
+                kind=rng.choice(["working", "semantic", "episodic"]),
+                content=text(rng, rng.randint(1, 80)),
+                score=rng.random(),
+                goal_id=rng.choice([None, "g", "other"]),
+            )
+            for j in range(rng.randint(0, 8))
+        ]
         per_task = assemble(charter, task, memory, slow, notes=("memory: note",))
-        prepared = assemble(charter, task, memory, fast, notes=("memory: note",),
-                            system=prepare_system(charter, fast))
+        prepared = assemble(charter, task, memory, fast, notes=("memory: note",), system=prepare_system(charter, fast))
         assert per_task.messages == prepared.messages, i
         assert per_task.manifest == prepared.manifest, i
         truncated += any("truncated" in t for t in per_task.manifest.trimmed)

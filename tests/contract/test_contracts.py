@@ -26,15 +26,31 @@ def test_every_catalogue_type_has_a_schema_and_an_asyncapi_channel() -> None:
         assert type_ in doc["channels"]
 
 
-@pytest.mark.parametrize("event", [
-    Event(data=GoalPlanned(goal_id="g", revision=0, planner="workflow:demo",
-                           steps=(PlanStep(step_id="a", capability="research", instruction="x"),)),
-          source="orchestrator", type=GoalPlanned.ce_type(), tenant="acme", dataschema=GoalPlanned.dataschema()),
-    Event(data=TaskCompleted(task_id="t", goal_id="g", step_id="a", agent="research", output={"k": 1},
-                             usage=Usage()),
-          source="specialist", type=TaskCompleted.ce_type(), tenant="acme",
-          dataschema=TaskCompleted.dataschema()),
-], ids=lambda e: e.type)
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(
+            data=GoalPlanned(
+                goal_id="g",
+                revision=0,
+                planner="workflow:demo",
+                steps=(PlanStep(step_id="a", capability="research", instruction="x"),),
+            ),
+            source="orchestrator",
+            type=GoalPlanned.ce_type(),
+            tenant="acme",
+            dataschema=GoalPlanned.dataschema(),
+        ),
+        Event(
+            data=TaskCompleted(task_id="t", goal_id="g", step_id="a", agent="research", output={"k": 1}, usage=Usage()),
+            source="specialist",
+            type=TaskCompleted.ce_type(),
+            tenant="acme",
+            dataschema=TaskCompleted.dataschema(),
+        ),
+    ],
+    ids=lambda e: e.type,
+)
 def test_real_events_validate_against_their_contract(event: Event[object]) -> None:
     schema = json.loads((ROOT / "events" / f"{event.type}.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -43,7 +59,12 @@ def test_real_events_validate_against_their_contract(event: Event[object]) -> No
 
 def test_a_wrong_payload_fails_its_contract() -> None:
     schema = json.loads((ROOT / "events" / f"{GoalPlanned.ce_type()}.json").read_text())
-    bad = {"specversion": "1.0", "id": "x", "source": "s", "type": GoalPlanned.ce_type(),
-           "data": {"goal_id": "g", "revision": -1, "steps": [], "planner": "p"}}
+    bad = {
+        "specversion": "1.0",
+        "id": "x",
+        "source": "s",
+        "type": GoalPlanned.ce_type(),
+        "data": {"goal_id": "g", "revision": -1, "steps": [], "planner": "p"},
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)

@@ -1,5 +1,5 @@
-"""The style budget's enforcers: ruff with the rules in pyproject.toml (complexity ≤ 15 included), and
-the size budget for functions and modules."""
+"""The style budget's enforcers: ruff with the rules in pyproject.toml (complexity ≤ 15 included),
+`ruff format` (the whole tree is formatted by it), and the size budget for functions and modules."""
 
 from __future__ import annotations
 
@@ -13,9 +13,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_ruff_finds_nothing() -> None:
     ruff = Path(sys.executable).parent / "ruff"
-    result = subprocess.run([str(ruff), "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--output-format", "concise", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_tree_is_formatted() -> None:
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run(
+        [str(ruff), "format", "--check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, "run `ruff format .`:\n" + result.stdout[-4000:] + result.stderr[-2000:]
 
 
 # The budget in the style guide: functions ≤ 40 lines; modules about 300 lines, 400 at most.

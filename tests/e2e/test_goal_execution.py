@@ -40,9 +40,14 @@ def of(events: list[Event[Any]], cls: type[Any]) -> list[Any]:
 
 def intervals(events: list[Event[Any]], step_prefix: str) -> list[tuple[float, float]]:
     started = {e.data.task_id: e.time.timestamp() for e in events if isinstance(e.data, TaskStarted)}
-    return [(started[e.data.task_id], e.time.timestamp()) for e in events
-            if isinstance(e.data, TaskCompleted) and e.data.step_id.startswith(step_prefix)
-            and "/qa" not in e.data.task_id and e.data.task_id in started]
+    return [
+        (started[e.data.task_id], e.time.timestamp())
+        for e in events
+        if isinstance(e.data, TaskCompleted)
+        and e.data.step_id.startswith(step_prefix)
+        and "/qa" not in e.data.task_id
+        and e.data.task_id in started
+    ]
 
 
 async def test_demo_goal_end_to_end(rbus: Bus) -> None:
@@ -55,8 +60,9 @@ async def test_demo_goal_end_to_end(rbus: Bus) -> None:
     assert len(research) == 3 and all(not s.depends_on for s in research), "three independent research steps"
     spans = intervals(events, "research-")
     assert len(spans) >= 3
-    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), \
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :]), (
         "research tasks overlap in time"
+    )
     reviews = [(r.step_id, r.verdict) for r in of(events, TaskReviewed)]
     assert ("research-b", "rejected") in reviews and ("research-b", "accepted") in reviews
     redo = [a for a in of(events, TaskAssigned) if a.step_id == "research-b" and a.review_of is None]
@@ -70,10 +76,12 @@ async def test_demo_goal_end_to_end(rbus: Bus) -> None:
 
     async def every_reservation_settled_once() -> bool:  # the answering calls' through task.completed
         logged = await goal_events(rbus, goal.data.goal_id)
-        reserved = {d.reservation_id for d in of(logged, PolicyDecided)
-                    if d.request.action == "model_call" and d.reservation_id}
+        reserved = {
+            d.reservation_id for d in of(logged, PolicyDecided) if d.request.action == "model_call" and d.reservation_id
+        }
         settled = [s.reservation_id for s in of(logged, BudgetSettled)]
         return bool(reserved) and set(settled) == reserved and len(settled) == len(reserved)
+
     await eventually(every_reservation_settled_once, timeout=30, every=0.5)
     assert all(c.settlement is not None for c in of(events, TaskCompleted))  # every answer was a model's
 
@@ -87,8 +95,11 @@ async def test_second_run_recalls_findings_from_episodic_memory(rbus: Bus) -> No
     assert isinstance(final.data, GoalCompleted)
     research_ctx = [c for c in of(events, ContextReady) if c.agent == "research"]
     assert any("episodic" in c.manifest.memory_kinds.values() for c in research_ctx)
-    recalled = [c for c in research_ctx if "Brightline" in c.messages[-1]["content"]
-                and "$45 per user" in c.messages[-1]["content"]]
+    recalled = [
+        c
+        for c in research_ctx
+        if "Brightline" in c.messages[-1]["content"] and "$45 per user" in c.messages[-1]["content"]
+    ]
     assert recalled, "the first run's finding is in the second run's research context"
 
 
@@ -106,6 +117,7 @@ async def test_service_killed_mid_goal_the_goal_still_completes(runtime: Runtime
 
     async def research_running() -> bool:
         return any(isinstance(e.data, TaskStarted) for e in await goal_events(rbus, goal.data.goal_id))
+
     await eventually(research_running, timeout=60, every=0.1)
     await runtime.restart(victim)  # SIGKILL; the supervisor starts it again
     final, events = await outcome(rbus, goal.data.goal_id, timeout=120)
@@ -159,14 +171,20 @@ async def test_contexts_are_isolated_between_goals(rbus: Bus) -> None:
 
 
 async def test_declared_workflow_runs_without_the_llm_planner(rbus: Bus) -> None:
-    goal = await submit(rbus, "Competitor report from the declared workflow", tenant=unique("wf"),
-                        workflow="competitor-report")
+    goal = await submit(
+        rbus, "Competitor report from the declared workflow", tenant=unique("wf"), workflow="competitor-report"
+    )
     final, events = await outcome(rbus, goal.data.goal_id)
     assert isinstance(final.data, GoalCompleted), final.data
     plan = of(events, GoalPlanned)[0]
     assert plan.planner == "workflow:competitor-report" and plan.usage.calls == ()
-    assert {s.step_id for s in plan.steps} == {"research-a", "research-b", "research-c", "write-report",
-                                                 "store-findings"}
+    assert {s.step_id for s in plan.steps} == {
+        "research-a",
+        "research-b",
+        "research-c",
+        "write-report",
+        "store-findings",
+    }
 
 
 async def test_unknown_workflow_fails_with_the_reason(rbus: Bus) -> None:

@@ -33,8 +33,12 @@ async def runtime() -> AsyncIterator[Runtime]:
     """A runtime with an embedded Postgres of its own (the session's one is not stopped); its state
     directory is made as the session's servers' is (the Postgres user must be able to reach it)."""
     state = Path(tempfile.mkdtemp(prefix="agentos-outage-"))
-    env = {"AGENTOS_CHARTERS_DIR": str(charters_dir(state)), "AGENTOS_OFFLINE_SCENARIO": str(scenario_file(state)),
-           "AGENTOS_TASK_ACK_WAIT_S": "4", "AGENTOS_ALLOW_LLM_CALLS": "0"}
+    env = {
+        "AGENTOS_CHARTERS_DIR": str(charters_dir(state)),
+        "AGENTOS_OFFLINE_SCENARIO": str(scenario_file(state)),
+        "AGENTOS_TASK_ACK_WAIT_S": "4",
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     rt = Runtime(KernelSettings(state_dir=state, nats_sync="default"), registry.available(), logs=state / "logs")
@@ -64,6 +68,7 @@ async def test_goals_running_through_a_postgres_outage_complete(runtime: Runtime
 
     async def working() -> bool:
         return any(isinstance(e.data, TaskStarted) for e in await goal_events(rbus, goals[0]))
+
     await eventually(working, timeout=60, every=0.2)
     assert runtime.pg is not None
     url = runtime.settings.database_url

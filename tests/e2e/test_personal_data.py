@@ -46,10 +46,12 @@ PLANTED = (EMAIL, SSN, CARD, CARD.replace(" ", ""), API_KEY)
 SEEDED = f"customer {EMAIL}, SSN {SSN}, card {CARD}, api key {API_KEY}"
 REQUESTER = "9001-" + unique("rq")
 
-CHARTER = ("---\nname: {name}\nversion: \"1\"\nrole: {role}\ncapabilities: [{capability}]\nmodel: fast\n"
-           "tools: [{tools}]\nmax_tool_rounds: 2\ncapacity: 2\nmemory: {{kinds: [], k: 0}}\n"
-           "output_schema: {{type: object, required: [answer], properties: {{answer: {{type: string}}}}}}\n"
-           "---\nDo the step and answer in JSON.\n")
+CHARTER = (
+    '---\nname: {name}\nversion: "1"\nrole: {role}\ncapabilities: [{capability}]\nmodel: fast\n'
+    "tools: [{tools}]\nmax_tool_rounds: 2\ncapacity: 2\nmemory: {{kinds: [], k: 0}}\n"
+    "output_schema: {{type: object, required: [answer], properties: {{answer: {{type: string}}}}}}\n"
+    "---\nDo the step and answer in JSON.\n"
+)
 
 
 def rules(page: str) -> list[dict[str, Any]]:
@@ -58,17 +60,41 @@ def rules(page: str) -> list[dict[str, Any]]:
     that repeat them."""
     answer = {"json": {"answer": f"done for {SEEDED}"}}
     return [
-        {"name": "plan-pii", "match": {"agent": "planner", "user_contains": "PII-TOUR"},
-         "respond": {"json": {"steps": [
-             {"step_id": "look-up", "capability": "pii-fetch", "instruction": "Fetch the customer's page."},
-             {"step_id": "pay", "capability": "payments", "depends_on": ["look-up"],
-              "instruction": "Refund the customer."}]}}},
-        {"name": "fetcher-fetches", "match": {"agent": "pii-fetcher", "has_tool_result": False},
-         "respond": {"tool_calls": [{"name": "fetch_url", "arguments": {"url": page}}]}},
+        {
+            "name": "plan-pii",
+            "match": {"agent": "planner", "user_contains": "PII-TOUR"},
+            "respond": {
+                "json": {
+                    "steps": [
+                        {"step_id": "look-up", "capability": "pii-fetch", "instruction": "Fetch the customer's page."},
+                        {
+                            "step_id": "pay",
+                            "capability": "payments",
+                            "depends_on": ["look-up"],
+                            "instruction": "Refund the customer.",
+                        },
+                    ]
+                }
+            },
+        },
+        {
+            "name": "fetcher-fetches",
+            "match": {"agent": "pii-fetcher", "has_tool_result": False},
+            "respond": {"tool_calls": [{"name": "fetch_url", "arguments": {"url": page}}]},
+        },
         {"name": "fetcher-answers", "match": {"agent": "pii-fetcher"}, "respond": answer},
-        {"name": "finance-pays", "match": {"agent": "finance", "has_tool_result": False},
-         "respond": {"tool_calls": [{"name": "transfer_funds", "arguments": {
-             "amount": "120", "to": EMAIL, "card": CARD, "memo": f"SSN {SSN} key {API_KEY}"}}]}},
+        {
+            "name": "finance-pays",
+            "match": {"agent": "finance", "has_tool_result": False},
+            "respond": {
+                "tool_calls": [
+                    {
+                        "name": "transfer_funds",
+                        "arguments": {"amount": "120", "to": EMAIL, "card": CARD, "memo": f"SSN {SSN} key {API_KEY}"},
+                    }
+                ]
+            },
+        },
         {"name": "finance-answers", "match": {"agent": "finance"}, "respond": answer},
     ]
 
@@ -97,24 +123,31 @@ def page() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def tour(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
-               page: str) -> AsyncIterator[Runtime]:
+async def tour(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, page: str) -> AsyncIterator[Runtime]:
     state = tmp_path_factory.mktemp("pii")
     charters = charters_dir(state)
-    (charters / "pii-fetcher.md").write_text(CHARTER.format(
-        name="pii-fetcher", role="Reads a customer's page.", capability="pii-fetch", tools="fetch_url"))
-    (charters / "finance.md").write_text(CHARTER.format(
-        name="finance", role="Moves money.", capability="payments", tools=""))
+    (charters / "pii-fetcher.md").write_text(
+        CHARTER.format(name="pii-fetcher", role="Reads a customer's page.", capability="pii-fetch", tools="fetch_url")
+    )
+    (charters / "finance.md").write_text(
+        CHARTER.format(name="finance", role="Moves money.", capability="payments", tools="")
+    )
     scenario = scenario_file(state)
     merged = yaml.safe_load(scenario.read_text())
     merged["rules"] = rules(page) + merged["rules"]
     scenario.write_text(yaml.safe_dump(merged, sort_keys=False))
-    env = {"AGENTOS_CHARTERS_DIR": str(charters), "AGENTOS_OFFLINE_SCENARIO": str(scenario),
-           "AGENTOS_ALLOW_LLM_CALLS": "0"}
+    env = {
+        "AGENTOS_CHARTERS_DIR": str(charters),
+        "AGENTOS_OFFLINE_SCENARIO": str(scenario),
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    rt = Runtime(KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default"),
-                 registry.available(), logs=state / "logs")
+    rt = Runtime(
+        KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default"),
+        registry.available(),
+        logs=state / "logs",
+    )
     try:
         resolved = await rt.start()
         bus = await Bus.connect(resolved, source="pii-tour")
@@ -151,27 +184,55 @@ async def gateway_url(bus: Bus) -> str:
 
 
 def zendesk_ticket(requester: str, padding: int = 0) -> dict[str, Any]:
-    return {"type": "zen:event-type:ticket.created", "account_id": 1, "id": unique("zd"),
-            "time": "2026-12-06T09:00:00Z", "zendesk_event_version": "2022-11-06", "subject": "zen:ticket:7",
-            "detail": {"id": "7" if not padding else "8", "subject": f"Refund for {NAME}",
-                       "description": f"I am {NAME}. {SEEDED} " + "padding " * padding,
-                       "priority": "HIGH", "status": "OPEN", "requester_id": requester, "tags": ["vip"]}}
+    return {
+        "type": "zen:event-type:ticket.created",
+        "account_id": 1,
+        "id": unique("zd"),
+        "time": "2026-12-06T09:00:00Z",
+        "zendesk_event_version": "2022-11-06",
+        "subject": "zen:ticket:7",
+        "detail": {
+            "id": "7" if not padding else "8",
+            "subject": f"Refund for {NAME}",
+            "description": f"I am {NAME}. {SEEDED} " + "padding " * padding,
+            "priority": "HIGH",
+            "status": "OPEN",
+            "requester_id": requester,
+            "tags": ["vip"],
+        },
+    }
 
 
 async def plant_at_the_gateway(url: str) -> str:
     """A ticket webhook, and two rejected inputs; returns the typed rejection's event id."""
-    typo = {"specversion": "1.0", "id": unique("ev"), "source": "crm", "type": "dev.agentos.ticket.received.v1",
-            "data": {"system": "crm", "ticket_id": ["not", "a", "string"], "requester_id": REQUESTER,
-                     "requester_name": NAME, "description": SEEDED, "tags": [EMAIL]}}
+    typo = {
+        "specversion": "1.0",
+        "id": unique("ev"),
+        "source": "crm",
+        "type": "dev.agentos.ticket.received.v1",
+        "data": {
+            "system": "crm",
+            "ticket_id": ["not", "a", "string"],
+            "requester_id": REQUESTER,
+            "requester_name": NAME,
+            "description": SEEDED,
+            "tags": [EMAIL],
+        },
+    }
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        ok = await http.post("/ingest/zendesk", json=zendesk_ticket(REQUESTER),
-                             headers={"idempotency-key": f"tk {EMAIL}"})  # the response is kept under it
+        ok = await http.post(
+            "/ingest/zendesk", json=zendesk_ticket(REQUESTER), headers={"idempotency-key": f"tk {EMAIL}"}
+        )  # the response is kept under it
         assert ok.status_code < 300, ok.text
-        bad = await http.post("/events", content=json.dumps(typo),
-                              headers={"content-type": "application/cloudevents+json", "x-note": SEEDED})
+        bad = await http.post(
+            "/events",
+            content=json.dumps(typo),
+            headers={"content-type": "application/cloudevents+json", "x-note": SEEDED},
+        )
         assert bad.status_code in (400, 422), bad.text
-        garbled = await http.post("/events", content=b"{not json " + SEEDED.encode(),
-                                  headers={"content-type": "application/cloudevents+json"})
+        garbled = await http.post(
+            "/events", content=b"{not json " + SEEDED.encode(), headers={"content-type": "application/cloudevents+json"}
+        )
         assert garbled.status_code == 400, garbled.text
     return str(typo["id"])
 
@@ -185,13 +246,17 @@ async def plant_a_large_ticket(url: str, bus: Bus) -> None:
 
     async def stored() -> bool:
         return (await bus.js.stream_info("OBJ_AGENTOS_PAYLOADS")).state.messages > before
+
     await eventually(stored, timeout=10)
 
 
 def pending_approvals(rt: Runtime) -> set[str]:
     out = cli(rt, "approvals", "--json")
-    return {a["approval_id"] for a in json.loads(out.stdout or "{}").get("approvals", [])} \
-        if out.returncode == 0 else set()
+    return (
+        {a["approval_id"] for a in json.loads(out.stdout or "{}").get("approvals", [])}
+        if out.returncode == 0
+        else set()
+    )
 
 
 async def reject_the_payment(rt: Runtime, before: set[str]) -> None:
@@ -202,6 +267,7 @@ async def reject_the_payment(rt: Runtime, before: set[str]) -> None:
     async def pending() -> bool:
         found[:] = sorted(pending_approvals(rt) - before)
         return bool(found)
+
     await eventually(pending, timeout=60, every=1.0)
     done = cli(rt, "reject", found[0], "--as", "alice", "--reason", f"not for {EMAIL} / {CARD}")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -237,20 +303,23 @@ async def scan_database(url: str, found: list[str]) -> tuple[set[str], Path]:
     try:
         tables = await conn.fetch(
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-            "AND table_schema NOT IN ('pg_catalog', 'information_schema')")
+            "AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        )
         for t in tables:
             rows = await conn.fetch(f'SELECT t::text AS row FROM "{t["table_schema"]}"."{t["table_name"]}" t')
             found += [f"{t['table_schema']}.{t['table_name']}: {leaks(r['row'])}" for r in rows if leaks(r["row"])]
         return {f"{t['table_schema']}.{t['table_name']}" for t in tables}, Path(
-            await conn.fetchval("SHOW data_directory"))
+            await conn.fetchval("SHOW data_directory")
+        )
     finally:
         await conn.close()
 
 
 def scan_logs(root: Path, found: list[str]) -> int:
     """Every log file under ``root`` (services', nats-server's, Postgres's)."""
-    files = [p for p in root.rglob("*") if p.is_file() and (p.suffix in (".log", ".txt") or
-                                                             {"logs", "log"} & set(p.parts))]
+    files = [
+        p for p in root.rglob("*") if p.is_file() and (p.suffix in (".log", ".txt") or {"logs", "log"} & set(p.parts))
+    ]
     for path in files:
         text = path.read_text(errors="replace")
         found += [f"{path}: {leaks(line)} in {line[:200]}" for line in text.splitlines() if leaks(line)][:3]
@@ -266,8 +335,11 @@ async def erase_and_check(tour: Runtime, bus: Bus, typo_id: str) -> None:
     assert typed and untyped, letters
     opened = await guard.open_dead_letter(bus.shredder.keys, typed[0])
     assert opened is not None and NAME.encode() in opened and typo_id.encode() in opened
-    ticket = next((d, h) for name, _, d, h in messages
-                  if name == EVENTS_STREAM and h.get("ce-type") == "dev.agentos.ticket.received.v1")
+    ticket = next(
+        (d, h)
+        for name, _, d, h in messages
+        if name == EVENTS_STREAM and h.get("ce-type") == "dev.agentos.ticket.received.v1"
+    )
     assert (await bus.decode(*ticket)).data.subject == f"Refund for {NAME}"
 
     for subject in (REQUESTER, untyped[0][guard.SUBJECT_HEADER]):
@@ -276,6 +348,7 @@ async def erase_and_check(tour: Runtime, bus: Bus, typo_id: str) -> None:
 
     async def unreadable() -> bool:
         return (await bus.decode(*ticket)).data.subject == ERASED
+
     await eventually(unreadable, timeout=20)
     fresh = shred.SubjectKeys(bus.js)  # a process that never saw the keys
     try:
@@ -289,6 +362,7 @@ async def erase_and_check(tour: Runtime, bus: Bus, typo_id: str) -> None:
     async def projected() -> bool:
         rows = await conn.fetch("SELECT description FROM audit.v_ticket_received WHERE ticket_id = '7'")
         return bool(rows) and {r["description"] for r in rows} == {ERASED}
+
     try:
         await eventually(projected, timeout=30, every=0.5)
     finally:
@@ -298,8 +372,15 @@ async def erase_and_check(tour: Runtime, bus: Bus, typo_id: str) -> None:
 async def scan_everything(tour: Runtime, bus: Bus) -> None:
     found: list[str] = []
     streams = scan_messages(await stored_messages(bus), found)
-    assert {EVENTS_STREAM, DLQ_STREAM, "KV_AGENTOS_CONTEXTS", "KV_AGENTOS_SUBJECT_KEYS", "KV_AGENTOS_HEALTH",
-            "KV_AGENTOS_GATEWAY_IDEMPOTENCY", "OBJ_AGENTOS_PAYLOADS"} <= streams, streams
+    assert {
+        EVENTS_STREAM,
+        DLQ_STREAM,
+        "KV_AGENTOS_CONTEXTS",
+        "KV_AGENTOS_SUBJECT_KEYS",
+        "KV_AGENTOS_HEALTH",
+        "KV_AGENTOS_GATEWAY_IDEMPOTENCY",
+        "OBJ_AGENTOS_PAYLOADS",
+    } <= streams, streams
     tables, pgdata = await scan_database(tour.settings.database_url or "", found)
     assert {"policy.approvals", "policy.approval_votes", "audit.events", "memory.entries"} <= tables
     assert scan_logs(tour.settings.state_dir, found) >= len(tour.services)
@@ -307,8 +388,7 @@ async def scan_everything(tour: Runtime, bus: Bus) -> None:
     assert not found, "\n".join(found)
 
 
-async def test_planted_personal_data_reaches_no_store_and_erasure_reaches_every_sealed_copy(
-        tour: Runtime) -> None:
+async def test_planted_personal_data_reaches_no_store_and_erasure_reaches_every_sealed_copy(tour: Runtime) -> None:
     bus = await Bus.connect(tour.settings, source="pii-tour-test")
     try:
         url = await gateway_url(bus)

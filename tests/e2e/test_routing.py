@@ -30,10 +30,19 @@ from tests.e2e.conftest import goal_events
 from tests.gateway.conftest import stored
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "services" / "gateway" / "examples"
-FOLLOW_UP = {"name": "ticket-follow-up", "description": "Look the order up, then triage the ticket.", "steps": [
-    {"step_id": "lookup", "capability": "research", "instruction": "Look the order up in the research library."},
-    {"step_id": "reply", "capability": "triage", "instruction": "Triage the ticket and draft the reply.",
-     "depends_on": ["lookup"]}]}
+FOLLOW_UP = {
+    "name": "ticket-follow-up",
+    "description": "Look the order up, then triage the ticket.",
+    "steps": [
+        {"step_id": "lookup", "capability": "research", "instruction": "Look the order up in the research library."},
+        {
+            "step_id": "reply",
+            "capability": "triage",
+            "instruction": "Triage the ticket and draft the reply.",
+            "depends_on": ["lookup"],
+        },
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +58,15 @@ def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 async def agentos(runtime: Runtime, *args: str) -> tuple[int, str, str]:
     """The real CLI against the test's runtime (found from its state directory)."""
     env = {**os.environ, "AGENTOS_STATE_DIR": str(runtime.settings.state_dir), "COLUMNS": "300"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_cli", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentos_cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -70,6 +86,7 @@ async def held_event(bus: Bus, goal_id: str, step_id: str | None) -> tuple[GoalH
         events = await goal_events(bus, goal_id)
         found[:] = [events, [e.data for e in events if isinstance(e.data, GoalHeld) and e.data.step_id == step_id]]
         return bool(found[1])
+
     await eventually(held, timeout=60, every=0.5)
     return found[1][0], found[0]
 
@@ -82,6 +99,7 @@ async def status_shows_held(runtime: Runtime, goal_id: str, step_id: str | None)
         assert code == 0, err
         rows[:] = [h for h in json.loads(out).get("held", []) if h["goal_id"] == goal_id]
         return any(h["step_id"] == step_id for h in rows)
+
     await eventually(shown, timeout=30, every=1.0)
     code, text, _ = await agentos(runtime, "status")
     assert code == 0 and "Held work" in text and goal_id in text
@@ -125,9 +143,7 @@ async def test_a_step_no_agent_serves_is_held_while_the_rest_runs(runtime: Runti
     assert not [a for a in assigned if a.step_id == "reply"], "the triage step went to no other agent"
 
 
-async def test_an_unknown_capability_is_refused_at_submit_over_http_and_by_the_cli(
-    runtime: Runtime, rbus: Bus
-) -> None:
+async def test_an_unknown_capability_is_refused_at_submit_over_http_and_by_the_cli(runtime: Runtime, rbus: Bus) -> None:
     text = f"Triage ticket {unique('t')}"
     async with httpx.AsyncClient(base_url=await gateway_url(rbus), timeout=15) as http:
         refused = await http.post("/goals", json={"text": text, "capability": "triage"})
@@ -150,15 +166,19 @@ async def test_an_unknown_capability_is_refused_at_submit_over_http_and_by_the_c
     assert code == 2 and "unknown capability 'triage'; known capabilities:" in flat and "research" in flat, err
     code, _, err = await agentos(runtime, "submit", text, "--workflow", "ticket-follow-up", "--no-watch")
     assert code == 2 and "which no agent serves" in " ".join(err.split()), err
-    code, out, err = await agentos(runtime, "submit", "Research Brightline Data", "--capability", "research",
-                                   "--no-watch")
+    code, out, err = await agentos(
+        runtime, "submit", "Research Brightline Data", "--capability", "research", "--no-watch"
+    )
     assert code == 0 and "submitted goal" in out, err
     assert await goal_events_by_text(rbus, text) == [], "a refused goal publishes nothing"
 
 
 async def goal_events_by_text(bus: Bus, text: str) -> list[GoalSubmitted]:
-    return [e.data for e in await stored(bus, "agentos.*.goal.submitted", timeout=0.5)
-            if isinstance(e.data, GoalSubmitted) and e.data.text == text]
+    return [
+        e.data
+        for e in await stored(bus, "agentos.*.goal.submitted", timeout=0.5)
+        if isinstance(e.data, GoalSubmitted) and e.data.text == text
+    ]
 
 
 async def test_held_ticket_goes_on_when_an_agent_serving_triage_is_announced(rbus: Bus) -> None:
@@ -170,14 +190,25 @@ async def test_held_ticket_goes_on_when_an_agent_serving_triage_is_announced(rbu
         goal_id = (await http.post("/ingest/zendesk", json=ticket)).json()["goal_id"]
     await held_event(rbus, goal_id, None)
     charter = Charter(name="triage", capabilities=("triage",), model="fast")
-    await rbus.publish(rbus.new(AgentAnnounced(agent="triage", version="1", capabilities=("triage",),
-                                               instance="e2e-triage", capacity=8, charter=charter)))
+    await rbus.publish(
+        rbus.new(
+            AgentAnnounced(
+                agent="triage",
+                version="1",
+                capabilities=("triage",),
+                instance="e2e-triage",
+                capacity=8,
+                charter=charter,
+            )
+        )
+    )
 
     seen: list[Event[Any]] = []
 
     async def assigned_to_triage() -> bool:
         seen[:] = await goal_events(rbus, goal_id)
         return any(isinstance(e.data, TaskAssigned) for e in seen)
+
     try:
         await eventually(assigned_to_triage, timeout=90, every=0.5)
     except AssertionError:

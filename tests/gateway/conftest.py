@@ -174,8 +174,7 @@ async def policy_service(settings: KernelSettings) -> AsyncIterator[ServiceConte
 
 
 @asynccontextmanager
-async def running_audit(settings: KernelSettings, pool: asyncpg.Pool,
-                        folder: Path) -> AsyncIterator[ServiceContext]:
+async def running_audit(settings: KernelSettings, pool: asyncpg.Pool, folder: Path) -> AsyncIterator[ServiceContext]:
     """The real audit service projecting the session's log into a schema of its own."""
     schema = unique("audit_rpc_")
     with pytest.MonkeyPatch.context() as mp:
@@ -195,7 +194,8 @@ async def running_audit(settings: KernelSettings, pool: asyncpg.Pool,
 
 
 @pytest.fixture(scope="module")
-async def audit_service(settings: KernelSettings, pool: asyncpg.Pool,
-                        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceContext]:
+async def audit_service(
+    settings: KernelSettings, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ServiceContext]:
     async with running_audit(settings, pool, tmp_path_factory.mktemp("audit")) as ctx:
         yield ctx

@@ -87,9 +87,7 @@ async def _agentos(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_agentos_send_posts_files_and_dry_runs_show_the_mapped_event(
-    gateway: Running, tmp_path: Path
-) -> None:
+async def test_agentos_send_posts_files_and_dry_runs_show_the_mapped_event(gateway: Running, tmp_path: Path) -> None:
     t = gateway.tenant
     refund = tmp_path / "refund.json"
     refund.write_text(json.dumps(square("refund", 4321)))

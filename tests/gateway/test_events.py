@@ -58,9 +58,7 @@ async def test_sdk_and_httpx_clients_in_all_three_modes_reach_the_stream(gateway
         binary = ce_http.to_binary(sdk_event(t, "sdk-binary"), JSONFormat())
         assert (await http.post("/events", headers=binary.headers, content=binary.body)).status_code == 202
         structured = ce_http.to_structured(sdk_event(t, "sdk-structured"), JSONFormat())
-        assert (
-            await http.post("/events", headers=structured.headers, content=structured.body)
-        ).status_code == 202
+        assert (await http.post("/events", headers=structured.headers, content=structured.body)).status_code == 202
         plain = ticket(t, 3)
         resp = await http.post("/events", headers=STRUCTURED, content=codec.encode(plain))
         assert resp.status_code == 202 and resp.json()["events"][0]["id"] == plain.id
@@ -96,29 +94,52 @@ def ce(**attrs: Any) -> bytes:
 
 def malformed(tenant: str) -> list[tuple[int, str, str, dict[str, Any]]]:
     """(status, code, a phrase of the detail, request) for every kind of malformed request."""
-    big = Event(data=TicketReceived(system="t", ticket_id="big", description="x" * 300_000), source="tests",
-                type=TYPE, tenant=tenant)
+    big = Event(
+        data=TicketReceived(system="t", ticket_id="big", description="x" * 300_000),
+        source="tests",
+        type=TYPE,
+        tenant=tenant,
+    )
     envelope = {"specversion": "1.0", "source": "s", "type": TYPE}
-    bad_batch = [envelope | {"id": "a", "data": {"system": "s", "ticket_id": "1"}},
-                 envelope | {"id": "b", "data": {"ticket_id": 5}}, {"id": "c"}]
+    bad_batch = [
+        envelope | {"id": "a", "data": {"system": "s", "ticket_id": "1"}},
+        envelope | {"id": "b", "data": {"ticket_id": 5}},
+        {"id": "c"},
+    ]
     binary = {"content-type": "application/json", "ce-specversion": "1.0", "ce-type": TYPE}
     return [
-        (400, "invalid_json", "not valid JSON",
-         {"headers": STRUCTURED, "content": b'{"id": "x", "source": '}),
-        (400, "missing_attributes", "source",
-         {"headers": STRUCTURED, "content": json.dumps({"id": "1", "specversion": "1.0", "type": TYPE})}),
+        (400, "invalid_json", "not valid JSON", {"headers": STRUCTURED, "content": b'{"id": "x", "source": '}),
+        (
+            400,
+            "missing_attributes",
+            "source",
+            {"headers": STRUCTURED, "content": json.dumps({"id": "1", "specversion": "1.0", "type": TYPE})},
+        ),
         (400, "missing_attributes", "ce-id, ce-source", {"headers": binary, "content": b"{}"}),
-        (415, "unsupported_media_type", "application/cloudevents+json",
-         {"headers": {"content-type": "text/plain"}, "content": b"hello"}),
+        (
+            415,
+            "unsupported_media_type",
+            "application/cloudevents+json",
+            {"headers": {"content-type": "text/plain"}, "content": b"hello"},
+        ),
         (413, "event_too_large", "byte limit", {"headers": STRUCTURED, "content": codec.encode(big)}),
-        (422, "unknown_type", "nope.made_up",
-         {"headers": STRUCTURED, "content": ce(id="u1", type="dev.agentos.nope.made_up.v1", data={})}),
-        (422, "schema_invalid", "ticket_id",
-         {"headers": STRUCTURED, "content": ce(id="s1", data={"system": "x"})}),
-        (422, "batch_rejected", "2 of 3 events are invalid",
-         {"headers": BATCH, "content": json.dumps(bad_batch)}),
-        (403, "type_reserved", "only the AgentOS runtime states", {"headers": STRUCTURED, "content": ce(
-            id="r1", type=GoalCompleted.ce_type(), data={"goal_id": "g", "result": "forged"})}),
+        (
+            422,
+            "unknown_type",
+            "nope.made_up",
+            {"headers": STRUCTURED, "content": ce(id="u1", type="dev.agentos.nope.made_up.v1", data={})},
+        ),
+        (422, "schema_invalid", "ticket_id", {"headers": STRUCTURED, "content": ce(id="s1", data={"system": "x"})}),
+        (422, "batch_rejected", "2 of 3 events are invalid", {"headers": BATCH, "content": json.dumps(bad_batch)}),
+        (
+            403,
+            "type_reserved",
+            "only the AgentOS runtime states",
+            {
+                "headers": STRUCTURED,
+                "content": ce(id="r1", type=GoalCompleted.ce_type(), data={"goal_id": "g", "result": "forged"}),
+            },
+        ),
     ]
 
 
@@ -133,17 +154,21 @@ async def test_malformed_requests_get_the_right_problem_and_valid_ones_are_not_l
             doc = problem(await http.post("/events", **request), status, code)
             assert phrase in doc["detail"], doc
             if code == "batch_rejected":
-                assert [(e["index"], e["code"]) for e in doc["errors"]] == [(1, "schema_invalid"),
-                                                                            (2, "missing_attributes")]
+                assert [(e["index"], e["code"]) for e in doc["errors"]] == [
+                    (1, "schema_invalid"),
+                    (2, "missing_attributes"),
+                ]
         last = await http.post("/events", headers=STRUCTURED, content=codec.encode(good[-1]))
         assert last.status_code == 202
     events = await stored(gateway.bus, f"agentos.{gateway.tenant}.>", wait_for=len(good))
     assert sorted(e.id for e in events) == sorted(e.id for e in good)
     letters = await dead_letters(gateway.bus, start, wait_for=len(cases))
     assert [(int(m.headers["AgentOS-DLQ-Status"]), m.headers["AgentOS-DLQ-Code"]) for m in letters] == [
-        (status, code) for status, code, _, _ in cases]
+        (status, code) for status, code, _, _ in cases
+    ]
     assert {(m.headers["AgentOS-DLQ-Consumer"], m.headers["AgentOS-DLQ-Subject"]) for m in letters} == {
-        ("gateway", "POST /events")}
+        ("gateway", "POST /events")
+    }
     assert letters[0].data == b'{"id": "x", "source": '
     assert all("authorization" not in {k.lower() for k in m.headers} for m in letters)
 
@@ -167,8 +192,9 @@ async def test_concurrent_posts_share_acks_and_each_202_means_stored(gateway: Ru
     t = gateway.tenant
     events = [ticket(t, n) for n in range(30)]
     async with gateway.client() as http:
-        answers = await asyncio.gather(*(http.post("/events", headers=STRUCTURED, content=codec.encode(e))
-                                         for e in events))
+        answers = await asyncio.gather(
+            *(http.post("/events", headers=STRUCTURED, content=codec.encode(e)) for e in events)
+        )
         assert [r.status_code for r in answers] == [202] * 30
         assert len(await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)) == 30
         again = await http.post("/events", headers=STRUCTURED, content=codec.encode(events[0]))

@@ -15,8 +15,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "services" / "gateway" / "examp
 
 def mapped_types(source: str, name: str) -> list[type]:
     payload = json.loads((EXAMPLES / name).read_text())
-    mapped = load_mappings([SHIPPED_DIR])[source].apply(payload, seed="example", tenant="acme",
-                                                       principal="webhook:example")
+    mapped = load_mappings([SHIPPED_DIR])[source].apply(
+        payload, seed="example", tenant="acme", principal="webhook:example"
+    )
     return [type(e.data) for e in mapped.events]
 
 
@@ -35,4 +36,7 @@ def test_the_cloudevent_example_is_a_valid_ticket() -> None:
 
 def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.json")} == {
-        "zendesk-ticket-created.json", "square-refund-created.json", "ticket-cloudevent.json"}
+        "zendesk-ticket-created.json",
+        "square-refund-created.json",
+        "ticket-cloudevent.json",
+    }

@@ -83,9 +83,7 @@ async def test_an_idempotency_key_replays_the_first_response_and_makes_one_goal(
         event = ticket(gateway.tenant, 5)
         both = await asyncio.gather(
             *(
-                http.post(
-                    "/events", content=codec.encode(event), headers=STRUCTURED | {"Idempotency-Key": "ev-5"}
-                )
+                http.post("/events", content=codec.encode(event), headers=STRUCTURED | {"Idempotency-Key": "ev-5"})
                 for _ in range(2)
             )
         )
@@ -113,9 +111,7 @@ async def test_roles_decide_who_may_call_what(gateway: Running) -> None:
     ]
     for role, method, path, body, status in expectations:
         async with gateway.client(role) as http:
-            resp = await http.request(
-                method, path, content=body, headers=STRUCTURED if path == "/events" else {}
-            )
+            resp = await http.request(method, path, content=body, headers=STRUCTURED if path == "/events" else {})
             assert resp.status_code == status, (role, path, resp.text)
     async with gateway.client(None, headers={"X-API-Key": "wrong"}) as http:
         problem(await http.post("/events", content=event, headers=STRUCTURED), 401, "invalid_api_key")

@@ -39,7 +39,8 @@ def url_with_nul(path: str, name: str, where: str) -> str:
 
 
 async def test_a_nul_in_any_string_parameter_is_a_400_naming_it(
-        start_gateway: Any, policy_service: ServiceContext, audit_service: ServiceContext) -> None:
+    start_gateway: Any, policy_service: ServiceContext, audit_service: ServiceContext
+) -> None:
     gateway: Running = await start_gateway()
     async with gateway.client("admin") as http:
         spec = (await http.get("/openapi.json")).json()
@@ -47,15 +48,17 @@ async def test_a_nul_in_any_string_parameter_is_a_400_naming_it(
         assert len(params) >= 15 and {p[1] for p in params} >= {"/approvals", "/audit/query", "/budgets"}
         answers = {}
         for method, path, name, where in params:
-            resp = await http.request(method, url_with_nul(path, name, where), content=b"{}",
-                                      headers={"content-type": "application/json"})
+            resp = await http.request(
+                method, url_with_nul(path, name, where), content=b"{}", headers={"content-type": "application/json"}
+            )
             answers[(method, path, name)] = (resp.status_code, resp.json().get("code"), resp.json().get("detail"))
     wrong = {k: v for k, v in answers.items() if v[:2] != (400, "nul_character") or repr(k[2]) not in v[2]}
     assert not wrong, wrong
 
 
 async def test_a_nul_in_a_body_is_a_400_naming_the_field_and_nothing_is_published(
-        start_gateway: Any, policy_service: ServiceContext, audit_service: ServiceContext) -> None:
+    start_gateway: Any, policy_service: ServiceContext, audit_service: ServiceContext
+) -> None:
     gateway: Running = await start_gateway()
     t = gateway.tenant
     start = await dlq_seq(gateway.bus)
@@ -120,7 +123,8 @@ async def test_an_unknown_webhook_source_is_not_told_the_configured_ones(gateway
         unmapped = problem(await deliver(http, "nomap", zendesk_ticket()), 422, "unknown_mapping")
     for doc in (unknown, shake, unmapped):
         assert not re.search(r"zendesk|square|'ce'|nomap|known:", doc["detail"]), doc["detail"]
-    async with httpx.AsyncClient(base_url=gateway.url, headers={
-            "Authorization": f"Bearer {key_for('integrator', gateway.tenant)}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {key_for('integrator', gateway.tenant)}"}
+    ) as http:
         listed = await http.post("/mappings/nosuch/preview", json={})
         assert "zendesk" in problem(listed, 422, "unknown_mapping")["detail"]  # an API-key caller is told

@@ -52,9 +52,7 @@ def keys(tenant: str) -> list[dict[str, Any]]:
 
 
 def as_(gw: Running, name: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=gw.url, headers={"Authorization": f"Bearer k-{name}-{gw.tenant}"}, timeout=30
-    )
+    return httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer k-{name}-{gw.tenant}"}, timeout=30)
 
 
 async def operators(start_gateway: Start, tenant: str) -> Running:
@@ -165,9 +163,7 @@ async def test_reject_and_unknown_approval(
     async with as_(gw, "bob") as bob, as_(gw, "alice") as alice, as_(gw, "boss") as boss:
         problem(await bob.post(f"/approvals/{aid}/reject", json={}), 422, "reason_required")
         problem(
-            await bob.post(
-                f"/approvals/{aid}/reject", content=b"{nope", headers={"content-type": "application/json"}
-            ),
+            await bob.post(f"/approvals/{aid}/reject", content=b"{nope", headers={"content-type": "application/json"}),
             400,
             "invalid_json",
         )
@@ -204,17 +200,25 @@ async def test_takeover_answers_the_task(
         goal_text="pay the invoice",
     )
     await bus.publish(bus.new(assigned, tenant=gw.tenant, correlationid=goal))
+
     def delete_record() -> Any:  # the same guarded call, asked again after the take-over
-        return ask(bus, gw.tenant, "finance", "tool_call", "delete_record", tool="delete_record",
-                   goal_id=goal, task_id=task, call_id="c6")
+        return ask(
+            bus,
+            gw.tenant,
+            "finance",
+            "tool_call",
+            "delete_record",
+            tool="delete_record",
+            goal_id=goal,
+            task_id=task,
+            call_id="c6",
+        )
 
     waiting = await delete_record()
     assert waiting.decision == "require_approval"
     answer = {"answer": "paid by hand"}
     async with as_(gw, "ana") as ana, as_(gw, "oscar") as oscar, as_(gw, "analyst") as analyst:
-        denied = problem(
-            await ana.post(f"/tasks/{task}/takeover", json={"answer": answer}), 403, "takeover_denied"
-        )
+        denied = problem(await ana.post(f"/tasks/{task}/takeover", json={"answer": answer}), 403, "takeover_denied")
         assert "takeover denied" in denied["detail"]
         problem(await analyst.post(f"/tasks/{task}/takeover", json={"answer": answer}), 403, "forbidden")
         problem(
@@ -222,21 +226,13 @@ async def test_takeover_answers_the_task(
             404,
             "unknown_task",
         )
-        problem(
-            await oscar.post(f"/tasks/{task}/takeover", json={"answer": "not an object"}), 422, "invalid_body"
-        )
+        problem(await oscar.post(f"/tasks/{task}/takeover", json={"answer": "not an object"}), 422, "invalid_body")
         done = await oscar.post(f"/tasks/{task}/takeover", json={"answer": answer})
         assert done.status_code == 200, done.text
-        assert (
-            done.json()["user"] == "oscar" and done.json()["goal_id"] == goal and not done.json()["duplicate"]
-        )
+        assert done.json()["user"] == "oscar" and done.json()["goal_id"] == goal and not done.json()["duplicate"]
         retry = await oscar.post(f"/tasks/{task}/takeover", json={"answer": answer})
         assert retry.status_code == 200 and retry.json()["duplicate"], "a retry publishes nothing new"
-    events = [
-        e
-        for e in await stored(bus, f"agentos.{gw.tenant}.task.completed", wait_for=1)
-        if e.data.task_id == task
-    ]
+    events = [e for e in await stored(bus, f"agentos.{gw.tenant}.task.completed", wait_for=1) if e.data.task_id == task]
     assert len(events) == 1 and events[0].principal == "user:oscar" and events[0].data.agent == "user:oscar"
     assert isinstance(events[0].data, TaskCompleted) and events[0].data.output == answer
     assert events[0].correlationid == goal
@@ -259,18 +255,14 @@ async def test_halt_over_http_is_seen_by_the_control_state_and_lifted(
     agent, model = unique("agent"), f"openai/{unique('model')}"
     try:
         async with as_(gw, "ops") as ops, as_(gw, "alice") as bound, as_(gw, "analyst") as analyst:
-            made = await ops.post(
-                "/halts", json={"scope": "agent", "target": agent, "reason": "runaway spend"}
-            )
+            made = await ops.post("/halts", json={"scope": "agent", "target": agent, "reason": "runaway spend"})
             assert made.status_code == 201, made.text
             assert made.json()["key"] == f"halt.agent.{agent}" and made.json()["by"] == "key:ops"
             await eventually(holds(lambda: f"halt.agent.{agent}" in seen.halts), timeout=10)
             assert seen.covering(control.Work(agent=agent)) is not None
             assert seen.halts[f"halt.agent.{agent}"].reason == "runaway spend"
             listed = await analyst.get("/halts")
-            assert listed.status_code == 200 and f"halt.agent.{agent}" in [
-                h["key"] for h in listed.json()["halts"]
-            ]
+            assert listed.status_code == 200 and f"halt.agent.{agent}" in [h["key"] for h in listed.json()["halts"]]
             slashed = await ops.post("/halts", json={"scope": "model", "target": model})
             assert slashed.status_code == 201, slashed.text
             await eventually(holds(lambda: f"halt.model.{model}" in seen.halts), timeout=10)
@@ -284,9 +276,7 @@ async def test_halt_over_http_is_seen_by_the_control_state_and_lifted(
 
             own = await bound.post("/halts", json={"scope": "tenant", "target": gw.tenant})
             assert own.status_code == 201, own.text
-            await eventually(
-                holds(lambda: seen.covering(control.Work(tenant=gw.tenant)) is not None), timeout=10
-            )
+            await eventually(holds(lambda: seen.covering(control.Work(tenant=gw.tenant)) is not None), timeout=10)
             lifted_own = await bound.delete(f"/halts/tenant/{gw.tenant}")
             assert lifted_own.status_code == 200 and lifted_own.json()["was_on"]
 
@@ -354,9 +344,7 @@ async def test_budgets_show_spend_against_caps(
 async def seed_goal(bus: Bus, tenant: str, agent: str) -> tuple[str, list[str]]:
     """A goal with one task: submitted → assigned → completed (a causal chain); returns the ids."""
     goal, task = unique("goal"), unique("task")
-    submitted = bus.new(
-        GoalSubmitted(goal_id=goal, text="Audit me"), tenant=tenant, correlationid=goal, id=goal
-    )
+    submitted = bus.new(GoalSubmitted(goal_id=goal, text="Audit me"), tenant=tenant, correlationid=goal, id=goal)
     assigned = bus.new(
         TaskAssigned(
             task_id=task,
@@ -429,9 +417,7 @@ async def test_audit_query_and_trace(
         problem(await analyst.get("/audit/query", params={"cursor": "garbage"}), 400, "invalid_filter")
         problem(await analyst.get("/audit/query", params={"limit": "many"}), 400, "invalid_parameters")
         problem(await analyst.get("/audit/query", params={"format": "xml"}), 400, "invalid_parameters")
-        problem(
-            await analyst.get("/audit/query", params={"since": "1h", "until": "2h"}), 400, "invalid_filter"
-        )
+        problem(await analyst.get("/audit/query", params={"since": "1h", "until": "2h"}), 400, "invalid_filter")
         problem(await analyst.get("/audit/query", params={"tenant": "someone-else"}), 403, "wrong_tenant")
         problem(await ops.get("/audit/query", params={"goal": goal}), 403, "forbidden")
 

@@ -51,8 +51,9 @@ async def test_every_sample_is_sent_without_source(gateway: Running, sample: str
 async def test_a_payload_no_mapping_matches_lists_every_candidate(gateway: Running, tmp_path: Path) -> None:
     path = tmp_path / "odd.json"
     path.write_text(json.dumps({"type": "invoice.paid", "id": "x"}))
-    code, _, err = await _agentos("send", str(path), "--gateway", gateway.url,
-                                  "--key", key_for("integrator", gateway.tenant))
+    code, _, err = await _agentos(
+        "send", str(path), "--gateway", gateway.url, "--key", key_for("integrator", gateway.tenant)
+    )
     text = " ".join(err.split())
     assert code == 1 and "no mapping matches the payload" in text, err
     assert "zendesk: no rule of mapping 'zendesk' matches" in text and "square: no rule of mapping 'square'" in text
@@ -66,16 +67,31 @@ async def test_a_payload_two_mappings_match_is_ambiguous(
     extra = tmp_path / "mappings"
     extra.mkdir()
     # A second mapping of Square refunds under another source name: both match the sample.
-    (extra / "square2.yaml").write_text((SHIPPED_DIR / "square.yaml").read_text().replace(
-        "source: square", "source: square2"))
+    (extra / "square2.yaml").write_text(
+        (SHIPPED_DIR / "square.yaml").read_text().replace("source: square", "source: square2")
+    )
     gateway = await start_gateway(mappings_dir=str(extra))
-    code, _, err = await _agentos("send", str(EXAMPLES / "square-refund-created.json"), "--gateway", gateway.url,
-                                  "--key", key_for("integrator", gateway.tenant))
+    code, _, err = await _agentos(
+        "send",
+        str(EXAMPLES / "square-refund-created.json"),
+        "--gateway",
+        gateway.url,
+        "--key",
+        key_for("integrator", gateway.tenant),
+    )
     text = " ".join(err.split())
     assert code == 1 and "matches more than one mapping" in text, err
     assert "square (rule 'refund-created')" in text and "square2 (rule 'refund-created')" in text
     assert await stored(gateway.bus, f"agentos.{gateway.tenant}.>", timeout=0.2) == []
-    code, out, err = await _agentos("send", str(EXAMPLES / "square-refund-created.json"), "--source", "square2",
-                                    "--dry-run", "--gateway", gateway.url,
-                                    "--key", key_for("integrator", gateway.tenant))
+    code, out, err = await _agentos(
+        "send",
+        str(EXAMPLES / "square-refund-created.json"),
+        "--source",
+        "square2",
+        "--dry-run",
+        "--gateway",
+        gateway.url,
+        "--key",
+        key_for("integrator", gateway.tenant),
+    )
     assert code == 0 and json.loads(out)["source"] == "square2", err

@@ -3,6 +3,7 @@ heartbeat status, schedules and KPI rules wired in."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -14,12 +15,15 @@ from agentos_kernel.service import start_service, stop_service
 
 
 async def test_setup_serves_http_and_starts_the_configured_triggers(
-        settings: KernelSettings, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: KernelSettings, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "schedules").mkdir()
     (tmp_path / "schedules" / "daily.yaml").write_text(
-        f"schedules: [{{name: daily-report, cron: '0 6 * * *', tenant: {tenant}}}]\n")
+        f"schedules: [{{name: daily-report, cron: '0 6 * * *', tenant: {tenant}}}]\n"
+    )
     (tmp_path / "kpi.yaml").write_text(
-        f"rules: [{{name: sales-drop, event: sale.recorded, threshold: 100, tenant: {tenant}}}]\n")
+        f"rules: [{{name: sales-drop, event: sale.recorded, threshold: 100, tenant: {tenant}}}]\n"
+    )
     monkeypatch.setenv("AGENTOS_GATEWAY_SCHEDULES_DIR", str(tmp_path / "schedules"))
     monkeypatch.setenv("AGENTOS_GATEWAY_KPI_RULES", str(tmp_path / "kpi.yaml"))
     ctx = await start_service(service.NAME, service.setup, settings, database=True)
@@ -37,7 +41,8 @@ async def test_setup_serves_http_and_starts_the_configured_triggers(
 
 
 async def test_workers_share_the_port_and_stop_with_the_service(
-        settings: KernelSettings, tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: KernelSettings, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """AGENTOS_GATEWAY_WORKERS=3: two more processes listen on the same port (SO_REUSEPORT), new
     connections reach all three, each accepts events, and stopping the service stops them."""
     import asyncio
@@ -54,10 +59,8 @@ async def test_workers_share_the_port_and_stop_with_the_service(
         deadline = loop.time() + 60
         while len(pids) < 3 and loop.time() < deadline:  # workers take a moment to start
             async with httpx.AsyncClient(base_url=url) as http:  # a new connection each time
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     pids.add((await http.get("/healthz")).json()["pid"])
-                except httpx.HTTPError:
-                    pass
             await asyncio.sleep(0.05)
         assert pids == {os.getpid(), *workers.pids}, pids
         for i in range(12):  # events accepted whichever process takes the connection

@@ -47,7 +47,8 @@ def at(minute: int) -> dt.datetime:
 
 
 async def test_missed_ticks_fire_once_after_a_restart_and_never_twice_with_two_replicas(
-        bus: Bus, tenant: str, tmp_path: Path) -> None:
+    bus: Bus, tenant: str, tmp_path: Path
+) -> None:
     kv = await buckets.bucket(bus, buckets.SCHEDULES)
     (tmp_path / "s.yaml").write_text(SCHEDULES.format(name=unique("s"), tenant=tenant))
     [spec] = load_schedules(tmp_path)
@@ -120,8 +121,7 @@ rules:
 """
 
 
-async def run_rules(bus: Bus, pool: asyncpg.Pool, tenant: str, path: Path,
-                    events: list[Event[Any]]) -> list[Any]:
+async def run_rules(bus: Bus, pool: asyncpg.Pool, tenant: str, path: Path, events: list[Event[Any]]) -> list[Any]:
     """Feed ``events`` through a KPI engine with the rules in ``path``; the kpi.triggered payloads."""
     engine = await KpiEngine(pool, bus, load_rules(path), publisher(bus), durable=unique("kpi")).start()
     try:
@@ -139,7 +139,8 @@ async def _count(bus: Bus, subject: str, n: int) -> bool:
 
 
 async def test_kpi_rules_fire_once_per_streak_with_the_numbers_that_tripped_them(
-        bus: Bus, pool: asyncpg.Pool, tenant: str, tmp_path: Path) -> None:
+    bus: Bus, pool: asyncpg.Pool, tenant: str, tmp_path: Path
+) -> None:
     (tmp_path / "rules.yaml").write_text(RULES.format(tenant=tenant))
     counts = [2, 6, 7, 8, 1, 6, 6, 9, 9, 0, 3]  # refunds per hour from T0
     others = refunds(unique("t"), [9, 9, 9, 9])  # another tenant: not counted

@@ -20,8 +20,16 @@ def configured(tenant: str) -> dict[str, Any]:
         {"name": f"{role}-key", "sha256": hash_key(key_for(role, tenant)), "roles": [role], "tenant": tenant}
         for role in ("operator", "analyst", "admin")
     ]
-    keys.append({"name": "integrator-key", "sha256": hash_key(key_for("integrator", tenant)),
-                 "roles": ["integrator"], "tenant": tenant, "rate_per_s": 5, "origins": [ORIGIN]})
+    keys.append(
+        {
+            "name": "integrator-key",
+            "sha256": hash_key(key_for("integrator", tenant)),
+            "roles": ["integrator"],
+            "tenant": tenant,
+            "rate_per_s": 5,
+            "origins": [ORIGIN],
+        }
+    )
     return {
         "api_keys": keys,
         "webhooks": {
@@ -61,18 +69,20 @@ async def test_a_source_allows_only_its_configured_origins(start_gateway: Any, t
         callback = {"WebHook-Request-Callback": "https://tickets.example.com/confirm?id=1&key=x"}
         asked = handshake(rate="120", **callback)
         allowed(await http.options("/webhooks/zendesk", headers=asked), ORIGIN, "*")
-        allowed(await http.options("/webhooks/Zendesk", headers=handshake("Other.Example.COM")),
-                "Other.Example.COM", "*")
-        allowed(await http.options("/webhooks/anyone", headers=handshake("whoever.example.org")),
-                "whoever.example.org", "*")
-        doc = refused(await http.options("/webhooks/zendesk", headers=handshake("evil.example.net")), 403,
-                      "origin_not_allowed")
+        allowed(
+            await http.options("/webhooks/Zendesk", headers=handshake("Other.Example.COM")), "Other.Example.COM", "*"
+        )
+        allowed(
+            await http.options("/webhooks/anyone", headers=handshake("whoever.example.org")), "whoever.example.org", "*"
+        )
+        doc = refused(
+            await http.options("/webhooks/zendesk", headers=handshake("evil.example.net")), 403, "origin_not_allowed"
+        )
         assert "'evil.example.net'" in doc["detail"] and "webhooks.zendesk.origins" in doc["detail"]
         doc = refused(await http.options("/webhooks/square", headers=handshake()), 403, "origin_not_allowed")
         assert "webhooks.square.origins" in doc["detail"] and "(empty)" in doc["detail"]
         refused(await http.options("/webhooks/nosuch", headers=handshake()), 422, "unknown_source")
-        doc = refused(await http.options("/webhooks/zendesk", headers=handshake(rate="fast")), 400,
-                      "bad_request_rate")
+        doc = refused(await http.options("/webhooks/zendesk", headers=handshake(rate="fast")), 400, "bad_request_rate")
         assert "requests per minute" in doc["detail"]
         refused(await http.options("/webhooks/zendesk", headers=handshake(rate="0")), 400, "bad_request_rate")
         plain = await http.options("/webhooks/zendesk")
@@ -88,8 +98,7 @@ async def test_events_allows_the_origins_of_the_api_key_presented(start_gateway:
         allowed(await http.options("/events", headers=handshake()), ORIGIN, "300")  # 5/s = 300/min
         allowed(await http.options("/events", headers=handshake(rate="120")), ORIGIN, "120")
         allowed(await http.options("/events", headers=handshake(rate="100000")), ORIGIN, "300")
-        doc = refused(await http.options("/events", headers=handshake("evil.example.net")), 403,
-                      "origin_not_allowed")
+        doc = refused(await http.options("/events", headers=handshake("evil.example.net")), 403, "origin_not_allowed")
         assert "integrator-key" in doc["detail"]
     async with gateway.client("operator") as http:  # may not write events at all
         refused(await http.options("/events", headers=handshake()), 403, "forbidden")
@@ -107,8 +116,9 @@ async def test_the_fastapi_routes_answer_the_same_and_are_documented(start_gatew
     headers = {"Authorization": f"Bearer {key_for('integrator', tenant)}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as http:
         allowed(await http.options("/webhooks/zendesk", headers=handshake(rate="10")), ORIGIN, "*")
-        refused(await http.options("/webhooks/zendesk", headers=handshake("evil.example.net")), 403,
-                "origin_not_allowed")
+        refused(
+            await http.options("/webhooks/zendesk", headers=handshake("evil.example.net")), 403, "origin_not_allowed"
+        )
         allowed(await http.options("/events", headers=handshake(rate="60")), ORIGIN, "60")
         assert (await http.options("/events")).status_code == 204
     paths = app.openapi()["paths"]

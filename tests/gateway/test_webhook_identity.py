@@ -23,8 +23,12 @@ from tests.gateway.test_webhooks import deliver, zendesk_ticket
 
 def two_sources(tenant: str) -> dict[str, Any]:
     """Two Zendesk accounts delivering to one gateway, both through the shipped zendesk mapping."""
-    return {"webhooks": {"zendesk": {"secrets": [SECRET], "tenant": tenant},
-                         "zendesk-eu": {"secrets": [SECRET], "tenant": tenant, "mapping": "zendesk"}}}
+    return {
+        "webhooks": {
+            "zendesk": {"secrets": [SECRET], "tenant": tenant},
+            "zendesk-eu": {"secrets": [SECRET], "tenant": tenant, "mapping": "zendesk"},
+        }
+    }
 
 
 async def test_the_same_webhook_id_from_two_sources_is_two_deliveries(start_gateway: Any, tenant: str) -> None:
@@ -62,8 +66,7 @@ async def short_duplicate_window(bus: Bus, seconds: float) -> AsyncIterator[None
         await bus.js.update_stream(config)
 
 
-async def test_a_redelivery_after_every_window_starts_no_second_goal(
-        start_gateway: Any, bus: Bus, tenant: str) -> None:
+async def test_a_redelivery_after_every_window_starts_no_second_goal(start_gateway: Any, bus: Bus, tenant: str) -> None:
     goals: list[Event[Any]] = []
 
     async def orchestrate(event: Event[Any]) -> None:  # what a consumer of goals does, once per goal
@@ -96,4 +99,5 @@ async def test_a_redelivery_after_every_window_starts_no_second_goal(
 async def until(condition: Callable[[], bool]) -> None:
     async def check() -> bool:
         return condition()
+
     await eventually(check)

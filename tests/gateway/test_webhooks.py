@@ -91,11 +91,7 @@ async def test_a_signed_zendesk_ticket_becomes_a_fact_and_a_goal_once(gateway: R
     events = await stored(gateway.bus, f"agentos.{t}.>", wait_for=4)
     assert len(events) == 4
     fact = next(e for e in events if isinstance(e.data, TicketReceived) and e.data.ticket_id == "35436")
-    assert (
-        fact.data.priority == "high"
-        and fact.data.tags == ("returns", "vip")
-        and fact.principal == "webhook:zendesk"
-    )
+    assert fact.data.priority == "high" and fact.data.tags == ("returns", "vip") and fact.principal == "webhook:zendesk"
     goal = next(e for e in events if isinstance(e.data, GoalSubmitted) and e.data.goal_id == goal_id)
     # the requester's words stay in the (encrypted, erasable) ticket fact, never in the goal
     assert goal.data.text.startswith("Triage Zendesk ticket #35436") and goal.data.inputs["ticket_id"] == "35436"
@@ -154,9 +150,7 @@ async def test_two_gateways_receiving_the_same_webhook_open_one_goal(start_gatew
             deliver(hb, "zendesk", payload, webhook_id="msg_same"),
         )
         assert all(r.status_code in (200, 202) for r in both), [r.text for r in both]
-        later = await asyncio.gather(
-            *(deliver(h, "zendesk", payload, webhook_id="msg_same") for h in (ha, hb))
-        )
+        later = await asyncio.gather(*(deliver(h, "zendesk", payload, webhook_id="msg_same") for h in (ha, hb)))
         assert [r.status_code for r in later] == [200, 200]
         assert all(r.json()["duplicate"] for r in later)
     events = await stored(a.bus, f"agentos.{a.tenant}.>", wait_for=2)
@@ -253,13 +247,15 @@ async def test_many_deliveries_at_once_are_all_stored_once_before_their_202(gate
     t = gateway.tenant
     events = [ticket(t, n) for n in range(40)]
     async with gateway.client(role=None) as http:
-        first = await asyncio.gather(*(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}")
-                                       for i, e in enumerate(events)))
+        first = await asyncio.gather(
+            *(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}") for i, e in enumerate(events))
+        )
         assert [r.status_code for r in first] == [202] * 40, [r.text for r in first if r.status_code != 202]
         got = await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)  # no waiting: already stored
         assert sorted(e.id for e in got) == sorted(e.id for e in events)
-        again = await asyncio.gather(*(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}")
-                                       for i, e in enumerate(events)))
+        again = await asyncio.gather(
+            *(deliver(http, "ce", codec.encode(e), webhook_id=f"msg_c{i}") for i, e in enumerate(events))
+        )
         assert [r.status_code for r in again] == [200] * 40 and all(r.json()["duplicate"] for r in again)
     assert len(await stored(gateway.bus, f"agentos.{t}.>", timeout=0.5)) == 40
 

@@ -37,6 +37,7 @@ async def read_body(receive: Any) -> tuple[bytes, Any]:
 
     return body, replay
 
+
 class Recorder:
     """ASGI middleware in front of the offline model: keeps every chat request it was sent, with
     when it arrived and when its answer was sent."""
@@ -69,24 +70,43 @@ CHARTERS = {
     "echo": ("echo", "Answers at once."),
 }
 WORKFLOWS = [
-    {"name": "slow-pair", "description": "Two slow steps in parallel.", "steps": [
-        {"step_id": "left", "capability": "slow", "instruction": "Answer slowly (left)."},
-        {"step_id": "right", "capability": "slow", "instruction": "Answer slowly (right)."}]},
-    {"name": "echo-one", "description": "One quick step.", "steps": [
-        {"step_id": "echo", "capability": "echo", "instruction": "Repeat the goal back."}]},
+    {
+        "name": "slow-pair",
+        "description": "Two slow steps in parallel.",
+        "steps": [
+            {"step_id": "left", "capability": "slow", "instruction": "Answer slowly (left)."},
+            {"step_id": "right", "capability": "slow", "instruction": "Answer slowly (right)."},
+        ],
+    },
+    {
+        "name": "echo-one",
+        "description": "One quick step.",
+        "steps": [{"step_id": "echo", "capability": "echo", "instruction": "Repeat the goal back."}],
+    },
 ]
 SLOW_MS = 2500
-SCENARIO = {"models": ["offline-fast", "offline-smart"], "rules": [
-    {"name": "slow", "match": {"agent": "slowpoke"}, "latency_ms": SLOW_MS, "respond": {"json": {"answer": "done"}}},
-    {"name": "echo", "match": {"agent": "echo"}, "respond": {"json": {"answer": "echoed"}}}]}
+SCENARIO = {
+    "models": ["offline-fast", "offline-smart"],
+    "rules": [
+        {
+            "name": "slow",
+            "match": {"agent": "slowpoke"},
+            "latency_ms": SLOW_MS,
+            "respond": {"json": {"answer": "done"}},
+        },
+        {"name": "echo", "match": {"agent": "echo"}, "respond": {"json": {"answer": "echoed"}}},
+    ],
+}
 SERVICES = ("orchestrator", "context-manager", "specialist", "specialist")
 
 
 def charter(name: str, capability: str, role: str) -> str:
-    return (f"---\nname: {name}\nversion: \"1\"\nrole: {role}\ncapabilities: [{capability}]\nmodel: fast\n"
-            "capacity: 1\nmemory: {kinds: [], k: 0}\n"
-            "output_schema: {type: object, required: [answer], properties: {answer: {type: string}}}\n"
-            "---\nAnswer in JSON.\n")
+    return (
+        f'---\nname: {name}\nversion: "1"\nrole: {role}\ncapabilities: [{capability}]\nmodel: fast\n'
+        "capacity: 1\nmemory: {kinds: [], k: 0}\n"
+        "output_schema: {type: object, required: [answer], properties: {answer: {type: string}}}\n"
+        "---\nAnswer in JSON.\n"
+    )
 
 
 @dataclass
@@ -101,9 +121,13 @@ class Fleet:
     services: list[ServiceContext] = field(default_factory=list)
 
     def settings_for(self, user: str) -> KernelSettings:
-        return self.admin.model_copy(update={
-            "nats_user": user, "nats_password": SecretStr(self.nats.credentials[user]["password"]),
-            "provision": "off"})
+        return self.admin.model_copy(
+            update={
+                "nats_user": user,
+                "nats_password": SecretStr(self.nats.credentials[user]["password"]),
+                "provision": "off",
+            }
+        )
 
 
 @pytest.fixture(scope="package")
@@ -123,18 +147,31 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         (root / "workflows" / f"{wf['name']}.yaml").write_text(yaml.safe_dump(wf))
     recorders: list[Recorder] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(server, "build_app", lambda scenario, build=server.build_app: recorders.append(
-            Recorder(build(scenario))) or recorders[-1])
+        mp.setattr(
+            server,
+            "build_app",
+            lambda scenario, build=server.build_app: recorders.append(Recorder(build(scenario))) or recorders[-1],
+        )
         model = OfflineModelServer(Scenario.model_validate(SCENARIO)).start()
         nats = EmbeddedNats(root / "nats", sync="default", auth=True)
         url = nats.start()
-        env = {"AGENTOS_CHARTERS_DIR": root / "charters", "AGENTOS_WORKFLOWS_DIR": root / "workflows",
-               "AGENTOS_OFFLINE_MODEL_URL": model.url, "AGENTOS_ALLOW_LLM_CALLS": "0",
-               "AGENTOS_SECRETS_DIR": root / "secrets", "AGENTOS_STATE_DIR": root}
+        env = {
+            "AGENTOS_CHARTERS_DIR": root / "charters",
+            "AGENTOS_WORKFLOWS_DIR": root / "workflows",
+            "AGENTOS_OFFLINE_MODEL_URL": model.url,
+            "AGENTOS_ALLOW_LLM_CALLS": "0",
+            "AGENTOS_SECRETS_DIR": root / "secrets",
+            "AGENTOS_STATE_DIR": root,
+        }
         for key, value in env.items():
             mp.setenv(key, str(value))
-        admin = KernelSettings(nats_url=url, state_dir=root, publish_timeout_s=10, nats_user="admin",
-                               nats_password=SecretStr(nats.credentials["admin"]["password"]))
+        admin = KernelSettings(
+            nats_url=url,
+            state_dir=root,
+            publish_timeout_s=10,
+            nats_user="admin",
+            nats_password=SecretStr(nats.credentials["admin"]["password"]),
+        )
         bus = await Bus.connect(admin, source="governance-test")
         await bus.provision()
         found = Fleet(nats, recorders[-1], admin, bus)

@@ -12,8 +12,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_killswitch_smoke(tmp_path: Path) -> None:
     out = tmp_path / "ks.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_killswitch.py"), "--smoke", "--replicas", "2",
-                    "--out", str(out)], check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_killswitch.py"),
+            "--smoke",
+            "--replicas",
+            "2",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     result = json.loads(out.read_text())
     assert result["observed_by_every_replica"]["n"] == result["iterations"]
     assert result["cancelled_on_every_replica"]["p50_ms"] < 100

@@ -32,8 +32,13 @@ async def test_one_watcher_per_scope_and_guard_cancels(fleet: Fleet) -> None:
     watcher = await control.ControlWatcher(gbus.js, state).start()
     try:
         work = control.Work(agent="writer", workflow="g-1", tenant="acme", models=("fast",))
-        assert work.keys() == ["halt.all", "halt.agent.writer", "halt.workflow.g-1", "halt.tenant.acme",
-                               "halt.model.fast"]
+        assert work.keys() == [
+            "halt.all",
+            "halt.agent.writer",
+            "halt.workflow.g-1",
+            "halt.tenant.acme",
+            "halt.model.fast",
+        ]
 
         async def guarded() -> str:
             async with state.guard(work):
@@ -80,12 +85,15 @@ async def test_halt_cancels_in_flight_calls_on_two_replicas_and_resume_finishes(
         events = await goal_events(gbus, goal_id)
         instances = {e.data.instance for e in events if isinstance(e.data, TaskStarted)}
         return len(instances) == 2 and model.active() == 2
+
     try:
         await eventually(two_calls_in_flight, timeout=30, every=0.1)
     except AssertionError:
         events = await goal_events(gbus, goal_id)
-        raise AssertionError(f"{[(e.type, getattr(e.data, 'instance', '')) for e in events]} "
-                             f"{[(r['start'], r['end']) for r in model.requests]}") from None
+        raise AssertionError(
+            f"{[(e.type, getattr(e.data, 'instance', '')) for e in events]} "
+            f"{[(r['start'], r['end']) for r in model.requests]}"
+        ) from None
 
     issued = time.time()
     await do_halt(gbus, "workflow", goal_id, "suspicious spend", "user:test")
@@ -109,8 +117,7 @@ async def test_halt_cancels_in_flight_calls_on_two_replicas_and_resume_finishes(
         assert any("halted by kill switch" in e for e in errors), task.usage.calls
         assert task.usage.calls[-1].ok
     audit = [e.data for e in await _control_events(gbus)]
-    assert any(isinstance(a, HaltRequested) and a.target == goal_id and a.reason == "suspicious spend"
-               for a in audit)
+    assert any(isinstance(a, HaltRequested) and a.target == goal_id and a.reason == "suspicious spend" for a in audit)
     assert any(isinstance(a, ResumeRequested) and a.target == goal_id for a in audit)
 
 
@@ -120,6 +127,7 @@ async def _outcome(bus: Bus, goal_id: str) -> Event[Any]:
     async def done() -> bool:
         found[:] = [e for e in await goal_events(bus, goal_id) if isinstance(e.data, GoalCompleted | GoalFailed)]
         return bool(found)
+
     await eventually(done, timeout=30, every=0.2)
     return found[0]
 

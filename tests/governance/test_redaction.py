@@ -38,17 +38,22 @@ def leaks(text: str) -> list[str]:
     return [v for values in SEEDS.values() for v in values if v in text]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("mail jane.doe@example.com now", "mail [EMAIL] now"),
-    ("call +1 415 555 0100 or (415) 555-0199", "call [PHONE] or [PHONE]"),
-    ("pay 4111 1111 1111 1111, not 4111 1111 1111 1112", "pay [CARD], not 4111 1111 1111 1112"),
-    ("to DE89370400440532013000", "to [IBAN]"),
-    ("ssn 123-45-6789, dni 12345678Z, nino AB123456C", "ssn [NATIONAL_ID], dni [NATIONAL_ID], nino [NATIONAL_ID]"),
-    ("key AKIAIOSFODNN7EXAMPLE and token: abc123def456", "key [SECRET] and token: [SECRET]"),
-    ("nats://admin:s3cr3tpw@127.0.0.1:4222", "nats://admin:[SECRET]@127.0.0.1:4222"),
-    ("id 01937712-5551-7234-8abc-0123456789ab seq 12345678901 at 2026-11-05T10:00:00Z cost 0.0012",
-     "id 01937712-5551-7234-8abc-0123456789ab seq 12345678901 at 2026-11-05T10:00:00Z cost 0.0012"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail jane.doe@example.com now", "mail [EMAIL] now"),
+        ("call +1 415 555 0100 or (415) 555-0199", "call [PHONE] or [PHONE]"),
+        ("pay 4111 1111 1111 1111, not 4111 1111 1111 1112", "pay [CARD], not 4111 1111 1111 1112"),
+        ("to DE89370400440532013000", "to [IBAN]"),
+        ("ssn 123-45-6789, dni 12345678Z, nino AB123456C", "ssn [NATIONAL_ID], dni [NATIONAL_ID], nino [NATIONAL_ID]"),
+        ("key AKIAIOSFODNN7EXAMPLE and token: abc123def456", "key [SECRET] and token: [SECRET]"),
+        ("nats://admin:s3cr3tpw@127.0.0.1:4222", "nats://admin:[SECRET]@127.0.0.1:4222"),
+        (
+            "id 01937712-5551-7234-8abc-0123456789ab seq 12345678901 at 2026-11-05T10:00:00Z cost 0.0012",
+            "id 01937712-5551-7234-8abc-0123456789ab seq 12345678901 at 2026-11-05T10:00:00Z cost 0.0012",
+        ),
+    ],
+)
 def test_detectors(text: str, expected: str) -> None:
     assert Redactor().redact(text) == expected
 
@@ -60,11 +65,20 @@ def test_json_keeps_identifiers_and_reports_kinds() -> None:
     assert kinds == {"email"} and kinds_in("[EMAIL] and [SECRET]") == {"email", "secret"}
 
 
-@pytest.mark.parametrize("text", [
-    "line one\n+44 20 7946 0958", "line two\n+14155550100", "tab\t123-45-6789\tend", 'quoted "jane.doe@example.com"',
-    "back\\slash 4111 1111 1111 1111", "caf\u00e9 \u2014 DE89370400440532013000", "nothing to see here",
-    "aws_key = \"AKIAIOSFODNN7EXAMPLE\"", "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "line one\n+44 20 7946 0958",
+        "line two\n+14155550100",
+        "tab\t123-45-6789\tend",
+        'quoted "jane.doe@example.com"',
+        "back\\slash 4111 1111 1111 1111",
+        "caf\u00e9 \u2014 DE89370400440532013000",
+        "nothing to see here",
+        'aws_key = "AKIAIOSFODNN7EXAMPLE"',
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34\n",
+    ],
+)
 @pytest.mark.parametrize("ascii_only", [True, False])
 def test_json_fast_path_finds_what_a_full_parse_finds(text: str, ascii_only: bool) -> None:
     """The whole-document probe that lets clean payloads skip parsing must never miss a finding
@@ -84,8 +98,9 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
 
     install_logging()
     with caplog.at_level(logging.INFO, logger="agentos.test"):
-        logging.getLogger("agentos.test").info("customer %s paid with %s", "jane.doe@example.com",
-                                               "4111 1111 1111 1111")
+        logging.getLogger("agentos.test").info(
+            "customer %s paid with %s", "jane.doe@example.com", "4111 1111 1111 1111"
+        )
         try:
             raise ValueError("bad password=Hunter2Secret!")
         except ValueError:
@@ -95,7 +110,8 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_seeded_data_reaches_no_prompt_event_bucket_or_log(
-        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
     SecretStore(fleet.admin.state_dir / "secrets").put("crm_token", STORED_SECRET)
     caplog.set_level(logging.DEBUG, logger="agentos")
     goal = await submit(fleet.bus, SEEDED_TEXT, tenant=unique("red"), workflow="echo-one")
@@ -103,6 +119,7 @@ async def test_seeded_data_reaches_no_prompt_event_bucket_or_log(
     async def finished() -> bool:
         events = await goal_events(fleet.bus, goal.data.goal_id)
         return any(isinstance(e.data, GoalCompleted | GoalFailed) for e in events)
+
     await eventually(finished, timeout=30, every=0.2)
     events = await goal_events(fleet.bus, goal.data.goal_id)
     assert isinstance(events[-1].data, GoalCompleted), events[-1].data
@@ -154,9 +171,13 @@ def test_context_manager_redacts_and_classifies_its_output() -> None:
     from agentos_schemas.events import ContextManifest
 
     redactor().register(STORED_SECRET)
-    assembly = Assembly(messages=({"role": "system", "content": "You are careful."},
-                                  {"role": "user", "content": SEEDED_TEXT + " Earlier: [PHONE]"}),
-                        manifest=ContextManifest(charter="echo@1"))
+    assembly = Assembly(
+        messages=(
+            {"role": "system", "content": "You are careful."},
+            {"role": "user", "content": SEEDED_TEXT + " Earlier: [PHONE]"},
+        ),
+        manifest=ContextManifest(charter="echo@1"),
+    )
     messages, manifest = classified(assembly)
     assert not leaks(json.dumps(messages))
     assert set(manifest.classification) == {"email", "phone", "card", "iban", "national_id", "secret"}

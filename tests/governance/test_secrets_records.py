@@ -18,8 +18,9 @@ from agentos_kernel.testing import unique
 from tests.governance.conftest import Fleet
 
 
-def test_secret_store_hands_values_to_tools_and_redacts_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_secret_store_hands_values_to_tools_and_redacts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AGENTOS_SECRETS_DIR", str(tmp_path / "vault"))
     store = SecretStore.default()
     store.put("crm_api_token", "tok-A9f3Kq72LmZx\n")
@@ -53,11 +54,11 @@ async def test_second_writer_of_a_record_gets_a_clear_conflict(fleet: Fleet) -> 
             await rb.write("ticket", ticket, {"status": "dup"}, expected_revision=0, by="agent:other")
         seen_a, seen_b = await ra.read("ticket", ticket), await rb.read("ticket", ticket)
         assert seen_a == seen_b and seen_a is not None and seen_a.revision == first.revision
-        won = await ra.write("ticket", ticket, {"status": "refunded"}, expected_revision=seen_a.revision,
-                             by="agent:refunds")
+        won = await ra.write(
+            "ticket", ticket, {"status": "refunded"}, expected_revision=seen_a.revision, by="agent:refunds"
+        )
         with pytest.raises(RecordConflict, match=r"changed since revision .* by agent:refunds.*re-plan") as lost:
-            await rb.write("ticket", ticket, {"status": "closed"}, expected_revision=seen_b.revision,
-                           by="agent:closer")
+            await rb.write("ticket", ticket, {"status": "closed"}, expected_revision=seen_b.revision, by="agent:closer")
         assert lost.value.current is not None and lost.value.current.data == {"status": "refunded"}
         assert (await rb.read("ticket", ticket)).data == {"status": "refunded"}  # type: ignore[union-attr]
         assert won.revision > first.revision

@@ -29,8 +29,11 @@ async def runtime(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFac
     env = {"AGENTOS_ALLOW_LLM_CALLS": "0", "AGENTOS_AUDIT_SCHEMA_NAME": schema, "AGENTOS_NATS_AUTH": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    rt = Runtime(KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default"), registry.available(),
-                 logs=state / "logs")
+    rt = Runtime(
+        KernelSettings(database_url=servers[1], state_dir=state, nats_sync="default"),
+        registry.available(),
+        logs=state / "logs",
+    )
     try:
         resolved = await rt.start()
         assert rt.nats is not None and rt.nats.credentials, "the embedded server runs with a user per service"
@@ -60,9 +63,12 @@ async def test_every_service_runs_under_its_own_user_with_claim_checked_payloads
     schema = os.environ["AGENTOS_AUDIT_SCHEMA_NAME"]
     try:
         goal_id = new_event_id()
-        submitted = bus.new(GoalSubmitted(goal_id=goal_id, text="Summarise the attached notes.",
-                                          inputs={"notes": "n" * BIG}),
-                            correlationid=goal_id, subject=f"goal/{goal_id}", id=goal_id)
+        submitted = bus.new(
+            GoalSubmitted(goal_id=goal_id, text="Summarise the attached notes.", inputs={"notes": "n" * BIG}),
+            correlationid=goal_id,
+            subject=f"goal/{goal_id}",
+            id=goal_id,
+        )
         ack = await bus.publish(submitted)
         stored = await bus.js.get_msg(EVENTS_STREAM, ack.seq)
         assert b'"dataref"' in stored.data, "the goal's payload went through the claim check"
@@ -71,6 +77,7 @@ async def test_every_service_runs_under_its_own_user_with_claim_checked_payloads
             last = (await bus.js.stream_info(EVENTS_STREAM)).state.last_seq
             head = await pool.fetchval(f"SELECT max(seq) FROM {schema}.chain")
             return head is not None and head >= last > ack.seq  # the goal's work was projected too
+
         await eventually(projected, timeout=60, every=0.5)
         kinds = await pool.fetchval(f"SELECT kind FROM {schema}.chain WHERE seq = $1", ack.seq)
         assert kinds == "event"
@@ -80,8 +87,9 @@ async def test_every_service_runs_under_its_own_user_with_claim_checked_payloads
     assert violations(runtime.settings.state_dir) == [], "no service was refused anything it does"
 
 
-async def test_a_refused_claim_check_read_says_what_was_refused(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refused_claim_check_read_says_what_was_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a grant the read needs, the error names the refused subject instead of a bare timeout."""
     from agentos_kernel import grants
     from agentos_kernel.bus import PermissionDenied
@@ -93,16 +101,25 @@ async def test_a_refused_claim_check_read_says_what_was_refused(tmp_path: Path,
     common = grants._common
     monkeypatch.setattr(grants, "_common", lambda s: [x for x in common(s) if x != "$JS.API.STREAM.NAMES"])
     server = EmbeddedNats(tmp_path, sync="default", auth=True)
-    admin = KernelSettings(nats_url=server.start(), state_dir=tmp_path, nats_user="admin",
-                           nats_password=SecretStr(server.credentials["admin"]["password"]))
+    admin = KernelSettings(
+        nats_url=server.start(),
+        state_dir=tmp_path,
+        nats_user="admin",
+        nats_password=SecretStr(server.credentials["admin"]["password"]),
+    )
     try:
         bus = await Bus.connect(admin, source="grants-test")
         await bus.provision()
-        ack = await bus.publish(bus.new(TaskStarted(task_id="t/1", goal_id="g", agent="a", instance="i" * BIG),
-                                        tenant="acme"))
+        ack = await bus.publish(
+            bus.new(TaskStarted(task_id="t/1", goal_id="g", agent="a", instance="i" * BIG), tenant="acme")
+        )
         stored = await bus.js.get_msg(EVENTS_STREAM, ack.seq)
-        audit = await Bus.connect(admin.model_copy(update={
-            "nats_user": "audit", "nats_password": SecretStr(server.credentials["audit"]["password"])}), source="audit")
+        audit = await Bus.connect(
+            admin.model_copy(
+                update={"nats_user": "audit", "nats_password": SecretStr(server.credentials["audit"]["password"])}
+            ),
+            source="audit",
+        )
         try:
             with pytest.raises(PermissionDenied, match=r"NATS refused \$js\.api\.stream\.names"):
                 await audit.payload(codec.decode_wire(stored.data, stored.headers, max_bytes=1 << 22))

@@ -14,10 +14,16 @@ from cloudevents.core.v1.event import CloudEvent
 
 
 def goal_event() -> Event[GoalSubmitted]:
-    return Event(data=GoalSubmitted(goal_id="g-1", text="Research competitors"), source="test",
-                 type=GoalSubmitted.ce_type(), tenant="acme", subject="goal/g-1",
-                 traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                 causationid="c-0", principal="user:ana")
+    return Event(
+        data=GoalSubmitted(goal_id="g-1", text="Research competitors"),
+        source="test",
+        type=GoalSubmitted.ce_type(),
+        tenant="acme",
+        subject="goal/g-1",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        causationid="c-0",
+        principal="user:ana",
+    )
 
 
 def test_round_trip_keeps_every_attribute() -> None:
@@ -39,17 +45,26 @@ def test_official_sdk_reads_our_events() -> None:
 
 
 def test_events_written_by_the_official_sdk_are_accepted() -> None:
-    ce = CloudEvent({"id": "sdk-1", "source": "pos-system", "type": GoalSubmitted.ce_type(),
-                     "tenant": "acme", "datacontenttype": "application/json"},
-                    {"goal_id": "g-2", "text": "Refund spike"})
+    ce = CloudEvent(
+        {
+            "id": "sdk-1",
+            "source": "pos-system",
+            "type": GoalSubmitted.ce_type(),
+            "tenant": "acme",
+            "datacontenttype": "application/json",
+        },
+        {"goal_id": "g-2", "text": "Refund spike"},
+    )
     event = decode(JSONFormat().write(ce))
     assert isinstance(event.data, GoalSubmitted) and event.data.goal_id == "g-2"
     assert event.tenant == "acme" and event.source == "pos-system"
 
 
 def test_binary_mode_headers_are_accepted() -> None:
-    ce = CloudEvent({"id": "sdk-2", "source": "ticketing", "type": GoalSubmitted.ce_type(),
-                     "datacontenttype": "application/json"}, {"goal_id": "g-3", "text": "Ticket"})
+    ce = CloudEvent(
+        {"id": "sdk-2", "source": "ticketing", "type": GoalSubmitted.ce_type(), "datacontenttype": "application/json"},
+        {"goal_id": "g-3", "text": "Ticket"},
+    )
     message = ce_http.to_binary(ce, JSONFormat())
     headers = {k: v for k, v in message.headers.items()}
     headers["ce-datacontenttype"] = headers.pop("content-type", "application/json")
@@ -65,12 +80,16 @@ BAD = [
     (b"\xff\xfe not utf-8", "encoding"),
     (b"plain text, not json", "not_cloudevent"),
     (b'{"id": "x", "source": "s"}', "not_cloudevent"),
-    (b'{"specversion": "0.3", "id": "x", "source": "s", "type": "dev.agentos.goal.submitted.v1"}',
-     "not_cloudevent"),
-    (b'{"specversion": "1.0", "id": "x", "source": "s", "type": "dev.agentos.goal.exploded.v1", "data": {}}',
-     "unknown_type"),
-    (b'{"specversion": "1.0", "id": "x", "source": "s", "type": "dev.agentos.goal.submitted.v1",'
-     b' "data": {"goal_id": 7}}', "schema"),
+    (b'{"specversion": "0.3", "id": "x", "source": "s", "type": "dev.agentos.goal.submitted.v1"}', "not_cloudevent"),
+    (
+        b'{"specversion": "1.0", "id": "x", "source": "s", "type": "dev.agentos.goal.exploded.v1", "data": {}}',
+        "unknown_type",
+    ),
+    (
+        b'{"specversion": "1.0", "id": "x", "source": "s", "type": "dev.agentos.goal.submitted.v1",'
+        b' "data": {"goal_id": 7}}',
+        "schema",
+    ),
     (b'{"specversion": "1.0", "id": "x", "source": "s", "type": "dev.agentos.goal.submitted.v1"}', "claim_check"),
 ]
 

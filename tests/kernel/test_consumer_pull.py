@@ -16,6 +16,7 @@ from agentos_schemas.events import GoalSubmitted
 def until(check: Any) -> Any:
     async def probe() -> bool:
         return bool(check())
+
     return probe
 
 
@@ -35,8 +36,7 @@ async def test_concurrency_bounds_the_handlers_in_flight(bus: Bus, tenant: str) 
         running -= 1
         done.append(event.id)
 
-    consumer = await bus.consumer(unique("pull"), [f"agentos.{tenant}.goal.submitted"], handler,
-                                  concurrency=3).start()
+    consumer = await bus.consumer(unique("pull"), [f"agentos.{tenant}.goal.submitted"], handler, concurrency=3).start()
     try:
         await bus.publish_many([goal(bus, tenant) for _ in range(20)])
         await eventually(until(lambda: running == 3), timeout=10)

@@ -86,8 +86,7 @@ os._exit(0)
 
 async def test_a_postgres_left_running_is_reused_and_then_stopped(tmp_path: Path) -> None:
     root = tmp_path / "postgres"
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", ABANDON_PG, str(root)], check=True,
-                            timeout=120)
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", ABANDON_PG, str(root)], check=True, timeout=120)
     left = psutil.Process(int((root / "pgdata" / "postmaster.pid").read_text().split()[0]))
     assert left.is_running()
     server = EmbeddedPostgres(root)
@@ -125,8 +124,7 @@ os._exit(0)
 
 async def test_a_service_stops_when_its_supervisor_is_gone(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", ORPHANED_CHILD, str(marker)], check=True,
-                            timeout=30)
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", ORPHANED_CHILD, str(marker)], check=True, timeout=30)
     for _ in range(200):
         if marker.exists() and marker.read_text():
             break

@@ -19,6 +19,7 @@ from agentos_schemas.events import GoalSubmitted
 async def until(condition: Callable[[], bool]) -> None:
     async def check() -> bool:
         return condition()
+
     await eventually(check)
 
 
@@ -85,8 +86,7 @@ async def test_a_redelivery_runs_again_and_a_dead_lettered_event_can_be_replayed
             raise Retry("backend down")
 
     durable = unique("ident")
-    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"], handler, max_deliver=2,
-                                  backoff=(0.05,)).start()
+    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"], handler, max_deliver=2, backoff=(0.05,)).start()
     event = bus.new(GoalSubmitted(goal_id="g1", text="x"), tenant=tenant)
     await bus.publish(event)
     await until(lambda: consumer.dead_lettered == 1)

@@ -32,8 +32,11 @@ async def reused_letters(bus: Bus, durable: str, event_id: str) -> list[Any]:
     for seq in range(max(1, last - 200), last + 1):
         msg = await bus.js.get_msg(DLQ_STREAM, seq)
         headers = msg.headers or {}
-        if (msg.subject == f"dlq.agentos.{durable}" and headers.get("AgentOS-DLQ-Code") == "event_id_reused"
-                and event_id in headers.get("AgentOS-DLQ-Reason", "")):
+        if (
+            msg.subject == f"dlq.agentos.{durable}"
+            and headers.get("AgentOS-DLQ-Code") == "event_id_reused"
+            and event_id in headers.get("AgentOS-DLQ-Reason", "")
+        ):
             found.append(msg)
     return found
 
@@ -45,8 +48,13 @@ async def stored(bus: Bus, subject: str) -> int:
 
 @pytest.fixture
 async def context_manager(settings: KernelSettings, bus: Bus) -> AsyncIterator[ServiceContext]:
-    sub = await bus.serve(MEMORY_SEARCH, MemorySearch, lambda _: _no_memories(), queue=unique("mem"),
-                          error_reply=lambda e: MemorySearchResult(error=e))
+    sub = await bus.serve(
+        MEMORY_SEARCH,
+        MemorySearch,
+        lambda _: _no_memories(),
+        queue=unique("mem"),
+        error_reply=lambda e: MemorySearchResult(error=e),
+    )
     ctx = await start_service(CONTEXT_MANAGER, context_setup, settings)
     yield ctx
     await stop_service(ctx)
@@ -58,7 +66,8 @@ async def _no_memories() -> MemorySearchResult:
 
 
 async def test_the_context_manager_assembles_one_context_per_event_id(
-        context_manager: ServiceContext, bus: Bus, tenant: str) -> None:
+    context_manager: ServiceContext, bus: Bus, tenant: str
+) -> None:
     await announce(bus, tenant, charter())
     first = bus.new(assignment(unique("g")), tenant=tenant)
     await bus.publish(first)
@@ -66,6 +75,7 @@ async def test_the_context_manager_assembles_one_context_per_event_id(
 
     async def one_context() -> bool:
         return await stored(bus, ready) == 1
+
     await eventually(one_context)
     await publish_without_msg_id(bus, first)  # an identical copy: skipped
     other = bus.new(assignment(unique("g")), tenant=tenant, id=first.id)  # another task, same id
@@ -73,6 +83,7 @@ async def test_the_context_manager_assembles_one_context_per_event_id(
 
     async def refused() -> bool:
         return len(await reused_letters(bus, CONTEXT_MANAGER, first.id)) == 1
+
     await eventually(refused)
     assert await stored(bus, ready) == 1, "the task behind the reused id got no context"
     assert sum(c.copies for c in context_manager.consumers) >= 1
@@ -86,18 +97,28 @@ async def memory(settings: KernelSettings) -> AsyncIterator[ServiceContext]:
 
 
 def proposal(entry_id: str, content: str) -> MemoryProposed:
-    return MemoryProposed(entry_id=entry_id, kind="episodic", content=content, tags=("market",),
-                          agent="researcher", goal_id="g1", task_id="g1/1/research/1", step_id="research")
+    return MemoryProposed(
+        entry_id=entry_id,
+        kind="episodic",
+        content=content,
+        tags=("market",),
+        agent="researcher",
+        goal_id="g1",
+        task_id="g1/1/research/1",
+        step_id="research",
+    )
 
 
 async def test_the_memory_service_stores_one_proposal_per_event_id(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     kept, smuggled = unique("e"), unique("e")
     first: Event[Any] = bus.new(proposal(kept, "Acme raised prices by 12 percent"), tenant=tenant)
     await bus.publish(first)
 
     async def proposed() -> bool:
         return await pool.fetchval("SELECT status FROM memory.entries WHERE id = $1", kept) == "proposed"
+
     await eventually(proposed)
     await publish_without_msg_id(bus, first)
     other = bus.new(proposal(smuggled, "Acme is going bankrupt"), tenant=tenant, id=first.id)
@@ -105,6 +126,7 @@ async def test_the_memory_service_stores_one_proposal_per_event_id(
 
     async def refused() -> bool:
         return len(await reused_letters(bus, MEMORY, first.id)) == 1
+
     await eventually(refused)
     assert await pool.fetchval("SELECT count(*) FROM memory.entries WHERE id = $1", smuggled) == 0
     assert sum(c.copies for c in memory.consumers) >= 1

@@ -35,8 +35,10 @@ async def tracked_handler(pool: asyncpg.Pool, schema: str, durable: str) -> Any:
         await pool.execute(f"INSERT INTO {schema}.deliveries (event_id) VALUES ($1)", event.id)
         async with pool.acquire() as conn, conn.transaction():
             if await first_time(conn, schema, durable, event.id):
-                await conn.execute(f"INSERT INTO {schema}.effects (event_id, goal_id) VALUES ($1, $2)",
-                                   event.id, event.data.goal_id)
+                await conn.execute(
+                    f"INSERT INTO {schema}.effects (event_id, goal_id) VALUES ($1, $2)", event.id, event.data.goal_id
+                )
+
     return handle
 
 
@@ -44,10 +46,11 @@ def malformed(kind: str, tenant: str, limit: int) -> bytes:
     base = f'"specversion":"1.0","id":"{unique("bad")}","source":"fuzz","tenant":"{tenant}"'
     return {
         "not_cloudevent": b"<xml>not a cloudevent</xml>",
-        "unknown_type": ('{' + base + ',"type":"dev.agentos.goal.teleported.v1","data":{}}').encode(),
-        "schema": ('{' + base + ',"type":"dev.agentos.goal.submitted.v1","data":{"goal_id":1}}').encode(),
-        "oversized": ('{' + base + ',"type":"dev.agentos.goal.submitted.v1","data":{"goal_id":"g","text":"'
-                      + "y" * limit + '"}}').encode(),
+        "unknown_type": ("{" + base + ',"type":"dev.agentos.goal.teleported.v1","data":{}}').encode(),
+        "schema": ("{" + base + ',"type":"dev.agentos.goal.submitted.v1","data":{"goal_id":1}}').encode(),
+        "oversized": (
+            "{" + base + ',"type":"dev.agentos.goal.submitted.v1","data":{"goal_id":"g","text":"' + "y" * limit + '"}}'
+        ).encode(),
         "encoding": b'{"specversion":"1.0","id":"\xc3\x28","source":"s","type":"t"}',
     }[kind]
 
@@ -70,8 +73,7 @@ async def dlq_codes(bus: Bus, durable: str) -> Counter[str]:
     return codes
 
 
-async def test_one_in_five_malformed_of_a_thousand(settings: KernelSettings, pool: asyncpg.Pool,
-                                                   tenant: str) -> None:
+async def test_one_in_five_malformed_of_a_thousand(settings: KernelSettings, pool: asyncpg.Pool, tenant: str) -> None:
     bus = await Bus.connect(settings.model_copy(update={"max_event_bytes": 16 * 1024}), source="fuzz")
     await bus.provision()
     durable, schema = unique("dl"), unique("s")
@@ -96,6 +98,7 @@ async def test_one_in_five_malformed_of_a_thousand(settings: KernelSettings, poo
     async def all_done() -> bool:
         n = await pool.fetchval(f"SELECT count(*) FROM {schema}.effects")
         return n == good and consumer.dead_lettered == 200
+
     await eventually(all_done, timeout=60)
     assert await pool.fetchval(f"SELECT count(DISTINCT event_id) FROM {schema}.effects") == good
     assert await dlq_codes(bus, durable) == Counter({k: 40 for k in kinds})
@@ -114,13 +117,13 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus, tenant: s
         done.append(event.data.goal_id)
 
     durable = unique("rt")
-    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"], handler, max_deliver=3,
-                                  backoff=(0.05, 0.1)).start()
+    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"], handler, max_deliver=3, backoff=(0.05, 0.1)).start()
     await bus.publish(bus.new(GoalSubmitted(goal_id="poison", text="x"), tenant=tenant))
     await bus.publish(bus.new(GoalSubmitted(goal_id="after", text="y"), tenant=tenant))
 
     async def settled() -> bool:
         return consumer.dead_lettered == 1 and "after" in done
+
     await eventually(settled)
     assert attempts["poison"] == 3 and attempts["after"] == 1
     codes = await dlq_codes(bus, durable)
@@ -128,13 +131,15 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus, tenant: s
     await consumer.stop()
 
 
-async def test_nats_restart_loses_nothing_acknowledged(settings: KernelSettings, pool: asyncpg.Pool,
-                                                       tenant: str) -> None:
+async def test_nats_restart_loses_nothing_acknowledged(
+    settings: KernelSettings, pool: asyncpg.Pool, tenant: str
+) -> None:
     server = EmbeddedNats(Path(tempfile.mkdtemp(prefix="agentos-restart-")), sync="always")
     url = server.start()
     try:
-        await _restart_scenario(server, settings.model_copy(update={"nats_url": url, "publish_timeout_s": 30}),
-                                pool, tenant)
+        await _restart_scenario(
+            server, settings.model_copy(update={"nats_url": url, "publish_timeout_s": 30}), pool, tenant
+        )
     finally:
         server.stop()
 
@@ -143,8 +148,9 @@ async def _restart_scenario(server: EmbeddedNats, local: KernelSettings, pool: a
     bus = await Bus.connect(local, source="restart")
     await bus.provision()
     durable, schema = unique("rs"), unique("s")
-    consumer = await bus.consumer(durable, [f"agentos.{tenant}.>"],
-                                  await tracked_handler(pool, schema, durable)).start()
+    consumer = await bus.consumer(
+        durable, [f"agentos.{tenant}.>"], await tracked_handler(pool, schema, durable)
+    ).start()
     acked: list[str] = []
 
     async def publisher() -> None:
@@ -162,6 +168,7 @@ async def _restart_scenario(server: EmbeddedNats, local: KernelSettings, pool: a
 
     async def all_processed() -> bool:
         return await pool.fetchval(f"SELECT count(*) FROM {schema}.effects") == 300
+
     await eventually(all_processed, timeout=60)
     effects = [r["event_id"] for r in await pool.fetch(f"SELECT event_id FROM {schema}.effects")]
     assert sorted(effects) == sorted(acked), "every acknowledged event took effect exactly once"
@@ -175,8 +182,7 @@ async def _at_least(items: list[str], n: int) -> bool:
     return len(items) >= n
 
 
-async def test_a_postgres_outage_holds_the_message_instead_of_spending_its_deliveries(bus: Bus,
-                                                                                     tenant: str) -> None:
+async def test_a_postgres_outage_holds_the_message_instead_of_spending_its_deliveries(bus: Bus, tenant: str) -> None:
     """A handler whose Postgres is stopped (for real) is held and run again in place: with one
     delivery allowed, the event is still handled once Postgres is back, and nothing is dead-lettered."""
     from agentos_kernel.embedded import EmbeddedPostgres
@@ -203,6 +209,7 @@ async def test_a_postgres_outage_holds_the_message_instead_of_spending_its_deliv
 
         async def handled() -> bool:
             return await pool.fetchval(f"SELECT count(*) FROM {schema}.effects") == 1
+
         await eventually(handled, timeout=30, every=0.2)
         assert consumer.dead_lettered == 0
     finally:

@@ -46,17 +46,31 @@ async def dead_letters(bus: Bus, subject: str) -> list[object]:
     return found
 
 
-async def test_a_rejected_input_is_stored_redacted_and_its_original_sealed_until_erased(
-        bus: Bus, tenant: str) -> None:
-    body = json.dumps({"specversion": "1.0", "type": "dev.agentos.ticket.received.v1", "id": "x",
-                       "source": "crm", "data": {"requester_id": "cust-42", "requester_name": "Ada Lovelace",
-                                                 "description": PII, "ticket_id": 7}}).encode()
+async def test_a_rejected_input_is_stored_redacted_and_its_original_sealed_until_erased(bus: Bus, tenant: str) -> None:
+    body = json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "dev.agentos.ticket.received.v1",
+            "id": "x",
+            "source": "crm",
+            "data": {"requester_id": "cust-42", "requester_name": "Ada Lovelace", "description": PII, "ticket_id": 7},
+        }
+    ).encode()
     msg_id = f"gateway:{unique('dl')}"
-    await bus.publish_raw(dlq_subject("gateway"), body, {
-        "Nats-Msg-Id": msg_id, "AgentOS-DLQ-Stream-Seq": "0", "AgentOS-DLQ-Tenant": tenant,
-        "AgentOS-DLQ-Reason": f"data.ticket_id: input should be a string (input {PII})", "X-Contact": PII})
-    [msg] = [m for m in await dead_letters(bus, dlq_subject("gateway"))
-             if (m.headers or {}).get("Nats-Msg-Id") == msg_id]  # type: ignore[attr-defined]
+    await bus.publish_raw(
+        dlq_subject("gateway"),
+        body,
+        {
+            "Nats-Msg-Id": msg_id,
+            "AgentOS-DLQ-Stream-Seq": "0",
+            "AgentOS-DLQ-Tenant": tenant,
+            "AgentOS-DLQ-Reason": f"data.ticket_id: input should be a string (input {PII})",
+            "X-Contact": PII,
+        },
+    )
+    [msg] = [
+        m for m in await dead_letters(bus, dlq_subject("gateway")) if (m.headers or {}).get("Nats-Msg-Id") == msg_id
+    ]  # type: ignore[attr-defined]
     headers = dict(msg.headers or {})  # type: ignore[attr-defined]
     stored = (msg.data or b"") + json.dumps(headers).encode()  # type: ignore[attr-defined]
     assert not leaks(stored) and b"Ada Lovelace" not in stored
@@ -73,6 +87,7 @@ async def test_a_rejected_input_is_stored_redacted_and_its_original_sealed_until
 
         async def shredded() -> bool:
             return await guard.open_dead_letter(bus.shredder.keys, headers) is None
+
         await eventually(shredded, timeout=10)
     finally:
         await keys.close()
@@ -81,10 +96,14 @@ async def test_a_rejected_input_is_stored_redacted_and_its_original_sealed_until
 async def test_an_untyped_rejection_is_sealed_under_its_own_erasable_key(bus: Bus, tenant: str) -> None:
     msg_id = f"gateway:{unique('dl')}"
     body = b"not json at all: " + PII.encode()
-    await bus.publish_raw(dlq_subject("gateway"), body, {"Nats-Msg-Id": msg_id, "AgentOS-DLQ-Stream-Seq": "0",
-                                                          "AgentOS-DLQ-Tenant": tenant})
-    [msg] = [m for m in await dead_letters(bus, dlq_subject("gateway"))
-             if (m.headers or {}).get("Nats-Msg-Id") == msg_id]  # type: ignore[attr-defined]
+    await bus.publish_raw(
+        dlq_subject("gateway"),
+        body,
+        {"Nats-Msg-Id": msg_id, "AgentOS-DLQ-Stream-Seq": "0", "AgentOS-DLQ-Tenant": tenant},
+    )
+    [msg] = [
+        m for m in await dead_letters(bus, dlq_subject("gateway")) if (m.headers or {}).get("Nats-Msg-Id") == msg_id
+    ]  # type: ignore[attr-defined]
     headers = dict(msg.headers or {})  # type: ignore[attr-defined]
     assert not leaks(msg.data) and headers[guard.SUBJECT_HEADER] == f"dead-letter:{msg_id}"  # type: ignore[attr-defined]
     assert await guard.open_dead_letter(bus.shredder.keys, headers) == body
@@ -92,13 +111,17 @@ async def test_an_untyped_rejection_is_sealed_under_its_own_erasable_key(bus: Bu
 
     async def shredded() -> bool:  # this process forgets the key when its watch hears the purge
         return await guard.open_dead_letter(bus.shredder.keys, headers) is None
+
     await eventually(shredded, timeout=10)
 
 
 async def test_a_consumer_dead_letter_is_redacted_and_points_at_the_log(bus: Bus) -> None:
     durable = unique("dlc")
-    await bus.publish_raw(dlq_subject(durable), json.dumps({"note": PII}).encode(), {
-        "Nats-Msg-Id": f"{durable}:9", "AgentOS-DLQ-Stream-Seq": "9", "AgentOS-DLQ-Reason": PII})
+    await bus.publish_raw(
+        dlq_subject(durable),
+        json.dumps({"note": PII}).encode(),
+        {"Nats-Msg-Id": f"{durable}:9", "AgentOS-DLQ-Stream-Seq": "9", "AgentOS-DLQ-Reason": PII},
+    )
     [msg] = await dead_letters(bus, dlq_subject(durable))
     headers = dict(msg.headers or {})  # type: ignore[attr-defined]
     assert not leaks(msg.data) and not leaks(json.dumps(headers))  # type: ignore[attr-defined]
@@ -110,8 +133,12 @@ async def test_json_sent_to_postgres_is_redacted(settings: object, tenant: str) 
     try:
         async with pool.acquire() as conn:
             await conn.execute(f"CREATE TABLE {tenant} (doc jsonb, j json, plain text)")
-            await conn.execute(f"INSERT INTO {tenant} VALUES ($1, $2, $3)",
-                               json.dumps({"goal_id": "123-45-6789", "args": {"to": PII}}), json.dumps([PII]), "x")
+            await conn.execute(
+                f"INSERT INTO {tenant} VALUES ($1, $2, $3)",
+                json.dumps({"goal_id": "123-45-6789", "args": {"to": PII}}),
+                json.dumps([PII]),
+                "x",
+            )
             doc, j = await conn.fetchrow(f"SELECT doc, j FROM {tenant}")
             assert json.loads(doc)["goal_id"] == "123-45-6789" and not leaks(json.loads(doc)["args"]["to"])
             assert not leaks(j) and "[NATIONAL_ID]" in j

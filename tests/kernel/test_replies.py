@@ -32,8 +32,13 @@ async def test_a_refusal_is_raised_as_nats_py_raises_it(bus: Bus) -> None:
     with pytest.raises(nats.js.errors.NoStreamResponseError):  # no stream listens on this subject
         pub_ack(await (await bus.replies.publish(f"nostream.{unique('x')}", b"{}")))
     with pytest.raises(nats.js.errors.APIError, match="expected stream"):
-        pub_ack(await (await bus.replies.publish(
-            f"agentos.{unique('t')}.goal.submitted", b"{}", {"Nats-Expected-Stream": "NOT_THIS_ONE"})))
+        pub_ack(
+            await (
+                await bus.replies.publish(
+                    f"agentos.{unique('t')}.goal.submitted", b"{}", {"Nats-Expected-Stream": "NOT_THIS_ONE"}
+                )
+            )
+        )
 
 
 async def test_kv_direct_get_reads_the_last_value_and_skips_deletes(bus: Bus) -> None:

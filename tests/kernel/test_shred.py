@@ -19,8 +19,14 @@ from pydantic import BaseModel, Field
 
 
 def ticket(bus: Bus, tenant: str, customer: str | None, name: str, text: str) -> Event[Any]:
-    data = TicketReceived(system="zendesk", ticket_id=unique("tk"), subject=f"Help {name}", description=text,
-                          requester_id=customer, requester_name=name)
+    data = TicketReceived(
+        system="zendesk",
+        ticket_id=unique("tk"),
+        subject=f"Help {name}",
+        description=text,
+        requester_id=customer,
+        requester_name=name,
+    )
     return bus.new(data, tenant=tenant)
 
 
@@ -69,8 +75,7 @@ def test_wrong_or_missing_key_reads_as_erased() -> None:
     assert shred.open_value("plain text", None, t, "requester_name") == "plain text"
 
 
-async def test_sealed_on_publish_opened_on_decode_erased_after(bus: Bus, settings: KernelSettings,
-                                                                tenant: str) -> None:
+async def test_sealed_on_publish_opened_on_decode_erased_after(bus: Bus, settings: KernelSettings, tenant: str) -> None:
     ada, bob = unique("cust"), unique("cust")
     a = ticket(bus, tenant, ada, "Ada Lovelace", "My parcel to 12 Analytical Row never came")
     await bus.publish(a)
@@ -89,8 +94,10 @@ async def test_sealed_on_publish_opened_on_decode_erased_after(bus: Bus, setting
         assert erased.key == shred.key_name(tenant, ada) and erased.revision > 0
 
         async def forgotten() -> bool:  # every process's cache hears the purge (a KV watch)
-            return ((await bus.decode(raw, {})).data.requester_name == ERASED
-                    and (await other.decode(raw, {})).data.description == ERASED)
+            return (await bus.decode(raw, {})).data.requester_name == ERASED and (
+                await other.decode(raw, {})
+            ).data.description == ERASED
+
         await eventually(forgotten, timeout=20)
         b_raw = await stored(bus, b.id, tenant)
         assert (await other.decode(b_raw, {})).data.requester_name == "Bob Babbage"
@@ -117,6 +124,7 @@ async def test_redaction_runs_first_and_no_subject_gets_a_key_per_event(bus: Bus
 
     async def erased() -> bool:  # this process's cached key goes when its watch hears the purge
         return (await bus.decode(raw, {})).data.requester_name == ERASED
+
     await eventually(erased, timeout=20)
 
 
@@ -127,8 +135,7 @@ async def test_consumer_survives_undecryptable_fields(bus: Bus, tenant: str) -> 
     event = ticket(bus, tenant, unique("c"), "Dee", "hello")
     bogus = AESGCM(AESGCM.generate_key(bit_length=256))
     name = shred.key_name(tenant, "nobody")
-    sealed = {f: shred.seal_value("secret " + f, name, 1, bogus, event.type, f)
-              for f in ("subject", "description")}
+    sealed = {f: shred.seal_value("secret " + f, name, 1, bogus, event.type, f) for f in ("subject", "description")}
     event.data = event.data.model_copy(update=sealed)
     body = codec.encode(event)  # published as is: no key behind these tokens
     await bus.publish_raw(f"agentos.{tenant}.ticket.received", body, codec.headers_for(event))
@@ -137,6 +144,7 @@ async def test_consumer_survives_undecryptable_fields(bus: Bus, tenant: str) -> 
 
     async def handle(e: Event[Any]) -> None:
         seen.append(e)
+
     consumer = bus.consumer(unique("shred"), [f"agentos.{tenant}.ticket.received"], handle)
     await consumer.start()
     try:
@@ -157,9 +165,16 @@ async def test_least_privilege_gateway_seals_others_read_only(tmp_path: Any) -> 
     server = EmbeddedNats(tmp_path / "nats", sync="default", auth=True)
     url = server.start()
     try:
+
         def as_user(user: str) -> KernelSettings:
-            return KernelSettings(nats_url=url, state_dir=tmp_path, publish_timeout_s=5, nats_user=user,
-                                  nats_password=SecretStr(server.credentials[user]["password"]))
+            return KernelSettings(
+                nats_url=url,
+                state_dir=tmp_path,
+                publish_timeout_s=5,
+                nats_user=user,
+                nats_password=SecretStr(server.credentials[user]["password"]),
+            )
+
         admin = await Bus.connect(as_user("admin"), source="admin")
         await admin.provision()
         gateway = await Bus.connect(as_user("gateway"), source="gateway")
@@ -197,7 +212,7 @@ async def test_concurrent_requests_for_the_same_keys_never_unready_each_other(bu
         assert plan is not None
         await bus.shredder.ready(event, plan)
         await asyncio.sleep(0)  # other requests run between ready() and seal()
-        subject, body, headers = bus._prepare_inline(event)
+        subject, body, _headers = bus._prepare_inline(event)
         assert subject is not None
         return body
 

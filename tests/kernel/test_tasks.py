@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from agentos_kernel.tasks import cancel_and_wait
 
@@ -32,10 +33,8 @@ async def test_a_task_that_never_stops_is_given_up_on_after_the_timeout() -> Non
 
     async def stubborn() -> None:
         while not release.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0.02)  # running: a task cancelled before its first step just ends

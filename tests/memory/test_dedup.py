@@ -35,16 +35,23 @@ async def memory(settings: KernelSettings) -> AsyncIterator[ServiceContext]:
 
 async def propose(bus: Bus, tenant: str, goal: str, attempt: int, content: str) -> str:
     """Propose ``content`` the way the memory-keeper does (the specialist's tool); returns the entry id."""
-    data = ContextReady(task_id=f"{goal}/r0/store/a{attempt}", goal_id=goal, agent="memory-keeper",
-                        step_id="store", messages=(), manifest=ContextManifest(charter="memory-keeper@1"))
+    data = ContextReady(
+        task_id=f"{goal}/r0/store/a{attempt}",
+        goal_id=goal,
+        agent="memory-keeper",
+        step_id="store",
+        messages=(),
+        manifest=ContextManifest(charter="memory-keeper@1"),
+    )
     ctx = ToolContext(bus, bus.new(data, tenant=tenant, correlationid=goal))
     answer = await PROPOSE(ctx, {"content": content})
     return str(json.loads(answer)["proposed"])
 
 
 async def entry(pool: asyncpg.Pool, entry_id: str) -> dict[str, Any]:
-    row = await pool.fetchrow("SELECT status, reviewer, duplicate_of, refusal, task_id FROM memory.entries "
-                              "WHERE id = $1", entry_id)
+    row = await pool.fetchrow(
+        "SELECT status, reviewer, duplicate_of, refusal, task_id FROM memory.entries WHERE id = $1", entry_id
+    )
     assert row is not None, f"no entry {entry_id}"
     return dict(row)
 
@@ -54,7 +61,8 @@ async def committed(bus: Bus, tenant: str, goal: str, attempt: int = 1) -> None:
 
 
 async def test_a_replayed_proposal_and_a_retried_step_leave_one_entry(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     first = await propose(bus, tenant, "g1", 1, FINDING)
     again = await propose(bus, tenant, "g1", 1, FINDING)  # the same proposal replayed
     await eventually(lambda: _status(pool, first, "proposed"))
@@ -65,12 +73,14 @@ async def test_a_replayed_proposal_and_a_retried_step_leave_one_entry(
     await eventually(lambda: _status(pool, first, "proposed"))  # taken over by the new attempt
     await committed(bus, tenant, "g1", attempt=2)
     await eventually(lambda: _status(pool, first, "committed"))
-    assert await pool.fetchval("SELECT count(*) FROM memory.entries WHERE tenant = $1 AND kind = 'episodic'",
-                               tenant) == 1
+    assert (
+        await pool.fetchval("SELECT count(*) FROM memory.entries WHERE tenant = $1 AND kind = 'episodic'", tenant) == 1
+    )
 
 
 async def test_the_same_finding_from_a_second_run_is_refused_with_a_reason(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     original = await propose(bus, tenant, "run1", 1, FINDING)
     await committed(bus, tenant, "run1")
     await eventually(lambda: _status(pool, original, "committed"))
@@ -95,12 +105,15 @@ async def test_the_same_finding_from_a_second_run_is_refused_with_a_reason(
     async def announced() -> bool:
         refusals = [c for c in await committed_events(bus, tenant) if c.reviewer == DEDUP]
         return sorted(c.entry_ids for c in refusals) == sorted([(same,), (near,)]) and all(
-            c.status == "rejected" and original in c.reason for c in refusals)
+            c.status == "rejected" and original in c.reason for c in refusals
+        )
+
     await eventually(announced)
 
 
 async def test_two_runs_proposing_the_same_finding_at_once_commit_it_once(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     a = await propose(bus, tenant, "ra", 1, FINDING)
     b = await propose(bus, tenant, "rb", 1, FINDING)
     await eventually(lambda: _status(pool, a, "proposed"))
@@ -119,7 +132,9 @@ def test_similarity_ignores_case_punctuation_and_spacing() -> None:
     assert logic.similarity(FINDING, FINDING.replace("user", "seat")) >= 0.9
     assert logic.similarity(FINDING, "Cobalt Metrics prices by usage.") < 0.5
     assert logic.duplicate(FINDING, [("x", "Cobalt Metrics prices by usage."), ("y", FINDING.lower())], 0.9) == (
-        "y", "duplicate of committed entry y (the same text)")
+        "y",
+        "duplicate of committed entry y (the same text)",
+    )
     assert logic.duplicate(FINDING, [("x", "Cobalt Metrics prices by usage.")], 0.9) is None
 
 

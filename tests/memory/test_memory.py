@@ -40,8 +40,7 @@ async def send(bus: Bus, data: EventData, tenant: str) -> Event[Any]:
 
 
 async def search(bus: Bus, tenant: str, query: str, **options: Any) -> list[MemoryEntry]:
-    result = await bus.request(MEMORY_SEARCH, MemorySearch(tenant=tenant, query=query, **options),
-                               MemorySearchResult)
+    result = await bus.request(MEMORY_SEARCH, MemorySearch(tenant=tenant, query=query, **options), MemorySearchResult)
     assert result.error is None, result.error
     return list(result.entries)
 
@@ -59,25 +58,39 @@ async def committed_events(bus: Bus, tenant: str) -> list[MemoryCommitted]:
 
     def collect(event: Event[Any]) -> None:
         found.append(event.data)
+
     await replay(bus, [f"agentos.{tenant}.memory.committed"], collect)
     return found
 
 
 def proposal(entry_id: str, task_id: str, content: str, goal_id: str = "g1") -> MemoryProposed:
-    return MemoryProposed(entry_id=entry_id, kind="episodic", content=content, tags=("market",),
-                          agent="researcher", goal_id=goal_id, task_id=task_id, step_id="research")
+    return MemoryProposed(
+        entry_id=entry_id,
+        kind="episodic",
+        content=content,
+        tags=("market",),
+        agent="researcher",
+        goal_id=goal_id,
+        task_id=task_id,
+        step_id="research",
+    )
 
 
 def verdict(task_id: str, accepted: bool, goal_id: str = "g1") -> TaskReviewed:
-    return TaskReviewed(goal_id=goal_id, step_id="research", task_id=task_id,
-                        verdict="accepted" if accepted else "rejected", reviewer="qa")
+    return TaskReviewed(
+        goal_id=goal_id,
+        step_id="research",
+        task_id=task_id,
+        verdict="accepted" if accepted else "rejected",
+        reviewer="qa",
+    )
 
 
 async def test_proposals_are_invisible_until_qa_accepts_their_task(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     good, bad = unique("e"), unique("e")
-    sent = await send(bus, proposal(good, "g1/1/research/1", "Brightline Data raised prices by 12 percent"),
-                      tenant)
+    sent = await send(bus, proposal(good, "g1/1/research/1", "Brightline Data raised prices by 12 percent"), tenant)
     await send(bus, proposal(bad, "g1/1/research/2", "Brightline Data is going bankrupt next week"), tenant)
     await eventually(lambda: _has_status(pool, {good: "proposed", bad: "proposed"}))
     assert await ids_found(bus, tenant, "Brightline prices", kinds=("episodic",)) == set(), "not yet"
@@ -89,17 +102,23 @@ async def test_proposals_are_invisible_until_qa_accepts_their_task(
     assert [e.id for e in entries] == [good], "only the accepted proposal is visible"
     entry = entries[0]
     assert (entry.agent, entry.goal_id, entry.task_id, entry.event_id) == (
-        "researcher", "g1", "g1/1/research/1", sent.id), "full provenance"
+        "researcher",
+        "g1",
+        "g1/1/research/1",
+        sent.id,
+    ), "full provenance"
     assert entry.created_at is not None and entry.score > 0
 
     async def announced() -> bool:
         got = {(tuple(c.entry_ids), c.status, c.reviewer) for c in await committed_events(bus, tenant)}
         return got == {((good,), "committed", "qa"), ((bad,), "rejected", "qa")}
+
     await eventually(announced)
 
 
 async def test_a_proposal_arriving_after_its_review_gets_the_verdict(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     entry_id = unique("e")
     await send(bus, verdict("g1/1/late/1", accepted=True), tenant)
     await eventually(lambda: _reviewed(pool, tenant, "g1/1/late/1"))
@@ -108,11 +127,11 @@ async def test_a_proposal_arriving_after_its_review_gets_the_verdict(
 
     async def announced() -> bool:
         return [c.entry_ids for c in await committed_events(bus, tenant)] == [(entry_id,)]
+
     await eventually(announced)
 
 
-async def test_human_review_commits_by_ids(memory: ServiceContext, bus: Bus, pool: asyncpg.Pool,
-                                           tenant: str) -> None:
+async def test_human_review_commits_by_ids(memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
     keep, drop = unique("e"), unique("e")
     await send(bus, proposal(keep, "g1/1/r/1", "Deltaforge BI opened a Berlin office"), tenant)
     await send(bus, proposal(drop, "g1/1/r/1", "Deltaforge BI office rumour from a forum"), tenant)
@@ -126,12 +145,14 @@ async def test_human_review_commits_by_ids(memory: ServiceContext, bus: Bus, poo
 
 
 async def test_working_memory_is_scoped_to_its_goal_and_dropped_on_rejection(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     goal, other = unique("g"), unique("g")
     task_id = f"{goal}/1/research/1"
     output = {"summary": "Pricing   of Brightline Data\nand Cobalt Metrics", "sources": ["a.com", "b.com"]}
-    await send(bus, TaskCompleted(task_id=task_id, goal_id=goal, step_id="research", agent="researcher",
-                                  output=output), tenant)
+    await send(
+        bus, TaskCompleted(task_id=task_id, goal_id=goal, step_id="research", agent="researcher", output=output), tenant
+    )
     working_id = logic.working_entry_id(task_id)
     await eventually(lambda: _has_status(pool, {working_id: "committed"}))
 
@@ -149,8 +170,7 @@ async def test_working_memory_is_scoped_to_its_goal_and_dropped_on_rejection(
     assert working_id not in await ids_found(bus, tenant, "pricing Brightline", goal_id=goal)
 
 
-async def test_curated_files_are_loaded_and_guide_every_writer(memory: ServiceContext, bus: Bus,
-                                                               tenant: str) -> None:
+async def test_curated_files_are_loaded_and_guide_every_writer(memory: ServiceContext, bus: Bus, tenant: str) -> None:
     found = await search(bus, tenant, "write the final report for the customer")
     tone = [e for e in found if e.source == "tone-guidelines.md"]
     assert tone and tone[0].content.startswith("# Tone guidelines (house style)")
@@ -165,15 +185,18 @@ async def test_curated_files_are_loaded_and_guide_every_writer(memory: ServiceCo
 
 
 async def test_a_changed_curated_file_updates_its_entry(
-        settings: KernelSettings, bus: Bus, pool: asyncpg.Pool, tenant: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: KernelSettings, bus: Bus, pool: asyncpg.Pool, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     note = tmp_path / "pricing-policy.md"
     note.write_text(f"---\ntags: [pricing]\ntenant: {tenant}\n---\n# Pricing\nDiscounts need approval.\n")
     monkeypatch.setenv("AGENTOS_KNOWLEDGE_DIR", str(tmp_path))
     ctx = await start_service("memory", setup, settings, database=True)  # a second replica
     try:
-        assert [e.content for e in await search(bus, tenant, "discounts approval", kinds=("semantic",))
-                if e.source == note.name] == ["# Pricing\nDiscounts need approval."]
+        assert [
+            e.content
+            for e in await search(bus, tenant, "discounts approval", kinds=("semantic",))
+            if e.source == note.name
+        ] == ["# Pricing\nDiscounts need approval."]
         assert "semantic:pricing-policy.md" not in await ids_found(bus, unique("t"), "discounts approval")
         note.write_text(f"---\ntags: [pricing]\ntenant: {tenant}\n---\n# Pricing\nDiscounts need a VP.\n")
         assert await knowledge.load(pool, tmp_path) == 1
@@ -185,17 +208,18 @@ async def test_a_changed_curated_file_updates_its_entry(
 
 
 def test_bad_curated_files_are_named_in_the_error() -> None:
-    with pytest.raises(ConfigError, match="'a.md'.*YAML"):
+    with pytest.raises(ConfigError, match=r"'a.md'.*YAML"):
         knowledge.parse("a.md", "---\ntags: [unclosed\n---\nbody")
-    with pytest.raises(ConfigError, match="'b.md'.*never closed"):
+    with pytest.raises(ConfigError, match=r"'b.md'.*never closed"):
         knowledge.parse("b.md", "---\ntags: []\nbody")
-    with pytest.raises(ConfigError, match="'c.md'.*tenant"):
+    with pytest.raises(ConfigError, match=r"'c.md'.*tenant"):
         knowledge.parse("c.md", "---\ntenant: Not A Token\n---\nbody")
     assert knowledge.parse("d.md", "plain body\n").tenant == "*"
 
 
-async def test_the_most_relevant_entry_ranks_first(memory: ServiceContext, bus: Bus, pool: asyncpg.Pool,
-                                                   tenant: str) -> None:
+async def test_the_most_relevant_entry_ranks_first(
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     texts = {
         "best": "Cobalt Metrics pricing: Cobalt Metrics cut its pricing for small teams in 2025",
         "some": "Cobalt Metrics hired a new head of sales",
@@ -228,7 +252,8 @@ async def test_a_malformed_request_gets_an_error_reply(memory: ServiceContext, b
 
 
 async def test_duplicates_and_redeliveries_change_nothing(
-        memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str) -> None:
+    memory: ServiceContext, bus: Bus, pool: asyncpg.Pool, tenant: str
+) -> None:
     entry_id = unique("e")
     await send(bus, proposal(entry_id, "g1/1/dup/1", "Brightline Data won a retail customer"), tenant)
     await send(bus, proposal(entry_id, "g1/1/dup/1", "Brightline Data won a retail customer"), tenant)
@@ -236,13 +261,18 @@ async def test_duplicates_and_redeliveries_change_nothing(
 
     service = MemoryService(pool, bus)
     review = bus.new(verdict("g1/1/dup/1", accepted=True), tenant=tenant)
-    done = bus.new(TaskCompleted(task_id="g1/1/dup/1", goal_id="g1", step_id="dup", agent="a",
-                                 output={"x": 1}), tenant=tenant)
+    done = bus.new(
+        TaskCompleted(task_id="g1/1/dup/1", goal_id="g1", step_id="dup", agent="a", output={"x": 1}), tenant=tenant
+    )
     for event in (review, review, done, done):
         await service.handle(event)  # as if JetStream redelivered each one
     assert await pool.fetchval("SELECT count(*) FROM memory.entries WHERE id = $1", entry_id) == 1
-    assert await pool.fetchval("SELECT count(*) FROM memory.entries WHERE task_id = $1 AND tenant = $2",
-                               "g1/1/dup/1", tenant) == 2, "the proposal and one working entry"
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM memory.entries WHERE task_id = $1 AND tenant = $2", "g1/1/dup/1", tenant
+        )
+        == 2
+    ), "the proposal and one working entry"
     assert await status_of(pool, entry_id) == "committed"
     assert [c.entry_ids for c in await committed_events(bus, tenant)] == [(entry_id,)]
 
@@ -256,16 +286,16 @@ def test_working_summary_is_compact_and_bounded() -> None:
     output = {"report": "word " * 5000, "table": [{"a": i} for i in range(500)], "ok": True}
     text = logic.summarize_output(output, 4000)
     assert len(text) <= 4000 and text.endswith("ok: true")
-    assert text.startswith("report: word word") and "\ntable: [{\"a\": 0}" in text
+    assert text.startswith("report: word word") and '\ntable: [{"a": 0}' in text
     assert logic.summarize_output({}) == "(empty output)"
 
 
 async def _has_status(pool: asyncpg.Pool, expected: dict[str, str]) -> bool:
-    rows = await pool.fetch("SELECT id, status FROM memory.entries WHERE id = ANY($1::text[])",
-                            list(expected))
+    rows = await pool.fetch("SELECT id, status FROM memory.entries WHERE id = ANY($1::text[])", list(expected))
     return {r["id"]: r["status"] for r in rows} == expected
 
 
 async def _reviewed(pool: asyncpg.Pool, tenant: str, task_id: str) -> bool:
-    return bool(await pool.fetchval("SELECT 1 FROM memory.task_reviews WHERE tenant = $1 AND task_id = $2",
-                                    tenant, task_id))
+    return bool(
+        await pool.fetchval("SELECT 1 FROM memory.task_reviews WHERE tenant = $1 AND task_id = $2", tenant, task_id)
+    )

@@ -126,9 +126,7 @@ def user(text: str) -> list[dict[str, Any]]:
 
 async def ask(server: OfflineModelServer, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
     kwargs.setdefault("model", "openai/offline-fast")
-    return await litellm.acompletion(
-        api_base=server.url, api_key="offline", messages=messages, num_retries=0, **kwargs
-    )
+    return await litellm.acompletion(api_base=server.url, api_key="offline", messages=messages, num_retries=0, **kwargs)
 
 
 def test_server_binds_loopback_on_a_free_port(server: OfflineModelServer) -> None:
@@ -145,7 +143,9 @@ async def test_plain_text_is_deterministic_with_usage(server: OfflineModelServer
     assert first.usage.prompt_tokens > 0 and first.usage.completion_tokens > 0
     assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
     assert (first.usage.prompt_tokens, first.usage.completion_tokens) == (
-        second.usage.prompt_tokens, second.usage.completion_tokens)
+        second.usage.prompt_tokens,
+        second.usage.completion_tokens,
+    )
 
 
 async def test_times_limits_a_rule_to_its_first_matches(server: OfflineModelServer) -> None:
@@ -253,8 +253,9 @@ async def test_refusal_fault(server: OfflineModelServer) -> None:
     resp = await ask(server, user("FAULT-REFUSE"))
     assert resp.choices[0].message.content == REFUSAL_TEXT
     async with httpx.AsyncClient() as client:
-        raw = await client.post(f"{server.url}/chat/completions",
-                                json={"model": "offline-fast", "messages": user("FAULT-REFUSE")})
+        raw = await client.post(
+            f"{server.url}/chat/completions", json={"model": "offline-fast", "messages": user("FAULT-REFUSE")}
+        )
     assert raw.json()["choices"][0]["message"]["refusal"] == REFUSAL_TEXT
 
 
@@ -271,8 +272,12 @@ async def test_streaming_through_litellm(server: OfflineModelServer) -> None:
 
 
 async def test_raw_stream_ends_with_done_and_usage(server: OfflineModelServer) -> None:
-    body = {"model": "offline-fast", "messages": user("search the web now"), "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "offline-fast",
+        "messages": user("search the web now"),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     async with httpx.AsyncClient() as client:
         resp = await client.post(f"{server.url}/chat/completions", json=body)
     events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
@@ -292,12 +297,11 @@ async def test_raw_stream_ends_with_done_and_usage(server: OfflineModelServer) -
         (b'{"model": "offline-fast", "messages": [{"role": "wizard", "content": "x"}]}', "role"),
     ],
 )
-async def test_bad_requests_get_openai_style_400(
-    server: OfflineModelServer, content: bytes, needle: str
-) -> None:
+async def test_bad_requests_get_openai_style_400(server: OfflineModelServer, content: bytes, needle: str) -> None:
     async with httpx.AsyncClient() as client:
-        resp = await client.post(f"{server.url}/chat/completions", content=content,
-                                 headers={"content-type": "application/json"})
+        resp = await client.post(
+            f"{server.url}/chat/completions", content=content, headers={"content-type": "application/json"}
+        )
     assert resp.status_code == 400
     error = resp.json()["error"]
     assert error["type"] == "invalid_request_error" and needle in error["message"]
@@ -321,8 +325,7 @@ def test_generate_from_schema_is_deterministic_and_valid() -> None:
         },
         "required": ["name"],
     }
-    schema = {"type": "object", "properties": {"node": {"$ref": "#/definitions/Node"}},
-              "definitions": {"Node": node}}
+    schema = {"type": "object", "properties": {"node": {"$ref": "#/definitions/Node"}}, "definitions": {"Node": node}}
     value = generate_from_schema(schema, "seed text")
     assert value == generate_from_schema(schema, "seed text")
     jsonschema.validate(value, schema)
@@ -342,8 +345,9 @@ def test_request_facts_read_agent_parts_and_tool_results() -> None:
 
 def test_scenario_validation_and_loading(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="unique"):
-        Scenario.model_validate({"rules": [{"name": "a", "respond": {"content": "x"}},
-                                           {"name": "a", "respond": {"content": "y"}}]})
+        Scenario.model_validate(
+            {"rules": [{"name": "a", "respond": {"content": "x"}}, {"name": "a", "respond": {"content": "y"}}]}
+        )
     with pytest.raises(ValidationError, match="exactly one"):
         Scenario.model_validate({"rules": [{"name": "a", "respond": {"content": "x", "fault": "timeout"}}]})
     with pytest.raises(ValidationError):
@@ -372,8 +376,7 @@ def test_cli_prints_url_and_serves(tmp_path: Path) -> None:
         assert process.wait(timeout=10) == 0
 
 
-async def test_openai_models_skip_the_openai_sdk(server: OfflineModelServer,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_openai_models_skip_the_openai_sdk(server: OfflineModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """``agentos_kernel.llm`` sends ``openai/`` calls through litellm's own HTTP handler (less CPU
     per call); a litellm upgrade that drops the switch fails here instead of silently costing more."""
     from agentos_kernel.llm import LLM, ModelRegistry, ModelSpec
@@ -382,8 +385,19 @@ async def test_openai_models_skip_the_openai_sdk(server: OfflineModelServer,
         raise AssertionError("the OpenAI SDK path was used")
 
     monkeypatch.setattr(litellm.main.openai_chat_completions, "completion", sdk)
-    llm = LLM(ModelRegistry(models=(ModelSpec(alias="fast", model="openai/offline-fast", api_base=server.url,
-                                              input_cost_per_token=1e-6, output_cost_per_token=2e-6),)))
+    llm = LLM(
+        ModelRegistry(
+            models=(
+                ModelSpec(
+                    alias="fast",
+                    model="openai/offline-fast",
+                    api_base=server.url,
+                    input_cost_per_token=1e-6,
+                    output_cost_per_token=2e-6,
+                ),
+            )
+        )
+    )
     assert os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] == "True"
     response, calls = await llm.complete(["fast"], user("What is NATS JetStream?"))
     assert response.choices[0].message.content == default_text("What is NATS JetStream?")
@@ -398,17 +412,28 @@ async def test_openai_organization_and_project_headers_are_sent(monkeypatch: pyt
     from agentos_kernel.llm import LLM, ModelRegistry, ModelSpec
 
     seen: list[dict[str, str]] = []
-    answer = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+    answer = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+    ).encode()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
         headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in head[1:] if ln)}
         await reader.readexactly(int(headers.get("content-length", "0")))
         seen.append(headers)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                     + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(answer)).encode()
+            + b"\r\n\r\n"
+            + answer
+        )
         await writer.drain()
         writer.close()
 
@@ -417,8 +442,9 @@ async def test_openai_organization_and_project_headers_are_sent(monkeypatch: pyt
     monkeypatch.setenv("OPENAI_ORG_ID", "org-acme")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-ingest")
     try:
-        llm = LLM(ModelRegistry(models=(ModelSpec(alias="fast", model="openai/m",
-                                                  api_base=f"http://127.0.0.1:{port}/v1"),)))
+        llm = LLM(
+            ModelRegistry(models=(ModelSpec(alias="fast", model="openai/m", api_base=f"http://127.0.0.1:{port}/v1"),))
+        )
         response, _ = await llm.complete(["fast"], user("hi"))
     finally:
         server.close()

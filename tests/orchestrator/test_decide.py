@@ -38,8 +38,14 @@ def world_with(steps: list[PlanStep], limits: Limits | None = None, agents: dict
     world = World()
     for name, capacity in (agents if agents is not None else {"research": 2, "qa": 1}).items():
         charter = Charter(name=name, capabilities=(name,), model="fast")
-        apply(world, ev(AgentAnnounced(agent=name, version="1", capabilities=(name,), instance="i1",
-                                       capacity=capacity, charter=charter)))
+        apply(
+            world,
+            ev(
+                AgentAnnounced(
+                    agent=name, version="1", capabilities=(name,), instance="i1", capacity=capacity, charter=charter
+                )
+            ),
+        )
     apply(world, ev(GoalSubmitted(goal_id="g", text="goal", limits=limits or Limits())))
     apply(world, ev(GoalPlanned(goal_id="g", revision=0, steps=tuple(steps), planner="workflow:t")))
     return world
@@ -76,8 +82,9 @@ def test_capacity_is_respected_and_waiting_work_escalates_but_is_kept() -> None:
 
 
 def test_work_no_registered_agent_serves_is_held_at_once_never_given_to_another() -> None:
-    world = world_with([step("a"), PlanStep(step_id="t", capability="triage", instruction="triage it")],
-                       agents={"research": 2})
+    world = world_with(
+        [step("a"), PlanStep(step_id="t", capability="triage", instruction="triage it")], agents={"research": 2}
+    )
     goal = world.goals["g"]
     first = decide(world, goal, NOW + 1, wait_timeout=30)
     assert [a.step_id for a in emitted(first, TaskAssigned)] == ["a"], "triage work never goes to research"
@@ -107,8 +114,10 @@ def test_a_goal_whose_intent_no_agent_serves_is_held_before_planning() -> None:
 
 def announce(world: World, name: str) -> None:
     charter = Charter(name=name, capabilities=(name,), model="fast")
-    apply(world, ev(AgentAnnounced(agent=name, version="1", capabilities=(name,), instance="i1", capacity=1,
-                                   charter=charter)))
+    apply(
+        world,
+        ev(AgentAnnounced(agent=name, version="1", capabilities=(name,), instance="i1", capacity=1, charter=charter)),
+    )
 
 
 def test_same_state_gives_the_same_commands_with_the_same_ids() -> None:
@@ -120,15 +129,35 @@ def test_same_state_gives_the_same_commands_with_the_same_ids() -> None:
 
 def run_attempt(world: World, sid: str, attempt: int, *, ok: bool, at: float, cost: float = 0.0) -> None:
     tid = f"g/r{world.goals['g'].revision}/{sid}/a{attempt}"
-    apply(world, ev(TaskAssigned(task_id=tid, goal_id="g", step_id=sid, attempt=attempt, agent="research",
-                                 capability="research", instruction="x", goal_text="goal"), at))
+    apply(
+        world,
+        ev(
+            TaskAssigned(
+                task_id=tid,
+                goal_id="g",
+                step_id=sid,
+                attempt=attempt,
+                agent="research",
+                capability="research",
+                instruction="x",
+                goal_text="goal",
+            ),
+            at,
+        ),
+    )
     usage = Usage(calls=(ModelCall(model="m", ok=True, cost_usd=cost, input_tokens=10),))
     if ok:
-        apply(world, ev(TaskCompleted(task_id=tid, goal_id="g", step_id=sid, agent="research", output={"k": 1},
-                                      usage=usage), at))
+        apply(
+            world,
+            ev(
+                TaskCompleted(task_id=tid, goal_id="g", step_id=sid, agent="research", output={"k": 1}, usage=usage), at
+            ),
+        )
     else:
-        apply(world, ev(TaskFailed(task_id=tid, goal_id="g", step_id=sid, agent="research", reason="boom",
-                                   usage=usage), at))
+        apply(
+            world,
+            ev(TaskFailed(task_id=tid, goal_id="g", step_id=sid, agent="research", reason="boom", usage=usage), at),
+        )
 
 
 def test_failures_retry_with_backoff_then_replan_then_fail() -> None:
@@ -165,8 +194,19 @@ def test_review_gate_and_completion() -> None:
     review = emitted(decide(world, goal, NOW + 2), TaskAssigned)
     assert review[0].review_of == "a" and review[0].capability == "qa"
     apply(world, ev(review[0], 2))
-    apply(world, ev(TaskCompleted(task_id=review[0].task_id, goal_id="g", step_id="a", agent="qa",
-                                  output={"verdict": "accepted", "feedback": "ok"}), 3))
+    apply(
+        world,
+        ev(
+            TaskCompleted(
+                task_id=review[0].task_id,
+                goal_id="g",
+                step_id="a",
+                agent="qa",
+                output={"verdict": "accepted", "feedback": "ok"},
+            ),
+            3,
+        ),
+    )
     verdict = decide(world, goal, NOW + 3)
     for c in verdict:
         apply(world, ev(c.data, 3))
@@ -185,20 +225,56 @@ def test_an_outage_pauses_a_step_without_spending_its_retries_or_the_goals_steps
         [assigned] = emitted(decide(world, goal, NOW + at), TaskAssigned)
         assert assigned.attempt == n
         apply(world, ev(assigned, at))
-        apply(world, ev(TaskFailed(task_id=assigned.task_id, goal_id="g", step_id="a", agent="research",
-                                   reason="policy denied the model call (unavailable): policy store (Postgres) "
-                                          "unavailable (ConnectionRefusedError)", code="unavailable"), at))
+        apply(
+            world,
+            ev(
+                TaskFailed(
+                    task_id=assigned.task_id,
+                    goal_id="g",
+                    step_id="a",
+                    agent="research",
+                    reason="policy denied the model call (unavailable): policy store (Postgres) "
+                    "unavailable (ConnectionRefusedError)",
+                    code="unavailable",
+                ),
+                at,
+            ),
+        )
         pause = min(0.5 * 2 ** (n - 1), 30.0)
         assert decide(world, goal, NOW + at + pause - 0.01) == [], "backing off"
         at += pause
     assert goal.steps["a"].attempts_counted == 0 and goal.replans == 0
     [assigned] = emitted(decide(world, goal, NOW + at), TaskAssigned)
     apply(world, ev(assigned, at))
-    apply(world, ev(TaskFailed(task_id=assigned.task_id, goal_id="g", step_id="a", agent="research",
-                               reason="tool loop exceeded", code="tool_loop"), at))
+    apply(
+        world,
+        ev(
+            TaskFailed(
+                task_id=assigned.task_id,
+                goal_id="g",
+                step_id="a",
+                agent="research",
+                reason="tool loop exceeded",
+                code="tool_loop",
+            ),
+            at,
+        ),
+    )
     [retried] = emitted(decide(world, goal, NOW + at + 1), TaskAssigned)  # the one retry is still there
     apply(world, ev(retried, at + 1))
-    apply(world, ev(TaskFailed(task_id=retried.task_id, goal_id="g", step_id="a", agent="research",
-                               reason="tool loop exceeded", code="tool_loop"), at + 1))
+    apply(
+        world,
+        ev(
+            TaskFailed(
+                task_id=retried.task_id,
+                goal_id="g",
+                step_id="a",
+                agent="research",
+                reason="tool loop exceeded",
+                code="tool_loop",
+            ),
+            at + 1,
+        ),
+    )
     [failed] = emitted(decide(world, goal, NOW + at + 3), GoalFailed)
     assert failed.code == "max_retries"

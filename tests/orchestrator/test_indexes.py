@@ -39,9 +39,11 @@ def ev(data: EventData, at: float) -> Event[Any]:
 
 
 def plan(goal_id: str, revision: int, review: bool) -> GoalPlanned:
-    steps = (PlanStep(step_id="a", capability="research", instruction="a", review=review),
-             PlanStep(step_id="b", capability="research", instruction="b"),
-             PlanStep(step_id="c", capability="research", instruction="c", depends_on=("a", "b")))
+    steps = (
+        PlanStep(step_id="a", capability="research", instruction="a", review=review),
+        PlanStep(step_id="b", capability="research", instruction="b"),
+        PlanStep(step_id="c", capability="research", instruction="c", depends_on=("a", "b")),
+    )
     return GoalPlanned(goal_id=goal_id, revision=revision, steps=steps, planner="workflow:t")
 
 
@@ -70,11 +72,28 @@ def check(world: World) -> None:
 
 # One move: (kind, goal index, a small number used to pick a task, a capacity or a revision).
 # Deciding and announcing capacity are weighted up: they make steps wait and then get assigned.
-KINDS = ["submit", "plan", "decide", "decide", "decide", "start", "complete", "complete", "fail", "fail-final",
-         "announce", "announce", "retire", "end", "duplicate"]
-moves = st.lists(st.tuples(st.sampled_from(KINDS),
-                           st.integers(0, len(GOALS) - 1), st.integers(0, 7), st.integers(0, 3)),
-                 min_size=1, max_size=80)
+KINDS = [
+    "submit",
+    "plan",
+    "decide",
+    "decide",
+    "decide",
+    "start",
+    "complete",
+    "complete",
+    "fail",
+    "fail-final",
+    "announce",
+    "announce",
+    "retire",
+    "end",
+    "duplicate",
+]
+moves = st.lists(
+    st.tuples(st.sampled_from(KINDS), st.integers(0, len(GOALS) - 1), st.integers(0, 7), st.integers(0, 3)),
+    min_size=1,
+    max_size=80,
+)
 
 
 def task_fact(kind: str, goal: Any, task: str, pick: int) -> EventData:
@@ -84,10 +103,22 @@ def task_fact(kind: str, goal: Any, task: str, pick: int) -> EventData:
         return TaskStarted(task_id=task, goal_id=goal.goal_id, agent="research", instance="i0")
     if kind == "complete":
         verdict = "accepted" if pick % 3 else "rejected"
-        return TaskCompleted(task_id=task, goal_id=goal.goal_id, step_id=step_id, agent="research",
-                             output={"answer": "x", "verdict": verdict, "feedback": "more"})
-    return TaskFailed(task_id=task, goal_id=goal.goal_id, step_id=step_id, agent="research",
-                      reason="broke", retryable=kind == "fail", code="error")
+        return TaskCompleted(
+            task_id=task,
+            goal_id=goal.goal_id,
+            step_id=step_id,
+            agent="research",
+            output={"answer": "x", "verdict": verdict, "feedback": "more"},
+        )
+    return TaskFailed(
+        task_id=task,
+        goal_id=goal.goal_id,
+        step_id=step_id,
+        agent="research",
+        reason="broke",
+        retryable=kind == "fail",
+        code="error",
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -121,13 +152,24 @@ def test_indexes_equal_a_full_recomputation(script: list[tuple[str, int, int, in
         elif kind == "announce":
             agent = AGENTS[pick % 2]
             charter = Charter(name=agent, capabilities=(agent,), model="fast")
-            fold(AgentAnnounced(agent=agent, version="1", capabilities=(agent,), instance=f"i{n % 2}",
-                                capacity=1 + n, charter=charter))
+            fold(
+                AgentAnnounced(
+                    agent=agent,
+                    version="1",
+                    capabilities=(agent,),
+                    instance=f"i{n % 2}",
+                    capacity=1 + n,
+                    charter=charter,
+                )
+            )
         elif kind == "retire":
             fold(AgentRetired(agent=AGENTS[pick % 2], instance=f"i{n % 2}"))
         elif kind == "end" and goal is not None:
-            fold(GoalCompleted(goal_id=goal_id, result="done") if pick % 2 else
-                 GoalFailed(goal_id=goal_id, code="deadline", reason="late"))
+            fold(
+                GoalCompleted(goal_id=goal_id, result="done")
+                if pick % 2
+                else GoalFailed(goal_id=goal_id, code="deadline", reason="late")
+            )
         elif kind == "duplicate" and applied:
             apply(world, applied[pick % len(applied)])  # a redelivery changes nothing
         check(world)
@@ -149,14 +191,28 @@ def test_a_goal_leaves_the_waiting_index_when_its_step_is_assigned() -> None:
     for command in held:
         apply(world, ev(command.data, 1))  # type: ignore[union-attr]
     charter = Charter(name="research", capabilities=("research",), model="fast")
-    apply(world, ev(AgentAnnounced(agent="research", version="1", capabilities=("research",), instance="i1",
-                                   capacity=1, charter=charter), 2))
+    apply(
+        world,
+        ev(
+            AgentAnnounced(
+                agent="research", version="1", capabilities=("research",), instance="i1", capacity=1, charter=charter
+            ),
+            2,
+        ),
+    )
     for command in decide(world, goal, T0.timestamp() + 3):
         apply(world, ev(command.data, 3))  # type: ignore[union-attr]
     assert world.inflight("research") == 1 and list(world.waiting) == ["g1"]  # step b still waits
     done = next(iter(goal.tasks))
-    apply(world, ev(TaskCompleted(task_id=done, goal_id="g1", step_id=goal.tasks[done][0], agent="research",
-                                  output={"answer": "x"}), 4))
+    apply(
+        world,
+        ev(
+            TaskCompleted(
+                task_id=done, goal_id="g1", step_id=goal.tasks[done][0], agent="research", output={"answer": "x"}
+            ),
+            4,
+        ),
+    )
     assert world.inflight("research") == 0
     for command in decide(world, goal, T0.timestamp() + 5):
         apply(world, ev(command.data, 5))  # type: ignore[union-attr]

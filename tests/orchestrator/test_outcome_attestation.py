@@ -69,35 +69,67 @@ MAIL = {"subject": "Pricing", "body": "Our prices are on the website."}
 def mailer_rules(agent: str) -> list[dict[str, Any]]:
     """The mail agent: looks up, sends (unless told it never does), then always claims it sent."""
     return [
-        {"name": f"{agent}-claims-without-sending", "match": {"agent": agent, "any_user_contains": "NEVER-SENDS"},
-         "respond": {"json": {"sent": True, "summary": "mailed"}}},
-        {"name": f"{agent}-looks-up", "match": {"agent": agent, "turn": 1},
-         "respond": {"tool_calls": [{"name": "search_documents", "arguments": {"query": "pricing"}}]}},
-        {"name": f"{agent}-external", "match": {"agent": agent, "turn": 2, "any_user_contains": "EXTERNAL"},
-         "respond": {"tool_calls": [{"name": "send_email", "arguments": {"to": "jo@elsewhere.net", **MAIL}}]}},
-        {"name": f"{agent}-internal", "match": {"agent": agent, "turn": 2},
-         "respond": {"tool_calls": [{"name": "send_email", "arguments": {"to": "ops@example.com", **MAIL}}]}},
-        {"name": f"{agent}-claims", "match": {"agent": agent},
-         "respond": {"json": {"sent": True, "summary": "mailed"}}},
+        {
+            "name": f"{agent}-claims-without-sending",
+            "match": {"agent": agent, "any_user_contains": "NEVER-SENDS"},
+            "respond": {"json": {"sent": True, "summary": "mailed"}},
+        },
+        {
+            "name": f"{agent}-looks-up",
+            "match": {"agent": agent, "turn": 1},
+            "respond": {"tool_calls": [{"name": "search_documents", "arguments": {"query": "pricing"}}]},
+        },
+        {
+            "name": f"{agent}-external",
+            "match": {"agent": agent, "turn": 2, "any_user_contains": "EXTERNAL"},
+            "respond": {"tool_calls": [{"name": "send_email", "arguments": {"to": "jo@elsewhere.net", **MAIL}}]},
+        },
+        {
+            "name": f"{agent}-internal",
+            "match": {"agent": agent, "turn": 2},
+            "respond": {"tool_calls": [{"name": "send_email", "arguments": {"to": "ops@example.com", **MAIL}}]},
+        },
+        {
+            "name": f"{agent}-claims",
+            "match": {"agent": agent},
+            "respond": {"json": {"sent": True, "summary": "mailed"}},
+        },
     ]
 
 
-SCENARIO = {"models": ["offline-fast", "offline-smart"], "rules": [
-    *mailer_rules("mailer"), *mailer_rules("mailer-unlisted"),
-    {"name": "keeper-proposes", "match": {"agent": "memory-keeper", "has_tool_result": False},
-     "respond": {"tool_calls": [
-         {"name": "propose_memory", "arguments": {"content": f"Finding number {n} about the market."}}
-         for n in (1, 2, 3)]}},
-    {"name": "keeper-claims", "match": {"agent": "memory-keeper"},
-     "respond": {"json": {"stored": 3, "notes": "three findings proposed"}}},
-    {"name": "qa-accepts", "match": {"agent": "qa"}, "respond": {"json": {"verdict": "accepted", "feedback": "ok"}}},
-]}
+SCENARIO = {
+    "models": ["offline-fast", "offline-smart"],
+    "rules": [
+        *mailer_rules("mailer"),
+        *mailer_rules("mailer-unlisted"),
+        {
+            "name": "keeper-proposes",
+            "match": {"agent": "memory-keeper", "has_tool_result": False},
+            "respond": {
+                "tool_calls": [
+                    {"name": "propose_memory", "arguments": {"content": f"Finding number {n} about the market."}}
+                    for n in (1, 2, 3)
+                ]
+            },
+        },
+        {
+            "name": "keeper-claims",
+            "match": {"agent": "memory-keeper"},
+            "respond": {"json": {"stored": 3, "notes": "three findings proposed"}},
+        },
+        {
+            "name": "qa-accepts",
+            "match": {"agent": "qa"},
+            "respond": {"json": {"verdict": "accepted", "feedback": "ok"}},
+        },
+    ],
+}
 WORKFLOWS = {
     "mail": [{"step_id": "send", "capability": "mailer", "instruction": "E-mail our prices.", "review": False}],
-    "mail-unlisted": [{"step_id": "send", "capability": "mailer-unlisted", "instruction": "E-mail our prices.",
-                       "review": False}],
-    "remember": [{"step_id": "store", "capability": "memory", "instruction": "Store the findings.",
-                  "review": True}],
+    "mail-unlisted": [
+        {"step_id": "send", "capability": "mailer-unlisted", "instruction": "E-mail our prices.", "review": False}
+    ],
+    "remember": [{"step_id": "store", "capability": "memory", "instruction": "Store the findings.", "review": True}],
 }
 
 
@@ -112,15 +144,27 @@ def write_policy(folder: Path) -> None:
     shutil.copytree(default_policy_dir(), folder)
     policy = yaml.safe_load((folder / "policy.yaml").read_text())
     policy["version"] = "attestation-test"
-    policy["agents"]["mailer"] = {"team": "service", "tools": ["search_documents", "send_email"],
-                                  "read": ["library:*"], "write": ["email:outbound"]}
+    policy["agents"]["mailer"] = {
+        "team": "service",
+        "tools": ["search_documents", "send_email"],
+        "read": ["library:*"],
+        "write": ["email:outbound"],
+    }
     # Its charter lists send_email, but the policy does not let it send: every send is denied.
     policy["agents"]["mailer-unlisted"] = {"team": "service", "tools": ["search_documents"], "read": ["library:*"]}
-    policy["sequences"].append({"name": "lookup-then-external-mail", "earlier": {"tool": "search_documents"},
-                                "now": {"tool": "send_email", "external_recipient": True},
-                                "decision": "require_approval", "risk": "medium", "reason": "test"})
-    policy["rate_limits"] = [r if r["action"] != "memory_write" else {**r, "per_minute": 2}
-                             for r in policy["rate_limits"]]
+    policy["sequences"].append(
+        {
+            "name": "lookup-then-external-mail",
+            "earlier": {"tool": "search_documents"},
+            "now": {"tool": "send_email", "external_recipient": True},
+            "decision": "require_approval",
+            "risk": "medium",
+            "reason": "test",
+        }
+    )
+    policy["rate_limits"] = [
+        r if r["action"] != "memory_write" else {**r, "per_minute": 2} for r in policy["rate_limits"]
+    ]
     (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
     (folder / "tests.yaml").write_text("[]\n")
 
@@ -151,19 +195,30 @@ async def obus(settings: KernelSettings, tmp_path_factory: pytest.TempPathFactor
         model = OfflineModelServer(Scenario.model_validate(SCENARIO)).start()
         nats = EmbeddedNats(root / "nats", sync="default")
         url = nats.start()
-        for key, value in {"AGENTOS_OFFLINE_MODEL_URL": model.url, "AGENTOS_ALLOW_LLM_CALLS": "0",
-                           "AGENTOS_POLICY_DIR": root / "policy", "AGENTOS_STATE_DIR": root,
-                           "AGENTOS_WORKFLOWS_DIR": root / "workflows", "AGENTOS_CHARTERS_DIR": root / "charters",
-                           "AGENTOS_OUTBOX_DIR": root / "outbox", "AGENTOS_POLICY_APPROVAL_WAIT_S": "6",
-                           "AGENTOS_POLICY_APPROVAL_POLL_S": "0.2", "AGENTOS_TASK_ACK_WAIT_S": "3"}.items():
+        for key, value in {
+            "AGENTOS_OFFLINE_MODEL_URL": model.url,
+            "AGENTOS_ALLOW_LLM_CALLS": "0",
+            "AGENTOS_POLICY_DIR": root / "policy",
+            "AGENTOS_STATE_DIR": root,
+            "AGENTOS_WORKFLOWS_DIR": root / "workflows",
+            "AGENTOS_CHARTERS_DIR": root / "charters",
+            "AGENTOS_OUTBOX_DIR": root / "outbox",
+            "AGENTOS_POLICY_APPROVAL_WAIT_S": "6",
+            "AGENTOS_POLICY_APPROVAL_POLL_S": "0.2",
+            "AGENTOS_TASK_ACK_WAIT_S": "3",
+        }.items():
             mp.setenv(key, str(value))
         own = KernelSettings(nats_url=url, database_url=settings.database_url, state_dir=root, publish_timeout_s=20)
         bus = await Bus.connect(own, source="attestation-test")
         await bus.provision()
         try:
-            for name, module, database in [("policy", policy, True), ("memory", memory, True),
-                                           ("context-manager", context_manager, False),
-                                           ("specialist", specialist, False), ("orchestrator", orchestrator, False)]:
+            for name, module, database in [
+                ("policy", policy, True),
+                ("memory", memory, True),
+                ("context-manager", context_manager, False),
+                ("specialist", specialist, False),
+                ("orchestrator", orchestrator, False),
+            ]:
                 services.append(await start_service(name, module.setup, own, database=database))
             OUTBOX.append(root / "outbox")
             yield bus
@@ -183,8 +238,9 @@ async def logged(bus: Bus, tenant: str, cls: type[EventData]) -> list[Any]:
 
 async def submit(bus: Bus, tenant: str, workflow: str, text: str) -> str:
     goal_id = new_event_id()
-    data = GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow,
-                         limits=Limits(max_retries=0, max_replans=0, deadline_s=60))
+    data = GoalSubmitted(
+        goal_id=goal_id, text=text, workflow=workflow, limits=Limits(max_retries=0, max_replans=0, deadline_s=60)
+    )
     await bus.publish(bus.new(data, tenant=tenant, correlationid=goal_id, subject=f"goal/{goal_id}", id=goal_id))
     return goal_id
 
@@ -195,6 +251,7 @@ async def ending(bus: Bus, tenant: str, timeout: float = 90.0) -> GoalCompleted 
     async def ended() -> bool:
         found[:] = [*await logged(bus, tenant, GoalCompleted), *await logged(bus, tenant, GoalFailed)]
         return bool(found)
+
     await eventually(ended, timeout=timeout, every=0.3)
     assert len(found) == 1, found
     return found[0]
@@ -237,8 +294,9 @@ async def test_a_mail_the_policy_denied_is_not_reported_sent(obus: Bus) -> None:
     assert not await logged(obus, tenant, ActionExecuted)
 
 
-async def test_a_mail_whose_tool_failed_is_not_reported_sent(obus: Bus, monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+async def test_a_mail_whose_tool_failed_is_not_reported_sent(
+    obus: Bus, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("AGENTOS_OUTBOX_DIR", str(tmp_path / "not-a-folder"))
     tenant = unique("broken")
@@ -277,13 +335,17 @@ async def approve_everything(bus: Bus, tenant: str) -> None:
     while True:
         reply = await bus.request(POLICY_APPROVALS, ApprovalList(tenant=tenant), ApprovalListReply)
         for info in reply.approvals:
-            await bus.request(POLICY_VOTE, ApprovalVote(approval_id=info.approval_id, user="alice",
-                                                        verdict="approve", reason="fine"), ApprovalReply)
+            await bus.request(
+                POLICY_VOTE,
+                ApprovalVote(approval_id=info.approval_id, user="alice", verdict="approve", reason="fine"),
+                ApprovalReply,
+            )
         await asyncio.sleep(0.2)
 
 
 async def test_a_specialist_crash_before_the_mail_ran_sends_it_once_and_attests_it(
-        obus: Bus, settings: KernelSettings) -> None:
+    obus: Bus, settings: KernelSettings
+) -> None:
     """The specialist runs as its own process (`agentos service specialist`) and is killed with
     SIGKILL while its mail waits for the approval; a new one takes the redelivered task."""
     from agentos_specialist import service as specialist
@@ -292,15 +354,23 @@ async def test_a_specialist_crash_before_the_mail_ran_sends_it_once_and_attests_
     await stop_service(old, timeout=3)
     SERVICES.remove(old)
     env = {**os.environ, "AGENTOS_NATS_URL": old.settings.nats_url or "", "AGENTOS_LOG_LEVEL": "WARNING"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_cli", "service", "specialist",
-                                                env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentos_cli",
+        "service",
+        "specialist",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         tenant = unique("crash")
         await submit(obus, tenant, "mail", "Tell the EXTERNAL customer our prices.")
 
         async def waiting() -> bool:  # the task is waiting for the approval: nothing was sent yet
             return any(d.code == "sequence" for d in await logged(obus, tenant, PolicyDecided))
+
         await eventually(waiting, timeout=60, every=0.2)
         assert proc.returncode is None, "the specialist process took the task"
     finally:

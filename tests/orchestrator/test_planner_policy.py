@@ -32,8 +32,10 @@ from agentos_schemas.subjects import parse_type
 from tests.governance.conftest import read_body
 
 PLAN = {"steps": [{"step_id": "echo", "capability": "echo", "instruction": "Repeat the goal back."}]}
-SCENARIO = {"models": ["offline-fast", "offline-smart"], "rules": [
-    {"name": "planner", "match": {"agent": "planner"}, "respond": {"json": PLAN}}]}
+SCENARIO = {
+    "models": ["offline-fast", "offline-smart"],
+    "rules": [{"name": "planner", "match": {"agent": "planner"}, "respond": {"json": PLAN}}],
+}
 
 
 class Recorder:
@@ -85,16 +87,22 @@ async def planner_setup(settings: KernelSettings, tmp_path_factory: pytest.TempP
     recorders: list[Recorder] = []
     services: list[ServiceContext] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(server, "build_app", lambda scenario, build=server.build_app: recorders.append(
-            Recorder(build(scenario))) or recorders[-1])
+        mp.setattr(
+            server,
+            "build_app",
+            lambda scenario, build=server.build_app: recorders.append(Recorder(build(scenario))) or recorders[-1],
+        )
         model = OfflineModelServer(Scenario.model_validate(SCENARIO)).start()
         nats = EmbeddedNats(root / "nats", sync="default")
         url = nats.start()
-        for key, value in {"AGENTOS_OFFLINE_MODEL_URL": model.url, "AGENTOS_ALLOW_LLM_CALLS": "0",
-                           "AGENTOS_POLICY_DIR": root / "policy", "AGENTOS_STATE_DIR": root}.items():
+        for key, value in {
+            "AGENTOS_OFFLINE_MODEL_URL": model.url,
+            "AGENTOS_ALLOW_LLM_CALLS": "0",
+            "AGENTOS_POLICY_DIR": root / "policy",
+            "AGENTOS_STATE_DIR": root,
+        }.items():
             mp.setenv(key, str(value))
-        own = KernelSettings(nats_url=url, database_url=settings.database_url, state_dir=root,
-                             publish_timeout_s=20)
+        own = KernelSettings(nats_url=url, database_url=settings.database_url, state_dir=root, publish_timeout_s=20)
         bus = await Bus.connect(own, source="planner-policy-test")
         await bus.provision()
         try:
@@ -112,11 +120,24 @@ async def planner_setup(settings: KernelSettings, tmp_path_factory: pytest.TempP
 async def submit(bus: Bus, tenant: str, text: str) -> str:
     """Announce an ``echo`` specialist for ``tenant`` (the planner plans with its capability), then submit."""
     charter = Charter(name="echo", capabilities=("echo",), model="fast")
-    await bus.publish(bus.new(AgentAnnounced(agent="echo", version="1", capabilities=("echo",), instance="i1",
-                                             capacity=1, charter=charter), tenant=tenant))
+    await bus.publish(
+        bus.new(
+            AgentAnnounced(
+                agent="echo", version="1", capabilities=("echo",), instance="i1", capacity=1, charter=charter
+            ),
+            tenant=tenant,
+        )
+    )
     goal_id = new_event_id()
-    await bus.publish(bus.new(GoalSubmitted(goal_id=goal_id, text=text), tenant=tenant, correlationid=goal_id,
-                              subject=f"goal/{goal_id}", id=goal_id))
+    await bus.publish(
+        bus.new(
+            GoalSubmitted(goal_id=goal_id, text=text),
+            tenant=tenant,
+            correlationid=goal_id,
+            subject=f"goal/{goal_id}",
+            id=goal_id,
+        )
+    )
     return goal_id
 
 
@@ -131,6 +152,7 @@ async def first(bus: Bus, tenant: str, cls: type[EventData], timeout: float = 30
     async def there() -> bool:
         found[:] = await logged(bus, tenant, cls)
         return bool(found)
+
     await eventually(there, timeout=timeout, every=0.2)
     return found[0].data
 
@@ -158,12 +180,16 @@ async def test_planner_call_is_allowed_reserved_and_settled(planner_setup: Setup
     assert settled.cost_usd < settled.estimated_usd  # the reservation bounded the call from above
 
 
-@pytest.mark.parametrize(("prefix", "code", "why"), [
-    ("broke", "budget", "(budget, policy planner-test"),
-    ("banned", "planner_failed", "(not_allowed, policy planner-test"),
-])
+@pytest.mark.parametrize(
+    ("prefix", "code", "why"),
+    [
+        ("broke", "budget", "(budget, policy planner-test"),
+        ("banned", "planner_failed", "(not_allowed, policy planner-test"),
+    ],
+)
 async def test_a_denied_planner_call_fails_the_goal_before_any_model_call(
-        planner_setup: Setup, prefix: str, code: str, why: str) -> None:
+    planner_setup: Setup, prefix: str, code: str, why: str
+) -> None:
     bus, tenant = planner_setup.bus, unique(prefix)
     text = f"Plan something {tenant}"
     goal_id = await submit(bus, tenant, text)
@@ -192,6 +218,7 @@ async def test_the_planner_waits_out_a_restarting_policy_service(planner_setup: 
 
         async def asked() -> bool:  # ... while the planner asks (and is answered by no one)
             return any(d.data.code == "unreachable" for d in await logged(bus, tenant, PolicyDecided))
+
         await eventually(asked, timeout=20, every=0.2)
         await asyncio.sleep(2.5)
     finally:

@@ -48,8 +48,13 @@ def client(bus: Bus, **settings: Any) -> PolicyClient:
 
 async def ask(bus: Bus, tenant: str, agent: str, action: str, resource: str, **fields: Any) -> PolicyDecision:
     fields.setdefault("principal", f"agent:{agent}")
-    request = PolicyRequest(tenant=tenant, agent=agent, action=action, resource=resource,  # type: ignore[arg-type]
-                            **fields)
+    request = PolicyRequest(
+        tenant=tenant,
+        agent=agent,
+        action=action,
+        resource=resource,  # type: ignore[arg-type]
+        **fields,
+    )
     return await client(bus).decide(request)
 
 
@@ -67,6 +72,7 @@ async def logged_at_least(bus: Bus, tenant: str, cls: type[EventData], n: int, t
     async def enough() -> bool:
         found[:] = await logged(bus, tenant, cls)
         return len(found) >= n
+
     await eventually(enough, timeout=timeout, every=0.1)
     return found
 
@@ -78,15 +84,19 @@ async def logged_events(bus: Bus, tenant: str, cls: type[EventData]) -> list[Eve
 
 # -- driving the specialist's agent loop ---------------------------------------------------------
 
+
 def registry() -> ModelRegistry:
-    return ModelRegistry(models=(
-        ModelSpec(alias="fast", model="openai/offline-fast", input_cost_per_token=0.15e-6,
-                  output_cost_per_token=0.60e-6),))
+    return ModelRegistry(
+        models=(
+            ModelSpec(
+                alias="fast", model="openai/offline-fast", input_cost_per_token=0.15e-6, output_cost_per_token=0.60e-6
+            ),
+        )
+    )
 
 
 def tool_call(name: str, args: dict[str, Any], n: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(id=f"call-{name}-{n}",
-                           function=SimpleNamespace(name=name, arguments=json.dumps(args)))
+    return SimpleNamespace(id=f"call-{name}-{n}", function=SimpleNamespace(name=name, arguments=json.dumps(args)))
 
 
 class ScriptedLLM:
@@ -98,8 +108,9 @@ class ScriptedLLM:
         self.registry = registry()
         self.seen: list[list[dict[str, Any]]] = []
 
-    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
-                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+    async def complete(
+        self, chain: list[str], messages: list[dict[str, Any]], **kwargs: Any
+    ) -> tuple[Any, list[ModelCall]]:
         self.seen.append([dict(m) for m in messages])
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, dict):
@@ -107,22 +118,32 @@ class ScriptedLLM:
         else:
             message = SimpleNamespace(content=None, tool_calls=step)
         response = SimpleNamespace(choices=[SimpleNamespace(message=message)])
-        return response, [ModelCall(model="openai/offline-fast", ok=True, input_tokens=300, output_tokens=100,
-                                    cost_usd=self.cost)]
+        return response, [
+            ModelCall(model="openai/offline-fast", ok=True, input_tokens=300, output_tokens=100, cost_usd=self.cost)
+        ]
 
 
 def charter(name: str, tools: tuple[str, ...] = (), **extra: Any) -> Charter:
-    fields: dict[str, Any] = {"model": "fast", "budget_usd": 5.0,
-                              "output_schema": {"type": "object", "required": ["answer"]}, **extra}
+    fields: dict[str, Any] = {
+        "model": "fast",
+        "budget_usd": 5.0,
+        "output_schema": {"type": "object", "required": ["answer"]},
+        **extra,
+    }
     return Charter(name=name, capabilities=(name,), tools=tools, **fields)
 
 
-def context_event(bus: Bus, tenant: str, agent: str, goal_id: str, task_id: str,
-                  text: str = "Do the task.") -> Event[ContextReady]:
-    data = ContextReady(task_id=task_id, goal_id=goal_id, agent=agent, step_id="s1",
-                        messages=({"role": "system", "content": f"agent: {agent}"},
-                                  {"role": "user", "content": text}),
-                        manifest=ContextManifest(charter=f"{agent}@1"))
+def context_event(
+    bus: Bus, tenant: str, agent: str, goal_id: str, task_id: str, text: str = "Do the task."
+) -> Event[ContextReady]:
+    data = ContextReady(
+        task_id=task_id,
+        goal_id=goal_id,
+        agent=agent,
+        step_id="s1",
+        messages=({"role": "system", "content": f"agent: {agent}"}, {"role": "user", "content": text}),
+        manifest=ContextManifest(charter=f"{agent}@1"),
+    )
     return bus.new(data, tenant=tenant, correlationid=goal_id)
 
 

@@ -26,17 +26,38 @@ async def cli(settings: KernelSettings, *args: str) -> Result:
 
 
 async def delete_record(bus: Bus, tenant: str, call: str) -> PolicyDecision:
-    return await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
-                     goal_id="g", task_id="t", call_id=call, args={"id": call})
+    return await ask(
+        bus,
+        tenant,
+        "finance",
+        "tool_call",
+        "delete_record",
+        tool="delete_record",
+        goal_id="g",
+        task_id="t",
+        call_id=call,
+        args={"id": call},
+    )
 
 
 async def transfer(bus: Bus, tenant: str, call: str) -> PolicyDecision:
-    return await ask(bus, tenant, "finance", "outside_action", "bank:payments", tool="transfer_funds",
-                     goal_id=unique("g"), task_id="t", call_id=call, args={"amount": "100", "to": "ACME"})
+    return await ask(
+        bus,
+        tenant,
+        "finance",
+        "outside_action",
+        "bank:payments",
+        tool="transfer_funds",
+        goal_id=unique("g"),
+        task_id="t",
+        call_id=call,
+        args={"amount": "100", "to": "ACME"},
+    )
 
 
-async def test_approve_then_the_same_call_is_allowed(bus: Bus, settings: KernelSettings,
-                                                     policy_service: ServiceContext, tenant: str) -> None:
+async def test_approve_then_the_same_call_is_allowed(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     first = await delete_record(bus, tenant, "c1")
     assert first.decision == "require_approval" and first.approval_id
     listed = await cli(settings, "approvals", "--tenant", tenant, "--json")
@@ -51,8 +72,9 @@ async def test_approve_then_the_same_call_is_allowed(bus: Bus, settings: KernelS
     assert [(d.status, d.decided_by) for d in decided] == [("approved", ("alice",))]
 
 
-async def test_reject_denies_with_the_reason(bus: Bus, settings: KernelSettings, policy_service: ServiceContext,
-                                             tenant: str) -> None:
+async def test_reject_denies_with_the_reason(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     first = await delete_record(bus, tenant, "c2")
     assert first.approval_id
     result = await cli(settings, "reject", first.approval_id, "--as", "bob", "--reason", "wrong customer")
@@ -63,8 +85,7 @@ async def test_reject_denies_with_the_reason(bus: Bus, settings: KernelSettings,
     assert late.exit_code == 1 and "already rejected" in late.output
 
 
-async def test_two_person_rule(bus: Bus, settings: KernelSettings, policy_service: ServiceContext,
-                               tenant: str) -> None:
+async def test_two_person_rule(bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str) -> None:
     first = await transfer(bus, tenant, "c3")
     assert first.decision == "require_approval" and first.risk == "high" and first.approval_id
     one = await cli(settings, "approve", first.approval_id, "--as", "alice")
@@ -82,31 +103,36 @@ async def test_two_person_rule(bus: Bus, settings: KernelSettings, policy_servic
 
 
 async def overdue(pool: asyncpg.Pool, approval_id: str) -> None:
-    await pool.execute("UPDATE policy.approvals SET expires_at = now() - interval '1 second' WHERE id = $1",
-                       approval_id)
+    await pool.execute(
+        "UPDATE policy.approvals SET expires_at = now() - interval '1 second' WHERE id = $1", approval_id
+    )
 
 
-async def test_timeout_denies_medium_risk(bus: Bus, pool: asyncpg.Pool, policy_service: ServiceContext,
-                                          tenant: str) -> None:
+async def test_timeout_denies_medium_risk(
+    bus: Bus, pool: asyncpg.Pool, policy_service: ServiceContext, tenant: str
+) -> None:
     first = await delete_record(bus, tenant, "c4")
     assert first.approval_id
     await overdue(pool, first.approval_id)
 
     async def expired() -> bool:
         return (await delete_record(bus, tenant, "c4")).code == "expired"
+
     await eventually(expired, timeout=10, every=0.2)
     assert [d.status for d in await logged_at_least(bus, tenant, ApprovalDecided, 1)] == ["expired"]
     assert any(a.kind == "approval_timeout" for a in await logged_at_least(bus, tenant, AlertRaised, 1))
 
 
-async def test_timeout_escalates_high_risk_then_admins_decide(bus: Bus, settings: KernelSettings, pool: asyncpg.Pool,
-                                                              policy_service: ServiceContext, tenant: str) -> None:
+async def test_timeout_escalates_high_risk_then_admins_decide(
+    bus: Bus, settings: KernelSettings, pool: asyncpg.Pool, policy_service: ServiceContext, tenant: str
+) -> None:
     first = await transfer(bus, tenant, "c5")
     assert first.approval_id
     await overdue(pool, first.approval_id)
 
     async def escalated() -> bool:
         return bool(await logged(bus, tenant, GoalEscalated))
+
     await eventually(escalated, timeout=10, every=0.2)
     escalation = (await logged(bus, tenant, GoalEscalated))[0]
     assert escalation.to == "admin" and first.approval_id in escalation.reason
@@ -117,15 +143,32 @@ async def test_timeout_escalates_high_risk_then_admins_decide(bus: Bus, settings
     assert (await transfer(bus, tenant, "c5")).code == "approved"
 
 
-async def test_takeover_answers_the_task_and_cancels_its_approvals(bus: Bus, settings: KernelSettings,
-                                                                   policy_service: ServiceContext,
-                                                                   tenant: str) -> None:
+async def test_takeover_answers_the_task_and_cancels_its_approvals(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str
+) -> None:
     goal, task = unique("g"), unique("task")
-    assigned = TaskAssigned(task_id=task, goal_id=goal, step_id="s1", attempt=1, agent="finance",
-                            capability="finance", instruction="pay", goal_text="pay the invoice")
+    assigned = TaskAssigned(
+        task_id=task,
+        goal_id=goal,
+        step_id="s1",
+        attempt=1,
+        agent="finance",
+        capability="finance",
+        instruction="pay",
+        goal_text="pay the invoice",
+    )
     await bus.publish(bus.new(assigned, tenant=tenant, correlationid=goal))
-    waiting = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record", goal_id=goal,
-                        task_id=task, call_id="c6")
+    waiting = await ask(
+        bus,
+        tenant,
+        "finance",
+        "tool_call",
+        "delete_record",
+        tool="delete_record",
+        goal_id=goal,
+        task_id=task,
+        call_id="c6",
+    )
     assert waiting.decision == "require_approval"
     answer: dict[str, Any] = {"answer": "paid by hand"}
     denied = await cli(settings, "takeover", task, "--as", "ana", "--answer", json.dumps(answer))
@@ -137,28 +180,61 @@ async def test_takeover_answers_the_task_and_cancels_its_approvals(bus: Bus, set
     assert done[0].data.output == answer and done[0].correlationid == goal
 
     async def cancelled() -> bool:
-        return (await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record", goal_id=goal,
-                          task_id=task, call_id="c6")).code == "rejected"
+        return (
+            await ask(
+                bus,
+                tenant,
+                "finance",
+                "tool_call",
+                "delete_record",
+                tool="delete_record",
+                goal_id=goal,
+                task_id=task,
+                call_id="c6",
+            )
+        ).code == "rejected"
+
     await eventually(cancelled, timeout=10, every=0.2)
 
 
-async def test_an_agents_answer_in_a_humans_goal_is_not_a_takeover(bus: Bus, policy_service: ServiceContext,
-                                                                   tenant: str) -> None:
+async def test_an_agents_answer_in_a_humans_goal_is_not_a_takeover(
+    bus: Bus, policy_service: ServiceContext, tenant: str
+) -> None:
     """Events of a goal a human submitted carry ``user:<name>`` as principal, the agent's answer too: it
     neither rejects the task's pending approvals nor skips the low-confidence escalation."""
     goal, task = unique("g"), unique("task")
-    waiting = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
-                        goal_id=goal, task_id=task, call_id="c7")
+    waiting = await ask(
+        bus,
+        tenant,
+        "finance",
+        "tool_call",
+        "delete_record",
+        tool="delete_record",
+        goal_id=goal,
+        task_id=task,
+        call_id="c7",
+    )
     assert waiting.decision == "require_approval"
-    done = TaskCompleted(task_id=task, goal_id=goal, step_id="s1", agent="finance",
-                         output={"answer": "not sure", "confidence": 0.1})
+    done = TaskCompleted(
+        task_id=task, goal_id=goal, step_id="s1", agent="finance", output={"answer": "not sure", "confidence": 0.1}
+    )
     await bus.publish(bus.new(done, tenant=tenant, correlationid=goal, principal="user:oscar"))
 
     async def escalated() -> bool:
         return any(e.goal_id == goal for e in await logged(bus, tenant, GoalEscalated))
+
     await eventually(escalated, timeout=10, every=0.2)  # the completion was handled, as an agent's answer
-    again = await ask(bus, tenant, "finance", "tool_call", "delete_record", tool="delete_record",
-                      goal_id=goal, task_id=task, call_id="c7")
+    again = await ask(
+        bus,
+        tenant,
+        "finance",
+        "tool_call",
+        "delete_record",
+        tool="delete_record",
+        goal_id=goal,
+        task_id=task,
+        call_id="c7",
+    )
     assert again.decision == "require_approval" and again.approval_id == waiting.approval_id
 
 
@@ -170,12 +246,25 @@ def test_the_orchestrator_accepts_a_human_answer(bus: Bus) -> None:
 
     world, goal = World(), "g-takeover"
     step = PlanStep(step_id="pay", capability="finance", instruction="pay")
-    task = TaskAssigned(task_id=f"{goal}/r0/pay/a1", goal_id=goal, step_id="pay", attempt=1, agent="finance",
-                        capability="finance", instruction="pay", goal_text="pay")
-    human = TaskCompleted(task_id=task.task_id, goal_id=goal, step_id="pay", agent="user:oscar",
-                          output={"answer": "paid by hand"})
-    for data in (GoalSubmitted(goal_id=goal, text="pay"), GoalPlanned(goal_id=goal, revision=0, steps=(step,),
-                                                                      planner="workflow:x"), task, human):
+    task = TaskAssigned(
+        task_id=f"{goal}/r0/pay/a1",
+        goal_id=goal,
+        step_id="pay",
+        attempt=1,
+        agent="finance",
+        capability="finance",
+        instruction="pay",
+        goal_text="pay",
+    )
+    human = TaskCompleted(
+        task_id=task.task_id, goal_id=goal, step_id="pay", agent="user:oscar", output={"answer": "paid by hand"}
+    )
+    for data in (
+        GoalSubmitted(goal_id=goal, text="pay"),
+        GoalPlanned(goal_id=goal, revision=0, steps=(step,), planner="workflow:x"),
+        task,
+        human,
+    ):
         state = apply(world, bus.new(data, tenant="t", correlationid=goal, principal="user:oscar"))
     assert state is not None
     done = decide(world, state, now=state.submitted_at + 1)

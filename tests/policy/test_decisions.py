@@ -24,20 +24,34 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, str]] = [
     ("memory_write", "keeper", "memory:episodic", {"tool": "propose_memory"}, "allow", "ok"),
     ("memory_write", "support", "memory:episodic", {"tool": "propose_memory"}, "deny", "not_allowed"),
     ("memory_write", "keeper", "memory:semantic", {"tool": "propose_semantic"}, "require_approval", "risk"),
-    ("outside_action", "support", "email:outbound", {"tool": "send_email", "args": {"to": "a@example.com"}},
-     "allow", "ok"),
+    (
+        "outside_action",
+        "support",
+        "email:outbound",
+        {"tool": "send_email", "args": {"to": "a@example.com"}},
+        "allow",
+        "ok",
+    ),
     ("outside_action", "injected", "bank:payments", {"tool": "transfer_funds"}, "deny", "not_allowed"),
-    ("outside_action", "finance", "bank:payments", {"tool": "transfer_funds", "args": {"amount": "10"}},
-     "require_approval", "risk"),
+    (
+        "outside_action",
+        "finance",
+        "bank:payments",
+        {"tool": "transfer_funds", "args": {"amount": "10"}},
+        "require_approval",
+        "risk",
+    ),
 ]
 
 
-async def test_each_action_kind_allows_denies_and_asks_for_approval(bus: Bus, policy_service: ServiceContext,
-                                                                     tenant: str) -> None:
+async def test_each_action_kind_allows_denies_and_asks_for_approval(
+    bus: Bus, policy_service: ServiceContext, tenant: str
+) -> None:
     answers = []
     for n, (action, agent, resource, extra, decision, code) in enumerate(CASES):
-        got = await ask(bus, tenant, agent, action, resource, goal_id=f"g{n}", task_id=f"t{n}", call_id=f"c{n}",
-                        **extra)
+        got = await ask(
+            bus, tenant, agent, action, resource, goal_id=f"g{n}", task_id=f"t{n}", call_id=f"c{n}", **extra
+        )
         answers.append(got)
         assert (got.decision, got.code) == (decision, code), (action, agent, resource, got.reasons)
         assert got.policy_version == "test-1" and got.reasons
@@ -45,6 +59,7 @@ async def test_each_action_kind_allows_denies_and_asks_for_approval(bus: Bus, po
 
     async def all_logged() -> bool:
         return len(await logged(bus, tenant, PolicyDecided)) == len(CASES)
+
     await eventually(all_logged, timeout=10)
     recorded = {d.decision_id: d for d in await logged(bus, tenant, PolicyDecided)}
     for got, case in zip(answers, CASES, strict=True):
@@ -64,13 +79,27 @@ async def test_unknown_principal_and_human_grants(bus: Bus, policy_service: Serv
 
 
 async def test_rate_limit_per_agent_and_tool(bus: Bus, policy_service: ServiceContext, tenant: str) -> None:
-    codes = [(await ask(bus, tenant, "ratey", "tool_call", "search_documents", tool="search_documents",
-                        goal_id=f"g{n}", args={"query": str(n)})).code for n in range(5)]
+    codes = [
+        (
+            await ask(
+                bus,
+                tenant,
+                "ratey",
+                "tool_call",
+                "search_documents",
+                tool="search_documents",
+                goal_id=f"g{n}",
+                args={"query": str(n)},
+            )
+        ).code
+        for n in range(5)
+    ]
     assert codes == ["ok", "ok", "ok", "rate_limit", "rate_limit"]
 
 
-async def test_same_call_repeated_is_a_loop_with_an_alert(bus: Bus, policy_service: ServiceContext,
-                                                          tenant: str) -> None:
+async def test_same_call_repeated_is_a_loop_with_an_alert(
+    bus: Bus, policy_service: ServiceContext, tenant: str
+) -> None:
     same = {"tool": "search_documents", "args": {"query": "again"}, "goal_id": "g-loop", "task_id": "t-loop"}
     codes = [(await ask(bus, tenant, "research", "tool_call", "search_documents", **same)).code for _ in range(4)]
     assert codes == ["ok", "ok", "ok", "loop"]
@@ -79,21 +108,35 @@ async def test_same_call_repeated_is_a_loop_with_an_alert(bus: Bus, policy_servi
 
     async def alerted() -> bool:
         return any(a.kind == "loop" and a.task_id == "t-loop" for a in await logged(bus, tenant, AlertRaised))
+
     await eventually(alerted, timeout=10)
 
 
-async def test_replan_storm_denies_the_goal_and_alerts(bus: Bus, policy_service: ServiceContext,
-                                                       tenant: str) -> None:
+async def test_replan_storm_denies_the_goal_and_alerts(bus: Bus, policy_service: ServiceContext, tenant: str) -> None:
     goal = unique("g")
     step = PlanStep(step_id="a", capability="research", instruction="x")
     for revision in range(4):
-        await bus.publish(bus.new(GoalPlanned(goal_id=goal, revision=revision, steps=(step,), planner="llm:fast"),
-                                  tenant=tenant, correlationid=goal))
+        await bus.publish(
+            bus.new(
+                GoalPlanned(goal_id=goal, revision=revision, steps=(step,), planner="llm:fast"),
+                tenant=tenant,
+                correlationid=goal,
+            )
+        )
 
     async def storm() -> bool:
-        got = await ask(bus, tenant, "research", "tool_call", "search_documents", tool="search_documents",
-                        goal_id=goal, args={"query": "q"})
+        got = await ask(
+            bus,
+            tenant,
+            "research",
+            "tool_call",
+            "search_documents",
+            tool="search_documents",
+            goal_id=goal,
+            args={"query": "q"},
+        )
         return got.code == "loop" and "replan storm" in got.reasons[0]
+
     await eventually(storm, timeout=10, every=0.1)
     alerts = await logged_at_least(bus, tenant, AlertRaised, 1)
     assert any(a.kind == "replan_storm" and a.goal_id == goal for a in alerts)
@@ -107,12 +150,12 @@ async def test_spend_spike_per_tenant(bus: Bus, policy_service: ServiceContext, 
     assert other.decision == "allow", "another tenant's spend is its own"
 
 
-async def test_low_confidence_answer_escalates_the_goal(bus: Bus, policy_service: ServiceContext,
-                                                        tenant: str) -> None:
+async def test_low_confidence_answer_escalates_the_goal(bus: Bus, policy_service: ServiceContext, tenant: str) -> None:
     goal = unique("g")
     for task, confidence in (("t-sure", 0.9), ("t-unsure", 0.2)):
-        done = TaskCompleted(task_id=task, goal_id=goal, step_id="s", agent="research",
-                             output={"answer": "x", "confidence": confidence})
+        done = TaskCompleted(
+            task_id=task, goal_id=goal, step_id="s", agent="research", output={"answer": "x", "confidence": confidence}
+        )
         await bus.publish(bus.new(done, tenant=tenant, correlationid=goal))
 
     async def escalated() -> list[GoalEscalated]:
@@ -120,14 +163,16 @@ async def test_low_confidence_answer_escalates_the_goal(bus: Bus, policy_service
 
     async def found() -> bool:
         return bool(await escalated())
+
     await eventually(found, timeout=10)
     only = await escalated()
     assert len(only) == 1 and "t-unsure" in only[0].reason and only[0].to == "operator"
     assert f"agentos watch {goal}" in only[0].reason
 
 
-async def test_sequence_rule_reads_the_recipient_and_cannot_be_spoofed(bus: Bus, policy_service: ServiceContext,
-                                                                       tenant: str) -> None:
+async def test_sequence_rule_reads_the_recipient_and_cannot_be_spoofed(
+    bus: Bus, policy_service: ServiceContext, tenant: str
+) -> None:
     from agentos_kernel.policy import summarize_args
 
     goal = unique("g")
@@ -135,8 +180,19 @@ async def test_sequence_rule_reads_the_recipient_and_cannot_be_spoofed(bus: Bus,
     assert read.decision == "allow"
 
     async def send(args: dict[str, Any]) -> str:
-        return (await ask(bus, tenant, "support", "outside_action", "email:outbound", tool="send_email",
-                          goal_id=goal, args=summarize_args(args))).decision
+        return (
+            await ask(
+                bus,
+                tenant,
+                "support",
+                "outside_action",
+                "email:outbound",
+                tool="send_email",
+                goal_id=goal,
+                args=summarize_args(args),
+            )
+        ).decision
+
     assert await send({"to": "desk@example.com"}) == "allow"
     assert await send({"to": "jo@elsewhere.net"}) == "require_approval"
     assert await send({"to": "jo@elsewhere.net", "to_domain": "example.com"}) == "require_approval", "spoofed"

@@ -23,8 +23,15 @@ from tests.policy.conftest import ScriptedLLM, charter, client, context_event, l
 
 
 async def test_no_policy_service_means_deny(bus: Bus, tenant: str) -> None:
-    request = PolicyRequest(tenant=tenant, principal="agent:research", agent="research", action="tool_call",
-                            resource="search_documents", tool="search_documents", goal_id="g")
+    request = PolicyRequest(
+        tenant=tenant,
+        principal="agent:research",
+        agent="research",
+        action="tool_call",
+        resource="search_documents",
+        tool="search_documents",
+        goal_id="g",
+    )
     started = time.monotonic()
     decision = await client(bus, timeout_s=0.5).decide(request)
     assert time.monotonic() - started < 1.5
@@ -33,11 +40,11 @@ async def test_no_policy_service_means_deny(bus: Bus, tenant: str) -> None:
 
     async def recorded() -> bool:
         return any(d.decision_id == decision.decision_id for d in await logged(bus, tenant, PolicyDecided))
+
     await eventually(recorded, timeout=10)
 
 
-async def test_agent_loop_waits_out_a_missing_policy_then_fails_the_task_as_unavailable(bus: Bus,
-                                                                                         tenant: str) -> None:
+async def test_agent_loop_waits_out_a_missing_policy_then_fails_the_task_as_unavailable(bus: Bus, tenant: str) -> None:
     """No policy service: the loop asks again with backoff for as long as the client waits out an
     outage, then ends the task ``unavailable`` (retried without counting as an attempt)."""
     shared = PolicyClient.for_bus(bus)  # the client run_agent uses
@@ -47,8 +54,14 @@ async def test_agent_loop_waits_out_a_missing_policy_then_fails_the_task_as_unav
         llm = ScriptedLLM([{"answer": "x"}])
         event = context_event(bus, tenant, "research", unique("g"), "task-1")
         started = time.monotonic()
-        outcome = await run_agent(llm, charter("research"), Progress(messages=list(event.data.messages)), {},
-                                  ToolContext(bus, event), no_snapshot)
+        outcome = await run_agent(
+            llm,
+            charter("research"),
+            Progress(messages=list(event.data.messages)),
+            {},
+            ToolContext(bus, event),
+            no_snapshot,
+        )
         waited = time.monotonic() - started
     finally:
         shared.settings = saved
@@ -58,11 +71,13 @@ async def test_agent_loop_waits_out_a_missing_policy_then_fails_the_task_as_unav
 
     async def asked_again() -> bool:  # each ask the client answered alone is in the log
         return len([d for d in await logged(bus, tenant, PolicyDecided) if d.code == "unreachable"]) >= 3
+
     await eventually(asked_again, timeout=10)
 
 
-async def test_invalid_policy_denies_everything(bus: Bus, settings: KernelSettings, tenant: str,
-                                                tmp_path: Path) -> None:
+async def test_invalid_policy_denies_everything(
+    bus: Bus, settings: KernelSettings, tenant: str, tmp_path: Path
+) -> None:
     (tmp_path / "policy.yaml").write_text("version: broken\nagents: {research: {clearance: secret}}\n")
     os.environ["AGENTOS_POLICY_DIR"] = str(tmp_path)
     try:
@@ -70,8 +85,9 @@ async def test_invalid_policy_denies_everything(bus: Bus, settings: KernelSettin
     finally:
         os.environ.pop("AGENTOS_POLICY_DIR")
     try:
-        request = PolicyRequest(tenant=tenant, principal="agent:research", agent="research", action="model_call",
-                                resource="fast")
+        request = PolicyRequest(
+            tenant=tenant, principal="agent:research", agent="research", action="model_call", resource="fast"
+        )
         decision = await client(bus).decide(request)
         assert (decision.decision, decision.code, decision.reasons) == ("deny", "no_policy", ("no policy loaded",))
         assert decision.policy_version == "none"

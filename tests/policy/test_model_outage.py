@@ -32,8 +32,9 @@ def answering(status: int, after_s: float = 0.0) -> ThreadingHTTPServer:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             time.sleep(after_s)
-            body = json.dumps({"error": {"message": f"status {status} from the stand-in", "type": "server_error",
-                                         "code": status}}).encode()
+            body = json.dumps(
+                {"error": {"message": f"status {status} from the stand-in", "type": "server_error", "code": status}}
+            ).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -56,11 +57,17 @@ def providers() -> Iterator[dict[str, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # released again: nothing listens there
-    servers = {"overloaded": answering(503), "refusing": answering(400), "failing": answering(500),
-               "slow": answering(200, after_s=3.0)}
+    servers = {
+        "overloaded": answering(503),
+        "refusing": answering(400),
+        "failing": answering(500),
+        "slow": answering(200, after_s=3.0),
+    }
     try:
-        yield {"down": f"http://127.0.0.1:{closed}/v1",
-               **{k: f"http://127.0.0.1:{v.server_address[1]}/v1" for k, v in servers.items()}}
+        yield {
+            "down": f"http://127.0.0.1:{closed}/v1",
+            **{k: f"http://127.0.0.1:{v.server_address[1]}/v1" for k, v in servers.items()},
+        }
     finally:
         for server in servers.values():
             server.shutdown()
@@ -69,17 +76,31 @@ def providers() -> Iterator[dict[str, str]]:
 def llm_for(providers: dict[str, str], *names: str) -> LLM:
     """An LLM whose chain ``fast`` (then fallbacks) points at the named stand-ins, in order."""
     aliases = ["fast", *(f"fallback{i}" for i in range(1, len(names)))]
-    return LLM(ModelRegistry(models=tuple(
-        ModelSpec(alias=alias, model=f"openai/offline-{name}", api_base=providers[name], timeout_s=1.0)
-        for alias, name in zip(aliases, names, strict=True))))
+    return LLM(
+        ModelRegistry(
+            models=tuple(
+                ModelSpec(alias=alias, model=f"openai/offline-{name}", api_base=providers[name], timeout_s=1.0)
+                for alias, name in zip(aliases, names, strict=True)
+            )
+        )
+    )
 
 
-@pytest.mark.parametrize(("chain", "transient"), [
-    (("down",), True), (("overloaded",), True), (("slow",), True), (("down", "overloaded"), True),
-    (("refusing",), False), (("down", "refusing"), False), (("failing",), False),
-])
+@pytest.mark.parametrize(
+    ("chain", "transient"),
+    [
+        (("down",), True),
+        (("overloaded",), True),
+        (("slow",), True),
+        (("down", "overloaded"), True),
+        (("refusing",), False),
+        (("down", "refusing"), False),
+        (("failing",), False),
+    ],
+)
 async def test_a_failed_chain_says_whether_the_providers_were_only_unavailable(
-        providers: dict[str, str], chain: tuple[str, ...], transient: bool) -> None:
+    providers: dict[str, str], chain: tuple[str, ...], transient: bool
+) -> None:
     llm = llm_for(providers, *chain)
     aliases = ["fast", *(f"fallback{i}" for i in range(1, len(chain)))]
     with pytest.raises(ModelCallFailed) as failed:
@@ -88,14 +109,28 @@ async def test_a_failed_chain_says_whether_the_providers_were_only_unavailable(
     assert [c.ok for c in failed.value.calls] == [False] * len(chain)
 
 
-@pytest.mark.parametrize(("provider", "code", "retryable"), [
-    ("down", "unavailable", True), ("overloaded", "unavailable", True), ("refusing", "model_unavailable", True)])
+@pytest.mark.parametrize(
+    ("provider", "code", "retryable"),
+    [("down", "unavailable", True), ("overloaded", "unavailable", True), ("refusing", "model_unavailable", True)],
+)
 async def test_the_task_ends_unavailable_only_when_the_provider_is(
-        bus: Bus, tenant: str, policy_service: ServiceContext, providers: dict[str, str],
-        provider: str, code: str, retryable: bool) -> None:
+    bus: Bus,
+    tenant: str,
+    policy_service: ServiceContext,
+    providers: dict[str, str],
+    provider: str,
+    code: str,
+    retryable: bool,
+) -> None:
     event = context_event(bus, tenant, "research", unique("g"), unique("task"))
-    outcome = await run_agent(llm_for(providers, provider), charter("research"),
-                              Progress(messages=list(event.data.messages)), {}, ToolContext(bus, event), no_snapshot)
+    outcome = await run_agent(
+        llm_for(providers, provider),
+        charter("research"),
+        Progress(messages=list(event.data.messages)),
+        {},
+        ToolContext(bus, event),
+        no_snapshot,
+    )
     assert (outcome.ok, outcome.code, outcome.retryable) == (False, code, retryable), outcome.reason
     if code == "unavailable":
         assert outcome.reason.startswith("model provider unavailable")

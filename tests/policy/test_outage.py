@@ -40,8 +40,7 @@ async def outage(settings: KernelSettings) -> AsyncIterator[Outage]:
     saved = os.environ.get("AGENTOS_POLICY_DIR")
     os.environ["AGENTOS_POLICY_DIR"] = str(STRICT)
     try:
-        ctx = await start_service("policy", setup, settings.model_copy(update={"database_url": url}),
-                                  database=True)
+        ctx = await start_service("policy", setup, settings.model_copy(update={"database_url": url}), database=True)
         try:
             yield Outage(pg, ctx)
         finally:
@@ -56,9 +55,18 @@ async def outage(settings: KernelSettings) -> AsyncIterator[Outage]:
 
 
 def model_call(tenant: str, call: str) -> PolicyRequest:
-    return PolicyRequest(tenant=tenant, principal="agent:spender", agent="spender", action="model_call",
-                         resource="fast", goal_id="g", task_id="g/r0/s1/a1", call_id=call,
-                         estimated_cost_usd=0.001, estimated_tokens=100)
+    return PolicyRequest(
+        tenant=tenant,
+        principal="agent:spender",
+        agent="spender",
+        action="model_call",
+        resource="fast",
+        goal_id="g",
+        task_id="g/r0/s1/a1",
+        call_id=call,
+        estimated_cost_usd=0.001,
+        estimated_tokens=100,
+    )
 
 
 async def test_a_stopped_policy_store_is_named_and_waited_out(bus: Bus, outage: Outage) -> None:
@@ -85,6 +93,7 @@ async def test_a_stopped_policy_store_is_named_and_waited_out(bus: Bus, outage: 
     async def answered() -> bool:  # decisions are published after the reply
         decided[:] = await logged(bus, tenant, PolicyDecided)
         return any(d.decision_id == after.decision_id for d in decided)
+
     await eventually(answered, timeout=10)
     unavailable = [d for d in decided if d.code == "unavailable"]
     assert len(unavailable) >= 2 and all("policy store (Postgres) unavailable" in d.reasons[0] for d in unavailable)

@@ -35,26 +35,30 @@ async def test_a_failing_case_is_reported_and_exits_1(settings: KernelSettings, 
     assert "15 passed, 1 failed" in result.output
 
 
-async def test_simulate_lists_the_decisions_that_would_change(bus: Bus, settings: KernelSettings,
-                                                              policy_service: ServiceContext, tenant: str,
-                                                              tmp_path: Path) -> None:
-    asks = [("support", "tool_call", "lookup_customer", {"tool": "lookup_customer"}),
-            ("finance", "tool_call", "delete_record", {"tool": "delete_record", "call_id": "c1"}),
-            ("keeper", "memory_write", "memory:episodic", {"tool": "propose_memory"}),
-            ("cheap-only", "model_call", "fast", {})]
+async def test_simulate_lists_the_decisions_that_would_change(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tenant: str, tmp_path: Path
+) -> None:
+    asks = [
+        ("support", "tool_call", "lookup_customer", {"tool": "lookup_customer"}),
+        ("finance", "tool_call", "delete_record", {"tool": "delete_record", "call_id": "c1"}),
+        ("keeper", "memory_write", "memory:episodic", {"tool": "propose_memory"}),
+        ("cheap-only", "model_call", "fast", {}),
+    ]
     for agent, action, resource, extra in asks:
         await ask(bus, tenant, agent, action, resource, goal_id="g", task_id="t", **extra)
 
     async def recorded() -> bool:
         return len(await logged(bus, tenant, PolicyDecided)) == len(asks)
+
     await eventually(recorded, timeout=10)
     candidate = yaml.safe_load((STRICT / "policy.yaml").read_text())
     candidate["version"] = "test-2"
     candidate["agents"]["support"]["tools"] = ["send_email"]  # support loses the CRM
-    candidate["tools"]["delete_record"]["risk"] = "low"       # deleting records no longer needs a human
+    candidate["tools"]["delete_record"]["risk"] = "low"  # deleting records no longer needs a human
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(candidate))
-    result = await cli(settings, "policy", "simulate", "--since", "10m", "--policy-dir", str(tmp_path),
-                       "--tenant", tenant)
+    result = await cli(
+        settings, "policy", "simulate", "--since", "10m", "--policy-dir", str(tmp_path), "--tenant", tenant
+    )
     assert result.exit_code == 0, result.output
     assert "policy test-2: 4 recorded decisions replayed, 2 would change" in result.output
     rows = [line for line in result.output.splitlines() if tenant in line]

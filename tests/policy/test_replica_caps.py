@@ -12,8 +12,10 @@ from agentos_policy import store
 async def test_replicas_recording_caps_at_once_keep_one_copy(pool: asyncpg.Pool) -> None:
     await store.migrate_schema(pool)
     version = unique("v")
-    caps = [{"tenant": "*", "scope": "tenant", "name": "*", "period": "day", "usd": 10.0, "tokens": 1000},
-            {"tenant": "*", "scope": "agent", "name": "research", "period": "day", "usd": 2.0, "tokens": None}]
+    caps = [
+        {"tenant": "*", "scope": "tenant", "name": "*", "period": "day", "usd": 10.0, "tokens": 1000},
+        {"tenant": "*", "scope": "agent", "name": "research", "period": "day", "usd": 2.0, "tokens": None},
+    ]
     for _ in range(5):
         await asyncio.gather(*(store.record_caps(pool, version, caps) for _ in range(6)))
         rows = await pool.fetchval("SELECT count(*) FROM policy.budget_caps WHERE policy_version = $1", version)

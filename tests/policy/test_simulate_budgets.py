@@ -30,8 +30,7 @@ def candidate(folder: Path) -> Path:
     """The strict test policy with a lower cap: $0.002 a day for the agent ``spender``."""
     policy = yaml.safe_load((STRICT / "policy.yaml").read_text())
     policy["version"] = "test-lower-cap"
-    policy["budgets"].append({"scope": "agent", "name": "spender", "tenant": "bud*", "period": "day",
-                              "usd": NEW_CAP})
+    policy["budgets"].append({"scope": "agent", "name": "spender", "tenant": "bud*", "period": "day", "usd": NEW_CAP})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
     return folder
@@ -41,30 +40,44 @@ async def spend(bus: Bus, tenant: str, agent: str, n: int, settled_before: int) 
     """``n`` model calls by ``agent``, each settled at its real cost before the next is asked."""
     out = []
     for i in range(n):
-        decision = await ask(bus, tenant, agent, "model_call", "fast", goal_id="g", task_id=f"t{i}",
-                             estimated_cost_usd=ESTIMATE, estimated_tokens=100)
+        decision = await ask(
+            bus,
+            tenant,
+            agent,
+            "model_call",
+            "fast",
+            goal_id="g",
+            task_id=f"t{i}",
+            estimated_cost_usd=ESTIMATE,
+            estimated_tokens=100,
+        )
         assert decision.decision == "allow" and decision.reservation_id, decision.reasons
-        request = PolicyRequest(tenant=tenant, principal=f"agent:{agent}", action="model_call", resource="fast",
-                                agent=agent)
-        await client(bus).settle(decision, request, [ModelCall(model="openai/offline-fast", ok=True, input_tokens=40,
-                                                               output_tokens=10, cost_usd=REAL)])
+        request = PolicyRequest(
+            tenant=tenant, principal=f"agent:{agent}", action="model_call", resource="fast", agent=agent
+        )
+        await client(bus).settle(
+            decision,
+            request,
+            [ModelCall(model="openai/offline-fast", ok=True, input_tokens=40, output_tokens=10, cost_usd=REAL)],
+        )
         await logged_at_least(bus, tenant, BudgetSettled, settled_before + len(out) + 1, timeout=15)
         out.append(decision)
     return out
 
 
-async def test_a_lower_cap_lists_exactly_the_calls_it_would_deny(bus: Bus, settings: KernelSettings,
-                                                                policy_service: ServiceContext,
-                                                                tmp_path: Path) -> None:
+async def test_a_lower_cap_lists_exactly_the_calls_it_would_deny(
+    bus: Bus, settings: KernelSettings, policy_service: ServiceContext, tmp_path: Path
+) -> None:
     tenant = unique("bud")
-    early = await spend(bus, tenant, "spender", 2, 0)                 # $0.0008 spent when the window opens
+    early = await spend(bus, tenant, "spender", 2, 0)  # $0.0008 spent when the window opens
     await asyncio.sleep(0.3)
     window = dt.datetime.now(dt.UTC)
     await asyncio.sleep(0.3)
     late = await spend(bus, tenant, "spender", 4, 2)
-    other = await spend(bus, tenant, "premium-user", 2, 6)           # another agent: the new cap is not his
-    tool = await ask(bus, tenant, "spender", "tool_call", "search_documents", tool="search_documents",
-                     goal_id="g", task_id="t9")
+    other = await spend(bus, tenant, "premium-user", 2, 6)  # another agent: the new cap is not his
+    tool = await ask(
+        bus, tenant, "spender", "tool_call", "search_documents", tool="search_documents", goal_id="g", task_id="t9"
+    )
     await logged_at_least(bus, tenant, PolicyDecided, 9)
     policy = load_policy(candidate(tmp_path / "candidate"))
 
@@ -95,20 +108,41 @@ async def test_a_lower_cap_lists_exactly_the_calls_it_would_deny(bus: Bus, setti
     same = await simulate(bus, load_policy(STRICT), window - dt.timedelta(minutes=10), tenant)
     assert same.read == 9 and same.changes == []
 
-    result = await cli(settings, "policy", "simulate", "--since", "10m", "--policy-dir", str(tmp_path / "candidate"),
-                       "--tenant", tenant)
+    result = await cli(
+        settings,
+        "policy",
+        "simulate",
+        "--since",
+        "10m",
+        "--policy-dir",
+        str(tmp_path / "candidate"),
+        "--tenant",
+        tenant,
+    )
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # the line wraps at the runner's 80 columns
     assert "policy test-lower-cap: 9 recorded decisions replayed, 3 would change (3 on budgets" in said
     assert sum(1 for line in result.output.splitlines() if tenant in line and "deny (budget)" in line) == 3
 
 
-async def test_a_recorded_budget_denial_a_higher_cap_would_allow_is_listed(bus: Bus,
-                                                                          policy_service: ServiceContext,
-                                                                          tmp_path: Path) -> None:
+async def test_a_recorded_budget_denial_a_higher_cap_would_allow_is_listed(
+    bus: Bus, policy_service: ServiceContext, tmp_path: Path
+) -> None:
     tenant = unique("bud")  # strict: $0.01 a day per bud* tenant
-    answers = [await ask(bus, tenant, "spender", "model_call", "fast", goal_id="g", task_id=f"t{i}",
-                         estimated_cost_usd=0.004, estimated_tokens=100) for i in range(3)]
+    answers = [
+        await ask(
+            bus,
+            tenant,
+            "spender",
+            "model_call",
+            "fast",
+            goal_id="g",
+            task_id=f"t{i}",
+            estimated_cost_usd=0.004,
+            estimated_tokens=100,
+        )
+        for i in range(3)
+    ]
     assert [a.decision for a in answers] == ["allow", "allow", "deny"] and answers[2].code == "budget"
     await logged_at_least(bus, tenant, PolicyDecided, 3)
     policy = yaml.safe_load((STRICT / "policy.yaml").read_text())
@@ -116,5 +150,6 @@ async def test_a_recorded_budget_denial_a_higher_cap_would_allow_is_listed(bus: 
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
     report = await simulate(bus, load_policy(tmp_path), dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10), tenant)
     assert [(c.decision_id, c.before, c.after) for c in report.changes or []] == [
-        (answers[2].decision_id, "deny (budget)", "allow (ok)")]
+        (answers[2].decision_id, "deny (budget)", "allow (ok)")
+    ]
     assert report.budget_changes == 1

@@ -32,11 +32,12 @@ class Reference:
 times = st.integers(min_value=0, max_value=400).map(lambda n: n * 0.5)
 costs = st.one_of(
     st.floats(min_value=0, max_value=5, allow_nan=False, allow_infinity=False),
-    st.sampled_from([0.0, 0.1, 0.2, 0.3, 1e-9, 0.00021, 1.0, 5e-324, 2.0 ** -60]),
+    st.sampled_from([0.0, 0.1, 0.2, 0.3, 1e-9, 0.00021, 1.0, 5e-324, 2.0**-60]),
     st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False),
 )
-ops = st.lists(st.one_of(st.tuples(st.just("add"), times, costs),
-                         st.tuples(st.just("total"), times, st.just(0.0))), max_size=120)
+ops = st.lists(
+    st.one_of(st.tuples(st.just("add"), times, costs), st.tuples(st.just("total"), times, st.just(0.0))), max_size=120
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -84,8 +85,9 @@ def test_non_finite_costs_behave_as_a_float_sum_would() -> None:
 def test_state_spend_per_minute_and_eviction() -> None:
     state = State()
     for n in range(5):
-        request = PolicyRequest(tenant="t", principal="agent:a", action="model_call", resource="m", agent="a",
-                                estimated_cost_usd=0.1)
+        request = PolicyRequest(
+            tenant="t", principal="agent:a", action="model_call", resource="m", agent="a", estimated_cost_usd=0.1
+        )
         state.record(Recorded(f"d{n}", request, "allow", None, 1000.0 + n))
     assert state.spend_per_minute("t", 1060.0) == math.fsum([0.1] * 5)
     assert state.spend_per_minute("t", 1062.5) == math.fsum([0.1] * 2)

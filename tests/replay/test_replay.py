@@ -29,9 +29,11 @@ cli.command()(replay_cmd.replay)
 
 def cli_env(runtime: Runtime) -> dict[str, str]:
     """What a shell next to that runtime would have: its NATS URL and state dir (admin credentials)."""
-    return {"AGENTOS_NATS_URL": runtime.settings.nats_url or "",
-            "AGENTOS_STATE_DIR": str(runtime.settings.state_dir),
-            "AGENTOS_DATABASE_URL": runtime.settings.database_url or ""}
+    return {
+        "AGENTOS_NATS_URL": runtime.settings.nats_url or "",
+        "AGENTOS_STATE_DIR": str(runtime.settings.state_dir),
+        "AGENTOS_DATABASE_URL": runtime.settings.database_url or "",
+    }
 
 
 def test_recorded_scenario_answers_every_agent_as_recorded(recorded: Recorded) -> None:
@@ -42,8 +44,7 @@ def test_recorded_scenario_answers_every_agent_as_recorded(recorded: Recorded) -
     assert data["rules"][0]["respond"]["json"]["steps"] == [s.model_dump(mode="json") for s in plan.steps]
     # The first model turn of every task, asked with the messages the agent really got, gets the
     # recorded answer: the final output when the agent used no tool, else its first tool calls.
-    completed = {e.data.task_id: e.data.output for e in recorded.events
-                 if isinstance(e.data, TaskCompleted)}
+    completed = {e.data.task_id: e.data.output for e in recorded.events if isinstance(e.data, TaskCompleted)}
     contexts = [e.data for e in recorded.events if isinstance(e.data, ContextReady)]
     assert len(contexts) == len(completed) >= 10
     for ctx in contexts:
@@ -66,15 +67,14 @@ def test_recorded_scenario_answers_every_agent_as_recorded(recorded: Recorded) -
     assert "$0.25 per 1,000 events" in redo[-1]["respond"]["json"]["pricing"]
 
 
-async def test_replay_with_recorded_answers_reproduces_the_result(runtime: Runtime,
-                                                                  recorded: Recorded) -> None:
+async def test_replay_with_recorded_answers_reproduces_the_result(runtime: Runtime, recorded: Recorded) -> None:
     report = await replay_goal(runtime.settings, recorded.goal_id, tenant=recorded.tenant, timeout=240)
     assert report.differences == [], report.differences
     assert report.equal and report.replay.status == "completed"
     assert report.replay.result == report.original.result and "Bottom line" in report.replay.result
     assert report.replay.outputs == report.original.outputs and len(report.replay.outputs) == 5
     assert report.replay.plans == report.original.plans
-    assert ["research-b: rejected"] == [r for r in report.replay.reviews if r.endswith("rejected")]
+    assert [r for r in report.replay.reviews if r.endswith("rejected")] == ["research-b: rejected"]
     assert report.recorded_rules_used == report.recorded_rules > 10, "every recorded answer was used"
     assert report.sandbox_tenant.startswith("sandbox-") and report.sandbox_tenant != recorded.tenant
     assert report.replay.goal_id != recorded.goal_id
@@ -103,18 +103,26 @@ def altered_scenario(folder: Path) -> Path:
     return path
 
 
-def test_replay_against_other_answers_lists_the_differences(runtime: Runtime, recorded: Recorded,
-                                                             tmp_path: Path) -> None:
-    args = [recorded.goal_id, "--mode", "offline", "--scenario", str(altered_scenario(tmp_path)),
-            "--timeout", "240", "--json"]
+def test_replay_against_other_answers_lists_the_differences(
+    runtime: Runtime, recorded: Recorded, tmp_path: Path
+) -> None:
+    args = [
+        recorded.goal_id,
+        "--mode",
+        "offline",
+        "--scenario",
+        str(altered_scenario(tmp_path)),
+        "--timeout",
+        "240",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args, env=cli_env(runtime))
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["equal"] is False and report["mode"] == "offline"
     assert report["replay"]["status"] == report["original"]["status"] == "completed"
     differences = report["differences"]
-    assert any(d.startswith("output of step research-c: pricing:") and "$75,000" in d for d in differences), \
-        differences
+    assert any(d.startswith("output of step research-c: pricing:") and "$75,000" in d for d in differences), differences
     assert any(d.startswith("QA verdicts:") for d in differences), differences
     assert not any(d.startswith(("status", "plan")) for d in differences), differences
 
@@ -129,14 +137,16 @@ def test_unknown_goal_is_a_one_line_error(runtime: Runtime) -> None:
     assert "no goal 'not-a-uuid' in the event log of tenant 'nobody'" in result.stderr
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--mode", "live"], "--mode must be one of recorded, offline"),
-    (["--scenario", "x.yaml"], "--scenario is for --mode offline"),
-    (["--mode", "offline", "--scenario", "/nonexistent/x.yaml"], "no scenario file at"),
-    (["--sandbox-tenant", "Bad Tenant"], "sandbox tenant 'Bad Tenant' must match"),
-])
-def test_bad_options_are_one_line_errors(runtime: Runtime, recorded: Recorded, extra: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mode", "live"], "--mode must be one of recorded, offline"),
+        (["--scenario", "x.yaml"], "--scenario is for --mode offline"),
+        (["--mode", "offline", "--scenario", "/nonexistent/x.yaml"], "no scenario file at"),
+        (["--sandbox-tenant", "Bad Tenant"], "sandbox tenant 'Bad Tenant' must match"),
+    ],
+)
+def test_bad_options_are_one_line_errors(runtime: Runtime, recorded: Recorded, extra: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, [recorded.goal_id, *extra], env=cli_env(runtime))
     assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert result.stderr.strip().count("\n") == 0
@@ -152,15 +162,13 @@ def test_the_comparison_names_each_difference(recorded: Recorded) -> None:
     assert replay_cmd.compare(original, original) == []
     other = replay_cmd.GoalSummary(**{**original.__dict__})
     other.status, other.code, other.result = "failed", "deadline", "deadline of 600s passed"
-    other.plans = [[{**s, "capability": "write"} if s["step_id"] == "research-a" else s
-                    for s in original.plans[0]]]
+    other.plans = [[{**s, "capability": "write"} if s["step_id"] == "research-a" else s for s in original.plans[0]]]
     other.outputs = {**original.outputs, "research-c": {**original.outputs["research-c"], "pricing": "free"}}
     del other.outputs["store-findings"]
     differences = replay_cmd.compare(original, other)
     assert differences[0] == "status: completed ≠ failed (deadline)"
     assert 'plan r0 step research-a capability: "research" ≠ "write"' in differences
-    assert any(d.startswith("output of step research-c: pricing: ") and d.endswith('≠ "free"')
-               for d in differences)
+    assert any(d.startswith("output of step research-c: pricing: ") and d.endswith('≠ "free"') for d in differences)
     assert "output of step store-findings: only in the original" in differences
     assert any(d.startswith("result text differs from line 1: ") for d in differences)
     out = Console(record=True, width=200)

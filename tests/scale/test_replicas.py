@@ -77,8 +77,15 @@ def _modules() -> dict[str, Any]:
     from agentos_orchestrator import service as orchestrator
     from agentos_policy import service as policy
     from agentos_specialist import service as specialist
-    return {"policy": policy, "memory": memory, "audit": audit, "context-manager": context_manager,
-            "specialist": specialist, "orchestrator": orchestrator}
+
+    return {
+        "policy": policy,
+        "memory": memory,
+        "audit": audit,
+        "context-manager": context_manager,
+        "specialist": specialist,
+        "orchestrator": orchestrator,
+    }
 
 
 async def start_fleet(root: Path, db_url: str, replicas: int, mp: pytest.MonkeyPatch) -> Fleet:
@@ -86,20 +93,35 @@ async def start_fleet(root: Path, db_url: str, replicas: int, mp: pytest.MonkeyP
     from agentos_offline_model import OfflineModelServer, Scenario
 
     recorders: list[Recorder] = []
-    mp.setattr(server, "build_app", lambda scenario, build=server.build_app: recorders.append(
-        Recorder(build(scenario))) or recorders[-1])
+    mp.setattr(
+        server,
+        "build_app",
+        lambda scenario, build=server.build_app: recorders.append(Recorder(build(scenario))) or recorders[-1],
+    )
     demo = Path(server.__file__).parent / "scenarios" / "demo.yaml"
     model = OfflineModelServer(Scenario.load(str(demo))).start()
     schema = unique("audit_r")
-    env = {"AGENTOS_OFFLINE_MODEL_URL": model.url, "AGENTOS_ALLOW_LLM_CALLS": "0", "AGENTOS_STATE_DIR": root,
-           "AGENTOS_SECRETS_DIR": root / "secrets", "AGENTOS_AUDIT_SCHEMA_NAME": schema,
-           "AGENTOS_OWNERSHIP_EVERY_S": "0.5", "AGENTOS_TASK_ACK_WAIT_S": "10"}
+    env = {
+        "AGENTOS_OFFLINE_MODEL_URL": model.url,
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+        "AGENTOS_STATE_DIR": root,
+        "AGENTOS_SECRETS_DIR": root / "secrets",
+        "AGENTOS_AUDIT_SCHEMA_NAME": schema,
+        "AGENTOS_OWNERSHIP_EVERY_S": "0.5",
+        "AGENTOS_TASK_ACK_WAIT_S": "10",
+    }
     for key, value in env.items():
         mp.setenv(key, str(value))
     nats_server = EmbeddedNats(root / "nats", sync="default", auth=True)
     url = nats_server.start()
-    admin = KernelSettings(nats_url=url, database_url=db_url, state_dir=root, publish_timeout_s=10,
-                           nats_user="admin", nats_password=SecretStr(nats_server.credentials["admin"]["password"]))
+    admin = KernelSettings(
+        nats_url=url,
+        database_url=db_url,
+        state_dir=root,
+        publish_timeout_s=10,
+        nats_user="admin",
+        nats_password=SecretStr(nats_server.credentials["admin"]["password"]),
+    )
     bus = await Bus.connect(admin, source="replica-test")
     await bus.provision()
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
@@ -107,10 +129,16 @@ async def start_fleet(root: Path, db_url: str, replicas: int, mp: pytest.MonkeyP
     fleet = Fleet(nats_server, recorders[-1], bus, pool, schema, root)
     modules = _modules()
     for name in ORDER:
-        own = admin.model_copy(update={"nats_user": name, "provision": "off",
-                                       "nats_password": SecretStr(nats_server.credentials[name]["password"])})
-        started = await asyncio.gather(*(start_service(name, modules[name].setup, own, database=name in DATABASE)
-                                         for _ in range(replicas)))  # at once, as a deployment starts them
+        own = admin.model_copy(
+            update={
+                "nats_user": name,
+                "provision": "off",
+                "nats_password": SecretStr(nats_server.credentials[name]["password"]),
+            }
+        )
+        started = await asyncio.gather(
+            *(start_service(name, modules[name].setup, own, database=name in DATABASE) for _ in range(replicas))
+        )  # at once, as a deployment starts them
         fleet.services.extend(started)
     fleet.model_stop = model.stop  # type: ignore[attr-defined]
     return fleet
@@ -129,9 +157,11 @@ async def stop_fleet(fleet: Fleet) -> None:
 async def fleet_factory(servers: tuple[str, str], tmp_path: Path) -> AsyncIterator[Any]:
     fleets: list[Fleet] = []
     with pytest.MonkeyPatch.context() as mp:
+
         async def make(replicas: int) -> Fleet:
             fleets.append(await start_fleet(tmp_path, servers[1], replicas, mp))
             return fleets[-1]
+
         try:
             yield make
         finally:
@@ -142,8 +172,13 @@ async def fleet_factory(servers: tuple[str, str], tmp_path: Path) -> AsyncIterat
 async def log_events(bus: Bus, tenant: str) -> list[Event[Any]]:
     """Every stored event of ``tenant``, in log order."""
     info = await bus.js.stream_info(EVENTS_STREAM)
-    psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant}.>"], mem_storage=True))
+    psub = await bus.js.pull_subscribe(
+        subject="",
+        stream=EVENTS_STREAM,
+        config=api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, filter_subjects=[f"agentos.{tenant}.>"], mem_storage=True
+        ),
+    )
     out: list[Event[Any]] = []
     try:
         while True:
@@ -179,8 +214,12 @@ async def submit_goals(fleet: Fleet, goals: int) -> tuple[str, list[str]]:
     return tenant, [(await submit(fleet.bus, SEED, tenant=tenant)).data.goal_id for _ in range(goals)]
 
 
-async def run_goals(fleet: Fleet, goals: int, timeout: float, submitted: tuple[str, list[str]] | None = None,
-                    ) -> tuple[str, list[Event[Any]], list[str]]:
+async def run_goals(
+    fleet: Fleet,
+    goals: int,
+    timeout: float,
+    submitted: tuple[str, list[str]] | None = None,
+) -> tuple[str, list[Event[Any]], list[str]]:
     tenant, ids = submitted or await submit_goals(fleet, goals)
     events: list[Event[Any]] = []
 
@@ -214,15 +253,17 @@ def check_exactly_once(fleet: Fleet, events: list[Event[Any]], ids: list[str]) -
     assert set(proposed) <= set(decided), "every proposal committed or refused"
     # The goals are the same, so are their findings: the first of each is committed, the same
     # finding from another goal is refused as its duplicate (never stored twice).
-    committed = [i for d in of(events, MemoryCommitted) if d.status == "committed" for i in d.entry_ids
-                 if i in proposed]
+    committed = [
+        i for d in of(events, MemoryCommitted) if d.status == "committed" for i in d.entry_ids if i in proposed
+    ]
     refused = [d for d in of(events, MemoryCommitted) if d.status == "rejected" and set(d.entry_ids) & set(proposed)]
     assert len(committed) == 3, "each distinct finding committed once"
     assert all(d.reason.startswith("duplicate") for d in refused), [d.reason for d in refused]
     # Every request the model received is a call recorded once in the log: a plan or a task run
     # twice would have asked the model again. (A call that failed may not have reached it.)
-    calls = [c for d in of(events, GoalPlanned) + of(events, TaskCompleted) + of(events, TaskFailed)
-             for c in d.usage.calls]
+    calls = [
+        c for d in of(events, GoalPlanned) + of(events, TaskCompleted) + of(events, TaskFailed) for c in d.usage.calls
+    ]
     failed = [c.error for c in calls if not c.ok]
     received = len(fleet.model.requests)
     assert len(calls) - len(failed) <= received <= len(calls), (received, len(calls), failed)
@@ -238,6 +279,7 @@ async def check_audit(fleet: Fleet) -> None:
     async def projected() -> bool:
         head = await fleet.pool.fetchval(f"SELECT coalesce(max(seq), 0) FROM {fleet.schema}.chain")
         return bool(head >= last)
+
     await eventually(projected, timeout=30, every=0.5)
     public = load_public(public_path(AuditSettings().key_path(fleet.state)))
     report = await verify(fleet.bus, fleet.pool, fleet.schema, public)
@@ -254,6 +296,7 @@ async def check_partitions(fleet: Fleet) -> None:
         held = [p for ctx in replicas for p in ctx.status.get("partitions_held", ())]
         holders = sum(1 for ctx in replicas if ctx.status.get("partitions_held"))
         return sorted(held) == list(range(PARTITIONS)) and holders >= min(len(replicas), 2)
+
     await eventually(split_once, timeout=15, every=0.25)
 
 
@@ -281,6 +324,7 @@ async def test_replicas_complete_many_goals_once(fleet_factory: Any, replicas: i
 
 def orchestrator_of(ctx: ServiceContext) -> Any:
     from agentos_orchestrator.service import Orchestrator
+
     return next(c.__self__ for c in ctx.closers if isinstance(getattr(c, "__self__", None), Orchestrator))
 
 
@@ -303,6 +347,7 @@ async def test_an_orchestrator_replica_that_dies_mid_goal_leaves_its_goals_to_th
     async def planned_and_working() -> bool:
         events = await log_events(fleet.bus, tenant)
         return {d.goal_id for d in of(events, GoalPlanned)} == set(ids) and bool(of(events, TaskStarted))
+
     await eventually(planned_and_working, timeout=60, every=0.2)
     victim = next(c for c in fleet.of("orchestrator") if orchestrator_of(c).ownership.owns(ids[0]))
     await crash(fleet, victim)

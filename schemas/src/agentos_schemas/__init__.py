@@ -28,9 +28,23 @@ if TYPE_CHECKING:
     from agentos_schemas.events import CATALOGUE, EventData
 
 __all__ = [
-    "CATALOGUE", "DLQ_STREAM", "EVENTS_STREAM", "DecodeError", "Event", "EventData", "NamingError",
-    "WireEvent", "decode", "derived_event_id", "dlq_subject", "id_time", "encode", "event_subject", "events",
-    "headers_for", "new_event_id",
+    "CATALOGUE",
+    "DLQ_STREAM",
+    "EVENTS_STREAM",
+    "DecodeError",
+    "Event",
+    "EventData",
+    "NamingError",
+    "WireEvent",
+    "decode",
+    "derived_event_id",
+    "dlq_subject",
+    "encode",
+    "event_subject",
+    "events",
+    "headers_for",
+    "id_time",
+    "new_event_id",
 ]
 
 

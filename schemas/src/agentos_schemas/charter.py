@@ -72,8 +72,10 @@ class Charter(BaseModel):
                 raise ValueError(f"claims: {name!r} names tool {tool!r}, which the charter does not list")
             kind = (props.get(name) or {}).get("type")
             if kind not in ("boolean", "integer"):
-                raise ValueError(f"claims: output field {name!r} must be a boolean or an integer "
-                                 f"property of output_schema (it is {kind or 'not declared'})")
+                raise ValueError(
+                    f"claims: output field {name!r} must be a boolean or an integer "
+                    f"property of output_schema (it is {kind or 'not declared'})"
+                )
         return self
 
     @property

@@ -136,16 +136,24 @@ def to_event(wire: WireEvent, raw: bytes) -> Event[Any]:
     try:
         data = cls.model_validate_json(raw)
     except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
         raise DecodeError("schema", f"{wire.type} payload invalid: {errors}") from None
     tenant = wire.tenant or "default"
     return Event(
-        data=data, id=wire.id, source=wire.source, type=wire.type, tenant=tenant, subject=wire.subject,
-        time=wire.time, dataschema=wire.dataschema, traceparent=wire.traceparent,
-        tracestate=wire.tracestate, correlationid=wire.correlationid, causationid=wire.causationid,
-        principal=wire.principal, datahash=wire.datahash,
+        data=data,
+        id=wire.id,
+        source=wire.source,
+        type=wire.type,
+        tenant=tenant,
+        subject=wire.subject,
+        time=wire.time,
+        dataschema=wire.dataschema,
+        traceparent=wire.traceparent,
+        tracestate=wire.tracestate,
+        correlationid=wire.correlationid,
+        causationid=wire.causationid,
+        principal=wire.principal,
+        datahash=wire.datahash,
     )
 
 

@@ -102,8 +102,20 @@ class Event(Generic[D]):
     """A decoded CloudEvent whose ``data`` is a validated, typed payload."""
 
     __slots__ = (
-        "id", "source", "type", "subject", "time", "dataschema", "traceparent", "tracestate",
-        "correlationid", "causationid", "principal", "tenant", "data", "datahash",
+        "causationid",
+        "correlationid",
+        "data",
+        "datahash",
+        "dataschema",
+        "id",
+        "principal",
+        "source",
+        "subject",
+        "tenant",
+        "time",
+        "traceparent",
+        "tracestate",
+        "type",
     )
 
     def __init__(

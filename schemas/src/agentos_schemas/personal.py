@@ -75,12 +75,15 @@ def personal_plan(cls: type[Any]) -> PersonalPlan | None:
             if DATA_SUBJECT_KEY in marks:
                 raise TypeError(f"{cls.__name__}.{name}: the data subject field cannot itself be personal")
             if not _is_text(info.annotation):
-                raise TypeError(f"{cls.__name__}.{name}: personal fields must be str or str | None, "
-                                f"not {info.annotation!r}")
+                raise TypeError(
+                    f"{cls.__name__}.{name}: personal fields must be str or str | None, not {info.annotation!r}"
+                )
             constrained = ("MinLen", "MaxLen", "_PydanticGeneralMetadata")
             if any(type(m).__name__ in constrained for m in info.metadata):
-                raise TypeError(f"{cls.__name__}.{name}: personal fields cannot carry length or pattern "
-                                "constraints (the stored value is a ciphertext token)")
+                raise TypeError(
+                    f"{cls.__name__}.{name}: personal fields cannot carry length or pattern "
+                    "constraints (the stored value is a ciphertext token)"
+                )
             fields.append(name)
         if DATA_SUBJECT_KEY in marks:
             if subject is not None:
@@ -123,6 +126,16 @@ def render_erased(data: dict[str, Any], plan: PersonalPlan, erased: typing.Mappi
 
 
 __all__ = [
-    "DATA_SUBJECT", "DATA_SUBJECT_KEY", "ERASED", "PERSONAL", "PERSONAL_KEY", "TOKEN_PREFIX", "PersonalPlan",
-    "is_token", "parse_token", "personal_plan", "render_erased", "token",
+    "DATA_SUBJECT",
+    "DATA_SUBJECT_KEY",
+    "ERASED",
+    "PERSONAL",
+    "PERSONAL_KEY",
+    "TOKEN_PREFIX",
+    "PersonalPlan",
+    "is_token",
+    "parse_token",
+    "personal_plan",
+    "render_erased",
+    "token",
 ]

@@ -68,8 +68,24 @@ POLICY_BUDGET = "agentosrpc.policy.budget"
 ActionKind = Literal["model_call", "tool_call", "memory_write", "outside_action"]
 Decision = Literal["allow", "deny", "require_approval"]
 DecisionCode = Literal[
-    "ok", "approved", "not_allowed", "scope", "model", "rate_limit", "loop", "budget", "spend_spike",
-    "risk", "sequence", "pending", "rejected", "expired", "no_policy", "unreachable", "unavailable", "error",
+    "ok",
+    "approved",
+    "not_allowed",
+    "scope",
+    "model",
+    "rate_limit",
+    "loop",
+    "budget",
+    "spend_spike",
+    "risk",
+    "sequence",
+    "pending",
+    "rejected",
+    "expired",
+    "no_policy",
+    "unreachable",
+    "unavailable",
+    "error",
 ]
 ApprovalStatusName = Literal["pending", "approved", "rejected", "expired"]
 

@@ -34,7 +34,7 @@ def split_canonical(raw: bytes) -> tuple[bytes, dict[str, str] | None]:
     """Inverse of :func:`canonical_bytes`: (body, ce-headers or None)."""
     if not raw.startswith(BINARY_MAGIC):
         return raw, None
-    head, _, body = raw[len(BINARY_MAGIC):].partition(b"\n")
+    head, _, body = raw[len(BINARY_MAGIC) :].partition(b"\n")
     headers: dict[str, str] = msgspec.json.decode(head, type=dict[str, str])
     return body, headers
 

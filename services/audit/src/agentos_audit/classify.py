@@ -40,10 +40,13 @@ _NANP_PHONE = re.compile(r"(?<![\w\-.])\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}(?![\w\-
 _GROUPED_CARD = re.compile(r"(?<![\d\-])\d{4}([ \-])\d{4}\1\d{4}\1\d{1,7}(?![\d\-])")
 _PLAIN_CARD = re.compile(r"(?<![\d.])[3-6]\d{14,15}(?![\d.])")
 _DECLARED_FIELD = re.compile(
-    r'"[A-Za-z0-9_]*(?:email|phone|ssn|birth|passport)[A-Za-z0-9_]*"\s*:\s*"[^"]', re.IGNORECASE)
+    r'"[A-Za-z0-9_]*(?:email|phone|ssn|birth|passport)[A-Za-z0-9_]*"\s*:\s*"[^"]', re.IGNORECASE
+)
 _DECLARED_LABEL = re.compile(
     r'"(?:classification|data_classification|sensitivity|labels|tags)"\s*:\s*'
-    r'(?:"[^"]*(?:personal|pii)[^"]*"|\[[^\]]*(?:personal|pii)[^\]]*\])', re.IGNORECASE)
+    r'(?:"[^"]*(?:personal|pii)[^"]*"|\[[^\]]*(?:personal|pii)[^\]]*\])',
+    re.IGNORECASE,
+)
 
 
 #: Digit runs with phone/card separators: only these spans are checked for phones and cards.
@@ -54,8 +57,14 @@ _MARKS = bytes(ord("d") if 48 <= i <= 57 else ord("s") if chr(i) in " -()." else
 _CANDIDATE_MARKS = re.compile(rb"d[ds]{6,}d")
 _SEPARATORS = str.maketrans("", "", " -().")
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN|NATIONAL_ID|SECRET)\]")
-_PLACEHOLDER_TAG = {"EMAIL": "pii:email", "PHONE": "pii:phone", "CARD": "pii:card", "IBAN": "pii:iban",
-                    "NATIONAL_ID": "pii:national_id", "SECRET": "secret"}
+_PLACEHOLDER_TAG = {
+    "EMAIL": "pii:email",
+    "PHONE": "pii:phone",
+    "CARD": "pii:card",
+    "IBAN": "pii:iban",
+    "NATIONAL_ID": "pii:national_id",
+    "SECRET": "secret",
+}
 
 
 def luhn_ok(digits: str) -> bool:
@@ -106,7 +115,7 @@ def _numbers(text: str) -> set[str]:
         digits = len(text[start:end].translate(_SEPARATORS))  # a candidate holds digits and separators only
         if digits < 8:  # phones have 8+ digits, cards 13+
             continue
-        span = text[max(0, start - 3): end + 1]  # a leading "+(" and the look-arounds' characters
+        span = text[max(0, start - 3) : end + 1]  # a leading "+(" and the look-arounds' characters
         # Cheap necessary conditions first (most candidates are ids and dates): an international
         # phone has a "+", a North-American one two separators; a card's digits all lie in the
         # candidate (its digit run cannot reach into the three characters before it).
@@ -123,12 +132,15 @@ def _separator_count(span: str) -> int:
 
 def _declared(text: str) -> bool:
     lower = text.lower()
-    if ("email" in lower or "phone" in lower or "ssn" in lower or "birth" in lower or "passport" in lower) \
-            and _DECLARED_FIELD.search(text):
+    if (
+        "email" in lower or "phone" in lower or "ssn" in lower or "birth" in lower or "passport" in lower
+    ) and _DECLARED_FIELD.search(text):
         return True
-    return ("pii" in lower or "personal" in lower) \
-        and ("classification" in lower or "sensitivity" in lower or "labels" in lower or "tags" in lower) \
+    return (
+        ("pii" in lower or "personal" in lower)
+        and ("classification" in lower or "sensitivity" in lower or "labels" in lower or "tags" in lower)
         and _DECLARED_LABEL.search(text) is not None
+    )
 
 
 def classify(payload_json: str) -> list[str]:

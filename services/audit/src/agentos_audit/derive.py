@@ -24,12 +24,30 @@ from agentos_audit.classify import classify
 PROJECTOR_VERSION = "1"
 
 COLUMNS = (
-    "seq", "id", "type", "source", "subject", "tenant", "correlationid", "causationid", "principal",
-    "time", "traceparent", "trace_id", "agent", "task_id", "goal_id", "models", "tools", "cost_usd",
-    "tokens", "tags", "policy_version", "data",
+    "seq",
+    "id",
+    "type",
+    "source",
+    "subject",
+    "tenant",
+    "correlationid",
+    "causationid",
+    "principal",
+    "time",
+    "traceparent",
+    "trace_id",
+    "agent",
+    "task_id",
+    "goal_id",
+    "models",
+    "tools",
+    "cost_usd",
+    "tokens",
+    "tags",
+    "policy_version",
+    "data",
 )
-_TEXT_ATTRS = ("id", "source", "type", "subject", "tenant", "correlationid", "causationid", "principal",
-               "traceparent")
+_TEXT_ATTRS = ("id", "source", "type", "subject", "tenant", "correlationid", "causationid", "principal", "traceparent")
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
@@ -80,8 +98,7 @@ def open_envelope(raw: bytes, max_bytes: int) -> WireEvent | Rejection:
         for name in _TEXT_ATTRS:
             value = getattr(wire, name)
             if isinstance(value, str) and "\x00" in value:
-                return Rejection("not_cloudevent",
-                                 f"attribute {name!r} contains NUL, which text columns cannot store")
+                return Rejection("not_cloudevent", f"attribute {name!r} contains NUL, which text columns cannot store")
     return wire
 
 
@@ -146,9 +163,14 @@ def _analyse(data: Any) -> _Analysed:
         cost = float(sum(c.cost_usd for c in calls))
         tokens = int(sum(c.input_tokens + c.output_tokens for c in calls))
     return _Analysed(
-        _text(v.get("agent")) or _text(r.get("agent")), _text(v.get("task_id")) or _text(r.get("task_id")),
-        _text(v.get("goal_id")) or _text(r.get("goal_id")), sorted(models) if models else [],
-        sorted(tools) if tools else [], cost, tokens, _text(v.get("policy_version")),
+        _text(v.get("agent")) or _text(r.get("agent")),
+        _text(v.get("task_id")) or _text(r.get("task_id")),
+        _text(v.get("goal_id")) or _text(r.get("goal_id")),
+        sorted(models) if models else [],
+        sorted(tools) if tools else [],
+        cost,
+        tokens,
+        _text(v.get("policy_version")),
     )
 
 
@@ -181,10 +203,28 @@ def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) ->
     if agent is None and principal and principal.startswith("agent:"):
         agent = principal[6:]
     return Row(
-        seq, wire.id, wire.type, wire.source, wire.subject, wire.tenant or "default", wire.correlationid,
-        wire.causationid, principal, event_time(wire, stored), wire.traceparent, trace_id(wire.traceparent),
-        agent, a.task_id, a.goal_id, a.models, a.tools, a.cost_usd, a.tokens, classify(text),
-        a.policy_version, text,
+        seq,
+        wire.id,
+        wire.type,
+        wire.source,
+        wire.subject,
+        wire.tenant or "default",
+        wire.correlationid,
+        wire.causationid,
+        principal,
+        event_time(wire, stored),
+        wire.traceparent,
+        trace_id(wire.traceparent),
+        agent,
+        a.task_id,
+        a.goal_id,
+        a.models,
+        a.tools,
+        a.cost_usd,
+        a.tokens,
+        classify(text),
+        a.policy_version,
+        text,
     )
 
 
@@ -200,6 +240,13 @@ def comparable(values: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
 
 
 __all__ = [
-    "COLUMNS", "PROJECTOR_VERSION", "Rejection", "Row", "build_row", "comparable", "event_time",
-    "open_envelope", "trace_id",
+    "COLUMNS",
+    "PROJECTOR_VERSION",
+    "Rejection",
+    "Row",
+    "build_row",
+    "comparable",
+    "event_time",
+    "open_envelope",
+    "trace_id",
 ]

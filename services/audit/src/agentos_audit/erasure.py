@@ -40,7 +40,9 @@ async def erased_keys(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
     """Key name -> the highest key revision an ``erasure.recorded`` event says was destroyed."""
     rows = await conn.fetch(
         f"SELECT data->>'key' AS key, max((data->>'revision')::bigint) AS revision FROM {schema}.events "
-        "WHERE type = $1 GROUP BY 1", ERASURE_TYPE)
+        "WHERE type = $1 GROUP BY 1",
+        ERASURE_TYPE,
+    )
     return {r["key"]: int(r["revision"] or 0) for r in rows}
 
 

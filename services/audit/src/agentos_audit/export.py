@@ -32,9 +32,16 @@ WHERE ($1::timestamptz IS NULL OR e.time >= $1) AND ($2::timestamptz IS NULL OR 
 ORDER BY e.seq"""
 
 
-async def records(pool: asyncpg.Pool, schema: str, since: dt.datetime | None, until: dt.datetime | None,
-                  tenant: str | None = None, *, seq_from: int | None = None,
-                  seq_to: int | None = None) -> AsyncIterator[dict[str, Any]]:
+async def records(
+    pool: asyncpg.Pool,
+    schema: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    tenant: str | None = None,
+    *,
+    seq_from: int | None = None,
+    seq_to: int | None = None,
+) -> AsyncIterator[dict[str, Any]]:
     """The exported records, in stream order (``data`` as JSON text): events whose own ``time`` is
     in ``[since, until)`` and whose stream sequence is in ``[seq_from, seq_to)``, each bound
     optional (the CLI turns log times into sequence bounds)."""
@@ -63,8 +70,15 @@ def _parquet_schema() -> Any:
     import pyarrow as pa
 
     text, strings = pa.string(), pa.list_(pa.string())
-    types = {"seq": pa.int64(), "time": pa.timestamp("us", tz="UTC"), "models": strings, "tools": strings,
-             "tags": strings, "cost_usd": pa.float64(), "tokens": pa.int64()}
+    types = {
+        "seq": pa.int64(),
+        "time": pa.timestamp("us", tz="UTC"),
+        "models": strings,
+        "tools": strings,
+        "tags": strings,
+        "cost_usd": pa.float64(),
+        "tokens": pa.int64(),
+    }
     return pa.schema([(c, types.get(c, text)) for c in (*COLUMNS, "chain_hash")])
 
 

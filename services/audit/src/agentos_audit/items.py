@@ -69,9 +69,15 @@ async def derive_item(bus: Bus, stored: Stored | None, seq: int) -> Item:
     return Item(seq, raw, build_row(seq, opened, payload, stored.time))
 
 
-async def derive_range(bus: Bus, after: int, stored: Sequence[Stored], executor: Executor | None = None,
-                       fetch: Callable[[int], Awaitable[Stored | None]] | None = None, *,
-                       yield_every: int = 0) -> list[Item]:
+async def derive_range(
+    bus: Bus,
+    after: int,
+    stored: Sequence[Stored],
+    executor: Executor | None = None,
+    fetch: Callable[[int], Awaitable[Stored | None]] | None = None,
+    *,
+    yield_every: int = 0,
+) -> list[Item]:
     """Items for sequences ``after+1 .. stored[-1].seq`` (``stored`` in sequence order). With an
     ``executor`` the inline payloads are derived in it; a sequence missing from ``stored`` is read
     from the stream by ``fetch``, or chained as missing. With ``yield_every``, the event loop gets a
@@ -90,8 +96,7 @@ async def derive_range(bus: Bus, after: int, stored: Sequence[Stored], executor:
     if executor is not None:
         loop = asyncio.get_running_loop()
         done = await loop.run_in_executor(executor, derive_batch, list(stored), max_bytes)
-        by_seq: Mapping[int, tuple[Stored, Item | None]] = {
-            s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
+        by_seq: Mapping[int, tuple[Stored, Item | None]] = {s.seq: (s, d) for s, d in zip(stored, done, strict=True)}
     else:
         by_seq = {s.seq: (s, None) for s in stored}
     for seq in range(after + 1, stored[-1].seq + 1):

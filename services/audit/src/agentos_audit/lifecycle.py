@@ -36,17 +36,29 @@ async def adopt_stream(pool: asyncpg.Pool, schema: str, stream_created: str) -> 
     if previous is not None and previous != stream_created:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
         moved = await sch.archive_schema(pool, schema, f"old{stamp}")
-        log.warning("audit: %s projected another stream (created %s, now %s); kept it as %s",
-                    schema, previous, stream_created, moved)
+        log.warning(
+            "audit: %s projected another stream (created %s, now %s); kept it as %s",
+            schema,
+            previous,
+            stream_created,
+            moved,
+        )
         await ensure_schema(pool, schema)
     elif previous is not None and meta.get("projector_version") != PROJECTOR_VERSION:
-        log.warning("audit: %s was projected by projector version %s (now %s): run `agentos audit rebuild`",
-                    schema, meta.get("projector_version"), PROJECTOR_VERSION)
+        log.warning(
+            "audit: %s was projected by projector version %s (now %s): run `agentos audit rebuild`",
+            schema,
+            meta.get("projector_version"),
+            PROJECTOR_VERSION,
+        )
         return
     elif previous is not None:
         return
-    await sch.write_meta(pool, schema, {"stream": EVENTS_STREAM, "stream_created": stream_created,
-                                        "projector_version": PROJECTOR_VERSION})
+    await sch.write_meta(
+        pool,
+        schema,
+        {"stream": EVENTS_STREAM, "stream_created": stream_created, "projector_version": PROJECTOR_VERSION},
+    )
 
 
 __all__ = ["adopt_stream", "ensure_schema"]

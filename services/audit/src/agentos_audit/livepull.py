@@ -43,8 +43,9 @@ class LivePull:
 
     async def start(self) -> LivePull:
         """Subscribe and send the first pull request."""
-        self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._on_msg, pending_msgs_limit=0,
-                                            pending_bytes_limit=0)
+        self._sub = await self.nc.subscribe(
+            self.nc.new_inbox(), cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
+        )
         await self._request()
         return self
 
@@ -77,7 +78,8 @@ class LivePull:
             if status not in ("404", "408"):  # 409: the consumer was deleted, changed, or refused the pull
                 self.error = nats.js.errors.APIError(
                     code=int(status) if status.isdigit() else None,
-                    description=f"pull from the audit durable: {status} {headers.get('Description', '')}")
+                    description=f"pull from the audit durable: {status} {headers.get('Description', '')}",
+                )
                 self.wake()
                 return
             self.outstanding = 0

@@ -90,8 +90,9 @@ class _Pull:
                 self._finish(None)
             elif status != "100":  # anything but an idle heartbeat is an error
                 description = f"pull from {EVENTS_STREAM}: {status} {headers.get('Description', '')}"
-                self._finish(nats.js.errors.APIError(code=int(status) if status.isdigit() else None,
-                                                     description=description))
+                self._finish(
+                    nats.js.errors.APIError(code=int(status) if status.isdigit() else None, description=description)
+                )
             return
         stored = stored_from_msg(msg)
         if stored.seq > self.end:
@@ -113,8 +114,9 @@ class _Pull:
         return b'{"batch":%d,"expires":%d}' % (n, _PULL_EXPIRES_NS)
 
 
-async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1024,
-                   depth: int = 2, stall_s: float = 30.0) -> AsyncIterator[list[Stored]]:
+async def read_log(
+    js: JetStreamContext, start: int, end: int, *, batch: int = 1024, depth: int = 2, stall_s: float = 30.0
+) -> AsyncIterator[list[Stored]]:
     """Batches of stored messages with ``start <= seq <= end``, in sequence order (sequences the
     stream no longer holds are skipped). No acks: an ephemeral, in-memory consumer.
 
@@ -156,8 +158,11 @@ async def read_log(js: JetStreamContext, start: int, end: int, *, batch: int = 1
 async def _consumer(js: JetStreamContext, start: int, end: int, batch: int) -> tuple[api.ConsumerInfo, _Pull]:
     """An ephemeral, in-memory consumer from ``start`` without acks, and the reader of its messages."""
     config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(start, 1), inactive_threshold=30.0, mem_storage=True,
+        ack_policy=api.AckPolicy.NONE,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1),
+        inactive_threshold=30.0,
+        mem_storage=True,
     )
     info = await js.add_consumer(EVENTS_STREAM, config)
     in_range = end - max(start, 1) + 1
@@ -167,8 +172,7 @@ async def _consumer(js: JetStreamContext, start: int, end: int, batch: int) -> t
 async def _next_batch(pull: _Pull, stall_s: float) -> list[Stored] | None:
     """The next batch the subscription's callback made ready; None once the read is complete."""
     try:
-        out = pull.ready.get_nowait() if not pull.ready.empty() else \
-            await asyncio.wait_for(pull.ready.get(), stall_s)
+        out = pull.ready.get_nowait() if not pull.ready.empty() else await asyncio.wait_for(pull.ready.get(), stall_s)
     except TimeoutError:
         raise TimeoutError(f"no message from {EVENTS_STREAM} for {stall_s:.0f}s") from None
     if isinstance(out, BaseException):

@@ -54,10 +54,20 @@ def lost(conn: asyncpg.Connection) -> bool:
 class Projector:
     """Projects ``AGENTOS_EVENTS`` into one schema until stopped."""
 
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, *, schema: str, durable: str = "audit",
-                 signer: Signer | None = None, batch: int = 512, checkpoint_every: int = 1000,
-                 checkpoint_idle_s: float = 10.0, batch_wait_s: float = 0.05,
-                 status: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        *,
+        schema: str,
+        durable: str = "audit",
+        signer: Signer | None = None,
+        batch: int = 512,
+        checkpoint_every: int = 1000,
+        checkpoint_idle_s: float = 10.0,
+        batch_wait_s: float = 0.05,
+        status: dict[str, Any] | None = None,
+    ) -> None:
         self.bus, self.pool, self.schema, self.durable = bus, pool, sch.check_schema(schema), durable
         self.signer, self.batch, self.every, self.idle_s = signer, batch, checkpoint_every, checkpoint_idle_s
         self.batch_wait_s = batch_wait_s
@@ -186,11 +196,19 @@ class Projector:
                     return
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(EVENTS_STREAM, self.durable)
-        await js.add_consumer(EVENTS_STREAM, api.ConsumerConfig(
-            durable_name=self.durable, ack_policy=api.AckPolicy.ALL,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1),
-            ack_wait=60.0, max_deliver=-1, max_ack_pending=self.batch * 4, filter_subjects=["agentos.>"],
-        ))
+        await js.add_consumer(
+            EVENTS_STREAM,
+            api.ConsumerConfig(
+                durable_name=self.durable,
+                ack_policy=api.AckPolicy.ALL,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(start, 1),
+                ack_wait=60.0,
+                max_deliver=-1,
+                max_ack_pending=self.batch * 4,
+                filter_subjects=["agentos.>"],
+            ),
+        )
         self._pull = await self._puller()
 
     async def _puller(self) -> LivePull:
@@ -267,8 +285,9 @@ class Projector:
             self._checked_at = now
             info = await self.bus.js.stream_info(EVENTS_STREAM)
             if info.state.last_seq > self.head.seq:
-                log.warning("audit: durable idle at seq %d behind the log's %d; re-reading", self.head.seq,
-                            info.state.last_seq)
+                log.warning(
+                    "audit: durable idle at seq %d behind the log's %d; re-reading", self.head.seq, info.state.last_seq
+                )
                 await self._bind(self.head.seq + 1, fresh=True)
 
     async def _derive(self, stored: dict[int, Stored], after: int) -> list[Item]:
@@ -292,8 +311,15 @@ class Projector:
         delay, old = 0.2, self.head.seq
         while True:
             try:
-                self.head = await write_batch(self._writer(), self.schema, self.head, items, self.partitions,
-                                              sign=self._sign if self.signer else None, every=self.every)
+                self.head = await write_batch(
+                    self._writer(),
+                    self.schema,
+                    self.head,
+                    items,
+                    self.partitions,
+                    sign=self._sign if self.signer else None,
+                    every=self.every,
+                )
                 if self.signer and checkpoint_due(old, self.head.seq, self.every):
                     self.signed_seq = self.head.seq
                 break
@@ -321,8 +347,7 @@ class Projector:
             except _DATA_ERRORS as exc:
                 log.warning("audit: stream seq %d refused by Postgres: %s", item.seq, exc)
                 refused = Item(item.seq, item.raw, Rejection("storage", f"{type(exc).__name__}: {exc}"))
-                self.head = await write_batch(self._writer(), self.schema, self.head, [refused],
-                                              self.partitions)
+                self.head = await write_batch(self._writer(), self.schema, self.head, [refused], self.partitions)
 
     def _writer(self) -> asyncpg.Connection:
         if self._conn is None:

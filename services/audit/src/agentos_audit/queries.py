@@ -19,14 +19,20 @@ from agentos_audit.schema import check_schema
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-POLICY_NOTE = ("Denials are policy.decided events with decision 'deny', approvals that ended rejected or "
-               "expired (approval.decided), and task.failed events whose reason mentions a policy, a denial or a "
-               "block. Decisions taken before the policy service ran are not in the log.")
-DECISION_COLUMNS = ("seq, time, agent, task_id, data->>'decision' AS decision, data->>'code' AS code, "
-                    "data->'request'->>'action' AS action, data->'request'->>'resource' AS resource, "
-                    "policy_version, id")
-LIST_COLUMNS = ("seq, time, tenant, type, agent, goal_id, task_id, models, tools, cost_usd, tokens, tags, "
-                "policy_version, principal, id")
+POLICY_NOTE = (
+    "Denials are policy.decided events with decision 'deny', approvals that ended rejected or "
+    "expired (approval.decided), and task.failed events whose reason mentions a policy, a denial or a "
+    "block. Decisions taken before the policy service ran are not in the log."
+)
+DECISION_COLUMNS = (
+    "seq, time, agent, task_id, data->>'decision' AS decision, data->>'code' AS code, "
+    "data->'request'->>'action' AS action, data->'request'->>'resource' AS resource, "
+    "policy_version, id"
+)
+LIST_COLUMNS = (
+    "seq, time, tenant, type, agent, goal_id, task_id, models, tools, cost_usd, tokens, tags, "
+    "policy_version, principal, id"
+)
 
 
 def parse_when(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -74,6 +80,7 @@ class Filters:
         def arg(value: Any) -> str:
             args.append(value)
             return f"${len(args)}"
+
         simple = {"tenant": self.tenant, "agent": self.agent}
         clauses += [f"{col} = {arg(v)}" for col, v in simple.items() if v is not None]
         if self.type is not None:
@@ -93,13 +100,16 @@ class Filters:
 async def query_events(pool: asyncpg.Pool, schema: str, filters: Filters) -> list[dict[str, Any]]:
     """Events matching ``filters``, newest first, at most ``filters.limit``."""
     where, args = filters.where()
-    sql = (f"SELECT {LIST_COLUMNS} FROM {check_schema(schema)}.events WHERE {where} "
-           f"ORDER BY time DESC, seq DESC LIMIT {int(filters.limit)}")
+    sql = (
+        f"SELECT {LIST_COLUMNS} FROM {check_schema(schema)}.events WHERE {where} "
+        f"ORDER BY time DESC, seq DESC LIMIT {int(filters.limit)}"
+    )
     return [dict(r) for r in await pool.fetch(sql, *args)]
 
 
-async def personal_data(pool: asyncpg.Pool, schema: str, since: dt.datetime | None,
-                        tenant: str | None = None) -> list[dict[str, Any]]:
+async def personal_data(
+    pool: asyncpg.Pool, schema: str, since: dt.datetime | None, tenant: str | None = None
+) -> list[dict[str, Any]]:
     """Agents whose events carried personal data since ``since``: how often, in which goals and
     event types, which kinds of personal data, first and last time."""
     f = Filters(tenant=tenant, since=since, tag=PERSONAL)
@@ -113,8 +123,9 @@ async def personal_data(pool: asyncpg.Pool, schema: str, since: dt.datetime | No
     return [dict(r) for r in await pool.fetch(sql, *args)]
 
 
-async def denied(pool: asyncpg.Pool, schema: str, since: dt.datetime | None,
-                 tenant: str | None = None) -> list[dict[str, Any]]:
+async def denied(
+    pool: asyncpg.Pool, schema: str, since: dt.datetime | None, tenant: str | None = None
+) -> list[dict[str, Any]]:
     """Policy denials, newest first (see :data:`POLICY_NOTE` for what counts)."""
     f = Filters(tenant=tenant, since=since)
     where, args = f.where()
@@ -143,8 +154,9 @@ async def cost(pool: asyncpg.Pool, schema: str, goal: str, tenant: str | None = 
 ACTIONS = ("model_call", "tool_call", "memory_write", "outside_action")
 
 
-async def allowed_by(pool: asyncpg.Pool, schema: str, ref: str, tenant: str | None = None,
-                     since: dt.datetime | None = None) -> dict[str, Any]:
+async def allowed_by(
+    pool: asyncpg.Pool, schema: str, ref: str, tenant: str | None = None, since: dt.datetime | None = None
+) -> dict[str, Any]:
     """Which policy decisions (and versions) let an event or an action through.
 
     For an event id: the event and the ``policy.decided`` facts about it — the decision it names
@@ -156,22 +168,36 @@ async def allowed_by(pool: asyncpg.Pool, schema: str, ref: str, tenant: str | No
     s, decided = check_schema(schema), types_named("policy.decided")
     event = await pool.fetchrow(
         f"SELECT seq, time, tenant, type, agent, goal_id, task_id, policy_version, id, "
-        f"data->>'decision_id' AS decision_id FROM {s}.events WHERE id = $1", ref)
+        f"data->>'decision_id' AS decision_id FROM {s}.events WHERE id = $1",
+        ref,
+    )
     if event is not None:
         decisions = await pool.fetch(
             f"""SELECT {DECISION_COLUMNS} FROM {s}.events WHERE type = ANY($1::text[])
                 AND (data->>'decision_id' = $2 OR (task_id IS NOT NULL AND task_id = $3)) ORDER BY seq LIMIT 100""",
-            decided, event["decision_id"], event["task_id"])
+            decided,
+            event["decision_id"],
+            event["task_id"],
+        )
         return {"ref": ref, "kind": "event", "rows": [dict(event)], "decisions": [dict(d) for d in decisions]}
-    about = ("data->'request'->>'action' = $2" if ref in ACTIONS else
-             "data->'request'->>'resource' = $2" if ":" in ref else
-             "(tools @> ARRAY[$2::text] OR models @> ARRAY[$2::text])")  # GIN-indexed
+    about = (
+        "data->'request'->>'action' = $2"
+        if ref in ACTIONS
+        else "data->'request'->>'resource' = $2"
+        if ":" in ref
+        else "(tools @> ARRAY[$2::text] OR models @> ARRAY[$2::text])"
+    )  # GIN-indexed
     decisions = await pool.fetch(
         f"""SELECT policy_version, data->>'decision' AS decision, data->'request'->>'action' AS action,
             data->'request'->>'resource' AS resource, count(*) AS decisions, max(time) AS last_seen
             FROM {s}.events WHERE type = ANY($1::text[]) AND {about} AND ($3::text IS NULL OR tenant = $3)
             AND ($4::timestamptz IS NULL OR time >= $4)
-            GROUP BY 1, 2, 3, 4 ORDER BY last_seen DESC LIMIT 100""", decided, ref, tenant, since)
+            GROUP BY 1, 2, 3, 4 ORDER BY last_seen DESC LIMIT 100""",
+        decided,
+        ref,
+        tenant,
+        since,
+    )
     return {"ref": ref, "kind": "action", "rows": [], "decisions": [dict(d) for d in decisions]}
 
 
@@ -184,6 +210,17 @@ async def goal_events(pool: asyncpg.Pool, schema: str, goal: str, tenant: str | 
     return [dict(r) for r in await pool.fetch(sql, goal, tenant)]
 
 
-__all__ = ["ACTIONS", "LIST_COLUMNS", "POLICY_NOTE", "Filters", "allowed_by", "cost", "denied", "goal_events",
-           "parse_when",
-           "personal_data", "query_events", "types_named"]
+__all__ = [
+    "ACTIONS",
+    "LIST_COLUMNS",
+    "POLICY_NOTE",
+    "Filters",
+    "allowed_by",
+    "cost",
+    "denied",
+    "goal_events",
+    "parse_when",
+    "personal_data",
+    "query_events",
+    "types_named",
+]

@@ -54,8 +54,9 @@ class RebuildReport:
         return self.live_digest == self.rebuilt_digest
 
 
-async def project_range(bus: Bus, pool: asyncpg.Pool, target: str, lo: int, hi: int, *, batch: int = 1000,
-                        workers: int | None = None) -> int:
+async def project_range(
+    bus: Bus, pool: asyncpg.Pool, target: str, lo: int, hi: int, *, batch: int = 1000, workers: int | None = None
+) -> int:
     """Project stream sequences ``lo..hi`` into the (fresh) ``target`` schema; returns rows chained.
 
     A pipeline: the log is read while the previous batch is written (writes stay in order); deriving
@@ -83,16 +84,16 @@ async def project_range(bus: Bus, pool: asyncpg.Pool, target: str, lo: int, hi: 
     return head.seq - lo + 1
 
 
-async def _pipeline(bus: Bus, conn: asyncpg.Connection, target: str, lo: int, hi: int, batch: int,
-                    executor: Executor | None) -> sch.Head:
+async def _pipeline(
+    bus: Bus, conn: asyncpg.Connection, target: str, lo: int, hi: int, batch: int, executor: Executor | None
+) -> sch.Head:
     head, partitions = sch.Head(lo - 1, GENESIS), sch.Partitions(target)
     derives: deque[asyncio.Future[list[Item]]] = deque()
     write: asyncio.Future[sch.Head] | None = None
     after, depth = lo - 1, 2 if executor is not None else 0
     try:
         async for stored in read_log(bus.js, lo, hi, batch=batch):
-            derives.append(asyncio.ensure_future(
-                derive_range(bus, after, stored, executor, yield_every=_YIELD_EVERY)))
+            derives.append(asyncio.ensure_future(derive_range(bus, after, stored, executor, yield_every=_YIELD_EVERY)))
             after = stored[-1].seq
             while len(derives) > depth:
                 items = await derives.popleft()
@@ -125,8 +126,16 @@ async def build_indexes(pool: asyncpg.Pool, schema: str, *, connections: int = 2
 
 def _row_bytes(kind: str, record: Any) -> bytes:
     if kind == "chain":
-        return _encoder.encode([record["seq"], record["kind"], record["event_id"], record["code"],
-                                record["reason"], bytes(record["hash"]).hex()])
+        return _encoder.encode(
+            [
+                record["seq"],
+                record["kind"],
+                record["event_id"],
+                record["code"],
+                record["reason"],
+                bytes(record["hash"]).hex(),
+            ]
+        )
     return _encoder.encode(comparable([record[c] for c in COLUMNS]))
 
 
@@ -142,9 +151,12 @@ async def compare(pool: asyncpg.Pool, a: str, b: str, up_to: int) -> tuple[str, 
     da, db = hashlib.sha256(), hashlib.sha256()
     counts = {"chain": 0, "events": 0}
     first: int | None = None
-    async with pool.acquire() as ca, pool.acquire() as cb, \
-            ca.transaction(isolation="repeatable_read", readonly=True), \
-            cb.transaction(isolation="repeatable_read", readonly=True):
+    async with (
+        pool.acquire() as ca,
+        pool.acquire() as cb,
+        ca.transaction(isolation="repeatable_read", readonly=True),
+        cb.transaction(isolation="repeatable_read", readonly=True),
+    ):
         for kind in ("chain", "events"):
             left, right = _records(ca, kind, a, up_to), _records(cb, kind, b, up_to)
             while True:
@@ -161,8 +173,16 @@ async def compare(pool: asyncpg.Pool, a: str, b: str, up_to: int) -> tuple[str, 
     return da.hexdigest(), db.hexdigest(), counts["chain"], counts["events"], first
 
 
-async def rebuild(bus: Bus, pool: asyncpg.Pool, live: str, target: str | None = None, *,
-                  keep: bool = False, batch: int = 1000, workers: int | None = None) -> RebuildReport:
+async def rebuild(
+    bus: Bus,
+    pool: asyncpg.Pool,
+    live: str,
+    target: str | None = None,
+    *,
+    keep: bool = False,
+    batch: int = 1000,
+    workers: int | None = None,
+) -> RebuildReport:
     """Rebuild ``live`` from the log into ``target`` (default ``<live>_rebuild``, replaced if it
     exists) and compare; the rebuilt schema is dropped afterwards unless ``keep``."""
     live = sch.check_schema(live)
@@ -173,8 +193,9 @@ async def rebuild(bus: Bus, pool: asyncpg.Pool, live: str, target: str | None = 
     _, _, created = await stream_bounds(bus.js)
     await sch.drop_schema(pool, target)
     await sch.migrate_schema(pool, target, indexes=False)
-    await sch.write_meta(pool, target, {"stream_created": created, "projector_version": PROJECTOR_VERSION,
-                                        "rebuilt_from": live})
+    await sch.write_meta(
+        pool, target, {"stream_created": created, "projector_version": PROJECTOR_VERSION, "rebuilt_from": live}
+    )
     if hi >= lo:
         await project_range(bus, pool, target, lo, hi, batch=batch, workers=workers)
     await build_indexes(pool, target)
@@ -182,8 +203,7 @@ async def rebuild(bus: Bus, pool: asyncpg.Pool, live: str, target: str | None = 
     live_digest, rebuilt_digest, chain_rows, event_rows, first = await compare(pool, live, target, hi)
     if not keep:
         await sch.drop_schema(pool, target)
-    return RebuildReport(live, target, hi, chain_rows, event_rows, seconds, live_digest, rebuilt_digest,
-                         first, keep)
+    return RebuildReport(live, target, hi, chain_rows, event_rows, seconds, live_digest, rebuilt_digest, first, keep)
 
 
 __all__ = ["RebuildReport", "build_indexes", "compare", "project_range", "rebuild"]

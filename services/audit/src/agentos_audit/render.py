@@ -102,19 +102,24 @@ def trace_tasks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def verify_lines(report: Report) -> list[str]:
     """A human summary of a verification."""
-    lines = [f"schema {report.schema}: chain head seq {report.head_seq}, {report.chain_rows} chain rows, "
-             f"{report.events_checked} events re-derived from the log, "
-             f"{report.checkpoints_valid}/{report.checkpoints} checkpoints valid"]
-    lines.append(f"verified up to stream seq {report.head_seq}; the log's last seq was {report.log_last_seq} "
-                 "when verify started")
+    lines = [
+        f"schema {report.schema}: chain head seq {report.head_seq}, {report.chain_rows} chain rows, "
+        f"{report.events_checked} events re-derived from the log, "
+        f"{report.checkpoints_valid}/{report.checkpoints} checkpoints valid"
+    ]
+    lines.append(
+        f"verified up to stream seq {report.head_seq}; the log's last seq was {report.log_last_seq} when verify started"
+    )
     if report.log_ahead:
         lines.append(f"the log holds {report.log_ahead} newer messages not projected yet (not checked)")
     first = report.first
     if first is None:
         lines.append("OK: the log, the chain, the projection and the checkpoints agree")
         return lines
-    lines.append(f"DIVERGENCE ({len(report.divergences)} found): first is {first.kind} at seq {first.seq} "
-                 f"in {first.where}: {first.detail}")
+    lines.append(
+        f"DIVERGENCE ({len(report.divergences)} found): first is {first.kind} at seq {first.seq} "
+        f"in {first.where}: {first.detail}"
+    )
     lines += [f"  {d.kind} seq {d.seq} ({d.where}): {d.detail}" for d in report.divergences[1:10]]
     return lines
 
@@ -123,10 +128,21 @@ def rebuild_lines(r: RebuildReport) -> list[str]:
     """A human summary of a rebuild."""
     verdict = "EQUAL" if r.equal else f"DIFFERENT (first difference at seq {r.first_difference})"
     kept = f"kept as {r.target}" if r.kept else "dropped"
-    return [f"rebuilt {r.live} up to seq {r.up_to} into {r.target} in {r.seconds:.1f}s ({kept})",
-            f"{r.chain_rows} chain rows, {r.event_rows} events; live digest {r.live_digest[:16]}…, "
-            f"rebuilt digest {r.rebuilt_digest[:16]}…: {verdict}"]
+    return [
+        f"rebuilt {r.live} up to seq {r.up_to} into {r.target} in {r.seconds:.1f}s ({kept})",
+        f"{r.chain_rows} chain rows, {r.event_rows} events; live digest {r.live_digest[:16]}…, "
+        f"rebuilt digest {r.rebuilt_digest[:16]}…: {verdict}",
+    ]
 
 
-__all__ = ["FORMATS", "emit", "plain", "rebuild_lines", "to_csv", "to_json", "trace_tasks", "trace_tree",
-           "verify_lines"]
+__all__ = [
+    "FORMATS",
+    "emit",
+    "plain",
+    "rebuild_lines",
+    "to_csv",
+    "to_json",
+    "trace_tasks",
+    "trace_tree",
+    "verify_lines",
+]

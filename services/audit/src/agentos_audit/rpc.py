@@ -90,9 +90,7 @@ def filters_of(request: r.AuditQuery) -> q.Filters:
     )
 
 
-async def query_page(
-    conn: Any, schema: str, request: r.AuditQuery
-) -> tuple[list[dict[str, Any]], str | None]:
+async def query_page(conn: Any, schema: str, request: r.AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
     """One page of :func:`queries.query_events` (newest first), and the cursor of the next, if any."""
     filters = filters_of(request)
     where, args = filters.where()
@@ -159,9 +157,7 @@ def trace_reply(goal_id: str, rows: list[dict[str, Any]], truncated: bool) -> r.
     events.sort(key=lambda e: order[e.id])
     roots = tuple(e.id for e in events if e.parent_id is None)
     tasks = tuple(r.TraceTask.model_validate(t) for t in task_summaries(rows))
-    return r.AuditTraceReply(
-        goal_id=goal_id, roots=roots, events=tuple(events), tasks=tasks, truncated=truncated
-    )
+    return r.AuditTraceReply(goal_id=goal_id, roots=roots, events=tuple(events), tasks=tasks, truncated=truncated)
 
 
 def _fits(reply: Any, limit: int) -> bool:
@@ -204,9 +200,7 @@ class AuditRPC:
         reply = r.AuditQueryReply(rows=tuple(plain_row(x) for x in rows), next_cursor=cursor)
         while not _fits(reply, self.max_bytes) and len(rows) > 1:
             rows = rows[: len(rows) // 2]
-            reply = r.AuditQueryReply(
-                rows=tuple(plain_row(x) for x in rows), next_cursor=encode_cursor(rows[-1])
-            )
+            reply = r.AuditQueryReply(rows=tuple(plain_row(x) for x in rows), next_cursor=encode_cursor(rows[-1]))
         return reply
 
     async def trace(self, request: r.AuditTrace) -> r.AuditTraceReply:
@@ -234,15 +228,11 @@ class AuditRPC:
 
 
 def _query_error(message: str) -> r.AuditQueryReply:
-    return r.AuditQueryReply(
-        code="invalid" if message.startswith("invalid request") else "error", error=message
-    )
+    return r.AuditQueryReply(code="invalid" if message.startswith("invalid request") else "error", error=message)
 
 
 def _trace_error(message: str) -> r.AuditTraceReply:
-    return r.AuditTraceReply(
-        code="invalid" if message.startswith("invalid request") else "error", error=message
-    )
+    return r.AuditTraceReply(code="invalid" if message.startswith("invalid request") else "error", error=message)
 
 
 async def serve(bus: Bus, pool: asyncpg.Pool, schema: str, *, concurrency: int = CONCURRENCY) -> list[Any]:
@@ -251,12 +241,8 @@ async def serve(bus: Bus, pool: asyncpg.Pool, schema: str, *, concurrency: int =
     answers = AuditRPC(pool, schema, max_bytes=max(4096, int(bus.nc.max_payload) - 4096))
     subs = []
     for _ in range(concurrency):
-        subs.append(
-            await bus.serve(r.AUDIT_QUERY, r.AuditQuery, answers.query, queue=QUEUE, error_reply=_query_error)
-        )
-        subs.append(
-            await bus.serve(r.AUDIT_TRACE, r.AuditTrace, answers.trace, queue=QUEUE, error_reply=_trace_error)
-        )
+        subs.append(await bus.serve(r.AUDIT_QUERY, r.AuditQuery, answers.query, queue=QUEUE, error_reply=_query_error))
+        subs.append(await bus.serve(r.AUDIT_TRACE, r.AuditTrace, answers.trace, queue=QUEUE, error_reply=_trace_error))
     return subs
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable
@@ -123,8 +124,10 @@ def partition_sql(schema: str, month: tuple[int, int]) -> str | None:
         return None
     year, mon = month
     nxt = (year + mon // 12, mon % 12 + 1)
-    return (f"CREATE TABLE IF NOT EXISTS {schema}.events_y{year}m{mon:02d} PARTITION OF {schema}.events "
-            f"FOR VALUES FROM ('{year:04d}-{mon:02d}-01 00:00:00+00') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01 00:00:00+00')")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {schema}.events_y{year}m{mon:02d} PARTITION OF {schema}.events "
+        f"FOR VALUES FROM ('{year:04d}-{mon:02d}-01 00:00:00+00') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01 00:00:00+00')"
+    )
 
 
 class Partitions:
@@ -139,10 +142,8 @@ class Partitions:
         for month in sorted({month_of(t) for t in times} - self.known):
             sql = partition_sql(self.schema, month)
             if sql is not None:
-                try:
+                with contextlib.suppress(asyncpg.DuplicateTableError):
                     await conn.execute(sql)
-                except asyncpg.DuplicateTableError:
-                    pass
             self.known.add(month)
 
 
@@ -169,7 +170,10 @@ async def write_meta(conn: asyncpg.Connection | asyncpg.Pool, schema: str, value
     for key, value in values.items():
         await conn.execute(
             f"INSERT INTO {schema}.meta (key, value) VALUES ($1, $2) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
 
 
 async def archive_schema(pool: asyncpg.Pool, schema: str, suffix: str) -> str:
@@ -187,7 +191,20 @@ async def drop_schema(pool: asyncpg.Pool, schema: str) -> None:
 
 
 __all__ = [
-    "INDEXES", "MIGRATIONS", "TABLES", "Head", "Partitions", "archive_schema", "check_schema",
-    "create_indexes", "drop_schema", "head", "migrate_schema", "month_of", "partition_sql", "read_meta",
-    "start_head", "write_meta",
+    "INDEXES",
+    "MIGRATIONS",
+    "TABLES",
+    "Head",
+    "Partitions",
+    "archive_schema",
+    "check_schema",
+    "create_indexes",
+    "drop_schema",
+    "head",
+    "migrate_schema",
+    "month_of",
+    "partition_sql",
+    "read_meta",
+    "start_head",
+    "write_meta",
 ]

@@ -33,9 +33,16 @@ async def setup(ctx: ServiceContext) -> None:
     signer = load_or_create(audit.key_path(ctx.settings.state_dir))
     ctx.status["audit_key_id"] = signer.key_id
     projector = Projector(
-        ctx.bus, ctx.pool, schema=audit.schema_name, durable=DURABLE, signer=signer, batch=audit.batch,
-        checkpoint_every=audit.checkpoint_every, checkpoint_idle_s=audit.checkpoint_idle_s,
-        batch_wait_s=audit.batch_wait_s, status=ctx.status,
+        ctx.bus,
+        ctx.pool,
+        schema=audit.schema_name,
+        durable=DURABLE,
+        signer=signer,
+        batch=audit.batch,
+        checkpoint_every=audit.checkpoint_every,
+        checkpoint_idle_s=audit.checkpoint_idle_s,
+        batch_wait_s=audit.batch_wait_s,
+        status=ctx.status,
     )
     await projector.start()
     ctx.consumers.append(projector.dlq)  # reports `audit` and its dead-letter count in the health record

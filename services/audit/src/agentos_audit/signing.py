@@ -59,11 +59,17 @@ class Signer:
 
     def sign(self, stream: str, stream_created: str, seq: int, chain_hash: bytes) -> Checkpoint:
         """A checkpoint of the chain at ``seq``."""
-        message = _encoder.encode({
-            "v": 1, "stream": stream, "stream_created": stream_created, "seq": seq,
-            "hash": chain_hash.hex(), "key_id": self.key_id,
-            "signed_at": dt.datetime.now(dt.UTC).isoformat(),
-        })
+        message = _encoder.encode(
+            {
+                "v": 1,
+                "stream": stream,
+                "stream_created": stream_created,
+                "seq": seq,
+                "hash": chain_hash.hex(),
+                "key_id": self.key_id,
+                "signed_at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
         return Checkpoint(seq, chain_hash, self.key_id, message, self.private.sign(message))
 
 
@@ -72,7 +78,8 @@ def load_or_create(key_file: Path) -> Signer:
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -118,5 +125,13 @@ def check(public: Ed25519PublicKey, message: bytes, signature: bytes) -> dict[st
     return statement
 
 
-__all__ = ["Checkpoint", "Ed25519PrivateKey", "Signer", "check", "key_id", "load_or_create", "load_public",
-           "public_path"]
+__all__ = [
+    "Checkpoint",
+    "Ed25519PrivateKey",
+    "Signer",
+    "check",
+    "key_id",
+    "load_or_create",
+    "load_public",
+    "public_path",
+]

@@ -21,9 +21,21 @@ from agentos_audit import queries as q
 from agentos_audit import schema as sch
 from agentos_audit.views import create_views
 
-_TYPES = ", ".join(f"'dev.agentos.{n}.v1'" for n in (
-    "task.assigned", "context.ready", "task.started", "task.completed", "task.reviewed", "memory.proposed",
-    "task.failed", "goal.planned", "policy.decided", "task.completed"))
+_TYPES = ", ".join(
+    f"'dev.agentos.{n}.v1'"
+    for n in (
+        "task.assigned",
+        "context.ready",
+        "task.started",
+        "task.completed",
+        "task.reviewed",
+        "memory.proposed",
+        "task.failed",
+        "goal.planned",
+        "policy.decided",
+        "task.completed",
+    )
+)
 _CALLS = "k IN (3, 7, 9)"
 _INSERT = f"""
 INSERT INTO {{s}}.events (seq, id, type, source, subject, tenant, correlationid, causationid, principal, time,
@@ -88,24 +100,29 @@ Query = Callable[[asyncpg.Pool], Awaitable[Any]]
 
 def analyst_queries(schema: str, rnd: random.Random, goals: int) -> dict[str, Query]:
     """The analysts' questions with random arguments, as the CLI asks them."""
+
     def filters(**kw: Any) -> Query:
         def run(pool: asyncpg.Pool) -> Awaitable[Any]:
             args = {k: v() if callable(v) else v for k, v in kw.items()}
             return q.query_events(pool, schema, q.Filters(**args))
+
         return run
+
     week, month, day = q.parse_when("7d"), q.parse_when("30d"), q.parse_when("1d")
     return {
         "query --agent --since 7d": filters(agent=lambda: f"agent{rnd.randrange(8)}", since=week),
         "query --tag personal_data --since 7d": filters(tag="personal_data", since=week),
         "query --tool --since 30d": filters(tool=lambda: f"tool{rnd.randrange(5)}", since=month),
         "query --model --since 7d": filters(model=lambda: f"model{rnd.randrange(4)}", since=week),
-        "query --tenant --type --since 1d": filters(tenant=lambda: f"tenant{rnd.randrange(10)}",
-                                                    type="task.completed", since=day),
+        "query --tenant --type --since 1d": filters(
+            tenant=lambda: f"tenant{rnd.randrange(10)}", type="task.completed", since=day
+        ),
         "cost <goal>": lambda pool: q.cost(pool, schema, f"g{rnd.randrange(goals)}"),
         "personal-data --since 7d": lambda pool: q.personal_data(pool, schema, week),
         "denied --since 7d": lambda pool: q.denied(pool, schema, week),
-        "allowed-by <tool> --since 30d": lambda pool: q.allowed_by(pool, schema, f"tool{rnd.randrange(5)}",
-                                                                   since=month),
+        "allowed-by <tool> --since 30d": lambda pool: q.allowed_by(
+            pool, schema, f"tool{rnd.randrange(5)}", since=month
+        ),
         "allowed-by <tool> (all time)": lambda pool: q.allowed_by(pool, schema, f"tool{rnd.randrange(5)}"),
         # "which policy version allowed action Y", asked of one action: any event of a task
         "allowed-by <event id>": lambda pool: q.allowed_by(pool, schema, f"e{rnd.randrange(1, goals * 30)}"),

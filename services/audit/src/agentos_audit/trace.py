@@ -48,10 +48,12 @@ def _context(d: dict[str, Any]) -> list[str]:
     if all(isinstance(v, str) for v in kinds.values()):  # entry id -> kind: count the kinds
         kinds = dict(Counter(kinds.values()))
     by_kind = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-    return [f"charter {m.get('charter', '?')}; tools {', '.join(m.get('tools') or []) or 'none'}",
-            f"memory {len(ids)} entries ({by_kind or 'none'}): {shown or '-'}",
-            f"context tokens {m.get('tokens') or {}} of budget {m.get('budget_tokens', 0)}"
-            + (f"; trimmed {', '.join(m.get('trimmed') or [])}" if m.get("trimmed") else "")]
+    return [
+        f"charter {m.get('charter', '?')}; tools {', '.join(m.get('tools') or []) or 'none'}",
+        f"memory {len(ids)} entries ({by_kind or 'none'}): {shown or '-'}",
+        f"context tokens {m.get('tokens') or {}} of budget {m.get('budget_tokens', 0)}"
+        + (f"; trimmed {', '.join(m.get('trimmed') or [])}" if m.get("trimmed") else ""),
+    ]
 
 
 def _usage(row: dict[str, Any]) -> list[str]:
@@ -63,8 +65,10 @@ def _usage(row: dict[str, Any]) -> list[str]:
 def _decision(d: dict[str, Any]) -> str:
     request = d.get("request") or {}
     why = f" ({d.get('code')}: {'; '.join(d.get('reasons') or [])})" if d.get("decision") != "allow" else ""
-    return (f"{d.get('decision')} {request.get('action')} {request.get('resource')} "
-            f"by policy {d.get('policy_version')}{why}")
+    return (
+        f"{d.get('decision')} {request.get('action')} {request.get('resource')} "
+        f"by policy {d.get('policy_version')}{why}"
+    )
 
 
 def details(row: dict[str, Any]) -> list[str]:
@@ -72,14 +76,18 @@ def details(row: dict[str, Any]) -> list[str]:
     name, d = short(row["type"]), payload(row)
     lines = {
         "goal.submitted": lambda: [f"goal: {_clip(d.get('text', ''))}"],
-        "goal.planned": lambda: [f"plan r{d.get('revision')} by {d.get('planner')}: "
-                                 f"{', '.join(s.get('step_id', '?') for s in d.get('steps') or [])}"],
+        "goal.planned": lambda: [
+            f"plan r{d.get('revision')} by {d.get('planner')}: "
+            f"{', '.join(s.get('step_id', '?') for s in d.get('steps') or [])}"
+        ],
         "task.assigned": lambda: [f"step {d.get('step_id')} attempt {d.get('attempt')} ({d.get('capability')})"],
         "context.ready": lambda: _context(d),
         "task.failed": lambda: [f"reason: {_clip(d.get('reason', ''))}"],
         "task.reviewed": lambda: [f"{d.get('verdict')} {d.get('step_id')}: {_clip(d.get('feedback', ''), 70)}"],
-        "goal.completed": lambda: [f"total {usd(d.get('cost_usd', 0))}, {d.get('tokens', 0)} tokens, "
-                                   f"{d.get('steps_run', 0)} steps, {d.get('duration_s', 0):.1f}s"],
+        "goal.completed": lambda: [
+            f"total {usd(d.get('cost_usd', 0))}, {d.get('tokens', 0)} tokens, "
+            f"{d.get('steps_run', 0)} steps, {d.get('duration_s', 0):.1f}s"
+        ],
         "goal.failed": lambda: [f"{d.get('code')}: {_clip(d.get('reason', ''))}"],
         "policy.decided": lambda: [_decision(d)],
     }.get(name, list)()
@@ -111,10 +119,21 @@ def task_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if not r.get("task_id"):
             continue
-        t = tasks.setdefault(r["task_id"], {
-            "task_id": r["task_id"], "agent": r.get("agent"), "charter": None, "memory_ids": [],
-            "context_tokens": None, "models": [], "tokens": 0, "cost_usd": 0.0, "trace_id": r.get("trace_id"),
-            "outcome": "open"})
+        t = tasks.setdefault(
+            r["task_id"],
+            {
+                "task_id": r["task_id"],
+                "agent": r.get("agent"),
+                "charter": None,
+                "memory_ids": [],
+                "context_tokens": None,
+                "models": [],
+                "tokens": 0,
+                "cost_usd": 0.0,
+                "trace_id": r.get("trace_id"),
+                "outcome": "open",
+            },
+        )
         name = short(r["type"])
         if name == "context.ready":
             m = payload(r).get("manifest") or {}

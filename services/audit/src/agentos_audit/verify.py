@@ -88,8 +88,16 @@ async def _flat(batches: AsyncIterator[list[Stored]]) -> AsyncIterator[Stored]:
 class Verifier:
     """One verification run (see the module docs)."""
 
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, schema: str, public: Ed25519PublicKey | None,
-                 limit: int = 20, max_behind: int | None = None, wait_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        schema: str,
+        public: Ed25519PublicKey | None,
+        limit: int = 20,
+        max_behind: int | None = None,
+        wait_s: float = 0.0,
+    ) -> None:
         self.bus, self.pool, self.s, self.public, self.limit = bus, pool, check_schema(schema), public, limit
         self.max_behind, self.wait_s = max_behind, wait_s
         self.report = Report(schema)
@@ -109,8 +117,13 @@ class Verifier:
             meta = await read_meta(conn, self.s)
             _, last, created = await stream_bounds(self.bus.js)
             if meta.get("stream_created", created) != created:
-                self.add("other_stream", None, "stream", f"projection is of the stream created "
-                         f"{meta.get('stream_created')}, the log's was created {created}")
+                self.add(
+                    "other_stream",
+                    None,
+                    "stream",
+                    f"projection is of the stream created "
+                    f"{meta.get('stream_created')}, the log's was created {created}",
+                )
                 return self.report
             bounds = await conn.fetchrow(f"SELECT min(seq) AS lo, max(seq) AS hi FROM {self.s}.chain")
             lo, hi = bounds["lo"] or 1, bounds["hi"] or 0
@@ -136,10 +149,14 @@ class Verifier:
         last = self.report.log_last_seq
         if self.max_behind is None or last - head <= self.max_behind:
             return
-        self.add("behind", head + 1, "projection",
-                 f"the projection ends at seq {head}, {last - head} behind the log's last seq {last} when verify "
-                 f"started (allowed: {self.max_behind}, waited {self.wait_s:g}s): the projection is stalled or "
-                 "its service is not running; see `agentos status`")
+        self.add(
+            "behind",
+            head + 1,
+            "projection",
+            f"the projection ends at seq {head}, {last - head} behind the log's last seq {last} when verify "
+            f"started (allowed: {self.max_behind}, waited {self.wait_s:g}s): the projection is stalled or "
+            "its service is not running; see `agentos status`",
+        )
 
     async def _checkpoints(self, conn: asyncpg.Connection, created: str, head: int) -> None:
         rows = await conn.fetch(f"SELECT seq, hash, key_id, message, signature FROM {self.s}.checkpoints ORDER BY seq")
@@ -148,14 +165,26 @@ class Verifier:
             statement = signing.check(self.public, r["message"], r["signature"]) if self.public else None
             if self.public is None:
                 continue
-            fields_ok = statement is not None and statement.get("seq") == r["seq"] and \
-                statement.get("hash") == bytes(r["hash"]).hex() and statement.get("stream_created") == created
+            fields_ok = (
+                statement is not None
+                and statement.get("seq") == r["seq"]
+                and statement.get("hash") == bytes(r["hash"]).hex()
+                and statement.get("stream_created") == created
+            )
             if not fields_ok:
-                self.add("forged_checkpoint", r["seq"], "checkpoint",
-                         f"checkpoint at seq {r['seq']} (key {r['key_id']}) is not validly signed by the trusted key")
+                self.add(
+                    "forged_checkpoint",
+                    r["seq"],
+                    "checkpoint",
+                    f"checkpoint at seq {r['seq']} (key {r['key_id']}) is not validly signed by the trusted key",
+                )
             elif r["seq"] > head:
-                self.add("deleted", head + 1, "chain", f"a valid checkpoint covers seq {r['seq']}, "
-                         f"but the chain ends at {head}")
+                self.add(
+                    "deleted",
+                    head + 1,
+                    "chain",
+                    f"a valid checkpoint covers seq {r['seq']}, but the chain ends at {head}",
+                )
             else:
                 self.report.checkpoints_valid += 1
                 self.signed[r["seq"]] = bytes(r["hash"])
@@ -210,7 +239,8 @@ class Verifier:
 
     async def _moved_bytes(self, seq: int, log_raw: bytes) -> None:
         other = await self.pool.fetchval(
-            f"SELECT seq FROM {self.s}.chain WHERE raw = $1 AND seq <> $2 LIMIT 1", log_raw, seq)
+            f"SELECT seq FROM {self.s}.chain WHERE raw = $1 AND seq <> $2 LIMIT 1", log_raw, seq
+        )
         if other is not None:
             self.add("reordered", seq, "chain", f"the log's message at seq {seq} is stored at chain seq {other}")
         else:
@@ -248,7 +278,8 @@ class Verifier:
             return
         if actual["id"] != expected.id:
             home = await self.pool.fetchval(
-                f"SELECT seq FROM {self.s}.chain WHERE kind = 'event' AND event_id = $1", actual["id"])
+                f"SELECT seq FROM {self.s}.chain WHERE kind = 'event' AND event_id = $1", actual["id"]
+            )
             if home is not None:
                 self.add("reordered", seq, "events", f"event {actual['id']} (log seq {home}) sits at seq {seq}")
                 return
@@ -259,14 +290,27 @@ class Verifier:
         rows = await conn.fetch(
             f"""SELECT d.seq, d.event_id FROM {self.s}.chain d WHERE d.kind = 'duplicate' AND NOT EXISTS (
                 SELECT 1 FROM {self.s}.chain e WHERE e.kind = 'event' AND e.event_id = d.event_id AND e.seq < d.seq)
-                ORDER BY d.seq LIMIT 10""")
+                ORDER BY d.seq LIMIT 10"""
+        )
         for r in rows:
-            self.add("modified", r["seq"], "chain", f"seq {r['seq']} is marked a duplicate of {r['event_id']}, "
-                     "which no earlier entry holds")
+            self.add(
+                "modified",
+                r["seq"],
+                "chain",
+                f"seq {r['seq']} is marked a duplicate of {r['event_id']}, which no earlier entry holds",
+            )
 
 
-async def verify(bus: Bus, pool: asyncpg.Pool, schema: str, public: Ed25519PublicKey | None,
-                 *, limit: int = 20, max_behind: int | None = None, wait_s: float = 0.0) -> Report:
+async def verify(
+    bus: Bus,
+    pool: asyncpg.Pool,
+    schema: str,
+    public: Ed25519PublicKey | None,
+    *,
+    limit: int = 20,
+    max_behind: int | None = None,
+    wait_s: float = 0.0,
+) -> Report:
     """Verify ``schema`` against the log; ``public`` is the trusted checkpoint key (None: skip them).
     With ``max_behind``, a projection further behind the log than that (after ``wait_s``) fails."""
     return await Verifier(bus, pool, schema, public, limit, max_behind, wait_s).run()

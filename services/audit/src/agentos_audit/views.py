@@ -32,9 +32,27 @@ from agentos_audit.erasure import personal_function_sql
 log = logging.getLogger("agentos.audit")
 
 ANALYST_ROLE = "agentos_analyst"
-ENVELOPE = ("seq", "id", "time", "tenant", "source", "subject", "correlationid", "causationid", "principal",
-            "trace_id", "agent", "task_id", "goal_id", "models", "tools", "cost_usd", "tokens", "tags",
-            "policy_version")
+ENVELOPE = (
+    "seq",
+    "id",
+    "time",
+    "tenant",
+    "source",
+    "subject",
+    "correlationid",
+    "causationid",
+    "principal",
+    "trace_id",
+    "agent",
+    "task_id",
+    "goal_id",
+    "models",
+    "tools",
+    "cost_usd",
+    "tokens",
+    "tags",
+    "policy_version",
+)
 _SAME = {"agent", "task_id", "goal_id"}
 _RESERVED = set(ENVELOPE) | {"type", "data", "traceparent", "name"}
 
@@ -77,8 +95,10 @@ def type_view_sql(schema: str, type_: str, model: Any) -> str:
         else:
             cols.append(f"(data->>'{field}')::{kind} AS {alias}")
     select = ", ".join([*ENVELOPE, *cols])
-    return (f"CREATE OR REPLACE VIEW {schema}.{view_name(type_)} AS SELECT {select} "
-            f"FROM {schema}.events WHERE type = '{type_}'")
+    return (
+        f"CREATE OR REPLACE VIEW {schema}.{view_name(type_)} AS SELECT {select} "
+        f"FROM {schema}.events WHERE type = '{type_}'"
+    )
 
 
 def fixed_views(schema: str) -> list[str]:
@@ -155,5 +175,4 @@ async def grant_analyst(pool: asyncpg.Pool, schema: str) -> bool:
     return True
 
 
-__all__ = ["ANALYST_ROLE", "create_views", "fixed_views", "grant_analyst", "sql_kind", "type_view_sql",
-           "view_name"]
+__all__ = ["ANALYST_ROLE", "create_views", "fixed_views", "grant_analyst", "sql_kind", "type_view_sql", "view_name"]

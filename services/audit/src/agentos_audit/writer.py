@@ -37,8 +37,11 @@ def checkpoint_due(old_seq: int, new_seq: int, every: int) -> bool:
     return new_seq // every > old_seq // every
 
 
-def chain_records(start: Head, items: Sequence[Item], duplicates: set[str],
-                  ) -> tuple[list[tuple[object, ...]], list[Row], Head]:
+def chain_records(
+    start: Head,
+    items: Sequence[Item],
+    duplicates: set[str],
+) -> tuple[list[tuple[object, ...]], list[Row], Head]:
     """The chain rows and projection rows of ``items`` appended after ``start``, and the new head.
 
     ``duplicates`` holds event ids already projected; it is extended with this batch's ids.
@@ -63,8 +66,15 @@ def chain_records(start: Head, items: Sequence[Item], duplicates: set[str],
 
 
 async def write_batch(
-    conn: asyncpg.Connection, schema: str, start: Head, items: Sequence[Item], partitions: Partitions,
-    *, sign: Sign | None = None, every: int = 1000, check_head: bool = True,
+    conn: asyncpg.Connection,
+    schema: str,
+    start: Head,
+    items: Sequence[Item],
+    partitions: Partitions,
+    *,
+    sign: Sign | None = None,
+    every: int = 1000,
+    check_head: bool = True,
 ) -> Head:
     """Append ``items`` (consecutive sequences right after ``start``) in one transaction."""
     if not items:
@@ -78,7 +88,9 @@ async def write_batch(
         found = await conn.fetchrow(
             f"SELECT h.seq, h.hash, ARRAY(SELECT event_id FROM {schema}.chain WHERE kind = 'event' "
             "AND event_id = ANY($1::text[])) AS known FROM (SELECT 1) AS one "
-            f"LEFT JOIN (SELECT seq, hash FROM {schema}.chain ORDER BY seq DESC LIMIT 1) AS h ON true", ids)
+            f"LEFT JOIN (SELECT seq, hash FROM {schema}.chain ORDER BY seq DESC LIMIT 1) AS h ON true",
+            ids,
+        )
         if check_head:
             current = None if found["seq"] is None else Head(found["seq"], bytes(found["hash"]))
             if current != start and not (current is None and start.hash == GENESIS):
@@ -96,7 +108,13 @@ async def store_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str,
     """Insert a signed checkpoint (a second one for the same sequence is ignored)."""
     await conn.execute(
         f"INSERT INTO {schema}.checkpoints (seq, hash, key_id, message, signature) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (seq) DO NOTHING", cp.seq, cp.hash, cp.key_id, cp.message, cp.signature)
+        "ON CONFLICT (seq) DO NOTHING",
+        cp.seq,
+        cp.hash,
+        cp.key_id,
+        cp.message,
+        cp.signature,
+    )
 
 
 async def last_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> int:
@@ -104,5 +122,14 @@ async def last_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str) 
     return int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.checkpoints"))
 
 
-__all__ = ["CHAIN_COLUMNS", "HeadMoved", "Item", "Sign", "checkpoint_due", "chain_records", "last_checkpoint",
-           "store_checkpoint", "write_batch"]
+__all__ = [
+    "CHAIN_COLUMNS",
+    "HeadMoved",
+    "Item",
+    "Sign",
+    "chain_records",
+    "checkpoint_due",
+    "last_checkpoint",
+    "store_checkpoint",
+    "write_batch",
+]

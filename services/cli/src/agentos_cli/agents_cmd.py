@@ -52,12 +52,22 @@ def rows(fleet: dict[str, Known], live: set[str], halts: list[Any]) -> list[dict
         a = known.announced
         up = len(known.instances & live)
         stopping = [h for h in halts if h.scope == "all" or (h.scope == "agent" and h.target == name)]
-        state = ("halted" if stopping else "up" if up else "down" if known.instances else "retired")
-        out.append({"agent": name, "version": a.version, "state": state, "replicas up": up,
-                    "capabilities": ", ".join(a.capabilities), "model": a.charter.model,
-                    "tools": ", ".join(a.charter.tools) or "-", "capacity": a.capacity,
-                    "halted by": "; ".join(f"{h.key} ({h.by}: {h.reason})" if h.reason else f"{h.key} ({h.by})"
-                                           for h in stopping)})
+        state = "halted" if stopping else "up" if up else "down" if known.instances else "retired"
+        out.append(
+            {
+                "agent": name,
+                "version": a.version,
+                "state": state,
+                "replicas up": up,
+                "capabilities": ", ".join(a.capabilities),
+                "model": a.charter.model,
+                "tools": ", ".join(a.charter.tools) or "-",
+                "capacity": a.capacity,
+                "halted by": "; ".join(
+                    f"{h.key} ({h.by}: {h.reason})" if h.reason else f"{h.key} ({h.by})" for h in stopping
+                ),
+            }
+        )
     return out
 
 
@@ -105,13 +115,18 @@ def agents(fmt: output.Format = "table", as_json: output.Json = False) -> None:
             return await collect(bus)
         finally:
             await bus.close()
+
     found = run(go())
     down = [r["agent"] for r in found if r["state"] == "down"]
-    notes = [f"[bold red]PROBLEM[/] agent {name!r} has no replica up: its specialist crashed or hangs "
-             "(it did not retire)"
-             for name in down]
-    output.emit(console, [output.Section("Agents", found, columns=COLUMNS,
-                                         empty="(no agent has been announced)")], form,
-                notes=notes or [f"{len(found)} agent(s)"])
+    notes = [
+        f"[bold red]PROBLEM[/] agent {name!r} has no replica up: its specialist crashed or hangs (it did not retire)"
+        for name in down
+    ]
+    output.emit(
+        console,
+        [output.Section("Agents", found, columns=COLUMNS, empty="(no agent has been announced)")],
+        form,
+        notes=notes or [f"{len(found)} agent(s)"],
+    )
     if down:
         raise typer.Exit(1)

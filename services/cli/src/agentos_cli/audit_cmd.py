@@ -115,41 +115,62 @@ def _rows(fetch: Callable[[asyncpg.Pool], Awaitable[list[dict[str, Any]]]], fmt:
 def query(
     agent: Annotated[str | None, typer.Option(help="Agent name")] = None,
     type: Annotated[str | None, typer.Option(help="Event type: task.completed or the full type")] = None,
-    since: Since = None, until: Until = None,
+    since: Since = None,
+    until: Until = None,
     goal: Annotated[str | None, typer.Option(help="Goal id (goal_id or correlation id)")] = None,
     tool: Annotated[str | None, typer.Option(help="A tool the event names")] = None,
     model: Annotated[str | None, typer.Option(help="A model the event's usage names")] = None,
     tag: Annotated[str | None, typer.Option(help="Classification tag, e.g. personal_data, pii:email")] = None,
-    tenant: Tenant = None, limit: Annotated[int, typer.Option(help="Most rows (newest first)")] = 100,
-    fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None,
+    tenant: Tenant = None,
+    limit: Annotated[int, typer.Option(help="Most rows (newest first)")] = 100,
+    fmt: Fmt = "table",
+    as_json: AsJson = False,
+    schema: Schema = None,
 ) -> None:
     """Events matching every filter given, newest first."""
     from agentos_audit import queries as q
 
     fmt = output.chosen(fmt, as_json)
     if type is not None and not q.types_named(type):
-        fail(f"event type {type!r} is not in the catalogue (e.g. task.completed, or a full type "
-             "dev.agentos.task.completed.v1)")
-    filters = q.Filters(tenant=tenant, agent=agent, type=type, since=_when(since), until=_when(until),
-                        goal=goal, tool=tool, model=model, tag=tag, limit=limit)
+        fail(
+            f"event type {type!r} is not in the catalogue (e.g. task.completed, or a full type "
+            "dev.agentos.task.completed.v1)"
+        )
+    filters = q.Filters(
+        tenant=tenant,
+        agent=agent,
+        type=type,
+        since=_when(since),
+        until=_when(until),
+        goal=goal,
+        tool=tool,
+        model=model,
+        tag=tag,
+        limit=limit,
+    )
     _rows(lambda pool: q.query_events(pool, _schema(schema), filters), fmt, "events")
 
 
 @app.command("personal-data")
-def personal_data(since: Since = "7d", tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
-                  schema: Schema = None) -> None:
+def personal_data(
+    since: Since = "7d", tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None
+) -> None:
     """Which agents touched personal data (events classified personal_data) since --since."""
     from agentos_audit import queries as q
 
     fmt = output.chosen(fmt, as_json)
     when = _when(since)
-    _rows(lambda pool: q.personal_data(pool, _schema(schema), when, tenant), fmt,
-          f"agents with personal data since {since}")
+    _rows(
+        lambda pool: q.personal_data(pool, _schema(schema), when, tenant),
+        fmt,
+        f"agents with personal data since {since}",
+    )
 
 
 @app.command()
-def denied(since: Since = None, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
-           schema: Schema = None) -> None:
+def denied(
+    since: Since = None, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False, schema: Schema = None
+) -> None:
     """Policy denials: denied decisions, rejected or expired approvals, tasks failed by a policy (the
     note on stderr says what counts)."""
     from agentos_audit import queries as q
@@ -170,9 +191,14 @@ def cost(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson =
 
 
 @app.command("allowed-by")
-def allowed_by(ref: Annotated[str, typer.Argument(help="An event id, or an action, tool, model or resource")],
-               since: Since = None, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson = False,
-               schema: Schema = None) -> None:
+def allowed_by(
+    ref: Annotated[str, typer.Argument(help="An event id, or an action, tool, model or resource")],
+    since: Since = None,
+    tenant: Tenant = None,
+    fmt: Fmt = "table",
+    as_json: AsJson = False,
+    schema: Schema = None,
+) -> None:
     """Which policy decisions and versions let an event or an action through."""
     from agentos_audit import queries as q
 
@@ -183,8 +209,11 @@ def allowed_by(ref: Annotated[str, typer.Argument(help="An event id, or an actio
     shown.append(_section(f"policy decisions about {ref}", answer["decisions"]))
     output.emit(console, shown, fmt, document={"event": answer["rows"], "decisions": answer["decisions"]})
     if not answer["decisions"]:
-        err.print(f"no policy decision about {ref!r} is in this log (none was asked for it, or it happened "
-                  "before the policy service ran)", soft_wrap=True)
+        err.print(
+            f"no policy decision about {ref!r} is in this log (none was asked for it, or it happened "
+            "before the policy service ran)",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -209,8 +238,13 @@ def trace(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson 
 def verify(
     public_key: Annotated[Path | None, typer.Option(help="Trusted public key (default: the key file's .pub)")] = None,
     limit: Annotated[int, typer.Option(help="Stop after this many divergences")] = 20,
-    max_behind: Annotated[int, typer.Option(help="Fail when the projection ends more than this many messages "
-                                                 "before the log's last sequence at the start")] = 0,
+    max_behind: Annotated[
+        int,
+        typer.Option(
+            help="Fail when the projection ends more than this many messages "
+            "before the log's last sequence at the start"
+        ),
+    ] = 0,
     wait: Annotated[float, typer.Option(help="Seconds to let the projection catch up first")] = 10.0,
     schema: Schema = None,
 ) -> None:
@@ -225,9 +259,13 @@ def verify(
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
         err.print(f"[yellow]no public key at {path}: checkpoint signatures are not checked[/]")
-    report = _run(_with_bus_and_pool(
-        lambda bus, pool: verify_schema(bus, pool, _schema(schema), trusted, limit=limit, max_behind=max_behind,
-                                        wait_s=wait)))
+    report = _run(
+        _with_bus_and_pool(
+            lambda bus, pool: verify_schema(
+                bus, pool, _schema(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait
+            )
+        )
+    )
     for line in render.verify_lines(report):
         console.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
@@ -245,25 +283,36 @@ def rebuild(
     from agentos_audit import render
     from agentos_audit.rebuild import rebuild as rebuild_schema
 
-    report = _run(_with_bus_and_pool(
-        lambda bus, pool: rebuild_schema(bus, pool, _schema(schema), target, keep=keep, workers=workers)))
+    report = _run(
+        _with_bus_and_pool(
+            lambda bus, pool: rebuild_schema(bus, pool, _schema(schema), target, keep=keep, workers=workers)
+        )
+    )
     for line in render.rebuild_lines(report):
         console.print(line, highlight=False, soft_wrap=True)
     if not report.equal:
         raise typer.Exit(1)
 
 
-VendorSince = Annotated[str | None, typer.Option(
-    help="From, by the event's own time attribute (set by its source: a vendor's time for a mapped webhook)")]
+VendorSince = Annotated[
+    str | None,
+    typer.Option(
+        help="From, by the event's own time attribute (set by its source: a vendor's time for a mapped webhook)"
+    ),
+]
 VendorUntil = Annotated[str | None, typer.Option(help="Before, by the event's own time attribute")]
 
 
 @app.command()
 def export(
-    since: Annotated[str | None, typer.Option(help="From, by the log's time (when AgentOS took the event): "
-                                                   "7d, 24h, 30m or an ISO date/time")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="From, by the log's time (when AgentOS took the event): 7d, 24h, 30m or an ISO date/time"),
+    ] = None,
     until: Annotated[str | None, typer.Option(help="Before, by the log's time")] = None,
-    tenant: Tenant = None, vendor_since: VendorSince = None, vendor_until: VendorUntil = None,
+    tenant: Tenant = None,
+    vendor_since: VendorSince = None,
+    vendor_until: VendorUntil = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
     out: Annotated[Path, typer.Option(help="Output file ('-' is stdout, jsonl only)")] = Path("-"),
     schema: Schema = None,
@@ -290,17 +339,20 @@ def export(
             return await export_mod.write_jsonl(sys.stdout.buffer, rows)
         with out.open("wb") as f:
             return await export_mod.write_jsonl(f, rows)
-    if any(logged):
-        n = _run(_with_bus_and_pool(go))
-    else:
-        n = _run(_with_pool(lambda pool: go(None, pool)))
+
+    n = _run(_with_bus_and_pool(go)) if any(logged) else _run(_with_pool(lambda pool: go(None, pool)))
     err.print(f"exported {n} events", highlight=False)
 
 
 @app.command()
 def erase(
-    subject: Annotated[str, typer.Argument(help="The data subject's id as events name it (e.g. a ticket's "
-                                                 "requester_id), or event:<id> for an event without one")],
+    subject: Annotated[
+        str,
+        typer.Argument(
+            help="The data subject's id as events name it (e.g. a ticket's "
+            "requester_id), or event:<id> for an event without one"
+        ),
+    ],
     tenant: Tenant = None,
     reason: Annotated[str, typer.Option(help="Why: a request reference (no personal details)")] = "",
     by: Annotated[str | None, typer.Option("--as", help="The operator, recorded as user:<name>")] = None,
@@ -326,29 +378,35 @@ def erase(
         try:
             done = await bus.shredder.keys.erase(where, subject)
             fact = ErasureRecorded(key=done.key, revision=done.revision, reason=reason)
-            event = bus.new(fact, tenant=where, principal=f"user:{by}" if by else None,
-                            id=derived_event_id("erasure", where, done.key, str(done.revision)))
+            event = bus.new(
+                fact,
+                tenant=where,
+                principal=f"user:{by}" if by else None,
+                id=derived_event_id("erasure", where, done.key, str(done.revision)),
+            )
             await bus.publish(event)
             return fact, event.id
         finally:
             await bus.close()
+
     fact, event_id = _run(go())  # a bad tenant (NamingError) or no NATS: one line, exit 2
-    what = (f"key {fact.key} (revision {fact.revision}) destroyed" if fact.revision
-            else f"no live key {fact.key} (nothing sealed since any earlier erasure)")
+    what = (
+        f"key {fact.key} (revision {fact.revision}) destroyed"
+        if fact.revision
+        else f"no live key {fact.key} (nothing sealed since any earlier erasure)"
+    )
     console.print(f"erased: {what}; recorded erasure.recorded {event_id}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def replay(
     goal_id: Annotated[str, typer.Argument(help="The goal to replay")],
-    tenant: Annotated[str | None, typer.Option(help="The goal's tenant (narrows the read of the log)")]
-    = None,
-    mode: Annotated[str, typer.Option(help="recorded: the recording's answers; offline: the offline model")]
-    = "recorded",
-    sandbox_tenant: Annotated[str | None, typer.Option(help="Tenant of the replay (default sandbox-<id>)")]
-    = None,
-    scenario: Annotated[Path | None, typer.Option(help="Offline mode: the scenario the offline model plays")]
-    = None,
+    tenant: Annotated[str | None, typer.Option(help="The goal's tenant (narrows the read of the log)")] = None,
+    mode: Annotated[
+        str, typer.Option(help="recorded: the recording's answers; offline: the offline model")
+    ] = "recorded",
+    sandbox_tenant: Annotated[str | None, typer.Option(help="Tenant of the replay (default sandbox-<id>)")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Offline mode: the scenario the offline model plays")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the replay's outcome")] = 600.0,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox's state and logs")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
@@ -356,5 +414,13 @@ def replay(
     """Re-run a recorded goal in a sandbox and compare the outcome (exit 0 same, 1 different, 2 error)."""
     from agentos_cli import replay_cmd
 
-    replay_cmd.replay(goal_id, tenant=tenant, mode=mode, sandbox_tenant=sandbox_tenant, scenario=scenario,
-                      timeout=timeout, keep=keep, as_json=as_json)
+    replay_cmd.replay(
+        goal_id,
+        tenant=tenant,
+        mode=mode,
+        sandbox_tenant=sandbox_tenant,
+        scenario=scenario,
+        timeout=timeout,
+        keep=keep,
+        as_json=as_json,
+    )

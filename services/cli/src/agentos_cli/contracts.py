@@ -50,11 +50,21 @@ def channel(type_: str) -> str:
 def asyncapi_document() -> dict[str, Any]:
     broker = NatsBroker()
     for type_, cls in sorted(CATALOGUE.items()):
-        broker.publisher(channel(type_), schema=cls, title=type_, stream=EVENTS_STREAM,
-                         description=(cls.__doc__ or "").strip() or None)
-    spec = AsyncAPI(broker, title="AgentOS event catalogue", version="1", schema_version="3.0.0",
-                    description=f"Every AgentOS event is a structured CloudEvent stored in {EVENTS_STREAM}; "
-                                f"dead letters go to {DLQ_STREAM}. Envelope: contracts/envelope.json.")
+        broker.publisher(
+            channel(type_),
+            schema=cls,
+            title=type_,
+            stream=EVENTS_STREAM,
+            description=(cls.__doc__ or "").strip() or None,
+        )
+    spec = AsyncAPI(
+        broker,
+        title="AgentOS event catalogue",
+        version="1",
+        schema_version="3.0.0",
+        description=f"Every AgentOS event is a structured CloudEvent stored in {EVENTS_STREAM}; "
+        f"dead letters go to {DLQ_STREAM}. Envelope: contracts/envelope.json.",
+    )
     doc: dict[str, Any] = json.loads(spec.to_specification().to_json())
     return doc
 
@@ -64,10 +74,17 @@ def render() -> dict[str, str]:
     files: dict[str, str] = {}
     index = []
     for type_, cls in sorted(CATALOGUE.items()):
-        domain, event, version = parse_type(type_)
+        _domain, _event, version = parse_type(type_)
         files[f"events/{type_}.json"] = _dump(event_schema(cls))
-        index.append({"type": type_, "version": version, "subject": channel(type_),
-                      "schema": f"events/{type_}.json", "description": (cls.__doc__ or "").strip()})
+        index.append(
+            {
+                "type": type_,
+                "version": version,
+                "subject": channel(type_),
+                "schema": f"events/{type_}.json",
+                "description": (cls.__doc__ or "").strip(),
+            }
+        )
     envelope = envelope_json_schema() | {"$schema": SCHEMA_DRAFT}
     files["envelope.json"] = _dump(envelope)
     files["events/index.json"] = _dump({"events": index})
@@ -95,7 +112,6 @@ def write(root: Path) -> list[str]:
 def drift(root: Path) -> list[str]:
     """Files under ``root`` that differ from what the code generates (missing, changed or extra)."""
     files = render()
-    problems = [rel for rel, text in files.items()
-                if not (root / rel).exists() or (root / rel).read_text() != text]
+    problems = [rel for rel, text in files.items() if not (root / rel).exists() or (root / rel).read_text() != text]
     problems += [str(p.relative_to(root)) for p in root.rglob("*.json") if str(p.relative_to(root)) not in files]
     return sorted(problems)

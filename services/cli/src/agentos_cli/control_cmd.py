@@ -24,8 +24,9 @@ err = output.console(stderr=True)
 
 Agent = Annotated[str | None, typer.Option("--agent", help="An agent (charter name)")]
 Goal = Annotated[str | None, typer.Option("--goal", help="A goal (its id, as `agentos submit` prints it)")]
-Workflow = Annotated[str | None, typer.Option("--workflow", hidden=True,
-                                              help="Deprecated: the old name of --goal (it takes a goal id)")]
+Workflow = Annotated[
+    str | None, typer.Option("--workflow", hidden=True, help="Deprecated: the old name of --goal (it takes a goal id)")
+]
 Model = Annotated[str | None, typer.Option("--model", help="A model (alias or litellm model string)")]
 Tenant = Annotated[str | None, typer.Option("--tenant", help="A tenant")]
 All = Annotated[bool, typer.Option("--all", help="Everything")]
@@ -35,21 +36,25 @@ def goal_of(goal: str | None, workflow: str | None) -> str | None:
     """``--goal``, or the deprecated ``--workflow`` (with a warning on stderr); not both."""
     if workflow is None:
         return goal
-    err.print("agentos: warning: --workflow is deprecated and will be removed: it takes a goal id, "
-              "so it is now called --goal", highlight=False, soft_wrap=True)
+    err.print(
+        "agentos: warning: --workflow is deprecated and will be removed: it takes a goal id, "
+        "so it is now called --goal",
+        highlight=False,
+        soft_wrap=True,
+    )
     if goal is not None and goal != workflow:
         raise typer.BadParameter("--goal and --workflow (its old name) name different goals", param_hint="--goal")
     return workflow
 
 
-def pick_scope(agent: str | None, goal: str | None, model: str | None, tenant: str | None,
-               everything: bool) -> tuple[str, str]:
+def pick_scope(
+    agent: str | None, goal: str | None, model: str | None, tenant: str | None, everything: bool
+) -> tuple[str, str]:
     """(scope, target) from the options; exactly one must be given. A goal's switch is the
     ``workflow`` scope of :mod:`agentos_kernel.control` (a goal's run is its workflow)."""
     from agentos_kernel import AgentOSError, control
 
-    given = [(s, t) for s, t in (("agent", agent), ("workflow", goal), ("model", model),
-                                 ("tenant", tenant)) if t]
+    given = [(s, t) for s, t in (("agent", agent), ("workflow", goal), ("model", model), ("tenant", tenant)) if t]
     if everything:
         given.append(("all", "*"))
     if len(given) != 1:
@@ -73,9 +78,14 @@ async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> co
     from agentos_schemas.events import HaltRequested
 
     halt = await control.set_halt(bus.js, control.Halt(scope, target, reason, by, time.time()))
-    await bus.publish(bus.new(HaltRequested(scope=scope, target=target, reason=reason, requested_by=by),
-                              tenant=_tenant(bus, scope, target), subject=f"control/{halt.key}",
-                              principal=by))
+    await bus.publish(
+        bus.new(
+            HaltRequested(scope=scope, target=target, reason=reason, requested_by=by),
+            tenant=_tenant(bus, scope, target),
+            subject=f"control/{halt.key}",
+            principal=by,
+        )
+    )
     return halt
 
 
@@ -85,19 +95,29 @@ async def do_resume(bus: Bus, scope: str, target: str, by: str) -> bool:
     from agentos_schemas.events import ResumeRequested
 
     was_on = await control.clear_halt(bus.js, scope, target)
-    await bus.publish(bus.new(ResumeRequested(scope=scope, target=target, requested_by=by),
-                              tenant=_tenant(bus, scope, target),
-                              subject=f"control/{control.halt_key(scope, target)}", principal=by))
+    await bus.publish(
+        bus.new(
+            ResumeRequested(scope=scope, target=target, requested_by=by),
+            tenant=_tenant(bus, scope, target),
+            subject=f"control/{control.halt_key(scope, target)}",
+            principal=by,
+        )
+    )
     return was_on
 
 
 _run = run
 
 
-def halt(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: Tenant = None,
-         everything: All = False,
-         reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "operator halt",
-         workflow: Workflow = None) -> None:
+def halt(
+    agent: Agent = None,
+    goal: Goal = None,
+    model: Model = None,
+    tenant: Tenant = None,
+    everything: All = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "operator halt",
+    workflow: Workflow = None,
+) -> None:
     """Kill switch: stop an agent, a goal, a model, a tenant or everything, at once, everywhere."""
     goal = goal_of(goal, workflow)
 
@@ -109,11 +129,18 @@ def halt(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: Te
         finally:
             await bus.close()
         console.print(f"[bold red]halted[/] {found.key} (revision {found.revision}): {reason}")
+
     _run(go())
 
 
-def resume(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: Tenant = None,
-           everything: All = False, workflow: Workflow = None) -> None:
+def resume(
+    agent: Agent = None,
+    goal: Goal = None,
+    model: Model = None,
+    tenant: Tenant = None,
+    everything: All = False,
+    workflow: Workflow = None,
+) -> None:
     """Lift a kill switch; paused work carries on from where it stopped."""
     goal = goal_of(goal, workflow)
 
@@ -128,6 +155,7 @@ def resume(agent: Agent = None, goal: Goal = None, model: Model = None, tenant: 
             await bus.close()
         key = control.halt_key(scope, target)
         console.print(f"[bold green]resumed[/] {key}" if was_on else f"{key} was not halted")
+
     _run(go())
 
 
@@ -143,11 +171,24 @@ def halts(fmt: output.Format = "table", as_json: output.Json = False) -> None:
             return await control.list_halts(bus.js)
         finally:
             await bus.close()
-    rows = [{"key": h.key, "scope": h.scope, "target": h.target, "by": h.by,
-             "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.at)), "reason": h.reason}
-            for h in _run(go())]
-    section = output.Section("Kill switches on", rows, columns=("key", "scope", "target", "by", "at", "reason"),
-                             empty="(no kill switch is on)")
+
+    rows = [
+        {
+            "key": h.key,
+            "scope": h.scope,
+            "target": h.target,
+            "by": h.by,
+            "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.at)),
+            "reason": h.reason,
+        }
+        for h in _run(go())
+    ]
+    section = output.Section(
+        "Kill switches on",
+        rows,
+        columns=("key", "scope", "target", "by", "at", "reason"),
+        empty="(no kill switch is on)",
+    )
     output.emit(console, [section], form)
 
 

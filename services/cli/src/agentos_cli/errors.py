@@ -12,6 +12,5 @@ def fail(error: object, code: int = 2) -> NoReturn:
     from agentos_cli.output import console
     from rich.markup import escape
 
-    console(stderr=True).print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False,
-                               soft_wrap=True)
+    console(stderr=True).print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -45,18 +45,27 @@ from rich.panel import Panel
 from rich.table import Table
 
 
-async def submit(bus: Bus, text: str, *, tenant: str, workflow: str | None = None,
-                 limits: Limits | None = None, capability: str | None = None) -> Event[GoalSubmitted]:
+async def submit(
+    bus: Bus,
+    text: str,
+    *,
+    tenant: str,
+    workflow: str | None = None,
+    limits: Limits | None = None,
+    capability: str | None = None,
+) -> Event[GoalSubmitted]:
     if not text.strip():
-        raise AgentOSError("the goal is empty: say what it is, e.g. agentos submit \"Draft a summary report\"")
+        raise AgentOSError('the goal is empty: say what it is, e.g. agentos submit "Draft a summary report"')
     goal_id = new_event_id()
     try:
-        data = GoalSubmitted(goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits(),
-                             capability=capability)
+        data = GoalSubmitted(
+            goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits(), capability=capability
+        )
     except ValidationError as exc:
         raise AgentOSError(f"the goal is invalid: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
-    event = bus.new(data, tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
-                    principal=f"user:{getpass.getuser()}")
+    event = bus.new(
+        data, tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id, principal=f"user:{getpass.getuser()}"
+    )
     await bus.publish(event)
     return event
 
@@ -121,8 +130,10 @@ class GoalView:
         elif isinstance(d, GoalPlanned):
             for s in d.steps:
                 self.steps.setdefault(s.step_id, StepView())
-            self.notes.append(f"plan r{d.revision} by {d.planner}: {len(d.steps)} steps"
-                              + (f" (re-plan: {d.reason})" if d.reason else ""))
+            self.notes.append(
+                f"plan r{d.revision} by {d.planner}: {len(d.steps)} steps"
+                + (f" (re-plan: {d.reason})" if d.reason else "")
+            )
         elif isinstance(d, TaskAssigned):
             self._assigned(d, now)
         elif isinstance(d, TaskStarted | TaskCompleted | TaskFailed | TaskReviewed | ContextReady):
@@ -153,9 +164,11 @@ class GoalView:
         for a in self.waiting.values():
             what = f"{a.request.action} {a.request.resource}"
             who = f"{a.needed} {'person' if a.needed == 1 else 'different people'} with role {a.approver_role!r}"
-            lines.append(f"waiting for a human: approval {a.approval_id} ({a.risk} risk, {what}, agent "
-                         f"{a.request.agent or '-'}) needs {who}; approve with: agentos approve {a.approval_id} "
-                         f"--as <user>  (or: agentos reject {a.approval_id} --as <user> --reason ...)")
+            lines.append(
+                f"waiting for a human: approval {a.approval_id} ({a.risk} risk, {what}, agent "
+                f"{a.request.agent or '-'}) needs {who}; approve with: agentos approve {a.approval_id} "
+                f"--as <user>  (or: agentos reject {a.approval_id} --as <user> --reason ...)"
+            )
         return lines
 
     def _assigned(self, d: TaskAssigned, now: float) -> None:
@@ -216,14 +229,19 @@ class GoalView:
         return t
 
 
-async def follow(bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout: float = 600.0,
-                 from_start: bool = False) -> AsyncIterator[Event[Any]]:
+async def follow(
+    bus: Bus, goal_id: str, *, subjects: str = "agentos.>", timeout: float = 600.0, from_start: bool = False
+) -> AsyncIterator[Event[Any]]:
     """The goal's events as the log has them and then live, until its outcome (yielded last) or
     ``timeout``. Reads from the goal's start time when its id carries one (see ``id_time``)."""
     start = {"deliver_policy": api.DeliverPolicy.ALL} if from_start else from_goal_start(goal_id)
-    sub = await bus.js.subscribe(subjects, stream=EVENTS_STREAM, ordered_consumer=True,
-                                 deliver_policy=start["deliver_policy"],
-                                 config=api.ConsumerConfig(opt_start_time=start.get("opt_start_time")))
+    sub = await bus.js.subscribe(
+        subjects,
+        stream=EVENTS_STREAM,
+        ordered_consumer=True,
+        deliver_policy=start["deliver_policy"],
+        config=api.ConsumerConfig(opt_start_time=start.get("opt_start_time")),
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -314,9 +332,19 @@ def render_outcome(view: GoalView, console: Console) -> bool:
         console.print(Panel(Markdown(d.result), title="result"))
     tid = trace_id(view.traceparent)
     dot = glyph(console, " \u00b7 ", ", ")
-    console.print(dot.join((f"cost {usd(d.cost_usd)}", f"{d.tokens} tokens", f"{d.duration_s:.1f}s",
-                            f"{d.steps_run} task attempts", f"up to {overlapping(view)} tasks in parallel",
-                            f"trace id {tid}")), highlight=False)
+    console.print(
+        dot.join(
+            (
+                f"cost {usd(d.cost_usd)}",
+                f"{d.tokens} tokens",
+                f"{d.duration_s:.1f}s",
+                f"{d.steps_run} task attempts",
+                f"up to {overlapping(view)} tasks in parallel",
+                f"trace id {tid}",
+            )
+        ),
+        highlight=False,
+    )
     if view.memories_committed:
         console.print(f"{view.memories_committed} finding(s) committed to episodic memory after QA review.")
     return isinstance(d, GoalCompleted)

@@ -17,8 +17,11 @@ MAX_LAG = 1000
 async def postgres(url: str | None) -> dict[str, Any]:
     """The Postgres line: reachable (it answers a query) or why not."""
     if not url:
-        return {"dependency": "Postgres", "ok": False,
-                "detail": "no database URL (AGENTOS_DATABASE_URL, or runtime.json)"}
+        return {
+            "dependency": "Postgres",
+            "ok": False,
+            "detail": "no database URL (AGENTOS_DATABASE_URL, or runtime.json)",
+        }
     import asyncpg
 
     try:
@@ -47,21 +50,36 @@ def consumer_row(c: Any, last_seq: int, now: float) -> dict[str, Any]:
     times = [t for t in (c.delivered and c.delivered.last_active, c.ack_floor and c.ack_floor.last_active) if t]
     idle = _seconds_since(max(times) if times else c.created, now)
     waiting = (c.num_pending or 0) + (c.num_ack_pending or 0)
-    return {"consumer": c.name, "pending": c.num_pending, "ack_pending": c.num_ack_pending,
-            "redelivered": c.num_redelivered, "waiting": c.num_waiting, "delivered_seq": delivered,
-            "ack_floor_seq": acked, "last_seq": last_seq, "idle_s": idle,
-            "durable": bool(c.config.durable_name), "behind": waiting}
+    return {
+        "consumer": c.name,
+        "pending": c.num_pending,
+        "ack_pending": c.num_ack_pending,
+        "redelivered": c.num_redelivered,
+        "waiting": c.num_waiting,
+        "delivered_seq": delivered,
+        "ack_floor_seq": acked,
+        "last_seq": last_seq,
+        "idle_s": idle,
+        "durable": bool(c.config.durable_name),
+        "behind": waiting,
+    }
 
 
 def consumer_problem(row: dict[str, Any], stall_s: float) -> str | None:
     if not row["durable"] or not row["behind"] or row["idle_s"] is None or row["idle_s"] < stall_s:
         return None
-    return (f"consumer {row['consumer']} is stalled: {row['behind']} messages waiting, acknowledged up to "
-            f"seq {row['ack_floor_seq']} of {row['last_seq']}, no delivery or ack for {row['idle_s']:.0f}s")
+    return (
+        f"consumer {row['consumer']} is stalled: {row['behind']} messages waiting, acknowledged up to "
+        f"seq {row['ack_floor_seq']} of {row['last_seq']}, no delivery or ack for {row['idle_s']:.0f}s"
+    )
 
 
-async def projection(url: str | None, schema: str, last_seq: int, services: list[dict[str, Any]],
-                     ) -> dict[str, Any] | None:
+async def projection(
+    url: str | None,
+    schema: str,
+    last_seq: int,
+    services: list[dict[str, Any]],
+) -> dict[str, Any] | None:
     """The audit projection's chain head (from Postgres) against the log; None when there is none."""
     if not url:
         return None
@@ -73,8 +91,7 @@ async def projection(url: str | None, schema: str, last_seq: int, services: list
         try:
             if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.chain", timeout=5.0) is None:
                 return None  # no audit service has run against this database
-            row["head_seq"] = int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.chain",
-                                                      timeout=5.0))
+            row["head_seq"] = int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.chain", timeout=5.0))
         finally:
             await conn.close()
     except Exception as exc:
@@ -119,8 +136,9 @@ def service_problems(services: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-async def judge(report: dict[str, Any], *, database_url: str | None, schema: str, stall_s: float = STALL_S,
-                max_lag: int = MAX_LAG) -> None:
+async def judge(
+    report: dict[str, Any], *, database_url: str | None, schema: str, stall_s: float = STALL_S, max_lag: int = MAX_LAG
+) -> None:
     """Add the Postgres line, the projection and every problem found to a collected ``report``."""
     report["dependencies"].append(await postgres(database_url))
     last = next((s["last_seq"] for s in report["streams"] if s["stream"] == "AGENTOS_EVENTS"), 0)
@@ -134,5 +152,15 @@ async def judge(report: dict[str, Any], *, database_url: str | None, schema: str
     report["problems"] = problems
 
 
-__all__ = ["MAX_LAG", "STALL_S", "consumer_problem", "consumer_row", "judge", "nats", "postgres", "projection",
-           "projection_problem", "service_problems"]
+__all__ = [
+    "MAX_LAG",
+    "STALL_S",
+    "consumer_problem",
+    "consumer_row",
+    "judge",
+    "nats",
+    "postgres",
+    "projection",
+    "projection_problem",
+    "service_problems",
+]

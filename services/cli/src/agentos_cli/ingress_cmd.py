@@ -57,11 +57,15 @@ async def infer_source(client: Any, body: bytes) -> tuple[str, str]:
         return m["source"], how
     if matches:
         listed = "; ".join(f"{m['source']} (rule {m['rule']!r})" for m in matches)
-        raise NoSource(f"the payload matches more than one mapping: {listed}; pass --source with one of "
-                       f"{', '.join(m['source'] for m in matches)}")
+        raise NoSource(
+            f"the payload matches more than one mapping: {listed}; pass --source with one of "
+            f"{', '.join(m['source'] for m in matches)}"
+        )
     listed = "; ".join(f"{u['source']}: {u['reason']}" for u in unmatched) or "the gateway has no mappings"
-    raise NoSource(f"no mapping matches the payload, and it is not a CloudEvent (no specversion); pass --source. "
-                   f"Candidates: {listed}")
+    raise NoSource(
+        f"no mapping matches the payload, and it is not a CloudEvent (no specversion); pass --source. "
+        f"Candidates: {listed}"
+    )
 
 
 async def post_file(body: bytes, *, source: str | None, dry_run: bool, url: str, key: str | None) -> dict[str, Any]:
@@ -92,19 +96,32 @@ def run_send(body: bytes, *, source: str | None, dry_run: bool, gateway: str | N
     out, err = output.console(), output.console(stderr=True)
     url = gateway or os.environ.get("AGENTOS_GATEWAY_URL") or asyncio.run(discover_gateway())
     if not url:
-        err.print("[bold red]agentos: error:[/] no gateway: pass --gateway URL, set AGENTOS_GATEWAY_URL,"
-                  " or start one with `agentos up`")
+        err.print(
+            "[bold red]agentos: error:[/] no gateway: pass --gateway URL, set AGENTOS_GATEWAY_URL,"
+            " or start one with `agentos up`"
+        )
         raise typer.Exit(2)
     try:
-        result = asyncio.run(post_file(body, source=source.lower() if source else None, dry_run=dry_run, url=url,
-                                       key=key or os.environ.get("AGENTOS_GATEWAY_KEY")))
+        result = asyncio.run(
+            post_file(
+                body,
+                source=source.lower() if source else None,
+                dry_run=dry_run,
+                url=url,
+                key=key or os.environ.get("AGENTOS_GATEWAY_KEY"),
+            )
+        )
     except NoSource as exc:
         fail(exc, 1)
     except GatewayUnavailable as exc:
         fail(exc.problem.get("detail"))
     except GatewayError as exc:  # the gateway's words are printed as they are (a [list] is no markup)
-        err.print(f"[bold red]rejected ({exc.status} {exc.problem.get('code', '')}):[/] "
-                  f"{escape(str(exc.problem.get('detail', '')))}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]rejected ({exc.status} {exc.problem.get('code', '')}):[/] "
+            f"{escape(str(exc.problem.get('detail', '')))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         for item in exc.problem.get("errors") or []:
             err.print(f"  - {escape(str(item))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -117,12 +134,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def send(
         file: Annotated[Path, typer.Argument(help="JSON file to send (`-` for standard input)")],
-        source: Annotated[str | None, typer.Option(
-            help="cloudevent, or a mapping: zendesk, square … (default: inferred from the payload)")] = None,
-        dry_run: Annotated[bool, typer.Option(
-            "--dry-run", help="Show the mapped/validated events; publish nothing")] = False,
-        gateway: Annotated[str | None, typer.Option(
-            help="Gateway URL (default: AGENTOS_GATEWAY_URL, or the running gateway's)")] = None,
+        source: Annotated[
+            str | None,
+            typer.Option(help="cloudevent, or a mapping: zendesk, square … (default: inferred from the payload)"),
+        ] = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Show the mapped/validated events; publish nothing")
+        ] = False,
+        gateway: Annotated[
+            str | None, typer.Option(help="Gateway URL (default: AGENTOS_GATEWAY_URL, or the running gateway's)")
+        ] = None,
         key: Annotated[str | None, typer.Option(help="API key (default: AGENTOS_GATEWAY_KEY)")] = None,
     ) -> None:
         """Post a CloudEvent (or batch) or a vendor payload file through the gateway.

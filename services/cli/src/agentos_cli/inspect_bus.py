@@ -18,22 +18,36 @@ from rich.console import Console
 from rich.markup import escape
 
 
-async def collect_status(bus: Bus, *, judge: bool = False, stall_s: float = health.STALL_S,
-                         max_lag: int = health.MAX_LAG) -> dict[str, Any]:
+async def collect_status(
+    bus: Bus, *, judge: bool = False, stall_s: float = health.STALL_S, max_lag: int = health.MAX_LAG
+) -> dict[str, Any]:
     """Streams, consumers (pending, redelivered, position against the log), dead letters by
     consumer, and service health; with ``judge``, also the Postgres line, the audit projection's
     position, and the ``problems`` found (see :mod:`agentos_cli.health`)."""
     server = f"{bus.settings.nats_url} (server {bus.nc.connected_server_version})"
-    out: dict[str, Any] = {"dependencies": [health.nats(bus.settings.nats_url, True, server)], "streams": [],
-                           "consumers": [], "projections": [], "dead_letters": {}, "services": []}
+    out: dict[str, Any] = {
+        "dependencies": [health.nats(bus.settings.nats_url, True, server)],
+        "streams": [],
+        "consumers": [],
+        "projections": [],
+        "dead_letters": {},
+        "services": [],
+    }
     now = time.time()
     for name in (s.EVENTS_STREAM, s.DLQ_STREAM):
         try:
             info = await bus.js.stream_info(name)
         except nats.js.errors.NotFoundError:
             continue
-        out["streams"].append({"stream": name, "messages": info.state.messages, "bytes": info.state.bytes,
-                               "first_seq": info.state.first_seq, "last_seq": info.state.last_seq})
+        out["streams"].append(
+            {
+                "stream": name,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "first_seq": info.state.first_seq,
+                "last_seq": info.state.last_seq,
+            }
+        )
         if name == s.EVENTS_STREAM:
             for c in await bus.js.consumers_info(name):
                 out["consumers"].append(health.consumer_row(c, info.state.last_seq, now))
@@ -46,15 +60,26 @@ async def collect_status(bus: Bus, *, judge: bool = False, stall_s: float = heal
     if judge:
         from agentos_audit.settings import AuditSettings
 
-        await health.judge(out, database_url=bus.settings.database_url, schema=AuditSettings().schema_name,
-                           stall_s=stall_s, max_lag=max_lag)
+        await health.judge(
+            out,
+            database_url=bus.settings.database_url,
+            schema=AuditSettings().schema_name,
+            stall_s=stall_s,
+            max_lag=max_lag,
+        )
     return out
 
 
 async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str, Any]:
     """The status when NATS cannot be reached: the NATS line red, the Postgres line checked."""
-    out: dict[str, Any] = {"dependencies": [health.nats(settings.nats_url, False, reason)], "streams": [],
-                           "consumers": [], "projections": [], "dead_letters": {}, "services": []}
+    out: dict[str, Any] = {
+        "dependencies": [health.nats(settings.nats_url, False, reason)],
+        "streams": [],
+        "consumers": [],
+        "projections": [],
+        "dead_letters": {},
+        "services": [],
+    }
     out["dependencies"].append(await health.postgres(settings.database_url))
     out["problems"] = [f"{d['dependency']} is unreachable: {d['detail']}" for d in out["dependencies"] if not d["ok"]]
     return out
@@ -102,8 +127,9 @@ def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, st
     return wire.type, wire.subject or "", wire.correlationid or "", data
 
 
-async def tail(bus: Bus, console: Console, *, subject: str, from_start: bool, dlq: bool,
-               limit: int | None, idle_exit: float | None) -> int:
+async def tail(
+    bus: Bus, console: Console, *, subject: str, from_start: bool, dlq: bool, limit: int | None, idle_exit: float | None
+) -> int:
     """Follow the event log (or the DLQ) live with an ordered ephemeral consumer."""
     stream = s.DLQ_STREAM if dlq else s.EVENTS_STREAM
     policy = api.DeliverPolicy.ALL if from_start else api.DeliverPolicy.NEW
@@ -119,16 +145,24 @@ async def tail(bus: Bus, console: Console, *, subject: str, from_start: bool, dl
                 continue
             seen += 1
             headers = msg.headers or {}
-            type_, subj, corr, data = summarize(msg.data, headers)
+            type_, _subj, corr, data = summarize(msg.data, headers)
             ts = time.strftime("%H:%M:%S", time.localtime(msg.metadata.timestamp.timestamp()))
             if dlq:
-                console.print(f"{ts} [red]{headers.get('AgentOS-DLQ-Consumer', '?')}[/] "
-                              f"[bold]{headers.get('AgentOS-DLQ-Code', '?')}[/] "
-                              f"{headers.get('AgentOS-DLQ-Reason', '')}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"{ts} [red]{headers.get('AgentOS-DLQ-Consumer', '?')}[/] "
+                    f"[bold]{headers.get('AgentOS-DLQ-Code', '?')}[/] "
+                    f"{headers.get('AgentOS-DLQ-Reason', '')}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             else:
                 short = type_.removeprefix("dev.agentos.")
-                console.print(f"{ts} [bold cyan]{short:<28}[/] {msg.subject:<40} corr={corr[-8:]} "
-                              f"{escape(data)}", highlight=False, markup=True, soft_wrap=True)
+                console.print(
+                    f"{ts} [bold cyan]{short:<28}[/] {msg.subject:<40} corr={corr[-8:]} {escape(data)}",
+                    highlight=False,
+                    markup=True,
+                    soft_wrap=True,
+                )
     finally:
         await sub.unsubscribe()
     return seen

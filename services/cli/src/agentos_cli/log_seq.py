@@ -21,9 +21,13 @@ async def first_seq_at(bus: Bus, when: dt.datetime) -> int:
     from nats.js import api
 
     info = await bus.js.stream_info(EVENTS_STREAM)
-    config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_TIME,
-                                opt_start_time=when.astimezone(dt.UTC).isoformat(), inactive_threshold=30.0,
-                                mem_storage=True)
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME,
+        opt_start_time=when.astimezone(dt.UTC).isoformat(),
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     try:
         if (await psub.consumer_info()).num_pending == 0:
@@ -39,5 +43,4 @@ async def first_seq_at(bus: Bus, when: dt.datetime) -> int:
 
 async def seq_bounds(bus: Bus, since: dt.datetime | None, until: dt.datetime | None) -> tuple[int | None, int | None]:
     """``[from, to)`` stream sequences of the events the log took in ``[since, until)``."""
-    return (await first_seq_at(bus, since) if since else None,
-            await first_seq_at(bus, until) if until else None)
+    return (await first_seq_at(bus, since) if since else None, await first_seq_at(bus, until) if until else None)

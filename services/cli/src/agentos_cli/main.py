@@ -17,8 +17,11 @@ from agentos_cli.connect import connected_bus, run
 if TYPE_CHECKING:
     from agentos_kernel import Bus
 
-app = typer.Typer(help="AgentOS: run, coordinate and govern fleets of LLM agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="AgentOS: run, coordinate and govern fleets of LLM agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = output.console()
 err = output.console(stderr=True)
 app.add_typer(audit_cmd.app, name="audit")
@@ -27,8 +30,9 @@ __all__ = ["app", "connected_bus", "run", "wait_for_services"]
 
 @app.command()
 def up(
-    services: Annotated[str | None, typer.Option(help="Comma-separated services to run (default: all installed)")]
-    = None,
+    services: Annotated[
+        str | None, typer.Option(help="Comma-separated services to run (default: all installed)")
+    ] = None,
 ) -> None:
     """Start AgentOS: embedded NATS and Postgres unless configured, then every service, supervised."""
     from agentos_cli import registry
@@ -67,8 +71,10 @@ def contracts(
     if check:
         stale = contracts_mod.drift(out)
         if stale:
-            err.print(f"[bold red]agentos: contracts are out of date:[/] {', '.join(stale)}; "
-                      "run `agentos contracts`", soft_wrap=True)
+            err.print(
+                f"[bold red]agentos: contracts are out of date:[/] {', '.join(stale)}; run `agentos contracts`",
+                soft_wrap=True,
+            )
             raise typer.Exit(1)
         console.print(f"contracts/ matches the code ({len(contracts_mod.render())} files)")
         return
@@ -83,8 +89,10 @@ SEED_GOAL = "Research our three main competitors and draft a summary report"
 def submit(
     goal: str,
     workflow: Annotated[str | None, typer.Option(help="Run a declared workflow instead of the LLM planner")] = None,
-    capability: Annotated[str | None, typer.Option(
-        help="The capability the goal needs (e.g. triage); refused unless a registered agent has it")] = None,
+    capability: Annotated[
+        str | None,
+        typer.Option(help="The capability the goal needs (e.g. triage); refused unless a registered agent has it"),
+    ] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant (default: AGENTOS_TENANT)")] = None,
     watch_it: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the goal to its outcome")] = True,
 ) -> None:
@@ -96,8 +104,9 @@ def submit(
         bus = await connected_bus()
         try:
             await goals_mod.check_servable(bus, capability=capability, workflow=workflow)
-            event = await goals_mod.submit(bus, goal, tenant=tenant or bus.settings.tenant, workflow=workflow,
-                                           capability=capability)
+            event = await goals_mod.submit(
+                bus, goal, tenant=tenant or bus.settings.tenant, workflow=workflow, capability=capability
+            )
             console.print(f"submitted goal [bold]{event.data.goal_id}[/]")
             if not watch_it:
                 return True
@@ -105,6 +114,7 @@ def submit(
             return goals_mod.render_outcome(view, console)
         finally:
             await bus.close()
+
     if not run(go()):
         raise typer.Exit(1)
 
@@ -129,6 +139,7 @@ def watch(goal_id: str) -> None:
             return goals_mod.render_outcome(view, console)
         finally:
             await bus.close()
+
     if not run(go()):
         raise typer.Exit(1)
 

@@ -112,8 +112,7 @@ def table(section: Section) -> Table:
     for name in names:
         t.add_column(name, overflow="fold")
     for row in section.rows:
-        t.add_row(*(section.cells[c](row.get(c)) if c in section.cells else escape(cell(row.get(c)))
-                    for c in names))
+        t.add_row(*(section.cells[c](row.get(c)) if c in section.cells else escape(cell(row.get(c))) for c in names))
     if not section.rows:
         t.add_row(section.empty, *([""] * (len(names) - 1)))
     return t
@@ -162,8 +161,9 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def emit(out: Console, sections: Sequence[Section], fmt: str, *, document: Any = None,
-         notes: Iterable[str] = ()) -> None:
+def emit(
+    out: Console, sections: Sequence[Section], fmt: str, *, document: Any = None, notes: Iterable[str] = ()
+) -> None:
     """Print a listing: tables (and ``notes`` under them), or CSV, or JSON — ``document`` if given,
     else the rows of the one section, or ``{title: rows}`` of several."""
     if fmt == "json":

@@ -17,8 +17,9 @@ from agentos_cli.errors import fail
 if TYPE_CHECKING:
     from agentos_kernel import Bus
 
-policy_app = typer.Typer(help="Policies as code: test the shipped cases, simulate against recorded decisions.",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Policies as code: test the shipped cases, simulate against recorded decisions.", no_args_is_help=True
+)
 console = output.console()
 err = output.console(stderr=True)
 T = TypeVar("T")
@@ -64,8 +65,9 @@ def test_cmd(policy_dir: PolicyDir = None) -> None:
     dash = output.glyph(console, "\u2014", "-")
     for res in results:
         mark = "[green]PASS[/]" if res.passed else "[bold red]FAIL[/]"
-        line = f"{mark} {res.name}" + ("" if res.passed else f": expected {res.expected}, got {res.got} {dash} "
-                                                           f"{'; '.join(res.reasons)}")
+        line = f"{mark} {res.name}" + (
+            "" if res.passed else f": expected {res.expected}, got {res.got} {dash} {'; '.join(res.reasons)}"
+        )
         console.print(line, highlight=False, soft_wrap=True)
     failed = sum(not x.passed for x in results)
     console.print(f"policy {policy.version}: {len(results) - failed} passed, {failed} failed", highlight=False)
@@ -76,8 +78,9 @@ def test_cmd(policy_dir: PolicyDir = None) -> None:
 @policy_app.command("simulate")
 def simulate_cmd(
     since: Annotated[str, typer.Option(help="From: 30m, 24h, 7d or an ISO date/time")],
-    policy_dir: Annotated[Path | None, typer.Option(
-        "--policy-dir", help="The candidate policy folder (default: the policy in force)")] = None,
+    policy_dir: Annotated[
+        Path | None, typer.Option("--policy-dir", help="The candidate policy folder (default: the policy in force)")
+    ] = None,
     tenant: Tenant = None,
 ) -> None:
     """Replay recorded decisions against a policy version (by default the one in force) and list
@@ -93,12 +96,14 @@ def simulate_cmd(
         try:
             folder, which = (policy_dir, "given by --policy-dir") if policy_dir else await in_force(bus)
             policy = load_policy(folder)
-            console.print(f"simulating policy {policy.version} from {folder} ({which})", highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"simulating policy {policy.version} from {folder} ({which})", highlight=False, soft_wrap=True
+            )
             report = await simulate(bus, policy, when, tenant)
         finally:
             await bus.close()
         simulate_report(console, policy.version, report)
+
     _run(go())
 
 
@@ -111,8 +116,13 @@ def budget(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.
     report = run(_ask(r.POLICY_BUDGET, r.BudgetQuery(tenant=tenant), r.BudgetReport))
     if report.error:
         fail(report.error)
-    output.emit(console, [budget_section(report)], form, document=report.model_dump(mode="json"),
-                notes=[f"policy {report.policy_version}"])
+    output.emit(
+        console,
+        [budget_section(report)],
+        form,
+        document=report.model_dump(mode="json"),
+        notes=[f"policy {report.policy_version}"],
+    )
 
 
 def approvals(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.Json = False) -> None:
@@ -124,10 +134,20 @@ def approvals(tenant: Tenant = None, fmt: output.Format = "table", as_json: outp
     reply = run(_ask(r.POLICY_APPROVALS, r.ApprovalList(tenant=tenant), r.ApprovalListReply))
     if reply.error:
         fail(reply.error)
-    output.emit(console, [approvals_section(reply)], form, document=reply.model_dump(mode="json"),
-                notes=[f"{len(reply.approvals)} pending"
-                       + ("; approve with `agentos approve <id> --as <user>` (you, as the policy names you)"
-                          if reply.approvals else "")])
+    output.emit(
+        console,
+        [approvals_section(reply)],
+        form,
+        document=reply.model_dump(mode="json"),
+        notes=[
+            f"{len(reply.approvals)} pending"
+            + (
+                "; approve with `agentos approve <id> --as <user>` (you, as the policy names you)"
+                if reply.approvals
+                else ""
+            )
+        ],
+    )
 
 
 def _vote(approval_id: str, user: str, verdict: str, reason: str) -> None:
@@ -144,8 +164,9 @@ def _vote(approval_id: str, user: str, verdict: str, reason: str) -> None:
     console.print(f"approval {a.approval_id}: {state}", highlight=False)
 
 
-def approve(approval_id: str, user: AsUser,
-            reason: Annotated[str, typer.Option(help="Why (kept in the log)")] = "") -> None:
+def approve(
+    approval_id: str, user: AsUser, reason: Annotated[str, typer.Option(help="Why (kept in the log)")] = ""
+) -> None:
     """Approve a pending request (high risk needs two different people)."""
     _vote(approval_id, user, "approve", reason)
 
@@ -167,9 +188,12 @@ def _answer(text: str) -> dict[str, Any]:
     return value
 
 
-def takeover(task_id: str, user: AsUser,
-             answer: Annotated[str, typer.Option(help="The human's answer: a JSON object or a file holding one")],
-             tenant: Tenant = None) -> None:
+def takeover(
+    task_id: str,
+    user: AsUser,
+    answer: Annotated[str, typer.Option(help="The human's answer: a JSON object or a file holding one")],
+    tenant: Tenant = None,
+) -> None:
     """Answer a task yourself: publishes task.completed for it, with you as the agent (principal user:<you>)."""
     given = _answer(answer)
     _run(_takeover(task_id, user, given, tenant))
@@ -181,8 +205,13 @@ async def _takeover(task_id: str, user: str, output: dict[str, Any], tenant: str
     from agentos_schemas import rpc as r
     from agentos_schemas.events import TaskAssigned, TaskCompleted
 
-    req = r.PolicyRequest(tenant=tenant or "default", principal=f"user:{user}", action="outside_action",
-                          resource="task:takeover", task_id=task_id)
+    req = r.PolicyRequest(
+        tenant=tenant or "default",
+        principal=f"user:{user}",
+        action="outside_action",
+        resource="task:takeover",
+        task_id=task_id,
+    )
     bus = await _bus()
     try:
         assigned = await recorded_of(bus, TaskAssigned, task_id, tenant)
@@ -193,8 +222,9 @@ async def _takeover(task_id: str, user: str, output: dict[str, Any], tenant: str
         if decision.decision != "allow":
             raise AgentOSError(f"takeover denied: {'; '.join(decision.reasons)}")
         data = assigned.data
-        done = TaskCompleted(task_id=task_id, goal_id=data.goal_id, step_id=data.step_id, agent=f"user:{user}",
-                             output=output)
+        done = TaskCompleted(
+            task_id=task_id, goal_id=data.goal_id, step_id=data.step_id, agent=f"user:{user}", output=output
+        )
         await bus.publish(bus.new(done, cause=assigned, principal=f"user:{user}"))
     finally:
         await bus.close()

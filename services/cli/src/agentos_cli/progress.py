@@ -44,7 +44,7 @@ class Lines:
                 self.steps[sid] = state
                 who = f" ({step.agent}, attempt {step.attempts})" if step.agent else ""
                 out.append(f"step {sid}: {step.status}{who}" + (f" - {step.note}" if step.note else ""))
-        out += view.notes[self.notes:]
+        out += view.notes[self.notes :]
         self.notes = len(view.notes)
         current = {*view.paused_lines(), *view.waiting_lines()}
         out += sorted(current - self.flags)

@@ -55,7 +55,6 @@ console = output.console()
 err = output.console(stderr=True)
 
 
-
 # --- the sandbox ----------------------------------------------------------------------------------
 
 
@@ -97,24 +96,39 @@ def _environ(changes: dict[str, str | None]) -> Iterator[None]:
 
 async def _await_outcome(bus: Bus, goal_id: str, tenant: str, timeout: float) -> list[Event[Any]]:
     """The sandbox goal's events, once it completed or failed (or when ``timeout`` passed)."""
-    return [e async for e in follow(bus, goal_id, subjects=f"agentos.{tenant}.>", timeout=timeout,
-                                    from_start=True)]
+    return [e async for e in follow(bus, goal_id, subjects=f"agentos.{tenant}.>", timeout=timeout, from_start=True)]
 
 
-async def run_in_sandbox(submitted: Event[GoalSubmitted], sandbox_tenant: str, scenario_file: Path,
-                         state: Path, timeout: float, console: Console | None = None
-                         ) -> tuple[str, list[Event[Any]], dict[str, int]]:
+async def run_in_sandbox(
+    submitted: Event[GoalSubmitted],
+    sandbox_tenant: str,
+    scenario_file: Path,
+    state: Path,
+    timeout: float,
+    console: Console | None = None,
+) -> tuple[str, list[Event[Any]], dict[str, int]]:
     """Submit the recorded goal to a fresh runtime whose offline model plays ``scenario_file``;
     returns (sandbox goal id, its events, the scenario's per-rule match counts)."""
     from agentos_cli.main import wait_for_services  # main imports the audit commands, hence here
 
     services = [s for s in registry.available() if s in SANDBOX_SERVICES]
-    settings = KernelSettings(nats_url=None, database_url=None, nats_user=None, nats_password=None,
-                              state_dir=state, nats_sync="default", tenant="default")
+    settings = KernelSettings(
+        nats_url=None,
+        database_url=None,
+        nats_user=None,
+        nats_password=None,
+        state_dir=state,
+        nats_sync="default",
+        tenant="default",
+    )
     children: dict[str, str | None] = {
-        "AGENTOS_MODELS": None, "AGENTOS_OFFLINE_SCENARIO": None, "AGENTOS_ALLOW_LLM_CALLS": "0",
-        "AGENTOS_OUTBOX_DIR": str(state / "outbox"), "AGENTOS_TENANT": "default",
-        "AGENTOS_NATS_INBOX_PREFIX": None}
+        "AGENTOS_MODELS": None,
+        "AGENTOS_OFFLINE_SCENARIO": None,
+        "AGENTOS_ALLOW_LLM_CALLS": "0",
+        "AGENTOS_OUTBOX_DIR": str(state / "outbox"),
+        "AGENTOS_TENANT": "default",
+        "AGENTOS_NATS_INBOX_PREFIX": None,
+    }
     runtime = SandboxRuntime(settings, services, logs=state / "logs", console=console or err, env=children)
     try:
         # The runtime serves the scenario with the shipped offline model on a free port and points
@@ -126,10 +140,15 @@ async def run_in_sandbox(submitted: Event[GoalSubmitted], sandbox_tenant: str, s
             await wait_for_services(bus, runtime.services, timeout=120.0)
             data = submitted.data
             goal_id = new_event_id()
-            event = bus.new(GoalSubmitted(goal_id=goal_id, text=data.text, workflow=data.workflow,
-                                          inputs=data.inputs, limits=data.limits),
-                            tenant=sandbox_tenant, subject=f"goal/{goal_id}", correlationid=goal_id,
-                            principal=submitted.principal or "user:replay")
+            event = bus.new(
+                GoalSubmitted(
+                    goal_id=goal_id, text=data.text, workflow=data.workflow, inputs=data.inputs, limits=data.limits
+                ),
+                tenant=sandbox_tenant,
+                subject=f"goal/{goal_id}",
+                correlationid=goal_id,
+                principal=submitted.principal or "user:replay",
+            )
             await bus.publish(event)
             events = await _await_outcome(bus, goal_id, sandbox_tenant, timeout)
         finally:
@@ -164,8 +183,7 @@ def _check_options(mode: str, scenario: Path | None, tenant: str | None, sandbox
 async def _recording(settings: KernelSettings, goal_id: str, tenant: str | None) -> list[Event[Any]]:
     """The original goal's events from the log; an error if there are none."""
     if not settings.nats_url:
-        raise AgentOSError("no AgentOS is running here: start one with `agentos up` "
-                           "(or set AGENTOS_NATS_URL)")
+        raise AgentOSError("no AgentOS is running here: start one with `agentos up` (or set AGENTOS_NATS_URL)")
     bus = await Bus.connect(settings, source="cli-replay")
     try:
         events = await read_goal_events(bus, goal_id, tenant)
@@ -177,8 +195,12 @@ async def _recording(settings: KernelSettings, goal_id: str, tenant: str | None)
     return events
 
 
-def _scenario(events: list[Event[Any]], mode: str, scenario: Path | None, state: Path,
-              ) -> tuple[Path, list[dict[str, Any]]]:
+def _scenario(
+    events: list[Event[Any]],
+    mode: str,
+    scenario: Path | None,
+    state: Path,
+) -> tuple[Path, list[dict[str, Any]]]:
     """The scenario file the sandbox's offline model plays, and the recorded rules (recorded mode)."""
     if mode != "recorded":
         offline = scenario or os.environ.get("AGENTOS_OFFLINE_SCENARIO")
@@ -190,10 +212,18 @@ def _scenario(events: list[Event[Any]], mode: str, scenario: Path | None, state:
     return scenario_file, recorded["rules"]
 
 
-async def replay_goal(settings: KernelSettings, goal_id: str, *, tenant: str | None = None,
-                      mode: str = "recorded", sandbox_tenant: str | None = None, scenario: Path | None = None,
-                      timeout: float = 600.0, keep: bool = False,
-                      console: Console | None = None) -> ReplayReport:
+async def replay_goal(
+    settings: KernelSettings,
+    goal_id: str,
+    *,
+    tenant: str | None = None,
+    mode: str = "recorded",
+    sandbox_tenant: str | None = None,
+    scenario: Path | None = None,
+    timeout: float = 600.0,
+    keep: bool = False,
+    console: Console | None = None,
+) -> ReplayReport:
     """Replay one recorded goal in a sandbox and compare its outcome with the original's.
 
     ``settings`` reach the original's log. Raises :class:`AgentOSError` on bad input (unknown
@@ -211,13 +241,18 @@ async def replay_goal(settings: KernelSettings, goal_id: str, *, tenant: str | N
     state = Path(tempfile.mkdtemp(prefix="agentos-replay-"))
     try:
         scenario_file, rules = _scenario(events, mode, scenario, state)
-        new_id, replayed, counts = await run_in_sandbox(submitted, sandbox, scenario_file, state, timeout,
-                                                        console)
+        new_id, replayed, counts = await run_in_sandbox(submitted, sandbox, scenario_file, state, timeout, console)
         replay = summarize(replayed, new_id, sandbox)
-        report = ReplayReport(mode=mode, sandbox_tenant=sandbox, original=original, replay=replay,
-                              differences=compare(original, replay), sandbox_dir=str(state) if keep else None,
-                              recorded_rules=len(rules),
-                              recorded_rules_used=sum(1 for r in rules if counts.get(r["name"], 0) > 0))
+        report = ReplayReport(
+            mode=mode,
+            sandbox_tenant=sandbox,
+            original=original,
+            replay=replay,
+            differences=compare(original, replay),
+            sandbox_dir=str(state) if keep else None,
+            recorded_rules=len(rules),
+            recorded_rules_used=sum(1 for r in rules if counts.get(r["name"], 0) > 0),
+        )
         if replay.status == "unfinished":
             report.differences.insert(0, f"the replay did not finish within {timeout:.0f}s")
         return report
@@ -234,23 +269,30 @@ def _shipped_scenario() -> Path:
 
 def replay(
     goal_id: Annotated[str, typer.Argument(help="The goal to replay")],
-    tenant: Annotated[str | None, typer.Option(help="The goal's tenant (narrows the read of the log)")]
-    = None,
-    mode: Annotated[str, typer.Option(help="recorded: the recording's answers; offline: the offline model")]
-    = "recorded",
-    sandbox_tenant: Annotated[str | None, typer.Option(help="Tenant of the replay (default sandbox-<id>)")]
-    = None,
-    scenario: Annotated[Path | None, typer.Option(help="Offline mode: the scenario the offline model plays")]
-    = None,
+    tenant: Annotated[str | None, typer.Option(help="The goal's tenant (narrows the read of the log)")] = None,
+    mode: Annotated[
+        str, typer.Option(help="recorded: the recording's answers; offline: the offline model")
+    ] = "recorded",
+    sandbox_tenant: Annotated[str | None, typer.Option(help="Tenant of the replay (default sandbox-<id>)")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Offline mode: the scenario the offline model plays")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the replay's outcome")] = 600.0,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox's state and logs")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Re-run a recorded goal in a sandbox and compare the outcome (exit 0 same, 1 different, 2 error)."""
     try:
-        report = asyncio.run(replay_goal(resolve(KernelSettings()), goal_id, tenant=tenant, mode=mode,
-                                         sandbox_tenant=sandbox_tenant, scenario=scenario, timeout=timeout,
-                                         keep=keep))
+        report = asyncio.run(
+            replay_goal(
+                resolve(KernelSettings()),
+                goal_id,
+                tenant=tenant,
+                mode=mode,
+                sandbox_tenant=sandbox_tenant,
+                scenario=scenario,
+                timeout=timeout,
+                keep=keep,
+            )
+        )
     except AgentOSError as exc:
         fail(exc)
     if as_json:
@@ -261,5 +303,15 @@ def replay(
         raise typer.Exit(1)
 
 
-__all__ = ["GoalSummary", "ReplayReport", "compare", "read_goal_events", "recorded_scenario", "render_report",
-           "replay", "replay_goal", "run_in_sandbox", "summarize"]
+__all__ = [
+    "GoalSummary",
+    "ReplayReport",
+    "compare",
+    "read_goal_events",
+    "recorded_scenario",
+    "render_report",
+    "replay",
+    "replay_goal",
+    "run_in_sandbox",
+    "summarize",
+]

@@ -61,8 +61,17 @@ def summarize(events: list[Event[Any]], goal_id: str, tenant: str) -> GoalSummar
     for e in events:
         d = e.data
         if isinstance(d, GoalPlanned):
-            summary.plans.append([{"step_id": s.step_id, "capability": s.capability,
-                                   "depends_on": sorted(s.depends_on), "review": s.review} for s in d.steps])
+            summary.plans.append(
+                [
+                    {
+                        "step_id": s.step_id,
+                        "capability": s.capability,
+                        "depends_on": sorted(s.depends_on),
+                        "review": s.review,
+                    }
+                    for s in d.steps
+                ]
+            )
         elif isinstance(d, TaskCompleted) and "/qa" not in d.task_id:
             outputs[d.step_id] = d.output
         elif isinstance(d, TaskReviewed):
@@ -86,8 +95,10 @@ def _paths(a: Any, b: Any, path: str = "") -> Iterator[str]:
         for key in sorted(set(a) | set(b)):
             sub = f"{path}.{key}" if path else str(key)
             if key not in a or key not in b:
-                yield f"{sub}: {'missing' if key not in a else _short(a[key])} ≠ " \
-                      f"{'missing' if key not in b else _short(b[key])}"
+                yield (
+                    f"{sub}: {'missing' if key not in a else _short(a[key])} ≠ "
+                    f"{'missing' if key not in b else _short(b[key])}"
+                )
             else:
                 yield from _paths(a[key], b[key], sub)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
@@ -131,8 +142,10 @@ def compare(original: GoalSummary, replay: GoalSummary) -> list[str]:
     if original.result != replay.result:
         a, b = original.result.splitlines() or [""], replay.result.splitlines() or [""]
         at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        out.append(f"result text differs from line {at + 1}: "
-                   f"{_short(a[at] if at < len(a) else '')} ≠ {_short(b[at] if at < len(b) else '')}")
+        out.append(
+            f"result text differs from line {at + 1}: "
+            f"{_short(a[at] if at < len(a) else '')} ≠ {_short(b[at] if at < len(b) else '')}"
+        )
     if original.reviews != replay.reviews:
         out.append(f"QA verdicts: {'; '.join(original.reviews) or '-'} ≠ {'; '.join(replay.reviews) or '-'}")
     return out
@@ -162,8 +175,7 @@ class ReplayReport:
 
 def render_report(report: ReplayReport, out: Console) -> None:
     a, b = report.original, report.replay
-    table = Table(title=f"replay of goal {a.goal_id} ({report.mode} answers) in sandbox tenant "
-                        f"{report.sandbox_tenant}")
+    table = Table(title=f"replay of goal {a.goal_id} ({report.mode} answers) in sandbox tenant {report.sandbox_tenant}")
     for column in ("", "original", "replay", "same"):
         table.add_column(column)
 
@@ -173,8 +185,12 @@ def render_report(report: ReplayReport, out: Console) -> None:
 
     row("goal", a.goal_id, b.goal_id, None)
     row("status", _status(a), _status(b), (a.status, a.code) == (b.status, b.code))
-    row("plan", "; ".join(" ".join(s["step_id"] for s in p) for p in a.plans),
-        "; ".join(" ".join(s["step_id"] for s in p) for p in b.plans), a.plans == b.plans)
+    row(
+        "plan",
+        "; ".join(" ".join(s["step_id"] for s in p) for p in a.plans),
+        "; ".join(" ".join(s["step_id"] for s in p) for p in b.plans),
+        a.plans == b.plans,
+    )
     row("step outputs", f"{len(a.outputs)} steps", f"{len(b.outputs)} steps", a.outputs == b.outputs)
     row("result text", f"{len(a.result)} chars", f"{len(b.result)} chars", a.result == b.result)
     row("QA verdicts", len(a.reviews), len(b.reviews), a.reviews == b.reviews)

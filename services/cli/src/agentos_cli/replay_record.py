@@ -28,8 +28,9 @@ from agentos_schemas.events.policy import PolicyDecided
 from agentos_schemas.subjects import parse_type
 
 
-async def read_goal_events(bus: Bus, goal_id: str, tenant: str | None = None, *, timeout: float = 300.0,
-                           only: str = ">") -> list[Event[Any]]:
+async def read_goal_events(
+    bus: Bus, goal_id: str, tenant: str | None = None, *, timeout: float = 300.0, only: str = ">"
+) -> list[Event[Any]]:
     """Every stored event of one goal (correlation id = ``goal_id``), in log order, read with the
     kernel's :func:`~agentos_kernel.replay.replay` from the goal's start when its id is a UUIDv7 (so
     a long log is not read from its beginning). ``tenant`` narrows the read to that tenant's
@@ -102,7 +103,7 @@ def _attempts(events: list[Event[Any]]) -> list[_Attempt]:
         if isinstance(d, PolicyDecided) and d.request.tool and d.request.call_id not in seen:
             seen.add(d.request.call_id)
             prefix = f"{d.request.task_id}:"
-            round_text = d.request.call_id[len(prefix):].split(":", 1)[0]
+            round_text = d.request.call_id[len(prefix) :].split(":", 1)[0]
             if d.request.call_id.startswith(prefix) and round_text.isdigit():
                 decided.setdefault(d.request.task_id, {}).setdefault(int(round_text), []).append(d)
     proposals = [e.data for e in events if isinstance(e.data, MemoryProposed)]
@@ -112,8 +113,7 @@ def _attempts(events: list[Event[Any]]) -> list[_Attempt]:
         attempt = _Attempt(agent=task.agent, line=step_line(task))
         mine = [p for p in proposals if p.task_id == task.task_id]
         for _, calls in sorted(decided.get(task.task_id, {}).items()):
-            attempt.rounds.append([{"name": c.request.tool, "arguments": _tool_arguments(c, mine)}
-                                   for c in calls])
+            attempt.rounds.append([{"name": c.request.tool, "arguments": _tool_arguments(c, mine)} for c in calls])
         end = ends.get(task.task_id)
         if isinstance(end, TaskCompleted):
             attempt.final = {"json": end.output}
@@ -128,8 +128,9 @@ def _failure_answer(end: TaskFailed, rounds: list[list[dict[str, Any]]]) -> dict
     """How the model behaved after its recorded tool rounds in an attempt that failed."""
     if end.code == "invalid_output":
         return {"fault": "invalid_json"}
-    if end.code == "model_unavailable" or (end.code == "unavailable"
-                                           and end.reason.startswith("model provider unavailable")):
+    if end.code == "model_unavailable" or (
+        end.code == "unavailable" and end.reason.startswith("model provider unavailable")
+    ):
         return {"fault": "server_error"}
     if end.code == "tool_loop" and rounds:
         return {"tool_calls": rounds[-1]}
@@ -143,8 +144,11 @@ class _Rules:
         self.rules: list[dict[str, Any]] = []
 
     def add(self, name: str, match: dict[str, Any], respond: dict[str, Any], times: int | None) -> None:
-        rule: dict[str, Any] = {"name": f"{len(self.rules) + 1:03d} {name}", "match": match,
-                                "respond": {**respond, "template": False}}
+        rule: dict[str, Any] = {
+            "name": f"{len(self.rules) + 1:03d} {name}",
+            "match": match,
+            "respond": {**respond, "template": False},
+        }
         if times is not None:
             rule["times"] = times
         self.rules.append(rule)
@@ -152,13 +156,18 @@ class _Rules:
     def planner(self, events: list[Event[Any]]) -> None:
         """The LLM planner's plans, one per revision, and a planner failure as it happened."""
         goal = next((e.data for e in events if isinstance(e.data, GoalSubmitted)), None)
-        plans = sorted((e.data for e in events
-                        if isinstance(e.data, GoalPlanned) and e.data.planner.startswith("llm:")),
-                       key=lambda p: p.revision)
+        plans = sorted(
+            (e.data for e in events if isinstance(e.data, GoalPlanned) and e.data.planner.startswith("llm:")),
+            key=lambda p: p.revision,
+        )
         for i, plan in enumerate(plans):
             steps = [s.model_dump(mode="json") for s in plan.steps]
-            self.add(f"planner r{plan.revision}", {"agent": "planner", "turn": 1}, {"json": {"steps": steps}},
-                     1 if i < len(plans) - 1 else None)
+            self.add(
+                f"planner r{plan.revision}",
+                {"agent": "planner", "turn": 1},
+                {"json": {"steps": steps}},
+                1 if i < len(plans) - 1 else None,
+            )
         failed = next((e.data for e in events if isinstance(e.data, GoalFailed)), None)
         if goal is not None and goal.workflow is None and failed is not None and failed.code == "planner_failed":
             fault = "server_error" if "every model failed" in failed.reason else "invalid_json"
@@ -172,8 +181,9 @@ class _Rules:
         for turn, calls in enumerate(a.rounds, start=1):
             self.add(f"{label} turn {turn}", {**key, "turn": turn}, {"tool_calls": calls}, None if last else 1)
         if a.final is not None:
-            self.add(f"{label} turn {len(a.rounds) + 1}", {**key, "turn": len(a.rounds) + 1}, a.final,
-                     None if last else 1)
+            self.add(
+                f"{label} turn {len(a.rounds) + 1}", {**key, "turn": len(a.rounds) + 1}, a.final, None if last else 1
+            )
         if a.after is not None:
             self.add(f"{label} later turns", key, a.after, None if last else a.after_calls)
 

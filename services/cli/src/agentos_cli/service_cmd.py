@@ -38,13 +38,18 @@ def local_runtime(name: str, settings: KernelSettings) -> tuple[dict[str, str], 
     where = settings.state_dir / RUNTIME_FILE
     env: dict[str, str] = {}
     said: list[str] = []
-    for var, key, what in (("AGENTOS_NATS_URL", "nats_url", "NATS"), ("AGENTOS_DATABASE_URL", "database_url",
-                                                                     "Postgres")):
+    for var, key, what in (
+        ("AGENTOS_NATS_URL", "nats_url", "NATS"),
+        ("AGENTOS_DATABASE_URL", "database_url", "Postgres"),
+    ):
         if not os.environ.get(var) and info.get(key):
             env[var] = str(info[key])
             said.append(f"{what} {info[key]} from {where}")
-    if info.get("offline_model_url") and not os.environ.get("AGENTOS_MODELS") \
-            and not os.environ.get("AGENTOS_OFFLINE_MODEL_URL"):
+    if (
+        info.get("offline_model_url")
+        and not os.environ.get("AGENTOS_MODELS")
+        and not os.environ.get("AGENTOS_OFFLINE_MODEL_URL")
+    ):
         env["AGENTOS_OFFLINE_MODEL_URL"] = str(info["offline_model_url"])
         said.append(f"the offline model at {info['offline_model_url']}")
     if info.get("nats_auth") and not os.environ.get("AGENTOS_NATS_USER"):
@@ -58,8 +63,10 @@ def _credentials(name: str, info: dict[str, Any]) -> dict[str, str]:
     try:
         password = json.loads(path.read_text())[name]["password"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"the runtime in {info.get('nats_url')} requires NATS credentials, but {str(path)!r} has none "
-             f"for {name!r} ({type(exc).__name__}); set AGENTOS_NATS_USER and AGENTOS_NATS_PASSWORD")
+        fail(
+            f"the runtime in {info.get('nats_url')} requires NATS credentials, but {str(path)!r} has none "
+            f"for {name!r} ({type(exc).__name__}); set AGENTOS_NATS_USER and AGENTOS_NATS_PASSWORD"
+        )
     return {"AGENTOS_NATS_USER": name, "AGENTOS_NATS_PASSWORD": str(password), "AGENTOS_PROVISION": "off"}
 
 
@@ -86,12 +93,17 @@ def run_one(name: str, err: Console) -> None:
     settings = KernelSettings()
     if lacking := missing(name, settings):
         state = settings.state_dir
-        fail(f"no AgentOS runtime is up in {state} (no runtime.json from `agentos up`), and {', '.join(lacking)} "
-             f"{'is' if len(lacking) == 1 else 'are'} not set: set {' and '.join(lacking)} (plus "
-             "AGENTOS_NATS_USER and AGENTOS_NATS_PASSWORD if the NATS server requires a login), or start "
-             "`agentos up` first, or point AGENTOS_STATE_DIR at a running one")
-    logging.basicConfig(level=os.environ.get("AGENTOS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+        fail(
+            f"no AgentOS runtime is up in {state} (no runtime.json from `agentos up`), and {', '.join(lacking)} "
+            f"{'is' if len(lacking) == 1 else 'are'} not set: set {' and '.join(lacking)} (plus "
+            "AGENTOS_NATS_USER and AGENTOS_NATS_PASSWORD if the NATS server requires a login), or start "
+            "`agentos up` first, or point AGENTOS_STATE_DIR at a running one"
+        )
+    logging.basicConfig(
+        level=os.environ.get("AGENTOS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
     run(module.main(settings))
 
 
@@ -105,8 +117,10 @@ async def run_demo(settings: KernelSettings, goal: str, timeout: float, console:
         resolved = await runtime.start()
         console.print(f"AgentOS started: services {', '.join(runtime.services)}; state in {resolved.state_dir}")
         if runtime.offline is not None:
-            console.print("[bold yellow]Using the OFFLINE deterministic model[/] (shipped with AgentOS, served over "
-                          f"the OpenAI API at {runtime.offline.url}; set AGENTOS_MODELS for real models)")
+            console.print(
+                "[bold yellow]Using the OFFLINE deterministic model[/] (shipped with AgentOS, served over "
+                f"the OpenAI API at {runtime.offline.url}; set AGENTOS_MODELS for real models)"
+            )
         bus = await Bus.connect(resolved, source="cli")
         try:
             await wait_for_services(bus, runtime.services)

@@ -16,9 +16,15 @@ from agentos_cli.connect import connected_bus, run
 if TYPE_CHECKING:
     from agentos_kernel import Bus
 
-TITLES = {"dependencies": "Dependencies", "streams": "Streams", "consumers": "Consumers on AGENTOS_EVENTS",
-          "projections": "Projections", "services": "Services",
-          "held": "Held work (no registered agent serves its capability)", "waiting": "Waiting for a human"}
+TITLES = {
+    "dependencies": "Dependencies",
+    "streams": "Streams",
+    "consumers": "Consumers on AGENTOS_EVENTS",
+    "projections": "Projections",
+    "services": "Services",
+    "held": "Held work (no registered agent serves its capability)",
+    "waiting": "Waiting for a human",
+}
 console = output.console()
 
 
@@ -38,10 +44,20 @@ async def waiting(bus: Bus, timeout: float = 2.0) -> tuple[list[dict[str, Any]],
         return [], "the policy service did not answer: pending approvals are unknown"
     if reply.error:
         return [], f"the policy service could not list approvals: {reply.error}"
-    return [{"approval_id": a.approval_id, "tenant": a.tenant, "goal": a.goal_id, "agent": a.agent,
-             "what": a.summary or f"{a.action} {a.resource}", "risk": a.risk,
-             "votes": f"{len(a.approved_by)}/{a.needed}", "role": a.approver_role,
-             "approve with": approve_command(a.approval_id)} for a in reply.approvals], None
+    return [
+        {
+            "approval_id": a.approval_id,
+            "tenant": a.tenant,
+            "goal": a.goal_id,
+            "agent": a.agent,
+            "what": a.summary or f"{a.action} {a.resource}",
+            "risk": a.risk,
+            "votes": f"{len(a.approved_by)}/{a.needed}",
+            "role": a.approver_role,
+            "approve with": approve_command(a.approval_id),
+        }
+        for a in reply.approvals
+    ], None
 
 
 def sections(report: dict[str, Any]) -> list[output.Section]:
@@ -59,35 +75,51 @@ def sections(report: dict[str, Any]) -> list[output.Section]:
             rows = [_service_row(r) for r in rows]
         if key == "problems" or (key in ("held", "projections") and not rows):
             continue
-        out.append(output.Section(TITLES.get(key, key.replace("_", " ").capitalize()), rows,
-                                  columns=COLUMNS.get(key, ()), cells=CELLS.get(key, {}),
-                                  empty="(none reporting)" if key == "services" else "(none)"))
+        out.append(
+            output.Section(
+                TITLES.get(key, key.replace("_", " ").capitalize()),
+                rows,
+                columns=COLUMNS.get(key, ()),
+                cells=CELLS.get(key, {}),
+                empty="(none reporting)" if key == "services" else "(none)",
+            )
+        )
     return out
 
 
 CELLS = {"dependencies": {"ok": lambda ok: "[green]ok[/]" if ok else "[bold red]UNREACHABLE[/]"}}
 
 
-COLUMNS = {"dependencies": ("dependency", "ok", "detail"),
-           "streams": ("stream", "messages", "bytes", "first_seq", "last_seq"),
-           "consumers": ("consumer", "pending", "ack_pending", "redelivered", "waiting", "dead_lettered"),
-           "services": ("service", "instance", "status", "heartbeat age (s)", "consumers", "url", "details"),
-           "waiting": ("approval_id", "tenant", "goal", "agent", "what", "risk", "votes", "role", "approve with")}
+COLUMNS = {
+    "dependencies": ("dependency", "ok", "detail"),
+    "streams": ("stream", "messages", "bytes", "first_seq", "last_seq"),
+    "consumers": ("consumer", "pending", "ack_pending", "redelivered", "waiting", "dead_lettered"),
+    "services": ("service", "instance", "status", "heartbeat age (s)", "consumers", "url", "details"),
+    "waiting": ("approval_id", "tenant", "goal", "agent", "what", "risk", "votes", "role", "approve with"),
+}
 _SERVICE_SHOWN = {"service", "instance", "status", "age_s", "consumers", "url", "ts", "pid", "started"}
 
 
 def _service_row(r: dict[str, Any]) -> dict[str, Any]:
     """A service's health line; what else it reports goes, as ``key=value``, into ``details``."""
     extra = {k: v for k, v in r.items() if k not in _SERVICE_SHOWN and v not in (None, "", [], {}, 0)}
-    return {"service": r.get("service", "?"), "instance": r.get("instance", "?"), "status": r.get("status", "?"),
-            "heartbeat age (s)": r.get("age_s", ""), "consumers": r.get("consumers", []), "url": r.get("url", ""),
-            "details": ", ".join(f"{k}={v}" for k, v in extra.items())}
+    return {
+        "service": r.get("service", "?"),
+        "instance": r.get("instance", "?"),
+        "status": r.get("status", "?"),
+        "heartbeat age (s)": r.get("age_s", ""),
+        "consumers": r.get("consumers", []),
+        "url": r.get("url", ""),
+        "details": ", ".join(f"{k}={v}" for k, v in extra.items()),
+    }
 
 
 def status(
-    fmt: output.Format = "table", as_json: output.Json = False,
-    stall_after: Annotated[float, typer.Option(help="Seconds without progress, with work waiting, that count as "
-                                                    "stalled")] = health.STALL_S,
+    fmt: output.Format = "table",
+    as_json: output.Json = False,
+    stall_after: Annotated[
+        float, typer.Option(help="Seconds without progress, with work waiting, that count as stalled")
+    ] = health.STALL_S,
     max_lag: Annotated[int, typer.Option(help="Messages a projection may trail the log by")] = health.MAX_LAG,
 ) -> None:
     """Dependencies, streams, consumers and projections against the log's last sequence, dead
@@ -123,13 +155,18 @@ def status_notes(report: dict[str, Any]) -> list[str]:
     """Scalar facts, what waits for a human, and every problem as a red line (or that all is healthy)."""
     from rich.markup import escape
 
-    notes = [f"{k.replace('_', ' ')}: {escape(str(v))}" for k, v in report.items()
-             if not isinstance(v, list | dict) and k != "waiting_note" and v is not None]
+    notes = [
+        f"{k.replace('_', ' ')}: {escape(str(v))}"
+        for k, v in report.items()
+        if not isinstance(v, list | dict) and k != "waiting_note" and v is not None
+    ]
     if report.get("waiting_note"):
         notes.append(f"[yellow]{escape(report['waiting_note'])}[/]")
     if report.get("waiting"):
-        notes.append("a goal is waiting for a human: approve with the command in its row "
-                     "(or `agentos reject <id> --as <user> --reason ...`)")
+        notes.append(
+            "a goal is waiting for a human: approve with the command in its row "
+            "(or `agentos reject <id> --as <user> --reason ...`)"
+        )
     notes += [f"[bold red]PROBLEM[/] {escape(p)}" for p in report.get("problems", [])]
     if "problems" in report and not report["problems"]:
         notes.append("[green]all healthy[/]: dependencies reachable, consumers and projections keeping up")
@@ -152,10 +189,12 @@ def tail(
 
         bus = await connected_bus()
         try:
-            await inspect_bus.tail(bus, console, subject=subject, from_start=from_start, dlq=dlq,
-                                   limit=limit, idle_exit=idle_exit)
+            await inspect_bus.tail(
+                bus, console, subject=subject, from_start=from_start, dlq=dlq, limit=limit, idle_exit=idle_exit
+            )
         finally:
             await bus.close()
+
     run(go())
 
 

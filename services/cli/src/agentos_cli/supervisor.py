@@ -62,15 +62,17 @@ def start_offline_model() -> Any:
     from agentos_offline_model import OfflineModelServer, Scenario
 
     path = os.environ.get("AGENTOS_OFFLINE_SCENARIO") or str(
-        resources.files("agentos_offline_model") / "scenarios" / "demo.yaml")
+        resources.files("agentos_offline_model") / "scenarios" / "demo.yaml"
+    )
     return OfflineModelServer(Scenario.load(path)).start()
 
 
 class Runtime:
     """The embedded servers plus supervised service processes, started and stopped as one."""
 
-    def __init__(self, settings: KernelSettings, services: list[str], *, logs: Path | None = None,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, settings: KernelSettings, services: list[str], *, logs: Path | None = None, console: Console | None = None
+    ) -> None:
         self.settings = settings
         self.services = services
         self.logs = logs
@@ -104,21 +106,28 @@ class Runtime:
             self.pg = EmbeddedPostgres(state / "postgres")
             db_url = await asyncio.to_thread(self.pg.start)
         self.settings = self.settings.model_copy(
-            update={"nats_url": nats_url, "database_url": db_url, "state_dir": state, **admin})
+            update={"nats_url": nats_url, "database_url": db_url, "state_dir": state, **admin}
+        )
         if not os.environ.get("AGENTOS_MODELS"):
             self.offline = await asyncio.to_thread(start_offline_model)
         bus = await Bus.connect(self.settings, source="cli")
         await bus.provision()
         await bus.close()
-        self._runtime_file = write_runtime(self.settings, {
-            "pid": os.getpid(), "nats_url": nats_url, "database_url": db_url,
-            "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
-            "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
-            "services": self.services, "started": time.time(),
-            "offline_model_url": self.offline.url if self.offline else None,
-            "nats_auth": bool(admin),
-            "nats_admin_credentials": str(state / "nats" / "admin.json") if admin else None,
-        })
+        self._runtime_file = write_runtime(
+            self.settings,
+            {
+                "pid": os.getpid(),
+                "nats_url": nats_url,
+                "database_url": db_url,
+                "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
+                "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
+                "services": self.services,
+                "started": time.time(),
+                "offline_model_url": self.offline.url if self.offline else None,
+                "nats_auth": bool(admin),
+                "nats_admin_credentials": str(state / "nats" / "admin.json") if admin else None,
+            },
+        )
         for i, name in enumerate(self.services):
             self._tasks.append(asyncio.create_task(self._supervise(name, _COLOURS[i % len(_COLOURS)])))
         if self.nats is not None or self.pg is not None:
@@ -159,15 +168,22 @@ class Runtime:
     def _env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
         if self.nats is not None and self.nats.credentials:
-            env.update({"AGENTOS_NATS_USER": name, "AGENTOS_PROVISION": "off",
-                        "AGENTOS_NATS_PASSWORD": self.nats.credentials.get(name, {}).get("password", "")})
-        env.update({
-            "AGENTOS_NATS_URL": self.settings.nats_url or "",
-            "AGENTOS_DATABASE_URL": self.settings.database_url or "",
-            "AGENTOS_STATE_DIR": str(self.settings.state_dir),
-            SUPERVISOR_ENV: str(os.getpid()),  # a service stops itself if this process is killed
-            "PYTHONUNBUFFERED": "1",
-        })
+            env.update(
+                {
+                    "AGENTOS_NATS_USER": name,
+                    "AGENTOS_PROVISION": "off",
+                    "AGENTOS_NATS_PASSWORD": self.nats.credentials.get(name, {}).get("password", ""),
+                }
+            )
+        env.update(
+            {
+                "AGENTOS_NATS_URL": self.settings.nats_url or "",
+                "AGENTOS_DATABASE_URL": self.settings.database_url or "",
+                "AGENTOS_STATE_DIR": str(self.settings.state_dir),
+                SUPERVISOR_ENV: str(os.getpid()),  # a service stops itself if this process is killed
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.offline is not None:
             env["AGENTOS_OFFLINE_MODEL_URL"] = self.offline.url
         return env
@@ -179,10 +195,16 @@ class Runtime:
             out: IO[str] | None = None
             if self.logs is not None:
                 self.logs.mkdir(parents=True, exist_ok=True)
-                out = open(self.logs / f"{name}.log", "a")  # closed below
+                out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115  (the child's stdout; closed below)
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agentos_cli", "service", name, env=self._env(name),
-                stdout=out or asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                sys.executable,
+                "-m",
+                "agentos_cli",
+                "service",
+                name,
+                env=self._env(name),
+                stdout=out or asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
             self.children[name] = proc
@@ -199,8 +221,9 @@ class Runtime:
 
     async def _relay(self, name: str, colour: str, stream: asyncio.StreamReader) -> None:
         async for line in stream:
-            self.console.print(f"[{colour}]{name:>15}[/] {line.decode(errors='replace').rstrip()}",
-                               markup=True, highlight=False)
+            self.console.print(
+                f"[{colour}]{name:>15}[/] {line.decode(errors='replace').rstrip()}", markup=True, highlight=False
+            )
 
     async def restart(self, name: str) -> None:
         """Kill one service (SIGKILL); the supervisor starts it again."""
@@ -231,7 +254,6 @@ class Runtime:
             os.close(self._lock_fd)  # releases the state directory's lock
             self._lock_fd = None
 
-
     def _forget_runtime_file(self) -> None:
         """Remove ``runtime.json`` only if this runtime wrote it and it still names this process: a
         start refused because another runtime lives here must leave that runtime's file alone."""
@@ -244,8 +266,10 @@ class Runtime:
 
 
 def _already_running(state: Path, running: dict[str, Any]) -> ConfigError:
-    return ConfigError(f"AgentOS is already running from {state} (pid {running.get('pid', '?')}); "
-                       "stop it first or use another AGENTOS_STATE_DIR")
+    return ConfigError(
+        f"AgentOS is already running from {state} (pid {running.get('pid', '?')}); "
+        "stop it first or use another AGENTOS_STATE_DIR"
+    )
 
 
 async def run_up(settings: KernelSettings, services: list[str], console: Console) -> None:
@@ -258,13 +282,17 @@ async def run_up(settings: KernelSettings, services: list[str], console: Console
         resolved = await runtime.start()
         embedded = [k for k, v in (("NATS", runtime.nats), ("Postgres", runtime.pg)) if v]
         console.print(f"[bold green]AgentOS is up[/] (state: {resolved.state_dir})")
-        console.print(f"  NATS      {resolved.nats_url}" + ("  [dim](embedded, fsync: "
-                      f"{resolved.nats_sync})[/]" if runtime.nats else ""))
+        console.print(
+            f"  NATS      {resolved.nats_url}"
+            + (f"  [dim](embedded, fsync: {resolved.nats_sync})[/]" if runtime.nats else "")
+        )
         console.print(f"  Postgres  {resolved.database_url}" + ("  [dim](embedded)[/]" if runtime.pg else ""))
         console.print(f"  services  {', '.join(services) or '(none installed)'}")
         if runtime.offline is not None:
-            console.print(f"  [bold yellow]models    OFFLINE deterministic model at {runtime.offline.url}[/] "
-                          "(no API key used; set AGENTOS_MODELS to a model registry file for real models)")
+            console.print(
+                f"  [bold yellow]models    OFFLINE deterministic model at {runtime.offline.url}[/] "
+                "(no API key used; set AGENTOS_MODELS to a model registry file for real models)"
+            )
         if embedded:
             console.print(f"  [dim]embedded: {', '.join(embedded)}; data is kept in {resolved.state_dir}[/]")
         console.print("  Ctrl-C stops everything.  Try `agentos status` and `agentos tail` in another terminal.")

@@ -104,9 +104,7 @@ def task_section(task: TaskAssigned, sources: Sequence[str]) -> str:
         f"Inputs: outputs of steps {inputs} (see the hand-off)" if sources else "Inputs: none",
     ]
     if task.review_of:
-        lines.append(
-            f"This is a review of step {task.review_of}; the hand-off contains the output under review."
-        )
+        lines.append(f"This is a review of step {task.review_of}; the hand-off contains the output under review.")
     return "\n".join(lines)
 
 
@@ -140,6 +138,7 @@ def in_scope(
     entries: Sequence[MemoryEntry], charter: Charter, task: TaskAssigned
 ) -> tuple[list[MemoryEntry], list[str]]:
     """Entries the agent may see, best first: its kinds only, no other goal's working memory, at most k."""
+
     def visible(e: MemoryEntry) -> bool:
         foreign = e.kind == "working" and e.goal_id not in (None, task.goal_id)
         return e.kind in charter.memory.kinds and not foreign
@@ -151,7 +150,7 @@ def in_scope(
     unique = list({e.id: e for e in allowed}.values())
     ranked = sorted(unique, key=lambda e: -e.score)
     if len(ranked) > charter.memory.k:
-        notes.extend(f"memory:{e.id}" for e in ranked[charter.memory.k:])
+        notes.extend(f"memory:{e.id}" for e in ranked[charter.memory.k :])
     return ranked[: charter.memory.k], notes
 
 
@@ -159,12 +158,24 @@ def context_chars(task: TaskAssigned, memory: Sequence[MemoryEntry]) -> int:
     """The size in characters of what varies per task (goal, instruction, feedback, hand-off,
     memory): what counting and fitting this task's context costs grows with it."""
     handoff = sum(len(compact_json(task.handoff[step])) for step in handoff_sources(task))
-    return (len(task.goal_text) + len(task.instruction) + len(task.feedback or "") + handoff
-            + sum(len(e.content) for e in memory))
+    return (
+        len(task.goal_text)
+        + len(task.instruction)
+        + len(task.feedback or "")
+        + handoff
+        + sum(len(e.content) for e in memory)
+    )
 
 
-def assemble(charter: Charter, task: TaskAssigned, memory: Sequence[MemoryEntry], count: Counter, *,
-             notes: Sequence[str] = (), system: SystemPrompt | None = None) -> Assembly:
+def assemble(
+    charter: Charter,
+    task: TaskAssigned,
+    memory: Sequence[MemoryEntry],
+    count: Counter,
+    *,
+    notes: Sequence[str] = (),
+    system: SystemPrompt | None = None,
+) -> Assembly:
     """Build the messages and manifest for ``task``, fitted to ``charter.context_tokens``.
 
     ``notes`` are recorded first in ``manifest.trimmed`` (e.g. ``"memory: unavailable"``).
@@ -175,8 +186,7 @@ def assemble(charter: Charter, task: TaskAssigned, memory: Sequence[MemoryEntry]
     count = memoized(count, {system.text: system.tokens})
     budget = charter.context_tokens
     sources = handoff_sources(task)
-    texts = {"system": system.text, "task": task_section(task, sources),
-             "feedback": feedback_section(task)}
+    texts = {"system": system.text, "task": task_section(task, sources), "feedback": feedback_section(task)}
     fixed = sum(count(texts[part]) for part in texts)
     entries, trimmed = in_scope(memory, charter, task)
     trimmed = [*notes, *trimmed]
@@ -195,9 +205,14 @@ def assemble(charter: Charter, task: TaskAssigned, memory: Sequence[MemoryEntry]
         trimmed.append(f"over budget: system, task and feedback need {fixed} tokens")
     user = "\n\n".join(texts[p] for p in ("task", "handoff", "memory", "feedback") if texts[p])
     manifest = ContextManifest(
-        charter=charter.ref, memory_ids=tuple(e.id for e in kept),
-        memory_kinds={e.id: e.kind for e in kept}, tools=charter.tools,
-        handoff_sources=sources, tokens=tokens, budget_tokens=budget, trimmed=tuple(trimmed),
+        charter=charter.ref,
+        memory_ids=tuple(e.id for e in kept),
+        memory_kinds={e.id: e.kind for e in kept},
+        tools=charter.tools,
+        handoff_sources=sources,
+        tokens=tokens,
+        budget_tokens=budget,
+        trimmed=tuple(trimmed),
     )
     messages = ({"role": "system", "content": texts["system"]}, {"role": "user", "content": user})
     return Assembly(messages=messages, manifest=manifest)

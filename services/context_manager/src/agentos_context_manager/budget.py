@@ -47,6 +47,7 @@ def fit_memory(
     Dropping from the end drops the lowest scores first. Returns (kept, dropped), the dropped
     in the order they were dropped (lowest score first).
     """
+
     def cost(part: Sequence[T]) -> int:
         return count(render(part)) if part else 0
 

@@ -96,13 +96,19 @@ class ContextManager:
         if chars <= INLINE_CHARS and system.tokens + chars <= charter.context_tokens:
             assembly = assemble(charter, task, entries, count, notes=notes, system=system)
         else:
-            assembly = await asyncio.to_thread(
-                assemble, charter, task, entries, count, notes=notes, system=system)
+            assembly = await asyncio.to_thread(assemble, charter, task, entries, count, notes=notes, system=system)
         messages, manifest = classified(assembly)
-        data = ContextReady(task_id=task.task_id, goal_id=task.goal_id, agent=task.agent, step_id=task.step_id,
-                            messages=messages, manifest=manifest)
+        data = ContextReady(
+            task_id=task.task_id,
+            goal_id=task.goal_id,
+            agent=task.agent,
+            step_id=task.step_id,
+            messages=messages,
+            manifest=manifest,
+        )
         ack = await self.ctx.bus.publish(
-            self.ctx.bus.new(data, cause=event, id=derived_event_id(task.task_id, "context")))
+            self.ctx.bus.new(data, cause=event, id=derived_event_id(task.task_id, "context"))
+        )
         self.ctx.status["duplicates" if ack.duplicate else "contexts"] += 1
 
     def system_prompt(self, charter: Charter) -> SystemPrompt:
@@ -122,11 +128,11 @@ class ContextManager:
         if charter.memory.k == 0 or not charter.memory.kinds:
             return (), ()
         query = f"{task.instruction}\n{task.goal_text}"[:QUERY_LIMIT]
-        request = MemorySearch(tenant=event.tenant, query=query, kinds=charter.memory.kinds,
-                               goal_id=task.goal_id, k=charter.memory.k)
+        request = MemorySearch(
+            tenant=event.tenant, query=query, kinds=charter.memory.kinds, goal_id=task.goal_id, k=charter.memory.k
+        )
         try:
-            result = await self.ctx.bus.request(
-                MEMORY_SEARCH, request, MemorySearchResult, timeout=MEMORY_TIMEOUT_S)
+            result = await self.ctx.bus.request(MEMORY_SEARCH, request, MemorySearchResult, timeout=MEMORY_TIMEOUT_S)
         except (BusUnavailable, ValidationError) as exc:
             log.warning("memory search for %s failed: %s", task.task_id, exc)
             return (), ("memory: unavailable",)

@@ -67,9 +67,7 @@ EVENTS_BODY = {
         "content": {
             binding.STRUCTURED: {"schema": _ENVELOPE},
             binding.BATCH: {"schema": {"type": "array", "items": _ENVELOPE}},
-            "application/json": {
-                "schema": {"type": "object", "description": "binary mode: data, with ce-* headers"}
-            },
+            "application/json": {"schema": {"type": "object", "description": "binary mode: data, with ce-* headers"}},
         },
     }
 }
@@ -82,8 +80,12 @@ def build_app(gw: Gateway) -> FastAPI:
     # serialisation) would triple the tracing cost of every ingested event.
     # Swagger UI and ReDoc from assets shipped in the package, not a CDN: /docs works offline too.
     app = FastAPIOffline(
-        title="AgentOS gateway", version="1", description=DESCRIPTION, telemetry={"operation_spans": False},
-        static_url=DOCS_ASSETS, dependencies=[Depends(refuse_nul_parameters)],
+        title="AgentOS gateway",
+        version="1",
+        description=DESCRIPTION,
+        telemetry={"operation_spans": False},
+        static_url=DOCS_ASSETS,
+        dependencies=[Depends(refuse_nul_parameters)],
     )
     app.state.gateway = gw
     app.add_exception_handler(Exception, _internal_error)
@@ -107,17 +109,24 @@ async def _problem(request: Request, exc: Exception) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """A bug, not the caller's fault: a problem document (5xx, so senders retry), and a log line."""
     log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
-    return Problem(500, "internal_error", f"the gateway failed on this request ({type(exc).__name__});"
-                   " it is logged, retry later", dlq=False).response(request.url.path)
+    return Problem(
+        500,
+        "internal_error",
+        f"the gateway failed on this request ({type(exc).__name__}); it is logged, retry later",
+        dlq=False,
+    ).response(request.url.path)
 
 
 async def _invalid_parameters(request: Request, exc: Exception) -> Response:
     """A query or path parameter of the wrong form: 400 as a problem document (not FastAPI's 422 JSON)."""
-    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "<root>", "detail": e.get("msg", "")}
-              for e in getattr(exc, "errors", list)()]
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or "<root>", "detail": e.get("msg", "")}
+        for e in getattr(exc, "errors", list)()
+    ]
     text = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
-    return Problem(400, "invalid_parameters", f"the request's parameters are invalid: {text}", errors=errors,
-                   dlq=False).response(request.url.path)
+    return Problem(
+        400, "invalid_parameters", f"the request's parameters are invalid: {text}", errors=errors, dlq=False
+    ).response(request.url.path)
 
 
 def _event_routes(app: FastAPI, gw: Gateway) -> None:
@@ -144,10 +153,7 @@ def _goal_request(body: bytes, content_type: str | None) -> GoalRequest:
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise Problem(400, "invalid_json", f"body is not valid JSON: {exc.errors()[0]['msg']}") from None
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "<root>", "detail": e["msg"]}
-            for e in exc.errors()
-        ]
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "<root>", "detail": e["msg"]} for e in exc.errors()]
         text = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
         raise Problem(422, "invalid_goal", f"the goal request is invalid: {text}", errors=errors) from None
 
@@ -161,13 +167,22 @@ async def _submit_goal(gw: Gateway, request: Request, body: bytes, who: Principa
         raise Problem(422, "invalid_tenant", str(exc)) from None
     check_tenant(who, tenant)
     await check_servable(gw.bus, goal)
-    event = goal_event(goal, tenant=tenant, principal=who.principal,
-                       idempotency_key=request.headers.get("idempotency-key"),
-                       traceparent=request.headers.get("traceparent"))
+    event = goal_event(
+        goal,
+        tenant=tenant,
+        principal=who.principal,
+        idempotency_key=request.headers.get("idempotency-key"),
+        traceparent=request.headers.get("traceparent"),
+    )
     [result] = await gw.publish([event])
     location = f"/goals/{event.data.goal_id}"
-    doc = {"goal_id": event.data.goal_id, "event_id": event.id, "tenant": tenant,
-           "duplicate": result["duplicate"], "status_url": location}
+    doc = {
+        "goal_id": event.data.goal_id,
+        "event_id": event.id,
+        "tenant": tenant,
+        "duplicate": result["duplicate"],
+        "status_url": location,
+    }
     return json_response(doc, 202, {"Location": location})
 
 
@@ -188,8 +203,7 @@ async def _goal_status(gw: Gateway, request: Request, goal_id: str, tenant: str 
 
 
 def _goal_routes(app: FastAPI, gw: Gateway) -> None:
-    @app.post("/goals", status_code=202, openapi_extra=GOAL_BODY, responses=PROBLEM_RESPONSES,
-              summary="Submit a goal")
+    @app.post("/goals", status_code=202, openapi_extra=GOAL_BODY, responses=PROBLEM_RESPONSES, summary="Submit a goal")
     async def post_goal(request: Request) -> Response:
         """Publish ``goal.submitted``; 202 with the goal id and its ``Location``. With an
         ``Idempotency-Key`` the goal id derives from the key, so a retry never makes a second goal."""

@@ -59,24 +59,19 @@ def parse(body: bytes, headers: Mapping[str, str], *, max_event_bytes: int, tena
     if ctype == BATCH:
         return Incoming("batch", parse_batch(body, max_event_bytes=max_event_bytes, tenant=tenant))
     if ctype == STRUCTURED:
-        return Incoming(
-            "structured", [decode_one(body, None, max_event_bytes=max_event_bytes, tenant=tenant)]
-        )
+        return Incoming("structured", [decode_one(body, None, max_event_bytes=max_event_bytes, tenant=tenant)])
     if any(name.startswith("ce-") for name in headers):
         if ctype and not is_json(ctype):
             raise Problem(
                 415,
                 "unsupported_media_type",
-                f"binary-mode data must be JSON (the catalogue's payloads"
-                f" are JSON objects); Content-Type is {ctype!r}",
+                f"binary-mode data must be JSON (the catalogue's payloads are JSON objects); Content-Type is {ctype!r}",
             )
         ce = {k: unquote(v) for k, v in headers.items() if k.startswith("ce-")}
         ce["ce-datacontenttype"] = ctype or "application/json"
         missing = [f"ce-{a}" for a in REQUIRED if f"ce-{a}" not in ce]
         if missing:
-            raise Problem(
-                400, "missing_attributes", f"binary mode: missing required header(s) {', '.join(missing)}"
-            )
+            raise Problem(400, "missing_attributes", f"binary mode: missing required header(s) {', '.join(missing)}")
         return Incoming("binary", [decode_one(body, ce, max_event_bytes=max_event_bytes, tenant=tenant)])
     raise Problem(
         415,
@@ -91,9 +86,7 @@ def parse_batch(body: bytes, *, max_event_bytes: int, tenant: str) -> list[Event
     try:
         items = _batch_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise Problem(
-            400, "invalid_json", f"a batch must be a JSON array of structured CloudEvents: {exc}"
-        ) from None
+        raise Problem(400, "invalid_json", f"a batch must be a JSON array of structured CloudEvents: {exc}") from None
     if not items:
         raise Problem(400, "empty_batch", "the batch is an empty array")
     if len(items) > MAX_BATCH:
@@ -109,16 +102,13 @@ def parse_batch(body: bytes, *, max_event_bytes: int, tenant: str) -> list[Event
         raise Problem(
             422,
             "batch_rejected",
-            f"{len(errors)} of {len(items)} events are invalid; none was"
-            " published (batches are all or nothing)",
+            f"{len(errors)} of {len(items)} events are invalid; none was published (batches are all or nothing)",
             errors=errors,
         )
     return events
 
 
-def decode_one(
-    body: bytes, ce_headers: Mapping[str, str] | None, *, max_event_bytes: int, tenant: str
-) -> Event[Any]:
+def decode_one(body: bytes, ce_headers: Mapping[str, str] | None, *, max_event_bytes: int, tenant: str) -> Event[Any]:
     """One structured event (``ce_headers`` None) or one binary-mode event, validated."""
     try:
         wire = codec.decode_wire(body, ce_headers, max_bytes=max_event_bytes)
@@ -170,9 +160,7 @@ def _diagnose_envelope(exc: DecodeError, body: bytes, *, binary: bool) -> Proble
     except msgspec.DecodeError as err:
         return Problem(400, "invalid_json", f"body is not valid JSON: {err}")
     if not isinstance(doc, dict):
-        return Problem(
-            400, "not_an_object", f"a structured CloudEvent is a JSON object, not {type(doc).__name__}"
-        )
+        return Problem(400, "not_an_object", f"a structured CloudEvent is a JSON object, not {type(doc).__name__}")
     missing = [a for a in REQUIRED if a not in doc]
     if missing:
         return Problem(400, "missing_attributes", f"missing required attribute(s): {', '.join(missing)}")

@@ -111,18 +111,14 @@ class GatewayClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def publish(
-        self, *events: EventLike, idempotency_key: str | None = None, dry_run: bool = False
-    ) -> Published:
+    async def publish(self, *events: EventLike, idempotency_key: str | None = None, dry_run: bool = False) -> Published:
         """Publish one event (structured mode) or several (one all-or-nothing batch)."""
         if len(events) == 1:
             body, ctype = _event_bytes(events[0]), STRUCTURED
         else:
             body, ctype = b"[" + b",".join(_event_bytes(e) for e in events) + b"]", BATCH
         path = "/events?dry_run=true" if dry_run else "/events"
-        resp = await self.request(
-            "POST", path, body, {"content-type": ctype}, idempotency_key=idempotency_key
-        )
+        resp = await self.request("POST", path, body, {"content-type": ctype}, idempotency_key=idempotency_key)
         items = resp.json()["events"]
         return Published([i["id"] for i in items], [i["id"] for i in items if i.get("duplicate")])
 
@@ -192,9 +188,7 @@ class GatewayClient:
         """The events a vendor payload maps to; nothing is published."""
         body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
         doc: dict[str, Any] = (
-            await self.request(
-                "POST", f"/mappings/{source}/preview", body, {"content-type": "application/json"}
-            )
+            await self.request("POST", f"/mappings/{source}/preview", body, {"content-type": "application/json"})
         ).json()
         return doc
 

@@ -41,8 +41,11 @@ def _header_safe(text: str, limit: int = 900) -> str:
 
 
 def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: _header_safe(v) for k, v in headers.items()
-            if k.lower() not in _SECRET_HEADERS and k.lower() not in _DROP_HEADERS}
+    return {
+        k: _header_safe(v)
+        for k, v in headers.items()
+        if k.lower() not in _SECRET_HEADERS and k.lower() not in _DROP_HEADERS
+    }
 
 
 class DeadLetters:
@@ -54,18 +57,41 @@ class DeadLetters:
         self.skipped = 0
         self._unauthenticated = TokenBucket(UNAUTHENTICATED_PER_S, UNAUTHENTICATED_PER_S * 2)
 
-    async def record(self, body: bytes, headers: Mapping[str, str], *, route: str, status: int, code: str,
-                     reason: str, authenticated: bool = True) -> bool:
+    async def record(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        route: str,
+        status: int,
+        code: str,
+        reason: str,
+        authenticated: bool = True,
+    ) -> bool:
         """Keep one rejected request; False if it could not be kept (logged, never raised)."""
         if not authenticated and self._unauthenticated.take() > 0:
             self.skipped += 1
-            log.warning("not dead-lettering %s %s (%s): unauthenticated rejections over %.0f/s",
-                        route, status, code, UNAUTHENTICATED_PER_S)
+            log.warning(
+                "not dead-lettering %s %s (%s): unauthenticated rejections over %.0f/s",
+                route,
+                status,
+                code,
+                UNAUTHENTICATED_PER_S,
+            )
             return False
         kept = _kept_headers(headers)
-        kept.update({"Nats-Msg-Id": f"gateway:{new_event_id()}", CODE: code, REASON: _header_safe(reason),
-                     CONSUMER: "gateway", SUBJECT_HDR: route, SEQ: "0", DELIVERIES: "1",
-                     "AgentOS-DLQ-Status": str(status)})
+        kept.update(
+            {
+                "Nats-Msg-Id": f"gateway:{new_event_id()}",
+                CODE: code,
+                REASON: _header_safe(reason),
+                CONSUMER: "gateway",
+                SUBJECT_HDR: route,
+                SEQ: "0",
+                DELIVERIES: "1",
+                "AgentOS-DLQ-Status": str(status),
+            }
+        )
         if len(body) > KEEP_BYTES:
             body = body[:KEEP_BYTES]
             kept["AgentOS-DLQ-Truncated"] = "true"

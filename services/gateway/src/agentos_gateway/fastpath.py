@@ -99,9 +99,7 @@ class IngestFastPath:
         from agentos_kernel import tracing
 
         route = "/events" if source is None else "/webhooks/{source}"
-        parent = _propagator.extract(
-            {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
-        )
+        parent = _propagator.extract({k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")})
         token = otel_context.attach(parent)
         try:
             with tracing.tracer().start_as_current_span(

@@ -61,8 +61,7 @@ class JSONBytes(Response):
         self.status_code = status_code
         self.body = body
         self.background = None
-        self.raw_headers = [(b"content-length", str(len(body)).encode()),
-                            (b"content-type", b"application/json")]
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -122,11 +121,10 @@ class Gateway:
     async def start(self) -> Gateway:
         """Open (or create) the KV buckets."""
         ttl = self.settings
-        self.idempotency = Idempotency(
-            await buckets.bucket(self.bus, buckets.IDEMPOTENCY, ttl=ttl.idempotency_ttl_s)
-        )
+        self.idempotency = Idempotency(await buckets.bucket(self.bus, buckets.IDEMPOTENCY, ttl=ttl.idempotency_ttl_s))
         self.replays = ReplayGuard(
-            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s), self.bus.replies,
+            await buckets.bucket(self.bus, buckets.WEBHOOKS, ttl=ttl.webhook_dedup_ttl_s),
+            self.bus.replies,
             ttl_s=ttl.webhook_dedup_ttl_s,
         )
         self.goals_kv = await buckets.bucket(self.bus, buckets.GOALS, ttl=90 * 24 * 3600)
@@ -175,9 +173,7 @@ class Gateway:
         request._body = body  # what Request.body() answers, should anything ask again
         return body
 
-    async def handle(
-        self, request: Request, action: str, endpoint: Endpoint, *, idempotent: bool = True
-    ) -> Response:
+    async def handle(self, request: Request, action: str, endpoint: Endpoint, *, idempotent: bool = True) -> Response:
         """Run a write endpoint through the pipeline described in the module docs."""
         body = b""
         try:
@@ -202,9 +198,7 @@ class Gateway:
         except Problem as problem:
             return await self.reject(request, body, problem)
 
-    async def reject(
-        self, request: Request, body: bytes, problem: Problem, *, authenticated: bool = True
-    ) -> Response:
+    async def reject(self, request: Request, body: bytes, problem: Problem, *, authenticated: bool = True) -> Response:
         """The problem response; a rejected payload is also dead-lettered."""
         self.rejected += 1
         if isinstance(problem, BodyTooLarge):
@@ -235,8 +229,11 @@ class Gateway:
         publish that did land is not stored twice)."""
         for event in events:
             if reserved(event.type):
-                raise Problem(403, "type_reserved", f"{event.type} is a fact only the AgentOS runtime states;"
-                              " it cannot come in through the gateway")
+                raise Problem(
+                    403,
+                    "type_reserved",
+                    f"{event.type} is a fact only the AgentOS runtime states; it cannot come in through the gateway",
+                )
         try:
             acks = await self._publish(events)  # every wait in it has its own deadline: no timer here
         except (TimeoutError, BusUnavailable, nats.errors.Error) as exc:

@@ -88,26 +88,35 @@ async def check_servable(bus: Bus, request: GoalRequest) -> None:
     refusal = (await read_fleet(bus)).refusal(capability=request.capability, workflow=request.workflow)
     if refusal is not None:
         field = "capability" if refusal.code == "unknown_capability" else "workflow"
-        known: dict[str, Any] = {"field": field, "detail": refusal.detail,
-                                 "known_capabilities": list(refusal.capabilities)}
+        known: dict[str, Any] = {
+            "field": field,
+            "detail": refusal.detail,
+            "known_capabilities": list(refusal.capabilities),
+        }
         if refusal.workflows:
             known["known_workflows"] = list(refusal.workflows)
         raise Problem(422, refusal.code, refusal.detail, errors=[known], dlq=False)
 
 
-def submitted_event(data: GoalSubmitted, *, tenant: str, principal: str,
-                    traceparent: str | None = None) -> Event[GoalSubmitted]:
+def submitted_event(
+    data: GoalSubmitted, *, tenant: str, principal: str, traceparent: str | None = None
+) -> Event[GoalSubmitted]:
     """Wrap a ``goal.submitted`` payload: the goal id is also the event id and the correlation id."""
     return Event(
-        data=data, id=data.goal_id, source="gateway", type=data.ce_type(), tenant=tenant,
-        subject=f"goal/{data.goal_id}", dataschema=data.dataschema(), correlationid=data.goal_id,
-        principal=principal, traceparent=traceparent,
+        data=data,
+        id=data.goal_id,
+        source="gateway",
+        type=data.ce_type(),
+        tenant=tenant,
+        subject=f"goal/{data.goal_id}",
+        dataschema=data.dataschema(),
+        correlationid=data.goal_id,
+        principal=principal,
+        traceparent=traceparent,
     )
 
 
-async def _start(
-    bus: Bus, goals_kv: Any, goal_id: str, tenant: str | None
-) -> tuple[str, dict[str, Any]] | None:
+async def _start(bus: Bus, goals_kv: Any, goal_id: str, tenant: str | None) -> tuple[str, dict[str, Any]] | None:
     """(tenant, deliver options) where the goal's events begin, or None if it is unknown."""
     try:
         entry = await goals_kv.get(safe_key(goal_id))
@@ -127,9 +136,7 @@ async def _start(
     }
 
 
-async def goal_events(
-    bus: Bus, goals_kv: Any, goal_id: str, tenant: str | None
-) -> tuple[list[Event[Any]], bool]:
+async def goal_events(bus: Bus, goals_kv: Any, goal_id: str, tenant: str | None) -> tuple[list[Event[Any]], bool]:
     """The goal's stored events in log order, and whether the scan reached the end of the log."""
     where = await _start(bus, goals_kv, goal_id, tenant)
     if where is None or (tenant is not None and where[0] != tenant):

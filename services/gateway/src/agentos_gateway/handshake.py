@@ -37,9 +37,7 @@ if TYPE_CHECKING:
 ALLOW = "OPTIONS, POST"
 
 
-def answer(
-    gw: Gateway, headers: Mapping[str, str], *, source: str | None, client_host: str | None
-) -> Response:
+def answer(gw: Gateway, headers: Mapping[str, str], *, source: str | None, client_host: str | None) -> Response:
     """The response to an ``OPTIONS`` on ``/webhooks/{source}`` (``source`` given) or ``/events``."""
     path = "/events" if source is None else f"/webhooks/{source}"
     try:
@@ -59,9 +57,7 @@ def _answer(gw: Gateway, headers: Mapping[str, str], source: str | None, client_
             raise unknown_source(source, dlq=False)
         allowed, where, rate = config.origins, f"webhooks.{source}.origins", "*"
     else:
-        who = gw.keys.identify(
-            presented_key(headers.get("authorization"), headers.get("x-api-key")), client_host
-        )
+        who = gw.keys.identify(presented_key(headers.get("authorization"), headers.get("x-api-key")), client_host)
         gw.keys.authorize(who, "events.write")
         spec = next((s for s in gw.keys.specs if s.name == who.name), None)
         allowed = spec.origins if spec is not None else ("*",)  # no keys: loopback development mode

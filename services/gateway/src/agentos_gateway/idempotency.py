@@ -11,6 +11,7 @@ Server errors (5xx) and 429s are not kept, so a retry after them runs again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 
@@ -74,7 +75,5 @@ class Idempotency:
             "headers": {k: v for k, v in response.headers.items() if k in _KEEP_HEADERS},
             "body": base64.b64encode(bytes(response.body)).decode(),
         }
-        try:
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
             await self.kv.create(safe_key(scope, key), json.dumps(record).encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass

@@ -137,24 +137,45 @@ class KpiEngine:
         if inserted:
             await self._fire(rule, event, event_id, [(w, values[w]) for w in windows])
 
-    async def _fire(self, rule: KpiRule, cause: Event[Any], event_id: str,
-                    windows: list[tuple[dt.datetime, float]]) -> None:
+    async def _fire(
+        self, rule: KpiRule, cause: Event[Any], event_id: str, windows: list[tuple[dt.datetime, float]]
+    ) -> None:
         step = dt.timedelta(seconds=rule.window_s)
         goal_id = derived_event_id("kpi-goal", event_id) if rule.goal is not None else None
-        data = KpiTriggered(rule=rule.name, measure=rule.measure, event_type=rule.event,
-                            threshold=rule.threshold, consecutive=rule.consecutive, goal_id=goal_id,
-                            windows=tuple(KpiWindow(start=w, end=w + step, value=v) for w, v in windows))
-        events: list[Event[Any]] = [Event(
-            data=data, id=event_id, source="gateway", type=data.ce_type(), tenant=cause.tenant,
-            subject=f"kpi/{rule.name}", dataschema=data.dataschema(), correlationid=goal_id,
-            causationid=cause.id, principal=f"kpi:{rule.name}")]
+        data = KpiTriggered(
+            rule=rule.name,
+            measure=rule.measure,
+            event_type=rule.event,
+            threshold=rule.threshold,
+            consecutive=rule.consecutive,
+            goal_id=goal_id,
+            windows=tuple(KpiWindow(start=w, end=w + step, value=v) for w, v in windows),
+        )
+        events: list[Event[Any]] = [
+            Event(
+                data=data,
+                id=event_id,
+                source="gateway",
+                type=data.ce_type(),
+                tenant=cause.tenant,
+                subject=f"kpi/{rule.name}",
+                dataschema=data.dataschema(),
+                correlationid=goal_id,
+                causationid=cause.id,
+                principal=f"kpi:{rule.name}",
+            )
+        ]
         if rule.goal is not None and goal_id is not None:
-            context = {"rule": rule.name, "threshold": f"{rule.threshold:g}", "consecutive": rule.consecutive,
-                       "values": ", ".join(f"{v:g}" for _, v in windows), "tenant": cause.tenant,
-                       "window": rule.window,
-                       "windows": [{"start": w.isoformat(), "value": v} for w, v in windows]}
-            events.append(rule.goal.event(context, goal_id=goal_id, tenant=cause.tenant,
-                                          principal=f"kpi:{rule.name}"))
+            context = {
+                "rule": rule.name,
+                "threshold": f"{rule.threshold:g}",
+                "consecutive": rule.consecutive,
+                "values": ", ".join(f"{v:g}" for _, v in windows),
+                "tenant": cause.tenant,
+                "window": rule.window,
+                "windows": [{"start": w.isoformat(), "value": v} for w, v in windows],
+            }
+            events.append(rule.goal.event(context, goal_id=goal_id, tenant=cause.tenant, principal=f"kpi:{rule.name}"))
         await self.publish(events)
         self.fired += 1
         log.info("KPI rule %s fired for tenant %s: %s", rule.name, cause.tenant, [v for _, v in windows])

@@ -54,8 +54,13 @@ async def _warn_if_shorter(bus: Bus, name: str, ttl: float) -> None:
     except (nats.errors.Error, nats.js.errors.Error):
         return
     if kept and kept + 1 < ttl:
-        log.warning("bucket %s keeps entries %.0fs, less than the configured %.0fs: they expire early"
-                    " (an admin raises the bucket's max_age)", name, kept, ttl)
+        log.warning(
+            "bucket %s keeps entries %.0fs, less than the configured %.0fs: they expire early"
+            " (an admin raises the bucket's max_age)",
+            name,
+            kept,
+            ttl,
+        )
 
 
 def safe_key(*parts: str) -> str:

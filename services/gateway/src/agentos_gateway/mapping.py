@@ -132,16 +132,14 @@ class Mapping:
             if all(c.holds(payload) for c in self._conditions[rule.name]):
                 return rule
         tried = "; ".join(
-            f"{r.name}: "
-            + ", ".join(f"{c.text} (payload has {c.actual(payload)})" for c in self._conditions[r.name])
+            f"{r.name}: " + ", ".join(f"{c.text} (payload has {c.actual(payload)})" for c in self._conditions[r.name])
             for r in self.spec.rules
         )
-        raise MappingError(
-            "no_matching_rule", f"no rule of mapping {self.source!r} matches the payload: {tried}"
-        )
+        raise MappingError("no_matching_rule", f"no rule of mapping {self.source!r} matches the payload: {tried}")
 
-    def apply(self, payload: Any, *, seed: str, tenant: str, principal: str,
-              identity: tuple[str, ...] | None = None) -> Mapped:
+    def apply(
+        self, payload: Any, *, seed: str, tenant: str, principal: str, identity: tuple[str, ...] | None = None
+    ) -> Mapped:
         """Map one payload; ``seed`` identifies the delivery when the payload has no event id.
         ``identity`` (a signed webhook's source and ``webhook-id``) names the delivery instead: the
         event ids derive from it alone, the key its replay protection uses too."""
@@ -154,7 +152,8 @@ class Mapping:
         key = str(vendor_id) if isinstance(vendor_id, str | int) and str(vendor_id) else seed
         when = _time(resolve(payload, self.spec.time)) if self.spec.time else None
         ids = [
-            derived_event_id(*identity, str(i)) if identity is not None
+            derived_event_id(*identity, str(i))
+            if identity is not None
             else derived_event_id("mapping", self.source, key, rule.name, str(i))
             for i in range(len(rule.emit))
         ]
@@ -181,8 +180,7 @@ class Mapping:
             return cls.model_validate(fields)
         except ValidationError as exc:
             errors = [
-                {"field": ".".join(str(p) for p in e["loc"]) or "<root>", "detail": e["msg"]}
-                for e in exc.errors()[:10]
+                {"field": ".".join(str(p) for p in e["loc"]) or "<root>", "detail": e["msg"]} for e in exc.errors()[:10]
             ]
             text = "; ".join(f"{e['field']}: {e['detail']}" for e in errors)
             raise MappingError(

@@ -27,8 +27,7 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of a route that reads ``model`` as JSON."""
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": model_schema(model)}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model_schema(model)}}}}
 
 
 def install(app: FastAPI) -> None:

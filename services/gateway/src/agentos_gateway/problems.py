@@ -89,8 +89,13 @@ def auth_problem(status: int, code: str, detail: str, headers: dict[str, str] | 
 
 def bus_unavailable(exc: BaseException) -> Problem:
     """503 when the event log did not acknowledge a publish (the client should retry)."""
-    return Problem(503, "bus_unavailable", f"the event log did not acknowledge: {exc!r}; retry",
-                   headers={"Retry-After": "1"}, dlq=False)
+    return Problem(
+        503,
+        "bus_unavailable",
+        f"the event log did not acknowledge: {exc!r}; retry",
+        headers={"Retry-After": "1"},
+        dlq=False,
+    )
 
 
 def nul_character(where: str, *, dlq: bool = False) -> Problem:
@@ -111,5 +116,4 @@ def refuse_nul_parameters(request: Request) -> None:
 def unknown_source(source: str, *, dlq: bool = True) -> Problem:
     """422 for a webhook source this gateway does not have. The configured sources are not
     named: the caller is not authenticated yet (an operator lists them with ``GET /mappings``)."""
-    return Problem(422, "unknown_source", f"no webhook source {source!r} is configured on this gateway",
-                   dlq=dlq)
+    return Problem(422, "unknown_source", f"no webhook source {source!r} is configured on this gateway", dlq=dlq)

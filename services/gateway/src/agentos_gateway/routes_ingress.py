@@ -56,17 +56,23 @@ def _as_cloudevent(body: bytes, headers: Any) -> Any:
 
 
 def map_body(
-    gw: Gateway, mapping: str, body: bytes, headers: Any, *, seed: str, tenant: str, principal: str,
-    list_known: bool = True, identity: tuple[str, ...] | None = None,
+    gw: Gateway,
+    mapping: str,
+    body: bytes,
+    headers: Any,
+    *,
+    seed: str,
+    tenant: str,
+    principal: str,
+    list_known: bool = True,
+    identity: tuple[str, ...] | None = None,
 ) -> tuple[str, list[Any]]:
     """(rule, events) for one vendor payload (or CloudEvents, for the ``cloudevent`` mapping).
     With ``list_known`` an unknown mapping's problem lists the known ones (API-key callers only:
     a third party's webhook is not told the gateway's configuration)."""
     if mapping == CLOUDEVENT:
         headers = _as_cloudevent(body, headers)
-        incoming = binding.parse(
-            body, headers, max_event_bytes=gw.bus.settings.max_event_bytes, tenant=tenant
-        )
+        incoming = binding.parse(body, headers, max_event_bytes=gw.bus.settings.max_event_bytes, tenant=tenant)
         for event in incoming.events:
             event.principal = principal
         return CLOUDEVENT, incoming.events
@@ -89,9 +95,7 @@ def map_body(
 
 
 def _accepted(rule: str, events: list[Any], results: list[dict[str, Any]], status: int = 202) -> Response:
-    goals = [
-        e.data.goal_id for e in events if hasattr(e.data, "goal_id") and e.type.endswith("goal.submitted.v1")
-    ]
+    goals = [e.data.goal_id for e in events if hasattr(e.data, "goal_id") and e.type.endswith("goal.submitted.v1")]
     return json_response(
         {"accepted": len(results), "rule": rule, "events": results, "goal_id": goals[0] if goals else None},
         status,
@@ -161,7 +165,9 @@ async def events(gw: Gateway, request: Request, dry_run: bool) -> Response:
     async def endpoint(body: bytes, who: Principal) -> Response:
         try:
             incoming = binding.parse(
-                body, request.headers, max_event_bytes=gw.bus.settings.max_event_bytes,
+                body,
+                request.headers,
+                max_event_bytes=gw.bus.settings.max_event_bytes,
                 tenant=who.tenant or gw.tenant,
             )
         except Problem as problem:
@@ -181,15 +187,20 @@ async def events(gw: Gateway, request: Request, dry_run: bool) -> Response:
 
 
 def _map_for_key(gw: Gateway, source: str, body: bytes, request: Request, who: Principal, seed: str) -> Any:
-    return map_body(gw, source.lower(), body, request.headers, seed=seed, tenant=who.tenant or gw.tenant,
-                    principal=who.principal)
+    return map_body(
+        gw, source.lower(), body, request.headers, seed=seed, tenant=who.tenant or gw.tenant, principal=who.principal
+    )
 
 
 def _listing(gw: Gateway) -> dict[str, Any]:
-    mappings = {name: {"description": m.spec.description, "rules": [r.name for r in m.spec.rules]}
-                for name, m in sorted(gw.mappings.items())}
-    mappings[CLOUDEVENT] = {"description": "structured or batched CloudEvents, checked against the catalogue",
-                            "rules": []}
+    mappings = {
+        name: {"description": m.spec.description, "rules": [r.name for r in m.spec.rules]}
+        for name, m in sorted(gw.mappings.items())
+    }
+    mappings[CLOUDEVENT] = {
+        "description": "structured or batched CloudEvents, checked against the catalogue",
+        "rules": [],
+    }
     sources = {name: cfg.mapping or name for name, cfg in sorted(gw.settings.webhooks.items())}
     return {"mappings": mappings, "webhook_sources": sources}
 
@@ -202,9 +213,11 @@ def add_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, An
 
 
 def _handshake_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
-    responses = {200: {"description": "Allowed: `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate`"},
-                 204: {"description": "Not a handshake (no `WebHook-Request-Origin`): `Allow`"},
-                 **{k: v for k, v in problems.items() if k in (401, 403, 422)}}
+    responses = {
+        200: {"description": "Allowed: `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate`"},
+        204: {"description": "Not a handshake (no `WebHook-Request-Origin`): `Allow`"},
+        **{k: v for k, v in problems.items() if k in (401, 403, 422)},
+    }
 
     @app.options("/webhooks/{source}", responses=responses, summary="CloudEvents webhook handshake")
     async def webhook_handshake(source: str, request: Request) -> Response:
@@ -224,14 +237,24 @@ def _host(request: Request) -> str | None:
 
 
 def _vendor_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
-    @app.post("/webhooks/{source}", status_code=202, openapi_extra=VENDOR_BODY, responses=problems,
-              summary="A signed webhook delivery (Standard Webhooks)")
+    @app.post(
+        "/webhooks/{source}",
+        status_code=202,
+        openapi_extra=VENDOR_BODY,
+        responses=problems,
+        summary="A signed webhook delivery (Standard Webhooks)",
+    )
     async def post_webhook(source: str, request: Request, dry_run: bool = False) -> Response:
         """Verify, de-duplicate by ``webhook-id``, map and publish a third party's delivery."""
         return await webhook(gw, source.lower(), request, dry_run)
 
-    @app.post("/ingest/{source}", status_code=202, openapi_extra=VENDOR_BODY, responses=problems,
-              summary="Map and publish a vendor payload (API key)")
+    @app.post(
+        "/ingest/{source}",
+        status_code=202,
+        openapi_extra=VENDOR_BODY,
+        responses=problems,
+        summary="Map and publish a vendor payload (API key)",
+    )
     async def post_ingest(source: str, request: Request) -> Response:
         """Map a vendor payload with the source's mapping and publish the events."""
 
@@ -244,8 +267,12 @@ def _vendor_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str
 
 
 def _mapping_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
-    @app.post("/mappings/{source}/preview", openapi_extra=VENDOR_BODY, responses=problems,
-              summary="The events a payload maps to (nothing is published)")
+    @app.post(
+        "/mappings/{source}/preview",
+        openapi_extra=VENDOR_BODY,
+        responses=problems,
+        summary="The events a payload maps to (nothing is published)",
+    )
     async def preview(source: str, request: Request) -> Response:
         """Dry run of a mapping: the mapped events, or the reason the payload cannot be mapped."""
 
@@ -259,8 +286,12 @@ def _mapping_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[st
 
         return await gw.handle(request, "mappings.preview", endpoint, idempotent=False)
 
-    @app.post("/mappings/match", openapi_extra=VENDOR_BODY, responses=problems,
-              summary="Which mappings a payload matches (nothing is published)")
+    @app.post(
+        "/mappings/match",
+        openapi_extra=VENDOR_BODY,
+        responses=problems,
+        summary="Which mappings a payload matches (nothing is published)",
+    )
     async def match(request: Request) -> Response:
         """The sources whose mapping has a rule matching the payload (``cloudevent`` for a structured
         CloudEvent or a batch), and for every other mapping why it does not match."""

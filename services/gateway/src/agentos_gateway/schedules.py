@@ -61,9 +61,7 @@ class GoalSpec(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
 
-    def event(
-        self, context: dict[str, Any], *, goal_id: str, tenant: str, principal: str
-    ) -> Event[GoalSubmitted]:
+    def event(self, context: dict[str, Any], *, goal_id: str, tenant: str, principal: str) -> Event[GoalSubmitted]:
         """The ``goal.submitted`` event, its text and inputs filled in from ``context``."""
         data = GoalSubmitted(
             goal_id=goal_id,
@@ -207,9 +205,7 @@ class Scheduler:
         if spec.goal is not None:
             goal_id = derived_event_id("schedule-goal", tenant, spec.name, stamp)
             context = {"schedule": spec.name, "scheduled_for": stamp, "tenant": tenant}
-            events.append(
-                spec.goal.event(context, goal_id=goal_id, tenant=tenant, principal=f"schedule:{spec.name}")
-            )
+            events.append(spec.goal.event(context, goal_id=goal_id, tenant=tenant, principal=f"schedule:{spec.name}"))
         data = ScheduleFired(schedule=spec.name, cron=spec.cron, scheduled_for=tick, goal_id=goal_id)
         events.insert(
             0,

@@ -81,8 +81,15 @@ class GatewayServer:
         sock = self._bind()
         # Keep-alive above uvicorn's 5 s: clients and load balancers reuse idle connections, and a
         # server that closes them first makes a client's next POST fail on a dead socket.
-        config = uvicorn.Config(self.app, lifespan="off", log_level=self.log_level, access_log=False,
-                                timeout_graceful_shutdown=5, timeout_keep_alive=75, server_header=False)
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_level=self.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=75,
+            server_header=False,
+        )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"gateway-http:{self.port}")
         loop = asyncio.get_running_loop()

@@ -62,8 +62,9 @@ async def setup(ctx: ServiceContext) -> None:
     worker = settings.worker_of is not None
     if not worker:  # schedules and KPI rules: in the first process only
         await start_triggers(ctx, gw, settings)
-    server = await GatewayServer(build_app(gw), settings.host, settings.port,
-                                 reuse_port=worker or settings.workers > 1).start()
+    server = await GatewayServer(
+        build_app(gw), settings.host, settings.port, reuse_port=worker or settings.workers > 1
+    ).start()
     ctx.closers.append(server.stop)  # closers run last-first: HTTP stops before the triggers
     if settings.workers > 1 and not worker:
         workers = await Workers(settings.workers - 1, settings.host, server.port or 0, ctx.settings).start()
@@ -73,8 +74,7 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.status["worker_of"] = settings.worker_of
     ctx.status["url"] = server.url
     ctx.status["mappings"] = sorted(gw.mappings)
-    log.info("gateway %slistening on %s (OpenAPI at %s/docs)", "worker " if worker else "", server.url,
-             server.url)
+    log.info("gateway %slistening on %s (OpenAPI at %s/docs)", "worker " if worker else "", server.url, server.url)
 
 
 async def main(settings: KernelSettings) -> None:

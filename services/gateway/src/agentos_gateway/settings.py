@@ -62,9 +62,7 @@ class WebhookSource(BaseModel):
 class GatewaySettings(BaseSettings):
     """What the gateway reads besides the kernel's settings."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AGENTOS_GATEWAY_", extra="ignore", use_attribute_docstrings=True
-    )
+    model_config = SettingsConfigDict(env_prefix="AGENTOS_GATEWAY_", extra="ignore", use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
     """Address to listen on (containers set 0.0.0.0)."""
@@ -114,7 +112,8 @@ class GatewaySettings(BaseSettings):
             raise ValueError(
                 f"webhook_dedup_ttl_s ({self.webhook_dedup_ttl_s}) must be at least webhook_tolerance_s"
                 f" ({self.webhook_tolerance_s}): a signed delivery is accepted for that long, so its"
-                " replay record must last at least as long")
+                " replay record must last at least as long"
+            )
         return self
 
     @field_validator("webhooks", mode="before")

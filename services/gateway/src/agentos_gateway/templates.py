@@ -66,8 +66,13 @@ def _filter(value: Any, name: str, path: str) -> Any:
 
 
 _SIMPLE: dict[str, Callable[[Any], Any]] = {
-    "lower": lambda v: str(v).lower(), "upper": lambda v: str(v).upper(), "strip": lambda v: str(v).strip(),
-    "str": str, "int": int, "float": float, "json": json.dumps,
+    "lower": lambda v: str(v).lower(),
+    "upper": lambda v: str(v).upper(),
+    "strip": lambda v: str(v).strip(),
+    "str": str,
+    "int": int,
+    "float": float,
+    "json": json.dumps,
 }
 
 
@@ -128,9 +133,7 @@ class Condition:
         """Parse ``type == refund.created`` and friends; ValueError with the accepted forms."""
         m = _CONDITION.match(text)
         if not m:
-            raise ValueError(
-                f"condition {text!r} is not `<path> ==|!=|in|not in <value>` or `<path> exists|missing`"
-            )
+            raise ValueError(f"condition {text!r} is not `<path> ==|!=|in|not in <value>` or `<path> exists|missing`")
         op, raw = m.group("op"), m.group("value")
         if op in ("in", "not in"):
             if not (raw.startswith("[") and raw.endswith("]")):

@@ -77,9 +77,7 @@ class Verifier:
         try:
             sent = float(stamp)
         except ValueError:
-            raise Problem(
-                401, "bad_timestamp", f"webhook-timestamp {stamp[:40]!r} is not Unix seconds"
-            ) from None
+            raise Problem(401, "bad_timestamp", f"webhook-timestamp {stamp[:40]!r} is not Unix seconds") from None
         age = (time.time() if now is None else now) - sent
         if abs(age) > self.tolerance_s:
             when = "old" if age > 0 else "in the future"
@@ -100,9 +98,7 @@ class Verifier:
                 return plain["webhook-id"]
             except (WebhookVerificationError, ValueError):
                 continue
-        raise Problem(
-            401, "bad_signature", f"no webhook-signature matches a secret of source {self.source!r}"
-        )
+        raise Problem(401, "bad_signature", f"no webhook-signature matches a secret of source {self.source!r}")
 
 
 def sign(secret: str, webhook_id: str, body: bytes, timestamp: float | None = None) -> dict[str, str]:

@@ -44,8 +44,7 @@ def kernel_env(settings: KernelSettings) -> dict[str, str]:
 class Workers:
     """N-1 supervised worker processes serving ``host:port`` next to this one."""
 
-    def __init__(self, count: int, host: str, port: int, settings: KernelSettings, *,
-                 grace_s: float = 10.0) -> None:
+    def __init__(self, count: int, host: str, port: int, settings: KernelSettings, *, grace_s: float = 10.0) -> None:
         self.count, self.host, self.port = count, host, port
         self.settings = settings
         self.grace_s = grace_s
@@ -56,34 +55,37 @@ class Workers:
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, **kernel_env(self.settings)}
-        env.update({
-            "AGENTOS_PROVISION": "off",  # this process provisioned already
-            "AGENTOS_GATEWAY_HOST": self.host, "AGENTOS_GATEWAY_PORT": str(self.port),
-            "AGENTOS_GATEWAY_WORKERS": "1", "AGENTOS_GATEWAY_WORKER_OF": str(os.getpid()),
-            SUPERVISOR_ENV: str(os.getpid()),  # a worker stops when this process is gone
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "AGENTOS_PROVISION": "off",  # this process provisioned already
+                "AGENTOS_GATEWAY_HOST": self.host,
+                "AGENTOS_GATEWAY_PORT": str(self.port),
+                "AGENTOS_GATEWAY_WORKERS": "1",
+                "AGENTOS_GATEWAY_WORKER_OF": str(os.getpid()),
+                SUPERVISOR_ENV: str(os.getpid()),  # a worker stops when this process is gone
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     async def start(self) -> Workers:
-        self._tasks = [asyncio.create_task(self._supervise(i), name=f"gateway-worker-{i + 1}")
-                       for i in range(self.count)]
+        self._tasks = [
+            asyncio.create_task(self._supervise(i), name=f"gateway-worker-{i + 1}") for i in range(self.count)
+        ]
         return self
 
     async def _supervise(self, index: int) -> None:
         delay = 0.5
         while not self._stopping:
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_gateway",
-                                                        env=self.env())
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_gateway", env=self.env())
             self.procs[index] = proc
             code = await proc.wait()
             if self._stopping:
                 return
             self.restarts += 1
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
-            log.warning("gateway worker %d exited with %s; starting it again in %.1fs",
-                        index + 1, code, delay)
+            log.warning("gateway worker %d exited with %s; starting it again in %.1fs", index + 1, code, delay)
             await asyncio.sleep(delay)
 
     @property

@@ -21,13 +21,23 @@ if TYPE_CHECKING:
     from agentos_kernel.settings import KernelSettings
 
 _WHERE = {
-    "Bus": "bus", "connect_nats": "bus", "Consumer": "consumer", "KernelSettings": "settings",
-    **dict.fromkeys(("AgentOSError", "BusUnavailable", "ConfigError", "Reject", "Retry", "Unavailable"),
-                    "exceptions"),
+    "Bus": "bus",
+    "connect_nats": "bus",
+    "Consumer": "consumer",
+    "KernelSettings": "settings",
+    **dict.fromkeys(("AgentOSError", "BusUnavailable", "ConfigError", "Reject", "Retry", "Unavailable"), "exceptions"),
 }
 __all__ = [
-    "AgentOSError", "Bus", "BusUnavailable", "ConfigError", "Consumer", "KernelSettings", "Reject",
-    "Retry", "Unavailable", "connect_nats",
+    "AgentOSError",
+    "Bus",
+    "BusUnavailable",
+    "ConfigError",
+    "Consumer",
+    "KernelSettings",
+    "Reject",
+    "Retry",
+    "Unavailable",
+    "connect_nats",
 ]
 
 

@@ -43,8 +43,13 @@ log = logging.getLogger("agentos.bus")
 M = TypeVar("M", bound=BaseModel)
 
 OBJECT_REF_PREFIX = f"nats-object://{s.PAYLOADS_BUCKET}/"
-_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
-              nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
 
 
 class PermissionDenied(AgentOSError):
@@ -54,14 +59,22 @@ class PermissionDenied(AgentOSError):
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s\']+)', re.I)
 
 
-async def connect_nats(url: str, *, name: str, timeout: float = 3.0, user: str | None = None,
-                       password: str | None = None, inbox_prefix: str | None = None,
-                       denied: dict[str, float] | None = None) -> NATS:
+async def connect_nats(
+    url: str,
+    *,
+    name: str,
+    timeout: float = 3.0,
+    user: str | None = None,
+    password: str | None = None,
+    inbox_prefix: str | None = None,
+    denied: dict[str, float] | None = None,
+) -> NATS:
     """Connect with unbounded reconnects; fail fast (BusUnavailable) if the first connect fails.
 
     Permission violations the server reports are logged and recorded in ``denied`` (subject ->
     time), so a publish the server refused fails with :class:`PermissionDenied` instead of waiting.
     """
+
     async def _on_error(exc: Exception) -> None:
         found = _VIOLATION.search(str(exc))
         if found is None:
@@ -77,11 +90,19 @@ async def connect_nats(url: str, *, name: str, timeout: float = 3.0, user: str |
     try:
         # nats-py keeps retrying a first connect forever when reconnects are unbounded,
         # so the first connect gets its own deadline.
-        return await asyncio.wait_for(nats.connect(
-            servers=[u.strip() for u in url.split(",")], name=name, connect_timeout=timeout,
-            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-            error_cb=_on_error, **options,
-        ), timeout + 1)
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                connect_timeout=timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=_on_error,
+                **options,
+            ),
+            timeout + 1,
+        )
     except TimeoutError:
         raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
     except Exception as exc:  # nats-py raises several unrelated types here
@@ -91,8 +112,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 3.0, user: str |
 class Bus:
     """A process's connection to the AgentOS event log."""
 
-    def __init__(self, nc: NATS, settings: KernelSettings, source: str,
-                 denied: dict[str, float] | None = None) -> None:
+    def __init__(self, nc: NATS, settings: KernelSettings, source: str, denied: dict[str, float] | None = None) -> None:
         self.nc = nc
         self.denied = denied if denied is not None else {}
         self.js: JetStreamContext = guard.RedactingJetStream(nc, timeout=5.0, publish_async_max_pending=4096)
@@ -112,8 +132,9 @@ class Bus:
         tracing.setup(source)
         user, password, inbox = settings.nats_credentials()
         denied: dict[str, float] = {}
-        nc = await connect_nats(settings.nats_url, name=f"agentos-{source}", user=user, password=password,
-                                inbox_prefix=inbox, denied=denied)
+        nc = await connect_nats(
+            settings.nats_url, name=f"agentos-{source}", user=user, password=password, inbox_prefix=inbox, denied=denied
+        )
         return cls(nc, settings, source, denied)
 
     async def close(self) -> None:
@@ -125,22 +146,41 @@ class Bus:
     async def provision(self, update: bool = True) -> None:
         """Create (and with ``update``, bring up to date) the streams, object store and buckets."""
         day, self._update = 24 * 3600, update
-        await self._ensure_stream(api.StreamConfig(
-            name=s.EVENTS_STREAM, subjects=list(s.EVENTS_SUBJECTS), storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS, max_age=self.settings.events_max_age_days * day,
-            deny_delete=True, deny_purge=True, allow_rollup_hdrs=False, duplicate_window=120,
-            max_msg_size=1 << 20, num_replicas=self.settings.replicas,
-            description="AgentOS immutable event log: audit trail and replay source"))
-        await self._ensure_stream(api.StreamConfig(
-            name=s.DLQ_STREAM, subjects=list(s.DLQ_SUBJECTS), storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS, max_age=90 * day, deny_delete=True,
-            num_replicas=self.settings.replicas,
-            description="AgentOS dead letters: redacted bytes and headers plus the reason"))
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=s.EVENTS_STREAM,
+                subjects=list(s.EVENTS_SUBJECTS),
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=self.settings.events_max_age_days * day,
+                deny_delete=True,
+                deny_purge=True,
+                allow_rollup_hdrs=False,
+                duplicate_window=120,
+                max_msg_size=1 << 20,
+                num_replicas=self.settings.replicas,
+                description="AgentOS immutable event log: audit trail and replay source",
+            )
+        )
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=s.DLQ_STREAM,
+                subjects=list(s.DLQ_SUBJECTS),
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=90 * day,
+                deny_delete=True,
+                num_replicas=self.settings.replicas,
+                description="AgentOS dead letters: redacted bytes and headers plus the reason",
+            )
+        )
         await self._object_store()
         with contextlib.suppress(nats.js.errors.BadRequestError):
-            await self.js.create_key_value(api.KeyValueConfig(
-                bucket=s.HEALTH_BUCKET, ttl=30, history=1, replicas=self.settings.replicas))
+            await self.js.create_key_value(
+                api.KeyValueConfig(bucket=s.HEALTH_BUCKET, ttl=30, history=1, replicas=self.settings.replicas)
+            )
         from agentos_kernel import control, identity, ownership, records
+
         await control.open_bucket(self.js, replicas=self.settings.replicas)
         await ownership.open_bucket(self.js, replicas=self.settings.replicas)
         if self.settings.event_ids_ttl_s:
@@ -161,15 +201,27 @@ class Bus:
                 self._payloads = await self.js.object_store(s.PAYLOADS_BUCKET)
             except nats.js.errors.BucketNotFoundError:
                 self._payloads = await self.js.create_object_store(
-                    s.PAYLOADS_BUCKET, config=api.ObjectStoreConfig(
-                        storage=api.StorageType.FILE, replicas=self.settings.replicas,
-                        description="AgentOS claim-check payloads, named by sha256"))
+                    s.PAYLOADS_BUCKET,
+                    config=api.ObjectStoreConfig(
+                        storage=api.StorageType.FILE,
+                        replicas=self.settings.replicas,
+                        description="AgentOS claim-check payloads, named by sha256",
+                    ),
+                )
         return self._payloads
 
     # -- building events ------------------------------------------------------------------------
-    def new(self, data: EventData, *, tenant: str | None = None, subject: str | None = None,
-            cause: Event[Any] | None = None, correlationid: str | None = None, principal: str | None = None,
-            id: str | None = None) -> Event[Any]:
+    def new(
+        self,
+        data: EventData,
+        *,
+        tenant: str | None = None,
+        subject: str | None = None,
+        cause: Event[Any] | None = None,
+        correlationid: str | None = None,
+        principal: str | None = None,
+        id: str | None = None,
+    ) -> Event[Any]:
         """A new event from this service. With ``cause``, it inherits the tenant, correlation and
         principal and records the cause as ``causationid``; the active span becomes its parent."""
         traceparent, tracestate = tracing.current_traceparent()
@@ -178,13 +230,18 @@ class Bus:
         if traceparent is None:
             traceparent, tracestate = tracing.root_traceparent(f"create {data.ce_type()}")
         return Event(
-            id=id, data=data, source=self.source, type=data.ce_type(), dataschema=data.dataschema(),
+            id=id,
+            data=data,
+            source=self.source,
+            type=data.ce_type(),
+            dataschema=data.dataschema(),
             tenant=tenant or (cause.tenant if cause else self.settings.tenant),
             subject=subject or (cause.subject if cause else None),
             correlationid=correlationid or (cause.correlationid if cause else None),
             causationid=cause.id if cause else None,
             principal=principal or (cause.principal if cause else f"service:{self.source}"),
-            traceparent=traceparent, tracestate=tracestate,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
 
     def _prepare_inline(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]] | tuple[None, bytes, None]:
@@ -221,8 +278,11 @@ class Bus:
             await store.get_info(name)
         except nats.js.errors.ObjectNotFoundError:
             await store.put(name, body)
-        return (event_subject(event.tenant, event.type), codec.encode(event, dataref=OBJECT_REF_PREFIX + name),
-                codec.headers_for(event))
+        return (
+            event_subject(event.tenant, event.type),
+            codec.encode(event, dataref=OBJECT_REF_PREFIX + name),
+            codec.headers_for(event),
+        )
 
     # -- publishing -----------------------------------------------------------------------------
     async def publish(self, event: Event[Any]) -> PubAck:
@@ -235,8 +295,7 @@ class Bus:
         failures with backoff and the same ``Nats-Msg-Id`` until ``publish_timeout_s``. A dead
         letter (``dlq.>``) is stored as a redacted copy (:func:`agentos_kernel.guard.dead_letter_copy`)."""
         if subject.startswith(guard.DLQ_PREFIX) and self.settings.redact_stores:
-            body, headers = await guard.dead_letter_copy(self.shredder.keys, body, headers,
-                                                         tenant=self.settings.tenant)
+            body, headers = await guard.dead_letter_copy(self.shredder.keys, body, headers, tenant=self.settings.tenant)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
         delay = 0.05
@@ -245,8 +304,7 @@ class Bus:
                 return pub_ack(await (await self.replies.publish(subject, body, headers)))
             except _TRANSIENT as exc:
                 if subject.lower() in self.denied:  # nats-py reports the subject lower-cased
-                    raise PermissionDenied(f"NATS refused publishing to {subject!r} for this service's user"
-                                           ) from None
+                    raise PermissionDenied(f"NATS refused publishing to {subject!r} for this service's user") from None
                 if self.nc.is_closed or loop.time() + delay > deadline:
                     raise BusUnavailable(f"publish to {subject!r} not acknowledged: {exc!r}") from None
                 await asyncio.sleep(delay)
@@ -268,8 +326,9 @@ class Bus:
             prepared.append(item if item[0] is not None else await self._prepare(event))
         return await self.publish_raw_many(prepared, timeout=timeout)  # type: ignore[arg-type]
 
-    async def publish_raw_many(self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *,
-                               timeout: float = 10.0) -> int:
+    async def publish_raw_many(
+        self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *, timeout: float = 10.0
+    ) -> int:
         futures: list[asyncio.Future[Any] | None] = []
         for sub, body, hdrs in prepared:
             try:
@@ -313,8 +372,9 @@ class Bus:
         except nats.errors.TimeoutError:
             refused = sorted(subject for subject, at in self.denied.items() if at >= asked)
             if refused:  # no answer because the server refused a request on the way: say which
-                raise PermissionDenied(f"reading claim-checked payload {name!r}: NATS refused {', '.join(refused)} "
-                                       "for this service's user") from None
+                raise PermissionDenied(
+                    f"reading claim-checked payload {name!r}: NATS refused {', '.join(refused)} for this service's user"
+                ) from None
             raise
         raw = bytes(result.data or b"")
         if hashlib.sha256(raw).hexdigest() != name:
@@ -341,9 +401,17 @@ class Bus:
             raise BusUnavailable(f"no answer on {subject!r} within {timeout}s: {type(exc).__name__}") from None
         return reply_type.model_validate_json(msg.data)
 
-    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[BaseModel]],
-                    *, queue: str, error_reply: Callable[[str], BaseModel]) -> Any:
+    async def serve(
+        self,
+        subject: str,
+        request_type: type[M],
+        handler: Callable[[M], Awaitable[BaseModel]],
+        *,
+        queue: str,
+        error_reply: Callable[[str], BaseModel],
+    ) -> Any:
         """Answer requests on ``subject`` (replicas share ``queue``); a bad request gets an error reply."""
+
         async def on_msg(msg: Any) -> None:
             try:
                 request = parse_request(request_type, msg.data)
@@ -360,8 +428,13 @@ class Bus:
         return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
 
     # -- consuming ------------------------------------------------------------------------------
-    def consumer(self, durable: str, filter_subjects: Sequence[str],
-                 handler: Callable[[Event[Any]], Awaitable[None]], **options: Any) -> Any:
+    def consumer(
+        self,
+        durable: str,
+        filter_subjects: Sequence[str],
+        handler: Callable[[Event[Any]], Awaitable[None]],
+        **options: Any,
+    ) -> Any:
         """A durable consumer running ``handler`` on every event; see :class:`Consumer`."""
         from agentos_kernel.consumer import Consumer
 

@@ -44,8 +44,12 @@ log = logging.getLogger("agentos.consumer")
 Handler = Callable[[Event[Any]], Awaitable[None]]
 
 DLQ_HEADERS = (
-    "AgentOS-DLQ-Code", "AgentOS-DLQ-Reason", "AgentOS-DLQ-Consumer", "AgentOS-DLQ-Subject",
-    "AgentOS-DLQ-Stream-Seq", "AgentOS-DLQ-Deliveries",
+    "AgentOS-DLQ-Code",
+    "AgentOS-DLQ-Reason",
+    "AgentOS-DLQ-Consumer",
+    "AgentOS-DLQ-Subject",
+    "AgentOS-DLQ-Stream-Seq",
+    "AgentOS-DLQ-Deliveries",
 )
 
 
@@ -76,10 +80,22 @@ class Consumer:
             and retried in place (not counted as an attempt) before failures count again.
     """
 
-    def __init__(self, bus: Bus, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
-                 types: Collection[str] | None = None, max_deliver: int = 5,
-                 backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0), concurrency: int = 16, ack_wait: float = 30.0,
-                 deliver_new: bool = False, honour_halts: bool = True, hold_unavailable_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        durable: str,
+        filter_subjects: Sequence[str],
+        handler: Handler,
+        *,
+        types: Collection[str] | None = None,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0),
+        concurrency: int = 16,
+        ack_wait: float = 30.0,
+        deliver_new: bool = False,
+        honour_halts: bool = True,
+        hold_unavailable_s: float = 300.0,
+    ) -> None:
         s.check_token("consumer", durable)
         self.bus = bus
         self.durable = durable
@@ -125,8 +141,7 @@ class Consumer:
         )
         js = self.bus.js
         if self.claims is not None:
-            await identity.open_bucket(js, ttl_s=self.bus.settings.event_ids_ttl_s,
-                                       replicas=self.bus.settings.replicas)
+            await identity.open_bucket(js, ttl_s=self.bus.settings.event_ids_ttl_s, replicas=self.bus.settings.replicas)
         try:
             await js.add_consumer(s.EVENTS_STREAM, config)
         except nats.js.errors.BadRequestError:
@@ -135,8 +150,9 @@ class Consumer:
             await js.add_consumer(s.EVENTS_STREAM, config)
         prefix = getattr(js, "_prefix", api.DEFAULT_PREFIX)  # nats-py keeps the API prefix private
         self._next = f"{prefix}.CONSUMER.MSG.NEXT.{s.EVENTS_STREAM}.{self.durable}"
-        self._sub = await self.bus.nc.subscribe(self.bus.nc.new_inbox(), cb=self._on_msg,
-                                                pending_msgs_limit=0, pending_bytes_limit=0)
+        self._sub = await self.bus.nc.subscribe(
+            self.bus.nc.new_inbox(), cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
+        )
         self._loop_task = asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
         return self
 
@@ -193,8 +209,9 @@ class Consumer:
                 return
             self._outstanding = 0
             if status not in ("404", "408"):  # e.g. the consumer was deleted: try again in a second
-                log.warning("%s: pull ended with %s %s", self.durable, status,
-                            (msg.headers or {}).get("Description", ""))
+                log.warning(
+                    "%s: pull ended with %s %s", self.durable, status, (msg.headers or {}).get("Description", "")
+                )
                 self._paused_until = self._heard + 1.0
                 return
             await self._pull()
@@ -266,14 +283,22 @@ class Consumer:
             return True
         if seen is Seen.COPY:
             self.copies += 1
-            log.info("%s: stream seq %s repeats event %s (first at seq %s): skipped", self.durable,
-                     msg.metadata.sequence.stream, event.id, first)
+            log.info(
+                "%s: stream seq %s repeats event %s (first at seq %s): skipped",
+                self.durable,
+                msg.metadata.sequence.stream,
+                event.id,
+                first,
+            )
             await msg.ack()
             return False
-        await self.dead_letter(msg, "event_id_reused",
-                               f"event id {event.id!r} was already used by stream message {first} for"
-                               " other content (type, source, tenant, subject or data); an id names one"
-                               " fact: publish a new fact under a new id")
+        await self.dead_letter(
+            msg,
+            "event_id_reused",
+            f"event id {event.id!r} was already used by stream message {first} for"
+            " other content (type, source, tenant, subject or data); an id names one"
+            " fact: publish a new fact under a new id",
+        )
         return False
 
     async def _unhandled(self, msg: Msg, event: Event[Any], code: str, reason: str) -> None:
@@ -353,15 +378,17 @@ class Consumer:
         headers = {k: v for k, v in (msg.headers or {}).items() if k not in DLQ_HEADERS}
         headers.pop("Nats-Msg-Id", None)
         seq = str(meta.sequence.stream)
-        headers.update({
-            "Nats-Msg-Id": f"{self.durable}:{seq}",
-            "AgentOS-DLQ-Code": code,
-            "AgentOS-DLQ-Reason": _header_safe(redact(reason)),
-            "AgentOS-DLQ-Consumer": self.durable,
-            "AgentOS-DLQ-Subject": msg.subject,
-            "AgentOS-DLQ-Stream-Seq": seq,
-            "AgentOS-DLQ-Deliveries": str(meta.num_delivered or 1),
-        })
+        headers.update(
+            {
+                "Nats-Msg-Id": f"{self.durable}:{seq}",
+                "AgentOS-DLQ-Code": code,
+                "AgentOS-DLQ-Reason": _header_safe(redact(reason)),
+                "AgentOS-DLQ-Consumer": self.durable,
+                "AgentOS-DLQ-Subject": msg.subject,
+                "AgentOS-DLQ-Stream-Seq": seq,
+                "AgentOS-DLQ-Deliveries": str(meta.num_delivered or 1),
+            }
+        )
         await self.bus.publish_raw(dlq_subject(self.durable), msg.data, headers)
         self.dead_lettered += 1
         log.warning("%s: dead-lettered stream seq %s (%s: %s)", self.durable, seq, code, redact(reason))

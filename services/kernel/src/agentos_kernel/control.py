@@ -77,8 +77,14 @@ class Halt:
     def from_bytes(cls, raw: bytes, revision: int = 0) -> Halt:
         """A switch from its bucket value."""
         doc = json.loads(raw)
-        return cls(doc["scope"], doc.get("target", "*"), doc.get("reason", ""), doc.get("by", ""),
-                   float(doc.get("at", 0.0)), revision)
+        return cls(
+            doc["scope"],
+            doc.get("target", "*"),
+            doc.get("reason", ""),
+            doc.get("by", ""),
+            float(doc.get("at", 0.0)),
+            revision,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class ControlState:
 
     def covering(self, work: Work) -> Halt | None:
         """The first switch that covers ``work``, or None."""
-        return next((self.halts[k] for k in work.keys() if k in self.halts), None) if self.halts else None
+        return next((self.halts[k] for k in work if k in self.halts), None) if self.halts else None
 
     def check(self, work: Work) -> None:
         """Raise :class:`Halted` if a switch covers ``work``."""
@@ -141,7 +147,7 @@ class ControlState:
         else:
             self.halts[key] = halt
             for task, work in list(self._running.items()):
-                if key in work.keys() and task not in self._cancelled and not task.done():
+                if key in work and task not in self._cancelled and not task.done():
                     self._cancelled[task] = halt
                     task.cancel(msg="agentos-halt")
         for waiter in [w for w in self._waiters if not w.done()]:
@@ -219,8 +225,9 @@ def work_of(event: Any) -> Work:
     data = getattr(event, "data", None)
     workflow = getattr(data, "goal_id", None) or getattr(event, "correlationid", None)
     agent = getattr(data, "agent", None)
-    return Work(agent=agent if isinstance(agent, str) else None, workflow=workflow,
-                tenant=getattr(event, "tenant", None))
+    return Work(
+        agent=agent if isinstance(agent, str) else None, workflow=workflow, tenant=getattr(event, "tenant", None)
+    )
 
 
 def check(**scope: Any) -> None:
@@ -252,9 +259,14 @@ async def open_bucket(js: Any, *, create: bool = True, replicas: int = 1) -> Any
     if not create:
         raise nats.js.errors.BucketNotFoundError
     try:
-        return await js.create_key_value(api.KeyValueConfig(
-            bucket=CONTROL_BUCKET, history=16, replicas=replicas,
-            description="AgentOS kill switches: halt.<scope>.<target>"))
+        return await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=CONTROL_BUCKET,
+                history=16,
+                replicas=replicas,
+                description="AgentOS kill switches: halt.<scope>.<target>",
+            )
+        )
     except nats.js.errors.BadRequestError:  # another process created it meanwhile
         return await js.key_value(CONTROL_BUCKET)
 
@@ -288,8 +300,7 @@ async def list_halts(js: Any) -> list[Halt]:
         return []
     found = []
     for key in keys:
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError, ValueError,
-                                 KeyError):
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError, ValueError, KeyError):
             entry = await kv.get(key)
             if entry.value:
                 found.append(Halt.from_bytes(entry.value, entry.revision))

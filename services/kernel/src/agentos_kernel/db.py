@@ -29,15 +29,20 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     trip per use of the pool) is skipped."""
 
 
-async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10,
-                      redact: bool = True) -> asyncpg.Pool:
+async def create_pool(url: str | None, *, min_size: int = 1, max_size: int = 10, redact: bool = True) -> asyncpg.Pool:
     """A pool whose connections redact every JSON parameter they send (``redact``; see
     :func:`agentos_kernel.guard.install_codecs`). Only a projection that must hold the log's
     bytes as they are (the audit's, already redacted on publish) turns it off."""
     if not url:
         raise ConfigError("AGENTOS_DATABASE_URL is not set (run `agentos up`, or point it at Postgres)")
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10,
-                                     reset=_no_session_reset, init=guard.install_codecs if redact else None)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=10,
+        reset=_no_session_reset,
+        init=guard.install_codecs if redact else None,
+    )
     assert pool is not None
     return pool
 
@@ -71,7 +76,8 @@ async def first_time(conn: asyncpg.Connection, schema: str, consumer: str, event
     row = await conn.fetchval(
         f"INSERT INTO {schema}.processed_events (consumer, event_id) VALUES ($1, $2) "
         "ON CONFLICT DO NOTHING RETURNING 1",
-        consumer, event_id,
+        consumer,
+        event_id,
     )
     return row is not None
 
@@ -80,8 +86,12 @@ async def first_time(conn: asyncpg.Connection, schema: str, consumer: str, event
 #: refused (``OSError``: refused, reset, the socket file gone; ``TimeoutError`` is one too), the
 #: server shutting down, starting up or cancelling for an operator (class 57), or out of
 #: connection slots.
-_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-         asyncpg.exceptions.TooManyConnectionsError, OSError)
+_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    OSError,
+)
 
 
 def postgres_down(exc: BaseException) -> bool:

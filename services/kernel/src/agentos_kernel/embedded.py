@@ -109,8 +109,10 @@ def stop_orphan(pid_file: Path, conf: Path, timeout: float = 10.0) -> int | None
             end()
         if _ended(proc, timeout):
             return pid
-    raise ConfigError(f"nats-server pid {pid}, left running on {conf} by an earlier run, does not stop "
-                      "(another user's?); stop it, then start again")
+    raise ConfigError(
+        f"nats-server pid {pid}, left running on {conf} by an earlier run, does not stop "
+        "(another user's?); stop it, then start again"
+    )
 
 
 def _ended(proc: psutil.Process, timeout: float = 0.0) -> bool:
@@ -131,8 +133,9 @@ def _ended(proc: psutil.Process, timeout: float = 0.0) -> bool:
 class EmbeddedNats:
     """A ``nats-server -js`` child process on a free loopback port."""
 
-    def __init__(self, root: Path, *, sync: Literal["always", "default"] = "always", port: int = -1,
-                 auth: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, sync: Literal["always", "default"] = "always", port: int = -1, auth: bool = False
+    ) -> None:
         self.root = root
         self.sync = sync
         self.port = port
@@ -162,7 +165,9 @@ class EmbeddedNats:
         logfile.write_text("")
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(logfile)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -225,8 +230,9 @@ class EmbeddedPostgres:
                     break
                 except subprocess.TimeoutExpired:  # pg_ctl waits 10 s; a loaded machine may need longer
                     if attempt == 2:
-                        raise ConfigError(f"embedded Postgres in {self.root} did not start "
-                                          f"(log: {self.root / 'pgdata' / 'log'})") from None
+                        raise ConfigError(
+                            f"embedded Postgres in {self.root} did not start (log: {self.root / 'pgdata' / 'log'})"
+                        ) from None
                     log.warning("embedded Postgres slow to start; waiting for it again")
         self._server = server
         admin = server.get_uri()

@@ -43,19 +43,28 @@ class Fleet:
         known = tuple(sorted(self.capabilities))
         listing = ", ".join(known) if known else "none (no agent has been announced yet)"
         if capability is not None and capability not in known:
-            return Refusal("unknown_capability", f"unknown capability {capability!r}; known capabilities: {listing}",
-                           known)
+            return Refusal(
+                "unknown_capability", f"unknown capability {capability!r}; known capabilities: {listing}", known
+            )
         if workflow is None:
             return None
         if workflow not in self.workflows:
             names = tuple(sorted(self.workflows))
-            return Refusal("unknown_workflow", f"unknown workflow {workflow!r}; known workflows: "
-                           f"{', '.join(names) or 'none declared'}", known, names)
+            return Refusal(
+                "unknown_workflow",
+                f"unknown workflow {workflow!r}; known workflows: {', '.join(names) or 'none declared'}",
+                known,
+                names,
+            )
         missing = [c for c in self.workflows[workflow] if c not in known]
         if missing:
             needs = ", ".join(map(repr, missing))
-            return Refusal("unserved_capability", f"workflow {workflow!r} has steps needing {needs}, which no agent"
-                           f" serves; known capabilities: {listing}", known)
+            return Refusal(
+                "unserved_capability",
+                f"workflow {workflow!r} has steps needing {needs}, which no agent"
+                f" serves; known capabilities: {listing}",
+                known,
+            )
         return None
 
 

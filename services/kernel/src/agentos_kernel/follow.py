@@ -35,8 +35,9 @@ Apply = Callable[[Event[Any]], Awaitable[Any] | Any]
 class Follower:
     """Folds every event on ``subjects`` into ``apply``: the whole log first, then live."""
 
-    def __init__(self, bus: Bus, subjects: Sequence[str], apply: Apply, *, name: str, batch: int = 256,
-                 live_wait_s: float = 0.5) -> None:
+    def __init__(
+        self, bus: Bus, subjects: Sequence[str], apply: Apply, *, name: str, batch: int = 256, live_wait_s: float = 0.5
+    ) -> None:
         self.bus, self.subjects, self.apply, self.name = bus, list(subjects), apply, name
         self.batch, self.live_wait_s = batch, live_wait_s
         self.last_seq = 0
@@ -81,7 +82,8 @@ class Follower:
             if left <= 0:
                 raise BusUnavailable(
                     f"{self.name}: reading {self.subjects} did not catch up in {timeout:.0f}s "
-                    f"(read up to stream seq {self.last_seq}; {self._trouble or 'no error reading'})")
+                    f"(read up to stream seq {self.last_seq}; {self._trouble or 'no error reading'})"
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await self._synced.wait()
@@ -93,8 +95,9 @@ class Follower:
             self._psub = None
 
     async def _subscribe(self) -> Any:
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, filter_subjects=self.subjects,
-                                    inactive_threshold=120.0, mem_storage=True)
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, filter_subjects=self.subjects, inactive_threshold=120.0, mem_storage=True
+        )
         if self.last_seq:
             config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
         else:

@@ -113,7 +113,7 @@ def _typed(raw: bytes, headers: dict[str, str]) -> tuple[dict[str, Any], dict[st
 
 def _without_personal(copy: bytes, typed: Any) -> bytes:
     """The redacted copy with the personal fields the catalogue marks replaced by ``[SEALED]``."""
-    doc, data, plan = typed
+    _doc, data, plan = typed
     fields = [f for f in plan.fields if isinstance(data.get(f), str) and data[f] and not is_token(data[f])]
     if not fields:
         return copy
@@ -131,8 +131,9 @@ def _data_subject(typed: Any) -> str | None:
     return value if isinstance(value, str) and value and not is_token(value) else None
 
 
-async def dead_letter_copy(keys: shred.SubjectKeys, raw: bytes, headers: dict[str, str], *,
-                           tenant: str) -> tuple[bytes, dict[str, str]]:
+async def dead_letter_copy(
+    keys: shred.SubjectKeys, raw: bytes, headers: dict[str, str], *, tenant: str
+) -> tuple[bytes, dict[str, str]]:
     """What a dead letter stores: the redacted copy (personal fields of a typed event as
     ``[SEALED]``), redacted headers, and — when the copy differs and the log does not keep the
     original — the original bytes sealed with a data subject's key."""
@@ -146,13 +147,21 @@ async def dead_letter_copy(keys: shred.SubjectKeys, raw: bytes, headers: dict[st
     if copy == raw or headers.get("AgentOS-DLQ-Stream-Seq", "0") != "0":
         return copy, kept  # nothing to keep sealed, or the log keeps the original
     tenant = headers.get(TENANT_HEADER) or tenant
-    subject = headers.get(SUBJECT_HEADER) or _data_subject(typed) or \
-        f"dead-letter:{headers.get('Nats-Msg-Id') or hashlib.sha256(raw).hexdigest()[:32]}"
+    subject = (
+        headers.get(SUBJECT_HEADER)
+        or _data_subject(typed)
+        or f"dead-letter:{headers.get('Nats-Msg-Id') or hashlib.sha256(raw).hexdigest()[:32]}"
+    )
     name = shred.key_name(tenant, subject)
     revision, aead = await keys.for_sealing(name)
     blob = base64.b64encode(raw).decode()
-    kept.update({RAW_HEADER: shred.seal_value(blob, name, revision, aead, *_SEAL_AS), SUBJECT_HEADER: subject,
-                 TENANT_HEADER: tenant})
+    kept.update(
+        {
+            RAW_HEADER: shred.seal_value(blob, name, revision, aead, *_SEAL_AS),
+            SUBJECT_HEADER: subject,
+            TENANT_HEADER: tenant,
+        }
+    )
     return copy, kept
 
 
@@ -169,8 +178,9 @@ async def open_dead_letter(keys: shred.SubjectKeys, headers: dict[str, str]) -> 
 
 # -- Postgres ----------------------------------------------------------------------------------
 def _json_param(value: Any) -> str:
-    raw = value.encode() if isinstance(value, str) else value if isinstance(value, bytes) else \
-        json.dumps(value).encode()
+    raw = (
+        value.encode() if isinstance(value, str) else value if isinstance(value, bytes) else json.dumps(value).encode()
+    )
     try:
         return redactor().json_bytes(raw)[0].decode()
     except (msgspec.DecodeError, ValueError):
@@ -188,7 +198,9 @@ def _jsonb_result(data: bytes) -> str:
 async def install_codecs(conn: Any) -> None:
     """Redact every ``json``/``jsonb`` parameter this connection sends (results stay text). The
     codecs use the binary format, so binary COPY (the projectors' bulk writes) keeps working."""
-    await conn.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _json_param(v).encode(),
-                              decoder=bytes.decode, format="binary")
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_param, decoder=_jsonb_result,
-                              format="binary")
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=lambda v: _json_param(v).encode(), decoder=bytes.decode, format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_jsonb_param, decoder=_jsonb_result, format="binary"
+    )

@@ -21,6 +21,7 @@ Replicas of a service share a durable, hence its claims.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 from typing import TYPE_CHECKING, Any
@@ -67,12 +68,17 @@ async def open_bucket(js: Any, *, ttl_s: float, replicas: int = 1) -> None:
     try:
         await js.key_value(BUCKET)
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
-        try:
-            await js.create_key_value(api.KeyValueConfig(
-                bucket=BUCKET, history=1, ttl=ttl_s, replicas=replicas, storage=api.StorageType.FILE,
-                direct=True, description="Event ids each durable consumer has handled (content digests)"))
-        except nats.js.errors.BadRequestError:  # another process created it meanwhile
-            pass
+        config = api.KeyValueConfig(
+            bucket=BUCKET,
+            history=1,
+            ttl=ttl_s,
+            replicas=replicas,
+            storage=api.StorageType.FILE,
+            direct=True,
+            description="Event ids each durable consumer has handled (content digests)",
+        )
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # another process created it meanwhile
+            await js.create_key_value(config)
 
 
 class Claims:

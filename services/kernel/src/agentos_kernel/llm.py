@@ -90,13 +90,25 @@ class ModelRegistry(BaseModel):
                 raise ConfigError(f"AGENTOS_MODELS={path!r}: {exc}") from None
         url = offline_url or os.environ.get("AGENTOS_OFFLINE_MODEL_URL")
         if not url:
-            raise ConfigError("no model configured: set AGENTOS_MODELS to a registry file, "
-                              "or AGENTOS_OFFLINE_MODEL_URL to the offline model (`agentos up` sets it)")
+            raise ConfigError(
+                "no model configured: set AGENTOS_MODELS to a registry file, "
+                "or AGENTOS_OFFLINE_MODEL_URL to the offline model (`agentos up` sets it)"
+            )
         # Simulated prices, so cost accounting is exercised offline as it is with hosted models.
-        return cls(offline=True, models=tuple(
-            ModelSpec(alias=alias, model=f"openai/{name}", api_base=url, timeout_s=20,
-                      input_cost_per_token=0.15e-6, output_cost_per_token=0.60e-6)
-            for alias, name in offline_models(url).items()))
+        return cls(
+            offline=True,
+            models=tuple(
+                ModelSpec(
+                    alias=alias,
+                    model=f"openai/{name}",
+                    api_base=url,
+                    timeout_s=20,
+                    input_cost_per_token=0.15e-6,
+                    output_cost_per_token=0.60e-6,
+                )
+                for alias, name in offline_models(url).items()
+            ),
+        )
 
 
 def offline_models(url: str) -> dict[str, str]:
@@ -138,9 +150,16 @@ def transient(exc: BaseException) -> bool:
     import litellm
     import openai
 
-    passing = (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout, litellm.exceptions.RateLimitError,
-               litellm.exceptions.ServiceUnavailableError, openai.APIConnectionError, httpx.TransportError,
-               ConnectionError, TimeoutError)
+    passing = (
+        litellm.exceptions.APIConnectionError,
+        litellm.exceptions.Timeout,
+        litellm.exceptions.RateLimitError,
+        litellm.exceptions.ServiceUnavailableError,
+        openai.APIConnectionError,
+        httpx.TransportError,
+        ConnectionError,
+        TimeoutError,
+    )
     seen: BaseException | None = exc
     for _ in range(12):  # a cause chain is short; this bounds a cyclic one
         if seen is None:
@@ -207,8 +226,9 @@ class LLM:
         model = self.registry.get(alias).model
         return alias, model, model.split("/", 1)[-1]
 
-    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
-                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+    async def complete(
+        self, chain: list[str], messages: list[dict[str, Any]], **kwargs: Any
+    ) -> tuple[Any, list[ModelCall]]:
         """Ask the first model in ``chain`` that answers; returns (response, every attempt).
 
         Waits while a kill switch covers the work (see the module docs) and never sends a
@@ -220,8 +240,9 @@ class LLM:
         state = control.state()
         while True:
             work = control.current_work()
-            halt = state.covering(work) or (None if any(self._open(a) for a in chain)
-                                            else state.covering(work.merged(models=self.models(chain[0]))))
+            halt = state.covering(work) or (
+                None if any(self._open(a) for a in chain) else state.covering(work.merged(models=self.models(chain[0])))
+            )
             if halt is not None:
                 if not self.pause_on_halt:
                     raise control.Halted(halt)
@@ -236,8 +257,14 @@ class LLM:
     def _open(self, alias: str) -> bool:
         return control.state().covering(control.Work(models=self.models(alias))) is None
 
-    async def _chain(self, chain: list[str], messages: list[dict[str, Any]], calls: list[ModelCall],
-                     work: control.Work, **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+    async def _chain(
+        self,
+        chain: list[str],
+        messages: list[dict[str, Any]],
+        calls: list[ModelCall],
+        work: control.Work,
+        **kwargs: Any,
+    ) -> tuple[Any, list[ModelCall]]:
         passing = bool(chain)  # every failure so far was transient
         for alias in chain:
             spec = self.registry.get(alias)
@@ -245,27 +272,45 @@ class LLM:
             started = time.perf_counter()
             try:
                 async with control.state().guard(work.merged(models=self.models(alias))):
-                    response = await self._acompletion(messages=messages, num_retries=0,
-                                                        **self.params[alias], **kwargs)
+                    response = await self._acompletion(messages=messages, num_retries=0, **self.params[alias], **kwargs)
             except control.Halted as exc:
-                calls.append(ModelCall(model=spec.model, ok=False, error=str(exc)[:500],
-                                       latency_ms=(time.perf_counter() - started) * 1000))
+                calls.append(
+                    ModelCall(
+                        model=spec.model,
+                        ok=False,
+                        error=str(exc)[:500],
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                    )
+                )
                 raise
             except Exception as exc:  # any provider failure moves on to the next model; recorded on the call
                 passing = passing and transient(exc)
-                calls.append(ModelCall(model=spec.model, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
-                                       latency_ms=(time.perf_counter() - started) * 1000))
+                calls.append(
+                    ModelCall(
+                        model=spec.model,
+                        ok=False,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                    )
+                )
                 continue
             usage = getattr(response, "usage", None)
             tokens_in = getattr(usage, "prompt_tokens", 0) or 0
             tokens_out = getattr(usage, "completion_tokens", 0) or 0
-            calls.append(ModelCall(
-                model=spec.model, ok=True, input_tokens=tokens_in, output_tokens=tokens_out,
-                cost_usd=_cost(spec, response, tokens_in, tokens_out),
-                latency_ms=(time.perf_counter() - started) * 1000))
+            calls.append(
+                ModelCall(
+                    model=spec.model,
+                    ok=True,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    cost_usd=_cost(spec, response, tokens_in, tokens_out),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
             return response, calls
-        raise ModelCallFailed(f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls,
-                              transient=passing)
+        raise ModelCallFailed(
+            f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls, transient=passing
+        )
 
 
 def _register_prices(litellm: Any, registry: ModelRegistry) -> None:
@@ -286,15 +331,21 @@ def _register_prices(litellm: Any, registry: ModelRegistry) -> None:
             name, provider, _, _ = litellm.get_llm_provider(model=spec.model, api_base=spec.api_base)
         except Exception:  # litellm cannot route it: its first call fails, as it did before
             continue
-        price = (None if spec.input_cost_per_token is None
-                 else (spec.input_cost_per_token, spec.output_cost_per_token or 0.0))
+        price = (
+            None
+            if spec.input_cost_per_token is None
+            else (spec.input_cost_per_token, spec.output_cost_per_token or 0.0)
+        )
         prices.setdefault(f"{provider}/{name}", set()).add(price)
     for key, found in prices.items():
         price = found.pop() if len(found) == 1 else None
         if price is None:
             continue
-        entry = {"litellm_provider": key.split("/", 1)[0], "input_cost_per_token": price[0],
-                 "output_cost_per_token": price[1]}
+        entry = {
+            "litellm_provider": key.split("/", 1)[0],
+            "input_cost_per_token": price[0],
+            "output_cost_per_token": price[1],
+        }
         try:
             litellm.register_model({key: entry})
         except Exception as exc:  # a cheaper lookup, never a reason not to start

@@ -55,8 +55,10 @@ def partition_of(key: str, partitions: int) -> int:
 
 def preferred(partition: int, members: Iterable[str]) -> str | None:
     """The member preferred to hold ``partition`` (rendezvous hashing), or None without members."""
+
     def weight(member: str) -> bytes:
         return hashlib.blake2b(f"{partition}:{member}".encode(), digest_size=8).digest()
+
     return max(members, key=weight, default=None)
 
 
@@ -64,8 +66,13 @@ async def open_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     """The leases bucket, created if missing."""
     with contextlib.suppress(nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
         return await js.key_value(s.LEASES_BUCKET)
-    config = api.KeyValueConfig(bucket=s.LEASES_BUCKET, ttl=LEASE_TTL_S, history=1, replicas=replicas,
-                                description="AgentOS partition leases and members: <service>.{partition,member}.*")
+    config = api.KeyValueConfig(
+        bucket=s.LEASES_BUCKET,
+        ttl=LEASE_TTL_S,
+        history=1,
+        replicas=replicas,
+        description="AgentOS partition leases and members: <service>.{partition,member}.*",
+    )
     try:
         return await js.create_key_value(config)
     except nats.js.errors.BadRequestError:  # another process created it meanwhile
@@ -75,13 +82,23 @@ async def open_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
 class Ownership:
     """This replica's share of ``service``'s partitions (see the module docstring)."""
 
-    def __init__(self, bus: Bus, service: str, instance: str, *, partitions: int = 16, every_s: float = 2.0,
-                 on_acquired: Callable[[list[int]], Awaitable[None]] | None = None,
-                 can_release: Callable[[int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        service: str,
+        instance: str,
+        *,
+        partitions: int = 16,
+        every_s: float = 2.0,
+        on_acquired: Callable[[list[int]], Awaitable[None]] | None = None,
+        can_release: Callable[[int], bool] | None = None,
+    ) -> None:
         if not 0 < every_s <= LEASE_TTL_S * (1 - SAFETY) / 2:
-            raise ConfigError(f"{service}: leases are renewed every {every_s}s; it must be more than 0 and at "
-                              f"most {LEASE_TTL_S * (1 - SAFETY) / 2:.2f}s (they lapse {LEASE_TTL_S:.0f}s "
-                              "after the last renewal)")
+            raise ConfigError(
+                f"{service}: leases are renewed every {every_s}s; it must be more than 0 and at "
+                f"most {LEASE_TTL_S * (1 - SAFETY) / 2:.2f}s (they lapse {LEASE_TTL_S:.0f}s "
+                "after the last renewal)"
+            )
         self.bus, self.service, self.partitions, self.every_s = bus, service, partitions, every_s
         self.me = re.sub(r"[^A-Za-z0-9_-]", "_", instance)
         self.on_acquired, self.can_release = on_acquired, can_release

@@ -95,8 +95,9 @@ def summarize_args(args: dict[str, Any], limit: int = 200) -> dict[str, Any]:
     return {**out, **domains}  # derived last: an argument cannot pose as the derived domain
 
 
-def estimate_cost(messages: list[dict[str, Any]], input_price: float, output_price: float,
-                  max_tokens: int) -> tuple[float, int]:
+def estimate_cost(
+    messages: list[dict[str, Any]], input_price: float, output_price: float, max_tokens: int
+) -> tuple[float, int]:
     """(usd, tokens) a model call may cost at most: prompt tokens × price + max output tokens × price.
 
     Prompt tokens are estimated as characters / 4 (cheap, and close for English text).
@@ -140,8 +141,9 @@ def retryable(decision: PolicyDecision) -> bool:
 
 def denial(code: DecisionCode, reason: str) -> PolicyDecision:
     """A deny the caller decides on its own (no policy answer)."""
-    return PolicyDecision(decision="deny", code=code, reasons=(reason,), decision_id=new_event_id(),
-                          policy_version="none")
+    return PolicyDecision(
+        decision="deny", code=code, reasons=(reason,), decision_id=new_event_id(), policy_version="none"
+    )
 
 
 class PolicyClient:
@@ -182,25 +184,44 @@ class PolicyClient:
 
     async def _record(self, request: PolicyRequest, decision: PolicyDecision, cause: Event[Any] | None) -> None:
         """Best effort: the attempt the caller denied on its own goes into the log too."""
-        fact = PolicyDecided(decision_id=decision.decision_id, request=request, decision=decision.decision,
-                             code=decision.code, reasons=decision.reasons, policy_version=decision.policy_version)
-        event = self.bus.new(fact, tenant=request.tenant, cause=cause, correlationid=request.goal_id or None,
-                             principal=request.principal, id=decision.decision_id)
+        fact = PolicyDecided(
+            decision_id=decision.decision_id,
+            request=request,
+            decision=decision.decision,
+            code=decision.code,
+            reasons=decision.reasons,
+            policy_version=decision.policy_version,
+        )
+        event = self.bus.new(
+            fact,
+            tenant=request.tenant,
+            cause=cause,
+            correlationid=request.goal_id or None,
+            principal=request.principal,
+            id=decision.decision_id,
+        )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.bus.publish(event), 2.0)
 
     async def approval(self, approval_id: str) -> ApprovalInfo | None:
         """The approval's current state (None if it cannot be read now)."""
         try:
-            msg = await self.bus.nc.request(POLICY_APPROVAL, ApprovalQuery(approval_id=approval_id)
-                                            .model_dump_json().encode(), timeout=self.settings.timeout_s)
+            msg = await self.bus.nc.request(
+                POLICY_APPROVAL,
+                ApprovalQuery(approval_id=approval_id).model_dump_json().encode(),
+                timeout=self.settings.timeout_s,
+            )
             return ApprovalReply.model_validate_json(msg.data).approval
         except (TimeoutError, nats.errors.Error, ValidationError):
             return None
 
-    async def decide_and_wait(self, request: PolicyRequest, cause: Event[Any] | None = None,
-                              wait_s: float | None = None,
-                              unavailable_wait_s: float | None = None) -> PolicyDecision:
+    async def decide_and_wait(
+        self,
+        request: PolicyRequest,
+        cause: Event[Any] | None = None,
+        wait_s: float | None = None,
+        unavailable_wait_s: float | None = None,
+    ) -> PolicyDecision:
         """Decide, waiting out an outage (see the module docs); on ``require_approval`` wait for the
         humans, then decide again (allow or deny)."""
         outage = unavailable_wait_s if unavailable_wait_s is not None else self.settings.unavailable_wait_s
@@ -214,11 +235,15 @@ class PolicyClient:
             if info is not None and info.status != "pending":
                 return await self.decide_when_available(request, cause, outage)
             await asyncio.sleep(self.settings.approval_poll_s)
-        return denial("expired", f"approval {decision.approval_id} not decided within "
-                                 f"{wait_s if wait_s is not None else self.settings.approval_wait_s:.0f}s")
+        return denial(
+            "expired",
+            f"approval {decision.approval_id} not decided within "
+            f"{wait_s if wait_s is not None else self.settings.approval_wait_s:.0f}s",
+        )
 
-    async def decide_when_available(self, request: PolicyRequest, cause: Event[Any] | None,
-                                    wait_s: float) -> PolicyDecision:
+    async def decide_when_available(
+        self, request: PolicyRequest, cause: Event[Any] | None, wait_s: float
+    ) -> PolicyDecision:
         """:meth:`decide`, asked again with backoff while the answer is only that no decision can be
         had now (:func:`retryable`), for up to ``wait_s``; then the last answer."""
         loop = asyncio.get_running_loop()
@@ -229,8 +254,13 @@ class PolicyClient:
             left = deadline - loop.time()
             if not retryable(decision) or left <= 0:
                 return decision
-            log.info("policy: no decision for %s %s (%s); asking again in %.1fs", request.action,
-                     request.resource, "; ".join(decision.reasons), min(pause, left))
+            log.info(
+                "policy: no decision for %s %s (%s); asking again in %.1fs",
+                request.action,
+                request.resource,
+                "; ".join(decision.reasons),
+                min(pause, left),
+            )
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, self.settings.unavailable_backoff_max_s)
 
@@ -239,11 +269,15 @@ class PolicyClient:
         """A model call's real cost against its reservation (None when the decision reserved nothing)."""
         if decision.reservation_id is None:
             return None
-        return Settlement(reservation_id=decision.reservation_id, cost_usd=sum(c.cost_usd for c in calls),
-                          tokens=sum(c.input_tokens + c.output_tokens for c in calls))
+        return Settlement(
+            reservation_id=decision.reservation_id,
+            cost_usd=sum(c.cost_usd for c in calls),
+            tokens=sum(c.input_tokens + c.output_tokens for c in calls),
+        )
 
-    async def settle(self, decision: PolicyDecision, request: PolicyRequest, calls: list[ModelCall],
-                     cause: Event[Any] | None = None) -> None:
+    async def settle(
+        self, decision: PolicyDecision, request: PolicyRequest, calls: list[ModelCall], cause: Event[Any] | None = None
+    ) -> None:
         """Report a model call's real cost against its reservation (a durable event the service settles).
 
         A task's last call may instead carry its :meth:`settlement` on ``task.completed``."""
@@ -251,8 +285,20 @@ class PolicyClient:
         if settlement is None:
             return
         data = BudgetSettlementRequested(
-            reservation_id=settlement.reservation_id, cost_usd=settlement.cost_usd, tokens=settlement.tokens,
-            agent=request.agent, goal_id=request.goal_id, task_id=request.task_id)
-        await self.bus.publish(self.bus.new(data, tenant=request.tenant, cause=cause,
-                                            correlationid=request.goal_id or None, principal=request.principal,
-                                            id=derived_event_id(settlement.reservation_id, "settle")))
+            reservation_id=settlement.reservation_id,
+            cost_usd=settlement.cost_usd,
+            tokens=settlement.tokens,
+            agent=request.agent,
+            goal_id=request.goal_id,
+            task_id=request.task_id,
+        )
+        await self.bus.publish(
+            self.bus.new(
+                data,
+                tenant=request.tenant,
+                cause=cause,
+                correlationid=request.goal_id or None,
+                principal=request.principal,
+                id=derived_event_id(settlement.reservation_id, "settle"),
+            )
+        )

@@ -34,8 +34,9 @@ class RecordConflict(AgentOSError):
 
     def __init__(self, key: str, expected: int, current: Record | None) -> None:
         now = f"revision {current.revision} by {current.by or 'unknown'}" if current else "deleted"
-        super().__init__(f"record {key} changed since revision {expected} (now {now}): "
-                         "re-read it and re-plan; nothing was written")
+        super().__init__(
+            f"record {key} changed since revision {expected} (now {now}): re-read it and re-plan; nothing was written"
+        )
         self.key, self.expected, self.current = key, expected, current
 
 
@@ -98,9 +99,16 @@ class Records:
             if not create:
                 raise
         with contextlib.suppress(nats.js.errors.BadRequestError):
-            return cls(await js.create_key_value(api.KeyValueConfig(
-                bucket=RECORDS_BUCKET, history=8, replicas=replicas,
-                description="AgentOS business records, written with expected revisions")))
+            return cls(
+                await js.create_key_value(
+                    api.KeyValueConfig(
+                        bucket=RECORDS_BUCKET,
+                        history=8,
+                        replicas=replicas,
+                        description="AgentOS business records, written with expected revisions",
+                    )
+                )
+            )
         return cls(await js.key_value(RECORDS_BUCKET))
 
     async def read(self, kind: str, id: str) -> Record | None:
@@ -114,8 +122,7 @@ class Records:
         doc = json.loads(entry.value)
         return Record(kind, id, doc.get("data", {}), entry.revision, doc.get("by", ""), doc.get("at", 0.0))
 
-    async def write(self, kind: str, id: str, data: dict[str, Any], *, expected_revision: int,
-                    by: str) -> Record:
+    async def write(self, kind: str, id: str, data: dict[str, Any], *, expected_revision: int, by: str) -> Record:
         """Write a new version if the record is still at ``expected_revision`` (0: it must not exist).
 
         Raises :class:`RecordConflict` (and writes nothing) otherwise.

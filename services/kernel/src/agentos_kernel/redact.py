@@ -34,8 +34,14 @@ import msgspec
 from agentos_schemas.personal import TOKEN_PREFIX
 
 KINDS = ("secret", "iban", "card", "national_id", "email", "phone")
-TOKENS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "iban": "[IBAN]",
-          "national_id": "[NATIONAL_ID]", "secret": "[SECRET]"}
+TOKENS = {
+    "email": "[EMAIL]",
+    "phone": "[PHONE]",
+    "card": "[CARD]",
+    "iban": "[IBAN]",
+    "national_id": "[NATIONAL_ID]",
+    "secret": "[SECRET]",
+}
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN|NATIONAL_ID|SECRET)\]")
 #: JSON keys whose values are identifiers or structure, never free text: left as they are.
 SKIP_KEYS = frozenset({"id", "charter", "output_schema", "schema", "parameters", "dataschema", "type"})
@@ -43,11 +49,24 @@ _ID_KEYS = ("_id", "_ids")
 _PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL")
 
 _DETECT_SECRETS = (  # (module, class) in detect_secrets.plugins
-    "aws.AWSKeyDetector azure_storage_key.AzureStorageKeyDetector basic_auth.BasicAuthDetector "
-    "discord.DiscordBotTokenDetector github_token.GitHubTokenDetector gitlab_token.GitLabTokenDetector "
-    "jwt.JwtTokenDetector mailchimp.MailchimpDetector npm.NpmDetector openai.OpenAIDetector "
-    "pypi_token.PypiTokenDetector sendgrid.SendGridDetector slack.SlackDetector square_oauth.SquareOAuthDetector "
-    "stripe.StripeDetector telegram_token.TelegramBotTokenDetector twilio.TwilioKeyDetector").split()
+    "aws.AWSKeyDetector",
+    "azure_storage_key.AzureStorageKeyDetector",
+    "basic_auth.BasicAuthDetector",
+    "discord.DiscordBotTokenDetector",
+    "github_token.GitHubTokenDetector",
+    "gitlab_token.GitLabTokenDetector",
+    "jwt.JwtTokenDetector",
+    "mailchimp.MailchimpDetector",
+    "npm.NpmDetector",
+    "openai.OpenAIDetector",
+    "pypi_token.PypiTokenDetector",
+    "sendgrid.SendGridDetector",
+    "slack.SlackDetector",
+    "square_oauth.SquareOAuthDetector",
+    "stripe.StripeDetector",
+    "telegram_token.TelegramBotTokenDetector",
+    "twilio.TwilioKeyDetector",
+)
 #: Gates for plugins whose patterns need no 16-character token run (see ``_GATES``).
 _PLUGIN_GATES = {"basic_auth": ":", "telegram_token": ":", "npm": ":", "jwt": "eyJ", "slack": "slack"}
 _OWN_SECRETS = (
@@ -127,12 +146,22 @@ def _secret_detectors() -> list[Detector]:
     for module, name in (entry.split(".") for entry in _DETECT_SECRETS):
         plugin = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), name)()
         for pattern in plugin.denylist:
-            found.append(Detector("secret", pattern, group=1 if module == "basic_auth" else 0,
-                                  gate=_PLUGIN_GATES.get(module, "token")))
+            found.append(
+                Detector(
+                    "secret", pattern, group=1 if module == "basic_auth" else 0, gate=_PLUGIN_GATES.get(module, "token")
+                )
+            )
     for text in _OWN_SECRETS:
         pattern = re.compile(text)
-        gate = ("kw" if "bearer" in text or "pwd" in text else "pkey" if "PRIVATE KEY" in text
-                else "slack" if "xox" in text else "token")
+        gate = (
+            "kw"
+            if "bearer" in text or "pwd" in text
+            else "pkey"
+            if "PRIVATE KEY" in text
+            else "slack"
+            if "xox" in text
+            else "token"
+        )
         found.append(Detector("secret", pattern, group=1 if pattern.groups else 0, gate=gate))
     return found
 
@@ -149,26 +178,43 @@ def default_detectors() -> list[Detector]:
     nino = r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
     return [
         *_secret_detectors(),
-        Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), iban.is_valid,
-                 gate="upper"),
-        Detector("card", re.compile(r"(?<![\d.])[2-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,7}(?![\d.])"), _card,
-                 gate="digits"),
+        Detector(
+            "iban",
+            re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
+            iban.is_valid,
+            gate="upper",
+        ),
+        Detector(
+            "card", re.compile(r"(?<![\d.])[2-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,7}(?![\d.])"), _card, gate="digits"
+        ),
         Detector("card", re.compile(r"(?<![\d.])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\d.])"), _card, gate="digits"),
         Detector("national_id", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), ssn.is_valid, gate="digits"),
         Detector("national_id", re.compile(r"\b[XYZ]?\d{7,8}-?[A-Z]\b"), _any_valid(dni, nie), gate="digits"),
-        Detector("national_id", re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b"), codicefiscale.is_valid,
-                 gate="upper"),
-        Detector("national_id", re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?\d{2} ?\d{3} ?\d{3} ?\d{2}(?!\d)"),
-                 nir.is_valid, gate="digits"),
-        Detector("national_id", re.compile(r"(?<![\d.])\d{3}\.\d{3}\.\d{3}-\d{2}(?!\d)"), cpf.is_valid,
-                 gate="digits"),
+        Detector(
+            "national_id",
+            re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b"),
+            codicefiscale.is_valid,
+            gate="upper",
+        ),
+        Detector(
+            "national_id",
+            re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?\d{2} ?\d{3} ?\d{3} ?\d{2}(?!\d)"),
+            nir.is_valid,
+            gate="digits",
+        ),
+        Detector("national_id", re.compile(r"(?<![\d.])\d{3}\.\d{3}\.\d{3}-\d{2}(?!\d)"), cpf.is_valid, gate="digits"),
         Detector("national_id", re.compile(nino), gate="upper"),
-        Detector("email", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-                 gate="@"),
-        Detector("phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w])"), _phone,
-                 gate="digits"),
-        Detector("phone", re.compile(r"(?<![\w.-])\(?\d{2,5}\)?[ .-]\d{3,4}[ .-]?\d{3,4}(?![\w-])"), _phone,
-                 gate="digits"),
+        Detector(
+            "email",
+            re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+            gate="@",
+        ),
+        Detector(
+            "phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w])"), _phone, gate="digits"
+        ),
+        Detector(
+            "phone", re.compile(r"(?<![\w.-])\(?\d{2,5}\)?[ .-]\d{3,4}[ .-]?\d{3,4}(?![\w-])"), _phone, gate="digits"
+        ),
     ]
 
 
@@ -249,8 +295,13 @@ class Redactor:
             value, key = stack.pop()
             kind = type(value)
             if kind is str:
-                if (len(value) >= 6 and key not in SKIP_KEYS and not key.endswith(_ID_KEYS)
-                        and not value.startswith(TOKEN_PREFIX) and scan(value)[1]):
+                if (
+                    len(value) >= 6
+                    and key not in SKIP_KEYS
+                    and not key.endswith(_ID_KEYS)
+                    and not value.startswith(TOKEN_PREFIX)
+                    and scan(value)[1]
+                ):
                     return True
             elif kind is dict:
                 stack.extend((v, k) for k, v in value.items())
@@ -272,8 +323,10 @@ class Redactor:
     def messages(self, messages: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], frozenset[str]]:
         """Chat messages with their text content (and tool-call arguments) redacted."""
         kinds: set[str] = set()
-        out = [{k: (self.value(v, kinds, "content") if k in ("content", "tool_calls") else v)
-                for k, v in m.items()} for m in messages]
+        out = [
+            {k: (self.value(v, kinds, "content") if k in ("content", "tool_calls") else v) for k, v in m.items()}
+            for m in messages
+        ]
         return out, frozenset(kinds)
 
 

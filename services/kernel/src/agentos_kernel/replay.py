@@ -19,8 +19,15 @@ from agentos_kernel.exceptions import BusUnavailable
 log = logging.getLogger("agentos.replay")
 
 
-async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]], Awaitable[Any] | Any],
-                 *, batch: int = 512, timeout: float = 300.0, since: dt.datetime | None = None) -> int:
+async def replay(
+    bus: Bus,
+    subjects: Sequence[str],
+    apply: Callable[[Event[Any]], Awaitable[Any] | Any],
+    *,
+    batch: int = 512,
+    timeout: float = 300.0,
+    since: dt.datetime | None = None,
+) -> int:
     """Feed every stored event on ``subjects`` (oldest first, from ``since`` or the log's start, up
     to the log's end now) to ``apply``.
 
@@ -28,10 +35,16 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
     slow, since a service that rebuilt from part of the log would act on a wrong state. Skipped:
     undecodable events (consumers dead-letter them) and later messages with an id already read
     (the first is the fact, as for consumers). Returns the last stream sequence read."""
-    start = ({"deliver_policy": api.DeliverPolicy.ALL} if since is None else
-             {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()})
+    start = (
+        {"deliver_policy": api.DeliverPolicy.ALL}
+        if since is None
+        else {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()}
+    )
     config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, filter_subjects=list(subjects), inactive_threshold=60.0, mem_storage=True,
+        ack_policy=api.AckPolicy.NONE,
+        filter_subjects=list(subjects),
+        inactive_threshold=60.0,
+        mem_storage=True,
         **start,
     )
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
@@ -61,8 +74,7 @@ async def replay(bus: Bus, subjects: Sequence[str], apply: Callable[[Event[Any]]
         await psub.unsubscribe()
 
 
-async def _apply_one(bus: Bus, msg: Any, apply: Callable[[Event[Any]], Awaitable[Any] | Any],
-                     seen: set[str]) -> None:
+async def _apply_one(bus: Bus, msg: Any, apply: Callable[[Event[Any]], Awaitable[Any] | Any], seen: set[str]) -> None:
     try:
         event = await bus.decode(msg.data, msg.headers)
     except codec.DecodeError:

@@ -90,8 +90,12 @@ class Replies:
             self._prefix = prefix
             self._sweeper = asyncio.create_task(self._sweep(), name="nats-replies-sweeper")
 
-    async def request(self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None,
-                      ) -> asyncio.Future[Msg]:
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Msg]:
         """Send now; the returned future gets the reply, or :class:`TimeoutError` after ``timeout_s``."""
         if self._sub is None:
             await self._start()
@@ -107,8 +111,12 @@ class Replies:
             raise
         return future
 
-    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None,
-                      ) -> asyncio.Future[Msg]:
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Msg]:
         """A JetStream publish with its ack pending; read the ack with :func:`pub_ack`."""
         return await self.request(subject, payload, headers)
 
@@ -134,7 +142,7 @@ class Replies:
         return len(self._pending)
 
     async def _on_reply(self, msg: Msg) -> None:
-        item = self._pending.pop(msg.subject[len(self._prefix):], None)
+        item = self._pending.pop(msg.subject[len(self._prefix) :], None)
         if item is not None and not item[0].done():
             item[0].set_result(msg)
 

@@ -41,7 +41,9 @@ def resolve(settings: KernelSettings) -> KernelSettings:
     if settings.nats_url and settings.database_url:
         return settings
     info = read_runtime(settings) or {}
-    return settings.model_copy(update={
-        "nats_url": settings.nats_url or info.get("nats_url"),
-        "database_url": settings.database_url or info.get("database_url"),
-    })
+    return settings.model_copy(
+        update={
+            "nats_url": settings.nats_url or info.get("nats_url"),
+            "database_url": settings.database_url or info.get("database_url"),
+        }
+    )

@@ -106,10 +106,15 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
         now = time.time()
         failing = [f"{c.durable}: {e[1]}" for c in ctx.consumers if (e := c.last_error) and now - e[0] < 60]
         report = {
-            "service": ctx.name, "instance": ctx.instance, "pid": os.getpid(), "started": started,
-            "ts": now, "consumers": [c.durable for c in ctx.consumers],
+            "service": ctx.name,
+            "instance": ctx.instance,
+            "pid": os.getpid(),
+            "started": started,
+            "ts": now,
+            "consumers": [c.durable for c in ctx.consumers],
             "dead_lettered": sum(c.dead_lettered for c in ctx.consumers),
-            "consumer_error": "; ".join(failing) or None, **ctx.status,
+            "consumer_error": "; ".join(failing) or None,
+            **ctx.status,
         }
         report["status"] = _state(ctx, report)
         with contextlib.suppress(Exception):
@@ -145,8 +150,9 @@ def _supervisor() -> int:
     return int(value) if value.isdigit() else 0
 
 
-async def run_service(name: str, setup: Setup, settings: KernelSettings, *, database: bool = False,
-                      verbatim_json: bool = False) -> None:
+async def run_service(
+    name: str, setup: Setup, settings: KernelSettings, *, database: bool = False, verbatim_json: bool = False
+) -> None:
     """Run a service until SIGTERM or SIGINT, or until the supervisor named by
     ``AGENTOS_SUPERVISOR_PID`` (``agentos up``, a gateway's first process) is gone; then stop it
     gracefully."""

@@ -58,9 +58,14 @@ log = logging.getLogger("agentos.shred")
 KEYS_BUCKET = "AGENTOS_SUBJECT_KEYS"
 KEYS_STREAM = f"KV_{KEYS_BUCKET}"
 _NONCE = 12
-_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-              nats.errors.ConnectionReconnectingError, nats.js.errors.ServiceUnavailableError,
-              asyncio.TimeoutError)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
 
 
 class ShredError(AgentOSError):
@@ -124,7 +129,7 @@ class _Nonces:
                 self._block, self._at = os.urandom(self.BLOCK), 0
             at = self._at
             self._at = at + _NONCE
-            return self._block[at:at + _NONCE]
+            return self._block[at : at + _NONCE]
 
 
 _nonces = _Nonces()
@@ -149,8 +154,7 @@ def open_value(value: str, key: tuple[int, AESGCM] | None, type_: str, field: st
         raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
         return key[1].decrypt(raw[:_NONCE], raw[_NONCE:], _aad(name, revision, type_, field)).decode()
     except (InvalidTag, ValueError, UnicodeDecodeError):
-        log.warning("a %s.%s token sealed with key %s.%d does not open: read as erased", type_, field, name,
-                    revision)
+        log.warning("a %s.%s token sealed with key %s.%d does not open: read as erased", type_, field, name, revision)
         return ERASED
 
 
@@ -196,16 +200,27 @@ class SubjectKeys:
         # What nats-py's create_key_value makes for history 1, except deny_delete: erasure
         # overwrites the key's message with JetStream's secure delete before purging it.
         return api.StreamConfig(
-            name=KEYS_STREAM, description="AgentOS per-data-subject keys (crypto-shredding)",
-            subjects=[f"$KV.{KEYS_BUCKET}.>"], allow_direct=True, allow_rollup_hdrs=True, deny_delete=False,
-            deny_purge=False, discard=api.DiscardPolicy.NEW, duplicate_window=120, max_msgs_per_subject=1,
-            max_msgs=-1, max_consumers=-1, num_replicas=self.replicas, storage=api.StorageType.FILE)
+            name=KEYS_STREAM,
+            description="AgentOS per-data-subject keys (crypto-shredding)",
+            subjects=[f"$KV.{KEYS_BUCKET}.>"],
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            deny_delete=False,
+            deny_purge=False,
+            discard=api.DiscardPolicy.NEW,
+            duplicate_window=120,
+            max_msgs_per_subject=1,
+            max_msgs=-1,
+            max_consumers=-1,
+            num_replicas=self.replicas,
+            storage=api.StorageType.FILE,
+        )
 
     async def _start_watch(self) -> None:
         prefix = f"$KV.{KEYS_BUCKET}."
 
         async def on_change(msg: Any) -> None:
-            name = msg.subject[len(prefix):]
+            name = msg.subject[len(prefix) :]
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE):
                 self._cache[name] = None
@@ -220,8 +235,14 @@ class SubjectKeys:
                     self._cache.pop(name, None)
 
         self._watch = await self.js.subscribe(
-            f"{prefix}>", stream=KEYS_STREAM, cb=on_change, ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.NEW, headers_only=True, inactive_threshold=300.0)
+            f"{prefix}>",
+            stream=KEYS_STREAM,
+            cb=on_change,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+            headers_only=True,
+            inactive_threshold=300.0,
+        )
 
     async def _read(self, name: str) -> tuple[int, AESGCM] | None:
         kv = await self.bucket()
@@ -286,10 +307,8 @@ class SubjectKeys:
         name = key_name(tenant, subject)
         kv = await self.bucket()
         revision = 0
-        try:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             revision = (await kv.get(name)).revision
-        except nats.js.errors.KeyNotFoundError:
-            pass
         if revision:
             try:  # JetStream's secure delete: the message is overwritten with random bytes
                 await self.js.delete_msg(KEYS_STREAM, revision)
@@ -316,8 +335,10 @@ class Shredder:
     def missing(self, event: Event[Any], plan: PersonalPlan) -> str | None:
         """The key name to fetch (or create) before this event can be sealed; None when its
         key is already in this process or it has nothing to seal (empty personal fields cost no key)."""
-        if not any(isinstance(value := getattr(event.data, f, None), str) and value and not is_token(value)
-                   for f in plan.fields):
+        if not any(
+            isinstance(value := getattr(event.data, f, None), str) and value and not is_token(value)
+            for f in plan.fields
+        ):
             return None
         name = key_name(event.tenant, subject_of(event, plan))
         return None if self.keys._cache.get(name) is not None else name
@@ -330,8 +351,11 @@ class Shredder:
 
     async def ready_all(self, events: list[Event[Any]]) -> None:
         """:meth:`ready` for many events: each missing key fetched once, all of them together."""
-        names = {name for e in events
-                 if (plan := plan_for(e.type)) is not None and (name := self.missing(e, plan)) is not None}
+        names = {
+            name
+            for e in events
+            if (plan := plan_for(e.type)) is not None and (name := self.missing(e, plan)) is not None
+        }
         if len(names) == 1:
             await self.keys.for_sealing(names.pop())
         elif names:
@@ -374,6 +398,17 @@ async def erase(js: JetStreamContext, tenant: str, subject: str, *, replicas: in
 
 
 __all__ = [
-    "ERASED", "KEYS_BUCKET", "KEYS_STREAM", "Erasure", "ShredError", "Shredder", "SubjectKeys", "erase",
-    "key_name", "open_value", "plan_for", "seal_value", "subject_of",
+    "ERASED",
+    "KEYS_BUCKET",
+    "KEYS_STREAM",
+    "Erasure",
+    "ShredError",
+    "Shredder",
+    "SubjectKeys",
+    "erase",
+    "key_name",
+    "open_value",
+    "plan_for",
+    "seal_value",
+    "subject_of",
 ]

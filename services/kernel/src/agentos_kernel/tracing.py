@@ -91,11 +91,15 @@ def consume_span(event: Event[Any], consumer: str) -> Iterator[trace.Span]:
         # Nothing records spans: give the handler a span id of its own in the producer's trace
         # (so what it publishes is a child hop), without building an SDK span that goes nowhere.
         up = trace.get_current_span(parent).get_span_context()
-        own = trace.NonRecordingSpan(trace.SpanContext(
-            trace_id=up.trace_id if up.is_valid else _ids.generate_trace_id(),
-            span_id=_ids.generate_span_id(), is_remote=False,
-            trace_flags=up.trace_flags if up.is_valid else trace.TraceFlags(trace.TraceFlags.SAMPLED),
-            trace_state=up.trace_state if up.is_valid else None))
+        own = trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id=up.trace_id if up.is_valid else _ids.generate_trace_id(),
+                span_id=_ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=up.trace_flags if up.is_valid else trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                trace_state=up.trace_state if up.is_valid else None,
+            )
+        )
         token = otel_context.attach(trace.set_span_in_context(own, parent))
         try:
             yield own

@@ -46,8 +46,14 @@ class Document:
     def row(self) -> EntryRow:
         """The committed semantic entry this file becomes."""
         return EntryRow(
-            id=semantic_entry_id(self.name), tenant=self.tenant, kind="semantic", content=self.content,
-            status="committed", tags=self.tags, source=self.name, reviewer=CURATOR,
+            id=semantic_entry_id(self.name),
+            tenant=self.tenant,
+            kind="semantic",
+            content=self.content,
+            status="committed",
+            tags=self.tags,
+            source=self.name,
+            reviewer=CURATOR,
         )
 
 
@@ -87,8 +93,9 @@ def parse(name: str, text: str) -> Document:
     content = body.strip()
     if not content:
         raise ConfigError(f"{name!r}: the file has no content")
-    return Document(name=name, tenant=_tenant(name, meta.get("tenant")),
-                    tags=tuple(str(t) for t in tags), content=content)
+    return Document(
+        name=name, tenant=_tenant(name, meta.get("tenant")), tags=tuple(str(t) for t in tags), content=content
+    )
 
 
 def read_dir(directory: Path) -> list[Document]:

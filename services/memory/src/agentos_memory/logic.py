@@ -87,9 +87,18 @@ def semantic_entry_id(file_name: str) -> str:
 def proposal_row(event_id: str, tenant: str, data: MemoryProposed, at: dt.datetime | None) -> EntryRow:
     """A proposed entry with its full provenance (the proposing event, agent, goal, task, step)."""
     return EntryRow(
-        id=data.entry_id, tenant=tenant, kind=data.kind, content=data.content, status="proposed",
-        tags=tuple(data.tags), agent=data.agent, goal_id=data.goal_id, task_id=data.task_id,
-        step_id=data.step_id, event_id=event_id, created_at=at,
+        id=data.entry_id,
+        tenant=tenant,
+        kind=data.kind,
+        content=data.content,
+        status="proposed",
+        tags=tuple(data.tags),
+        agent=data.agent,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        step_id=data.step_id,
+        event_id=event_id,
+        created_at=at,
     )
 
 
@@ -98,10 +107,19 @@ def working_row(event_id: str, tenant: str, data: TaskCompleted, at: dt.datetime
     header = f"Step {data.step_id} by {data.agent}:"
     body = summarize_output(data.output, WORKING_SUMMARY_CHARS - len(header) - 1)
     return EntryRow(
-        id=working_entry_id(data.task_id), tenant=tenant, kind="working",
-        content=f"{header}\n{body}", status="committed", tags=(data.step_id,),
-        agent=data.agent, goal_id=data.goal_id, task_id=data.task_id, step_id=data.step_id,
-        event_id=event_id, reviewer=None, created_at=at,
+        id=working_entry_id(data.task_id),
+        tenant=tenant,
+        kind="working",
+        content=f"{header}\n{body}",
+        status="committed",
+        tags=(data.step_id,),
+        agent=data.agent,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        step_id=data.step_id,
+        event_id=event_id,
+        reviewer=None,
+        created_at=at,
     )
 
 

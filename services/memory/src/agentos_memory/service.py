@@ -41,8 +41,10 @@ from agentos_memory.settings import MemorySettings
 NAME = "memory"
 DURABLE = "memory"
 FILTERS = [
-    "agentos.*.memory.proposed", "agentos.*.memory.reviewed",
-    "agentos.*.task.completed", "agentos.*.task.reviewed",
+    "agentos.*.memory.proposed",
+    "agentos.*.memory.reviewed",
+    "agentos.*.task.completed",
+    "agentos.*.task.reviewed",
 ]
 
 log = logging.getLogger("agentos.memory")
@@ -156,8 +158,9 @@ async def setup(ctx: ServiceContext) -> None:
     async def search(request: MemorySearch) -> MemorySearchResult:
         return await answer(pool, request)
 
-    sub = await ctx.bus.serve(MEMORY_SEARCH, MemorySearch, search, queue=NAME,
-                              error_reply=lambda message: MemorySearchResult(error=message))
+    sub = await ctx.bus.serve(
+        MEMORY_SEARCH, MemorySearch, search, queue=NAME, error_reply=lambda message: MemorySearchResult(error=message)
+    )
     ctx.closers.append(sub.unsubscribe)
 
 

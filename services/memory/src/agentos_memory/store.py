@@ -79,8 +79,10 @@ MIGRATIONS = [
     """,
 ]
 
-_COLUMNS = ("id, tenant, kind, content, tags, agent, goal_id, task_id, step_id, event_id, source, "
-            "status, reviewer, created_at, duplicate_of, refusal, reviewed_at")
+_COLUMNS = (
+    "id, tenant, kind, content, tags, agent, goal_id, task_id, step_id, event_id, source, "
+    "status, reviewer, created_at, duplicate_of, refusal, reviewed_at"
+)
 _INSERT = f"""
     INSERT INTO {S}.entries ({_COLUMNS})
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()), $15, $16,
@@ -113,8 +115,10 @@ _PINNED = f"""
     ORDER BY score DESC, e.created_at DESC, e.id LIMIT $4"""
 
 
-_KEY = ("btrim(regexp_replace(regexp_replace(lower($2::text), '[^[:alnum:][:space:]_]+', ' ', 'g'), "
-        "'[[:space:]]+', ' ', 'g'))")
+_KEY = (
+    "btrim(regexp_replace(regexp_replace(lower($2::text), '[^[:alnum:][:space:]_]+', ' ', 'g'), "
+    "'[[:space:]]+', ' ', 'g'))"
+)
 _TWINS = f"""
     SELECT id, content FROM (
         (SELECT id, content, 2.0::float8 AS score FROM {S}.entries
@@ -134,9 +138,24 @@ async def migrate_schema(pool: asyncpg.Pool) -> None:
 
 
 def _values(row: EntryRow) -> tuple[object, ...]:
-    return (row.id, row.tenant, row.kind, row.content, list(row.tags), row.agent, row.goal_id,
-            row.task_id, row.step_id, row.event_id, row.source, row.status, row.reviewer, row.created_at,
-            row.duplicate_of, row.refusal)
+    return (
+        row.id,
+        row.tenant,
+        row.kind,
+        row.content,
+        list(row.tags),
+        row.agent,
+        row.goal_id,
+        row.task_id,
+        row.step_id,
+        row.event_id,
+        row.source,
+        row.status,
+        row.reviewer,
+        row.created_at,
+        row.duplicate_of,
+        row.refusal,
+    )
 
 
 async def insert_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
@@ -166,8 +185,9 @@ async def committed_twins(conn: asyncpg.Connection, row: EntryRow, limit: int = 
     Takes the tenant's duplicate lock first, so two proposals of one finding checked at the same
     moment (two goals, two replicas) cannot both miss the other's commit."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agentos-memory-dedup'), hashtext($1))", row.tenant)
-    rows = await conn.fetch(_TWINS, [row.tenant, ANY_TENANT], row.content, row.kind, row.id,
-                            or_query(row.content), limit)
+    rows = await conn.fetch(
+        _TWINS, [row.tenant, ANY_TENANT], row.content, row.kind, row.id, or_query(row.content), limit
+    )
     return [(r["id"], r["content"]) for r in rows]
 
 
@@ -176,9 +196,20 @@ async def proposed_entries(conn: asyncpg.Connection, tenant: str, task_id: str) 
     rows = await conn.fetch(
         f"""SELECT id, tenant, kind, content, tags FROM {S}.entries
             WHERE tenant = $1 AND task_id = $2 AND status = 'proposed' AND kind <> 'working' ORDER BY id""",
-        tenant, task_id)
-    return [EntryRow(id=r["id"], tenant=r["tenant"], kind=r["kind"], content=r["content"], status="proposed",
-                     tags=tuple(r["tags"])) for r in rows]
+        tenant,
+        task_id,
+    )
+    return [
+        EntryRow(
+            id=r["id"],
+            tenant=r["tenant"],
+            kind=r["kind"],
+            content=r["content"],
+            status="proposed",
+            tags=tuple(r["tags"]),
+        )
+        for r in rows
+    ]
 
 
 async def refuse_entry(conn: asyncpg.Connection, tenant: str, entry_id: str, of: str, reason: str) -> None:
@@ -186,7 +217,11 @@ async def refuse_entry(conn: asyncpg.Connection, tenant: str, entry_id: str, of:
     await conn.execute(
         f"""UPDATE {S}.entries SET status = 'rejected', reviewer = '{DEDUP_REVIEWER}', duplicate_of = $3,
                 refusal = $4, reviewed_at = now() WHERE tenant = $1 AND id = $2 AND status = 'proposed'""",
-        tenant, entry_id, of, reason)
+        tenant,
+        entry_id,
+        of,
+        reason,
+    )
 
 
 async def lock_task(conn: asyncpg.Connection, tenant: str, task_id: str) -> None:
@@ -195,30 +230,35 @@ async def lock_task(conn: asyncpg.Connection, tenant: str, task_id: str) -> None
     A review and a proposal of the same task handled at the same moment (two replicas, or
     concurrent handlers) would otherwise each miss the other's uncommitted row.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agentos-memory'), hashtext($1))",
-                       f"{tenant}/{task_id}")
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agentos-memory'), hashtext($1))", f"{tenant}/{task_id}")
 
 
-async def record_task_review(conn: asyncpg.Connection, tenant: str, task_id: str, review: Review,
-                             event_id: str) -> None:
+async def record_task_review(
+    conn: asyncpg.Connection, tenant: str, task_id: str, review: Review, event_id: str
+) -> None:
     """Remember the latest verdict on a task, for proposals that arrive after it."""
     await conn.execute(
         f"""INSERT INTO {S}.task_reviews (tenant, task_id, status, reviewer, event_id)
             VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (tenant, task_id) DO UPDATE SET status = excluded.status,
                 reviewer = excluded.reviewer, event_id = excluded.event_id, reviewed_at = now()""",
-        tenant, task_id, review.status, review.reviewer, event_id)
+        tenant,
+        task_id,
+        review.status,
+        review.reviewer,
+        event_id,
+    )
 
 
 async def task_review(conn: asyncpg.Connection, tenant: str, task_id: str) -> Review | None:
     """The latest verdict on a task, if it has been reviewed."""
     row = await conn.fetchrow(
-        f"SELECT status, reviewer FROM {S}.task_reviews WHERE tenant = $1 AND task_id = $2", tenant, task_id)
+        f"SELECT status, reviewer FROM {S}.task_reviews WHERE tenant = $1 AND task_id = $2", tenant, task_id
+    )
     return None if row is None else Review(row["status"], row["reviewer"])
 
 
-async def review_task_entries(conn: asyncpg.Connection, tenant: str, task_id: str,
-                              review: Review) -> list[str]:
+async def review_task_entries(conn: asyncpg.Connection, tenant: str, task_id: str, review: Review) -> list[str]:
     """Apply a task's verdict to its proposals; a rejection also rejects its working memory.
 
     Returns the ids whose status changed.
@@ -228,25 +268,40 @@ async def review_task_entries(conn: asyncpg.Connection, tenant: str, task_id: st
             WHERE tenant = $1 AND task_id = $2
               AND (status = 'proposed' OR ($3 = 'rejected' AND kind = 'working' AND status = 'committed'))
             RETURNING id""",
-        tenant, task_id, review.status, review.reviewer)
+        tenant,
+        task_id,
+        review.status,
+        review.reviewer,
+    )
     return sorted(r["id"] for r in rows)
 
 
-async def review_entries(conn: asyncpg.Connection, tenant: str, ids: Sequence[str],
-                         review: Review) -> list[str]:
+async def review_entries(conn: asyncpg.Connection, tenant: str, ids: Sequence[str], review: Review) -> list[str]:
     """Apply a verdict to the tenant's still-proposed entries among ``ids``; returns those changed."""
     rows = await conn.fetch(
         f"""UPDATE {S}.entries SET status = $3, reviewer = $4, reviewed_at = now()
             WHERE tenant = $1 AND id = ANY($2::text[]) AND status = 'proposed' RETURNING id""",
-        tenant, list(ids), review.status, review.reviewer)
+        tenant,
+        list(ids),
+        review.status,
+        review.reviewer,
+    )
     return sorted(r["id"] for r in rows)
 
 
 def _entry(row: asyncpg.Record) -> MemoryEntry:
     return MemoryEntry(
-        id=row["id"], kind=row["kind"], content=row["content"], tags=tuple(row["tags"]),
-        score=float(row["score"]), agent=row["agent"], goal_id=row["goal_id"], task_id=row["task_id"],
-        event_id=row["event_id"], source=row["source"], created_at=row["created_at"],
+        id=row["id"],
+        kind=row["kind"],
+        content=row["content"],
+        tags=tuple(row["tags"]),
+        score=float(row["score"]),
+        agent=row["agent"],
+        goal_id=row["goal_id"],
+        task_id=row["task_id"],
+        event_id=row["event_id"],
+        source=row["source"],
+        created_at=row["created_at"],
     )
 
 
@@ -264,6 +319,5 @@ async def search(pool: asyncpg.Pool, request: MemorySearch) -> tuple[list[Memory
             pinned = await conn.fetch(_PINNED, request.tenant, words, ALWAYS_FLOOR, request.k)
         matched: list[asyncpg.Record] = []
         if words:
-            matched = await conn.fetch(_MATCHES, request.tenant, words, list(request.kinds),
-                                       request.goal_id, request.k)
+            matched = await conn.fetch(_MATCHES, request.tenant, words, list(request.kinds), request.goal_id, request.k)
     return [_entry(r) for r in pinned], [_entry(r) for r in matched]

@@ -26,7 +26,23 @@ from agentos_offline_model.scenario import (
 from agentos_offline_model.server import OfflineModelServer, main
 
 __all__ = [
-    "REFUSAL_TEXT", "Answer", "ChatRequest", "Fault", "Match", "OfflineModelServer", "RequestFacts",
-    "Respond", "Rule", "RuleHit", "Scenario", "ToolCallSpec", "build_app", "count_tokens",
-    "default_text", "generate_from_schema", "json_object_answer", "main", "plan_answer",
+    "REFUSAL_TEXT",
+    "Answer",
+    "ChatRequest",
+    "Fault",
+    "Match",
+    "OfflineModelServer",
+    "RequestFacts",
+    "Respond",
+    "Rule",
+    "RuleHit",
+    "Scenario",
+    "ToolCallSpec",
+    "build_app",
+    "count_tokens",
+    "default_text",
+    "generate_from_schema",
+    "json_object_answer",
+    "main",
+    "plan_answer",
 ]

@@ -110,9 +110,7 @@ def _rule_answer(scenario: Scenario, hit: RuleHit, request: ChatRequest, facts: 
     return Answer(content=content, delay_s=delay, rule=rule.name)
 
 
-def _fault_answer(
-    fault: str, scenario: Scenario, hit: RuleHit, request: ChatRequest, facts: RequestFacts
-) -> Answer:
+def _fault_answer(fault: str, scenario: Scenario, hit: RuleHit, request: ChatRequest, facts: RequestFacts) -> Answer:
     latency = hit.rule.latency_ms
     delay = (latency or 0) / 1000
     if fault == "timeout":
@@ -192,17 +190,20 @@ def completion_body(request: ChatRequest, answer: Answer, completion_id: str) ->
         "created": int(time.time()),
         "model": request.model,
         "system_fingerprint": "fp_offline",
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}],
         "usage": usage(request, answer),
     }
 
 
 def stream_events(request: ChatRequest, answer: Answer, completion_id: str) -> Iterator[str]:
     """The server-sent events of a streamed answer, ending with ``data: [DONE]``."""
-    head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": request.model, "system_fingerprint": "fp_offline"}
+    head = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": request.model,
+        "system_fingerprint": "fp_offline",
+    }
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -270,8 +271,10 @@ def build_app(scenario: Scenario) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "agentos-offline"}
-                for name in scenario.served_models()]
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "agentos-offline"}
+            for name in scenario.served_models()
+        ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")

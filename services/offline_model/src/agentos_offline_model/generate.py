@@ -182,7 +182,7 @@ def _number(schema: dict[str, Any], integer: bool) -> int | float:
     step = schema.get("multipleOf")
     if step:
         value = math.ceil(value / step) * step
-    return int(math.ceil(value)) if integer else float(value)
+    return math.ceil(value) if integer else float(value)
 
 
 def _bound(schema: dict[str, Any], key: str) -> float | None:

@@ -62,9 +62,7 @@ class RequestFacts:
     @classmethod
     def from_request(cls, model: str, messages: list[dict[str, Any]]) -> RequestFacts:
         """Extract the facts from a request's model name and its list of messages."""
-        system = "\n".join(
-            message_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
-        )
+        system = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
         users = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
         found = _AGENT_LINE.search(system)
         return cls(
@@ -90,9 +88,11 @@ class Match(BaseModel):
     user_regex: str | None = Field(default=None, description="regex searched in the last user message")
     has_tool_result: bool | None = None
     any_user_contains: str | None = Field(
-        default=None, description="substring of any user message of the conversation, not only the last")
+        default=None, description="substring of any user message of the conversation, not only the last"
+    )
     turn: int | None = Field(
-        default=None, ge=1, description="the conversation's model turn: 1 + the assistant messages in it")
+        default=None, ge=1, description="the conversation's model turn: 1 + the assistant messages in it"
+    )
 
     @field_validator("user_regex")
     @classmethod
@@ -135,7 +135,8 @@ class Respond(BaseModel):
     tool_calls: list[ToolCallSpec] | None = None
     fault: Fault | None = None
     template: bool = Field(
-        default=True, description="fill {user}, {agent}, {model} and {n}; false serves the answer verbatim")
+        default=True, description="fill {user}, {agent}, {model} and {n}; false serves the answer verbatim"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Respond:

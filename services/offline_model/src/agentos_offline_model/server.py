@@ -85,8 +85,11 @@ class OfflineModelServer:
         sock.bind((self._host, self._requested_port))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            build_app(self.scenario), log_level=self._log_level, lifespan="off",
-            timeout_graceful_shutdown=2, access_log=False,
+            build_app(self.scenario),
+            log_level=self._log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            access_log=False,
         )
         server = uvicorn.Server(config)
         self._server = server

@@ -63,5 +63,4 @@ def check(output: Mapping[str, Any], claims: Mapping[str, str], effects: Sequenc
 
 def feedback(problems: Sequence[str]) -> str:
     """The rejection's feedback: every contradicted claim, and what to do."""
-    return ("Claims not borne out by the record: " + " | ".join(problems)
-            + ". Report only what was actually done.")
+    return "Claims not borne out by the record: " + " | ".join(problems) + ". Report only what was actually done."

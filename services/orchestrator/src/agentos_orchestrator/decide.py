@@ -59,9 +59,20 @@ def task_id(goal: Goal, step: Step, attempt: int) -> str:
 
 
 def fail(goal: Goal, now: float, code: FailureCode, reason: str) -> list[Command]:
-    return [Emit(GoalFailed(goal_id=goal.goal_id, code=code, reason=reason, cost_usd=goal.cost_usd,
-                            tokens=goal.tokens, duration_s=now - goal.submitted_at,
-                            steps_run=goal.attempts_total), derived_event_id(goal.goal_id, "failed"))]
+    return [
+        Emit(
+            GoalFailed(
+                goal_id=goal.goal_id,
+                code=code,
+                reason=reason,
+                cost_usd=goal.cost_usd,
+                tokens=goal.tokens,
+                duration_s=now - goal.submitted_at,
+                steps_run=goal.attempts_total,
+            ),
+            derived_event_id(goal.goal_id, "failed"),
+        )
+    ]
 
 
 def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0) -> list[Command]:
@@ -70,8 +81,12 @@ def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0)
     limits = goal.limits
     if now - goal.submitted_at > limits.deadline_s:
         held = "; ".join(h.reason for h in goal.held.values())
-        return fail(goal, now, "deadline", f"deadline of {limits.deadline_s:.0f}s passed"
-                    + (f" while held: {held}" if held else ""))
+        return fail(
+            goal,
+            now,
+            "deadline",
+            f"deadline of {limits.deadline_s:.0f}s passed" + (f" while held: {held}" if held else ""),
+        )
     if goal.cost_usd > limits.budget_usd:
         return fail(goal, now, "budget", f"spent {usd(goal.cost_usd)} of a {usd(limits.budget_usd)} budget")
     if goal.status == "planning":
@@ -82,8 +97,12 @@ def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0)
         return [complete(goal, now)]
     for step in goal.steps.values():
         if step.status == "failed" and step.failure_code in GOAL_ENDING:
-            return fail(goal, now, GOAL_ENDING[step.failure_code],
-                        f"step {step.spec.step_id!r}: {step.last_error or step.failure_code}")
+            return fail(
+                goal,
+                now,
+                GOAL_ENDING[step.failure_code],
+                f"step {step.spec.step_id!r}: {step.last_error or step.failure_code}",
+            )
     return _advance(world, goal, now, wait_timeout)
 
 
@@ -142,17 +161,27 @@ def _verdict(goal: Goal, step: Step) -> Emit:
     review_task = step.review_task_id
     # No review task: the record contradicted the output's claims (see attest), no model was asked.
     reviewer = attest.REVIEWER if review_task is None else goal.assigned_agent.get(review_task, "qa")
-    event_id = (derived_event_id(step.task_id or "", "attested") if review_task is None
-                else derived_event_id(review_task, "reviewed"))
-    return Emit(TaskReviewed(
-        goal_id=goal.goal_id, step_id=step.spec.step_id, task_id=step.task_id or "",
-        verdict="accepted" if accepted else "rejected",
-        feedback=str(output.get("feedback") or ("" if accepted else f"unusable verdict {verdict!r}")),
-        reviewer=reviewer), event_id)
+    event_id = (
+        derived_event_id(step.task_id or "", "attested")
+        if review_task is None
+        else derived_event_id(review_task, "reviewed")
+    )
+    return Emit(
+        TaskReviewed(
+            goal_id=goal.goal_id,
+            step_id=step.spec.step_id,
+            task_id=step.task_id or "",
+            verdict="accepted" if accepted else "rejected",
+            feedback=str(output.get("feedback") or ("" if accepted else f"unusable verdict {verdict!r}")),
+            reviewer=reviewer,
+        ),
+        event_id,
+    )
 
 
-def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_timeout: float,
-            pending: dict[str, int]) -> Emit | None:
+def _assign(
+    world: World, goal: Goal, step: Step, kind: str, now: float, wait_timeout: float, pending: dict[str, int]
+) -> Emit | None:
     capability = REVIEW_CAPABILITY if kind == "review" else step.spec.capability
     agent = _pick_agent(world, capability, pending)
     if agent is None and capability not in world.agents.served():
@@ -161,26 +190,47 @@ def _assign(world: World, goal: Goal, step: Step, kind: str, now: float, wait_ti
     if agent is None:
         since = world.wait(goal, step.spec.step_id, now)
         if now - since > wait_timeout and not goal.escalated:
-            return Emit(GoalEscalated(goal_id=goal.goal_id, step_id=step.spec.step_id, to="operator",
-                                      reason=f"no {capability!r} specialist available for {now - since:.0f}s"),
-                        derived_event_id(goal.goal_id, "escalated", step.spec.step_id))
+            return Emit(
+                GoalEscalated(
+                    goal_id=goal.goal_id,
+                    step_id=step.spec.step_id,
+                    to="operator",
+                    reason=f"no {capability!r} specialist available for {now - since:.0f}s",
+                ),
+                derived_event_id(goal.goal_id, "escalated", step.spec.step_id),
+            )
         return None
     spec = step.spec
     if kind == "review":
         tid = f"{step.task_id}/qa{step.reviews + 1}"
         data = TaskAssigned(
-            task_id=tid, goal_id=goal.goal_id, step_id=spec.step_id, attempt=step.reviews + 1, agent=agent,
-            capability=capability, goal_text=goal.text, review_of=spec.step_id,
+            task_id=tid,
+            goal_id=goal.goal_id,
+            step_id=spec.step_id,
+            attempt=step.reviews + 1,
+            agent=agent,
+            capability=capability,
+            goal_text=goal.text,
+            review_of=spec.step_id,
             instruction=f"Review the output of step {spec.step_id!r}. Its instruction was: {spec.instruction}",
-            handoff={spec.step_id: step.output or {}})
+            handoff={spec.step_id: step.output or {}},
+        )
     else:
         attempt = step.attempt + 1
         tid = task_id(goal, step, attempt)
         data = TaskAssigned(
-            task_id=tid, goal_id=goal.goal_id, step_id=spec.step_id, attempt=attempt, agent=agent,
-            capability=capability, instruction=spec.instruction, goal_text=goal.text,
-            depends_on=spec.depends_on, feedback=step.feedback,
-            handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps})
+            task_id=tid,
+            goal_id=goal.goal_id,
+            step_id=spec.step_id,
+            attempt=attempt,
+            agent=agent,
+            capability=capability,
+            instruction=spec.instruction,
+            goal_text=goal.text,
+            depends_on=spec.depends_on,
+            feedback=step.feedback,
+            handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps},
+        )
     return Emit(data, derived_event_id(tid, "assigned"))
 
 
@@ -192,8 +242,10 @@ def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: fl
         return []
     served = tuple(sorted(world.agents.served()))
     what = f"step {step_id!r}" if step_id else "the goal"
-    reason = (f"no agent serves capability {capability!r}: {what} is held until one is announced "
-              f"(served: {', '.join(served) or 'none'})")
+    reason = (
+        f"no agent serves capability {capability!r}: {what} is held until one is announced "
+        f"(served: {', '.join(served) or 'none'})"
+    )
     data = GoalHeld(goal_id=goal.goal_id, capability=capability, reason=reason, step_id=step_id, served=served)
     return [Emit(data, derived_event_id(goal.goal_id, "held", step_id or "", capability, str(goal.revision)))]
 
@@ -214,9 +266,19 @@ def complete(goal: Goal, now: float) -> Emit:
     finals = [sid for sid in goal.steps if sid not in depended]
     result = _result_text(outputs, finals)
     effects = {sid: s.effects for sid, s in goal.steps.items() if s.effects}
-    return Emit(GoalCompleted(goal_id=goal.goal_id, result=result, outputs=outputs, effects=effects,
-                              cost_usd=goal.cost_usd, tokens=goal.tokens, duration_s=now - goal.submitted_at,
-                              steps_run=goal.attempts_total), derived_event_id(goal.goal_id, "completed"))
+    return Emit(
+        GoalCompleted(
+            goal_id=goal.goal_id,
+            result=result,
+            outputs=outputs,
+            effects=effects,
+            cost_usd=goal.cost_usd,
+            tokens=goal.tokens,
+            duration_s=now - goal.submitted_at,
+            steps_run=goal.attempts_total,
+        ),
+        derived_event_id(goal.goal_id, "completed"),
+    )
 
 
 def _result_text(outputs: dict[str, dict[str, Any]], finals: list[str]) -> str:

@@ -48,8 +48,11 @@ class Workflow(BaseModel):
 
 def load_workflows(folder: Path | None = None) -> dict[str, Workflow]:
     found: dict[str, Workflow] = {}
-    paths = sorted(folder.glob("*.yaml")) if folder else sorted(
-        p for p in resources.files("agentos_orchestrator.workflows").iterdir() if p.name.endswith(".yaml"))
+    paths = (
+        sorted(folder.glob("*.yaml"))
+        if folder
+        else sorted(p for p in resources.files("agentos_orchestrator.workflows").iterdir() if p.name.endswith(".yaml"))
+    )
     for path in paths:
         wf = Workflow.model_validate(yaml.safe_load(path.read_text()))
         check_dag(wf.steps, None)
@@ -60,8 +63,10 @@ def load_workflows(folder: Path | None = None) -> dict[str, Workflow]:
 def check_intent(steps: list[PlanStep] | tuple[PlanStep, ...], required: str | None) -> None:
     """A goal whose intent names a capability must give its work to that capability."""
     if required and not any(s.capability == required for s in steps):
-        raise PlanError(f"the goal needs capability {required!r}: at least one step must have it "
-                        f"(the plan has {sorted({s.capability for s in steps})})")
+        raise PlanError(
+            f"the goal needs capability {required!r}: at least one step must have it "
+            f"(the plan has {sorted({s.capability for s in steps})})"
+        )
 
 
 def check_dag(steps: list[PlanStep], capabilities: set[str] | None) -> None:
@@ -101,16 +106,20 @@ class PlanDenied(PlanError):
     def __init__(self, decision: PolicyDecision) -> None:
         self.decision = decision
         # A decision that could not be had until the wait ended: the goal's deadline passed.
-        self.code: FailureCode = ("budget" if decision.code == "budget" else "deadline" if retryable(decision)
-                                  else "planner_failed")
-        super().__init__(f"policy denied the planner's model call ({decision.code}, policy "
-                         f"{decision.policy_version}, decision {decision.decision_id}): "
-                         f"{'; '.join(decision.reasons) or decision.decision}")
+        self.code: FailureCode = (
+            "budget" if decision.code == "budget" else "deadline" if retryable(decision) else "planner_failed"
+        )
+        super().__init__(
+            f"policy denied the planner's model call ({decision.code}, policy "
+            f"{decision.policy_version}, decision {decision.decision_id}): "
+            f"{'; '.join(decision.reasons) or decision.decision}"
+        )
 
 
 class ModelClient(Protocol):
-    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
-                       **kwargs: Any) -> tuple[Any, list[ModelCall]]: ...
+    async def complete(
+        self, chain: list[str], messages: list[dict[str, Any]], **kwargs: Any
+    ) -> tuple[Any, list[ModelCall]]: ...
 
 
 @dataclass
@@ -139,18 +148,28 @@ class GovernedModel:
     def request(self, chain: list[str], messages: list[dict[str, Any]], max_tokens: int) -> PolicyRequest:
         usd, tokens = estimate_cost(messages, *model_prices(self.llm, chain), max_tokens)
         return PolicyRequest(
-            tenant=self.tenant, principal=f"agent:{PLANNER_AGENT}", action="model_call", resource=chain[0],
-            agent=PLANNER_AGENT, goal_id=self.goal_id, task_id=self.task_id,
-            args={"fallbacks": ",".join(chain[1:])}, estimated_cost_usd=usd, estimated_tokens=tokens,
-            call_id=f"{self.task_id}:model:{self.attempts}")
+            tenant=self.tenant,
+            principal=f"agent:{PLANNER_AGENT}",
+            action="model_call",
+            resource=chain[0],
+            agent=PLANNER_AGENT,
+            goal_id=self.goal_id,
+            task_id=self.task_id,
+            args={"fallbacks": ",".join(chain[1:])},
+            estimated_cost_usd=usd,
+            estimated_tokens=tokens,
+            call_id=f"{self.task_id}:model:{self.attempts}",
+        )
 
-    async def complete(self, chain: list[str], messages: list[dict[str, Any]],
-                       **kwargs: Any) -> tuple[Any, list[ModelCall]]:
+    async def complete(
+        self, chain: list[str], messages: list[dict[str, Any]], **kwargs: Any
+    ) -> tuple[Any, list[ModelCall]]:
         self.attempts += 1
         kwargs.setdefault("max_tokens", self.policy.settings.est_output_tokens)  # the reservation bounds it
         request = self.request(chain, messages, kwargs["max_tokens"])
-        decision = await self.policy.decide_and_wait(request, self.cause, wait_s=self.approval_wait_s,
-                                                     unavailable_wait_s=self.approval_wait_s)
+        decision = await self.policy.decide_and_wait(
+            request, self.cause, wait_s=self.approval_wait_s, unavailable_wait_s=self.approval_wait_s
+        )
         if decision.decision != "allow":
             raise PlanDenied(decision)
         work = control.Work(agent=PLANNER_AGENT, workflow=self.goal_id, tenant=self.tenant)
@@ -164,25 +183,42 @@ class GovernedModel:
         return response, calls
 
 
-async def llm_plan(llm: ModelClient, chain: list[str], goal_text: str, capabilities: set[str],
-                   failures: list[str], attempts: int = 3,
-                   required: str | None = None) -> tuple[list[PlanStep], list[ModelCall]]:
+async def llm_plan(
+    llm: ModelClient,
+    chain: list[str],
+    goal_text: str,
+    capabilities: set[str],
+    failures: list[str],
+    attempts: int = 3,
+    required: str | None = None,
+) -> tuple[list[PlanStep], list[ModelCall]]:
     """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times.
     With ``required`` (the goal's intent) a plan without a step of that capability is invalid."""
     schema = PlanOutput.model_json_schema()
-    need = f"\nRequired capability: {required} (the goal's intent; give its work to this capability)" \
-        if required else ""
+    need = (
+        f"\nRequired capability: {required} (the goal's intent; give its work to this capability)" if required else ""
+    )
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": PLANNER_PROMPT.format(capabilities=", ".join(sorted(capabilities)),
-                                                              required=need, schema=json.dumps(schema))},
-        {"role": "user", "content": f"Goal: {goal_text}" + (
-            "\nEarlier attempts went wrong; plan around this:\n- " + "\n- ".join(failures[-5:]) if failures else "")},
+        {
+            "role": "system",
+            "content": PLANNER_PROMPT.format(
+                capabilities=", ".join(sorted(capabilities)), required=need, schema=json.dumps(schema)
+            ),
+        },
+        {
+            "role": "user",
+            "content": f"Goal: {goal_text}"
+            + ("\nEarlier attempts went wrong; plan around this:\n- " + "\n- ".join(failures[-5:]) if failures else ""),
+        },
     ]
     calls: list[ModelCall] = []
     for _ in range(attempts):
         try:
-            response, made = await llm.complete(chain, messages, response_format={
-                "type": "json_schema", "json_schema": {"name": "plan", "schema": schema}})
+            response, made = await llm.complete(
+                chain,
+                messages,
+                response_format={"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}},
+            )
         except ModelCallFailed as exc:
             calls += exc.calls
             raise PlanError(str(exc)) from None
@@ -194,6 +230,8 @@ async def llm_plan(llm: ModelClient, chain: list[str], goal_text: str, capabilit
             check_intent(plan.steps, required)
             return plan.steps, calls
         except (ValidationError, PlanError) as exc:
-            messages += [{"role": "assistant", "content": content},
-                         {"role": "user", "content": f"That plan is invalid: {str(exc)[:800]}. Answer again."}]
+            messages += [
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": f"That plan is invalid: {str(exc)[:800]}. Answer again."},
+            ]
     raise PlanError(f"no valid plan after {attempts} attempts")

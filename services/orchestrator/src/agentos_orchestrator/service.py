@@ -74,11 +74,23 @@ from agentos_orchestrator.state import Goal, World, apply
 
 NAME = "orchestrator"
 #: The facts other services state.
-FACTS = ["agentos.*.goal.submitted", "agentos.*.goal.escalated", "agentos.*.task.completed",
-         "agentos.*.task.failed", "agentos.*.agent.*"]
+FACTS = [
+    "agentos.*.goal.submitted",
+    "agentos.*.goal.escalated",
+    "agentos.*.task.completed",
+    "agentos.*.task.failed",
+    "agentos.*.agent.*",
+]
 #: Folded by every replica: the facts and the orchestrators' own decisions.
-FOLLOW = [*FACTS, "agentos.*.goal.planned", "agentos.*.goal.held", "agentos.*.goal.completed", "agentos.*.goal.failed",
-          "agentos.*.task.assigned", "agentos.*.task.reviewed"]
+FOLLOW = [
+    *FACTS,
+    "agentos.*.goal.planned",
+    "agentos.*.goal.held",
+    "agentos.*.goal.completed",
+    "agentos.*.goal.failed",
+    "agentos.*.task.assigned",
+    "agentos.*.task.reviewed",
+]
 #: Goal ids hash into this many partitions, leased among the replicas (the same for every replica).
 PARTITIONS = 16
 #: Rounds of follow-up decisions taken at once after one event (the tick takes any further ones).
@@ -114,9 +126,15 @@ class Orchestrator:
         self._llm: LLM | None = None
         self.policy = PolicyClient.for_bus(ctx.bus)
         self.follower = Follower(ctx.bus, FOLLOW, self.fold, name=NAME)
-        self.ownership = Ownership(ctx.bus, NAME, ctx.instance, partitions=PARTITIONS,
-                                   every_s=settings.ownership_every_s, on_acquired=self._acquired,
-                                   can_release=self._can_release)
+        self.ownership = Ownership(
+            ctx.bus,
+            NAME,
+            ctx.instance,
+            partitions=PARTITIONS,
+            every_s=settings.ownership_every_s,
+            on_acquired=self._acquired,
+            can_release=self._can_release,
+        )
         self.dirty: dict[str, Event[Any]] = {}
         """Goals to decide, each with the event that made it so (the cause of what is decided)."""
         self.freed = False
@@ -143,8 +161,12 @@ class Orchestrator:
         so submitters can refuse a workflow (or capability) nobody can run before it is submitted."""
         events = []
         for wf in self.workflows.values():
-            data = WorkflowDeclared(name=wf.name, description=wf.description, steps=len(wf.steps),
-                                    capabilities=tuple(sorted({s.capability for s in wf.steps})))
+            data = WorkflowDeclared(
+                name=wf.name,
+                description=wf.description,
+                steps=len(wf.steps),
+                capabilities=tuple(sorted({s.capability for s in wf.steps})),
+            )
             event_id = derived_event_id("workflow", data.model_dump_json())  # the same file, the same id
             events.append(self.ctx.bus.new(data, id=event_id, subject=f"workflow/{wf.name}"))
         if events:
@@ -152,14 +174,24 @@ class Orchestrator:
 
     def report_held(self) -> None:
         """Put the work held for want of a capability into this instance's health record."""
-        held = [{"goal_id": g.goal_id, "tenant": g.tenant, "step_id": h.step_id, "capability": h.capability,
-                 "reason": h.reason} for g in self.world.goals.values() for h in g.held.values()]
+        held = [
+            {
+                "goal_id": g.goal_id,
+                "tenant": g.tenant,
+                "step_id": h.step_id,
+                "capability": h.capability,
+                "reason": h.reason,
+            }
+            for g in self.world.goals.values()
+            for h in g.held.values()
+        ]
         self.ctx.status["held"] = held[:50]
         self.ctx.status["held_total"] = len(held)
 
     async def stop(self) -> None:
-        await asyncio.gather(cancel_and_wait(self._decider),
-                             *(cancel_and_wait(task) for task in list(self.planning.values())))
+        await asyncio.gather(
+            cancel_and_wait(self._decider), *(cancel_and_wait(task) for task in list(self.planning.values()))
+        )
         await self.ownership.stop()  # the other replicas take the partitions over
         await self.follower.stop()
 
@@ -216,11 +248,15 @@ class Orchestrator:
         async with self.lock:
             causes, self.dirty = self.dirty, {}
             freed, self.freed = self.freed, False
-            goals = list(self.world.goals.values()) if tick else \
-                [g for gid in causes if (g := self.world.goals.get(gid)) is not None]
+            goals = (
+                list(self.world.goals.values())
+                if tick
+                else [g for gid in causes if (g := self.world.goals.get(gid)) is not None]
+            )
             rounds = self.settle(goals, freed=freed)
-        self.ctx.status.update(goals=len(self.world.goals), partitions_held=sorted(self.ownership.active),
-                               log_seq=self.follower.last_seq)
+        self.ctx.status.update(
+            goals=len(self.world.goals), partitions_held=sorted(self.ownership.active), log_seq=self.follower.last_seq
+        )
         if tick:
             self.report_held()
         await self.execute(rounds, causes)
@@ -235,8 +271,11 @@ class Orchestrator:
         todo = {g.goal_id: g for g in goals}
         for _ in range(MAX_ROUNDS):
             if freed:
-                todo.update((gid, self.world.goals[gid]) for gid in list(self.world.waiting)
-                            if gid in self.world.goals and gid not in todo)
+                todo.update(
+                    (gid, self.world.goals[gid])
+                    for gid in list(self.world.waiting)
+                    if gid in self.world.goals and gid not in todo
+                )
             decided = [(g, self._decide(g)) for g in todo.values() if self.mine(g) and not halted(g)]
             batch = [(g, commands) for g, commands in decided if commands]
             if not batch:
@@ -244,9 +283,15 @@ class Orchestrator:
             rounds.append(batch)
             # An assignment or an escalation only takes capacity or marks the goal: it releases no
             # step, so only the goals that decided something else (a verdict) are decided again.
-            todo = {g.goal_id: g for g, commands in batch if g.active and any(
-                isinstance(c, Emit) and not isinstance(c.data, TaskAssigned | GoalEscalated | GoalHeld)
-                for c in commands)}
+            todo = {
+                g.goal_id: g
+                for g, commands in batch
+                if g.active
+                and any(
+                    isinstance(c, Emit) and not isinstance(c.data, TaskAssigned | GoalEscalated | GoalHeld)
+                    for c in commands
+                )
+            }
             freed = any(not g.active for g, _ in batch)
         return rounds
 
@@ -262,9 +307,14 @@ class Orchestrator:
         apply(self.world, Event(data=c.data, id=c.id, source=NAME, type=c.data.ce_type(), tenant=goal.tenant))
 
     def _event(self, goal: Goal, c: Emit, cause: Event[Any] | None) -> Event[Any]:
-        return self.ctx.bus.new(c.data, id=c.id, tenant=goal.tenant, subject=f"goal/{goal.goal_id}",
-                                cause=cause or goal.submitted_event,
-                                correlationid=goal.submitted_event.correlationid)
+        return self.ctx.bus.new(
+            c.data,
+            id=c.id,
+            tenant=goal.tenant,
+            subject=f"goal/{goal.goal_id}",
+            cause=cause or goal.submitted_event,
+            correlationid=goal.submitted_event.correlationid,
+        )
 
     async def execute(self, rounds: list[Round], causes: dict[str, Event[Any]]) -> None:
         """Publish the rounds in order, each one pipelined and acknowledged before the next; then
@@ -324,13 +374,20 @@ class Orchestrator:
                 caps = {c for cs in self.world.agents.capabilities.values() for c in cs} - {REVIEW_CAPABILITY}
                 chain = [self.settings.planner_model, *self.settings.planner_fallbacks]
                 left = goal.submitted_at + goal.limits.deadline_s - time.time()  # approvals wait at most this
-                model = GovernedModel(self.llm, self.policy, goal.tenant, goal.goal_id, revision,
-                                      cause=goal.submitted_event, approval_wait_s=max(left, 1.0))
-                steps, calls = await llm_plan(model, chain, goal.text, caps, goal.history,
-                                              required=goal.capability)
+                model = GovernedModel(
+                    self.llm,
+                    self.policy,
+                    goal.tenant,
+                    goal.goal_id,
+                    revision,
+                    cause=goal.submitted_event,
+                    approval_wait_s=max(left, 1.0),
+                )
+                steps, calls = await llm_plan(model, chain, goal.text, caps, goal.history, required=goal.capability)
                 usage, planner = Usage(calls=tuple(calls)), f"llm:{chain[0]}"
-            data = GoalPlanned(goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner,
-                               reason=reason, usage=usage)
+            data = GoalPlanned(
+                goal_id=goal.goal_id, revision=revision, steps=tuple(steps), planner=planner, reason=reason, usage=usage
+            )
             return Emit(data, derived_event_id(goal.goal_id, "planned", str(revision)))
         except PlanDenied as exc:  # the policy said no (or could not be asked) before a model call
             log.warning("planning %s denied: %s", goal.goal_id, exc)

@@ -209,9 +209,16 @@ def apply(world: World, event: Event[Any]) -> Goal | None:
             return None
         if data.goal_id not in world.goals:
             world.goals[data.goal_id] = Goal(
-                goal_id=data.goal_id, tenant=event.tenant, text=data.text, workflow=data.workflow,
-                limits=data.limits, submitted_at=ts(event), principal=event.principal, submitted_event=event,
-                capability=data.capability)
+                goal_id=data.goal_id,
+                tenant=event.tenant,
+                text=data.text,
+                workflow=data.workflow,
+                limits=data.limits,
+                submitted_at=ts(event),
+                principal=event.principal,
+                submitted_event=event,
+                capability=data.capability,
+            )
         return world.goals[data.goal_id]
     goal = world.goals.get(getattr(data, "goal_id", ""))
     if goal is None:

@@ -91,43 +91,75 @@ class Decider:
                         verdict, reservation = await self._reserve(policy, request, verdict, decision_id)
         except Unavailable as exc:
             log.warning("policy: %s; denying %s %s until it is back", exc, request.action, request.resource)
-            return await self._finish(request, decision_id, deny("unavailable", f"{exc}; try again later"),
-                                      None, None)
+            return await self._finish(request, decision_id, deny("unavailable", f"{exc}; try again later"), None, None)
         self.state.record(Recorded(decision_id, request, verdict.decision, verdict.data_class, now))
         if verdict.alert is not None:
             await self.alert(request, verdict.alert, verdict.reasons[0], now)
         return await self._finish(request, decision_id, verdict, approval, reservation)
 
-    async def _finish(self, request: PolicyRequest, decision_id: str, verdict: Verdict,
-                      approval: ApprovalInfo | None, reservation: str | None) -> PolicyDecision:
+    async def _finish(
+        self,
+        request: PolicyRequest,
+        decision_id: str,
+        verdict: Verdict,
+        approval: ApprovalInfo | None,
+        reservation: str | None,
+    ) -> PolicyDecision:
         reply = PolicyDecision(
-            decision=verdict.decision, code=verdict.code, reasons=verdict.reasons, policy_version=self.version,
-            decision_id=decision_id, approval_id=approval.approval_id if approval else None,
-            reservation_id=reservation, risk=verdict.risk)
-        fact = PolicyDecided(decision_id=decision_id, request=request, decision=reply.decision, code=reply.code,
-                             reasons=reply.reasons, policy_version=reply.policy_version,
-                             approval_id=reply.approval_id, reservation_id=reservation, risk=reply.risk)
+            decision=verdict.decision,
+            code=verdict.code,
+            reasons=verdict.reasons,
+            policy_version=self.version,
+            decision_id=decision_id,
+            approval_id=approval.approval_id if approval else None,
+            reservation_id=reservation,
+            risk=verdict.risk,
+        )
+        fact = PolicyDecided(
+            decision_id=decision_id,
+            request=request,
+            decision=reply.decision,
+            code=reply.code,
+            reasons=reply.reasons,
+            policy_version=reply.policy_version,
+            approval_id=reply.approval_id,
+            reservation_id=reservation,
+            risk=reply.risk,
+        )
         await self.emit(fact, request, decision_id)
         return reply
 
-    async def _approval(self, policy: Policy, request: PolicyRequest, verdict: Verdict,
-                        decision_id: str) -> tuple[Verdict, ApprovalInfo]:
+    async def _approval(
+        self, policy: Policy, request: PolicyRequest, verdict: Verdict, decision_id: str
+    ) -> tuple[Verdict, ApprovalInfo]:
         key = request.call_id or decision_id
         approval_id = derived_event_id("approval", request.tenant, key)
         tier = policy.tier(verdict.risk or "medium")
-        info, created = await store.open_approval(self.pool, approval_id, key, request, verdict.risk or "medium",
-                                                  tier, decision_id, dt.datetime.now(dt.UTC))
+        info, created = await store.open_approval(
+            self.pool, approval_id, key, request, verdict.risk or "medium", tier, decision_id, dt.datetime.now(dt.UTC)
+        )
         if created:
-            await self.emit(ApprovalRequested(
-                approval_id=approval_id, decision_id=decision_id, request=request, risk=info.risk,
-                needed=info.needed, approver_role=info.approver_role, reasons=verdict.reasons,
-                expires_at=info.expires_at or dt.datetime.now(dt.UTC)), request, derived_event_id(approval_id, "req"))
+            await self.emit(
+                ApprovalRequested(
+                    approval_id=approval_id,
+                    decision_id=decision_id,
+                    request=request,
+                    risk=info.risk,
+                    needed=info.needed,
+                    approver_role=info.approver_role,
+                    reasons=verdict.reasons,
+                    expires_at=info.expires_at or dt.datetime.now(dt.UTC),
+                ),
+                request,
+                derived_event_id(approval_id, "req"),
+            )
             if verdict.escalate:
                 await self.escalate(request, f"{verdict.reasons[0]} (approval {approval_id})", policy.escalation.to)
         return _after_approval(verdict, info), info
 
-    async def _reserve(self, policy: Policy, request: PolicyRequest, verdict: Verdict,
-                       decision_id: str) -> tuple[Verdict, str | None]:
+    async def _reserve(
+        self, policy: Policy, request: PolicyRequest, verdict: Verdict, decision_id: str
+    ) -> tuple[Verdict, str | None]:
         name = agent_name(request)
         rule = policy.agent(name)
         team = rule.team if rule else "default"
@@ -135,10 +167,21 @@ class Decider:
         if not caps:
             return verdict, None
         held = await ledger.reserve(
-            self.pool, request.tenant, caps, reservation_id(request, decision_id), request.estimated_cost_usd,
-            request.estimated_tokens, {"agent": name, "team": team, "goal_id": request.goal_id,
-                                       "task_id": request.task_id, "model": request.resource},
-            new_id=decision_id)
+            self.pool,
+            request.tenant,
+            caps,
+            reservation_id(request, decision_id),
+            request.estimated_cost_usd,
+            request.estimated_tokens,
+            {
+                "agent": name,
+                "team": team,
+                "goal_id": request.goal_id,
+                "task_id": request.task_id,
+                "model": request.resource,
+            },
+            new_id=decision_id,
+        )
         if isinstance(held, ledger.Refused):
             return deny("budget", held.reason), None
         return verdict, held
@@ -150,27 +193,45 @@ class Decider:
         The event is built without a tracing span of its own: the request carries no trace context,
         and a span per decision would cost more than the decision.
         """
-        event = Event(id=event_id, data=data, source=self.bus.source, type=data.ce_type(),
-                      dataschema=data.dataschema(), tenant=request.tenant, subject=request.task_id or None,
-                      correlationid=request.goal_id or None, principal="service:policy")
+        event = Event(
+            id=event_id,
+            data=data,
+            source=self.bus.source,
+            type=data.ce_type(),
+            dataschema=data.dataschema(),
+            tenant=request.tenant,
+            subject=request.task_id or None,
+            correlationid=request.goal_id or None,
+            principal="service:policy",
+        )
         await self.publisher.put(event)
 
     async def alert(self, request: PolicyRequest, kind: AlertKind, detail: str, now: float) -> None:
         """Raise an alert once per goal, task and kind in a minute."""
-        alert_id = derived_event_id("alert", request.tenant, request.goal_id, request.task_id, kind,
-                                    str(int(now // 60)))
-        data = AlertRaised(alert_id=alert_id, kind=kind, detail=detail, agent=request.agent,
-                           goal_id=request.goal_id, task_id=request.task_id,
-                           severity="critical" if kind in ("spend_spike", "replan_storm") else "warning")
+        alert_id = derived_event_id(
+            "alert", request.tenant, request.goal_id, request.task_id, kind, str(int(now // 60))
+        )
+        data = AlertRaised(
+            alert_id=alert_id,
+            kind=kind,
+            detail=detail,
+            agent=request.agent,
+            goal_id=request.goal_id,
+            task_id=request.task_id,
+            severity="critical" if kind in ("spend_spike", "replan_storm") else "warning",
+        )
         await self.emit(data, request, alert_id)
 
     async def escalate(self, request: PolicyRequest, reason: str, to: str) -> None:
         """Announce ``goal.escalated`` for the request's goal (the thread is the goal's correlation id)."""
         if not request.goal_id:
             return
-        data = GoalEscalated(goal_id=request.goal_id, to=to,
-                             reason=f"{reason}; task {request.task_id or '-'}, agent {request.agent or '-'}; "
-                                    f"thread: `agentos watch {request.goal_id}`")
+        data = GoalEscalated(
+            goal_id=request.goal_id,
+            to=to,
+            reason=f"{reason}; task {request.task_id or '-'}, agent {request.agent or '-'}; "
+            f"thread: `agentos watch {request.goal_id}`",
+        )
         event_id = derived_event_id("escalated", request.tenant, request.goal_id, reason)
         await self.emit(data, request, event_id)
 
@@ -236,16 +297,27 @@ def reservation_id(request: PolicyRequest, decision_id: str) -> str:
 def _after_approval(verdict: Verdict, info: ApprovalInfo) -> Verdict:
     """Turn an approval's state into the decision for the call that asked for it."""
     if info.status == "approved":
-        return Verdict("allow", "approved", (*verdict.reasons, f"approved by {', '.join(info.approved_by)}"),
-                       risk=verdict.risk, data_class=verdict.data_class)
+        return Verdict(
+            "allow",
+            "approved",
+            (*verdict.reasons, f"approved by {', '.join(info.approved_by)}"),
+            risk=verdict.risk,
+            data_class=verdict.data_class,
+        )
     if info.status == "rejected":
         by = f" by {info.rejected_by}" if info.rejected_by else ""
-        return Verdict("deny", "rejected", (f"rejected{by}: {info.reason or 'no reason given'}",),
-                       risk=verdict.risk)
+        return Verdict("deny", "rejected", (f"rejected{by}: {info.reason or 'no reason given'}",), risk=verdict.risk)
     if info.status == "expired":
-        return Verdict("deny", "expired", (f"approval {info.approval_id} expired: {info.reason}",),
-                       risk=verdict.risk)
-    waiting = (f"waiting for {info.needed - len(info.approved_by)} more approver(s) with role "
-               f"{info.approver_role!r} (approval {info.approval_id})")
-    return Verdict("require_approval", verdict.code, (*verdict.reasons, waiting), risk=verdict.risk,
-                   data_class=verdict.data_class, escalate=verdict.escalate)
+        return Verdict("deny", "expired", (f"approval {info.approval_id} expired: {info.reason}",), risk=verdict.risk)
+    waiting = (
+        f"waiting for {info.needed - len(info.approved_by)} more approver(s) with role "
+        f"{info.approver_role!r} (approval {info.approval_id})"
+    )
+    return Verdict(
+        "require_approval",
+        verdict.code,
+        (*verdict.reasons, waiting),
+        risk=verdict.risk,
+        data_class=verdict.data_class,
+        escalate=verdict.escalate,
+    )

@@ -92,12 +92,19 @@ def evaluate(policy: Policy, request: PolicyRequest, state: State, now: float) -
     for rule in policy.sequences:
         if memory is not None and _sequence_fires(policy, rule, request, memory, tool_rule):
             reason = rule.reason or f"sequence rule {rule.name!r}"
-            return Verdict(rule.decision, "sequence", (reason,), risk=max(rule.risk, risk, key=RISKS.index),
-                           data_class=data_class, escalate=rule.escalate)
+            return Verdict(
+                rule.decision,
+                "sequence",
+                (reason,),
+                risk=max(rule.risk, risk, key=RISKS.index),
+                data_class=data_class,
+                escalate=rule.escalate,
+            )
     if policy.tier(risk).approvals > 0:
         needed = policy.tier(risk).approvals
-        return Verdict("require_approval", "risk", (f"{risk} risk: {needed} approver(s) needed",), risk=risk,
-                       data_class=data_class)
+        return Verdict(
+            "require_approval", "risk", (f"{risk} risk: {needed} approver(s) needed",), risk=risk, data_class=data_class
+        )
     return Verdict("allow", "ok", (f"allowed by policy {policy.version}",), risk=risk, data_class=data_class)
 
 
@@ -116,31 +123,44 @@ def _human(policy: Policy, request: PolicyRequest) -> Verdict:
         spec = policy.human_roles.get(role)
         if spec is not None and any_match(spec.grants, request.resource):
             return Verdict("allow", "ok", (f"{user} acts as {role}",))
-    return deny("not_allowed", f"no role of {user!r} ({', '.join(human.roles) or 'none'}) grants "
-                               f"{request.resource!r}")
+    return deny("not_allowed", f"no role of {user!r} ({', '.join(human.roles) or 'none'}) grants {request.resource!r}")
 
 
-def _runaway(policy: Policy, request: PolicyRequest, state: State, memory: GoalMemory | None,
-             now: float) -> Verdict | None:
+def _runaway(
+    policy: Policy, request: PolicyRequest, state: State, memory: GoalMemory | None, now: float
+) -> Verdict | None:
     loops = policy.loops
     if memory is not None and memory.replans > loops.replans_per_goal:
-        return deny("loop", f"replan storm: goal re-planned {memory.replans} times "
-                            f"(limit {loops.replans_per_goal})", "replan_storm")
+        return deny(
+            "loop",
+            f"replan storm: goal re-planned {memory.replans} times (limit {loops.replans_per_goal})",
+            "replan_storm",
+        )
     if memory is not None and request.action != "model_call" and not State.repeat_of(memory, request):
         key = call_key(request)
         what = request.tool or request.resource
         if memory.calls_in_task[(request.task_id, key)] + 1 > loops.same_call_per_task:
-            return deny("loop", f"loop: identical {what!r} call repeated more than "
-                                f"{loops.same_call_per_task} times in task {request.task_id}", "loop")
+            return deny(
+                "loop",
+                f"loop: identical {what!r} call repeated more than "
+                f"{loops.same_call_per_task} times in task {request.task_id}",
+                "loop",
+            )
         if memory.calls_in_goal[key] + 1 > loops.same_call_per_goal:
-            return deny("loop", f"loop: identical {what!r} call repeated more than "
-                                f"{loops.same_call_per_goal} times in the goal", "loop")
+            return deny(
+                "loop",
+                f"loop: identical {what!r} call repeated more than {loops.same_call_per_goal} times in the goal",
+                "loop",
+            )
     limit = loops.spend_usd_per_minute
     if request.action == "model_call" and limit is not None:
         spent = state.spend_per_minute(request.tenant, now)
         if spent + request.estimated_cost_usd > limit:
-            return deny("spend_spike", f"spend spike: ${spent:.4f} in the last minute for tenant "
-                                       f"{request.tenant!r} (limit ${limit:.4f}/min)", "spend_spike")
+            return deny(
+                "spend_spike",
+                f"spend spike: ${spent:.4f} in the last minute for tenant {request.tenant!r} (limit ${limit:.4f}/min)",
+                "spend_spike",
+            )
     return None
 
 
@@ -156,8 +176,11 @@ def _access(policy: Policy, agent: AgentRule, name: str, request: PolicyRequest)
     rule: ToolRule | None = None
     if request.tool is not None:
         if not any_match(granted.tools, request.tool):
-            return deny("not_allowed", f"tool {request.tool!r} is not on the allowlist of agent {name!r} "
-                                       f"(allowed: {', '.join(granted.tools) or 'none'})")
+            return deny(
+                "not_allowed",
+                f"tool {request.tool!r} is not on the allowlist of agent {name!r} "
+                f"(allowed: {', '.join(granted.tools) or 'none'})",
+            )
         rule = policy.tool(request.tool)
         if request.tool not in policy.tools and request.resource:
             rule = rule.model_copy(update={"resource": request.resource})
@@ -167,26 +190,34 @@ def _access(policy: Policy, agent: AgentRule, name: str, request: PolicyRequest)
     if not any_match(scopes, resource):
         return deny("scope", f"agent {name!r} has no {'write' if write else 'read'} scope on {resource!r}")
     if rule is not None and CLASS_RANK[rule.data_class] > CLASS_RANK[agent.clearance]:
-        return deny("scope", f"{request.tool!r} handles {rule.data_class} data, above the clearance "
-                             f"({agent.clearance}) of agent {name!r}")
+        return deny(
+            "scope",
+            f"{request.tool!r} handles {rule.data_class} data, above the clearance "
+            f"({agent.clearance}) of agent {name!r}",
+        )
     return rule
 
 
 def _rate(policy: Policy, request: PolicyRequest, name: str, state: State, now: float) -> Verdict | None:
     resource = request.tool or request.resource
     for limit in policy.rate_limits:
-        if not (matches(limit.agent, name) and matches(limit.action, request.action)
-                and matches(limit.resource, resource)):
+        if not (
+            matches(limit.agent, name) and matches(limit.action, request.action) and matches(limit.resource, resource)
+        ):
             continue
         used = state.rate(request.tenant, name, request.action, request.resource, now)
         if used >= limit.per_minute:
-            return deny("rate_limit", f"rate limit: {used} {request.action} on {resource!r} by {name!r} "
-                                      f"in the last minute (limit {limit.per_minute}/min)")
+            return deny(
+                "rate_limit",
+                f"rate limit: {used} {request.action} on {resource!r} by {name!r} "
+                f"in the last minute (limit {limit.per_minute}/min)",
+            )
     return None
 
 
-def _sequence_fires(policy: Policy, rule: SequenceRule, request: PolicyRequest, memory: GoalMemory,
-                    tool_rule: ToolRule | None) -> bool:
+def _sequence_fires(
+    policy: Policy, rule: SequenceRule, request: PolicyRequest, memory: GoalMemory, tool_rule: ToolRule | None
+) -> bool:
     earlier = rule.earlier
     if earlier.data_class is not None and earlier.data_class not in memory.data_classes:
         return False
@@ -194,8 +225,7 @@ def _sequence_fires(policy: Policy, rule: SequenceRule, request: PolicyRequest, 
         return False
     now = rule.now
     outside = request.action == "outside_action" or (tool_rule is not None and tool_rule.outside)
-    if now.action is not None and now.action != request.action and not (now.action == "outside_action"
-                                                                      and outside):
+    if now.action is not None and now.action != request.action and not (now.action == "outside_action" and outside):
         return False
     if now.tool is not None and not matches(now.tool, request.tool or ""):
         return False

@@ -28,8 +28,7 @@ from agentos_policy.state import Recorded
 
 log = logging.getLogger("agentos.policy.feed")
 LIVE_PAUSE_S = 0.2
-SUBJECTS = ["agentos.*.policy.decided", "agentos.*.goal.planned", "agentos.*.goal.completed",
-            "agentos.*.goal.failed"]
+SUBJECTS = ["agentos.*.policy.decided", "agentos.*.goal.planned", "agentos.*.goal.completed", "agentos.*.goal.failed"]
 
 
 class Feed:
@@ -48,8 +47,7 @@ class Feed:
         try:
             await asyncio.wait_for(self.decider.ready.wait(), catch_up_timeout)
         except TimeoutError:
-            log.warning("policy: state catch-up did not finish in %.0fs; deciding with what was read",
-                        catch_up_timeout)
+            log.warning("policy: state catch-up did not finish in %.0fs; deciding with what was read", catch_up_timeout)
             self.decider.ready.set()
 
     async def stop(self) -> None:
@@ -66,8 +64,9 @@ class Feed:
 
     async def _subscribe(self) -> Any:
         """An ephemeral pull consumer from where the fold stopped (or ``memory_hours`` back)."""
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, filter_subjects=SUBJECTS,
-                                    inactive_threshold=120.0, mem_storage=True)
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, filter_subjects=SUBJECTS, inactive_threshold=120.0, mem_storage=True
+        )
         if self.last_seq:
             config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
         else:
@@ -127,12 +126,20 @@ class Feed:
                 return
             if memory.replans > policy.loops.replans_per_goal:
                 memory.storm = True
-                request = PolicyRequest(tenant=event.tenant, principal="service:policy", action="model_call",
-                                        resource="planner", goal_id=data.goal_id)
-                await self.decider.alert(request, "replan_storm",
-                                         f"goal {data.goal_id} re-planned {memory.replans} times "
-                                         f"(limit {policy.loops.replans_per_goal}); its requests are denied",
-                                         time.time())
+                request = PolicyRequest(
+                    tenant=event.tenant,
+                    principal="service:policy",
+                    action="model_call",
+                    resource="planner",
+                    goal_id=data.goal_id,
+                )
+                await self.decider.alert(
+                    request,
+                    "replan_storm",
+                    f"goal {data.goal_id} re-planned {memory.replans} times "
+                    f"(limit {policy.loops.replans_per_goal}); its requests are denied",
+                    time.time(),
+                )
         elif isinstance(data, GoalCompleted | GoalFailed):
             state.ended(event.tenant, data.goal_id)
 

@@ -33,8 +33,15 @@ def may_vote(decider: Decider, info: ApprovalInfo, user: str) -> str | None:
 
 
 def _request_of(info: ApprovalInfo) -> PolicyRequest:
-    return PolicyRequest(tenant=info.tenant, principal="service:policy", action="outside_action",
-                         resource=info.resource, agent=info.agent, goal_id=info.goal_id, task_id=info.task_id)
+    return PolicyRequest(
+        tenant=info.tenant,
+        principal="service:policy",
+        action="outside_action",
+        resource=info.resource,
+        agent=info.agent,
+        goal_id=info.goal_id,
+        task_id=info.task_id,
+    )
 
 
 async def vote(decider: Decider, request: ApprovalVote) -> ApprovalReply:
@@ -50,10 +57,18 @@ async def vote(decider: Decider, request: ApprovalVote) -> ApprovalReply:
         return ApprovalReply(approval=outcome.info, error=outcome.message)
     done = outcome.info
     about = _request_of(done)
-    await decider.emit(ApprovalVoted(
-        approval_id=done.approval_id, user=request.user, verdict=request.verdict, reason=request.reason,
-        approvals=len(done.approved_by), needed=done.needed), about,
-        derived_event_id(done.approval_id, "vote", request.user))
+    await decider.emit(
+        ApprovalVoted(
+            approval_id=done.approval_id,
+            user=request.user,
+            verdict=request.verdict,
+            reason=request.reason,
+            approvals=len(done.approved_by),
+            needed=done.needed,
+        ),
+        about,
+        derived_event_id(done.approval_id, "vote", request.user),
+    )
     if outcome.decided:
         await announce(decider, done)
     return ApprovalReply(approval=done)
@@ -63,12 +78,19 @@ async def announce(decider: Decider, info: ApprovalInfo) -> None:
     """Publish ``approval.decided`` for an approval that reached a final state."""
     if info.status == "pending":
         return
-    decided_by = info.approved_by if info.status == "approved" else \
-        ((info.rejected_by,) if info.rejected_by else ())
-    await decider.emit(ApprovalDecided(
-        approval_id=info.approval_id, status=info.status, decided_by=decided_by, reason=info.reason,
-        goal_id=info.goal_id, task_id=info.task_id), _request_of(info),
-        derived_event_id(info.approval_id, "decided"))
+    decided_by = info.approved_by if info.status == "approved" else ((info.rejected_by,) if info.rejected_by else ())
+    await decider.emit(
+        ApprovalDecided(
+            approval_id=info.approval_id,
+            status=info.status,
+            decided_by=decided_by,
+            reason=info.reason,
+            goal_id=info.goal_id,
+            task_id=info.task_id,
+        ),
+        _request_of(info),
+        derived_event_id(info.approval_id, "decided"),
+    )
 
 
 async def expire_due(decider: Decider) -> int:
@@ -77,13 +99,17 @@ async def expire_due(decider: Decider) -> int:
     for info, action in changed:
         request = _request_of(info)
         if action == "escalated":
-            await decider.escalate(request, f"approval {info.approval_id} ({info.risk} risk, {info.summary}) "
-                                            f"was not decided in time; escalated to {info.approver_role}",
-                                   info.approver_role)
+            await decider.escalate(
+                request,
+                f"approval {info.approval_id} ({info.risk} risk, {info.summary}) "
+                f"was not decided in time; escalated to {info.approver_role}",
+                info.approver_role,
+            )
         else:
             await announce(decider, info)
-        await decider.alert(request, "approval_timeout",
-                            f"approval {info.approval_id} {action} after its deadline", time.time())
+        await decider.alert(
+            request, "approval_timeout", f"approval {info.approval_id} {action} after its deadline", time.time()
+        )
     return len(changed)
 
 

@@ -90,8 +90,17 @@ def _dec(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_id: str, usd: float,
-                  tokens: int, meta: dict[str, str], *, new_id: str | None = None) -> str | Refused:
+async def reserve(
+    pool: asyncpg.Pool,
+    tenant: str,
+    caps: list[Cap],
+    reservation_id: str,
+    usd: float,
+    tokens: int,
+    meta: dict[str, str],
+    *,
+    new_id: str | None = None,
+) -> str | Refused:
     """Hold ``usd`` and ``tokens`` against every cap under ``reservation_id``, or refuse naming the
     cap that would be passed; returns the id of the reservation held.
 
@@ -108,48 +117,83 @@ async def reserve(pool: asyncpg.Pool, tenant: str, caps: list[Cap], reservation_
     """
     amount = Decimal(str(usd))
     row = await pool.fetchrow(
-        f"SELECT * FROM {S}.reserve_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-        "$17)",
-        tenant, *_columns(caps), [_dec(c.usd) for c in caps], [c.tokens for c in caps], amount, tokens,
-        reservation_id, new_id or reservation_id, meta.get("agent", ""), meta.get("team", ""),
-        meta.get("goal_id", ""), meta.get("task_id", ""), meta.get("model", ""),
-        json.dumps([list(c.key) for c in caps]))
+        f"SELECT * FROM {S}.reserve_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        tenant,
+        *_columns(caps),
+        [_dec(c.usd) for c in caps],
+        [c.tokens for c in caps],
+        amount,
+        tokens,
+        reservation_id,
+        new_id or reservation_id,
+        meta.get("agent", ""),
+        meta.get("team", ""),
+        meta.get("goal_id", ""),
+        meta.get("task_id", ""),
+        meta.get("model", ""),
+        json.dumps([list(c.key) for c in caps]),
+    )
     assert row is not None  # reserve_call answers one row: the reservation held, or the refusal
     if row["held"] is not None:
         return str(row["held"])
     cap = caps[row["refused_at"] - 1]
     if row["refused_on"] == "usd":
-        return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "
-                       f"{money(cap.usd)} per {cap.key[2]} used or reserved; this call needs {money(usd)}")
-    return Refused(f"budget: {cap.key[0]} {cap.key[1]!r} has {row['have_tokens']} of {cap.tokens} "
-                   f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}")
+        return Refused(
+            f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "
+            f"{money(cap.usd)} per {cap.key[2]} used or reserved; this call needs {money(usd)}"
+        )
+    return Refused(
+        f"budget: {cap.key[0]} {cap.key[1]!r} has {row['have_tokens']} of {cap.tokens} "
+        f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}"
+    )
 
 
 def _columns(caps: list[Cap]) -> list[list[str]]:
     return [[c.key[i] for c in caps] for i in range(4)]
 
 
-async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float,
-                 tokens: int) -> Settlement | None:
+async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float, tokens: int) -> Settlement | None:
     """Replace a reservation's estimate with the real cost, once (None if unknown or already settled).
 
     One statement (``policy.settle``): it records ``event_id`` as processed by ``policy-settle`` (the
     kernel's ``processed_events``, as :func:`agentos_kernel.db.first_time` would), locks the
     reservation and then its counters in the fixed order, moves the estimate out and the cost in.
     """
-    row = await pool.fetchrow(f"SELECT * FROM {S}.settle($1, $2, $3, $4, $5)", SETTLE_CONSUMER, event_id,
-                              reservation_id, Decimal(str(usd)), tokens)
+    row = await pool.fetchrow(
+        f"SELECT * FROM {S}.settle($1, $2, $3, $4, $5)",
+        SETTLE_CONSUMER,
+        event_id,
+        reservation_id,
+        Decimal(str(usd)),
+        tokens,
+    )
     return _settlement(reservation_id, row)
 
 
-async def settle_task(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float, tokens: int,
-                      tenant: str, task_id: str, agent: str) -> Settlement | None:
+async def settle_task(
+    pool: asyncpg.Pool,
+    event_id: str,
+    reservation_id: str,
+    usd: float,
+    tokens: int,
+    tenant: str,
+    task_id: str,
+    agent: str,
+) -> Settlement | None:
     """:func:`settle` for a settlement carried on ``task.completed``: it settles only a reservation
     made for ``tenant``, ``task_id`` and ``agent`` (None otherwise, or if unknown or already settled).
     ``event_id`` names the settlement: :func:`task_settlement_id`."""
-    row = await pool.fetchrow(f"SELECT * FROM {S}.settle_task($1, $2, $3, $4, $5, $6, $7, $8)",
-                              SETTLE_CONSUMER, event_id, reservation_id, Decimal(str(usd)), tokens, tenant,
-                              task_id, agent)
+    row = await pool.fetchrow(
+        f"SELECT * FROM {S}.settle_task($1, $2, $3, $4, $5, $6, $7, $8)",
+        SETTLE_CONSUMER,
+        event_id,
+        reservation_id,
+        Decimal(str(usd)),
+        tokens,
+        tenant,
+        task_id,
+        agent,
+    )
     return _settlement(reservation_id, row)
 
 
@@ -162,8 +206,9 @@ def task_settlement_id(event_id: str, reservation_id: str) -> str:
 def _settlement(reservation_id: str, row: asyncpg.Record | None) -> Settlement | None:
     if row is None:
         return None
-    return Settlement(reservation_id, float(row["r_est_usd"]), int(row["r_est_tokens"]), row["r_agent"],
-                      row["r_goal_id"])
+    return Settlement(
+        reservation_id, float(row["r_est_usd"]), int(row["r_est_tokens"]), row["r_agent"], row["r_goal_id"]
+    )
 
 
 async def settled_by(pool: asyncpg.Pool, event_id: str, reservation_id: str) -> Settlement | None:
@@ -173,7 +218,10 @@ async def settled_by(pool: asyncpg.Pool, event_id: str, reservation_id: str) -> 
         f"""SELECT r.est_usd, r.est_tokens, r.agent, r.goal_id FROM {S}.budget_reservations r
             WHERE r.id = $3 AND r.status = 'settled' AND EXISTS (
                 SELECT 1 FROM {S}.processed_events p WHERE p.consumer = $1 AND p.event_id = $2)""",
-        SETTLE_CONSUMER, event_id, reservation_id)
+        SETTLE_CONSUMER,
+        event_id,
+        reservation_id,
+    )
     if row is None:
         return None
     return Settlement(reservation_id, float(row["est_usd"]), int(row["est_tokens"]), row["agent"], row["goal_id"])
@@ -185,10 +233,13 @@ async def expire_reservations(pool: asyncpg.Pool, older_than_s: float) -> int:
         rows = await conn.fetch(
             f"SELECT id, est_usd, est_tokens FROM {S}.budget_reservations WHERE status = 'reserved' "
             "AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 100 "
-            "FOR UPDATE SKIP LOCKED", older_than_s)
+            "FOR UPDATE SKIP LOCKED",
+            older_than_s,
+        )
         for row in rows:
-            await conn.fetchrow(f"SELECT * FROM {S}.release($1, $2, $3, 'expired')", row["id"], row["est_usd"],
-                                row["est_tokens"])
+            await conn.fetchrow(
+                f"SELECT * FROM {S}.release($1, $2, $3, 'expired')", row["id"], row["est_usd"], row["est_tokens"]
+            )
     return len(rows)
 
 
@@ -197,9 +248,23 @@ async def report(pool: asyncpg.Pool, tenant: str | None, now: dt.datetime) -> li
     keys = list(period_keys(now).values())
     rows = await pool.fetch(
         f"SELECT * FROM {S}.budget_counters WHERE ($1::text IS NULL OR tenant = $1) "
-        "AND period_key = ANY($2::text[]) ORDER BY tenant, scope, name, period", tenant, keys)
-    return [BudgetLine(
-        tenant=r["tenant"], scope=r["scope"], name=r["name"], period=r["period"], period_key=r["period_key"],
-        used_usd=float(r["used_usd"]), reserved_usd=float(r["reserved_usd"]),
-        cap_usd=None if r["cap_usd"] is None else float(r["cap_usd"]), used_tokens=int(r["used_tokens"]),
-        reserved_tokens=int(r["reserved_tokens"]), cap_tokens=r["cap_tokens"]) for r in rows]
+        "AND period_key = ANY($2::text[]) ORDER BY tenant, scope, name, period",
+        tenant,
+        keys,
+    )
+    return [
+        BudgetLine(
+            tenant=r["tenant"],
+            scope=r["scope"],
+            name=r["name"],
+            period=r["period"],
+            period_key=r["period_key"],
+            used_usd=float(r["used_usd"]),
+            reserved_usd=float(r["reserved_usd"]),
+            cap_usd=None if r["cap_usd"] is None else float(r["cap_usd"]),
+            used_tokens=int(r["used_tokens"]),
+            reserved_tokens=int(r["reserved_tokens"]),
+            cap_tokens=r["cap_tokens"],
+        )
+        for r in rows
+    ]

@@ -19,8 +19,16 @@ log = logging.getLogger("agentos.policy")
 M = TypeVar("M", bound=BaseModel)
 
 
-async def serve(bus: Bus, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[BaseModel]],
-                *, queue: str, error_reply: Callable[[str], BaseModel], limit: int = 512) -> Any:
+async def serve(
+    bus: Bus,
+    subject: str,
+    request_type: type[M],
+    handler: Callable[[M], Awaitable[BaseModel]],
+    *,
+    queue: str,
+    error_reply: Callable[[str], BaseModel],
+    limit: int = 512,
+) -> Any:
     """Subscribe ``handler`` on ``subject`` in queue group ``queue``; returns the subscription."""
     slots = asyncio.Semaphore(limit)
     running: set[asyncio.Task[None]] = set()

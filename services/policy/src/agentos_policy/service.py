@@ -91,8 +91,13 @@ class PolicyService:
         feed = Feed(self.decider, self.settings.policy_memory_hours)
         await feed.start()
         self.ctx.closers.append(feed.stop)
-        await self.ctx.consume(DURABLE, FILTERS, self.handle, concurrency=8,
-                               types={BudgetSettlementRequested.ce_type(), TaskCompleted.ce_type()})
+        await self.ctx.consume(
+            DURABLE,
+            FILTERS,
+            self.handle,
+            concurrency=8,
+            types={BudgetSettlementRequested.ce_type(), TaskCompleted.ce_type()},
+        )
         self.decider.publisher.start()
         await self._serve()
         ticker = asyncio.create_task(self.tick())
@@ -105,8 +110,9 @@ class PolicyService:
         d, pool = self.decider, self.ctx.pool
 
         def failed(message: str) -> r.PolicyDecision:
-            return r.PolicyDecision(decision="deny", code="error", reasons=(message,), decision_id=new_event_id(),
-                                    policy_version=d.version)
+            return r.PolicyDecision(
+                decision="deny", code="error", reasons=(message,), decision_id=new_event_id(), policy_version=d.version
+            )
 
         async def approval(q: r.ApprovalQuery) -> r.ApprovalReply:
             info = await store.get(pool, q.approval_id)  # type: ignore[arg-type]
@@ -134,17 +140,26 @@ class PolicyService:
         """Settle a reservation, or react to a task's completion (takeover, low confidence)."""
         data = event.data
         if isinstance(data, BudgetSettlementRequested):
-            await self._settle(event, data.reservation_id, data.cost_usd, data.tokens, data.agent,
-                               data.goal_id)
+            await self._settle(event, data.reservation_id, data.cost_usd, data.tokens, data.agent, data.goal_id)
         elif isinstance(data, TaskCompleted):
             if data.settlement is not None:  # a takeover's agent is a person: it matches no reservation
                 s = data.settlement
-                await self._settle(event, s.reservation_id, s.cost_usd, s.tokens, data.agent, data.goal_id,
-                                   task_id=data.task_id)
+                await self._settle(
+                    event, s.reservation_id, s.cost_usd, s.tokens, data.agent, data.goal_id, task_id=data.task_id
+                )
             await self._completed(event, data)
 
-    async def _settle(self, event: Event[Any], reservation_id: str, cost_usd: float, tokens: int, agent: str,
-                      goal_id: str, *, task_id: str | None = None) -> None:
+    async def _settle(
+        self,
+        event: Event[Any],
+        reservation_id: str,
+        cost_usd: float,
+        tokens: int,
+        agent: str,
+        goal_id: str,
+        *,
+        task_id: str | None = None,
+    ) -> None:
         """Settle a reservation in the ledger and publish ``budget.settled`` (a settlement carried on
         ``task.completed`` names its task: only that task's agent's reservation is settled)."""
         pool = self.ctx.pool
@@ -154,15 +169,26 @@ class PolicyService:
             done = await ledger.settle(pool, key, reservation_id, cost_usd, tokens)
         else:  # budget.settled names the agent, as it does when the agent requests the settlement
             key, principal = ledger.task_settlement_id(event.id, reservation_id), f"agent:{agent}"
-            done = await ledger.settle_task(pool, key, reservation_id, cost_usd, tokens, event.tenant,
-                                            task_id, agent)
+            done = await ledger.settle_task(pool, key, reservation_id, cost_usd, tokens, event.tenant, task_id, agent)
         if done is None:  # settled before, by this very event? then its budget.settled may be missing
             done = await ledger.settled_by(pool, key, reservation_id)
         if done is not None:  # published again on a redelivery: the derived id stores it once
-            await self.ctx.bus.publish(self.ctx.bus.new(BudgetSettled(
-                reservation_id=reservation_id, estimated_usd=done.estimated_usd, cost_usd=cost_usd,
-                estimated_tokens=done.estimated_tokens, tokens=tokens, agent=agent, goal_id=goal_id),
-                cause=event, principal=principal, id=derived_event_id(reservation_id, "settled")))
+            await self.ctx.bus.publish(
+                self.ctx.bus.new(
+                    BudgetSettled(
+                        reservation_id=reservation_id,
+                        estimated_usd=done.estimated_usd,
+                        cost_usd=cost_usd,
+                        estimated_tokens=done.estimated_tokens,
+                        tokens=tokens,
+                        agent=agent,
+                        goal_id=goal_id,
+                    ),
+                    cause=event,
+                    principal=principal,
+                    id=derived_event_id(reservation_id, "settled"),
+                )
+            )
 
     async def _completed(self, event: Event[Any], data: TaskCompleted) -> None:
         if _takeover(event, data):
@@ -175,9 +201,15 @@ class PolicyService:
         if policy is None or threshold is None or not isinstance(confidence, int | float):
             return
         if confidence < threshold:
-            request = r.PolicyRequest(tenant=event.tenant, principal=f"agent:{data.agent}", action="model_call",
-                                      resource="output", agent=data.agent, goal_id=data.goal_id,
-                                      task_id=data.task_id)
+            request = r.PolicyRequest(
+                tenant=event.tenant,
+                principal=f"agent:{data.agent}",
+                action="model_call",
+                resource="output",
+                agent=data.agent,
+                goal_id=data.goal_id,
+                task_id=data.task_id,
+            )
             reason = f"low confidence {confidence:.2f} (below {threshold:.2f}) in step {data.step_id!r}"
             await self.decider.escalate(request, reason, policy.escalation.to)
             await self.decider.alert(request, "low_confidence", reason, time.time())
@@ -199,8 +231,10 @@ class PolicyService:
                 if not postgres_down(exc):
                     log.exception("policy: tick failed")
                 elif n % 10 == 0:
-                    log.warning("policy: approvals and reservations wait: policy store (Postgres) unavailable "
-                                "(%s)", type(exc).__name__)
+                    log.warning(
+                        "policy: approvals and reservations wait: policy store (Postgres) unavailable (%s)",
+                        type(exc).__name__,
+                    )
 
     async def _maybe_reload(self) -> None:
         stamp = fingerprint(self.folder) if self.folder.is_dir() else ()
@@ -218,8 +252,11 @@ class PolicyService:
     async def _record_caps(self) -> None:
         policy = self.decider.policy
         if policy is not None:
-            await store.record_caps(self.ctx.pool, policy.version,  # type: ignore[arg-type]
-                                    [c.model_dump() for c in policy.budgets])
+            await store.record_caps(
+                self.ctx.pool,
+                policy.version,  # type: ignore[arg-type]
+                [c.model_dump() for c in policy.budgets],
+            )
 
 
 async def setup(ctx: ServiceContext) -> None:

@@ -19,6 +19,7 @@ Not simulated: replan storms (``goal.planned`` is not replayed). A recorded appr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections import defaultdict
@@ -111,8 +112,11 @@ class Balances:
         rule = policy.agent(name)
         names = {"agent": name, "team": rule.team if rule else "default", "tenant": request.tenant}
         keys = ledger.period_keys(at)
-        return tuple((request.tenant, scope, names[scope], period, keys[period])
-                     for scope in ("agent", "team", "tenant") for period in ("day", "month"))
+        return tuple(
+            (request.tenant, scope, names[scope], period, keys[period])
+            for scope in ("agent", "team", "tenant")
+            for period in ("day", "month")
+        )
 
     def check(self, policy: Policy, request: PolicyRequest, at: dt.datetime) -> str | None:
         """Why ``request`` would be refused by the candidate's caps now (None: it fits)."""
@@ -124,12 +128,16 @@ class Balances:
             key = (request.tenant, *cap.key)
             used = self.usd.get(key, Decimal(0))
             if cap.usd is not None and used + amount > Decimal(str(cap.usd)):
-                return (f"budget: {cap.key[0]} {cap.key[1]!r} has {usd(used)} of {usd(cap.usd)} per "
-                        f"{cap.key[2]} used or reserved; this call needs {usd(request.estimated_cost_usd)}")
+                return (
+                    f"budget: {cap.key[0]} {cap.key[1]!r} has {usd(used)} of {usd(cap.usd)} per "
+                    f"{cap.key[2]} used or reserved; this call needs {usd(request.estimated_cost_usd)}"
+                )
             held = self.tokens.get(key, 0)
             if cap.tokens is not None and held + tokens > cap.tokens:
-                return (f"budget: {cap.key[0]} {cap.key[1]!r} has {held} of {cap.tokens} tokens per "
-                        f"{cap.key[2]} used or reserved; this call needs {tokens}")
+                return (
+                    f"budget: {cap.key[0]} {cap.key[1]!r} has {held} of {cap.tokens} tokens per "
+                    f"{cap.key[2]} used or reserved; this call needs {tokens}"
+                )
         return None
 
     def hold(self, policy: Policy, decision_id: str, request: PolicyRequest, at: dt.datetime) -> None:
@@ -169,9 +177,14 @@ async def read_many(bus: Bus, subjects: list[str], since: dt.datetime) -> AsyncI
     end = info.state.last_seq
     if not end:
         return
-    config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, filter_subjects=subjects, mem_storage=True,
-                                inactive_threshold=60.0, deliver_policy=api.DeliverPolicy.BY_START_TIME,
-                                opt_start_time=since.isoformat())
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE,
+        filter_subjects=subjects,
+        mem_storage=True,
+        inactive_threshold=60.0,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME,
+        opt_start_time=since.isoformat(),
+    )
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     try:
         while True:
@@ -180,10 +193,8 @@ async def read_many(bus: Bus, subjects: list[str], since: dt.datetime) -> AsyncI
             except (TimeoutError, nats.errors.TimeoutError):
                 return
             for msg in msgs:
-                try:
+                with contextlib.suppress(codec.DecodeError):
                     yield await bus.decode(msg.data, msg.headers)
-                except codec.DecodeError:
-                    pass
                 if msg.metadata.sequence.stream >= end or msg.metadata.num_pending == 0:
                     return
     finally:
@@ -205,10 +216,8 @@ async def read_log(bus: Bus, subject: str, since: dt.datetime | None = None) -> 
                 msg = await sub.next_msg(timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 return
-            try:
+            with contextlib.suppress(codec.DecodeError):
                 yield await bus.decode(msg.data, msg.headers)
-            except codec.DecodeError:
-                pass
             if msg.metadata.sequence.stream >= end or msg.metadata.num_pending == 0:
                 return
     finally:
@@ -265,5 +274,14 @@ async def simulate(bus: Bus, policy: Policy, since: dt.datetime, tenant: str | N
 
 def _change(data: PolicyDecided, at: dt.datetime, before: str, verdict: Verdict) -> Change:
     req = data.request
-    return Change(data.decision_id, at, req.tenant, req.agent or req.principal, req.action, req.tool or req.resource,
-                  f"{before} ({data.code})", f"{verdict.decision} ({verdict.code})", verdict.reasons)
+    return Change(
+        data.decision_id,
+        at,
+        req.tenant,
+        req.agent or req.principal,
+        req.action,
+        req.tool or req.resource,
+        f"{before} ({data.code})",
+        f"{verdict.decision} ({verdict.code})",
+        verdict.reasons,
+    )

@@ -25,8 +25,7 @@ _UNIT = 1 << _EXP
 
 def call_key(request: PolicyRequest) -> str:
     """Same tool (or resource) with the same arguments: the identity loop detection counts."""
-    blob = json.dumps([request.action, request.tool or request.resource, request.args], sort_keys=True,
-                      default=str)
+    blob = json.dumps([request.action, request.tool or request.resource, request.args], sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
 
 
@@ -66,7 +65,7 @@ class SpendWindow:
     the costs still in the window (the correctly rounded sum).
     """
 
-    __slots__ = ("entries", "_exact", "_pos_inf", "_neg_inf", "_nan")
+    __slots__ = ("_exact", "_nan", "_neg_inf", "_pos_inf", "entries")
 
     def __init__(self) -> None:
         self.entries: deque[tuple[float, float]] = deque()
@@ -203,4 +202,3 @@ def _trim(times: deque[float], now: float) -> int:
     while times and times[0] < now - WINDOW_S:
         times.popleft()
     return len(times)
-

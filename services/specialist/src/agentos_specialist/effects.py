@@ -18,10 +18,16 @@ WRITES = ("outside_action", "memory_write")
 
 def refused(tool: str, action: str, decision: PolicyDecision) -> Effect:
     """A write the policy did not allow: denied, rejected by an approver, or its approval expired."""
-    outcome: EffectOutcome = ("rejected" if decision.code == "rejected" else
-                              "expired" if decision.code == "expired" else "denied")
-    return Effect(tool=tool, action=action, outcome=outcome, fact_id=decision.decision_id,
-                  detail=f"{decision.code}: {'; '.join(decision.reasons)}"[:500])
+    outcome: EffectOutcome = (
+        "rejected" if decision.code == "rejected" else "expired" if decision.code == "expired" else "denied"
+    )
+    return Effect(
+        tool=tool,
+        action=action,
+        outcome=outcome,
+        fact_id=decision.decision_id,
+        detail=f"{decision.code}: {'; '.join(decision.reasons)}"[:500],
+    )
 
 
 def ran(tool: str, action: str, result: str, ok: bool, fact_id: str = "") -> Effect:

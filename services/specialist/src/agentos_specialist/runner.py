@@ -83,8 +83,9 @@ def _cost(calls: list[ModelCall]) -> float:
     return sum(c.cost_usd for c in calls)
 
 
-async def run_agent(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool],
-                    tool_ctx: ToolContext, snapshot: Snapshot) -> Outcome:
+async def run_agent(
+    llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool], tool_ctx: ToolContext, snapshot: Snapshot
+) -> Outcome:
     unsettled: list[_Unsettled] = []
     try:
         outcome = await _loop(llm, charter, progress, tools, tool_ctx, snapshot, unsettled)
@@ -108,17 +109,26 @@ async def _settle(unsettled: list[_Unsettled], tool_ctx: ToolContext) -> None:
         unsettled.pop(0)
 
 
-async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str, Tool], tool_ctx: ToolContext,
-                snapshot: Snapshot, unsettled: list[_Unsettled]) -> Outcome:
+async def _loop(
+    llm: LLM,
+    charter: Charter,
+    progress: Progress,
+    tools: dict[str, Tool],
+    tool_ctx: ToolContext,
+    snapshot: Snapshot,
+    unsettled: list[_Unsettled],
+) -> Outcome:
     chain = [charter.model, *charter.fallbacks]
     specs = [tools[n].spec() for n in charter.tools if n in tools]
-    response_format = {"type": "json_schema",
-                       "json_schema": {"name": f"{charter.name.replace('-', '_')}_output",
-                                       "schema": charter.output_schema}}
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": f"{charter.name.replace('-', '_')}_output", "schema": charter.output_schema},
+    }
     while True:
         if _cost(progress.calls) > charter.budget_usd:
-            return Outcome(False, reason=f"task budget {usd(charter.budget_usd)} exhausted", retryable=False,
-                           code="budget")
+            return Outcome(
+                False, reason=f"task budget {usd(charter.budget_usd)} exhausted", retryable=False, code="budget"
+            )
         kwargs: dict[str, Any] = {"response_format": response_format}
         if specs:
             kwargs["tools"] = specs
@@ -143,8 +153,15 @@ async def _loop(llm: LLM, charter: Charter, progress: Progress, tools: dict[str,
         await snapshot(progress)
 
 
-async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
-                      kwargs: dict[str, Any], unsettled: list[_Unsettled]) -> Any:
+async def _call_model(
+    llm: LLM,
+    charter: Charter,
+    chain: list[str],
+    progress: Progress,
+    tool_ctx: ToolContext,
+    kwargs: dict[str, Any],
+    unsettled: list[_Unsettled],
+) -> Any:
     """Settle the previous call (an invalid answer's), ask the policy, then the model; returns the
     response (its call is left in ``unsettled``), or the Outcome that ends the task."""
     await _settle(unsettled, tool_ctx)
@@ -171,14 +188,24 @@ async def _call_model(llm: LLM, charter: Charter, chain: list[str], progress: Pr
     return response
 
 
-def _model_request(llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext,
-                   output_tokens: int) -> PolicyRequest:
+def _model_request(
+    llm: LLM, charter: Charter, chain: list[str], progress: Progress, tool_ctx: ToolContext, output_tokens: int
+) -> PolicyRequest:
     data = tool_ctx.event.data
     usd, tokens = estimate_cost(progress.messages, *model_prices(llm, chain), output_tokens)
     return PolicyRequest(
-        tenant=tool_ctx.event.tenant, principal=f"agent:{charter.name}", action="model_call", resource=chain[0],
-        agent=charter.name, goal_id=data.goal_id, task_id=data.task_id, args={"fallbacks": ",".join(chain[1:])},
-        estimated_cost_usd=usd, estimated_tokens=tokens, call_id=f"{data.task_id}:model:{len(progress.messages)}")
+        tenant=tool_ctx.event.tenant,
+        principal=f"agent:{charter.name}",
+        action="model_call",
+        resource=chain[0],
+        agent=charter.name,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        args={"fallbacks": ",".join(chain[1:])},
+        estimated_cost_usd=usd,
+        estimated_tokens=tokens,
+        call_id=f"{data.task_id}:model:{len(progress.messages)}",
+    )
 
 
 def denied(decision: PolicyDecision, what: str) -> Outcome:
@@ -193,21 +220,40 @@ def denied(decision: PolicyDecision, what: str) -> Outcome:
     return Outcome(False, reason=reason, retryable=decision.code in ("no_policy", "error"), code="denied")
 
 
-async def _run_tools(charter: Charter, progress: Progress, message: Any, tools: dict[str, Tool],
-                     tool_ctx: ToolContext) -> Outcome | None:
+async def _run_tools(
+    charter: Charter, progress: Progress, message: Any, tools: dict[str, Tool], tool_ctx: ToolContext
+) -> Outcome | None:
     if progress.tool_rounds >= charter.max_tool_rounds:
         last = next((m["content"] for m in reversed(progress.messages) if m.get("role") == "tool"), "")
-        return Outcome(False, reason=f"tool loop exceeded {charter.max_tool_rounds} rounds; "
-                                     f"last tool result: {str(last)[:300]}", code="tool_loop")
+        return Outcome(
+            False,
+            reason=f"tool loop exceeded {charter.max_tool_rounds} rounds; last tool result: {str(last)[:300]}",
+            code="tool_loop",
+        )
     progress.tool_rounds += 1
-    progress.messages.append({
-        "role": "assistant", "content": message.content or None,
-        "tool_calls": [{"id": tc.id, "type": "function",
-                        "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
-                       for tc in message.tool_calls]})
+    progress.messages.append(
+        {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+                }
+                for tc in message.tool_calls
+            ],
+        }
+    )
     for tc in message.tool_calls:
-        result, _ = await call_tool(tools, charter.tools, tool_ctx, tc.function.name, tc.function.arguments,
-                                    call_id=f"{tool_ctx.event.data.task_id}:{progress.tool_rounds}:{tc.id}")
+        result, _ = await call_tool(
+            tools,
+            charter.tools,
+            tool_ctx,
+            tc.function.name,
+            tc.function.arguments,
+            call_id=f"{tool_ctx.event.data.task_id}:{progress.tool_rounds}:{tc.id}",
+        )
         progress.tool_calls += 1
         progress.effects += tool_ctx.effects
         tool_ctx.effects.clear()
@@ -243,11 +289,17 @@ def _validate(charter: Charter, progress: Progress, content: str) -> Outcome | N
     except (ValueError, jsonschema.ValidationError) as exc:
         error = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
         if progress.output_retries >= charter.output_retries:
-            return Outcome(False, reason=f"invalid output after {progress.output_retries + 1} attempts: "
-                                         f"{error[:300]}", code="invalid_output")
+            return Outcome(
+                False,
+                reason=f"invalid output after {progress.output_retries + 1} attempts: {error[:300]}",
+                code="invalid_output",
+            )
         progress.output_retries += 1
         progress.messages += [
             {"role": "assistant", "content": content},
-            {"role": "user", "content": f"Your answer was not valid: {error[:500]}. "
-                                        "Answer again with JSON matching the schema."}]
+            {
+                "role": "user",
+                "content": f"Your answer was not valid: {error[:500]}. Answer again with JSON matching the schema.",
+            },
+        ]
         return None

@@ -59,8 +59,14 @@ class SpecialistSettings(KernelSettings):
 
 
 class Specialist:
-    def __init__(self, ctx: ServiceContext, charters: dict[str, Charter], tools: dict[str, Tool], llm: LLM,
-                 ack_wait: float = 30.0) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        charters: dict[str, Charter],
+        tools: dict[str, Tool],
+        llm: LLM,
+        ack_wait: float = 30.0,
+    ) -> None:
         self.ctx = ctx
         self.ack_wait = ack_wait
         self.charters = charters
@@ -72,21 +78,33 @@ class Specialist:
         try:
             self.kv = await self.ctx.bus.js.key_value(CONTEXTS_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            self.kv = await self.ctx.bus.js.create_key_value(api.KeyValueConfig(
-                bucket=CONTEXTS_BUCKET, history=1, ttl=7 * 24 * 3600, replicas=self.ctx.settings.replicas))
+            self.kv = await self.ctx.bus.js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=CONTEXTS_BUCKET, history=1, ttl=7 * 24 * 3600, replicas=self.ctx.settings.replicas
+                )
+            )
         for charter in self.charters.values():
-            await self.ctx.bus.publish(self.ctx.bus.new(AgentAnnounced(
-                agent=charter.name, version=charter.version, capabilities=charter.capabilities,
-                instance=self.ctx.instance, capacity=charter.capacity, charter=charter)))
+            await self.ctx.bus.publish(
+                self.ctx.bus.new(
+                    AgentAnnounced(
+                        agent=charter.name,
+                        version=charter.version,
+                        capabilities=charter.capabilities,
+                        instance=self.ctx.instance,
+                        capacity=charter.capacity,
+                        charter=charter,
+                    )
+                )
+            )
         capacity = min(sum(c.capacity for c in self.charters.values()), 64)
-        await self.ctx.consume(NAME, ["agentos.*.context.ready"], self.handle, concurrency=capacity,
-                               ack_wait=self.ack_wait, max_deliver=4)
+        await self.ctx.consume(
+            NAME, ["agentos.*.context.ready"], self.handle, concurrency=capacity, ack_wait=self.ack_wait, max_deliver=4
+        )
         self.ctx.closers.append(self.retire)
 
     async def retire(self) -> None:
         for charter in self.charters.values():
-            await self.ctx.bus.publish(self.ctx.bus.new(AgentRetired(agent=charter.name,
-                                                                     instance=self.ctx.instance)))
+            await self.ctx.bus.publish(self.ctx.bus.new(AgentRetired(agent=charter.name, instance=self.ctx.instance)))
 
     async def handle(self, event: Event[Any]) -> None:
         data: ContextReady = event.data
@@ -100,14 +118,27 @@ class Specialist:
             return
         # The start is stored while the first policy decision is asked (the two are independent);
         # the model is called, and the result published, only once it is (ToolContext.started).
-        started = asyncio.ensure_future(self.ctx.bus.publish(self.ctx.bus.new(
-            TaskStarted(task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance),
-            cause=event, id=derived_event_id(data.task_id, "started"))))
+        started = asyncio.ensure_future(
+            self.ctx.bus.publish(
+                self.ctx.bus.new(
+                    TaskStarted(
+                        task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance
+                    ),
+                    cause=event,
+                    id=derived_event_id(data.task_id, "started"),
+                )
+            )
+        )
         progress = _progress_from(saved) or Progress(messages=[dict(m) for m in data.messages])
         try:
-            outcome = await run_agent(self.llm, charter, progress, self.tools,
-                                      ToolContext(self.ctx.bus, event, started=started),
-                                      lambda p: self._save(key, _progress_dump(p)))
+            outcome = await run_agent(
+                self.llm,
+                charter,
+                progress,
+                self.tools,
+                ToolContext(self.ctx.bus, event, started=started),
+                lambda p: self._save(key, _progress_dump(p)),
+            )
         finally:
             await wait_done(started)
         if started.cancelled() or started.exception() is not None:
@@ -120,8 +151,9 @@ class Specialist:
         kind, result = _result(data, outcome, progress, charter.claims)
         # Both before the ack, so their order does not matter: a redelivery after a crash finds
         # the saved result (and republishes it under the same id) or runs the task again.
-        _, ack = await asyncio.gather(self._save(key, {"done": True, "kind": kind, "result": result}),
-                                      self._publish_result(event, kind, result))
+        _, ack = await asyncio.gather(
+            self._save(key, {"done": True, "kind": kind, "result": result}), self._publish_result(event, kind, result)
+        )
         if ack.duplicate and outcome.settle_separately is not None:
             # An earlier attempt's result is stored under this id: this run's answer is settled apart
             # (settling a reservation twice changes nothing).
@@ -130,8 +162,9 @@ class Specialist:
     async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> api.PubAck:
         cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
         data = cls.model_validate(result)
-        return await self.ctx.bus.publish(self.ctx.bus.new(data, cause=cause,
-                                                           id=derived_event_id(result["task_id"], kind)))
+        return await self.ctx.bus.publish(
+            self.ctx.bus.new(data, cause=cause, id=derived_event_id(result["task_id"], kind))
+        )
 
     async def _load(self, key: str) -> dict[str, Any]:
         try:
@@ -145,29 +178,49 @@ class Specialist:
 
 
 def _progress_dump(p: Progress) -> dict[str, Any]:
-    return {"messages": p.messages, "calls": [c.model_dump() for c in p.calls], "tool_rounds": p.tool_rounds,
-            "tool_calls": p.tool_calls, "output_retries": p.output_retries,
-            "effects": [e.model_dump() for e in p.effects]}
+    return {
+        "messages": p.messages,
+        "calls": [c.model_dump() for c in p.calls],
+        "tool_rounds": p.tool_rounds,
+        "tool_calls": p.tool_calls,
+        "output_retries": p.output_retries,
+        "effects": [e.model_dump() for e in p.effects],
+    }
 
 
 def _progress_from(saved: dict[str, Any]) -> Progress | None:
     if "messages" not in saved:
         return None
-    return Progress(messages=saved["messages"], calls=[ModelCall.model_validate(c) for c in saved["calls"]],
-                    tool_rounds=saved["tool_rounds"], tool_calls=saved["tool_calls"],
-                    output_retries=saved["output_retries"],
-                    effects=[Effect.model_validate(e) for e in saved.get("effects", ())])
+    return Progress(
+        messages=saved["messages"],
+        calls=[ModelCall.model_validate(c) for c in saved["calls"]],
+        tool_rounds=saved["tool_rounds"],
+        tool_calls=saved["tool_calls"],
+        output_retries=saved["output_retries"],
+        effects=[Effect.model_validate(e) for e in saved.get("effects", ())],
+    )
 
 
-def _result(data: ContextReady, outcome: Outcome, progress: Progress,
-            claims: dict[str, str]) -> tuple[str, dict[str, Any]]:
+def _result(
+    data: ContextReady, outcome: Outcome, progress: Progress, claims: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
     usage = Usage(calls=tuple(progress.calls), tool_calls=progress.tool_calls)
-    common = {"task_id": data.task_id, "goal_id": data.goal_id, "step_id": data.step_id, "agent": data.agent,
-              "usage": usage.model_dump(mode="json")}
+    common = {
+        "task_id": data.task_id,
+        "goal_id": data.goal_id,
+        "step_id": data.step_id,
+        "agent": data.agent,
+        "usage": usage.model_dump(mode="json"),
+    }
     if outcome.ok:
         settlement = {"settlement": outcome.settlement.model_dump()} if outcome.settlement else {}
-        return "completed", {**common, "output": outcome.output, **settlement, "claims": claims,
-                             "effects": [e.model_dump() for e in progress.effects]}
+        return "completed", {
+            **common,
+            "output": outcome.output,
+            **settlement,
+            "claims": claims,
+            "effects": [e.model_dump() for e in progress.effects],
+        }
     return "failed", {**common, "reason": outcome.reason, "retryable": outcome.retryable, "code": outcome.code}
 
 
@@ -186,9 +239,14 @@ async def setup(ctx: ServiceContext) -> None:
     tools = build_tools(DocumentIndex.from_folder(settings.documents_dir))
     for charter in charters.values():
         for name in unattested_writes(charter, tools):
-            log.warning("agent %s may call %s, which writes, but its charter claims nothing about it: "
-                        "what its output says about %s is not attested (add claims: {<field>: %s})",
-                        charter.name, name, name, name)
+            log.warning(
+                "agent %s may call %s, which writes, but its charter claims nothing about it: "
+                "what its output says about %s is not attested (add claims: {<field>: %s})",
+                charter.name,
+                name,
+                name,
+                name,
+            )
     specialist = Specialist(ctx, charters, tools, LLM(ModelRegistry.load()), settings.task_ack_wait_s)
     await specialist.start()
 

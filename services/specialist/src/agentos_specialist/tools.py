@@ -70,8 +70,10 @@ class Tool:
     resource: str = ""
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -116,9 +118,15 @@ async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
     # One entry per (goal, agent, content): a retried task or a replayed proposal is the same entry.
     entry_id = derived_event_id(ctx.event.tenant, data.goal_id, data.agent, "memory", content_key(content[:8000]))
     proposal = MemoryProposed(
-        entry_id=entry_id, kind="episodic", content=content[:8000],
-        tags=tuple(str(t) for t in args.get("tags", ()))[:10], agent=data.agent, goal_id=data.goal_id,
-        task_id=data.task_id, step_id=data.step_id)
+        entry_id=entry_id,
+        kind="episodic",
+        content=content[:8000],
+        tags=tuple(str(t) for t in args.get("tags", ()))[:10],
+        agent=data.agent,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        step_id=data.step_id,
+    )
     # One proposal event per task attempt: a later attempt re-proposing the entry is its own fact.
     event = ctx.bus.new(proposal, cause=ctx.event, id=derived_event_id(entry_id, "proposed", data.task_id))
     await ctx.bus.publish(event)
@@ -129,8 +137,13 @@ async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
 def build_tools(index: DocumentIndex) -> dict[str, Tool]:
     async def search_documents(ctx: ToolContext, args: dict[str, Any]) -> str:
         hits = index.search(str(args.get("query", "")), int(args.get("k", 2)))
-        return json.dumps([{"document": name, "score": round(score, 3), "text": index.docs[name][:1500]}
-                           for name, score in hits]) if hits else "no documents match"
+        return (
+            json.dumps(
+                [{"document": name, "score": round(score, 3), "text": index.docs[name][:1500]} for name, score in hits]
+            )
+            if hits
+            else "no documents match"
+        )
 
     async def fetch_url(ctx: ToolContext, args: dict[str, Any]) -> str:
         url = str(args.get("url", ""))
@@ -139,18 +152,43 @@ def build_tools(index: DocumentIndex) -> dict[str, Tool]:
             response.raise_for_status()
             return response.text[:4000]
 
-    return {t.name: t for t in (
-        Tool("search_documents", "Full-text search over the research library; returns the best documents.",
-             {"type": "object", "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
-              "required": ["query"]}, search_documents),
-        Tool("propose_memory", "Propose a finding for long-term memory; it becomes permanent after review.",
-             {"type": "object", "properties": {"content": {"type": "string"},
-                                               "tags": {"type": "array", "items": {"type": "string"}}},
-              "required": ["content"]}, propose_memory, "memory_write", "memory:episodic"),
-        Tool("fetch_url", "Fetch a web page over HTTP(S) and return its text.",
-             {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}, fetch_url),
-        SEND_EMAIL,
-    )}
+    return {
+        t.name: t
+        for t in (
+            Tool(
+                "search_documents",
+                "Full-text search over the research library; returns the best documents.",
+                {
+                    "type": "object",
+                    "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
+                    "required": ["query"],
+                },
+                search_documents,
+            ),
+            Tool(
+                "propose_memory",
+                "Propose a finding for long-term memory; it becomes permanent after review.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "content": {"type": "string"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["content"],
+                },
+                propose_memory,
+                "memory_write",
+                "memory:episodic",
+            ),
+            Tool(
+                "fetch_url",
+                "Fetch a web page over HTTP(S) and return its text.",
+                {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+                fetch_url,
+            ),
+            SEND_EMAIL,
+        )
+    }
 
 
 def idempotency_key(ctx: ToolContext, name: str, args: dict[str, Any]) -> str:
@@ -166,23 +204,37 @@ async def send_email(ctx: ToolContext, args: dict[str, Any]) -> str:
     target = outbox / f"{key}.json"
     if target.exists():
         return f"already sent: {key}"
-    message = {"to": str(args.get("to", "")), "subject": str(args.get("subject", "")),
-               "body": str(args.get("body", "")), "idempotency_key": key, "agent": ctx.event.data.agent,
-               "task_id": ctx.event.data.task_id}
+    message = {
+        "to": str(args.get("to", "")),
+        "subject": str(args.get("subject", "")),
+        "body": str(args.get("body", "")),
+        "idempotency_key": key,
+        "agent": ctx.event.data.agent,
+        "task_id": ctx.event.data.task_id,
+    }
     partial = target.with_suffix(".tmp")
     partial.write_text(json.dumps(message, indent=2))
     partial.replace(target)
     return json.dumps({"sent": key, "to": message["to"]})
 
 
-SEND_EMAIL = Tool("send_email", "Send an e-mail (written to the outbox, which a mail relay delivers).",
-                  {"type": "object", "properties": {"to": {"type": "string"}, "subject": {"type": "string"},
-                                                    "body": {"type": "string"}}, "required": ["to", "subject", "body"]},
-                  send_email, "outside_action", "email:outbound")
+SEND_EMAIL = Tool(
+    "send_email",
+    "Send an e-mail (written to the outbox, which a mail relay delivers).",
+    {
+        "type": "object",
+        "properties": {"to": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"}},
+        "required": ["to", "subject", "body"],
+    },
+    send_email,
+    "outside_action",
+    "email:outbound",
+)
 
 
-async def call_tool(tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolContext, name: str,
-                    arguments: str, call_id: str = "") -> tuple[str, bool]:
+async def call_tool(
+    tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolContext, name: str, arguments: str, call_id: str = ""
+) -> tuple[str, bool]:
     """Run one tool call after the policy allowed it; returns (result text for the model, ok). Never
     raises. A call of a tool that writes leaves its :class:`Effect` in ``ctx.effects``."""
     tool = tools.get(name)
@@ -199,8 +251,9 @@ async def call_tool(tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolC
     return result, ok
 
 
-async def _call_tool(tool: Tool | None, allowed: tuple[str, ...], ctx: ToolContext, name: str,
-                     arguments: str, call_id: str) -> tuple[str, bool, PolicyDecision | None]:
+async def _call_tool(
+    tool: Tool | None, allowed: tuple[str, ...], ctx: ToolContext, name: str, arguments: str, call_id: str
+) -> tuple[str, bool, PolicyDecision | None]:
     try:
         args = json.loads(arguments or "{}")
         if not isinstance(args, dict):
@@ -216,8 +269,11 @@ async def _call_tool(tool: Tool | None, allowed: tuple[str, ...], ctx: ToolConte
             ctx.stop = decision
         return f"DENIED: {name}: {'; '.join(decision.reasons)}"[:1000], False, decision
     if name not in allowed or tool is None:
-        return (f"ERROR: tool {name!r} is not allowed for this agent (allowed: {', '.join(allowed) or 'none'})",
-                False, decision)
+        return (
+            f"ERROR: tool {name!r} is not allowed for this agent (allowed: {', '.join(allowed) or 'none'})",
+            False,
+            decision,
+        )
     if error is not None:
         return error[:1000], False, None
     if tool.action == "outside_action":
@@ -230,15 +286,21 @@ async def _call_tool(tool: Tool | None, allowed: tuple[str, ...], ctx: ToolConte
         return f"ERROR: {name} failed: {type(exc).__name__}: {exc}"[:1000], False, decision
 
 
-def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[str, Any],
-                   call_id: str) -> PolicyRequest:
+def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[str, Any], call_id: str) -> PolicyRequest:
     """What the policy is asked for one tool call (an unknown tool is asked about too, and denied)."""
     data = ctx.event.data
     return PolicyRequest(
-        tenant=ctx.event.tenant, principal=f"agent:{data.agent}", agent=data.agent, goal_id=data.goal_id,
-        task_id=data.task_id, action=tool.action if tool else "tool_call",  # type: ignore[arg-type]
-        resource=(tool.resource if tool and tool.resource else name), tool=name, args=summarize_args(args),
-        call_id=call_id or idempotency_key(ctx, name, args))
+        tenant=ctx.event.tenant,
+        principal=f"agent:{data.agent}",
+        agent=data.agent,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        action=tool.action if tool else "tool_call",  # type: ignore[arg-type]
+        resource=(tool.resource if tool and tool.resource else name),
+        tool=name,
+        args=summarize_args(args),
+        call_id=call_id or idempotency_key(ctx, name, args),
+    )
 
 
 async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision: PolicyDecision) -> tuple[str, bool]:
@@ -251,11 +313,23 @@ async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision:
     outcome = "failed" if not ok else "duplicate" if result.startswith("already ") else "succeeded"
     data = ctx.event.data
     fact = ActionExecuted(
-        decision_id=decision.decision_id, action=tool.action, resource=tool.resource or tool.name, tool=tool.name,
-        agent=data.agent, goal_id=data.goal_id, task_id=data.task_id, idempotency_key=key, outcome=outcome,
-        detail=result[:500])
-    event = ctx.bus.new(fact, cause=ctx.event, principal=f"agent:{data.agent}",
-                        id=derived_event_id(key, "executed", decision.decision_id))
+        decision_id=decision.decision_id,
+        action=tool.action,
+        resource=tool.resource or tool.name,
+        tool=tool.name,
+        agent=data.agent,
+        goal_id=data.goal_id,
+        task_id=data.task_id,
+        idempotency_key=key,
+        outcome=outcome,
+        detail=result[:500],
+    )
+    event = ctx.bus.new(
+        fact,
+        cause=ctx.event,
+        principal=f"agent:{data.agent}",
+        id=derived_event_id(key, "executed", decision.decision_id),
+    )
     await ctx.bus.publish(event)
     ctx.fact_id = event.id
     return result, ok

@@ -76,13 +76,15 @@ def vote_outcome(reply: r.ApprovalReply, approval_id: str, user: str) -> Respons
     if user in info.approved_by or info.rejected_by == user:
         raise Problem(409, "duplicate_vote", error, dlq=False)
     if error == NO_POLICY:
-        raise Problem(503, "no_policy", "the policy service has no policy loaded", dlq=False,
-                      headers={"Retry-After": "2"})
+        raise Problem(
+            503, "no_policy", "the policy service has no policy loaded", dlq=False, headers={"Retry-After": "2"}
+        )
     raise Problem(403, "not_an_approver", error, dlq=False)
 
 
-async def vote(gw: Gateway, request: Request, raw: bytes, who: Principal, approval_id: str,
-               verdict: Verdict) -> Response:
+async def vote(
+    gw: Gateway, request: Request, raw: bytes, who: Principal, approval_id: str, verdict: Verdict
+) -> Response:
     """Cast ``who``'s (or the named human's) vote through the policy service."""
     ballot = parse_body(VoteRequest, raw, request.headers.get("content-type"))
     if verdict == "reject" and not ballot.reason.strip():
@@ -99,8 +101,9 @@ def add_approval_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
     """``GET /approvals``, ``GET /approvals/{id}`` and the two vote routes."""
 
     @app.get("/approvals", responses=problems, summary="Approvals waiting for a human", tags=["operator"])
-    async def list_approvals(request: Request, tenant: str | None = None,
-                             status: r.ApprovalStatusName = "pending") -> Response:
+    async def list_approvals(
+        request: Request, tenant: str | None = None, status: r.ApprovalStatusName = "pending"
+    ) -> Response:
         """Approvals in ``status`` (default pending), every tenant unless ``tenant`` is given (a
         tenant-bound key sees its own). What `agentos approvals` lists."""
 
@@ -109,13 +112,15 @@ def add_approval_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
             reply = await ask(gw, r.POLICY_APPROVALS, query, r.ApprovalListReply, "policy", POLICY_TIMEOUT_S)
             if reply.error:
                 raise service_failed(reply.error)
-            return json_response({"approvals": [a.model_dump(mode="json") for a in reply.approvals],
-                                  "count": len(reply.approvals)})
+            return json_response(
+                {"approvals": [a.model_dump(mode="json") for a in reply.approvals], "count": len(reply.approvals)}
+            )
 
         return await read(gw, request, "approvals.read", work)
 
-    @app.get("/approvals/{approval_id}", responses=problems, summary="One approval and where it stands",
-             tags=["operator"])
+    @app.get(
+        "/approvals/{approval_id}", responses=problems, summary="One approval and where it stands", tags=["operator"]
+    )
     async def get_approval(approval_id: str, request: Request) -> Response:
         """Its risk, votes so far, who may approve, deadline and status; 404 if unknown."""
 
@@ -131,17 +136,27 @@ def add_approval_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
 
 def _vote_route(app: FastAPI, gw: Gateway, problems: Problems, verdict: Verdict) -> None:
     async def post_vote(approval_id: str, request: Request) -> Response:
-        return await write(gw, request, "approvals.vote",
-                           lambda raw, who: vote(gw, request, raw, who, approval_id, verdict))
+        return await write(
+            gw, request, "approvals.vote", lambda raw, who: vote(gw, request, raw, who, approval_id, verdict)
+        )
 
     post_vote.__doc__ = (
         f"The human (``user``, default the key's name) {verdict}s; the policy checks they hold a role "
         "allowed for the risk tier and counts each person once. 200 with the approval's state; 403 "
         "`not_an_approver` / `wrong_user`, 404 `unknown_approval`, 409 `duplicate_vote` / `approval_decided`."
     )
-    summary = ("Approve a pending request (high risk: two different people)" if verdict == "approve"
-               else "Reject a pending request (the agent is told it was denied)")
+    summary = (
+        "Approve a pending request (high risk: two different people)"
+        if verdict == "approve"
+        else "Reject a pending request (the agent is told it was denied)"
+    )
     body = json_body(VoteRequest)
     body["requestBody"]["required"] = verdict == "reject"
-    app.post(f"/approvals/{{approval_id}}/{verdict}", responses=problems, summary=summary, openapi_extra=body,
-             tags=["operator"], name=f"{verdict}_approval")(post_vote)
+    app.post(
+        f"/approvals/{{approval_id}}/{verdict}",
+        responses=problems,
+        summary=summary,
+        openapi_extra=body,
+        tags=["operator"],
+        name=f"{verdict}_approval",
+    )(post_vote)

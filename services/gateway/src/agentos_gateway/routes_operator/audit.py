@@ -19,8 +19,12 @@ from agentos_gateway.gateway import Gateway, json_response
 from agentos_gateway.problems import Problem
 from agentos_gateway.routes_operator.common import AUDIT_TIMEOUT_S, Problems, ask, invalid, read, tenant_of
 
-CSV_OK = {200: {"description": "Rows (JSON), or CSV with `format=csv`",
-                "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}}
+CSV_OK = {
+    200: {
+        "description": "Rows (JSON), or CSV with `format=csv`",
+        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def _cell(value: Any) -> Any:
@@ -64,8 +68,9 @@ async def query_page(gw: Gateway, request: Request, filters: dict[str, Any], fmt
         headers["Link"] = f'<{request.url.include_query_params(cursor=reply.next_cursor)}>; rel="next"'
     if fmt == "csv":
         return Response(to_csv(reply.rows), media_type="text/csv; charset=utf-8", headers=headers)
-    return json_response({"rows": list(reply.rows), "count": len(reply.rows), "next_cursor": reply.next_cursor},
-                         headers=headers)
+    return json_response(
+        {"rows": list(reply.rows), "count": len(reply.rows), "next_cursor": reply.next_cursor}, headers=headers
+    )
 
 
 async def trace(gw: Gateway, goal_id: str, tenant: str | None, max_events: int) -> Response:
@@ -87,8 +92,12 @@ def add_audit_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
 
 
 def _add_query_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
-    @app.get("/audit/query", responses=CSV_OK | problems, tags=["analyst"],
-             summary="Events matching every filter given, newest first")
+    @app.get(
+        "/audit/query",
+        responses=CSV_OK | problems,
+        tags=["analyst"],
+        summary="Events matching every filter given, newest first",
+    )
     async def audit_query(
         request: Request,
         agent: str | None = Query(None, description="Agent name"),
@@ -107,8 +116,18 @@ def _add_query_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
         """What `agentos audit query` answers, one bounded page at a time: JSON ``{rows, count,
         next_cursor}`` or CSV (next page in the ``Link: <…>; rel="next"`` header). 400 `invalid_filter`
         for a filter that cannot hold (bad time, unknown event type, limit out of range, bad cursor)."""
-        filters = {"agent": agent, "type": type, "since": since, "until": until, "goal": goal, "tool": tool,
-                   "model": model, "tag": tag, "limit": limit, "cursor": cursor}
+        filters = {
+            "agent": agent,
+            "type": type,
+            "since": since,
+            "until": until,
+            "goal": goal,
+            "tool": tool,
+            "model": model,
+            "tag": tag,
+            "limit": limit,
+            "cursor": cursor,
+        }
 
         async def work(who: Principal) -> Response:
             return await query_page(gw, request, filters | {"tenant": tenant_of(who, tenant)}, format)
@@ -117,8 +136,12 @@ def _add_query_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
 
 
 def _add_trace_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
-    @app.get("/audit/trace/{goal_id}", responses=problems, tags=["analyst"],
-             summary="A goal's events as a causal tree, and per task what its agent saw and used")
+    @app.get(
+        "/audit/trace/{goal_id}",
+        responses=problems,
+        tags=["analyst"],
+        summary="A goal's events as a causal tree, and per task what its agent saw and used",
+    )
     async def audit_trace(
         goal_id: str,
         request: Request,
@@ -128,5 +151,4 @@ def _add_trace_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
         """What `agentos audit trace` shows: ``events`` in stream order, each with its ``parent_id`` (its
         cause) and ``children``; ``roots``; ``tasks`` (charter, memory, context tokens, models, tokens,
         cost, trace id, outcome); ``truncated`` when the goal has more events. 404 `unknown_goal`."""
-        return await read(gw, request, "audit.read",
-                          lambda who: trace(gw, goal_id, tenant_of(who, tenant), max_events))
+        return await read(gw, request, "audit.read", lambda who: trace(gw, goal_id, tenant_of(who, tenant), max_events))

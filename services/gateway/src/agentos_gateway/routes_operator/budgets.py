@@ -22,8 +22,12 @@ from agentos_gateway.routes_operator.common import (
 def add_budget_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
     """``GET /budgets``."""
 
-    @app.get("/budgets", responses=problems, tags=["operator"],
-             summary="Spend against caps (per agent, team and tenant; today and this month)")
+    @app.get(
+        "/budgets",
+        responses=problems,
+        tags=["operator"],
+        summary="Spend against caps (per agent, team and tenant; today and this month)",
+    )
     async def get_budgets(request: Request, tenant: str | None = None) -> Response:
         """What `agentos budget` shows: per cap, spent and reserved USD and tokens against the cap."""
 

@@ -36,8 +36,7 @@ def parse_body(model: type[M], body: bytes, content_type: str | None) -> M:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise Problem(400, "invalid_json", f"body is not valid JSON: {exc.errors()[0]['msg']}",
-                          dlq=False) from None
+            raise Problem(400, "invalid_json", f"body is not valid JSON: {exc.errors()[0]['msg']}", dlq=False) from None
         raise invalid("invalid_body", "the request body is invalid", exc, 422) from None
 
 
@@ -54,8 +53,9 @@ def acting_user(who: Principal, user: str | None) -> str:
         return who.name
     if "admin" in who.roles:
         return user
-    raise Problem(403, "wrong_user", f"key {who.name!r} acts as {who.name!r}; only an admin key may act for "
-                  f"{user!r}", dlq=False)
+    raise Problem(
+        403, "wrong_user", f"key {who.name!r} acts as {who.name!r}; only an admin key may act for {user!r}", dlq=False
+    )
 
 
 def tenant_of(who: Principal, tenant: str | None) -> str | None:
@@ -71,13 +71,20 @@ async def ask(gw: Gateway, subject: str, payload: BaseModel, reply: type[M], ser
     try:
         return await gw.bus.request(subject, payload, reply, timeout=timeout)
     except (BusUnavailable, nats.errors.Error) as exc:
-        raise Problem(503, f"{service}_unavailable",
-                      f"the {service} service did not answer on {subject} ({exc}); is it running? retry",
-                      headers={"Retry-After": "2"}, dlq=False) from None
+        raise Problem(
+            503,
+            f"{service}_unavailable",
+            f"the {service} service did not answer on {subject} ({exc}); is it running? retry",
+            headers={"Retry-After": "2"},
+            dlq=False,
+        ) from None
     except ValidationError as exc:
-        raise Problem(502, f"{service}_bad_reply",
-                      f"the {service} service's answer is not a {reply.__name__}: {exc.errors()[0]['msg']}",
-                      dlq=False) from None
+        raise Problem(
+            502,
+            f"{service}_bad_reply",
+            f"the {service} service's answer is not a {reply.__name__}: {exc.errors()[0]['msg']}",
+            dlq=False,
+        ) from None
 
 
 def service_failed(error: str) -> Problem:

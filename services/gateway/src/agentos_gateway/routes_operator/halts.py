@@ -59,13 +59,23 @@ def _may_switch(who: Principal, scope: str, target: str) -> None:
     """A tenant-bound key may only switch its own tenant; agents, models, workflows and ``all``
     reach every tenant."""
     if who.tenant is not None and (scope != "tenant" or target != who.tenant):
-        raise Problem(403, "wrong_tenant", f"key {who.name!r} is bound to tenant {who.tenant!r}: it may only "
-                      f"halt or resume that tenant (scope tenant, target {who.tenant!r})", dlq=False)
+        raise Problem(
+            403,
+            "wrong_tenant",
+            f"key {who.name!r} is bound to tenant {who.tenant!r}: it may only "
+            f"halt or resume that tenant (scope tenant, target {who.tenant!r})",
+            dlq=False,
+        )
 
 
 def _control_problem(exc: Exception) -> Problem:
-    return Problem(503, "control_unavailable", f"the AGENTOS_CONTROL bucket is unavailable: {exc!r}; retry",
-                   headers={"Retry-After": "1"}, dlq=False)
+    return Problem(
+        503,
+        "control_unavailable",
+        f"the AGENTOS_CONTROL bucket is unavailable: {exc!r}; retry",
+        headers={"Retry-After": "1"},
+        dlq=False,
+    )
 
 
 async def list_halts(gw: Gateway) -> list[control.Halt]:
@@ -88,12 +98,17 @@ async def halt(gw: Gateway, request: Request, raw: bytes, who: Principal) -> Res
     scope, target = halt_scope(asked.scope, asked.target)
     _may_switch(who, scope, target)
     try:
-        switch = await control.set_halt(gw.bus.js, control.Halt(scope, target, asked.reason, who.principal,
-                                                                time.time()))
+        switch = await control.set_halt(
+            gw.bus.js, control.Halt(scope, target, asked.reason, who.principal, time.time())
+        )
     except _KV_ERRORS as exc:
         raise _control_problem(exc) from None
-    fact = HaltRequested(scope=scope, target=target, reason=switch.reason,  # type: ignore[arg-type]
-                         requested_by=who.principal)
+    fact = HaltRequested(
+        scope=scope,
+        target=target,
+        reason=switch.reason,  # type: ignore[arg-type]
+        requested_by=who.principal,
+    )
     await _record(gw, fact, scope, target, who)
     return json_response(_halt_doc(switch), 201)
 
@@ -125,8 +140,14 @@ def add_halt_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
 
         return await read(gw, request, "halts.read", work)
 
-    @app.post("/halts", status_code=201, responses=problems, openapi_extra=json_body(HaltRequest),
-              tags=["operator"], summary="Kill switch: halt an agent, a workflow, a model, a tenant or everything")
+    @app.post(
+        "/halts",
+        status_code=201,
+        responses=problems,
+        openapi_extra=json_body(HaltRequest),
+        tags=["operator"],
+        summary="Kill switch: halt an agent, a workflow, a model, a tenant or everything",
+    )
     async def post_halt(request: Request) -> Response:
         """Turns the switch on (every replica pauses the work it covers within milliseconds), then
         records ``control.halt_requested`` with the key's principal. 201 with the switch."""
@@ -136,16 +157,20 @@ def add_halt_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
 
 
 def _resume_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
-    @app.delete("/halts/all", responses=problems, tags=["operator"],
-                summary="Lift the switch that halts everything")
+    @app.delete("/halts/all", responses=problems, tags=["operator"], summary="Lift the switch that halts everything")
     async def delete_halt_all(request: Request) -> Response:
         """Like `agentos resume --all`: paused work carries on. ``was_on`` says whether it was on."""
         return await write(gw, request, "halts.write", lambda raw, who: resume(gw, who, "all", "*"))
 
-    @app.delete("/halts/{scope}/{target:path}", responses=problems, tags=["operator"],
-                summary="Lift a kill switch (agent, workflow, model or tenant)")
-    async def delete_halt(scope: Literal["agent", "workflow", "model", "tenant"], target: str,
-                          request: Request) -> Response:
+    @app.delete(
+        "/halts/{scope}/{target:path}",
+        responses=problems,
+        tags=["operator"],
+        summary="Lift a kill switch (agent, workflow, model or tenant)",
+    )
+    async def delete_halt(
+        scope: Literal["agent", "workflow", "model", "tenant"], target: str, request: Request
+    ) -> Response:
         """Like `agentos resume --<scope> <target>`: the key is deleted and ``control.resume_requested``
         recorded; paused work carries on. ``was_on`` says whether it was on."""
         return await write(gw, request, "halts.write", lambda raw, who: resume(gw, who, scope, target))

@@ -55,16 +55,24 @@ async def assigned_task(gw: Gateway, task_id: str, tenant: str | None) -> Event[
     info = await gw.bus.js.stream_info(EVENTS_STREAM)
     if not info.state.last_seq:
         return None
-    sub = await gw.bus.js.subscribe(f"agentos.{tenant or '*'}.{domain}.{name}", stream=EVENTS_STREAM,
-                                    ordered_consumer=True,
-                                    config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
+    sub = await gw.bus.js.subscribe(
+        f"agentos.{tenant or '*'}.{domain}.{name}",
+        stream=EVENTS_STREAM,
+        ordered_consumer=True,
+        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
+    )
     deadline = time.monotonic() + TASK_SCAN_BUDGET_S
     found: Event[Any] | None = None
     try:
         while True:
             if time.monotonic() > deadline:
-                raise Problem(503, "scan_incomplete", f"looking for task {task_id!r} in the log took over "
-                              f"{TASK_SCAN_BUDGET_S:.0f}s; name its tenant, or retry", dlq=False)
+                raise Problem(
+                    503,
+                    "scan_incomplete",
+                    f"looking for task {task_id!r} in the log took over "
+                    f"{TASK_SCAN_BUDGET_S:.0f}s; name its tenant, or retry",
+                    dlq=False,
+                )
             try:
                 msg = await sub.next_msg(timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -83,8 +91,14 @@ async def assigned_task(gw: Gateway, task_id: str, tenant: str | None) -> Event[
 async def _allowed(gw: Gateway, assigned: Event[Any], user: str) -> r.PolicyDecision:
     """The policy's decision on ``user`` taking the task over; 403 ``takeover_denied`` if not allowed."""
     data = assigned.data
-    asked = r.PolicyRequest(tenant=assigned.tenant, principal=f"user:{user}", action="outside_action",
-                            resource="task:takeover", task_id=data.task_id, goal_id=data.goal_id)
+    asked = r.PolicyRequest(
+        tenant=assigned.tenant,
+        principal=f"user:{user}",
+        action="outside_action",
+        resource="task:takeover",
+        task_id=data.task_id,
+        goal_id=data.goal_id,
+    )
     decision = await ask(gw, r.POLICY_DECIDE, asked, r.PolicyDecision, "policy", POLICY_TIMEOUT_S)
     if decision.decision != "allow":
         raise Problem(403, "takeover_denied", f"takeover denied: {'; '.join(decision.reasons)}", dlq=False)
@@ -102,25 +116,37 @@ async def take_over(gw: Gateway, request: Request, raw: bytes, who: Principal, t
         raise Problem(404, "unknown_task", f"no task.assigned for task {task_id!r}{where} in the log", dlq=False)
     decision = await _allowed(gw, assigned, user)
     data = assigned.data
-    done = TaskCompleted(task_id=task_id, goal_id=data.goal_id, step_id=data.step_id, agent=f"user:{user}",
-                         output=asked.answer)
-    event = gw.bus.new(done, cause=assigned, principal=f"user:{user}",
-                       id=derived_event_id("takeover", task_id, user))
+    done = TaskCompleted(
+        task_id=task_id, goal_id=data.goal_id, step_id=data.step_id, agent=f"user:{user}", output=asked.answer
+    )
+    event = gw.bus.new(done, cause=assigned, principal=f"user:{user}", id=derived_event_id("takeover", task_id, user))
     ack = await publish(gw, event)
-    return json_response({"task_id": task_id, "goal_id": data.goal_id, "tenant": assigned.tenant, "user": user,
-                          "event_id": event.id, "decision_id": decision.decision_id,
-                          "duplicate": bool(ack.duplicate)})
+    return json_response(
+        {
+            "task_id": task_id,
+            "goal_id": data.goal_id,
+            "tenant": assigned.tenant,
+            "user": user,
+            "event_id": event.id,
+            "decision_id": decision.decision_id,
+            "duplicate": bool(ack.duplicate),
+        }
+    )
 
 
 def add_takeover_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
     """``POST /tasks/{task_id}/takeover``."""
 
-    @app.post("/tasks/{task_id}/takeover", responses=problems, openapi_extra=json_body(TakeoverRequest),
-              tags=["operator"], summary="Answer a task yourself (takeover)")
+    @app.post(
+        "/tasks/{task_id}/takeover",
+        responses=problems,
+        openapi_extra=json_body(TakeoverRequest),
+        tags=["operator"],
+        summary="Answer a task yourself (takeover)",
+    )
     async def takeover(task_id: str, request: Request) -> Response:
         """The policy decides whether the human may take the task over (``task:takeover``); then
         ``task.completed`` is published with their answer as output and ``user:<name>`` as agent and
         principal, and the task's pending approvals are rejected. 403 `takeover_denied`, 404 `unknown_task`.
         One takeover per task and person: a retry publishes nothing new."""
-        return await write(gw, request, "tasks.takeover",
-                           lambda raw, who: take_over(gw, request, raw, who, task_id))
+        return await write(gw, request, "tasks.takeover", lambda raw, who: take_over(gw, request, raw, who, task_id))
