@@ -2,7 +2,9 @@
 
 Writes one JSON Schema per event type (the whole structured CloudEvent, with ``data`` typed), the
 envelope schema, an index, and an AsyncAPI 3.0 document produced by FastStream from the same
-pydantic models. ``--check`` regenerates in memory and reports any file that differs.
+pydantic models. ``--check`` regenerates in memory and reports any file that differs. Writing
+refuses a change that breaks an event type already stored under the same version
+(:mod:`agentos_cli.contract_compat`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentos_cli.contract_compat import breaking
+from agentos_kernel.exceptions import AgentOSError
 from agentos_schemas import CATALOGUE
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.events import EventData
@@ -97,7 +101,11 @@ def _dump(obj: Any) -> str:
 
 
 def write(root: Path) -> list[str]:
+    """Write every contract file under ``root`` (and remove stale ones); refuses, writing nothing,
+    a change that breaks an event type stored under the same version (:func:`incompatible`)."""
     files = render()
+    if problems := incompatible(root, files):
+        raise ContractBreak(problems)
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +115,37 @@ def write(root: Path) -> list[str]:
     for p in stale:
         p.unlink()
     return sorted(files)
+
+
+class ContractBreak(AgentOSError):
+    """A schema change that events already in the log would not survive."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "breaking change to a stored event type: "
+            + "; ".join(problems)
+            + ". Keep the field (or its accepted values), or add a new version of the event type (….v2)"
+        )
+        self.problems = problems
+
+
+def incompatible(root: Path, files: dict[str, str]) -> list[str]:
+    """How the contracts in ``files`` break those under ``root`` (see :mod:`agentos_cli.contract_compat`);
+    an event type may leave the catalogue only once a newer version of it is in."""
+    problems: list[str] = []
+    for path in sorted(root.glob("events/*.json")):
+        rel = str(path.relative_to(root))
+        if rel == "events/index.json":
+            continue
+        old = json.loads(path.read_text())
+        if rel in files:
+            problems += [f"{old['title']} {p}" for p in breaking(old, json.loads(files[rel]))]
+            continue
+        domain, event, version = parse_type(old["title"])
+        newer = [r for r in files if r.startswith(f"events/dev.agentos.{domain}.{event}.v")]
+        if not any(parse_type(r.removeprefix("events/").removesuffix(".json"))[2] > version for r in newer):
+            problems.append(f"{old['title']}: removed from the catalogue with no newer version")
+    return problems
 
 
 def drift(root: Path) -> list[str]:

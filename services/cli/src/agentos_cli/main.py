@@ -78,7 +78,11 @@ def contracts(
             raise typer.Exit(1)
         console.print(f"contracts/ matches the code ({len(contracts_mod.render())} files)")
         return
-    written = contracts_mod.write(out)
+    try:
+        written = contracts_mod.write(out)
+    except contracts_mod.ContractBreak as exc:
+        err.print(f"[bold red]agentos: contracts not written:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"wrote {len(written)} files to {out}/")
 
 
