@@ -19,18 +19,21 @@ NOT_RUNNING = "no AgentOS is running here: start one with `agentos up` (or set A
 
 
 def run(coro: Coroutine[Any, Any, T], *also: type[BaseException]) -> T:
-    """Run a command; AgentOS errors (and ``also``) become one line on stderr and exit code 2,
-    never a traceback."""
+    """Run a command; AgentOS errors (and ``also``) become one line on stderr, never a traceback,
+    and the exit code of the error's class (2 configuration or input, 3 refused, 75 unavailable:
+    :mod:`agentos_kernel.exceptions`); ``also`` exits 2."""
     import asyncio
     import os
 
-    from agentos_kernel.exceptions import AgentOSError
+    from agentos_kernel.exceptions import AgentOSError, describe
 
     if not os.environ.get("AGENTOS_NATS_URL", "").startswith(("ws://", "wss://")):
         nats_without_websockets()
     try:
         return asyncio.run(coro)
-    except (AgentOSError, *also) as exc:
+    except AgentOSError as exc:
+        fail(exc, describe(exc).exit_code)
+    except also as exc:
         fail(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -38,13 +41,13 @@ def run(coro: Coroutine[Any, Any, T], *also: type[BaseException]) -> T:
 
 async def connected_bus(source: str = "cli") -> Bus:
     """A bus connection to the AgentOS configured here or started by `agentos up`."""
-    from agentos_kernel.exceptions import AgentOSError
+    from agentos_kernel.exceptions import ConfigError
     from agentos_kernel.runtime import resolve
     from agentos_kernel.settings import KernelSettings
 
     settings = resolve(KernelSettings())
     if not settings.nats_url:
-        raise AgentOSError(NOT_RUNNING)
+        raise ConfigError(NOT_RUNNING)
     from agentos_kernel.bus import Bus
 
     return await Bus.connect(settings, source=source)

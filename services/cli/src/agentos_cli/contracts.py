@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentos_cli.contract_compat import breaking
-from agentos_kernel.exceptions import AgentOSError
+from agentos_kernel.exceptions import InvalidInput
 from agentos_schemas import CATALOGUE
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.events import EventData
@@ -117,7 +117,7 @@ def write(root: Path) -> list[str]:
     return sorted(files)
 
 
-class ContractBreak(AgentOSError):
+class ContractBreak(InvalidInput):
     """A schema change that events already in the log would not survive."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -52,13 +52,13 @@ def pick_scope(
 ) -> tuple[str, str]:
     """(scope, target) from the options; exactly one must be given. A goal's switch is the
     ``workflow`` scope of :mod:`agentos_kernel.control` (a goal's run is its workflow)."""
-    from agentos_kernel import AgentOSError, control
+    from agentos_kernel import InvalidInput, control
 
     given = [(s, t) for s, t in (("agent", agent), ("workflow", goal), ("model", model), ("tenant", tenant)) if t]
     if everything:
         given.append(("all", "*"))
     if len(given) != 1:
-        raise AgentOSError("name exactly one of --agent, --goal, --model, --tenant or --all")
+        raise InvalidInput("name exactly one of --agent, --goal, --model, --tenant or --all")
     scope, target = given[0]
     control.halt_key(scope, target)  # validates the target
     return scope, target

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
-from agentos_kernel import AgentOSError, Bus, control
+from agentos_kernel import Bus, InvalidInput, control
 from agentos_kernel.fleet import read_fleet
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_kernel.tracing import trace_id
@@ -55,14 +55,14 @@ async def submit(
     capability: str | None = None,
 ) -> Event[GoalSubmitted]:
     if not text.strip():
-        raise AgentOSError('the goal is empty: say what it is, e.g. agentos submit "Draft a summary report"')
+        raise InvalidInput('the goal is empty: say what it is, e.g. agentos submit "Draft a summary report"')
     goal_id = new_event_id()
     try:
         data = GoalSubmitted(
             goal_id=goal_id, text=text, workflow=workflow, limits=limits or Limits(), capability=capability
         )
     except ValidationError as exc:
-        raise AgentOSError(f"the goal is invalid: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        raise InvalidInput(f"the goal is invalid: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     event = bus.new(
         data, tenant=tenant, subject=f"goal/{goal_id}", correlationid=goal_id, principal=f"user:{getpass.getuser()}"
     )
@@ -77,7 +77,7 @@ async def check_servable(bus: Bus, *, capability: str | None, workflow: str | No
         return
     refusal = (await read_fleet(bus)).refusal(capability=capability, workflow=workflow)
     if refusal is not None:
-        raise AgentOSError(f"the goal is refused: {refusal.detail}")
+        raise InvalidInput(f"the goal is refused: {refusal.detail}")
 
 
 def goal_start_time(goal_id: str) -> dt.datetime | None:

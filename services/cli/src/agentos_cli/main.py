@@ -132,13 +132,13 @@ def watch(goal_id: str) -> None:
     """
     from agentos_cli import goals as goals_mod
     from agentos_cli.replay_record import goal_exists
-    from agentos_kernel import AgentOSError
+    from agentos_kernel import InvalidInput
 
     async def go() -> bool:
         bus = await connected_bus()
         try:
             if not await goal_exists(bus, goal_id):
-                raise AgentOSError(f"no goal {goal_id!r} in the event log (agentos submit prints a goal's id)")
+                raise InvalidInput(f"no goal {goal_id!r} in the event log (agentos submit prints a goal's id)")
             view = await goals_mod.watch(bus, goal_id, console)
             return goals_mod.render_outcome(view, console)
         finally:

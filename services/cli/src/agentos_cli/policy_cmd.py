@@ -40,13 +40,13 @@ async def _bus() -> Bus:
 
 
 async def _ask(subject: str, payload: Any, reply: type[T]) -> T:
-    from agentos_kernel import AgentOSError, BusUnavailable
+    from agentos_kernel import BusUnavailable, Unavailable
 
     bus = await _bus()
     try:
         return await bus.request(subject, payload, reply, timeout=5.0)  # type: ignore[type-var]
     except BusUnavailable:
-        raise AgentOSError("the policy service did not answer (is it running? see `agentos status`)") from None
+        raise Unavailable("the policy service", "it did not answer: is it running? see `agentos status`") from None
     finally:
         await bus.close()
 
@@ -200,7 +200,7 @@ def takeover(
 
 
 async def _takeover(task_id: str, user: str, output: dict[str, Any], tenant: str | None) -> None:
-    from agentos_kernel import AgentOSError
+    from agentos_kernel import InvalidInput, Refused
     from agentos_policy.simulate import recorded_of
     from agentos_schemas import rpc as r
     from agentos_schemas.events import TaskAssigned, TaskCompleted
@@ -216,11 +216,11 @@ async def _takeover(task_id: str, user: str, output: dict[str, Any], tenant: str
     try:
         assigned = await recorded_of(bus, TaskAssigned, task_id, tenant)
         if assigned is None:
-            raise AgentOSError(f"no task.assigned for task {task_id!r} in the log")
+            raise InvalidInput(f"no task.assigned for task {task_id!r} in the log")
         req = req.model_copy(update={"tenant": assigned.tenant, "goal_id": assigned.data.goal_id})
         decision = await bus.request(r.POLICY_DECIDE, req, r.PolicyDecision, timeout=5.0)
         if decision.decision != "allow":
-            raise AgentOSError(f"takeover denied: {'; '.join(decision.reasons)}")
+            raise Refused(f"takeover denied: {'; '.join(decision.reasons)}")
         data = assigned.data
         done = TaskCompleted(
             task_id=task_id, goal_id=data.goal_id, step_id=data.step_id, agent=f"user:{user}", output=output

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentos_cli.goals import goal_start_time
-from agentos_kernel import AgentOSError, Bus
+from agentos_kernel import AgentOSError, Bus, InvalidInput
 from agentos_kernel.llm import OFFLINE_ALIASES, ModelRegistry
 from agentos_kernel.replay import replay
 from agentos_schemas import Event
@@ -56,7 +56,7 @@ def submitted_of(events: list[Event[Any]], goal_id: str) -> Event[GoalSubmitted]
     for event in events:
         if isinstance(event.data, GoalSubmitted) and event.data.goal_id == goal_id:
             return event
-    raise AgentOSError(f"goal {goal_id!r} has events in the log but no goal.submitted; it cannot be replayed")
+    raise InvalidInput(f"goal {goal_id!r} has events in the log but no goal.submitted; it cannot be replayed")
 
 
 def step_line(task: TaskAssigned) -> str:

@@ -137,7 +137,7 @@ async def run_demo(settings: KernelSettings, goal: str, timeout: float, console:
 async def wait_for_services(bus: Bus, services: list[str], timeout: float = 60.0) -> None:
     """Until every service reports healthy (and the specialists have announced their agents)."""
     from agentos_cli import inspect_bus
-    from agentos_kernel import AgentOSError
+    from agentos_kernel import Failed
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -147,4 +147,4 @@ async def wait_for_services(bus: Bus, services: list[str], timeout: float = 60.0
         if set(services) <= up:
             return
         await asyncio.sleep(0.3)
-    raise AgentOSError(f"services did not come up within {timeout:.0f}s; see {bus.settings.state_dir}/logs")
+    raise Failed(f"services did not come up within {timeout:.0f}s; see {bus.settings.state_dir}/logs")

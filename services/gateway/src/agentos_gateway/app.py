@@ -8,9 +8,11 @@ may call which endpoint is in :mod:`agentos_gateway.auth`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
+from agentos_kernel.exceptions import AgentOSError, describe
 from agentos_schemas.envelope import envelope_json_schema
 from agentos_schemas.subjects import NamingError, check_token
 from fastapi import Depends, FastAPI
@@ -89,6 +91,7 @@ def build_app(gw: Gateway) -> FastAPI:
     )
     app.state.gateway = gw
     app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(AgentOSError, _agentos_error)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)
     _event_routes(app, gw)
@@ -115,6 +118,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         f"the gateway failed on this request ({type(exc).__name__}); it is logged, retry later",
         dlq=False,
     ).response(request.url.path)
+
+
+async def _agentos_error(request: Request, exc: Exception) -> Response:
+    """An AgentOS error an endpoint did not turn into a problem itself: the status and code its
+    class in the error tree names (:mod:`agentos_kernel.exceptions`), ``Retry-After`` when known."""
+    told = describe(exc)
+    if told.http_status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, told.message)
+    headers = {"Retry-After": str(max(1, math.ceil(told.retry_after_s)))} if told.retry_after_s else None
+    return Problem(told.http_status, told.code, told.message, headers=headers, dlq=False).response(request.url.path)
 
 
 async def _invalid_parameters(request: Request, exc: Exception) -> Response:

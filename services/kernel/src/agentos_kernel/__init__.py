@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agentos_kernel.bus import Bus, connect_nats
     from agentos_kernel.consumer import Consumer
-    from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError, Reject, Retry, Unavailable
+    from agentos_kernel.exceptions import (
+        AgentOSError,
+        BusUnavailable,
+        ConfigError,
+        Failed,
+        InvalidInput,
+        Refused,
+        Reject,
+        Retry,
+        Unavailable,
+        describe,
+    )
     from agentos_kernel.settings import KernelSettings
 
 _WHERE = {
@@ -25,7 +36,24 @@ _WHERE = {
     "connect_nats": "bus",
     "Consumer": "consumer",
     "KernelSettings": "settings",
-    **dict.fromkeys(("AgentOSError", "BusUnavailable", "ConfigError", "Reject", "Retry", "Unavailable"), "exceptions"),
+    **dict.fromkeys(
+        (
+            "AgentOSError",
+            "BusUnavailable",
+            "ConfigError",
+            "Failed",
+            "InvalidInput",
+            "Refused",
+            "Failed",
+            "InvalidInput",
+            "Refused",
+            "Reject",
+            "Retry",
+            "Unavailable",
+            "describe",
+        ),
+        "exceptions",
+    ),
 }
 __all__ = [
     "AgentOSError",
@@ -33,11 +61,15 @@ __all__ = [
     "BusUnavailable",
     "ConfigError",
     "Consumer",
+    "Failed",
+    "InvalidInput",
     "KernelSettings",
+    "Refused",
     "Reject",
     "Retry",
     "Unavailable",
     "connect_nats",
+    "describe",
 ]
 
 

@@ -30,7 +30,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from agentos_kernel.exceptions import AgentOSError, ConfigError
+from agentos_kernel.exceptions import ConfigError, Refused
 from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.control")
@@ -111,8 +111,10 @@ class Work:
         return replace(self, models=models, **{k: v for k, v in changes.items() if v is not None})
 
 
-class Halted(AgentOSError):
+class Halted(Refused):
     """The action is covered by a kill switch."""
+
+    code = "halted"
 
     def __init__(self, halt: Halt) -> None:
         where = "everything" if halt.scope == "all" else f"{halt.scope} {halt.target!r}"

@@ -32,6 +32,10 @@ _ID = re.compile(r"^[-_=a-zA-Z0-9]{1,200}$")
 class RecordConflict(AgentOSError):
     """Someone else changed (or created) the record since the revision this writer read."""
 
+    code = "conflict"
+    http_status = 409
+    exit_code = 1
+
     def __init__(self, key: str, expected: int, current: Record | None) -> None:
         now = f"revision {current.revision} by {current.by or 'unknown'}" if current else "deleted"
         super().__init__(
@@ -42,6 +46,10 @@ class RecordConflict(AgentOSError):
 
 class LeaseHeld(AgentOSError):
     """Another holder has a live lease on the record."""
+
+    code = "lease_held"
+    http_status = 409
+    exit_code = 1
 
     def __init__(self, key: str, holder: str, expires: float) -> None:
         super().__init__(f"record {key} is leased to {holder} for {max(expires - time.time(), 0):.0f}s more")
