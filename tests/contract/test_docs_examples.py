@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,13 @@ def test_the_python_examples_run() -> None:
     for text in examples:
         namespace: dict[str, object] = {"__name__": "docs_example"}
         exec(compile(preamble + text.replace("class ", "class Example", 1), "<docs>", "exec"), namespace)
+
+
+def test_the_readme_layout_names_every_folder() -> None:
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") : text.index("## Developing")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    folders = sorted({line.split("/", 1)[0] for line in tracked.splitlines() if "/" in line} - {".ci"})
+    services = [p.name for p in (ROOT / "services").iterdir() if (p / "src").is_dir()]
+    missing = [f"{f}/" for f in [*folders, *services] if f"{f}/" not in layout]
+    assert not missing, f"the README's layout block does not name {missing}"
