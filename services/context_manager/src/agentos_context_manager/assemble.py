@@ -199,10 +199,23 @@ def assemble(
     items, cut = fit_handoff(items, room, count, render_handoff)
     trimmed.extend(f"handoff:{step} truncated" for step in cut)
     texts["handoff"] = render_handoff(items)
-    tokens = {part: count(texts[part]) if texts[part] else 0 for part in PARTS}
-    tokens["total"] = sum(tokens[part] for part in PARTS)
     if fixed > budget:
         trimmed.append(f"over budget: system, task and feedback need {fixed} tokens")
+    return _package(charter, texts, count, kept, sources, trimmed)
+
+
+def _package(
+    charter: Charter,
+    texts: dict[str, str],
+    count: Counter,
+    kept: Sequence[MemoryEntry],
+    sources: tuple[str, ...],
+    trimmed: Sequence[str],
+) -> Assembly:
+    """The fitted parts ``texts`` as chat messages, with the manifest of what went in (each part's
+    tokens, the memory entries kept, the hand-off sources) and of what was cut (``trimmed``)."""
+    tokens = {part: count(texts[part]) if texts[part] else 0 for part in PARTS}
+    tokens["total"] = sum(tokens[part] for part in PARTS)
     user = "\n\n".join(texts[p] for p in ("task", "handoff", "memory", "feedback") if texts[p])
     manifest = ContextManifest(
         charter=charter.ref,
@@ -211,7 +224,7 @@ def assemble(
         tools=charter.tools,
         handoff_sources=sources,
         tokens=tokens,
-        budget_tokens=budget,
+        budget_tokens=charter.context_tokens,
         trimmed=tuple(trimmed),
     )
     messages = ({"role": "system", "content": texts["system"]}, {"role": "user", "content": user})

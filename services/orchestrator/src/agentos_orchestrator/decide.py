@@ -200,11 +200,16 @@ def _assign(
                 derived_event_id(goal.goal_id, "escalated", step.spec.step_id),
             )
         return None
+    data = _task(goal, step, kind, agent, capability)
+    return Emit(data, derived_event_id(data.task_id, "assigned"))
+
+
+def _task(goal: Goal, step: Step, kind: str, agent: str, capability: str) -> TaskAssigned:
+    """The task that gives ``agent`` the review of ``step`` (kind "review") or its next attempt."""
     spec = step.spec
     if kind == "review":
-        tid = f"{step.task_id}/qa{step.reviews + 1}"
-        data = TaskAssigned(
-            task_id=tid,
+        return TaskAssigned(
+            task_id=f"{step.task_id}/qa{step.reviews + 1}",
             goal_id=goal.goal_id,
             step_id=spec.step_id,
             attempt=step.reviews + 1,
@@ -215,23 +220,20 @@ def _assign(
             instruction=f"Review the output of step {spec.step_id!r}. Its instruction was: {spec.instruction}",
             handoff={spec.step_id: step.output or {}},
         )
-    else:
-        attempt = step.attempt + 1
-        tid = task_id(goal, step, attempt)
-        data = TaskAssigned(
-            task_id=tid,
-            goal_id=goal.goal_id,
-            step_id=spec.step_id,
-            attempt=attempt,
-            agent=agent,
-            capability=capability,
-            instruction=spec.instruction,
-            goal_text=goal.text,
-            depends_on=spec.depends_on,
-            feedback=step.feedback,
-            handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps},
-        )
-    return Emit(data, derived_event_id(tid, "assigned"))
+    attempt = step.attempt + 1
+    return TaskAssigned(
+        task_id=task_id(goal, step, attempt),
+        goal_id=goal.goal_id,
+        step_id=spec.step_id,
+        attempt=attempt,
+        agent=agent,
+        capability=capability,
+        instruction=spec.instruction,
+        goal_text=goal.text,
+        depends_on=spec.depends_on,
+        feedback=step.feedback,
+        handoff={d: goal.steps[d].output or {} for d in spec.depends_on if d in goal.steps},
+    )
 
 
 def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: float) -> list[Emit]:

@@ -183,22 +183,15 @@ class GovernedModel:
         return response, calls
 
 
-async def llm_plan(
-    llm: ModelClient,
-    chain: list[str],
-    goal_text: str,
-    capabilities: set[str],
-    failures: list[str],
-    attempts: int = 3,
-    required: str | None = None,
-) -> tuple[list[PlanStep], list[ModelCall]]:
-    """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times.
-    With ``required`` (the goal's intent) a plan without a step of that capability is invalid."""
-    schema = PlanOutput.model_json_schema()
+def _planner_messages(
+    goal_text: str, capabilities: set[str], failures: list[str], required: str | None, schema: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The planner's first conversation: the prompt with the capabilities (and the one the goal's
+    intent requires) and the plan schema, then the goal with the last failures to plan around."""
     need = (
         f"\nRequired capability: {required} (the goal's intent; give its work to this capability)" if required else ""
     )
-    messages: list[dict[str, Any]] = [
+    return [
         {
             "role": "system",
             "content": PLANNER_PROMPT.format(
@@ -211,6 +204,21 @@ async def llm_plan(
             + ("\nEarlier attempts went wrong; plan around this:\n- " + "\n- ".join(failures[-5:]) if failures else ""),
         },
     ]
+
+
+async def llm_plan(
+    llm: ModelClient,
+    chain: list[str],
+    goal_text: str,
+    capabilities: set[str],
+    failures: list[str],
+    attempts: int = 3,
+    required: str | None = None,
+) -> tuple[list[PlanStep], list[ModelCall]]:
+    """Ask the planner model; invalid output is sent back with the error, up to ``attempts`` times.
+    With ``required`` (the goal's intent) a plan without a step of that capability is invalid."""
+    schema = PlanOutput.model_json_schema()
+    messages = _planner_messages(goal_text, capabilities, failures, required, schema)
     calls: list[ModelCall] = []
     for _ in range(attempts):
         try:

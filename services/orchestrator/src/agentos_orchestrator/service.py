@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import nats.js.errors
@@ -58,7 +57,6 @@ from agentos_schemas.events import (
     Usage,
     WorkflowDeclared,
 )
-from pydantic_settings import SettingsConfigDict
 
 from agentos_orchestrator.decide import REVIEW_CAPABILITY, Command, Emit, NeedPlan, decide, fail
 from agentos_orchestrator.planner import (
@@ -70,6 +68,7 @@ from agentos_orchestrator.planner import (
     llm_plan,
     load_workflows,
 )
+from agentos_orchestrator.settings import OrchestratorSettings
 from agentos_orchestrator.state import Goal, World, apply
 
 NAME = "orchestrator"
@@ -97,22 +96,6 @@ PARTITIONS = 16
 MAX_ROUNDS = 8
 Round = list[tuple[Goal, list[Command]]]
 log = logging.getLogger("agentos.orchestrator")
-
-
-class OrchestratorSettings(KernelSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTOS_", extra="ignore", use_attribute_docstrings=True)
-
-    planner_model: str = "smart"
-    """Model alias the LLM planner uses."""
-    planner_fallbacks: tuple[str, ...] = ("fast",)
-    workflows_dir: Path | None = None
-    """Folder of declared workflow files (default: the ones shipped with the orchestrator)."""
-    wait_timeout_s: float = 120.0
-    """How long a step may wait for a free specialist before the goal is escalated."""
-    tick_s: float = 0.25
-    ownership_every_s: float = 2.0
-    """How often a replica renews its partition leases and rebalances them with the other replicas
-    (at most 3.33 s: a lease lapses 10 s after its last renewal)."""
 
 
 class Orchestrator:

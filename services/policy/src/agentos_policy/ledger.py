@@ -16,6 +16,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from agentos_schemas.money import usd as money
@@ -115,28 +116,46 @@ async def reserve(
     it creates the counters that do not exist yet, locks all of them in a fixed order, checks each
     cap in ``caps`` order and, if none would be passed, adds the estimate and records the reservation.
     """
-    amount = Decimal(str(usd))
     row = await pool.fetchrow(
         f"SELECT * FROM {S}.reserve_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        *_reserve_call_args(tenant, caps, reservation_id, new_id or reservation_id, usd, tokens, meta),
+    )
+    assert row is not None  # reserve_call answers one row: the reservation held, or the refusal
+    if row["held"] is not None:
+        return str(row["held"])
+    return _refused(caps[row["refused_at"] - 1], row, usd, tokens)
+
+
+def _reserve_call_args(
+    tenant: str, caps: list[Cap], reservation_id: str, new_id: str, usd: float, tokens: int, meta: dict[str, str]
+) -> list[Any]:
+    """The arguments of ``policy.reserve_call``, in its parameter order: the caps as parallel arrays
+    (the four key columns, the USD caps, the token caps), the estimate, the ids, what the call is."""
+    return [
         tenant,
         *_columns(caps),
         [_dec(c.usd) for c in caps],
         [c.tokens for c in caps],
-        amount,
+        Decimal(str(usd)),
         tokens,
         reservation_id,
-        new_id or reservation_id,
+        new_id,
         meta.get("agent", ""),
         meta.get("team", ""),
         meta.get("goal_id", ""),
         meta.get("task_id", ""),
         meta.get("model", ""),
         json.dumps([list(c.key) for c in caps]),
-    )
-    assert row is not None  # reserve_call answers one row: the reservation held, or the refusal
-    if row["held"] is not None:
-        return str(row["held"])
-    cap = caps[row["refused_at"] - 1]
+    ]
+
+
+def _columns(caps: list[Cap]) -> list[list[str]]:
+    return [[c.key[i] for c in caps] for i in range(4)]
+
+
+def _refused(cap: Cap, row: asyncpg.Record, usd: float, tokens: int) -> Refused:
+    """The refusal naming ``cap``, the one ``reserve_call`` found the estimate would pass, with what
+    its counter holds (``row``) and what the call needs."""
     if row["refused_on"] == "usd":
         return Refused(
             f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "
@@ -146,10 +165,6 @@ async def reserve(
         f"budget: {cap.key[0]} {cap.key[1]!r} has {row['have_tokens']} of {cap.tokens} "
         f"tokens per {cap.key[2]} used or reserved; this call needs {tokens}"
     )
-
-
-def _columns(caps: list[Cap]) -> list[list[str]]:
-    return [[c.key[i] for c in caps] for i in range(4)]
 
 
 async def settle(pool: asyncpg.Pool, event_id: str, reservation_id: str, usd: float, tokens: int) -> Settlement | None:
@@ -268,3 +283,15 @@ async def report(pool: asyncpg.Pool, tenant: str | None, now: dt.datetime) -> li
         )
         for r in rows
     ]
+
+
+async def record_caps(pool: asyncpg.Pool, version: str, caps: list[dict[str, Any]]) -> None:
+    """Keep the caps of the loaded policy version next to the ledger (what `agentos budget` shows).
+    Replicas starting together each record them: one at a time, or both would insert the rows."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentos-policy-caps-{version}")
+        await conn.execute(f"DELETE FROM {S}.budget_caps WHERE policy_version = $1", version)
+        await conn.executemany(
+            f"INSERT INTO {S}.budget_caps VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(version, c["tenant"], c["scope"], c["name"], c["period"], c["usd"], c["tokens"]) for c in caps],
+        )

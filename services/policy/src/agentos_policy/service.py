@@ -30,7 +30,7 @@ from agentos_schemas.events import TaskCompleted
 from agentos_schemas.events.policy import BudgetSettled, BudgetSettlementRequested
 from pydantic_settings import SettingsConfigDict
 
-from agentos_policy import humans, ledger, store
+from agentos_policy import humans, ledger, schema, store
 from agentos_policy.decider import Decider
 from agentos_policy.feed import Feed
 from agentos_policy.model import Policy, PolicyError, default_policy_dir, fingerprint, load_policy
@@ -86,7 +86,7 @@ class PolicyService:
 
     async def start(self) -> None:
         """Migrate, record caps, catch up, then consume and answer."""
-        await store.migrate_schema(self.ctx.pool)  # type: ignore[arg-type]
+        await schema.migrate_schema(self.ctx.pool)  # type: ignore[arg-type]
         await self._record_caps()
         feed = Feed(self.decider, self.settings.policy_memory_hours)
         await feed.start()
@@ -252,7 +252,7 @@ class PolicyService:
     async def _record_caps(self) -> None:
         policy = self.decider.policy
         if policy is not None:
-            await store.record_caps(
+            await ledger.record_caps(
                 self.ctx.pool,
                 policy.version,  # type: ignore[arg-type]
                 [c.model_dump() for c in policy.budgets],

@@ -120,10 +120,7 @@ async def _loop(
 ) -> Outcome:
     chain = [charter.model, *charter.fallbacks]
     specs = [tools[n].spec() for n in charter.tools if n in tools]
-    response_format = {
-        "type": "json_schema",
-        "json_schema": {"name": f"{charter.name.replace('-', '_')}_output", "schema": charter.output_schema},
-    }
+    response_format = _response_format(charter)
     while True:
         if _cost(progress.calls) > charter.budget_usd:
             return Outcome(
@@ -151,6 +148,14 @@ async def _loop(
         if outcome is not None:
             return outcome
         await snapshot(progress)
+
+
+def _response_format(charter: Charter) -> dict[str, Any]:
+    """The structured output asked of the model: JSON matching the charter's output schema."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": f"{charter.name.replace('-', '_')}_output", "schema": charter.output_schema},
+    }
 
 
 async def _call_model(
@@ -231,20 +236,7 @@ async def _run_tools(
             code="tool_loop",
         )
     progress.tool_rounds += 1
-    progress.messages.append(
-        {
-            "role": "assistant",
-            "content": message.content or None,
-            "tool_calls": [
-                {
-                    "id": tc.id,
-                    "type": "function",
-                    "function": {"name": tc.function.name, "arguments": tc.function.arguments},
-                }
-                for tc in message.tool_calls
-            ],
-        }
-    )
+    progress.messages.append(_tool_request(message))
     for tc in message.tool_calls:
         result, _ = await call_tool(
             tools,
@@ -261,6 +253,22 @@ async def _run_tools(
         if tool_ctx.stop is not None:
             return denied(tool_ctx.stop, f"tool call {tc.function.name!r}")
     return None
+
+
+def _tool_request(message: Any) -> dict[str, Any]:
+    """The model's message that calls tools, as the assistant turn of the conversation."""
+    return {
+        "role": "assistant",
+        "content": message.content or None,
+        "tool_calls": [
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+            }
+            for tc in message.tool_calls
+        ],
+    }
 
 
 _VALIDATORS: dict[int, tuple[dict[str, Any], Any]] = {}

@@ -118,17 +118,7 @@ class Specialist:
             return
         # The start is stored while the first policy decision is asked (the two are independent);
         # the model is called, and the result published, only once it is (ToolContext.started).
-        started = asyncio.ensure_future(
-            self.ctx.bus.publish(
-                self.ctx.bus.new(
-                    TaskStarted(
-                        task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance
-                    ),
-                    cause=event,
-                    id=derived_event_id(data.task_id, "started"),
-                )
-            )
-        )
+        started = asyncio.ensure_future(self.ctx.bus.publish(self._start_event(event)))
         progress = _progress_from(saved) or Progress(messages=[dict(m) for m in data.messages])
         try:
             outcome = await run_agent(
@@ -141,13 +131,7 @@ class Specialist:
             )
         finally:
             await wait_done(started)
-        if started.cancelled() or started.exception() is not None:
-            # The attempt fails and is redelivered (a start that could not be stored), so the
-            # answer's call is reported without task.completed.
-            if outcome.settle_separately is not None:
-                with contextlib.suppress(Exception):
-                    await outcome.settle_separately()
-            started.result()
+        await _fail_unless_started(started, outcome)
         kind, result = _result(data, outcome, progress, charter.claims)
         # Both before the ack, so their order does not matter: a redelivery after a crash finds
         # the saved result (and republishes it under the same id) or runs the task again.
@@ -158,6 +142,12 @@ class Specialist:
             # An earlier attempt's result is stored under this id: this run's answer is settled apart
             # (settling a reservation twice changes nothing).
             await outcome.settle_separately()
+
+    def _start_event(self, event: Event[Any]) -> Event[Any]:
+        """``task.started`` for the task of ``event`` (the same id for every delivery of it)."""
+        data: ContextReady = event.data
+        started = TaskStarted(task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance)
+        return self.ctx.bus.new(started, cause=event, id=derived_event_id(data.task_id, "started"))
 
     async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> api.PubAck:
         cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
@@ -175,6 +165,17 @@ class Specialist:
 
     async def _save(self, key: str, value: dict[str, Any]) -> None:
         await self.kv.put(key, json.dumps(value).encode())
+
+
+async def _fail_unless_started(started: asyncio.Future[api.PubAck], outcome: Outcome) -> None:
+    """Raise what kept the task's start from being stored, if anything did."""
+    if started.cancelled() or started.exception() is not None:
+        # The attempt fails and is redelivered (a start that could not be stored), so the
+        # answer's call is reported without task.completed.
+        if outcome.settle_separately is not None:
+            with contextlib.suppress(Exception):
+                await outcome.settle_separately()
+        started.result()
 
 
 def _progress_dump(p: Progress) -> dict[str, Any]:

@@ -134,7 +134,43 @@ async def propose_memory(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json.dumps({"proposed": entry_id, "status": "awaiting review"})
 
 
+PROPOSE_MEMORY = Tool(
+    "propose_memory",
+    "Propose a finding for long-term memory; it becomes permanent after review.",
+    {
+        "type": "object",
+        "properties": {
+            "content": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["content"],
+    },
+    propose_memory,
+    "memory_write",
+    "memory:episodic",
+)
+
+
+async def fetch_url(ctx: ToolContext, args: dict[str, Any]) -> str:
+    """The text of the page at ``url`` (its first 4000 characters)."""
+    url = str(args.get("url", ""))
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        return response.text[:4000]
+
+
+FETCH_URL = Tool(
+    "fetch_url",
+    "Fetch a web page over HTTP(S) and return its text.",
+    {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+    fetch_url,
+)
+
+
 def build_tools(index: DocumentIndex) -> dict[str, Tool]:
+    """Every tool a charter may list, by name; ``search_documents`` searches ``index``."""
+
     async def search_documents(ctx: ToolContext, args: dict[str, Any]) -> str:
         hits = index.search(str(args.get("query", "")), int(args.get("k", 2)))
         return (
@@ -145,50 +181,17 @@ def build_tools(index: DocumentIndex) -> dict[str, Tool]:
             else "no documents match"
         )
 
-    async def fetch_url(ctx: ToolContext, args: dict[str, Any]) -> str:
-        url = str(args.get("url", ""))
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            response = await client.get(url)
-            response.raise_for_status()
-            return response.text[:4000]
-
-    return {
-        t.name: t
-        for t in (
-            Tool(
-                "search_documents",
-                "Full-text search over the research library; returns the best documents.",
-                {
-                    "type": "object",
-                    "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
-                    "required": ["query"],
-                },
-                search_documents,
-            ),
-            Tool(
-                "propose_memory",
-                "Propose a finding for long-term memory; it becomes permanent after review.",
-                {
-                    "type": "object",
-                    "properties": {
-                        "content": {"type": "string"},
-                        "tags": {"type": "array", "items": {"type": "string"}},
-                    },
-                    "required": ["content"],
-                },
-                propose_memory,
-                "memory_write",
-                "memory:episodic",
-            ),
-            Tool(
-                "fetch_url",
-                "Fetch a web page over HTTP(S) and return its text.",
-                {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
-                fetch_url,
-            ),
-            SEND_EMAIL,
-        )
-    }
+    search = Tool(
+        "search_documents",
+        "Full-text search over the research library; returns the best documents.",
+        {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
+            "required": ["query"],
+        },
+        search_documents,
+    )
+    return {t.name: t for t in (search, PROPOSE_MEMORY, FETCH_URL, SEND_EMAIL)}
 
 
 def idempotency_key(ctx: ToolContext, name: str, args: dict[str, Any]) -> str:
