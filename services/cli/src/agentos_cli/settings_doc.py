@@ -20,7 +20,7 @@ from typing import Any
 MODELS = (
     ("Kernel: every service and the CLI", "agentos_kernel.settings:KernelSettings", "every process"),
     ("Policy client: every caller of the policy", "agentos_kernel.policy:PolicyClientSettings", "every process"),
-    ("Orchestrator", "agentos_orchestrator.service:OrchestratorSettings", "the orchestrator"),
+    ("Orchestrator", "agentos_orchestrator.settings:OrchestratorSettings", "the orchestrator"),
     ("Specialist", "agentos_specialist.service:SpecialistSettings", "the specialist"),
     ("Policy service", "agentos_policy.service:PolicySettings", "the policy service"),
     ("Memory", "agentos_memory.settings:MemorySettings", "the memory service"),
