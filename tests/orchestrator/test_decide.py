@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from agentos_orchestrator.decide import Emit, NeedPlan, decide
+from agentos_orchestrator.decide import Emit, NeedPlan, backoff, decide
 from agentos_orchestrator.state import World, apply
 from agentos_schemas import Event
 from agentos_schemas.charter import Charter
@@ -240,9 +240,10 @@ def test_an_outage_pauses_a_step_without_spending_its_retries_or_the_goals_steps
                 at,
             ),
         )
-        pause = min(0.5 * 2 ** (n - 1), 30.0)
+        pause = backoff(n, key="g/a", outage=True)
+        assert min(0.5 * 2 ** (n - 1), 30.0) * 0.8 <= pause <= min(0.5 * 2 ** (n - 1), 30.0), "capped, jittered"
         assert decide(world, goal, NOW + at + pause - 0.01) == [], "backing off"
-        at += pause
+        at += pause + 0.001  # event times are kept to the microsecond
     assert goal.steps["a"].attempts_counted == 0 and goal.replans == 0
     [assigned] = emitted(decide(world, goal, NOW + at), TaskAssigned)
     apply(world, ev(assigned, at))

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import nats.js.errors
 from agentos_kernel import Bus, Consumer
+from agentos_kernel.retry import Backoff
 from agentos_schemas import EVENTS_STREAM
 from nats.js import api
 
@@ -36,6 +37,8 @@ from agentos_audit.signing import Checkpoint, Signer
 from agentos_audit.writer import HeadMoved, Item, checkpoint_due, last_checkpoint, store_checkpoint, write_batch
 
 log = logging.getLogger("agentos.audit")
+#: Pauses between tries of a batch write while Postgres is unreachable.
+WRITE_RETRY = Backoff(first_s=0.2, cap_s=5.0)
 _DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -308,7 +311,7 @@ class Projector:
         return self.signer.sign(EVENTS_STREAM, self.stream_created, seq, chain_hash)
 
     async def _write(self, items: list[Item]) -> None:
-        delay, old = 0.2, self.head.seq
+        failures, old = 0, self.head.seq
         while True:
             try:
                 self.head = await write_batch(
@@ -334,9 +337,10 @@ class Projector:
                 if self._stopping.is_set() or lost(self._writer()):
                     raise  # without its session the writer lock is gone: lead again first
                 self._failed(exc)
+                delay = WRITE_RETRY.delay(failures)
                 log.warning("audit: write failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
         self._advanced()
 
     async def _write_one_by_one(self, items: list[Item]) -> None:

@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 import httpx
 import msgspec
 from agentos_kernel import Bus, KernelSettings
+from agentos_kernel.retry import Backoff, retry_after
 from agentos_schemas import Event, codec, derived_event_id, new_event_id
 from agentos_schemas.events import GoalSubmitted, Limits
 
@@ -89,12 +90,15 @@ class GatewayClient:
         *,
         retries: int = 4,
         backoff_s: float = 0.2,
+        max_backoff_s: float = 10.0,
+        max_retry_after_s: float = 60.0,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries = retries
-        self.backoff_s = backoff_s
+        self.backoff = Backoff(first_s=backoff_s, cap_s=max(backoff_s, max_backoff_s))
+        self.max_retry_after_s = max_retry_after_s
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
         )
@@ -222,10 +226,11 @@ class GatewayClient:
             return resp
         raise AssertionError("unreachable")
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after and retry_after.isdigit():
-            return float(retry_after)
-        return float(self.backoff_s * 2**attempt)
+    def _delay(self, attempt: int, asked: str | None) -> float:
+        """The gateway's ``Retry-After`` (seconds or an HTTP date, at most ``max_retry_after_s``),
+        else the jittered, capped backoff."""
+        wait = retry_after(asked)
+        return min(wait, self.max_retry_after_s) if wait is not None else self.backoff.delay(attempt)
 
 
 class BusClient:

@@ -43,6 +43,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from agentos_kernel.replies import Replies, pub_ack
+from agentos_kernel.retry import Backoff
 from agentos_kernel.tasks import cancel_and_wait
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -56,6 +57,8 @@ from agentos_gateway.settings import WebhookSource
 _encoder = msgspec.json.Encoder()
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 log = logging.getLogger("agentos.gateway.webhooks")
+#: Pauses between tries of a replay record's write.
+PUT_RETRY = Backoff(first_s=0.1, cap_s=5.0)
 
 
 class Verifier:
@@ -203,16 +206,14 @@ class ReplayGuard:
             self._pending -= 1
 
     async def _put(self, key: str, value: bytes) -> None:
-        delay = 0.1
-        for _ in range(8):  # ~25 s, well inside the stream's 120 s duplicate window
+        for attempt in range(8):  # ~20 s, well inside the stream's 120 s duplicate window
             try:
                 await self.kv.put(key, value)
                 self.written += 1
                 return
             except Exception as exc:
                 last = exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await PUT_RETRY.sleep(attempt)
         self.failed += 1
         log.warning("could not record webhook delivery %s: %r", key, last)
 

@@ -22,11 +22,14 @@ import signal
 import sys
 import time
 
+from agentos_kernel.retry import Backoff
 from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.settings import KernelSettings
 from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.gateway.workers")
+#: Pauses before a worker that exited is started again (reset once one ran for 30 s).
+RESTART = Backoff(first_s=0.5, cap_s=10.0)
 
 
 def kernel_env(settings: KernelSettings) -> dict[str, str]:
@@ -75,7 +78,7 @@ class Workers:
         return self
 
     async def _supervise(self, index: int) -> None:
-        delay = 0.5
+        failures = 0  # in a row: a worker that ran 30 s before exiting starts the count again
         while not self._stopping:
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentos_gateway", env=self.env())
@@ -84,7 +87,8 @@ class Workers:
             if self._stopping:
                 return
             self.restarts += 1
-            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
+            failures = 0 if time.monotonic() - started > 30 else failures + 1
+            delay = RESTART.delay(failures)
             log.warning("gateway worker %d exited with %s; starting it again in %.1fs", index + 1, code, delay)
             await asyncio.sleep(delay)
 

@@ -47,6 +47,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentos_kernel.bus import Bus
+from agentos_kernel.retry import Backoff
 
 log = logging.getLogger("agentos.policy.client")
 _CLIENTS: weakref.WeakKeyDictionary[Bus, PolicyClient] = weakref.WeakKeyDictionary()
@@ -248,21 +249,23 @@ class PolicyClient:
         had now (:func:`retryable`), for up to ``wait_s``; then the last answer."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        pause = 0.25
+        pauses = Backoff(first_s=0.25, cap_s=max(0.25, self.settings.unavailable_backoff_max_s))
+        attempt = 0
         while True:
             decision = await self.decide(request, cause)
             left = deadline - loop.time()
             if not retryable(decision) or left <= 0:
                 return decision
+            pause = min(pauses.delay(attempt), left)
             log.info(
                 "policy: no decision for %s %s (%s); asking again in %.1fs",
                 request.action,
                 request.resource,
                 "; ".join(decision.reasons),
-                min(pause, left),
+                pause,
             )
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, self.settings.unavailable_backoff_max_s)
+            await asyncio.sleep(pause)
+            attempt += 1
 
     @staticmethod
     def settlement(decision: PolicyDecision, calls: list[ModelCall]) -> Settlement | None:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agentos_kernel.retry import Backoff
 from agentos_schemas import derived_event_id
 from agentos_schemas.events import (
     EventData,
@@ -46,12 +47,16 @@ class NeedPlan:
 Command = Emit | NeedPlan
 
 
-def backoff(attempt: int, cap: float = 10.0) -> float:
-    return min(0.5 * 2 ** max(attempt - 1, 0), cap)
-
-
 #: The longest pause before a step that met an outage is tried again.
 OUTAGE_BACKOFF_MAX_S = 30.0
+_RETRY = Backoff(first_s=0.5, cap_s=10.0)
+_OUTAGE = Backoff(first_s=0.5, cap_s=OUTAGE_BACKOFF_MAX_S)
+
+
+def backoff(failures: int, *, key: str, outage: bool = False) -> float:
+    """The pause before a step is tried again after ``failures`` (0.5 s doubling, up to 10 s, or
+    30 s for an outage), jittered by ``key`` so that every replica, and a replay, decides alike."""
+    return (_OUTAGE if outage else _RETRY).delay(max(failures - 1, 0), key=key)
 
 
 def task_id(goal: Goal, step: Step, attempt: int) -> str:
@@ -147,10 +152,12 @@ def _step_action(goal: Goal, step: Step, now: float) -> str | Emit | None:
         return "work" if step.attempts_counted < 1 + retries else "replan"
     if step.status == "failed":
         if step.failure_code == "unavailable":  # an outage pauses the step: not an attempt spent
-            return "work" if now >= (step.failed_at or 0) + backoff(step.paused, OUTAGE_BACKOFF_MAX_S) else None
+            pause = backoff(step.paused, key=f"{goal.goal_id}/{step.spec.step_id}", outage=True)
+            return "work" if now >= (step.failed_at or 0) + pause else None
         if not step.retryable or step.attempts_counted >= 1 + retries:
             return "replan"
-        return "work" if now >= (step.failed_at or 0) + backoff(step.attempts_counted) else None
+        pause = backoff(step.attempts_counted, key=f"{goal.goal_id}/{step.spec.step_id}")
+        return "work" if now >= (step.failed_at or 0) + pause else None
     return None
 
 
