@@ -136,6 +136,17 @@ def service_problems(services: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def missing_services(services: list[dict[str, Any]], expected: list[str]) -> list[str]:
+    """A service the runtime here runs (``expected``, from its ``runtime.json``) that no instance
+    reports for: crashed and not yet restarted, or restarting in a loop."""
+    reporting = {r.get("service") for r in services}
+    return [
+        f"service {name} is not reporting (the `agentos up` here runs it): crashed, restarting, or stuck starting"
+        for name in expected
+        if name not in reporting
+    ]
+
+
 async def judge(
     report: dict[str, Any], *, database_url: str | None, schema: str, stall_s: float = STALL_S, max_lag: int = MAX_LAG
 ) -> None:
@@ -158,6 +169,7 @@ __all__ = [
     "consumer_problem",
     "consumer_row",
     "judge",
+    "missing_services",
     "nats",
     "postgres",
     "projection",

@@ -14,7 +14,7 @@ from agentos_cli import health, output
 from agentos_cli.connect import connected_bus, run
 
 if TYPE_CHECKING:
-    from agentos_kernel import Bus
+    from agentos_kernel import Bus, KernelSettings
 
 TITLES = {
     "dependencies": "Dependencies",
@@ -145,10 +145,21 @@ async def _report(stall_after: float, max_lag: int) -> dict[str, Any]:
         return report
     try:
         report = await inspect_bus.collect_status(bus, judge=True, stall_s=stall_after, max_lag=max_lag)
+        report["problems"] += health.missing_services(report["services"], expected_services(bus.settings))
         report["waiting"], report["waiting_note"] = await waiting(bus)
     finally:
         await bus.close()
     return report
+
+
+def expected_services(settings: KernelSettings) -> list[str]:
+    """The services the `agentos up` of this state directory runs, if it is the AgentOS connected to."""
+    from agentos_kernel.runtime import read_runtime
+
+    info = read_runtime(settings) or {}
+    if info.get("nats_url") != settings.nats_url:
+        return []
+    return [str(name) for name in info.get("services") or []]
 
 
 def status_notes(report: dict[str, Any]) -> list[str]:
