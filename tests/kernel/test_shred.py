@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import nats.errors
 import nats.js.errors
 import pytest
-from agentos_kernel import Bus, BusUnavailable, KernelSettings, shred
+from agentos_kernel import Bus, BusUnavailable, KernelSettings, sealing, shred
 from agentos_kernel.testing import eventually, unique
 from agentos_schemas import Event, codec
 from agentos_schemas.events.ingress import SaleRecorded, TicketReceived
@@ -251,7 +251,7 @@ def test_nonces_are_never_handed_out_twice() -> None:
     drops the parent's block), no nonce repeats."""
     import os
 
-    pool = shred._Nonces()
+    pool = sealing._Nonces()
     taken = [pool.take() for _ in range(3 * 340 + 7)]  # three refills and a bit
     assert all(len(n) == 12 for n in taken) and len(set(taken)) == len(taken)
     pool.take()  # a block is in use here …

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentos_kernel.bus import Bus, connect_nats
+    from agentos_kernel.bus import Bus
     from agentos_kernel.consumer import Consumer
     from agentos_kernel.exceptions import (
         AgentOSError,
@@ -29,11 +29,12 @@ if TYPE_CHECKING:
         Unavailable,
         describe,
     )
+    from agentos_kernel.nats_connection import connect_nats
     from agentos_kernel.settings import KernelSettings
 
 _WHERE = {
     "Bus": "bus",
-    "connect_nats": "bus",
+    "connect_nats": "nats_connection",
     "Consumer": "consumer",
     "KernelSettings": "settings",
     **dict.fromkeys(

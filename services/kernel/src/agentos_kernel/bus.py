@@ -12,13 +12,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import nats
 import nats.errors
 import nats.js.errors
 from agentos_schemas import Event, codec, event_subject
@@ -30,7 +28,8 @@ from nats.js.client import JetStreamContext
 from pydantic import BaseModel
 
 from agentos_kernel import guard, shred, tracing
-from agentos_kernel.exceptions import AgentOSError, BusUnavailable, ConfigError
+from agentos_kernel.exceptions import BusUnavailable, ConfigError
+from agentos_kernel.nats_connection import PermissionDenied, connect_nats
 from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
 from agentos_kernel.replies import PubAck, Replies, pub_ack
@@ -50,63 +49,6 @@ _TRANSIENT = (
     nats.js.errors.ServiceUnavailableError,
     asyncio.TimeoutError,
 )
-
-
-class PermissionDenied(AgentOSError):
-    """The NATS server refused this user a publish or subscribe (least-privilege permissions)."""
-
-
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s\']+)', re.I)
-
-
-async def connect_nats(
-    url: str,
-    *,
-    name: str,
-    timeout: float = 3.0,
-    user: str | None = None,
-    password: str | None = None,
-    inbox_prefix: str | None = None,
-    denied: dict[str, float] | None = None,
-) -> NATS:
-    """Connect with unbounded reconnects; fail fast (BusUnavailable) if the first connect fails.
-
-    Permission violations the server reports are logged and recorded in ``denied`` (subject ->
-    time), so a publish the server refused fails with :class:`PermissionDenied` instead of waiting.
-    """
-
-    async def _on_error(exc: Exception) -> None:
-        found = _VIOLATION.search(str(exc))
-        if found is None:
-            log.debug("nats: %s", exc)
-            return
-        log.error("NATS refused %s (user %s): %s", found.group(2), user or "-", exc)
-        if denied is not None:
-            denied[found.group(2).lower()] = time.monotonic()
-
-    options: dict[str, Any] = {"user": user, "password": password} if user else {}
-    if inbox_prefix:
-        options["inbox_prefix"] = inbox_prefix
-    try:
-        # nats-py keeps retrying a first connect forever when reconnects are unbounded,
-        # so the first connect gets its own deadline.
-        return await asyncio.wait_for(
-            nats.connect(
-                servers=[u.strip() for u in url.split(",")],
-                name=name,
-                connect_timeout=timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                error_cb=_on_error,
-                **options,
-            ),
-            timeout + 1,
-        )
-    except TimeoutError:
-        raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
-    except Exception as exc:  # nats-py raises several unrelated types here
-        raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None
 
 
 class Bus:
@@ -175,6 +117,11 @@ class Bus:
             )
         )
         await self._object_store()
+        await self._open_buckets()
+
+    async def _open_buckets(self) -> None:
+        """Open (creating what is missing) the key-value buckets the kernel keeps shared state in: health,
+        the kill switches (control), ownership leases, claimed event ids (when enabled) and records."""
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.js.create_key_value(
                 api.KeyValueConfig(bucket=s.HEALTH_BUCKET, ttl=30, history=1, replicas=self.settings.replicas)

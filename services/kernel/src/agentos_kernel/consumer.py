@@ -118,6 +118,10 @@ class Consumer:
         tenants = {f.split(".")[1] if f.count(".") >= 2 else "*" for f in self.filter_subjects}
         only = tenants.pop() if len(tenants) == 1 else "*"
         self.scope = control.Work(tenant=None if only in ("*", ">") else only)
+        self._init_pull_state()
+
+    def _init_pull_state(self) -> None:
+        """The pull loop's state (see "pulling" below): no handler in flight, no pull open."""
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None

@@ -274,43 +274,42 @@ class LLM:
                 async with control.state().guard(work.merged(models=self.models(alias))):
                     response = await self._acompletion(messages=messages, num_retries=0, **self.params[alias], **kwargs)
             except control.Halted as exc:
-                calls.append(
-                    ModelCall(
-                        model=spec.model,
-                        ok=False,
-                        error=str(exc)[:500],
-                        latency_ms=(time.perf_counter() - started) * 1000,
-                    )
-                )
+                calls.append(_failed_call(spec, str(exc), started))
                 raise
             except Exception as exc:  # any provider failure moves on to the next model; recorded on the call
                 passing = passing and transient(exc)
-                calls.append(
-                    ModelCall(
-                        model=spec.model,
-                        ok=False,
-                        error=f"{type(exc).__name__}: {exc}"[:500],
-                        latency_ms=(time.perf_counter() - started) * 1000,
-                    )
-                )
+                calls.append(_failed_call(spec, f"{type(exc).__name__}: {exc}", started))
                 continue
-            usage = getattr(response, "usage", None)
-            tokens_in = getattr(usage, "prompt_tokens", 0) or 0
-            tokens_out = getattr(usage, "completion_tokens", 0) or 0
-            calls.append(
-                ModelCall(
-                    model=spec.model,
-                    ok=True,
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                    cost_usd=_cost(spec, response, tokens_in, tokens_out),
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-            )
+            calls.append(_answered_call(spec, response, started))
             return response, calls
         raise ModelCallFailed(
             f"every model failed ({', '.join(chain)}): {calls[-1].error if calls else ''}", calls, transient=passing
         )
+
+
+def _failed_call(spec: ModelSpec, error: str, started: float) -> ModelCall:
+    """The record of an attempt that got no answer; ``started`` is its ``time.perf_counter()``."""
+    return ModelCall(
+        model=spec.model,
+        ok=False,
+        error=error[:500],
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _answered_call(spec: ModelSpec, response: Any, started: float) -> ModelCall:
+    """The record of an answered attempt: the tokens the response reports, their cost, the latency."""
+    usage = getattr(response, "usage", None)
+    tokens_in = getattr(usage, "prompt_tokens", 0) or 0
+    tokens_out = getattr(usage, "completion_tokens", 0) or 0
+    return ModelCall(
+        model=spec.model,
+        ok=True,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=_cost(spec, response, tokens_in, tokens_out),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _register_prices(litellm: Any, registry: ModelRegistry) -> None:

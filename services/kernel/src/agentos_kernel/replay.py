@@ -35,21 +35,8 @@ async def replay(
     slow, since a service that rebuilt from part of the log would act on a wrong state. Skipped:
     undecodable events (consumers dead-letter them) and later messages with an id already read
     (the first is the fact, as for consumers). Returns the last stream sequence read."""
-    start = (
-        {"deliver_policy": api.DeliverPolicy.ALL}
-        if since is None
-        else {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()}
-    )
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE,
-        filter_subjects=list(subjects),
-        inactive_threshold=60.0,
-        mem_storage=True,
-        **start,
-    )
-    psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=_reader_config(subjects, since))
+    deadline = asyncio.get_running_loop().time() + timeout
     last = 0
     seen: set[str] = set()
     try:
@@ -59,11 +46,8 @@ async def replay(
             try:
                 msgs = await psub.fetch(batch, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
-                info = await psub.consumer_info()
-                if info.num_pending == 0:
+                if await _read_to_end(psub, subjects, deadline, timeout):
                     return last
-                if loop.time() > deadline:
-                    raise BusUnavailable(f"replay of {list(subjects)} did not finish in {timeout:.0f}s") from None
                 continue
             for msg in msgs:
                 last = msg.metadata.sequence.stream
@@ -72,6 +56,33 @@ async def replay(
                 return last
     finally:
         await psub.unsubscribe()
+
+
+def _reader_config(subjects: Sequence[str], since: dt.datetime | None) -> api.ConsumerConfig:
+    """A throwaway reader of ``subjects`` from ``since`` (or the log's start): unacknowledged, in
+    memory, and removed by the server a minute after it was last used."""
+    start = (
+        {"deliver_policy": api.DeliverPolicy.ALL}
+        if since is None
+        else {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()}
+    )
+    return api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE,
+        filter_subjects=list(subjects),
+        inactive_threshold=60.0,
+        mem_storage=True,
+        **start,
+    )
+
+
+async def _read_to_end(psub: Any, subjects: Sequence[str], deadline: float, timeout: float) -> bool:
+    """After a fetch that brought nothing: True when nothing is left pending. A slow fetch is no
+    reason to stop (see :func:`replay`): False, fetch again, until ``deadline``; then BusUnavailable."""
+    if (await psub.consumer_info()).num_pending == 0:
+        return True
+    if asyncio.get_running_loop().time() > deadline:
+        raise BusUnavailable(f"replay of {list(subjects)} did not finish in {timeout:.0f}s") from None
+    return False
 
 
 async def _apply_one(bus: Bus, msg: Any, apply: Callable[[Event[Any]], Awaitable[Any] | Any], seen: set[str]) -> None:

@@ -8,9 +8,10 @@ subject (the field marked ``DATA_SUBJECT``, scoped by tenant), and decrypted on 
 claim-check store, the audit projection and its exports — becomes unreadable, while the stored
 bytes, and so the hash chain, do not change.
 
-* **Cipher**: AES-256-GCM (``cryptography``), a fresh 96-bit nonce per field, and the key name and
-  revision, event type and field name as associated data (a token cannot be moved to another
-  field or event type). A field becomes ``agentos-enc:v1:<key name>.<revision>:<base64url>``.
+* **Cipher** (:mod:`agentos_kernel.sealing`): AES-256-GCM (``cryptography``), a fresh 96-bit
+  nonce per field, and the key name and revision, event type and field name as associated data
+  (a token cannot be moved to another field or event type). A field becomes
+  ``agentos-enc:v1:<key name>.<revision>:<base64url>``.
 * **Keys**: one per (tenant, subject) in the JetStream key-value bucket ``AGENTOS_SUBJECT_KEYS``
   (history 1), named by ``sha256(tenant \\0 subject)[:32]`` so the bucket names nobody. The
   revision (the KV sequence of the put) is in every token: a key created again after an erasure
@@ -30,13 +31,10 @@ Events without personal fields cost one dict lookup by type on publish and on de
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import hashlib
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,20 +42,19 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from agentos_schemas import Event
-from agentos_schemas.personal import ERASED, PersonalPlan, is_token, parse_token, personal_plan, token
-from cryptography.exceptions import InvalidTag
+from agentos_schemas.personal import ERASED, PersonalPlan, is_token, parse_token, personal_plan
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable
+from agentos_kernel.sealing import open_value, seal_value
 
 log = logging.getLogger("agentos.shred")
 
 KEYS_BUCKET = "AGENTOS_SUBJECT_KEYS"
 KEYS_STREAM = f"KV_{KEYS_BUCKET}"
-_NONCE = 12
 _TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -100,62 +97,6 @@ def subject_of(event: Event[Any], plan: PersonalPlan) -> str:
     itself, ``event:<id>``, so the fields can still be erased, one event at a time."""
     value = getattr(event.data, plan.subject_field, None) if plan.subject_field else None
     return str(value) if value else f"event:{event.id}"
-
-
-def _aad(name: str, revision: int, type_: str, field: str) -> bytes:
-    return f"{name}.{revision}|{type_}|{field}".encode()
-
-
-class _Nonces:
-    """Random 96-bit AES-GCM nonces drawn from the OS in blocks (one ``getrandom`` per 340
-    nonces, not one each); the block is dropped in a forked child, so no two processes ever
-    hand out the same bytes."""
-
-    BLOCK = 340 * _NONCE
-
-    def __init__(self) -> None:
-        self._block = b""
-        self._at = 0
-        self._lock = threading.Lock()  # two threads never get the same slice
-        os.register_at_fork(after_in_child=self._drop)
-
-    def _drop(self) -> None:
-        self._block, self._at = b"", 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bytes:
-        with self._lock:
-            if self._at >= len(self._block):
-                self._block, self._at = os.urandom(self.BLOCK), 0
-            at = self._at
-            self._at = at + _NONCE
-            return self._block[at : at + _NONCE]
-
-
-_nonces = _Nonces()
-
-
-def seal_value(value: str, name: str, revision: int, aead: AESGCM, type_: str, field: str) -> str:
-    nonce = _nonces.take()
-    sealed = aead.encrypt(nonce, value.encode(), _aad(name, revision, type_, field))
-    return token(name, revision, base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode())
-
-
-def open_value(value: str, key: tuple[int, AESGCM] | None, type_: str, field: str) -> str:
-    """The plaintext of a token, or ``[ERASED]`` if the key is gone, is another revision, or the
-    token does not open under it. A value that is not a token is returned as it is."""
-    parsed = parse_token(value) if is_token(value) else None
-    if parsed is None:
-        return ERASED if is_token(value) else value
-    name, revision, blob = parsed
-    if key is None or key[0] != revision:
-        return ERASED
-    try:
-        raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
-        return key[1].decrypt(raw[:_NONCE], raw[_NONCE:], _aad(name, revision, type_, field)).decode()
-    except (InvalidTag, ValueError, UnicodeDecodeError):
-        log.warning("a %s.%s token sealed with key %s.%d does not open: read as erased", type_, field, name, revision)
-        return ERASED
 
 
 @dataclass(frozen=True)

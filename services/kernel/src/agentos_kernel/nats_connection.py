@@ -1,0 +1,87 @@
+"""The NATS connection under a :class:`~agentos_kernel.bus.Bus`: unbounded reconnects, a fast
+failure when the server cannot be reached at all, and the permission violations it reports.
+
+A server enforcing least-privilege permissions refuses a publish or subscribe asynchronously (an
+error callback, not an exception on the call), so :func:`connect_nats` records each refusal by
+subject; the bus then fails the refused publish with :class:`PermissionDenied` instead of waiting
+for an ack that never comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from agentos_kernel.exceptions import AgentOSError, BusUnavailable
+
+log = logging.getLogger("agentos.bus")  # the bus's connection: it logs as the bus
+
+
+class PermissionDenied(AgentOSError):
+    """The NATS server refused this user a publish or subscribe (least-privilege permissions)."""
+
+
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s\']+)', re.I)
+
+
+def _error_callback(user: str | None, denied: dict[str, float] | None) -> Callable[[Exception], Awaitable[None]]:
+    """The connection's error callback: a permission violation is logged as an error and recorded
+    in ``denied`` (lower-cased subject -> time); any other error is only a debug line."""
+
+    async def on_error(exc: Exception) -> None:
+        found = _VIOLATION.search(str(exc))
+        if found is None:
+            log.debug("nats: %s", exc)
+            return
+        log.error("NATS refused %s (user %s): %s", found.group(2), user or "-", exc)
+        if denied is not None:
+            denied[found.group(2).lower()] = time.monotonic()
+
+    return on_error
+
+
+async def connect_nats(
+    url: str,
+    *,
+    name: str,
+    timeout: float = 3.0,
+    user: str | None = None,
+    password: str | None = None,
+    inbox_prefix: str | None = None,
+    denied: dict[str, float] | None = None,
+) -> NATS:
+    """Connect with unbounded reconnects; fail fast (BusUnavailable) if the first connect fails.
+
+    Permission violations the server reports are logged and recorded in ``denied`` (subject ->
+    time), so a publish the server refused fails with :class:`PermissionDenied` instead of waiting.
+    """
+    options: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
+    try:
+        # nats-py keeps retrying a first connect forever when reconnects are unbounded,
+        # so the first connect gets its own deadline.
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                connect_timeout=timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=_error_callback(user, denied),
+                **options,
+            ),
+            timeout + 1,
+        )
+    except TimeoutError:
+        raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
+    except Exception as exc:  # nats-py raises several unrelated types here
+        raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None
