@@ -23,6 +23,8 @@ from agentos_kernel.exceptions import (
     Unavailable,
     describe,
 )
+from agentos_kernel.llm import ModelCallFailed
+from agentos_kernel.nats_connection import PermissionDenied
 from agentos_kernel.records import RecordConflict
 from agentos_schemas.charter import Charter
 from agentos_schemas.codec import DecodeError
@@ -40,6 +42,9 @@ from pydantic import ValidationError
         (BusUnavailable("no ack"), ("bus_unavailable", 503, 75, True)),
         (Failed("every attempt used"), ("failed", 500, 1, False)),
         (RecordConflict("k", 1, None), ("conflict", 409, 1, False)),
+        (PermissionDenied("publish to x"), ("permission_denied", 500, 2, False)),
+        (ModelCallFailed("every model failed", [], transient=True), ("model_unavailable", 500, 1, True)),
+        (ModelCallFailed("every model failed", [], transient=False), ("model_unavailable", 500, 1, False)),
         (AgentOSError("something"), ("error", 500, 2, False)),
         (DecodeError("not_json", "bad bytes"), ("invalid_input", 422, 2, False)),
         (KeyError("bug"), ("internal_error", 500, 1, False)),

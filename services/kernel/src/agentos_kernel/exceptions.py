@@ -4,7 +4,8 @@
 
     AgentOSError                  exit 2   HTTP 500  error
     ├── ConfigError               exit 2   HTTP 500  config          bad configuration or misuse; never retried
-    │   └── PermissionDenied      (agentos_kernel.bus) a NATS user lacks a permission it needs
+    ├── PermissionDenied          exit 2   HTTP 500  permission_denied  a NATS user lacks a permission it
+    │                             (agentos_kernel.nats_connection)      needs: the grants must change
     ├── InvalidInput              exit 2   HTTP 422  invalid_input   input that can never succeed: 4xx, or
     │                                                                dead-lettered by a consumer at once
     ├── Refused                   exit 3   HTTP 403  refused         a governance refusal (policy denial,
@@ -13,6 +14,9 @@
     │   └── BusUnavailable                           bus_unavailable try again (``retry_after_s``), never a
     │                                                                reason to give the work up
     ├── Failed                    exit 1   HTTP 500  failed          the work failed for good
+    │   ├── ModelCallFailed       (agentos_kernel.llm)  model_unavailable: every model in the chain
+    │   │                                               failed (retryable if only unavailable)
+    │   └── ShredError            (agentos_kernel.shred)  personal fields could not be sealed
     └── HandlerOutcome                                               a handler's word on its message
         ├── Retry                 try again later (nak with a delay), dead-letter after the last attempt
         └── Reject                never retry: dead-letter now, with the reason

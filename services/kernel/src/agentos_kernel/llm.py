@@ -33,7 +33,7 @@ from agentos_schemas.events import ModelCall
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentos_kernel import control
-from agentos_kernel.exceptions import AgentOSError, ConfigError
+from agentos_kernel.exceptions import ConfigError, Failed
 from agentos_kernel.redact import redactor
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -124,17 +124,20 @@ def offline_models(url: str) -> dict[str, str]:
     return {**OFFLINE_ALIASES, **{n: n for n in names if n not in OFFLINE_ALIASES}}
 
 
-class ModelCallFailed(AgentOSError):
+class ModelCallFailed(Failed):
     """Every model in the chain failed; ``calls`` records each attempt.
 
     ``transient`` is True when every attempt failed because its provider was not available
     (unreachable, timed out, overloaded, rate-limited: :func:`transient`): the work should wait and
     try again, as for any unavailable dependency, not count a failed attempt."""
 
+    code = "model_unavailable"
+
     def __init__(self, message: str, calls: list[ModelCall], *, transient: bool = False) -> None:
         super().__init__(message)
         self.calls = calls
         self.transient = transient
+        self.retryable = transient  # an outage passes; a refused or failed request is tried no more
 
 
 def transient(exc: BaseException) -> bool:

@@ -25,7 +25,11 @@ log = logging.getLogger("agentos.bus")  # the bus's connection: it logs as the b
 
 
 class PermissionDenied(AgentOSError):
-    """The NATS server refused this user a publish or subscribe (least-privilege permissions)."""
+    """The NATS server refused this user a publish or subscribe (least-privilege permissions): the
+    deployment's grants must change (:mod:`agentos_kernel.grants`). Reported like a configuration
+    error, but not a ``ValueError``: code that treats those as bad input must not drop work for it."""
+
+    code = "permission_denied"
 
 
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s\']+)', re.I)

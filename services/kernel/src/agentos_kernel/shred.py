@@ -48,7 +48,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from agentos_kernel.exceptions import AgentOSError, BusUnavailable
+from agentos_kernel.exceptions import BusUnavailable, Failed
 from agentos_kernel.sealing import open_value, seal_value
 
 log = logging.getLogger("agentos.shred")
@@ -65,8 +65,10 @@ _TRANSIENT = (
 )
 
 
-class ShredError(AgentOSError):
+class ShredError(Failed):
     """Personal fields could not be sealed (no key ready for the data subject)."""
+
+    code = "shred_failed"
 
 
 # -- the catalogue's personal fields ------------------------------------------------------------
