@@ -13,6 +13,19 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.testing import test_servers, unique
 
+#: Fixtures that reach a real NATS or Postgres (the session's, or a package's own fleet or runtime):
+#: a test that uses none of them (directly or through other fixtures) is in the ``unit`` layer
+#: (``pytest -m unit``), every other one in ``connected``.
+CONNECTED_FIXTURES = {"servers", "settings", "bus", "pool", "fleet", "runtime", "runtime_env", "rbus"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        closure = set(getattr(item, "fixturenames", ()))
+        marked = item.get_closest_marker("connected") or item.get_closest_marker("bench")  # bench: starts servers
+        connected = bool(closure & CONNECTED_FIXTURES) or marked is not None
+        item.add_marker(pytest.mark.connected if connected else pytest.mark.unit)
+
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.bench.smoke import run_smoke
 
 
+@pytest.mark.bench
 def test_bench_llm_client_smoke(tmp_path: Path) -> None:
     report, _ = run_smoke("bench_llm_client.py", tmp_path, timeout=240)
     assert set(report["payloads"]) == {"plain", "turn"}

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.bench
 def test_bench_replies_runs() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_replies.py"), "--n", "500"],

@@ -20,6 +20,8 @@ from agentos_schemas import subjects as s
 from agentos_schemas.charter import Charter
 from agentos_schemas.events import AgentAnnounced, AgentRetired
 
+pytestmark = pytest.mark.connected  # starts servers of its own
+
 
 @pytest.fixture
 async def own_bus(tmp_path: Path) -> AsyncIterator[Bus]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from agentos_cli.main import app
 from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.embedded import ADMIN, EmbeddedNats
@@ -17,6 +18,8 @@ from agentos_kernel.testing import eventually
 from agentos_schemas import subjects
 from pydantic import SecretStr
 from typer.testing import CliRunner
+
+pytestmark = pytest.mark.connected  # starts servers of its own
 
 
 def clean_env(state: Path) -> dict[str, str]:

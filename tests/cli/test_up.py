@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.connected  # starts servers of its own
+
 AGENTOS = str(Path(sys.executable).parent / "agentos")
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.cli.test_up import AGENTOS, env_for, status, wait_runtime
 
+pytestmark = pytest.mark.connected  # starts servers of its own
+
 
 @pytest.mark.parametrize("second", [["up", "--services", ""], ["demo", "--timeout", "5"]])
 def test_a_refused_start_leaves_the_running_runtime_reachable(tmp_path: Path, second: list[str]) -> None:

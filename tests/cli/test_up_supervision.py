@@ -10,7 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_up import AGENTOS, _alive, env_for, status, wait_runtime, wait_services
+
+pytestmark = pytest.mark.connected  # starts servers of its own
 
 
 def _pid(path: Path) -> int:

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.bench
 def test_bench_killswitch_smoke(tmp_path: Path) -> None:
     out = tmp_path / "ks.json"
     subprocess.run(

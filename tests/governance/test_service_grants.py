@@ -19,6 +19,8 @@ from agentos_kernel.testing import eventually, unique
 from agentos_schemas import EVENTS_STREAM, new_event_id
 from agentos_schemas.events import GoalSubmitted
 
+pytestmark = pytest.mark.connected  # starts servers of its own
+
 BIG = 100_000  # over the claim-check threshold (64 KiB)
 
 

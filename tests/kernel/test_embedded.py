@@ -11,7 +11,10 @@ from pathlib import Path
 
 import nats
 import psutil
+import pytest
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
+
+pytestmark = pytest.mark.connected  # starts servers of its own
 
 # A run that starts the server, stores one message, and dies without stopping it (as a killed
 # `agentos up` does): the server, in its own session, outlives it.

@@ -156,6 +156,7 @@ async def test_consumer_survives_undecryptable_fields(bus: Bus, tenant: str) -> 
     assert by_id[good.id].data.description == "fine"
 
 
+@pytest.mark.connected  # starts a NATS server of its own
 async def test_least_privilege_gateway_seals_others_read_only(tmp_path: Any) -> None:
     """With per-service NATS users: the gateway creates keys and publishes sealed tickets, the
     orchestrator (any service) decrypts them but cannot create or destroy a key."""
