@@ -32,7 +32,7 @@ async def test_one_watcher_per_scope_and_guard_cancels(fleet: Fleet) -> None:
     watcher = await control.ControlWatcher(gbus.js, state).start()
     try:
         work = control.Work(agent="writer", workflow="g-1", tenant="acme", models=("fast",))
-        assert work.keys() == [
+        assert work.switch_keys() == [
             "halt.all",
             "halt.agent.writer",
             "halt.workflow.g-1",

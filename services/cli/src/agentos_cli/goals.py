@@ -205,9 +205,9 @@ class GoalView:
     def covering_keys(self) -> set[str]:
         """The switch keys that would pause this goal's unfinished work (see ``control.Work``)."""
         busy = [s.agent for s in self.steps.values() if s.agent and s.status in ("assigned", "running", "redo")]
-        keys = set(control.Work(workflow=self.goal_id, tenant=self.tenant).keys())
+        keys = set(control.Work(workflow=self.goal_id, tenant=self.tenant).switch_keys())
         for agent in busy:
-            keys.update(control.Work(agent=agent).keys())
+            keys.update(control.Work(agent=agent).switch_keys())
         return keys
 
     def paused_lines(self) -> list[str]:

@@ -96,7 +96,7 @@ class Work:
     tenant: str | None = None
     models: tuple[str, ...] = ()
 
-    def keys(self) -> list[str]:
+    def switch_keys(self) -> list[str]:
         """Every switch key that would cover this work, ``halt.all`` first."""
         keys = ["halt.all"]
         for scope, target in (("agent", self.agent), ("workflow", self.workflow), ("tenant", self.tenant)):
@@ -134,7 +134,7 @@ class ControlState:
 
     def covering(self, work: Work) -> Halt | None:
         """The first switch that covers ``work``, or None."""
-        return next((self.halts[k] for k in work if k in self.halts), None) if self.halts else None
+        return next((self.halts[k] for k in work.switch_keys() if k in self.halts), None) if self.halts else None
 
     def check(self, work: Work) -> None:
         """Raise :class:`Halted` if a switch covers ``work``."""
@@ -149,7 +149,7 @@ class ControlState:
         else:
             self.halts[key] = halt
             for task, work in list(self._running.items()):
-                if key in work and task not in self._cancelled and not task.done():
+                if key in work.switch_keys() and task not in self._cancelled and not task.done():
                     self._cancelled[task] = halt
                     task.cancel(msg="agentos-halt")
         for waiter in [w for w in self._waiters if not w.done()]:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from agentos_kernel import guard
 from agentos_kernel.exceptions import ConfigError, Unavailable
+
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A Postgres connection as code receives one: a connection of its own, or one lent by a pool
+(``async with pool.acquire() as conn``); type the ``conn`` parameters of query functions with it."""
 
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS {schema}.processed_events (
