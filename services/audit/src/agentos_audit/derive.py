@@ -182,8 +182,8 @@ def event_time(wire: WireEvent, stored: dt.datetime) -> dt.datetime:
     return t.astimezone(dt.UTC)
 
 
-def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) -> Row | Rejection:
-    """Validate the payload against the catalogue and derive the row."""
+def _validated(wire: WireEvent, payload: bytes) -> Any:
+    """The payload as its catalogued model, or the :class:`Rejection` a dead letter would give."""
     try:
         data = codec.payload_class(wire).__pydantic_validator__.validate_json(payload)
         if wire.datahash is not None and codec.content_hash(payload) != wire.datahash:
@@ -194,6 +194,14 @@ def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) ->
         except codec.DecodeError as exc:
             return Rejection(exc.code, exc.reason)
         raise
+    return data
+
+
+def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) -> Row | Rejection:
+    """Validate the payload against the catalogue and derive the row."""
+    data = _validated(wire, payload)
+    if isinstance(data, Rejection):
+        return data
     text = payload.decode("utf-8")
     if "\\u0000" in text:
         text = _NUL_ESCAPE.sub("\\1\\\\ufffd", text)

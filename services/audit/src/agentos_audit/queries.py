@@ -165,21 +165,35 @@ async def allowed_by(
     the decisions about it since ``since``, grouped by policy version and outcome.
     Returns ``{"ref", "kind": "event"|"action", "rows", "decisions"}``.
     """
-    s, decided = check_schema(schema), types_named("policy.decided")
     event = await pool.fetchrow(
         f"SELECT seq, time, tenant, type, agent, goal_id, task_id, policy_version, id, "
-        f"data->>'decision_id' AS decision_id FROM {s}.events WHERE id = $1",
+        f"data->>'decision_id' AS decision_id FROM {check_schema(schema)}.events WHERE id = $1",
         ref,
     )
     if event is not None:
-        decisions = await pool.fetch(
-            f"""SELECT {DECISION_COLUMNS} FROM {s}.events WHERE type = ANY($1::text[])
-                AND (data->>'decision_id' = $2 OR (task_id IS NOT NULL AND task_id = $3)) ORDER BY seq LIMIT 100""",
-            decided,
-            event["decision_id"],
-            event["task_id"],
-        )
-        return {"ref": ref, "kind": "event", "rows": [dict(event)], "decisions": [dict(d) for d in decisions]}
+        decisions = await _decisions_about_event(pool, schema, event)
+        return {"ref": ref, "kind": "event", "rows": [dict(event)], "decisions": decisions}
+    decisions = await _decisions_about_action(pool, schema, ref, tenant, since)
+    return {"ref": ref, "kind": "action", "rows": [], "decisions": decisions}
+
+
+async def _decisions_about_event(pool: asyncpg.Pool, schema: str, event: asyncpg.Record) -> list[dict[str, Any]]:
+    """The decision the event names and every decision taken for its task, in stream order."""
+    decisions = await pool.fetch(
+        f"""SELECT {DECISION_COLUMNS} FROM {check_schema(schema)}.events WHERE type = ANY($1::text[])
+            AND (data->>'decision_id' = $2 OR (task_id IS NOT NULL AND task_id = $3)) ORDER BY seq LIMIT 100""",
+        types_named("policy.decided"),
+        event["decision_id"],
+        event["task_id"],
+    )
+    return [dict(d) for d in decisions]
+
+
+async def _decisions_about_action(
+    pool: asyncpg.Pool, schema: str, ref: str, tenant: str | None, since: dt.datetime | None
+) -> list[dict[str, Any]]:
+    """The decisions about an action kind, a tool or model, or a resource, by policy version and outcome."""
+    s = check_schema(schema)
     about = (
         "data->'request'->>'action' = $2"
         if ref in ACTIONS
@@ -193,12 +207,12 @@ async def allowed_by(
             FROM {s}.events WHERE type = ANY($1::text[]) AND {about} AND ($3::text IS NULL OR tenant = $3)
             AND ($4::timestamptz IS NULL OR time >= $4)
             GROUP BY 1, 2, 3, 4 ORDER BY last_seen DESC LIMIT 100""",
-        decided,
+        types_named("policy.decided"),
         ref,
         tenant,
         since,
     )
-    return {"ref": ref, "kind": "action", "rows": [], "decisions": [dict(d) for d in decisions]}
+    return [dict(d) for d in decisions]
 
 
 async def goal_events(pool: asyncpg.Pool, schema: str, goal: str, tenant: str | None = None) -> list[dict[str, Any]]:

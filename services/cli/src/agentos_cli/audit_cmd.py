@@ -7,84 +7,35 @@ the running AgentOS (`agentos up`) or of ``AGENTOS_DATABASE_URL`` / ``AGENTOS_NA
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from agentos_cli import output
-from agentos_cli.connect import run
+from agentos_cli.audit_access import (
+    kernel_settings,
+    parse_time,
+    run_command,
+    schema_name,
+    with_bus_and_pool,
+    with_pool,
+)
 from agentos_cli.errors import fail
 
 if TYPE_CHECKING:
     import asyncpg
-    from agentos_kernel import Bus, KernelSettings
+    from agentos_kernel import Bus
 
 app = typer.Typer(help="Audit trail: verify, query, trace, replay, export.", no_args_is_help=True)
 console = output.console()
 err = output.console(stderr=True)
-T = TypeVar("T")
 
 Schema = Annotated[str | None, typer.Option(help="Projection schema (default AGENTOS_AUDIT_SCHEMA_NAME or audit)")]
 Tenant = Annotated[str | None, typer.Option(help="Only this tenant")]
 Since = Annotated[str | None, typer.Option(help="From: 7d, 24h, 30m or an ISO date/time")]
 Until = Annotated[str | None, typer.Option(help="Before: 7d, 24h, 30m or an ISO date/time")]
 Fmt, AsJson = output.Format, output.Json
-
-
-def _settings() -> KernelSettings:
-    from agentos_kernel import AgentOSError, KernelSettings
-    from agentos_kernel.runtime import resolve
-
-    settings = resolve(KernelSettings())
-    if not settings.database_url:
-        raise AgentOSError("no AgentOS is running here: start one with `agentos up` (or set AGENTOS_DATABASE_URL)")
-    return settings
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    import asyncpg
-
-    return run(coro, ValueError, asyncpg.UndefinedTableError, OSError)  # OSError: e.g. --out
-
-
-def _when(text: str | None) -> Any:
-    from agentos_audit import queries as q
-
-    try:
-        return q.parse_when(text)
-    except ValueError as exc:
-        fail(exc)
-
-
-def _schema(schema: str | None) -> str:
-    from agentos_audit.settings import AuditSettings
-
-    return schema or AuditSettings().schema_name
-
-
-async def _with_pool(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    from agentos_kernel.db import create_pool
-
-    # The audit projection holds the log's bytes as they are (redacted on publish).
-    pool = await create_pool(_settings().database_url, min_size=1, max_size=4, redact=False)
-    try:
-        return await work(pool)
-    finally:
-        await pool.close()
-
-
-async def _with_bus_and_pool(work: Callable[[Bus, asyncpg.Pool], Awaitable[T]]) -> T:
-    from agentos_kernel import AgentOSError, Bus
-
-    settings = _settings()
-    if not settings.nats_url:
-        raise AgentOSError("no NATS here: start AgentOS with `agentos up` (or set AGENTOS_NATS_URL)")
-    bus = await Bus.connect(settings, source="cli-audit")
-    try:
-        return await _with_pool(lambda pool: work(bus, pool))
-    finally:
-        await bus.close()
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
@@ -107,7 +58,7 @@ def _section(title: str, rows: list[dict[str, Any]]) -> output.Section:
 
 
 def _rows(fetch: Callable[[asyncpg.Pool], Awaitable[list[dict[str, Any]]]], fmt: str, title: str) -> None:
-    rows = _run(_with_pool(fetch))
+    rows = run_command(with_pool(fetch))
     output.emit(console, [_section(title, rows)], fmt)
 
 
@@ -140,15 +91,15 @@ def query(
         tenant=tenant,
         agent=agent,
         type=type,
-        since=_when(since),
-        until=_when(until),
+        since=parse_time(since),
+        until=parse_time(until),
         goal=goal,
         tool=tool,
         model=model,
         tag=tag,
         limit=limit,
     )
-    _rows(lambda pool: q.query_events(pool, _schema(schema), filters), fmt, "events")
+    _rows(lambda pool: q.query_events(pool, schema_name(schema), filters), fmt, "events")
 
 
 @app.command("personal-data")
@@ -159,9 +110,9 @@ def personal_data(
     from agentos_audit import queries as q
 
     fmt = output.chosen(fmt, as_json)
-    when = _when(since)
+    when = parse_time(since)
     _rows(
-        lambda pool: q.personal_data(pool, _schema(schema), when, tenant),
+        lambda pool: q.personal_data(pool, schema_name(schema), when, tenant),
         fmt,
         f"agents with personal data since {since}",
     )
@@ -177,8 +128,8 @@ def denied(
 
     fmt = output.chosen(fmt, as_json)
     err.print(f"[dim]{q.POLICY_NOTE}[/]", soft_wrap=True)
-    when = _when(since)
-    _rows(lambda pool: q.denied(pool, _schema(schema), when, tenant), fmt, "policy denials")
+    when = parse_time(since)
+    _rows(lambda pool: q.denied(pool, schema_name(schema), when, tenant), fmt, "policy denials")
 
 
 @app.command()
@@ -187,7 +138,7 @@ def cost(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson =
     from agentos_audit import queries as q
 
     fmt = output.chosen(fmt, as_json)
-    _rows(lambda pool: q.cost(pool, _schema(schema), goal, tenant), fmt, f"cost of goal {goal}")
+    _rows(lambda pool: q.cost(pool, schema_name(schema), goal, tenant), fmt, f"cost of goal {goal}")
 
 
 @app.command("allowed-by")
@@ -203,8 +154,8 @@ def allowed_by(
     from agentos_audit import queries as q
 
     fmt = output.chosen(fmt, as_json)
-    when = _when(since)
-    answer = _run(_with_pool(lambda pool: q.allowed_by(pool, _schema(schema), ref, tenant, when)))
+    when = parse_time(since)
+    answer = run_command(with_pool(lambda pool: q.allowed_by(pool, schema_name(schema), ref, tenant, when)))
     shown = [_section(f"event {ref}", answer["rows"])] if answer["rows"] else []
     shown.append(_section(f"policy decisions about {ref}", answer["decisions"]))
     output.emit(console, shown, fmt, document={"event": answer["rows"], "decisions": answer["decisions"]})
@@ -224,7 +175,7 @@ def trace(goal: str, tenant: Tenant = None, fmt: Fmt = "table", as_json: AsJson 
     from agentos_audit.trace import build_tree
 
     fmt = output.chosen(fmt, as_json)
-    rows = _run(_with_pool(lambda pool: q.goal_events(pool, _schema(schema), goal, tenant)))
+    rows = run_command(with_pool(lambda pool: q.goal_events(pool, schema_name(schema), goal, tenant)))
     if not rows:
         err.print(f"no events of goal {goal!r} in the projection")
         raise typer.Exit(1)
@@ -255,14 +206,14 @@ def verify(
     from agentos_audit.signing import load_public, public_path
     from agentos_audit.verify import verify as verify_schema
 
-    path = public_key or public_path(AuditSettings().key_path(_settings().state_dir))
+    path = public_key or public_path(AuditSettings().key_path(kernel_settings().state_dir))
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
         err.print(f"[yellow]no public key at {path}: checkpoint signatures are not checked[/]")
-    report = _run(
-        _with_bus_and_pool(
+    report = run_command(
+        with_bus_and_pool(
             lambda bus, pool: verify_schema(
-                bus, pool, _schema(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait
+                bus, pool, schema_name(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait
             )
         )
     )
@@ -283,9 +234,9 @@ def rebuild(
     from agentos_audit import render
     from agentos_audit.rebuild import rebuild as rebuild_schema
 
-    report = _run(
-        _with_bus_and_pool(
-            lambda bus, pool: rebuild_schema(bus, pool, _schema(schema), target, keep=keep, workers=workers)
+    report = run_command(
+        with_bus_and_pool(
+            lambda bus, pool: rebuild_schema(bus, pool, schema_name(schema), target, keep=keep, workers=workers)
         )
     )
     for line in render.rebuild_lines(report):
@@ -301,6 +252,14 @@ VendorSince = Annotated[
     ),
 ]
 VendorUntil = Annotated[str | None, typer.Option(help="Before, by the event's own time attribute")]
+
+
+def _check_export_target(fmt: str, out: Path) -> None:
+    """Exit 2 for an export format other than jsonl or parquet, or parquet asked for on stdout."""
+    _check_format(fmt, ("jsonl", "parquet"))
+    if fmt == "parquet" and str(out) == "-":
+        err.print("[bold red]agentos: error:[/] parquet needs --out FILE")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -321,18 +280,15 @@ def export(
 
     --since/--until select by when the log took each event; --vendor-since/--vendor-until by the
     time the event itself carries (its source's clock); both may be given."""
-    _check_format(fmt, ("jsonl", "parquet"))
-    if fmt == "parquet" and str(out) == "-":
-        err.print("[bold red]agentos: error:[/] parquet needs --out FILE")
-        raise typer.Exit(2)
-    logged, claimed = (_when(since), _when(until)), (_when(vendor_since), _when(vendor_until))
+    _check_export_target(fmt, out)
+    logged, claimed = (parse_time(since), parse_time(until)), (parse_time(vendor_since), parse_time(vendor_until))
 
     async def go(bus: Bus | None, pool: asyncpg.Pool) -> int:
         from agentos_audit import export as export_mod
         from agentos_cli.log_seq import seq_bounds
 
         first, end = await seq_bounds(bus, *logged) if bus is not None else (None, None)
-        rows = export_mod.records(pool, _schema(schema), *claimed, tenant, seq_from=first, seq_to=end)
+        rows = export_mod.records(pool, schema_name(schema), *claimed, tenant, seq_from=first, seq_to=end)
         if fmt == "parquet":
             return await export_mod.write_parquet(out, rows)
         if str(out) == "-":
@@ -340,7 +296,7 @@ def export(
         with out.open("wb") as f:
             return await export_mod.write_jsonl(f, rows)
 
-    n = _run(_with_bus_and_pool(go)) if any(logged) else _run(_with_pool(lambda pool: go(None, pool)))
+    n = run_command(with_bus_and_pool(go)) if any(logged) else run_command(with_pool(lambda pool: go(None, pool)))
     err.print(f"exported {n} events", highlight=False)
 
 
@@ -359,37 +315,13 @@ def erase(
 ) -> None:
     """Crypto-shred a data subject: destroy their key, so every personal field sealed with it reads
     [ERASED] everywhere, and record an erasure.recorded event (no personal data in it)."""
-    from agentos_kernel import AgentOSError, Bus, KernelSettings
-    from agentos_kernel.runtime import resolve
-    from agentos_schemas import derived_event_id
-    from agentos_schemas.events.erasure import ErasureRecorded
-    from agentos_schemas.subjects import check_token
+    from agentos_cli.erasure import erase_subject
 
     if not subject.strip():
         err.print("[bold red]agentos: error:[/] the data subject id is empty")
         raise typer.Exit(2)
-
-    async def go() -> tuple[Any, str]:
-        settings = resolve(KernelSettings())
-        if not settings.nats_url:
-            raise AgentOSError("no NATS here: start AgentOS with `agentos up` (or set AGENTOS_NATS_URL)")
-        where = check_token("tenant", tenant or settings.tenant)
-        bus = await Bus.connect(settings, source="cli-audit")
-        try:
-            done = await bus.shredder.keys.erase(where, subject)
-            fact = ErasureRecorded(key=done.key, revision=done.revision, reason=reason)
-            event = bus.new(
-                fact,
-                tenant=where,
-                principal=f"user:{by}" if by else None,
-                id=derived_event_id("erasure", where, done.key, str(done.revision)),
-            )
-            await bus.publish(event)
-            return fact, event.id
-        finally:
-            await bus.close()
-
-    fact, event_id = _run(go())  # a bad tenant (NamingError) or no NATS: one line, exit 2
+    # a bad tenant (NamingError) or no NATS: one line, exit 2
+    fact, event_id = run_command(erase_subject(subject, tenant=tenant, reason=reason, by=by))
     what = (
         f"key {fact.key} (revision {fact.revision}) destroyed"
         if fact.revision

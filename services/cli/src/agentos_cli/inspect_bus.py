@@ -25,36 +25,9 @@ async def collect_status(
     consumer, and service health; with ``judge``, also the Postgres line, the audit projection's
     position, and the ``problems`` found (see :mod:`agentos_cli.health`)."""
     server = f"{bus.settings.nats_url} (server {bus.nc.connected_server_version})"
-    out: dict[str, Any] = {
-        "dependencies": [health.nats(bus.settings.nats_url, True, server)],
-        "streams": [],
-        "consumers": [],
-        "projections": [],
-        "dead_letters": {},
-        "services": [],
-    }
-    now = time.time()
-    for name in (s.EVENTS_STREAM, s.DLQ_STREAM):
-        try:
-            info = await bus.js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            continue
-        out["streams"].append(
-            {
-                "stream": name,
-                "messages": info.state.messages,
-                "bytes": info.state.bytes,
-                "first_seq": info.state.first_seq,
-                "last_seq": info.state.last_seq,
-            }
-        )
-        if name == s.EVENTS_STREAM:
-            for c in await bus.js.consumers_info(name):
-                out["consumers"].append(health.consumer_row(c, info.state.last_seq, now))
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        dlq = await bus.js.stream_info(s.DLQ_STREAM, subjects_filter="dlq.agentos.>")
-        for subject, count in (dlq.state.subjects or {}).items():
-            out["dead_letters"][subject.removeprefix("dlq.agentos.")] = count
+    out = _empty_status(health.nats(bus.settings.nats_url, True, server))
+    out["streams"], out["consumers"] = await _streams_and_consumers(bus)
+    out["dead_letters"] = await _dead_letters(bus)
     out["services"] = await _health_records(bus)
     out["held"] = held_work(out["services"])
     if judge:
@@ -70,16 +43,56 @@ async def collect_status(
     return out
 
 
-async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str, Any]:
-    """The status when NATS cannot be reached: the NATS line red, the Postgres line checked."""
-    out: dict[str, Any] = {
-        "dependencies": [health.nats(settings.nats_url, False, reason)],
+def _empty_status(nats_line: dict[str, Any]) -> dict[str, Any]:
+    """A status with only its NATS line, every list still empty."""
+    return {
+        "dependencies": [nats_line],
         "streams": [],
         "consumers": [],
         "projections": [],
         "dead_letters": {},
         "services": [],
     }
+
+
+async def _streams_and_consumers(bus: Bus) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The event log's and the DLQ's sizes, and the log's consumers with their positions."""
+    streams: list[dict[str, Any]] = []
+    consumers: list[dict[str, Any]] = []
+    now = time.time()
+    for name in (s.EVENTS_STREAM, s.DLQ_STREAM):
+        try:
+            info = await bus.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            continue
+        streams.append(
+            {
+                "stream": name,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "first_seq": info.state.first_seq,
+                "last_seq": info.state.last_seq,
+            }
+        )
+        if name == s.EVENTS_STREAM:
+            for c in await bus.js.consumers_info(name):
+                consumers.append(health.consumer_row(c, info.state.last_seq, now))
+    return streams, consumers
+
+
+async def _dead_letters(bus: Bus) -> dict[str, int]:
+    """How many dead letters each consumer left (none when there is no DLQ yet)."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        dlq = await bus.js.stream_info(s.DLQ_STREAM, subjects_filter="dlq.agentos.>")
+        for subject, count in (dlq.state.subjects or {}).items():
+            counts[subject.removeprefix("dlq.agentos.")] = count
+    return counts
+
+
+async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str, Any]:
+    """The status when NATS cannot be reached: the NATS line red, the Postgres line checked."""
+    out = _empty_status(health.nats(settings.nats_url, False, reason))
     out["dependencies"].append(await health.postgres(settings.database_url))
     out["problems"] = [f"{d['dependency']} is unreachable: {d['detail']}" for d in out["dependencies"] if not d["ok"]]
     return out

@@ -99,18 +99,9 @@ async def _await_outcome(bus: Bus, goal_id: str, tenant: str, timeout: float) ->
     return [e async for e in follow(bus, goal_id, subjects=f"agentos.{tenant}.>", timeout=timeout, from_start=True)]
 
 
-async def run_in_sandbox(
-    submitted: Event[GoalSubmitted],
-    sandbox_tenant: str,
-    scenario_file: Path,
-    state: Path,
-    timeout: float,
-    console: Console | None = None,
-) -> tuple[str, list[Event[Any]], dict[str, int]]:
-    """Submit the recorded goal to a fresh runtime whose offline model plays ``scenario_file``;
-    returns (sandbox goal id, its events, the scenario's per-rule match counts)."""
-    from agentos_cli.main import wait_for_services  # main imports the audit commands, hence here
-
+def _sandbox_runtime(state: Path, console: Console | None) -> SandboxRuntime:
+    """A runtime of the goal-executing services installed here, on its own embedded servers in
+    ``state``, whose children see no model registry and no real model (``AGENTOS_ALLOW_LLM_CALLS=0``)."""
     services = [s for s in registry.available() if s in SANDBOX_SERVICES]
     settings = KernelSettings(
         nats_url=None,
@@ -129,7 +120,38 @@ async def run_in_sandbox(
         "AGENTOS_TENANT": "default",
         "AGENTOS_NATS_INBOX_PREFIX": None,
     }
-    runtime = SandboxRuntime(settings, services, logs=state / "logs", console=console or err, env=children)
+    return SandboxRuntime(settings, services, logs=state / "logs", console=console or err, env=children)
+
+
+async def _submit_copy(bus: Bus, submitted: Event[GoalSubmitted], sandbox_tenant: str) -> str:
+    """Publish the recorded goal again (text, workflow, inputs, limits) under a new goal id in the
+    sandbox tenant; returns that goal id."""
+    data = submitted.data
+    goal_id = new_event_id()
+    event = bus.new(
+        GoalSubmitted(goal_id=goal_id, text=data.text, workflow=data.workflow, inputs=data.inputs, limits=data.limits),
+        tenant=sandbox_tenant,
+        subject=f"goal/{goal_id}",
+        correlationid=goal_id,
+        principal=submitted.principal or "user:replay",
+    )
+    await bus.publish(event)
+    return goal_id
+
+
+async def run_in_sandbox(
+    submitted: Event[GoalSubmitted],
+    sandbox_tenant: str,
+    scenario_file: Path,
+    state: Path,
+    timeout: float,
+    console: Console | None = None,
+) -> tuple[str, list[Event[Any]], dict[str, int]]:
+    """Submit the recorded goal to a fresh runtime whose offline model plays ``scenario_file``;
+    returns (sandbox goal id, its events, the scenario's per-rule match counts)."""
+    from agentos_cli.main import wait_for_services  # main imports the audit commands, hence here
+
+    runtime = _sandbox_runtime(state, console)
     try:
         # The runtime serves the scenario with the shipped offline model on a free port and points
         # every service's model registry at it (AGENTOS_OFFLINE_MODEL_URL).
@@ -138,18 +160,7 @@ async def run_in_sandbox(
         bus = await Bus.connect(resolved, source="cli-replay")
         try:
             await wait_for_services(bus, runtime.services, timeout=120.0)
-            data = submitted.data
-            goal_id = new_event_id()
-            event = bus.new(
-                GoalSubmitted(
-                    goal_id=goal_id, text=data.text, workflow=data.workflow, inputs=data.inputs, limits=data.limits
-                ),
-                tenant=sandbox_tenant,
-                subject=f"goal/{goal_id}",
-                correlationid=goal_id,
-                principal=submitted.principal or "user:replay",
-            )
-            await bus.publish(event)
+            goal_id = await _submit_copy(bus, submitted, sandbox_tenant)
             events = await _await_outcome(bus, goal_id, sandbox_tenant, timeout)
         finally:
             await bus.close()
@@ -212,6 +223,34 @@ def _scenario(
     return scenario_file, recorded["rules"]
 
 
+def _finished_original(events: list[Event[Any]], goal_id: str) -> tuple[Event[GoalSubmitted], GoalSummary]:
+    """The recorded goal's submission and outcome; an error if it has not finished."""
+    submitted = submitted_of(events, goal_id)
+    original = summarize(events, goal_id, submitted.tenant)
+    if original.status == "unfinished":
+        raise AgentOSError(f"goal {goal_id} has not finished yet; replay it once it completed or failed")
+    return submitted, original
+
+
+def _sandbox_tenant(goal_id: str, asked: str | None, original: str) -> str:
+    """The replay's tenant: the one asked for, else ``sandbox-<id>``; never the original's."""
+    sandbox = asked or default_sandbox_tenant(goal_id)
+    if sandbox == original:
+        raise AgentOSError(f"the sandbox tenant must differ from the original's ({original!r})")
+    return sandbox
+
+
+@contextlib.contextmanager
+def _sandbox_state(keep: bool) -> Iterator[Path]:
+    """A fresh directory for the sandbox's state and logs, removed afterwards unless ``keep``."""
+    state = Path(tempfile.mkdtemp(prefix="agentos-replay-"))
+    try:
+        yield state
+    finally:
+        if not keep:
+            shutil.rmtree(state, ignore_errors=True)
+
+
 async def replay_goal(
     settings: KernelSettings,
     goal_id: str,
@@ -231,15 +270,9 @@ async def replay_goal(
     """
     _check_options(mode, scenario, tenant, sandbox_tenant)
     events = await _recording(settings, goal_id, tenant)
-    submitted = submitted_of(events, goal_id)
-    original = summarize(events, goal_id, submitted.tenant)
-    if original.status == "unfinished":
-        raise AgentOSError(f"goal {goal_id} has not finished yet; replay it once it completed or failed")
-    sandbox = sandbox_tenant or default_sandbox_tenant(goal_id)
-    if sandbox == submitted.tenant:
-        raise AgentOSError(f"the sandbox tenant must differ from the original's ({submitted.tenant!r})")
-    state = Path(tempfile.mkdtemp(prefix="agentos-replay-"))
-    try:
+    submitted, original = _finished_original(events, goal_id)
+    sandbox = _sandbox_tenant(goal_id, sandbox_tenant, submitted.tenant)
+    with _sandbox_state(keep) as state:
         scenario_file, rules = _scenario(events, mode, scenario, state)
         new_id, replayed, counts = await run_in_sandbox(submitted, sandbox, scenario_file, state, timeout, console)
         replay = summarize(replayed, new_id, sandbox)
@@ -256,9 +289,6 @@ async def replay_goal(
         if replay.status == "unfinished":
             report.differences.insert(0, f"the replay did not finish within {timeout:.0f}s")
         return report
-    finally:
-        if not keep:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 def _shipped_scenario() -> Path:

@@ -113,26 +113,29 @@ class Runtime:
         bus = await Bus.connect(self.settings, source="cli")
         await bus.provision()
         await bus.close()
-        self._runtime_file = write_runtime(
-            self.settings,
-            {
-                "pid": os.getpid(),
-                "nats_url": nats_url,
-                "database_url": db_url,
-                "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
-                "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
-                "services": self.services,
-                "started": time.time(),
-                "offline_model_url": self.offline.url if self.offline else None,
-                "nats_auth": bool(admin),
-                "nats_admin_credentials": str(state / "nats" / "admin.json") if admin else None,
-            },
-        )
+        self._runtime_file = write_runtime(self.settings, self._runtime_record(nats_auth=bool(admin)))
         for i, name in enumerate(self.services):
             self._tasks.append(asyncio.create_task(self._supervise(name, _COLOURS[i % len(_COLOURS)])))
         if self.nats is not None or self.pg is not None:
             self._tasks.append(asyncio.create_task(self._keep_servers()))
         return self.settings
+
+    def _runtime_record(self, *, nats_auth: bool) -> dict[str, Any]:
+        """What ``runtime.json`` tells the other commands about this started runtime: its process,
+        servers, services and offline model (:func:`agentos_kernel.runtime.read_runtime` reads it)."""
+        state = self.settings.state_dir
+        return {
+            "pid": os.getpid(),
+            "nats_url": self.settings.nats_url,
+            "database_url": self.settings.database_url,
+            "embedded": {"nats": self.nats is not None, "postgres": self.pg is not None},
+            "nats_sync": self.settings.nats_sync if self.nats else "server-configured",
+            "services": self.services,
+            "started": time.time(),
+            "offline_model_url": self.offline.url if self.offline else None,
+            "nats_auth": nats_auth,
+            "nats_admin_credentials": str(state / "nats" / "admin.json") if nats_auth else None,
+        }
 
     async def _keep_servers(self, every_s: float = 1.0) -> None:
         """Start an embedded server that died again, on the same store or data directory (and the

@@ -48,6 +48,26 @@ def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _dead_letter_headers(
+    headers: Mapping[str, str], *, route: str, status: int, code: str, reason: str
+) -> dict[str, str]:
+    """The request's headers worth keeping, and the dead letter's own (module docs)."""
+    kept = _kept_headers(headers)
+    kept.update(
+        {
+            "Nats-Msg-Id": f"gateway:{new_event_id()}",
+            CODE: code,
+            REASON: _header_safe(reason),
+            CONSUMER: "gateway",
+            SUBJECT_HDR: route,
+            SEQ: "0",
+            DELIVERIES: "1",
+            "AgentOS-DLQ-Status": str(status),
+        }
+    )
+    return kept
+
+
 class DeadLetters:
     """Writes rejected requests to the DLQ; counts what it wrote and what it had to skip."""
 
@@ -79,19 +99,7 @@ class DeadLetters:
                 UNAUTHENTICATED_PER_S,
             )
             return False
-        kept = _kept_headers(headers)
-        kept.update(
-            {
-                "Nats-Msg-Id": f"gateway:{new_event_id()}",
-                CODE: code,
-                REASON: _header_safe(reason),
-                CONSUMER: "gateway",
-                SUBJECT_HDR: route,
-                SEQ: "0",
-                DELIVERIES: "1",
-                "AgentOS-DLQ-Status": str(status),
-            }
-        )
+        kept = _dead_letter_headers(headers, route=route, status=status, code=code, reason=reason)
         if len(body) > KEEP_BYTES:
             body = body[:KEEP_BYTES]
             kept["AgentOS-DLQ-Truncated"] = "true"

@@ -166,16 +166,21 @@ class KpiEngine:
             )
         ]
         if rule.goal is not None and goal_id is not None:
-            context = {
-                "rule": rule.name,
-                "threshold": f"{rule.threshold:g}",
-                "consecutive": rule.consecutive,
-                "values": ", ".join(f"{v:g}" for _, v in windows),
-                "tenant": cause.tenant,
-                "window": rule.window,
-                "windows": [{"start": w.isoformat(), "value": v} for w, v in windows],
-            }
+            context = _goal_context(rule, cause.tenant, windows)
             events.append(rule.goal.event(context, goal_id=goal_id, tenant=cause.tenant, principal=f"kpi:{rule.name}"))
         await self.publish(events)
         self.fired += 1
         log.info("KPI rule %s fired for tenant %s: %s", rule.name, cause.tenant, [v for _, v in windows])
+
+
+def _goal_context(rule: KpiRule, tenant: str, windows: list[tuple[dt.datetime, float]]) -> dict[str, Any]:
+    """What the rule's goal template is filled in with: the rule, its threshold and the windows that crossed it."""
+    return {
+        "rule": rule.name,
+        "threshold": f"{rule.threshold:g}",
+        "consecutive": rule.consecutive,
+        "values": ", ".join(f"{v:g}" for _, v in windows),
+        "tenant": tenant,
+        "window": rule.window,
+        "windows": [{"start": w.isoformat(), "value": v} for w, v in windows],
+    }

@@ -209,6 +209,7 @@ def add_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, An
     """Add the webhook, ingest and mapping routes to ``app``."""
     _vendor_routes(app, gw, problems)
     _mapping_routes(app, gw, problems)
+    _listing_route(app, gw)
     _handshake_routes(app, gw, problems)
 
 
@@ -306,6 +307,8 @@ def _mapping_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[st
 
         return await gw.handle(request, "mappings.preview", endpoint, idempotent=False)
 
+
+def _listing_route(app: FastAPI, gw: Gateway) -> None:
     @app.get("/mappings", summary="The mappings this gateway has")
     async def list_mappings(request: Request) -> Response:
         """Every mapping's source, description and rules, and the configured webhook sources."""

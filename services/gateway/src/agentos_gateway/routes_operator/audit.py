@@ -85,6 +85,15 @@ async def trace(gw: Gateway, goal_id: str, tenant: str | None, max_events: int) 
     return json_response(reply.model_dump(mode="json", exclude={"code", "error"}))
 
 
+async def _read_page(gw: Gateway, request: Request, filters: dict[str, Any], tenant: str | None, fmt: str) -> Response:
+    """:func:`query_page` for the key that asks, within the tenant it may read (:func:`tenant_of`)."""
+
+    async def work(who: Principal) -> Response:
+        return await query_page(gw, request, filters | {"tenant": tenant_of(who, tenant)}, fmt)
+
+    return await read(gw, request, "audit.read", work)
+
+
 def add_audit_routes(app: FastAPI, gw: Gateway, problems: Problems) -> None:
     """``GET /audit/query`` and ``GET /audit/trace/{goal_id}``."""
     _add_query_route(app, gw, problems)
@@ -128,11 +137,7 @@ def _add_query_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
             "limit": limit,
             "cursor": cursor,
         }
-
-        async def work(who: Principal) -> Response:
-            return await query_page(gw, request, filters | {"tenant": tenant_of(who, tenant)}, format)
-
-        return await read(gw, request, "audit.read", work)
+        return await _read_page(gw, request, filters, tenant, format)
 
 
 def _add_trace_route(app: FastAPI, gw: Gateway, problems: Problems) -> None:
