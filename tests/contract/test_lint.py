@@ -51,3 +51,14 @@ def test_functions_and_modules_stay_within_the_size_budget() -> None:
                     over.append(f"{where}:{node.lineno} {node.name}: {size} lines (budget {MAX_FUNCTION_LINES})")
     assert len(SOURCES) > 100
     assert not over, "\n".join(over)
+
+
+def test_the_pre_commit_hooks_name_tools_the_project_installs() -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = [h for repo in config["repos"] for h in repo["hooks"]]
+    assert {h["id"] for h in hooks} >= {"ruff", "ruff-format", "pyright", "import-linter", "contracts"}
+    bin_dir = Path(sys.executable).parent
+    missing = [h["entry"] for h in hooks if not (bin_dir / Path(h["entry"].split()[0]).name).exists()]
+    assert not missing, f"hooks whose tool is not installed by `pip install -e .[test]`: {missing}"
