@@ -71,23 +71,20 @@ def rows(fleet: dict[str, Known], live: set[str], halts: list[Any]) -> list[dict
     return out
 
 
-async def collect(bus: Bus) -> list[dict[str, Any]]:
+async def live_instances(bus: Bus) -> set[str]:
+    """The specialist instances whose health report is fresh."""
     import json
     import time
 
     import nats.js.errors
-    from agentos_kernel import control
-    from agentos_kernel.replay import replay
     from agentos_schemas import subjects as s
 
-    fleet: dict[str, Known] = {}
-    await replay(bus, SUBJECTS, lambda e: fold(fleet, e), timeout=30.0)
-    live: set[str] = set()
     try:
         kv = await bus.js.key_value(s.HEALTH_BUCKET)
         keys = await kv.keys()
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
-        keys = []  # nobody reports health: no replica is up
+        return set()  # nobody reports health: no replica is up
+    live: set[str] = set()
     for key in keys:
         try:
             entry = await kv.get(key)
@@ -96,6 +93,16 @@ async def collect(bus: Bus) -> list[dict[str, Any]]:
         report = json.loads(entry.value or b"{}")
         if report.get("service") == "specialist" and time.time() - float(report.get("ts") or 0) < FRESH_S:
             live.add(str(report.get("instance", "")))
+    return live
+
+
+async def collect(bus: Bus) -> list[dict[str, Any]]:
+    from agentos_kernel import control
+    from agentos_kernel.replay import replay
+
+    fleet: dict[str, Known] = {}
+    await replay(bus, SUBJECTS, lambda e: fold(fleet, e), timeout=30.0)
+    live = await live_instances(bus)
     return rows(fleet, live, await control.list_halts(bus.js))
 
 

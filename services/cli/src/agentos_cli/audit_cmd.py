@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from agentos_cli import output
@@ -31,11 +31,14 @@ app = typer.Typer(help="Audit trail: verify, query, trace, replay, export.", no_
 console = output.console()
 err = output.console(stderr=True)
 
-Schema = Annotated[str | None, typer.Option(help="Projection schema (default AGENTOS_AUDIT_SCHEMA_NAME or audit)")]
-Tenant = Annotated[str | None, typer.Option(help="Only this tenant")]
-Since = Annotated[str | None, typer.Option(help="From: 7d, 24h, 30m or an ISO date/time")]
-Until = Annotated[str | None, typer.Option(help="Before: 7d, 24h, 30m or an ISO date/time")]
-Fmt, AsJson = output.Format, output.Json
+Schema: TypeAlias = Annotated[
+    str | None, typer.Option(help="Projection schema (default AGENTOS_AUDIT_SCHEMA_NAME or audit)")
+]
+Tenant: TypeAlias = Annotated[str | None, typer.Option(help="Only this tenant")]
+Since: TypeAlias = Annotated[str | None, typer.Option(help="From: 7d, 24h, 30m or an ISO date/time")]
+Until: TypeAlias = Annotated[str | None, typer.Option(help="Before: 7d, 24h, 30m or an ISO date/time")]
+Fmt: TypeAlias = output.Format
+AsJson: TypeAlias = output.Json
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
@@ -245,13 +248,13 @@ def rebuild(
         raise typer.Exit(1)
 
 
-VendorSince = Annotated[
+VendorSince: TypeAlias = Annotated[
     str | None,
     typer.Option(
         help="From, by the event's own time attribute (set by its source: a vendor's time for a mapped webhook)"
     ),
 ]
-VendorUntil = Annotated[str | None, typer.Option(help="Before, by the event's own time attribute")]
+VendorUntil: TypeAlias = Annotated[str | None, typer.Option(help="Before, by the event's own time attribute")]
 
 
 def _check_export_target(fmt: str, out: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 from agentos_cli import output
@@ -18,18 +18,19 @@ from agentos_cli.connect import connected_bus, run
 
 if TYPE_CHECKING:
     from agentos_kernel import Bus, control
+    from agentos_schemas.events.control import Scope
 
 console = output.console()
 err = output.console(stderr=True)
 
-Agent = Annotated[str | None, typer.Option("--agent", help="An agent (charter name)")]
-Goal = Annotated[str | None, typer.Option("--goal", help="A goal (its id, as `agentos submit` prints it)")]
-Workflow = Annotated[
+Agent: TypeAlias = Annotated[str | None, typer.Option("--agent", help="An agent (charter name)")]
+Goal: TypeAlias = Annotated[str | None, typer.Option("--goal", help="A goal (its id, as `agentos submit` prints it)")]
+Workflow: TypeAlias = Annotated[
     str | None, typer.Option("--workflow", hidden=True, help="Deprecated: the old name of --goal (it takes a goal id)")
 ]
-Model = Annotated[str | None, typer.Option("--model", help="A model (alias or litellm model string)")]
-Tenant = Annotated[str | None, typer.Option("--tenant", help="A tenant")]
-All = Annotated[bool, typer.Option("--all", help="Everything")]
+Model: TypeAlias = Annotated[str | None, typer.Option("--model", help="A model (alias or litellm model string)")]
+Tenant: TypeAlias = Annotated[str | None, typer.Option("--tenant", help="A tenant")]
+All: TypeAlias = Annotated[bool, typer.Option("--all", help="Everything")]
 
 
 def goal_of(goal: str | None, workflow: str | None) -> str | None:
@@ -49,12 +50,18 @@ def goal_of(goal: str | None, workflow: str | None) -> str | None:
 
 def pick_scope(
     agent: str | None, goal: str | None, model: str | None, tenant: str | None, everything: bool
-) -> tuple[str, str]:
+) -> tuple[Scope, str]:
     """(scope, target) from the options; exactly one must be given. A goal's switch is the
     ``workflow`` scope of :mod:`agentos_kernel.control` (a goal's run is its workflow)."""
     from agentos_kernel import InvalidInput, control
 
-    given = [(s, t) for s, t in (("agent", agent), ("workflow", goal), ("model", model), ("tenant", tenant)) if t]
+    named: tuple[tuple[Scope, str | None], ...] = (
+        ("agent", agent),
+        ("workflow", goal),
+        ("model", model),
+        ("tenant", tenant),
+    )
+    given: list[tuple[Scope, str]] = [(s, t) for s, t in named if t]
     if everything:
         given.append(("all", "*"))
     if len(given) != 1:
@@ -68,11 +75,11 @@ async def _bus() -> Bus:
     return await connected_bus()
 
 
-def _tenant(bus: Bus, scope: str, target: str) -> str:
+def _tenant(bus: Bus, scope: Scope, target: str) -> str:
     return target if scope == "tenant" else bus.settings.tenant
 
 
-async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> control.Halt:
+async def do_halt(bus: Bus, scope: Scope, target: str, reason: str, by: str) -> control.Halt:
     """Turn the switch on, then record the request in the log."""
     from agentos_kernel import control
     from agentos_schemas.events import HaltRequested
@@ -89,7 +96,7 @@ async def do_halt(bus: Bus, scope: str, target: str, reason: str, by: str) -> co
     return halt
 
 
-async def do_resume(bus: Bus, scope: str, target: str, by: str) -> bool:
+async def do_resume(bus: Bus, scope: Scope, target: str, by: str) -> bool:
     """Turn the switch off (if it was on), then record the request in the log."""
     from agentos_kernel import control
     from agentos_schemas.events import ResumeRequested

@@ -9,7 +9,7 @@ import getpass
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import nats.errors
 from agentos_kernel import Bus, InvalidInput, control
@@ -87,12 +87,19 @@ def goal_start_time(goal_id: str) -> dt.datetime | None:
     return id_time(goal_id)
 
 
-def from_goal_start(goal_id: str) -> dict[str, Any]:
+class GoalStart(TypedDict, total=False):
+    """Where a consumer reading one goal's events starts: a deliver policy, and its start time."""
+
+    deliver_policy: Required[api.DeliverPolicy]
+    opt_start_time: dt.datetime
+
+
+def from_goal_start(goal_id: str) -> GoalStart:
     """``deliver_policy`` (and start time) for a consumer reading one goal's events."""
     start = goal_start_time(goal_id)
     if start is None:
         return {"deliver_policy": api.DeliverPolicy.ALL}
-    return {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start.isoformat()}
+    return {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
 
 
 @dataclass
@@ -234,7 +241,7 @@ async def follow(
 ) -> AsyncIterator[Event[Any]]:
     """The goal's events as the log has them and then live, until its outcome (yielded last) or
     ``timeout``. Reads from the goal's start time when its id carries one (see ``id_time``)."""
-    start = {"deliver_policy": api.DeliverPolicy.ALL} if from_start else from_goal_start(goal_id)
+    start: GoalStart = {"deliver_policy": api.DeliverPolicy.ALL} if from_start else from_goal_start(goal_id)
     sub = await bus.js.subscribe(
         subjects,
         stream=EVENTS_STREAM,

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from agentos_cli import health
 from agentos_kernel import Bus, KernelSettings

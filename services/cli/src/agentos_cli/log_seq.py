@@ -24,7 +24,7 @@ async def first_seq_at(bus: Bus, when: dt.datetime) -> int:
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE,
         deliver_policy=api.DeliverPolicy.BY_START_TIME,
-        opt_start_time=when.astimezone(dt.UTC).isoformat(),
+        opt_start_time=when.astimezone(dt.UTC),
         inactive_threshold=30.0,
         mem_storage=True,
     )

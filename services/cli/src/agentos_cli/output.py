@@ -17,7 +17,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
-Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv")]
-Json = Annotated[bool, typer.Option("--json", help="Same as --format json")]
+Format: TypeAlias = Annotated[str, typer.Option("--format", help="Output format: table, json or csv")]
+Json: TypeAlias = Annotated[bool, typer.Option("--json", help="Same as --format json")]
 _WIDE = 100_000
 
 

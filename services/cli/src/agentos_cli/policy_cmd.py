@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar
 
 import typer
 from agentos_cli import output
@@ -16,6 +16,7 @@ from agentos_cli.errors import fail
 
 if TYPE_CHECKING:
     from agentos_kernel import Bus
+    from pydantic import BaseModel
 
 policy_app = typer.Typer(
     help="Policies as code: test the shipped cases, simulate against recorded decisions.", no_args_is_help=True
@@ -23,10 +24,13 @@ policy_app = typer.Typer(
 console = output.console()
 err = output.console(stderr=True)
 T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
 
-PolicyDir = Annotated[Path | None, typer.Option("--policy-dir", help="Policy folder (default: the shipped one)")]
-Tenant = Annotated[str | None, typer.Option(help="Only this tenant")]
-AsUser = Annotated[str, typer.Option("--as", help="Who you are (a human named in the policy)")]
+PolicyDir: TypeAlias = Annotated[
+    Path | None, typer.Option("--policy-dir", help="Policy folder (default: the shipped one)")
+]
+Tenant: TypeAlias = Annotated[str | None, typer.Option(help="Only this tenant")]
+AsUser: TypeAlias = Annotated[str, typer.Option("--as", help="Who you are (a human named in the policy)")]
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -39,12 +43,12 @@ async def _bus() -> Bus:
     return await connected_bus("cli-policy")
 
 
-async def _ask(subject: str, payload: Any, reply: type[T]) -> T:
+async def _ask(subject: str, payload: BaseModel, reply: type[M]) -> M:
     from agentos_kernel import BusUnavailable, Unavailable
 
     bus = await _bus()
     try:
-        return await bus.request(subject, payload, reply, timeout=5.0)  # type: ignore[type-var]
+        return await bus.request(subject, payload, reply, timeout=5.0)
     except BusUnavailable:
         raise Unavailable("the policy service", "it did not answer: is it running? see `agentos status`") from None
     finally:
@@ -150,10 +154,10 @@ def approvals(tenant: Tenant = None, fmt: output.Format = "table", as_json: outp
     )
 
 
-def _vote(approval_id: str, user: str, verdict: str, reason: str) -> None:
+def _vote(approval_id: str, user: str, verdict: Literal["approve", "reject"], reason: str) -> None:
     from agentos_schemas import rpc as r
 
-    vote = r.ApprovalVote(approval_id=approval_id, user=user, verdict=verdict, reason=reason)  # type: ignore[arg-type]
+    vote = r.ApprovalVote(approval_id=approval_id, user=user, verdict=verdict, reason=reason)
     reply = run(_ask(r.POLICY_VOTE, vote, r.ApprovalReply))
     if reply.error:
         err.print(f"[bold red]agentos: {verdict} refused:[/] {reply.error}", highlight=False, soft_wrap=True)

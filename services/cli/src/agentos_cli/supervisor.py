@@ -24,8 +24,9 @@ from typing import IO, Any
 
 import asyncpg
 from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
-from agentos_kernel.embedded import ADMIN, EmbeddedNats, EmbeddedPostgres
+from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.grants import ADMIN
 from agentos_kernel.runtime import read_runtime, write_runtime
 from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.tasks import cancel_and_wait

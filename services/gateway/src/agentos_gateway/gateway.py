@@ -18,7 +18,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from agentos_kernel import Bus, BusUnavailable, shred
-from agentos_kernel.embedded import GATEWAY_RESERVED
+from agentos_kernel.grants import GATEWAY_RESERVED
 from agentos_kernel.nul import json_nul_path
 from agentos_kernel.replies import pub_ack
 from agentos_schemas import Event, codec

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from agentos_kernel import Bus
 from agentos_kernel.consumer import Consumer
-from agentos_kernel.db import first_time, migrate
+from agentos_kernel.db import Connection, first_time, migrate
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events.ingress import KpiTriggered, KpiWindow
 from agentos_schemas.subjects import parse_type
@@ -91,12 +91,14 @@ class KpiEngine:
         if not rules:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_time(conn, SCHEMA, self.durable, event.id):
+            # agentos_kernel.db.first_time types conn as asyncpg.Connection, not db.Connection, so
+            # pyright refuses the pool's connection (a proxy, which works) until the kernel widens it
+            if not await first_time(conn, SCHEMA, self.durable, event.id):  # pyright: ignore[reportArgumentType]  (kernel's narrow type)
                 return
             for rule in rules:
                 await self._apply(conn, rule, event)
 
-    async def _apply(self, conn: asyncpg.Connection, rule: KpiRule, event: Event[Any]) -> None:
+    async def _apply(self, conn: Connection, rule: KpiRule, event: Event[Any]) -> None:
         amount = rule.amount(event)
         when = event.time or dt.datetime.now(dt.UTC)
         start = rule.window_start(when)

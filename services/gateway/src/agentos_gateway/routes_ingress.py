@@ -214,7 +214,7 @@ def add_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, An
 
 
 def _handshake_routes(app: FastAPI, gw: Gateway, problems: dict[int | str, dict[str, Any]]) -> None:
-    responses = {
+    responses: dict[int | str, dict[str, Any]] = {
         200: {"description": "Allowed: `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate`"},
         204: {"description": "Not a handshake (no `WebHook-Request-Origin`): `Allow`"},
         **{k: v for k, v in problems.items() if k in (401, 403, 422)},

@@ -206,6 +206,7 @@ class ReplayGuard:
             self._pending -= 1
 
     async def _put(self, key: str, value: bytes) -> None:
+        last: Exception | None = None
         for attempt in range(8):  # ~20 s, well inside the stream's 120 s duplicate window
             try:
                 await self.kv.put(key, value)

@@ -96,7 +96,7 @@ async def read(gw: Gateway, request: Request, action: str, work: Any) -> Respons
     """A read endpoint: authenticate, run ``work(principal)``, turn a problem into its response."""
     try:
         who = gw.principal(request, action)
-        return await work(who)  # type: ignore[no-any-return]
+        return await work(who)
     except Problem as problem:
         problem.dlq = False
         return await gw.reject(request, b"", problem)
@@ -108,7 +108,7 @@ async def write(gw: Gateway, request: Request, action: str, work: Any) -> Respon
 
     async def endpoint(body: bytes, who: Principal) -> Response:
         try:
-            return await work(body, who)  # type: ignore[no-any-return]
+            return await work(body, who)
         except Problem as problem:
             problem.dlq = False
             raise

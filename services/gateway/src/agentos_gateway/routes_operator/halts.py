@@ -11,6 +11,7 @@ import nats.errors
 import nats.js.errors
 from agentos_kernel import AgentOSError, control
 from agentos_schemas.events import HaltRequested, ResumeRequested
+from agentos_schemas.events.control import Scope
 from agentos_schemas.subjects import NamingError, check_token
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +44,7 @@ def _halt_doc(halt: control.Halt) -> dict[str, Any]:
     return {"key": halt.key, **asdict(halt)}
 
 
-def halt_scope(scope: str, target: str | None) -> tuple[str, str]:
+def halt_scope(scope: Scope, target: str | None) -> tuple[Scope, str]:
     """(scope, target) checked as `agentos halt` checks them; 422 otherwise."""
     target = "*" if scope == "all" else (target or "")
     try:
@@ -106,14 +107,14 @@ async def halt(gw: Gateway, request: Request, raw: bytes, who: Principal) -> Res
     fact = HaltRequested(
         scope=scope,
         target=target,
-        reason=switch.reason,  # type: ignore[arg-type]
+        reason=switch.reason,
         requested_by=who.principal,
     )
     await _record(gw, fact, scope, target, who)
     return json_response(_halt_doc(switch), 201)
 
 
-async def resume(gw: Gateway, who: Principal, scope: str, target: str) -> Response:
+async def resume(gw: Gateway, who: Principal, scope: Scope, target: str) -> Response:
     """Delete the switch's key (if on), then record ``control.resume_requested``."""
     scope, target = halt_scope(scope, target)
     _may_switch(who, scope, target)
@@ -121,7 +122,7 @@ async def resume(gw: Gateway, who: Principal, scope: str, target: str) -> Respon
         was_on = await control.clear_halt(gw.bus.js, scope, target)
     except _KV_ERRORS as exc:
         raise _control_problem(exc) from None
-    fact = ResumeRequested(scope=scope, target=target, requested_by=who.principal)  # type: ignore[arg-type]
+    fact = ResumeRequested(scope=scope, target=target, requested_by=who.principal)
     await _record(gw, fact, scope, target, who)
     return json_response({"key": control.halt_key(scope, target), "was_on": was_on})
 
