@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-import asyncpg
+from agentos_kernel.db import Connection
 from agentos_schemas import CATALOGUE
 from agentos_schemas.events.erasure import ErasureRecorded
 from agentos_schemas.personal import ERASED, TOKEN_PREFIX, personal_plan, render_erased
@@ -36,7 +36,7 @@ def personal_function_sql(schema: str) -> str:
             THEN '{ERASED}' ELSE '{ENCRYPTED}' END $$"""
 
 
-async def erased_keys(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
+async def erased_keys(conn: Connection, schema: str) -> dict[str, int]:
     """Key name -> the highest key revision an ``erasure.recorded`` event says was destroyed."""
     rows = await conn.fetch(
         f"SELECT data->>'key' AS key, max((data->>'revision')::bigint) AS revision FROM {schema}.events "

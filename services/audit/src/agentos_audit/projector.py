@@ -23,8 +23,10 @@ from typing import Any
 import asyncpg
 import nats.js.errors
 from agentos_kernel import Bus, Consumer
+from agentos_kernel.db import Connection
 from agentos_kernel.retry import Backoff
 from agentos_schemas import EVENTS_STREAM
+from asyncpg.pool import PoolConnectionProxy
 from nats.js import api
 
 from agentos_audit import schema as sch
@@ -43,7 +45,7 @@ _DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
-def lost(conn: asyncpg.Connection) -> bool:
+def lost(conn: Connection) -> bool:
     """Whether a pooled connection's session is gone. When its server connection drops, asyncpg
     hands the connection back to the pool by itself, and every call on it, ``is_closed()``
     included, then raises ``InterfaceError``: code that handles a database error must ask here,
@@ -83,7 +85,7 @@ class Projector:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pull: LivePull | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
         """The connection holding the writer lock; batches are written on it."""
         self._idle_since = self._checked_at = 0.0
         self.planned = 0
@@ -158,7 +160,7 @@ class Projector:
             await self._pull.stop()
             self._pull = None
 
-    async def _lead(self) -> asyncpg.Connection | None:
+    async def _lead(self) -> PoolConnectionProxy[asyncpg.Record] | None:
         """Wait until this replica holds the schema's writer lock (None if stopped first)."""
         while not self._stopping.is_set():
             conn = await self.pool.acquire()
@@ -303,7 +305,11 @@ class Projector:
             items.append(item if item is not None else await derive_item(self.bus, message, seq))
             outcome = items[-1].outcome
             if message is not None and isinstance(outcome, Rejection):
-                await self.dlq.dead_letter(Letter(message), outcome.code, outcome.reason)  # type: ignore[arg-type]
+                await self.dlq.dead_letter(
+                    Letter(message),  # pyright: ignore[reportArgumentType]  (typed Msg; Letter has what it reads)
+                    outcome.code,
+                    outcome.reason,
+                )
         return items
 
     def _sign(self, seq: int, chain_hash: bytes) -> Checkpoint:
@@ -353,7 +359,7 @@ class Projector:
                 refused = Item(item.seq, item.raw, Rejection("storage", f"{type(exc).__name__}: {exc}"))
                 self.head = await write_batch(self._writer(), self.schema, self.head, [refused], self.partitions)
 
-    def _writer(self) -> asyncpg.Connection:
+    def _writer(self) -> PoolConnectionProxy[asyncpg.Record]:
         if self._conn is None:
             raise RuntimeError("the projector writes only while it holds the writer lock")
         return self._conn

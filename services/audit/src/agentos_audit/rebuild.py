@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from agentos_kernel import Bus
+from agentos_kernel.db import Connection
 
 from agentos_audit import schema as sch
 from agentos_audit.canonical import GENESIS
@@ -85,7 +86,7 @@ async def project_range(
 
 
 async def _pipeline(
-    bus: Bus, conn: asyncpg.Connection, target: str, lo: int, hi: int, batch: int, executor: Executor | None
+    bus: Bus, conn: Connection, target: str, lo: int, hi: int, batch: int, executor: Executor | None
 ) -> sch.Head:
     head, partitions = sch.Head(lo - 1, GENESIS), sch.Partitions(target)
     derives: deque[asyncio.Future[list[Item]]] = deque()
@@ -105,7 +106,8 @@ async def _pipeline(
             write = asyncio.ensure_future(write_batch(conn, target, head, items, partitions, check_head=False))
         return await write if write is not None else head
     finally:
-        pending = [f for f in (*derives, write) if f is not None and not f.done()]
+        # Of two result types, and only waited for: Future is invariant, so only Any holds both.
+        pending: list[asyncio.Future[Any]] = [f for f in (*derives, write) if f is not None and not f.done()]
         for f in pending:
             f.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -139,7 +141,7 @@ def _row_bytes(kind: str, record: Any) -> bytes:
     return _encoder.encode(comparable([record[c] for c in COLUMNS]))
 
 
-async def _records(conn: asyncpg.Connection, kind: str, schema: str, up_to: int) -> AsyncIterator[tuple[Any, bytes]]:
+async def _records(conn: Connection, kind: str, schema: str, up_to: int) -> AsyncIterator[tuple[Any, bytes]]:
     sql = (_CHAIN if kind == "chain" else _EVENTS).format(cols=", ".join(COLUMNS[:-1]), s=schema)
     async for record in conn.cursor(sql, up_to, prefetch=2000):
         yield record["seq"], _row_bytes(kind, record)
@@ -189,6 +191,7 @@ async def rebuild(
     target = sch.check_schema(target or f"{live}_rebuild")
     started = time.perf_counter()
     bounds = await pool.fetchrow(f"SELECT min(seq) AS lo, max(seq) AS hi FROM {live}.chain")
+    assert bounds is not None  # an aggregate without GROUP BY: always one row
     lo, hi = bounds["lo"] or 1, bounds["hi"] or 0
     _, _, created = await stream_bounds(bus.js)
     await sch.drop_schema(pool, target)

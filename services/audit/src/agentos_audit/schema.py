@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import asyncpg
-from agentos_kernel.db import migrate
+from agentos_kernel.db import Connection, migrate
 from agentos_kernel.exceptions import ConfigError
 
 from agentos_audit.canonical import GENESIS
@@ -137,7 +137,7 @@ class Partitions:
         self.schema = schema
         self.known: set[tuple[int, int]] = set()
 
-    async def ensure(self, conn: asyncpg.Connection, times: Iterable[dt.datetime]) -> None:
+    async def ensure(self, conn: Connection, times: Iterable[dt.datetime]) -> None:
         """Create the partitions of these times' months that do not exist yet."""
         for month in sorted({month_of(t) for t in times} - self.known):
             sql = partition_sql(self.schema, month)
@@ -147,25 +147,25 @@ class Partitions:
             self.known.add(month)
 
 
-async def head(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> Head | None:
+async def head(conn: Connection | asyncpg.Pool, schema: str) -> Head | None:
     """The chain's last row, or None while the chain is empty."""
     row = await conn.fetchrow(f"SELECT seq, hash FROM {schema}.chain ORDER BY seq DESC LIMIT 1")
     return None if row is None else Head(row["seq"], bytes(row["hash"]))
 
 
-async def start_head(conn: asyncpg.Connection | asyncpg.Pool, schema: str, first_seq: int) -> Head:
+async def start_head(conn: Connection | asyncpg.Pool, schema: str, first_seq: int) -> Head:
     """Where the chain continues: its last row, or just before the stream's first message."""
     found = await head(conn, schema)
     return found if found is not None else Head(max(first_seq, 1) - 1, GENESIS)
 
 
-async def read_meta(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> dict[str, str]:
+async def read_meta(conn: Connection | asyncpg.Pool, schema: str) -> dict[str, str]:
     """The schema's ``meta`` table as a dict."""
     rows = await conn.fetch(f"SELECT key, value FROM {schema}.meta")
     return {r["key"]: r["value"] for r in rows}
 
 
-async def write_meta(conn: asyncpg.Connection | asyncpg.Pool, schema: str, values: dict[str, str]) -> None:
+async def write_meta(conn: Connection | asyncpg.Pool, schema: str, values: dict[str, str]) -> None:
     """Insert or update ``meta`` entries."""
     for key, value in values.items():
         await conn.execute(

@@ -103,7 +103,7 @@ def analyst_queries(schema: str, rnd: random.Random, goals: int) -> dict[str, Qu
 
     def filters(**kw: Any) -> Query:
         def run(pool: asyncpg.Pool) -> Awaitable[Any]:
-            args = {k: v() if callable(v) else v for k, v in kw.items()}
+            args: dict[str, Any] = {k: v() if callable(v) else v for k, v in kw.items()}
             return q.query_events(pool, schema, q.Filters(**args))
 
         return run

@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 from agentos_kernel import Bus
+from agentos_kernel.db import Connection
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agentos_audit import signing
@@ -126,6 +127,7 @@ class Verifier:
                 )
                 return self.report
             bounds = await conn.fetchrow(f"SELECT min(seq) AS lo, max(seq) AS hi FROM {self.s}.chain")
+            assert bounds is not None  # an aggregate without GROUP BY: always one row
             lo, hi = bounds["lo"] or 1, bounds["hi"] or 0
             self.report.head_seq, self.report.log_ahead = hi, max(0, last - hi)
             self._behind(hi)
@@ -158,7 +160,7 @@ class Verifier:
             "its service is not running; see `agentos status`",
         )
 
-    async def _checkpoints(self, conn: asyncpg.Connection, created: str, head: int) -> None:
+    async def _checkpoints(self, conn: Connection, created: str, head: int) -> None:
         rows = await conn.fetch(f"SELECT seq, hash, key_id, message, signature FROM {self.s}.checkpoints ORDER BY seq")
         self.report.checkpoints = len(rows)
         for r in rows:
@@ -189,7 +191,7 @@ class Verifier:
                 self.report.checkpoints_valid += 1
                 self.signed[r["seq"]] = bytes(r["hash"])
 
-    async def _walk(self, conn: asyncpg.Connection, lo: int, hi: int) -> None:
+    async def _walk(self, conn: Connection, lo: int, hi: int) -> None:
         cols = ", ".join(f"e.{c}" for c in COLUMNS[:-1])
         rows = conn.cursor(_ROWS.format(cols=cols, s=self.s), prefetch=1000).__aiter__()
         log = _flat(read_log(self.bus.js, lo, hi))
@@ -286,7 +288,7 @@ class Verifier:
         changed = [c for c, a, b in zip(COLUMNS, want, got, strict=True) if a != b]
         self.add("modified", seq, "events", f"event {expected.id} (seq {seq}) differs in {', '.join(changed)}")
 
-    async def _duplicates(self, conn: asyncpg.Connection) -> None:
+    async def _duplicates(self, conn: Connection) -> None:
         rows = await conn.fetch(
             f"""SELECT d.seq, d.event_id FROM {self.s}.chain d WHERE d.kind = 'duplicate' AND NOT EXISTS (
                 SELECT 1 FROM {self.s}.chain e WHERE e.kind = 'event' AND e.event_id = d.event_id AND e.seq < d.seq)

@@ -23,6 +23,7 @@ import typing
 from typing import Any
 
 import asyncpg
+from agentos_kernel.db import Connection
 from agentos_schemas import CATALOGUE
 from agentos_schemas.personal import personal_plan
 from agentos_schemas.subjects import parse_type
@@ -129,7 +130,7 @@ def fixed_views(schema: str) -> list[str]:
     ]
 
 
-async def _create(conn: asyncpg.Connection, schema: str, sql: str) -> None:
+async def _create(conn: Connection, schema: str, sql: str) -> None:
     try:
         async with conn.transaction():
             await conn.execute(sql)

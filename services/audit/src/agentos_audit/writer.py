@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import asyncpg
+from agentos_kernel.db import Connection
 
 from agentos_audit.canonical import GENESIS, chain_step
 from agentos_audit.derive import COLUMNS, Rejection, Row
@@ -66,7 +67,7 @@ def chain_records(
 
 
 async def write_batch(
-    conn: asyncpg.Connection,
+    conn: Connection,
     schema: str,
     start: Head,
     items: Sequence[Item],
@@ -91,6 +92,7 @@ async def write_batch(
             f"LEFT JOIN (SELECT seq, hash FROM {schema}.chain ORDER BY seq DESC LIMIT 1) AS h ON true",
             ids,
         )
+        assert found is not None  # (SELECT 1) LEFT JOIN …: always one row
         if check_head:
             current = None if found["seq"] is None else Head(found["seq"], bytes(found["hash"]))
             if current != start and not (current is None and start.hash == GENESIS):
@@ -104,7 +106,7 @@ async def write_batch(
     return new
 
 
-async def store_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str, cp: Checkpoint) -> None:
+async def store_checkpoint(conn: Connection | asyncpg.Pool, schema: str, cp: Checkpoint) -> None:
     """Insert a signed checkpoint (a second one for the same sequence is ignored)."""
     await conn.execute(
         f"INSERT INTO {schema}.checkpoints (seq, hash, key_id, message, signature) VALUES ($1, $2, $3, $4, $5) "
@@ -117,7 +119,7 @@ async def store_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str,
     )
 
 
-async def last_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> int:
+async def last_checkpoint(conn: Connection | asyncpg.Pool, schema: str) -> int:
     """The sequence of the newest checkpoint (0 if none)."""
     return int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.checkpoints"))
 

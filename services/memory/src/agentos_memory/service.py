@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from agentos_kernel import ConfigError
 from agentos_kernel.bus import Bus
-from agentos_kernel.db import first_time
+from agentos_kernel.db import Connection, first_time
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.settings import KernelSettings
 from agentos_schemas import Event, derived_event_id
@@ -51,6 +51,16 @@ log = logging.getLogger("agentos.memory")
 Handler = Callable[[Event[Any]], Awaitable[None]]
 
 
+async def _first_time(conn: Connection, event_id: str) -> bool:
+    """:func:`agentos_kernel.db.first_time` for this service's consumer."""
+    return await first_time(
+        conn,  # pyright: ignore[reportArgumentType]  (the kernel types it asyncpg.Connection; a pooled one works)
+        store.SCHEMA,
+        DURABLE,
+        event_id,
+    )
+
+
 class MemoryService:
     """The event handlers. Each records the event in ``memory.processed_events`` in the same
     transaction as its writes, so a redelivered event changes nothing."""
@@ -75,7 +85,7 @@ class MemoryService:
         proposal that duplicates a committed entry is kept refused, with the reason announced."""
         row = logic.proposal_row(event.id, event.tenant, event.data, event.time)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
+            if not await _first_time(conn, event.id):
                 return
             await store.lock_task(conn, event.tenant, row.task_id or "")
             twin = logic.duplicate(row.content, await store.committed_twins(conn, row), self.similarity)
@@ -93,7 +103,7 @@ class MemoryService:
         proposal that duplicates an entry committed since it was proposed is refused instead)."""
         data, review = event.data, logic.task_review(event.data)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
+            if not await _first_time(conn, event.id):
                 return
             await store.lock_task(conn, event.tenant, data.task_id)
             await store.record_task_review(conn, event.tenant, data.task_id, review, event.id)
@@ -102,7 +112,7 @@ class MemoryService:
             changed = await store.review_task_entries(conn, event.tenant, data.task_id, review)
             await self._announce(event, changed, review)
 
-    async def _refuse_duplicates(self, conn: asyncpg.Connection, event: Event[Any], task_id: str) -> None:
+    async def _refuse_duplicates(self, conn: Connection, event: Event[Any], task_id: str) -> None:
         for row in await store.proposed_entries(conn, event.tenant, task_id):
             twin = logic.duplicate(row.content, await store.committed_twins(conn, row), self.similarity)
             if twin is not None:
@@ -119,7 +129,7 @@ class MemoryService:
         data = event.data
         review = logic.Review(logic.status_for(data.verdict), data.reviewer)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
+            if not await _first_time(conn, event.id):
                 return
             changed = await store.review_entries(conn, event.tenant, data.entry_ids, review)
             await self._announce(event, changed, review)
@@ -128,7 +138,7 @@ class MemoryService:
         """Keep a summary of the task's output as committed working memory of its goal."""
         row = logic.working_row(event.id, event.tenant, event.data, event.time)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_time(conn, store.SCHEMA, DURABLE, event.id):
+            if not await _first_time(conn, event.id):
                 return
             await store.lock_task(conn, event.tenant, event.data.task_id)
             review = await store.task_review(conn, event.tenant, event.data.task_id)

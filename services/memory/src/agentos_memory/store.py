@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
-from agentos_kernel.db import migrate
+from agentos_kernel.db import Connection, migrate
 from agentos_schemas.rpc import MemoryEntry, MemorySearch
 
 from agentos_memory.logic import (
@@ -158,13 +158,13 @@ def _values(row: EntryRow) -> tuple[object, ...]:
     )
 
 
-async def insert_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
+async def insert_entry(conn: Connection, row: EntryRow) -> bool:
     """Insert ``row`` unless an entry with its id exists; True if it was inserted."""
     inserted = await conn.fetchval(_INSERT + " ON CONFLICT (id) DO NOTHING RETURNING true", *_values(row))
     return bool(inserted)
 
 
-async def propose_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
+async def propose_entry(conn: Connection, row: EntryRow) -> bool:
     """Insert a proposal; a proposal of an entry that exists is a no-op unless that entry was
     rejected and this is another task's proposal of it (a retried step proposing the finding
     again), which takes it over. True if anything was written."""
@@ -172,13 +172,13 @@ async def propose_entry(conn: asyncpg.Connection, row: EntryRow) -> bool:
     return bool(written)
 
 
-async def upsert_curated(conn: asyncpg.Connection, row: EntryRow) -> bool:
+async def upsert_curated(conn: Connection, row: EntryRow) -> bool:
     """Insert or update a curated entry; True if anything changed."""
     changed = await conn.fetchval(_INSERT + _SEMANTIC_UPDATE + " RETURNING true", *_values(row))
     return bool(changed)
 
 
-async def committed_twins(conn: asyncpg.Connection, row: EntryRow, limit: int = 5) -> list[tuple[str, str]]:
+async def committed_twins(conn: Connection, row: EntryRow, limit: int = 5) -> list[tuple[str, str]]:
     """Committed entries of ``row``'s kind (its tenant's and every tenant's) that may duplicate it:
     one with the same content key, then the store's best full-text matches; ``(id, content)``.
 
@@ -191,7 +191,7 @@ async def committed_twins(conn: asyncpg.Connection, row: EntryRow, limit: int = 
     return [(r["id"], r["content"]) for r in rows]
 
 
-async def proposed_entries(conn: asyncpg.Connection, tenant: str, task_id: str) -> list[EntryRow]:
+async def proposed_entries(conn: Connection, tenant: str, task_id: str) -> list[EntryRow]:
     """The still-proposed, non-working entries of one task."""
     rows = await conn.fetch(
         f"""SELECT id, tenant, kind, content, tags FROM {S}.entries
@@ -212,7 +212,7 @@ async def proposed_entries(conn: asyncpg.Connection, tenant: str, task_id: str) 
     ]
 
 
-async def refuse_entry(conn: asyncpg.Connection, tenant: str, entry_id: str, of: str, reason: str) -> None:
+async def refuse_entry(conn: Connection, tenant: str, entry_id: str, of: str, reason: str) -> None:
     """Mark a proposed entry refused as a duplicate of ``of``, with the reason."""
     await conn.execute(
         f"""UPDATE {S}.entries SET status = 'rejected', reviewer = '{DEDUP_REVIEWER}', duplicate_of = $3,
@@ -224,7 +224,7 @@ async def refuse_entry(conn: asyncpg.Connection, tenant: str, entry_id: str, of:
     )
 
 
-async def lock_task(conn: asyncpg.Connection, tenant: str, task_id: str) -> None:
+async def lock_task(conn: Connection, tenant: str, task_id: str) -> None:
     """Serialise the writes concerning one task until the transaction ends.
 
     A review and a proposal of the same task handled at the same moment (two replicas, or
@@ -233,9 +233,7 @@ async def lock_task(conn: asyncpg.Connection, tenant: str, task_id: str) -> None
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agentos-memory'), hashtext($1))", f"{tenant}/{task_id}")
 
 
-async def record_task_review(
-    conn: asyncpg.Connection, tenant: str, task_id: str, review: Review, event_id: str
-) -> None:
+async def record_task_review(conn: Connection, tenant: str, task_id: str, review: Review, event_id: str) -> None:
     """Remember the latest verdict on a task, for proposals that arrive after it."""
     await conn.execute(
         f"""INSERT INTO {S}.task_reviews (tenant, task_id, status, reviewer, event_id)
@@ -250,7 +248,7 @@ async def record_task_review(
     )
 
 
-async def task_review(conn: asyncpg.Connection, tenant: str, task_id: str) -> Review | None:
+async def task_review(conn: Connection, tenant: str, task_id: str) -> Review | None:
     """The latest verdict on a task, if it has been reviewed."""
     row = await conn.fetchrow(
         f"SELECT status, reviewer FROM {S}.task_reviews WHERE tenant = $1 AND task_id = $2", tenant, task_id
@@ -258,7 +256,7 @@ async def task_review(conn: asyncpg.Connection, tenant: str, task_id: str) -> Re
     return None if row is None else Review(row["status"], row["reviewer"])
 
 
-async def review_task_entries(conn: asyncpg.Connection, tenant: str, task_id: str, review: Review) -> list[str]:
+async def review_task_entries(conn: Connection, tenant: str, task_id: str, review: Review) -> list[str]:
     """Apply a task's verdict to its proposals; a rejection also rejects its working memory.
 
     Returns the ids whose status changed.
@@ -276,7 +274,7 @@ async def review_task_entries(conn: asyncpg.Connection, tenant: str, task_id: st
     return sorted(r["id"] for r in rows)
 
 
-async def review_entries(conn: asyncpg.Connection, tenant: str, ids: Sequence[str], review: Review) -> list[str]:
+async def review_entries(conn: Connection, tenant: str, ids: Sequence[str], review: Review) -> list[str]:
     """Apply a verdict to the tenant's still-proposed entries among ``ids``; returns those changed."""
     rows = await conn.fetch(
         f"""UPDATE {S}.entries SET status = $3, reviewer = $4, reviewed_at = now()

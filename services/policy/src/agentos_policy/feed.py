@@ -71,7 +71,7 @@ class Feed:
             config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
         else:
             start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=self.memory_hours)
-            config.deliver_policy, config.opt_start_time = api.DeliverPolicy.BY_START_TIME, start.isoformat()
+            config.deliver_policy, config.opt_start_time = api.DeliverPolicy.BY_START_TIME, start
         return await self.decider.bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
 
     async def _run(self) -> None:

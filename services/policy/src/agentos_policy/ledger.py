@@ -16,7 +16,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from agentos_schemas.money import usd as money
@@ -30,6 +30,7 @@ SETTLE_CONSUMER = "policy-settle"
 
 #: (scope, name, period, period_key)
 Key = tuple[str, str, str, str]
+_Limit = TypeVar("_Limit", int, float)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def caps_for(policy: Policy, tenant: str, agent: str, team: str, now: dt.datetim
     return [found[k] for k in sorted(found)]
 
 
-def _tighter(a: float | int | None, b: float | int | None) -> float | int | None:  # type: ignore[return]
+def _tighter(a: _Limit | None, b: _Limit | None) -> _Limit | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
@@ -157,6 +158,7 @@ def _refused(cap: Cap, row: asyncpg.Record, usd: float, tokens: int) -> Refused:
     """The refusal naming ``cap``, the one ``reserve_call`` found the estimate would pass, with what
     its counter holds (``row``) and what the call needs."""
     if row["refused_on"] == "usd":
+        assert cap.usd is not None  # reserve_call refuses on USD only against a USD cap
         return Refused(
             f"budget: {cap.key[0]} {cap.key[1]!r} has {money(row['have_usd'])} of "
             f"{money(cap.usd)} per {cap.key[2]} used or reserved; this call needs {money(usd)}"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from agentos_schemas.rpc import ActionKind, Decision
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Classification = Literal["public", "internal", "confidential", "personal"]
 CLASS_RANK: dict[str, int] = {"public": 0, "internal": 1, "confidential": 2, "personal": 3}
 Risk = Literal["low", "medium", "high"]
+RISKS: tuple[Risk, ...] = ("low", "medium", "high")
 
 
 class PolicyError(ValueError):
@@ -231,12 +232,13 @@ class Policy(_Rule):
 
     def model_tier(self, chain: list[str]) -> Risk:
         """The highest risk of any model in a fallback chain."""
-        risks = [r for pattern, r in self.model_risk.items() for m in chain if matches(pattern, m)]
-        return max(risks, key=("low", "medium", "high").index, default="low")
+        risks: list[Risk] = [r for pattern, r in self.model_risk.items() for m in chain if matches(pattern, m)]
+        return max(risks, key=RISKS.index) if risks else "low"
 
     def tier(self, risk: str) -> RiskTier:
         """The risk tier named ``risk`` (an empty tier, no approvals, if undefined)."""
-        return self.risk.get(risk) or RiskTier()  # type: ignore[call-overload]
+        found = self.risk.get(risk) if risk in RISKS else None  # `in` narrows risk to a Risk
+        return found or RiskTier()
 
 
 class Case(_Rule):
@@ -269,7 +271,10 @@ def _read_yaml(path: Path) -> Any:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _validate(cls: type[_Rule], data: Any, path: Path) -> Any:
+_R = TypeVar("_R", bound=_Rule)
+
+
+def _validate(cls: type[_R], data: Any, path: Path) -> _R:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -283,7 +288,7 @@ def load_policy(folder: Path) -> Policy:
     path = folder / "policy.yaml"
     if not path.is_file():
         raise PolicyError(f"{folder}: no policy.yaml")
-    return _validate(Policy, _read_yaml(path), path)  # type: ignore[no-any-return]
+    return _validate(Policy, _read_yaml(path), path)
 
 
 def load_suite(folder: Path) -> Suite:
@@ -291,7 +296,7 @@ def load_suite(folder: Path) -> Suite:
     path = folder / "tests.yaml"
     if not path.is_file():
         return Suite()
-    return _validate(Suite, _read_yaml(path), path)  # type: ignore[no-any-return]
+    return _validate(Suite, _read_yaml(path), path)
 
 
 def fingerprint(folder: Path) -> tuple[float, ...]:

@@ -79,14 +79,15 @@ class PolicyService:
         if ctx.pool is None:
             raise ConfigError("the policy service needs a database: start it with database=True")
         self.ctx = ctx
+        self.pool = ctx.pool
         self.settings = settings
         self.folder = settings.policy_dir or default_policy_dir()
         self.stamp = fingerprint(self.folder) if self.folder.is_dir() else ()
-        self.decider = Decider(ctx.bus, ctx.pool, load_or_none(self.folder))
+        self.decider = Decider(ctx.bus, self.pool, load_or_none(self.folder))
 
     async def start(self) -> None:
         """Migrate, record caps, catch up, then consume and answer."""
-        await schema.migrate_schema(self.ctx.pool)  # type: ignore[arg-type]
+        await schema.migrate_schema(self.pool)
         await self._record_caps()
         feed = Feed(self.decider, self.settings.policy_memory_hours)
         await feed.start()
@@ -101,13 +102,17 @@ class PolicyService:
         self.decider.publisher.start()
         await self._serve()
         ticker = asyncio.create_task(self.tick())
-        self.ctx.closers.append(lambda: cancel_and_wait(ticker))
+
+        async def stop_ticker() -> None:
+            await cancel_and_wait(ticker)
+
+        self.ctx.closers.append(stop_ticker)
         self.ctx.closers.append(self.decider.drain)
         self.ctx.status["policy_version"] = self.decider.version
         self.ctx.status["policy_dir"] = str(self.folder.resolve())  # `agentos policy simulate` reads it
 
     async def _serve(self) -> None:
-        d, pool = self.decider, self.ctx.pool
+        d, pool = self.decider, self.pool
 
         def failed(message: str) -> r.PolicyDecision:
             return r.PolicyDecision(
@@ -115,14 +120,14 @@ class PolicyService:
             )
 
         async def approval(q: r.ApprovalQuery) -> r.ApprovalReply:
-            info = await store.get(pool, q.approval_id)  # type: ignore[arg-type]
+            info = await store.get(pool, q.approval_id)
             return r.ApprovalReply(approval=info, error=None if info else f"no approval {q.approval_id!r}")
 
         async def approvals(q: r.ApprovalList) -> r.ApprovalListReply:
-            return r.ApprovalListReply(approvals=tuple(await store.listing(pool, q.tenant, q.status)))  # type: ignore[arg-type]
+            return r.ApprovalListReply(approvals=tuple(await store.listing(pool, q.tenant, q.status)))
 
         async def budget(q: r.BudgetQuery) -> r.BudgetReport:
-            lines = await ledger.report(pool, q.tenant, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
+            lines = await ledger.report(pool, q.tenant, dt.datetime.now(dt.UTC))
             return r.BudgetReport(lines=tuple(lines), policy_version=d.version)
 
         routes: list[tuple[str, Any, Any, Any]] = [
@@ -162,8 +167,7 @@ class PolicyService:
     ) -> None:
         """Settle a reservation in the ledger and publish ``budget.settled`` (a settlement carried on
         ``task.completed`` names its task: only that task's agent's reservation is settled)."""
-        pool = self.ctx.pool
-        assert pool is not None
+        pool = self.pool
         key, principal = event.id, None
         if task_id is None:
             done = await ledger.settle(pool, key, reservation_id, cost_usd, tokens)
@@ -225,7 +229,7 @@ class PolicyService:
                 if n % 2 == 0:
                     await self._maybe_reload()
                 if n % 60 == 0:
-                    await ledger.expire_reservations(self.ctx.pool, self.settings.policy_reservation_ttl_s)  # type: ignore[arg-type]
+                    await ledger.expire_reservations(self.pool, self.settings.policy_reservation_ttl_s)
                     self.decider.state.evict(time.time())
             except Exception as exc:
                 if not postgres_down(exc):
@@ -252,11 +256,7 @@ class PolicyService:
     async def _record_caps(self) -> None:
         policy = self.decider.policy
         if policy is not None:
-            await ledger.record_caps(
-                self.ctx.pool,
-                policy.version,  # type: ignore[arg-type]
-                [c.model_dump() for c in policy.budgets],
-            )
+            await ledger.record_caps(self.pool, policy.version, [c.model_dump() for c in policy.budgets])
 
 
 async def setup(ctx: ServiceContext) -> None:

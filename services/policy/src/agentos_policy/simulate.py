@@ -83,7 +83,7 @@ class Report:
     read: int = 0
     budget_changes: int = 0
     ledger_from: dt.datetime | None = None
-    changes: list[Change] | None = None
+    changes: list[Change] = field(default_factory=list)
 
 
 #: (tenant, scope, name, period, period key): one counter of the ledger.
@@ -183,7 +183,7 @@ async def read_many(bus: Bus, subjects: list[str], since: dt.datetime) -> AsyncI
         mem_storage=True,
         inactive_threshold=60.0,
         deliver_policy=api.DeliverPolicy.BY_START_TIME,
-        opt_start_time=since.isoformat(),
+        opt_start_time=since,
     )
     psub = await bus.js.pull_subscribe(subject="", stream=EVENTS_STREAM, config=config)
     try:
@@ -208,7 +208,7 @@ async def read_log(bus: Bus, subject: str, since: dt.datetime | None = None) -> 
     if since is None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
     else:
-        config = api.ConsumerConfig(opt_start_time=since.isoformat(), deliver_policy=api.DeliverPolicy.BY_START_TIME)
+        config = api.ConsumerConfig(opt_start_time=since, deliver_policy=api.DeliverPolicy.BY_START_TIME)
     sub = await bus.js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True, config=config)
     try:
         while end:
@@ -268,7 +268,7 @@ async def simulate(bus: Bus, policy: Policy, since: dt.datetime, tenant: str | N
         before = _before(data)
         if before != verdict.decision:
             report.budget_changes += "budget" in (data.code, verdict.code)
-            report.changes.append(_change(data, at, before, verdict))  # type: ignore[union-attr]
+            report.changes.append(_change(data, at, before, verdict))
     return report
 
 

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 import asyncpg
+from agentos_kernel.db import Connection
 from agentos_kernel.guard import text as redacted
 from agentos_schemas.rpc import ApprovalInfo, PolicyRequest
 
@@ -59,7 +60,7 @@ def _info(row: asyncpg.Record, votes: list[asyncpg.Record]) -> ApprovalInfo:
     )
 
 
-async def _votes(conn: asyncpg.Connection, approval_id: str) -> list[asyncpg.Record]:
+async def _votes(conn: Connection, approval_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"SELECT voter, verdict FROM {S}.approval_votes WHERE approval_id = $1 ORDER BY voted_at", approval_id
     )
@@ -101,6 +102,7 @@ async def open_approval(
             row = await conn.fetchrow(
                 f"SELECT * FROM {S}.approvals WHERE tenant = $1 AND call_key = $2", request.tenant, call_key
             )
+            assert row is not None  # the INSERT met this row, and approvals are never deleted
         return _info(row, await _votes(conn, row["id"])), created
 
 
@@ -159,6 +161,7 @@ async def vote(pool: asyncpg.Pool, approval_id: str, user: str, verdict: str, re
                 status,
                 reason,
             )
+            assert row is not None  # locked FOR UPDATE above: the UPDATE finds it
         message = status or f"approval {approvals} of {row['needed']} recorded"
         return VoteOutcome(_info(row, votes), True, status is not None, message)
 
@@ -186,6 +189,7 @@ async def due(pool: asyncpg.Pool) -> list[tuple[ApprovalInfo, str]]:
                     row["id"],
                 )
                 action = "expired"
+            assert new is not None  # locked FOR UPDATE above: the UPDATE finds it
             out.append((_info(new, await _votes(conn, row["id"])), action))
     return out
 
