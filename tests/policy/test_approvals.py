@@ -172,7 +172,7 @@ async def test_takeover_answers_the_task_and_cancels_its_approvals(
     assert waiting.decision == "require_approval"
     answer: dict[str, Any] = {"answer": "paid by hand"}
     denied = await cli(settings, "takeover", task, "--as", "ana", "--answer", json.dumps(answer))
-    assert denied.exit_code == 2 and "takeover denied" in denied.output
+    assert denied.exit_code == 3 and "takeover denied" in denied.output  # 3: refused by governance
     result = await cli(settings, "takeover", task, "--as", "oscar", "--answer", json.dumps(answer))
     assert result.exit_code == 0, result.output
     done = [e for e in await logged_events(bus, tenant, TaskCompleted) if e.data.task_id == task]
