@@ -66,11 +66,12 @@ class Charter(BaseModel):
 
     @model_validator(mode="after")
     def _claims_are_checkable(self) -> Charter:
-        props = self.output_schema.get("properties") or {}
+        props: dict[str, Any] = self.output_schema.get("properties") or {}
         for name, tool in self.claims.items():
             if tool not in self.tools:
                 raise ValueError(f"claims: {name!r} names tool {tool!r}, which the charter does not list")
-            kind = (props.get(name) or {}).get("type")
+            prop: dict[str, Any] = props.get(name) or {}
+            kind = prop.get("type")
             if kind not in ("boolean", "integer"):
                 raise ValueError(
                     f"claims: output field {name!r} must be a boolean or an integer "
@@ -88,7 +89,7 @@ def parse_charter(text: str, origin: str = "<string>") -> Charter:
         raise CharterError(f"{origin}: a charter starts with YAML front matter between '---' lines")
     try:
         _, front, body = text.split("---", 2)
-        meta = yaml.safe_load(front) or {}
+        meta: object = yaml.safe_load(front) or {}
     except (ValueError, yaml.YAMLError) as exc:
         raise CharterError(f"{origin}: front matter is not valid YAML: {exc}") from None
     if not isinstance(meta, dict):

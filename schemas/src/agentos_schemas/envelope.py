@@ -153,7 +153,7 @@ class Event(Generic[D]):
 
     def attributes(self) -> dict[str, Any]:
         """The CloudEvent attributes (everything but ``data``), without empty ones."""
-        attrs = {}
+        attrs: dict[str, Any] = {}
         for name in _ATTRIBUTE_SLOTS:
             value = getattr(self, name)
             if value is not None:

@@ -68,7 +68,8 @@ def _is_text(annotation: Any) -> bool:
 @functools.cache
 def personal_plan(cls: type[Any]) -> PersonalPlan | None:
     """The personal fields of a pydantic payload class (None when it has none)."""
-    fields, subject = [], None
+    fields: list[str] = []
+    subject: str | None = None
     for name, info in cls.model_fields.items():
         marks = {m.key for m in info.metadata if isinstance(m, _Marker)}
         if PERSONAL_KEY in marks:

@@ -1,10 +1,10 @@
 """The typed event catalogue, one module per domain."""
 
-from agentos_schemas.events import (
-    erasure,  # noqa: F401  (registers the erasure fact)
-    ingress,  # noqa: F401  (registers the ingress facts)
-    policy,  # noqa: F401  (registers the governance facts)
-)
+# The domain modules not imported below for their names, imported for the facts they register
+# (erasure, ingress, governance); the redundant aliases mark them as the package's submodules.
+from agentos_schemas.events import erasure as erasure
+from agentos_schemas.events import ingress as ingress
+from agentos_schemas.events import policy as policy
 from agentos_schemas.events._base import CATALOGUE, EventData
 from agentos_schemas.events.control import (
     AgentAnnounced,

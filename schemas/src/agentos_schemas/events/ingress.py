@@ -11,7 +11,6 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentos_schemas.events import erasure as _erasure  # noqa: F401  (registers erasure.recorded)
 from agentos_schemas.events._base import EventData
 from agentos_schemas.personal import DATA_SUBJECT, PERSONAL
 

@@ -144,7 +144,7 @@ def in_scope(
         return e.kind in charter.memory.kinds and not foreign
 
     allowed = [e for e in entries if visible(e)]
-    notes = []
+    notes: list[str] = []
     if len(allowed) < len(entries):
         notes.append(f"memory: {len(entries) - len(allowed)} out-of-scope entries ignored")
     unique = list({e.id: e for e in allowed}.values())

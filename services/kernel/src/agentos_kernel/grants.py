@@ -281,7 +281,7 @@ def permissions(service: str) -> dict[str, object]:
 
 def authorization_block(hashes: dict[str, str]) -> str:
     """The server's ``authorization`` block: ``admin`` may do anything, each service its own subjects."""
-    users = []
+    users: list[str] = []
     for user, hashed in sorted(hashes.items()):
         perms: object = {"publish": ">", "subscribe": ">"} if user == ADMIN else permissions(user)
         users.append(

@@ -29,7 +29,6 @@ from agentos_kernel.service import ServiceContext
 from agentos_kernel.settings import KernelSettings
 
 M = TypeVar("M", bound=BaseModel)
-E = TypeVar("E")
 
 
 class MemoryBus:
@@ -74,7 +73,7 @@ class MemoryBus:
         reply = await handler(request_type.model_validate_json(payload.model_dump_json()))
         return reply_type.model_validate_json(reply.model_dump_json())
 
-    def published(self, data_type: type[E]) -> list[Event[E]]:
+    def published(self, data_type: type[M]) -> list[Event[M]]:
         """The events published whose payload is a ``data_type``, in order."""
         return [e for e in self.events if isinstance(e.data, data_type)]
 
@@ -82,4 +81,9 @@ class MemoryBus:
 def service_context(name: str, bus: MemoryBus | None = None) -> ServiceContext:
     """A :class:`ServiceContext` on a :class:`MemoryBus`, for constructing a service's handlers."""
     memory = bus or MemoryBus(source=name)
-    return ServiceContext(name=name, bus=memory, settings=memory.settings, instance=f"{name}-memory")  # type: ignore[arg-type]
+    return ServiceContext(
+        name=name,
+        bus=memory,  # pyright: ignore[reportArgumentType]  (a test double: the part of Bus that handlers use)
+        settings=memory.settings,
+        instance=f"{name}-memory",
+    )

@@ -26,7 +26,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -47,6 +47,8 @@ _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN|NATIONAL_ID|SECRET)\]")
 #: JSON keys whose values are identifiers or structure, never free text: left as they are.
 SKIP_KEYS = frozenset({"id", "charter", "output_schema", "schema", "parameters", "dataschema", "type"})
 _ID_KEYS = ("_id", "_ids")
+JsonLike = dict[Any, Any] | list[Any] | tuple[Any, ...] | str | int | float | bool | None
+"""A JSON-like value, as :meth:`Redactor.value` walks it (its containers' items are any of these)."""
 
 
 class Redactor:
@@ -58,8 +60,9 @@ class Redactor:
         self._values_re: re.Pattern[str] | None = None
         self.scan = functools.lru_cache(maxsize=4096)(self._scan)
 
-    def register(self, *values: str) -> None:
-        """Treat these exact strings as secrets from now on (values shorter than 6 are ignored)."""
+    def register(self, *values: object) -> None:
+        """Treat these exact strings as secrets from now on (non-strings, and strings shorter than 6
+        once stripped, are ignored)."""
         new = {v for v in values if isinstance(v, str) and len(v.strip()) >= 6} - self._values
         if not new:
             return
@@ -101,7 +104,7 @@ class Redactor:
         """``text`` with every finding replaced by its token."""
         return self.scan(text)[0]
 
-    def value(self, value: Any, kinds: set[str] | None = None, key: str = "") -> Any:
+    def value(self, value: JsonLike, kinds: set[str] | None = None, key: str = "") -> Any:
         """A JSON-like value with every string redacted (identifier keys such as ``*_id`` kept);
         the kinds found are added to ``kinds``."""
         if isinstance(value, str):
@@ -121,11 +124,10 @@ class Redactor:
         """Whether any string of a decoded JSON document holds a finding (the cheap check that
         lets the common clean document through without being rebuilt)."""
         scan = self.scan
-        stack: list[tuple[Any, str]] = [(doc, "")]
+        stack: list[tuple[JsonLike, str]] = [(doc, "")]
         while stack:
             value, key = stack.pop()
-            kind = type(value)
-            if kind is str:
+            if type(value) is str:
                 if (
                     len(value) >= 6
                     and key not in SKIP_KEYS
@@ -134,9 +136,9 @@ class Redactor:
                     and scan(value)[1]
                 ):
                     return True
-            elif kind is dict:
+            elif type(value) is dict:
                 stack.extend((v, k) for k, v in value.items())
-            elif kind is list:
+            elif type(value) is list:
                 stack.extend((v, key) for v in value)
         return False
 
@@ -166,18 +168,18 @@ def kinds_in(text: str) -> frozenset[str]:
     return frozenset(m.group(1).lower() for m in _PLACEHOLDER.finditer(text))
 
 
-_DEFAULT: Redactor | None = None
+_default: Redactor | None = None
 
 
 def redactor() -> Redactor:
     """The process-wide redactor (built on first use, knowing the default secret store's values)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Redactor()
+    global _default
+    if _default is None:
+        _default = Redactor()
         from agentos_kernel.secrets import SecretStore
 
         SecretStore.default().register_all()
-    return _DEFAULT
+    return _default
 
 
 def redact(text: str) -> str:
@@ -206,7 +208,7 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
     elif record.exc_text:
         record.exc_text = redact(record.exc_text)
-    record._agentos_redacted = True  # type: ignore[attr-defined]
+    record._agentos_redacted = True
     return record
 
 
@@ -215,12 +217,19 @@ def install_logging() -> None:
     if getattr(logging.getLogRecordFactory(), "agentos_redacting", False):
         return
     redactor()  # built before the factory is in place, so building it logs nothing through it
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        return redact_record(previous(*args, **kwargs))
-
-    factory.agentos_redacting = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
+    logging.setLogRecordFactory(_RedactingFactory(logging.getLogRecordFactory()))
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+
+
+class _RedactingFactory:
+    """A log record factory that redacts each record the ``previous`` one makes."""
+
+    agentos_redacting = True
+    """What :func:`install_logging` looks for: the factory in place already redacts."""
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]) -> None:
+        self.previous = previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        return redact_record(self.previous(*args, **kwargs))

@@ -61,17 +61,13 @@ async def replay(
 def _reader_config(subjects: Sequence[str], since: dt.datetime | None) -> api.ConsumerConfig:
     """A throwaway reader of ``subjects`` from ``since`` (or the log's start): unacknowledged, in
     memory, and removed by the server a minute after it was last used."""
-    start = (
-        {"deliver_policy": api.DeliverPolicy.ALL}
-        if since is None
-        else {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()}
-    )
     return api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE,
         filter_subjects=list(subjects),
         inactive_threshold=60.0,
         mem_storage=True,
-        **start,
+        deliver_policy=api.DeliverPolicy.ALL if since is None else api.DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,  # nats-py sends it as RFC 3339 in UTC (a naive one taken as UTC)
     )
 
 

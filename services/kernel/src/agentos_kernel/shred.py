@@ -197,6 +197,8 @@ class SubjectKeys:
             return None
         except _TRANSIENT as exc:
             raise BusUnavailable(f"the subject key store does not answer: {exc!r}") from None
+        if entry.revision is None:  # nats-py types it optional; an entry read from the stream has one
+            raise ShredError(f"the subject key store returned key {name} without a revision")
         key = (entry.revision, AESGCM(bytes(entry.value or b"")))
         self._cache[name] = key
         return key
@@ -251,7 +253,7 @@ class SubjectKeys:
         kv = await self.bucket()
         revision = 0
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            revision = (await kv.get(name)).revision
+            revision = (await kv.get(name)).revision or 0
         if revision:
             try:  # JetStream's secure delete: the message is overwritten with random bytes
                 await self.js.delete_msg(KEYS_STREAM, revision)

@@ -43,7 +43,7 @@ def what_happened(tool: str, effects: Sequence[Effect]) -> str:
 
 def check(output: Mapping[str, Any], claims: Mapping[str, str], effects: Sequence[Effect]) -> list[str]:
     """The claims of ``output`` that the recorded ``effects`` contradict, each said plainly (empty: all hold)."""
-    problems = []
+    problems: list[str] = []
     for field, tool in sorted(claims.items()):
         if field not in output:
             continue

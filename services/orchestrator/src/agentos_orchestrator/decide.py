@@ -96,7 +96,8 @@ def decide(world: World, goal: Goal, now: float, *, wait_timeout: float = 120.0)
         return fail(goal, now, "budget", f"spent {usd(goal.cost_usd)} of a {usd(limits.budget_usd)} budget")
     if goal.status == "planning":
         if goal.capability and goal.capability not in world.agents.served():
-            return hold(world, goal, None, goal.capability, now)
+            held = hold(world, goal, None, goal.capability, now)
+            return [held] if held is not None else []
         return [NeedPlan(None)]
     if goal.steps and all(s.status == "accepted" for s in goal.steps.values()):
         return [complete(goal, now)]
@@ -192,8 +193,7 @@ def _assign(
     capability = REVIEW_CAPABILITY if kind == "review" else step.spec.capability
     agent = _pick_agent(world, capability, pending)
     if agent is None and capability not in world.agents.served():
-        held = hold(world, goal, step.spec.step_id, capability, now)  # never given to another agent
-        return held[0] if held else None
+        return hold(world, goal, step.spec.step_id, capability, now)  # never given to another agent
     if agent is None:
         since = world.wait(goal, step.spec.step_id, now)
         if now - since > wait_timeout and not goal.escalated:
@@ -243,12 +243,13 @@ def _task(goal: Goal, step: Step, kind: str, agent: str, capability: str) -> Tas
     )
 
 
-def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: float) -> list[Emit]:
-    """Hold work whose capability no registered agent serves: stated once in the log, then it
-    waits (as a waiting goal, decided again when agents come and go) until an agent serves it."""
+def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: float) -> Emit | None:
+    """Hold work whose capability no registered agent serves: stated once in the log (the
+    ``goal.held`` to emit the first time, None after), then it waits (as a waiting goal, decided
+    again when agents come and go) until an agent serves it."""
     world.wait(goal, step_id or "", now)
     if (step_id or "") in goal.held:
-        return []
+        return None
     served = tuple(sorted(world.agents.served()))
     what = f"step {step_id!r}" if step_id else "the goal"
     reason = (
@@ -256,7 +257,7 @@ def hold(world: World, goal: Goal, step_id: str | None, capability: str, now: fl
         f"(served: {', '.join(served) or 'none'})"
     )
     data = GoalHeld(goal_id=goal.goal_id, capability=capability, reason=reason, step_id=step_id, served=served)
-    return [Emit(data, derived_event_id(goal.goal_id, "held", step_id or "", capability, str(goal.revision)))]
+    return Emit(data, derived_event_id(goal.goal_id, "held", step_id or "", capability, str(goal.revision)))
 
 
 def _pick_agent(world: World, capability: str, pending: dict[str, int]) -> str | None:

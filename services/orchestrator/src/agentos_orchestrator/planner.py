@@ -51,7 +51,10 @@ def load_workflows(folder: Path | None = None) -> dict[str, Workflow]:
     paths = (
         sorted(folder.glob("*.yaml"))
         if folder
-        else sorted(p for p in resources.files("agentos_orchestrator.workflows").iterdir() if p.name.endswith(".yaml"))
+        else sorted(
+            (p for p in resources.files("agentos_orchestrator.workflows").iterdir() if p.name.endswith(".yaml")),
+            key=lambda p: p.name,  # a Traversable need not be orderable (a zipfile.Path is not)
+        )
     )
     for path in paths:
         wf = Workflow.model_validate(yaml.safe_load(path.read_text()))

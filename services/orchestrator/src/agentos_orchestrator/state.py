@@ -86,9 +86,9 @@ class Goal:
     submitted_event: Event[Any]
     status: Literal["planning", "running", "completed", "failed"] = "planning"
     revision: int = -1
-    steps: dict[str, Step] = field(default_factory=dict)
-    tasks: dict[str, tuple[str, Literal["work", "review"]]] = field(default_factory=dict)
-    finished_tasks: set[str] = field(default_factory=set)
+    steps: dict[str, Step] = field(default_factory=lambda: {})
+    tasks: dict[str, tuple[str, Literal["work", "review"]]] = field(default_factory=lambda: {})
+    finished_tasks: set[str] = field(default_factory=lambda: set())
     attempts_total: int = 0
     paused_total: int = 0
     """Attempts of any step that failed only because a dependency was unavailable (not counted
@@ -96,16 +96,16 @@ class Goal:
     replans: int = 0
     cost_usd: float = 0.0
     tokens: int = 0
-    history: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=lambda: [])
     """What went wrong so far, for the planner when it re-plans."""
     escalated: bool = False
     capability: str | None = None
     """The capability the goal's intent needs (``goal.submitted``), if it names one."""
-    held: dict[str, GoalHeld] = field(default_factory=dict)
+    held: dict[str, GoalHeld] = field(default_factory=lambda: {})
     """Work held because no registered agent serves its capability, by step id ("" for the
     goal's intent before it is planned); an entry leaves when the work is planned or assigned."""
-    waiting_since: dict[str, float] = field(default_factory=dict)
-    assigned_agent: dict[str, str] = field(default_factory=dict)
+    waiting_since: dict[str, float] = field(default_factory=lambda: {})
+    assigned_agent: dict[str, str] = field(default_factory=lambda: {})
 
     @property
     def active(self) -> bool:
@@ -116,8 +116,8 @@ class Goal:
 class Agents:
     """Announced specialists: capabilities and capacity per agent, from ``agent.announced``."""
 
-    capabilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    instances: dict[str, dict[str, int]] = field(default_factory=dict)
+    capabilities: dict[str, tuple[str, ...]] = field(default_factory=lambda: {})
+    instances: dict[str, dict[str, int]] = field(default_factory=lambda: {})
 
     def capacity(self, agent: str) -> int:
         return sum(self.instances.get(agent, {}).values())
@@ -132,16 +132,16 @@ class Agents:
 
 @dataclass
 class World:
-    goals: dict[str, Goal] = field(default_factory=dict)
+    goals: dict[str, Goal] = field(default_factory=lambda: {})
     """Goals still planning or running; a goal leaves when it completes or fails."""
-    finished: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=lambda: set())
     """Ids of goals that ended, so late or replayed events about them are ignored."""
     agents: Agents = field(default_factory=Agents)
-    waiting: dict[str, None] = field(default_factory=dict)
+    waiting: dict[str, None] = field(default_factory=lambda: {})
     """Ids of active goals with a step waiting for a free specialist (an ordered set: oldest first)."""
-    busy: Counter[str] = field(default_factory=Counter)
+    busy: Counter[str] = field(default_factory=lambda: Counter())
     """Tasks in flight per agent (assigned and not finished), across every active goal."""
-    goal_busy: dict[str, Counter[str]] = field(default_factory=dict)
+    goal_busy: dict[str, Counter[str]] = field(default_factory=lambda: {})
     """Each active goal's share of ``busy``, so one event updates ``busy`` from its goal alone."""
 
     def inflight(self, agent: str) -> int:
@@ -156,10 +156,10 @@ class World:
             self.waiting.setdefault(goal.goal_id, None)
         return since
 
-    def _recount(self, goal: Goal) -> None:
-        """Bring ``busy`` up to date with ``goal`` (after an event changed it)."""
-        old = self.goal_busy.get(goal.goal_id) or Counter()
-        new = goal_busy(goal) if goal.active else Counter()
+    def recount(self, goal: Goal) -> None:
+        """Bring ``busy`` up to date with ``goal`` (after an event changed it; :func:`apply` does)."""
+        old: Counter[str] = self.goal_busy.get(goal.goal_id) or Counter()
+        new: Counter[str] = goal_busy(goal) if goal.active else Counter()
         if new == old:
             return
         self.busy.update(new)
@@ -224,7 +224,7 @@ def apply(world: World, event: Event[Any]) -> Goal | None:
     if goal is None:
         return None
     _apply_to_goal(world, goal, event)
-    world._recount(goal)
+    world.recount(goal)
     if not goal.waiting_since:
         world.waiting.pop(goal.goal_id, None)
     if not goal.active:
@@ -248,7 +248,10 @@ def _apply_to_goal(world: World, goal: Goal, event: Event[Any]) -> None:
         if data.task_id not in goal.finished_tasks:
             goal.finished_tasks.add(data.task_id)
             _charge(goal, data.usage)
-            (_apply_completed if isinstance(data, TaskCompleted) else _apply_failed)(goal, data, ts(event))
+            if isinstance(data, TaskCompleted):
+                _apply_completed(goal, data, ts(event))
+            else:
+                _apply_failed(goal, data, ts(event))
     elif isinstance(data, TaskReviewed):
         _apply_reviewed(goal, data)
     elif isinstance(data, GoalCompleted):

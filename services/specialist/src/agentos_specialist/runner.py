@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
 from agentos_kernel.llm import LLM, ModelCallFailed
 from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices, retryable
 from agentos_kernel.redact import redact

@@ -19,6 +19,7 @@ from typing import Any
 import nats.js.errors
 from agentos_kernel import KernelSettings, Reject
 from agentos_kernel.llm import LLM, ModelRegistry
+from agentos_kernel.replies import PubAck
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import wait_done
 from agentos_schemas import Event, derived_event_id
@@ -149,7 +150,7 @@ class Specialist:
         started = TaskStarted(task_id=data.task_id, goal_id=data.goal_id, agent=data.agent, instance=self.ctx.instance)
         return self.ctx.bus.new(started, cause=event, id=derived_event_id(data.task_id, "started"))
 
-    async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> api.PubAck:
+    async def _publish_result(self, cause: Event[Any], kind: str, result: dict[str, Any]) -> PubAck:
         cls: type[EventData] = TaskCompleted if kind == "completed" else TaskFailed
         data = cls.model_validate(result)
         return await self.ctx.bus.publish(
@@ -167,7 +168,7 @@ class Specialist:
         await self.kv.put(key, json.dumps(value).encode())
 
 
-async def _fail_unless_started(started: asyncio.Future[api.PubAck], outcome: Outcome) -> None:
+async def _fail_unless_started(started: asyncio.Future[PubAck], outcome: Outcome) -> None:
     """Raise what kept the task's start from being stored, if anything did."""
     if started.cancelled() or started.exception() is not None:
         # The attempt fails and is redelivered (a start that could not be stored), so the

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from agentos_kernel import Bus, control
@@ -59,13 +59,17 @@ class ToolContext:
             await self.started
 
 
+ToolAction = Literal["tool_call", "memory_write", "outside_action"]
+"""What the policy is asked about for a tool's calls: :data:`agentos_schemas.rpc.ActionKind` but ``model_call``."""
+
+
 @dataclass
 class Tool:
     name: str
     description: str
     parameters: dict[str, Any]
     run: Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
-    action: str = "tool_call"
+    action: ToolAction = "tool_call"
     """What the policy is asked about: ``tool_call``, ``memory_write`` or ``outside_action``."""
     resource: str = ""
 
@@ -298,7 +302,7 @@ def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[st
         agent=data.agent,
         goal_id=data.goal_id,
         task_id=data.task_id,
-        action=tool.action if tool else "tool_call",  # type: ignore[arg-type]
+        action=tool.action if tool else "tool_call",
         resource=(tool.resource if tool and tool.resource else name),
         tool=name,
         args=summarize_args(args),
