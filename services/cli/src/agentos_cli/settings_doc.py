@@ -86,6 +86,9 @@ def _type(annotation: Any) -> str:
 
 def _default(field: Any) -> str:
     value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, Path) and value.is_absolute():  # a folder shipped inside a package
+        shipped = next((p for p in value.parents if p.name.startswith("agentos_")), None)
+        return f"`{value.relative_to(shipped.parent)}` (shipped)" if shipped else f"`{value.name}`"
     if value in ((), {}, None):
         return "—" if value is None else f"`{value!r}`"
     return f"`{value}`" if not isinstance(value, str) else f'`"{value}"`'
