@@ -1,5 +1,6 @@
 """The style budget's enforcers: ruff with the rules in pyproject.toml (complexity ≤ 15 included),
-`ruff format` (the whole tree is formatted by it), and the size budget for functions and modules."""
+`ruff format` (the whole tree is formatted by it), pyright, and the size budget for functions and
+modules."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ def test_ruff_finds_nothing() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_pyright_finds_nothing() -> None:
+    """Types: standard over every package, strict where pyproject.toml's [tool.pyright] says."""
+    pyright = Path(sys.executable).parent / "pyright"
+    result = subprocess.run([str(pyright)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "0 errors" in result.stdout
 
 
 def test_the_tree_is_formatted() -> None:

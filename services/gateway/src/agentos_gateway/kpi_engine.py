@@ -91,9 +91,7 @@ class KpiEngine:
         if not rules:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            # agentos_kernel.db.first_time types conn as asyncpg.Connection, not db.Connection, so
-            # pyright refuses the pool's connection (a proxy, which works) until the kernel widens it
-            if not await first_time(conn, SCHEMA, self.durable, event.id):  # pyright: ignore[reportArgumentType]  (kernel's narrow type)
+            if not await first_time(conn, SCHEMA, self.durable, event.id):
                 return
             for rule in rules:
                 await self._apply(conn, rule, event)

@@ -74,7 +74,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, steps: Sequence[str]) -> None
                 await conn.execute(f"INSERT INTO {schema}.migrations (step) VALUES ($1)", number)
 
 
-async def first_time(conn: asyncpg.Connection, schema: str, consumer: str, event_id: str) -> bool:
+async def first_time(conn: Connection, schema: str, consumer: str, event_id: str) -> bool:
     """Record that ``consumer`` processed ``event_id``; False if it already had.
 
     Call inside the transaction that writes the handler's effects, so both commit or neither.

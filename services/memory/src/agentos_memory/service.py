@@ -53,12 +53,7 @@ Handler = Callable[[Event[Any]], Awaitable[None]]
 
 async def _first_time(conn: Connection, event_id: str) -> bool:
     """:func:`agentos_kernel.db.first_time` for this service's consumer."""
-    return await first_time(
-        conn,  # pyright: ignore[reportArgumentType]  (the kernel types it asyncpg.Connection; a pooled one works)
-        store.SCHEMA,
-        DURABLE,
-        event_id,
-    )
+    return await first_time(conn, store.SCHEMA, DURABLE, event_id)
 
 
 class MemoryService:
