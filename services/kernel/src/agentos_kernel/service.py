@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import nats.errors
 from agentos_schemas import new_event_id
 from agentos_schemas import subjects as s
 
@@ -28,6 +29,7 @@ from agentos_kernel.bus import Bus
 from agentos_kernel.consumer import Consumer
 from agentos_kernel.control import ControlWatcher
 from agentos_kernel.db import create_pool
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.secrets import SecretStore
 from agentos_kernel.settings import KernelSettings
 
@@ -114,10 +116,11 @@ async def heartbeat(ctx: ServiceContext, started: float, every: float = 5.0) -> 
             "consumers": [c.durable for c in ctx.consumers],
             "dead_lettered": sum(c.dead_lettered for c in ctx.consumers),
             "consumer_error": "; ".join(failing) or None,
+            **FAULTS.report(),
             **ctx.status,
         }
         report["status"] = _state(ctx, report)
-        with contextlib.suppress(Exception):
+        with contained("write this instance's health record", nats.errors.Error, OSError, TimeoutError):
             await kv.put(_health_key(ctx), json.dumps(report).encode())
         await asyncio.sleep(every)
 
