@@ -15,7 +15,7 @@ from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.llm import ModelRegistry, ModelSpec
 from agentos_kernel.policy import PolicyClient, PolicyClientSettings
 from agentos_kernel.service import ServiceContext, start_service, stop_service
-from agentos_kernel.testing import eventually
+from agentos_kernel.testing import events_on
 from agentos_policy.service import setup
 from agentos_policy.simulate import read_log
 from agentos_schemas import Event, EventData
@@ -66,15 +66,10 @@ async def logged(bus: Bus, tenant: str, cls: type[EventData]) -> list[Any]:
 
 async def logged_at_least(bus: Bus, tenant: str, cls: type[EventData], n: int, timeout: float = 10.0) -> list[Any]:
     """Payloads of ``cls`` for ``tenant`` once at least ``n`` are in the log (facts are published after
-    the reply, in batches)."""
-    found: list[Any] = []
-
-    async def enough() -> bool:
-        found[:] = await logged(bus, tenant, cls)
-        return len(found) >= n
-
-    await eventually(enough, timeout=timeout, every=0.1)
-    return found
+    the reply, in batches): waits on their delivery, then reads all that are stored."""
+    domain, name, _ = parse_type(cls.ce_type())
+    await events_on(bus, f"agentos.{tenant}.{domain}.{name}", n, timeout=timeout)
+    return await logged(bus, tenant, cls)
 
 
 async def logged_events(bus: Bus, tenant: str, cls: type[EventData]) -> list[Event[Any]]:

@@ -13,10 +13,14 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agentos_schemas import new_event_id
+from agentos_schemas import Event, codec, new_event_id
 
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from agentos_kernel.bus import Bus
 
 
 @contextmanager
@@ -55,3 +59,30 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 2
             return
         await asyncio.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def events_on(bus: Bus, subject: str, n: int, *, timeout: float = 20.0) -> list[Event[Any]]:
+    """The first ``n`` events stored on ``subject`` (from the start of the log), as they are
+    delivered to an ordered push consumer: a test waits on the events themselves, not by polling
+    the log. Fails with AssertionError, saying how many came, after ``timeout`` seconds."""
+    from nats.js import api
+
+    got: list[Event[Any]] = []
+    enough = asyncio.Event()
+
+    async def on_msg(msg: Any) -> None:
+        try:
+            got.append(await bus.decode(msg.data, msg.headers))
+        except codec.DecodeError:
+            return  # not an event: the consumers dead-letter it
+        if len(got) >= n:
+            enough.set()
+
+    sub = await bus.js.subscribe(subject, cb=on_msg, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL)
+    try:
+        await asyncio.wait_for(enough.wait(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{len(got)} of {n} events on {subject!r} within {timeout}s") from None
+    finally:
+        await sub.unsubscribe()
+    return got[:n]
