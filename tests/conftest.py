@@ -20,6 +20,8 @@ CONNECTED_FIXTURES = {"servers", "settings", "bus", "pool", "fleet", "runtime", 
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The checks (ruff, formatting, pyright, import-linter, contracts …) run before everything else.
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/contract/") else 1)
     for item in items:
         closure = set(getattr(item, "fixturenames", ()))
         marked = item.get_closest_marker("connected") or item.get_closest_marker("bench")  # bench: starts servers
