@@ -1,6 +1,6 @@
 """The projector's direct pull: messages that arrive close together come as one batch, a batch never
 exceeds its size, the rest follows at once, a stop wakes a waiting take, and a deleted consumer is an
-error rather than silence."""
+error rather than silence; a pull request that cannot be renewed is counted, not silent."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any, cast
 
+import nats.errors
 import nats.js.errors
 import pytest
 from agentos_audit.livepull import LivePull
 from agentos_audit.logread import stored_from_msg
 from agentos_kernel import Bus
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.testing import unique
 from agentos_schemas import EVENTS_STREAM
 from agentos_schemas.events import TaskStarted
@@ -95,3 +99,38 @@ async def test_a_deleted_consumer_is_an_error(bus: Bus, tenant: str) -> None:
         await bus.js.delete_consumer(EVENTS_STREAM, name)
         with pytest.raises(nats.js.errors.APIError):
             await pull.take(8, 0.0, 5.0)
+
+
+class _RefusingConnection:
+    """A connection whose every publish fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "") -> None:
+        raise self.error
+
+
+def _pull_with_one_buffered(error: Exception) -> tuple[LivePull, object]:
+    """A LivePull whose pull request is used up, one message buffered, on a refusing connection."""
+    pull = LivePull(_RefusingConnection(error), "next", batch=4)
+    pull._sub = SimpleNamespace(subject="_INBOX.test")
+    msg = object()
+    pull.buffer.append(cast(Any, msg))
+    pull.first_at, pull.outstanding = pull._loop.time() - 1.0, 0
+    return pull, msg
+
+
+async def test_a_renewal_lost_with_the_connection_is_counted_not_silent() -> None:
+    place = "renew the audit durable's pull request"
+    before = FAULTS.counts[place]
+    pull, msg = _pull_with_one_buffered(nats.errors.ConnectionClosedError())
+    assert await pull.take(4, 0.0, 0.1) == [msg], "what arrived is handed over; the stall check renews later"
+    assert FAULTS.counts[place] == before + 1
+    assert FAULTS.last is not None and FAULTS.last[1] == place
+
+
+async def test_a_renewal_that_fails_otherwise_is_raised() -> None:
+    pull, _msg = _pull_with_one_buffered(RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await pull.take(4, 0.0, 0.1)

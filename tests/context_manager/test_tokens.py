@@ -1,11 +1,15 @@
 """The context-manager's token counting: the resolved counter counts exactly as the kernel's
-``count_tokens`` does, and a prepared system prompt assembles exactly as one built per task."""
+``count_tokens`` does (litellm's own API counts if its internals moved; any other failure is raised),
+and a prepared system prompt assembles exactly as one built per task."""
 
 from __future__ import annotations
 
 import functools
 import random
+import sys
+import types
 
+import pytest
 from agentos_context_manager import tokens
 from agentos_context_manager.assemble import assemble, prepare_system
 from agentos_kernel.llm import count_tokens
@@ -104,3 +108,32 @@ def test_a_prepared_system_prompt_assembles_as_one_built_per_task() -> None:
         assert per_task.manifest == prepared.manifest, i
         truncated += any("truncated" in t for t in per_task.manifest.trimmed)
     assert truncated > 0  # the cases include trimmed hand-offs
+
+
+INTERNALS = "litellm.litellm_core_utils.token_counter"
+
+
+def test_litellm_internals_that_moved_fall_back_to_token_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, INTERNALS, types.ModuleType(INTERNALS))  # no _get_count_function there
+    tokens.counter.cache_clear()
+    try:
+        count = tokens.counter("gpt-4o")
+        assert isinstance(count, functools.partial), "the public API counts"
+        assert count("数据 and a heading") == count_tokens("gpt-4o", "数据 and a heading")
+    finally:
+        tokens.counter.cache_clear()
+
+
+def test_any_other_failure_of_litellm_internals_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(model: str) -> None:
+        raise RuntimeError("tokenizer failed to load")
+
+    moved = types.ModuleType(INTERNALS)
+    moved.__dict__["_get_count_function"] = failing
+    monkeypatch.setitem(sys.modules, INTERNALS, moved)
+    tokens.counter.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="tokenizer"):
+            tokens.counter("gpt-4o")
+    finally:
+        tokens.counter.cache_clear()

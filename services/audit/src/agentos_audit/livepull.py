@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 from typing import Any
 
+import nats.errors
 import nats.js.errors
+from agentos_kernel.faults import contained
 from nats.aio.msg import Msg
 
 #: A pull request expires after this long; a new one is sent when it does.
@@ -53,7 +55,7 @@ class LivePull:
         """Unsubscribe (what is buffered is dropped: it was not acknowledged, so it comes again)."""
         self.wake()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
+            with contained("unsubscribe the audit durable's pull inbox", nats.errors.Error, OSError):
                 await self._sub.unsubscribe()
             self._sub = None
 
@@ -122,7 +124,8 @@ class LivePull:
         if self.buffer:
             self.first_at = self._loop.time() - wait_s  # the rest waited already: the next take is at once
         if self.outstanding <= 0 and len(self.buffer) < self.batch and self._sub is not None:
-            with contextlib.suppress(Exception):  # a lost connection: the stall check renews it
+            # A lost connection: the stall check renews the request once it is back.
+            with contained("renew the audit durable's pull request", nats.errors.Error, OSError):
                 await self._request()
         return out
 

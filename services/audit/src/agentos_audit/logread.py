@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
+from agentos_kernel.faults import contained
 from agentos_schemas import EVENTS_STREAM
 from nats.aio.msg import Msg
 from nats.js import api
@@ -149,9 +149,10 @@ async def read_log(
             await request()
             yield out
     finally:
-        with contextlib.suppress(Exception):
+        with contained("unsubscribe a log read's inbox", nats.errors.Error, OSError):
             await sub.unsubscribe()
-        with contextlib.suppress(Exception):
+        # Left behind, the consumer goes by itself once inactive (``inactive_threshold``).
+        with contained("delete a log read's ephemeral consumer", nats.errors.Error, OSError):
             await js.delete_consumer(EVENTS_STREAM, info.name)
 
 

@@ -24,6 +24,7 @@ import asyncpg
 import nats.js.errors
 from agentos_kernel import Bus, Consumer
 from agentos_kernel.db import Connection
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.retry import Backoff
 from agentos_schemas import EVENTS_STREAM
 from asyncpg.pool import PoolConnectionProxy
@@ -43,6 +44,7 @@ log = logging.getLogger("agentos.audit")
 WRITE_RETRY = Backoff(first_s=0.2, cap_s=5.0)
 _DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_QUERY_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def lost(conn: Connection) -> bool:
@@ -122,17 +124,18 @@ class Projector:
                 await self._prepare()
                 await self._loop()
                 await self._sign_head()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the projection resumes after any failure)
                 log.exception("audit: projector error; resuming in 1s")
+                FAULTS.note("project the log into the audit chain", exc, level=logging.DEBUG)  # logged just above
                 self._failed(exc)
                 await self._drop_lost_lock()
                 await self._sleep(1.0)
         await self._unbind()
         lock, self._conn = self._conn, None
         if lock is not None and not lost(lock):
-            with contextlib.suppress(Exception):
+            with contained("give up the audit writer lock on the way out", *_QUERY_ERRORS):
                 await lock.execute("SELECT pg_advisory_unlock_all()")
-            with contextlib.suppress(Exception):
+            with contained("return the audit writer's connection on the way out (best effort: any failure)"):
                 await self.pool.release(lock)
 
     def _failed(self, exc: BaseException) -> None:
@@ -152,7 +155,7 @@ class Projector:
         if lock is None or not lost(lock):
             return
         self._conn = None
-        with contextlib.suppress(Exception):
+        with contained("return the lost audit writer's connection (best effort: any failure)"):
             await self.pool.release(lock)
 
     async def _unbind(self) -> None:
@@ -168,7 +171,7 @@ class Projector:
                 if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"agentos-audit:{self.schema}"):
                     return conn
             except BaseException:
-                with contextlib.suppress(Exception):
+                with contained("return a connection after a failed writer-lock attempt (best effort: any failure)"):
                     await self.pool.release(conn)
                 raise
             await self.pool.release(conn)

@@ -34,7 +34,9 @@ def counter(model: str) -> Counter:
 
         resolved = _get_count_function(model)
         agrees = resolved(_PROBE) == count_tokens(model, _PROBE) and resolved("") == count_tokens(model, "")
-    except Exception as exc:  # litellm moved its internals: count through the public API
+    except (ImportError, AttributeError, TypeError, KeyError, ValueError) as exc:
+        # litellm moved or changed its internals (gone, renamed, another signature or result): count
+        # through the public API. Anything else also fails token_counter itself, so it is raised.
         log.info("token counting through litellm.token_counter (no cached counter: %r)", exc)
         return fallback
     if not agrees:

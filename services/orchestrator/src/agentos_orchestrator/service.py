@@ -40,6 +40,7 @@ from typing import Any
 
 import nats.js.errors
 from agentos_kernel import ConfigError, KernelSettings, control
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.follow import Follower
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.ownership import Ownership, partition_of
@@ -216,10 +217,9 @@ class Orchestrator:
                 next_tick = loop.time() + self.settings.tick_s
             try:
                 await self._decide_round(tick)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: deciding outlives any failure)
                 log.exception("deciding failed; the state is read again from the log")
+                FAULTS.note("decide the goals (the state is read again)", exc, level=logging.DEBUG)  # logged above
                 self.rebuild = True
 
     async def _decide_round(self, tick: bool) -> None:
@@ -340,8 +340,10 @@ class Orchestrator:
                 self._fold(known, command)
             # The plan (or the failure) is published first; the assignments it leads to after its ack.
             rounds = [[(known, [command])], *self.settle([known], freed=not known.active)]
-        with contextlib.suppress(Exception):  # a failed publish already asked for a rebuild
+        try:
             await self.execute(rounds, {})
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: ends a plan task; a failed publish set rebuild)
+            FAULTS.note("publish a goal's plan and what it leads to", exc)
 
     async def _make_plan(self, goal: Goal, reason: str | None) -> Command:
         try:
@@ -375,7 +377,7 @@ class Orchestrator:
         except PlanDenied as exc:  # the policy said no (or could not be asked) before a model call
             log.warning("planning %s denied: %s", goal.goal_id, exc)
             return fail(goal, time.time(), exc.code, str(exc))[0]
-        except Exception as exc:  # a planner that cannot answer ends the goal with the reason
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a planner that fails ends the goal, saying why)
             log.warning("planning %s failed: %s", goal.goal_id, exc)
             return fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]
 

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 from agentos_kernel import Bus, Unavailable
 from agentos_kernel.db import unavailable_as
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, EventData, derived_event_id, new_event_id
 from agentos_schemas.events import GoalEscalated
@@ -271,8 +272,9 @@ class Publisher:
                 batch.append(self.queue.get_nowait())
             try:
                 await self.bus.publish_many(batch)  # pipelined acks; a lost ack is retried with the same id
-            except Exception:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the publisher outlives a failed batch)
                 log.exception("policy: could not publish %d events", len(batch))
+                FAULTS.note("publish the policy's decisions", exc, level=logging.DEBUG)  # logged just above
             for _ in batch:
                 self.queue.task_done()
 

@@ -9,13 +9,13 @@ catch-up has reached the end of the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
 from typing import Any
 
 import nats.errors
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import EVENTS_STREAM, Event, codec
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalPlanned
@@ -58,7 +58,8 @@ class Feed:
 
     async def _drop(self) -> None:
         if self.psub is not None:
-            with contextlib.suppress(Exception):
+            # ValueError: nats-py's answer for a subscription already gone.
+            with contained("unsubscribe the policy feed's consumer", nats.errors.Error, OSError, ValueError):
                 await self.psub.unsubscribe()
             self.psub = None
 
@@ -83,8 +84,8 @@ class Feed:
                     await self._fetch(self.psub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("policy: state feed interrupted (%s); resubscribing", exc)
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the feed outlives any failure; it resubscribes)
+                FAULTS.note("fold the log into the policy state (resubscribing)", exc)
                 await self._drop()
                 await asyncio.sleep(0.5)
 
@@ -106,8 +107,9 @@ class Feed:
                 await self.apply(await self.decider.bus.decode(msg.data, msg.headers))
             except codec.DecodeError:
                 pass
-            except Exception:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one event that cannot be folded stops nothing)
                 log.exception("policy: could not fold %s", msg.subject)
+                FAULTS.note("fold one event into the policy state", exc, level=logging.DEBUG)  # logged just above
             if msg.metadata.num_pending == 0:
                 self.decider.ready.set()
         if len(msgs) < 256 and self.decider.ready.is_set():

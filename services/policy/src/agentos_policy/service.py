@@ -22,6 +22,7 @@ from typing import Any
 
 from agentos_kernel import ConfigError, KernelSettings
 from agentos_kernel.db import postgres_down
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.tasks import cancel_and_wait
 from agentos_schemas import Event, derived_event_id, new_event_id
@@ -231,7 +232,9 @@ class PolicyService:
                 if n % 60 == 0:
                     await ledger.expire_reservations(self.pool, self.settings.policy_reservation_ttl_s)
                     self.decider.state.evict(time.time())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the tick outlives any failure)
+                # Counted every time; logged below (with its traceback), or every 10 s while Postgres is down.
+                FAULTS.note("the policy's tick (approvals, reload, reservations)", exc, level=logging.DEBUG)
                 if not postgres_down(exc):
                     log.exception("policy: tick failed")
                 elif n % 10 == 0:

@@ -25,6 +25,7 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
+from agentos_kernel.faults import contained
 from agentos_kernel.llm import LLM, ModelCallFailed
 from agentos_kernel.policy import PolicyClient, estimate_cost, model_prices, retryable
 from agentos_kernel.redact import redact
@@ -92,8 +93,13 @@ async def run_agent(
     try:
         outcome = await _loop(llm, charter, progress, tools, tool_ctx, snapshot, unsettled)
     except BaseException:  # the attempt fails (or is cancelled); the calls it made are still reported
+        # Best effort, so the attempt's own error is what comes out (a reservation left unsettled is
+        # charged at its estimate once it expires); cancelled meanwhile, the report goes on, shielded.
         reporting = asyncio.ensure_future(_settle(unsettled, tool_ctx))
-        with contextlib.suppress(BaseException):
+        with (
+            contextlib.suppress(asyncio.CancelledError),
+            contained("report a failed attempt's model calls (best effort: any failure)"),
+        ):
             await asyncio.shield(reporting)
         raise
     if outcome.ok and len(unsettled) == 1:

@@ -9,7 +9,6 @@ A finished task's result is kept there too: a redelivered task republishes the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from importlib import resources
@@ -18,6 +17,7 @@ from typing import Any
 
 import nats.js.errors
 from agentos_kernel import KernelSettings, Reject
+from agentos_kernel.faults import contained
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.replies import PubAck
 from agentos_kernel.service import ServiceContext, run_service
@@ -172,9 +172,10 @@ async def _fail_unless_started(started: asyncio.Future[PubAck], outcome: Outcome
     """Raise what kept the task's start from being stored, if anything did."""
     if started.cancelled() or started.exception() is not None:
         # The attempt fails and is redelivered (a start that could not be stored), so the
-        # answer's call is reported without task.completed.
+        # answer's call is reported without task.completed: at best, as what must come out is the
+        # start's own error (below); a reservation left unsettled is charged once it expires.
         if outcome.settle_separately is not None:
-            with contextlib.suppress(Exception):
+            with contained("settle the answer's model call apart (best effort: any failure)"):
                 await outcome.settle_separately()
         started.result()
 
