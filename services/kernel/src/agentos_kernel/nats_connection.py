@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable
@@ -87,5 +88,5 @@ async def connect_nats(
         )
     except TimeoutError:
         raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
-    except Exception as exc:  # nats-py raises several unrelated types here
+    except (nats.errors.Error, OSError, ValueError) as exc:  # nats-py's own, the socket's, a bad URL or port
         raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None
