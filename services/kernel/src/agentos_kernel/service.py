@@ -82,7 +82,10 @@ async def start_service(
 
 
 async def stop_service(ctx: ServiceContext, timeout: float = 10.0) -> None:
-    await asyncio.gather(*(c.stop(timeout) for c in ctx.consumers), return_exceptions=True)
+    stopped = await asyncio.gather(*(c.stop(timeout) for c in ctx.consumers), return_exceptions=True)
+    for consumer, result in zip(ctx.consumers, stopped, strict=True):
+        if isinstance(result, Exception):  # the other consumers, and the rest of the service, still stop
+            FAULTS.note(f"{ctx.name}: stop consumer {consumer.durable}", result)
     if ctx.watcher is not None:
         await ctx.watcher.stop()
     for close in reversed(ctx.closers):
