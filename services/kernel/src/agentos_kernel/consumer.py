@@ -205,9 +205,7 @@ class Consumer:
         try:
             await self.bus.nc.publish(self._next, body, reply=self._sub.subject)
         except (nats.errors.Error, OSError) as exc:  # closed, draining, buffer full: the loop tries again
-            self._outstanding = 0
-            # Counted (a consumer that cannot pull shows in its health record), logged quietly: a
-            # reconnect can fail a few in a row.
+            self._outstanding = 0  # counted (a consumer that cannot pull shows), at debug: reconnects fail some
             FAULTS.note(f"consumer {self.durable}: send a pull request", exc, level=logging.DEBUG)
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -229,9 +227,8 @@ class Consumer:
         if self._outstanding == 0:
             self._wake.set()  # the pull is used up: the loop opens the next one
         if self._stopping.is_set():
-            # Not ours to start any more: redelivered at once (or after ack_wait if the nak is lost).
             with contained(f"consumer {self.durable}: nak a message that came after stop", nats.errors.Error, OSError):
-                await msg.nak()
+                await msg.nak()  # not ours to start any more: redelivered at once
             return
         task = asyncio.create_task(self._handle(msg))
         self._inflight.add(task)
@@ -283,7 +280,6 @@ class Consumer:
             FAULTS.note(f"consumer {self.durable}: handle a message", exc, level=logging.DEBUG)  # logged above
             with contained(f"consumer {self.durable}: nak a message it failed on", nats.errors.Error, OSError):
                 await msg.nak(delay=1.0)
-            del exc
 
     async def _first_of_its_id(self, msg: Msg, event: Event[Any]) -> bool:
         """Claim the event's id; False (the message acked or dead-lettered) if another message has."""
@@ -315,17 +311,9 @@ class Consumer:
     async def _unhandled(self, msg: Msg, event: Event[Any], code: str, reason: str) -> None:
         """Dead-letter an event its handler could not take, releasing its id's claim first so a
         later copy (the dead letter replayed) is handled."""
-        if self.claims is not None:
-            # The dead letter still goes out if this fails; a later copy of the event would be skipped.
-            # (ValueError: an ack that does not decode; TimeoutError: no ack in time.)
-            with contained(
-                f"consumer {self.durable}: release an event id's claim before dead-lettering",
-                nats.errors.Error,
-                OSError,
-                TimeoutError,
-                ValueError,
-            ):
-                await self.claims.release(event)
+        if self.claims is not None:  # if this fails, the dead letter still goes out (a later copy is skipped)
+            with contained(f"consumer {self.durable}: release a claim", nats.errors.Error, OSError, ValueError):
+                await self.claims.release(event)  # (OSError: TimeoutError too; ValueError: an unreadable ack)
         await self.dead_letter(msg, code, reason)
 
     async def _run_handler(self, msg: Msg, event: Event[Any]) -> None:
@@ -336,8 +324,6 @@ class Consumer:
         except Reject as exc:
             await self._unhandled(msg, event, "handler_rejected", str(exc))
             return
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever a handler raises is retried or dead-lettered, never stops the consumer)
             if not isinstance(exc, Retry):  # a Retry is the handler's own request, not a fault
                 FAULTS.note(f"consumer {self.durable}: run the handler", exc)
@@ -388,9 +374,8 @@ class Consumer:
     async def _keepalive(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
-            # A lost keepalive may let the message be redelivered while it is handled: say so, go on.
             with contained(f"consumer {self.durable}: keep a message in progress", nats.errors.Error, OSError):
-                await msg.in_progress()
+                await msg.in_progress()  # lost, the message may be redelivered while it is handled
 
     async def dead_letter(self, msg: Msg, code: str, reason: str) -> None:
         """Copy the original bytes and headers to ``AGENTOS_DLQ`` with the reason, then ack."""
