@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from agentos_kernel import guard, shred, tracing
 from agentos_kernel.exceptions import BusUnavailable, ConfigError
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.nats_connection import PermissionDenied, connect_nats
 from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
@@ -81,7 +82,8 @@ class Bus:
 
     async def close(self) -> None:
         await self.replies.close()
-        with contextlib.suppress(Exception):
+        # Already closed, or reconnecting (then it is not drained: the process is going away).
+        with contained("drain the bus's connection on close", nats.errors.Error, OSError, TimeoutError):
             await self.nc.drain()
 
     # -- provisioning ---------------------------------------------------------------------------
@@ -367,8 +369,9 @@ class Bus:
                 return
             try:
                 reply = await handler(request)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever the handler raises, the requester gets an error reply)
                 log.exception("%s: handler failed", subject)
+                FAULTS.note(f"answer a request on {subject}", exc, level=logging.DEBUG)  # logged above
                 reply = error_reply(f"{type(exc).__name__}: {exc}")
             await msg.respond(reply.model_dump_json().encode())
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
 import nats.js.errors
 from agentos_schemas import Event, codec, dlq_subject
 from agentos_schemas import subjects as s
@@ -31,8 +32,9 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from agentos_kernel import control, identity, tracing
-from agentos_kernel.db import postgres_down
-from agentos_kernel.exceptions import Reject
+from agentos_kernel.db import POSTGRES_DOWN_TYPES, postgres_down
+from agentos_kernel.exceptions import Reject, Retry
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.identity import Claims, Seen
 from agentos_kernel.redact import redact
 
@@ -166,14 +168,15 @@ class Consumer:
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()  # what the open pull still brings is redelivered later
+        if self._sub is not None:  # what the open pull still brings is redelivered later
+            with contained(f"consumer {self.durable}: unsubscribe its pull inbox on stop", nats.errors.Error):
+                await self._sub.unsubscribe()
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        with contained(f"consumer {self.durable}: flush its acks on stop", nats.errors.Error, OSError):
             await self.bus.nc.flush(timeout=5)  # acks and naks are sent before we return
 
     # -- pulling ----------------------------------------------------------------------------------
@@ -201,9 +204,9 @@ class Consumer:
         body = b'{"batch":%d,"expires":%d}' % (free, int(self.PULL_EXPIRES_S * 1e9))
         try:
             await self.bus.nc.publish(self._next, body, reply=self._sub.subject)
-        except Exception as exc:  # reconnecting, server restarting: the loop tries again
-            self._outstanding = 0
-            log.debug("%s: pull request failed: %r", self.durable, exc)
+        except (nats.errors.Error, OSError) as exc:  # closed, draining, buffer full: the loop tries again
+            self._outstanding = 0  # counted (a consumer that cannot pull shows), at debug: reconnects fail some
+            FAULTS.note(f"consumer {self.durable}: send a pull request", exc, level=logging.DEBUG)
 
     async def _on_msg(self, msg: Msg) -> None:
         self._heard = asyncio.get_running_loop().time()
@@ -224,7 +227,7 @@ class Consumer:
         if self._outstanding == 0:
             self._wake.set()  # the pull is used up: the loop opens the next one
         if self._stopping.is_set():
-            with contextlib.suppress(Exception):
+            with contained(f"consumer {self.durable}: nak a message that came after stop", nats.errors.Error, OSError):
                 await msg.nak()  # not ours to start any more: redelivered at once
             return
         task = asyncio.create_task(self._handle(msg))
@@ -268,15 +271,15 @@ class Consumer:
                 return
             await self._run_handler(msg, event)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
+            with contained(f"consumer {self.durable}: nak a cancelled message", nats.errors.Error, OSError):
                 await msg.nak()
             raise
-        except Exception as exc:  # a bug in the loop itself must not kill the consumer
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a bug in the consumer's own handling of one message must not kill the consumer)
             log.exception("%s: unexpected error on %s", self.durable, msg.subject)
             self.last_error = (time.time(), f"{msg.subject}: {type(exc).__name__}: {exc}"[:300])
-            with contextlib.suppress(Exception):
+            FAULTS.note(f"consumer {self.durable}: handle a message", exc, level=logging.DEBUG)  # logged above
+            with contained(f"consumer {self.durable}: nak a message it failed on", nats.errors.Error, OSError):
                 await msg.nak(delay=1.0)
-            del exc
 
     async def _first_of_its_id(self, msg: Msg, event: Event[Any]) -> bool:
         """Claim the event's id; False (the message acked or dead-lettered) if another message has."""
@@ -308,11 +311,9 @@ class Consumer:
     async def _unhandled(self, msg: Msg, event: Event[Any], code: str, reason: str) -> None:
         """Dead-letter an event its handler could not take, releasing its id's claim first so a
         later copy (the dead letter replayed) is handled."""
-        if self.claims is not None:
-            try:
-                await self.claims.release(event)
-            except Exception as exc:  # the dead letter still goes out; a copy would be skipped
-                log.warning("%s: could not release the claim on %s: %r", self.durable, event.id, exc)
+        if self.claims is not None:  # if this fails, the dead letter still goes out (a later copy is skipped)
+            with contained(f"consumer {self.durable}: release a claim", nats.errors.Error, OSError, ValueError):
+                await self.claims.release(event)  # (OSError: TimeoutError too; ValueError: an unreadable ack)
         await self.dead_letter(msg, code, reason)
 
     async def _run_handler(self, msg: Msg, event: Event[Any]) -> None:
@@ -323,9 +324,9 @@ class Consumer:
         except Reject as exc:
             await self._unhandled(msg, event, "handler_rejected", str(exc))
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever a handler raises is retried or dead-lettered, never stops the consumer)
+            if not isinstance(exc, Retry):  # a Retry is the handler's own request, not a fault
+                FAULTS.note(f"consumer {self.durable}: run the handler", exc)
             await self._retry_or_dead_letter(msg, event, exc)
             return
         finally:
@@ -351,7 +352,7 @@ class Consumer:
                 key = exc.halt.key
                 while key in control.state().halts:
                     await control.state().wait_change(timeout=5.0)
-            except Exception as exc:
+            except POSTGRES_DOWN_TYPES as exc:
                 if not postgres_down(exc) or loop.time() + pause > hold_until:
                     raise
                 log.warning("%s: %s: %r; held, trying again in %.1fs", self.durable, event.type, exc, pause)
@@ -373,8 +374,8 @@ class Consumer:
     async def _keepalive(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            with contained(f"consumer {self.durable}: keep a message in progress", nats.errors.Error, OSError):
+                await msg.in_progress()  # lost, the message may be redelivered while it is handled
 
     async def dead_letter(self, msg: Msg, code: str, reason: str) -> None:
         """Copy the original bytes and headers to ``AGENTOS_DLQ`` with the reason, then ack."""

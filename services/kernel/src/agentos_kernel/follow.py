@@ -26,6 +26,7 @@ from nats.js import api
 
 from agentos_kernel.bus import Bus
 from agentos_kernel.exceptions import BusUnavailable
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("agentos.follow")
@@ -90,7 +91,9 @@ class Follower:
 
     async def _drop(self) -> None:
         if self._psub is not None:
-            with contextlib.suppress(Exception):
+            # Called from the loop's own recovery too: only nats-py's errors can come (ValueError: its
+            # pull subscription without an inbox), so nothing escapes to stop the loop.
+            with contained(f"follower {self.name}: unsubscribe its consumer", nats.errors.Error, ValueError):
                 await self._psub.unsubscribe()
             self._psub = None
 
@@ -113,9 +116,10 @@ class Follower:
                     await self._round(self._psub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a lost consumer (reconnect, server restart): again from last_seq
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a lost consumer (reconnect, server restart) or any failed round must not stop the follower: again from last_seq)
                 self._trouble = f"last error: {exc!r}"
                 log.warning("%s: following the log interrupted (%r); resubscribing", self.name, exc)
+                FAULTS.note(f"follower {self.name}: read the log", exc, level=logging.DEBUG)  # logged above
                 await self._drop()
                 await asyncio.sleep(0.5)
 
@@ -153,5 +157,6 @@ class Follower:
             result = self.apply(event)
             if inspect.isawaitable(result):
                 await result
-        except Exception:
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one event the caller's fold fails on must not stop the follower)
             log.exception("%s: could not fold %s (seq %d)", self.name, event.type, self.last_seq)
+            FAULTS.note(f"follower {self.name}: fold an event", exc, level=logging.DEBUG)  # logged above

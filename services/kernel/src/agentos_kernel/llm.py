@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentos_kernel import control
 from agentos_kernel.exceptions import ConfigError, Failed
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.redact import redactor
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -279,7 +280,8 @@ class LLM:
             except control.Halted as exc:
                 calls.append(_failed_call(spec, str(exc), started))
                 raise
-            except Exception as exc:  # any provider failure moves on to the next model; recorded on the call
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever a provider or litellm raises moves on to the next model; recorded on the call)
+                FAULTS.note(f"call model {alias}", exc)
                 passing = passing and transient(exc)
                 calls.append(_failed_call(spec, f"{type(exc).__name__}: {exc}", started))
                 continue
@@ -331,8 +333,8 @@ def _register_prices(litellm: Any, registry: ModelRegistry) -> None:
     for spec in registry.models:
         try:
             name, provider, _, _ = litellm.get_llm_provider(model=spec.model, api_base=spec.api_base)
-        except Exception:  # litellm cannot route it: its first call fails, as it did before
-            continue
+        except litellm.exceptions.BadRequestError:  # what it raises for any model it cannot route:
+            continue  # that model's first call fails, as it did before
         price = (
             None
             if spec.input_cost_per_token is None
@@ -348,10 +350,8 @@ def _register_prices(litellm: Any, registry: ModelRegistry) -> None:
             "input_cost_per_token": price[0],
             "output_cost_per_token": price[1],
         }
-        try:
-            litellm.register_model({key: entry})
-        except Exception as exc:  # a cheaper lookup, never a reason not to start
-            logging.getLogger("agentos.llm").debug("litellm.register_model(%s): %s", key, exc)
+        with contained(f"enter {key}'s registry price into litellm's cost map (any error: only a slower lookup)"):
+            litellm.register_model({key: entry})  # a cheaper lookup, never a reason not to start
 
 
 def _cost(spec: ModelSpec, response: Any, tokens_in: int, tokens_out: int) -> float:

@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from agentos_kernel.exceptions import AgentOSError, BusUnavailable
+from agentos_kernel.faults import FAULTS
 
 log = logging.getLogger("agentos.bus")  # the bus's connection: it logs as the bus
 
@@ -37,16 +39,21 @@ _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "?
 
 def _error_callback(user: str | None, denied: dict[str, float] | None) -> Callable[[Exception], Awaitable[None]]:
     """The connection's error callback: a permission violation is logged as an error and recorded
-    in ``denied`` (lower-cased subject -> time); any other error is only a debug line."""
+    in ``denied`` (lower-cased subject -> time); the connection's own errors (reconnects, slow
+    consumers) are only a debug line. nats-py also hands it what a subscription's callback raised:
+    an error of any other type is one of those, logged and counted (:mod:`agentos_kernel.faults`)."""
 
     async def on_error(exc: Exception) -> None:
         found = _VIOLATION.search(str(exc))
-        if found is None:
+        if found is not None:
+            log.error("NATS refused %s (user %s): %s", found.group(2), user or "-", exc)
+            if denied is not None:
+                denied[found.group(2).lower()] = time.monotonic()
+        elif isinstance(exc, nats.errors.Error | OSError | TimeoutError):
             log.debug("nats: %s", exc)
-            return
-        log.error("NATS refused %s (user %s): %s", found.group(2), user or "-", exc)
-        if denied is not None:
-            denied[found.group(2).lower()] = time.monotonic()
+        else:  # what a subscription's callback raised: a bug there, not the network
+            log.warning("nats: a subscription's callback failed: %r", exc, exc_info=exc)
+            FAULTS.note("a NATS subscription's callback", exc, level=logging.DEBUG)  # logged above
 
     return on_error
 
@@ -87,5 +94,5 @@ async def connect_nats(
         )
     except TimeoutError:
         raise BusUnavailable(f"cannot reach NATS at {url!r}: no answer within {timeout + 1:.0f}s") from None
-    except Exception as exc:  # nats-py raises several unrelated types here
+    except (nats.errors.Error, OSError, ValueError) as exc:  # nats-py's own, the socket's, a bad URL or port
         raise BusUnavailable(f"cannot reach NATS at {url!r}: {exc or type(exc).__name__}") from None

@@ -29,6 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+import nats.errors
 import nats.js.errors
 from agentos_schemas import subjects as s
 from nats.js import api
@@ -36,6 +37,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -130,11 +132,17 @@ class Ownership:
         await cancel_and_wait(self._task)
         self._task = None
         self.active.clear()
+        # Best effort: a lease not given back lapses on its own, LEASE_TTL_S after its last refresh.
         for p, revision in list(self.held.items()):
-            with contextlib.suppress(Exception):
+            with (
+                contained(
+                    f"{self.service}: give a partition lease back on stop", nats.errors.Error, OSError, TimeoutError
+                ),
+                contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError),  # lapsed, taken: not ours
+            ):
                 await self._kv().delete(self._key("partition", p), last=revision)
         self.held.clear()
-        with contextlib.suppress(Exception):
+        with contained(f"{self.service}: leave the members on stop", nats.errors.Error, OSError, TimeoutError):
             await self._kv().delete(self._key("member", self.me))
 
     def _kv(self) -> KeyValue:
@@ -148,8 +156,9 @@ class Ownership:
                 await self.round()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the bus is away: leases lapse on their own (owns() says so)
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a failed round, the bus away or on_acquired failing, must not stop the rounds; leases lapse on their own, owns() says so)
                 log.warning("%s: keeping partition leases failed: %r", self.service, exc)
+                FAULTS.note(f"{self.service}: keep the partition leases", exc, level=logging.DEBUG)  # logged above
 
     async def round(self) -> None:
         """One pass: announce, read the members, refresh / give back / take partitions."""

@@ -21,7 +21,6 @@ or ``unavailable_wait_s`` has passed. Work pauses during an outage instead of fa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -47,6 +46,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentos_kernel.bus import Bus
+from agentos_kernel.exceptions import ConfigError
+from agentos_kernel.faults import contained
 from agentos_kernel.retry import Backoff
 
 log = logging.getLogger("agentos.policy.client")
@@ -116,7 +117,7 @@ def model_prices(llm: Any, chain: list[str]) -> tuple[float, float]:
     for alias in chain:
         try:
             spec = registry.get(alias) if registry is not None else None
-        except Exception:
+        except ConfigError:  # not in the registry: priced by litellm's cost map under the alias
             spec = None
         prices = (spec.input_cost_per_token, spec.output_cost_per_token) if spec is not None else (None, None)
         if prices[0] is None:
@@ -128,10 +129,9 @@ def model_prices(llm: Any, chain: list[str]) -> tuple[float, float]:
 def _cost_map(model: str) -> tuple[float | None, float | None]:
     try:
         import litellm
-
-        entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/", 1)[-1]) or {}
-    except Exception:
-        entry = {}
+    except ImportError:  # no litellm here: nothing is known
+        return None, None
+    entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/", 1)[-1]) or {}
     return entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
 
 
@@ -201,7 +201,9 @@ class PolicyClient:
             principal=request.principal,
             id=decision.decision_id,
         )
-        with contextlib.suppress(Exception):
+        # Whatever fails here (the bus is away, as it often is when the caller decides alone), the
+        # deny stands: the caller must get its decision, so any error is contained.
+        with contained("record a policy decision the caller made alone (best effort: any error, the deny stands)"):
             await asyncio.wait_for(self.bus.publish(event), 2.0)
 
     async def approval(self, approval_id: str) -> ApprovalInfo | None:

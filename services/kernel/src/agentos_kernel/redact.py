@@ -33,6 +33,7 @@ import msgspec
 from agentos_schemas.personal import TOKEN_PREFIX
 
 from agentos_kernel.detectors import GATES, Detector, default_detectors
+from agentos_kernel.faults import FAULTS
 
 KINDS = ("secret", "iban", "card", "national_id", "email", "phone")
 TOKENS = {
@@ -197,11 +198,15 @@ class RedactingFilter(logging.Filter):
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     """Redact a record in place: the formatted message, and the traceback text if any."""
-    if getattr(record, "_agentos_redacted", False):
+    if getattr(record, "_agentos_redacted", False) or getattr(record, "_agentos_unformatted", False):
         return record
     try:
         message = record.getMessage()
-    except Exception:  # a broken format string: keep the record as logging would
+    except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a log call's broken format or argument must not break logging)
+        # Kept as logging would keep it (its handler reports the error when it formats the record);
+        # noted once: the handlers' filter sees the same record again.
+        record._agentos_unformatted = True
+        FAULTS.note(f"redact a log record of {record.name} (its message does not format: kept as it is)", exc)
         return record
     record.msg, record.args = redact(message), ()
     if record.exc_info and not record.exc_text:

@@ -20,9 +20,12 @@ import contextlib
 from typing import Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+
+from agentos_kernel.faults import contained
 
 _NO_RESPONDERS = "503"
 _NOT_FOUND = "404"
@@ -166,11 +169,14 @@ class Replies:
         """Stop the sweeper, unsubscribe, and fail what is still pending."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with (
+                contextlib.suppress(asyncio.CancelledError),
+                contained("stop the replies' sweeper on close (any error it ended with: the rest still closes)"),
+            ):
                 await self._sweeper
             self._sweeper = None
         if self._sub is not None:
-            with contextlib.suppress(Exception):
+            with contained("unsubscribe the replies' inbox on close", nats.errors.Error):
                 await self._sub.unsubscribe()
             self._sub = None
         for future, _ in self._pending.values():

@@ -8,7 +8,6 @@ kill switches current.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -83,13 +82,19 @@ async def start_service(
 
 
 async def stop_service(ctx: ServiceContext, timeout: float = 10.0) -> None:
-    await asyncio.gather(*(c.stop(timeout) for c in ctx.consumers), return_exceptions=True)
+    stopped = await asyncio.gather(*(c.stop(timeout) for c in ctx.consumers), return_exceptions=True)
+    for consumer, result in zip(ctx.consumers, stopped, strict=True):
+        if isinstance(result, Exception):  # the other consumers, and the rest of the service, still stop
+            FAULTS.note(f"{ctx.name}: stop consumer {consumer.durable}", result)
     if ctx.watcher is not None:
         await ctx.watcher.stop()
     for close in reversed(ctx.closers):
-        with contextlib.suppress(Exception):
+        # A closer is the service's own code: whatever it raises, the other closers still run.
+        with contained(f"{ctx.name}: run a closer on stop (any error: the rest still close)"):
             await close()
-    with contextlib.suppress(Exception):
+    with contained(
+        f"{ctx.name}: delete this instance's health record on stop", nats.errors.Error, OSError, TimeoutError
+    ):
         kv = await ctx.bus.js.key_value(s.HEALTH_BUCKET)
         await kv.delete(_health_key(ctx))
     if ctx.pool is not None:

@@ -49,6 +49,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from agentos_kernel.exceptions import BusUnavailable, Failed
+from agentos_kernel.faults import contained
 from agentos_kernel.sealing import open_value, seal_value
 
 log = logging.getLogger("agentos.shred")
@@ -172,8 +173,8 @@ class SubjectKeys:
                 held = self._cache.get(name)
                 try:
                     revision = msg.metadata.sequence.stream
-                except Exception:  # no metadata: be safe, forget it
-                    revision = None
+                except (nats.errors.Error, ValueError, IndexError, OverflowError, OSError):
+                    revision = None  # no JetStream metadata, or none that parses: be safe, forget it
                 if held is None or revision is None or held[0] != revision:
                     self._cache.pop(name, None)
 
@@ -265,7 +266,7 @@ class SubjectKeys:
 
     async def close(self) -> None:
         if self._watch is not None:
-            with contextlib.suppress(Exception):
+            with contained("unsubscribe the subject keys' watch on close", nats.errors.Error):
                 await self._watch.unsubscribe()
             self._watch = None
 

@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
+from agentos_kernel.faults import FAULTS
+
 log = logging.getLogger("agentos.tasks")
 
 
@@ -20,7 +22,8 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout: float = 10.0,
     """Cancel ``task`` and wait until it is done, cancelling again every ``every`` seconds.
 
     Returns whether it finished within ``timeout``; its result or exception is consumed, never
-    raised. Cancelling the caller cancels only the wait.
+    raised, but an exception it ended with (a loop that died before it was stopped) is reported:
+    logged and counted (:mod:`agentos_kernel.faults`). Cancelling the caller cancels only the wait.
     """
     if task is None:
         return True
@@ -33,7 +36,9 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout: float = 10.0,
             log.warning("task %s did not stop within %.1fs of being cancelled", task.get_name(), timeout)
             return False
         await asyncio.wait({task}, timeout=min(every, left))
-    _retrieved(task)
+    error = None if task.cancelled() else task.exception()
+    if error is not None:  # it died on its own, unseen until now: say so rather than drop it here
+        FAULTS.note(f"background task {task.get_name()}", error)
     return True
 
 
