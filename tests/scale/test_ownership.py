@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from typing import Any
 
 import pytest
 from agentos_kernel import Bus, ConfigError
@@ -135,5 +136,31 @@ async def test_follower_catches_up_when_other_subjects_follow_its_last_event(bus
         await asyncio.wait_for(follower.start(timeout=20), timeout=25)
         assert seen == ["mine"]
         await follower.sync(timeout=5)  # and again, with nothing new for it at all
+    finally:
+        await follower.stop()
+
+
+async def test_an_event_the_follower_cannot_read_yet_is_read_again_not_skipped(
+    bus: Bus, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode that cannot finish now (its payload's store away) holds the follower on that event."""
+    from agentos_kernel.exceptions import BusUnavailable
+
+    seen: list[str] = []
+    real = bus.decode
+    failures = [1]
+
+    async def flaky(data: bytes, headers: dict[str, str] | None = None) -> Any:
+        if failures:
+            failures.pop()
+            raise BusUnavailable("object store did not answer (test)")
+        return await real(data, headers)
+
+    monkeypatch.setattr(bus, "decode", flaky)
+    await bus.publish(bus.new(AgentRetired(agent="a", instance="first"), tenant=tenant))
+    follower = Follower(bus, [f"agentos.{tenant}.agent.retired"], lambda e: seen.append(e.data.instance), name="test")
+    try:
+        await follower.start(timeout=20)
+        assert seen == ["first"], "read again after the failure, not skipped"
     finally:
         await follower.stop()

@@ -132,8 +132,11 @@ class Follower:
             msgs = []
         for msg in msgs:
             self._received += 1
+            # last_seq moves only once the event was read: a decode that cannot finish now (its
+            # claim-checked payload or a subject's key unavailable) raises, and the resubscription
+            # starts again from this event instead of skipping it
+            await self._apply_one(msg, msg.metadata.sequence.stream)
             self.last_seq = msg.metadata.sequence.stream
-            await self._apply_one(msg)
         self._trouble = ""
         if len(msgs) < self.batch and self._want_sync and await self._at_end(psub):
             self.synced_at, self._want_sync = started, False
@@ -148,7 +151,7 @@ class Follower:
         info = await psub.consumer_info()
         return bool(info.num_pending == 0 and (info.delivered.consumer_seq or 0) <= self._received)
 
-    async def _apply_one(self, msg: Any) -> None:
+    async def _apply_one(self, msg: Any, seq: int) -> None:
         try:
             event = await self.bus.decode(msg.data, msg.headers)
         except codec.DecodeError:
@@ -158,5 +161,5 @@ class Follower:
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one event the caller's fold fails on must not stop the follower)
-            log.exception("%s: could not fold %s (seq %d)", self.name, event.type, self.last_seq)
+            log.exception("%s: could not fold %s (seq %d)", self.name, event.type, seq)
             FAULTS.note(f"follower {self.name}: fold an event", exc, level=logging.DEBUG)  # logged above
