@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import getpass
 import time
@@ -126,6 +125,8 @@ class GoalView:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     tenant: str | None = None
     paused_by: list[control.Halt] = field(default_factory=list)
+    switches_unknown: str | None = None
+    """Why the kill switches could not be read just now (None once they are read again)."""
     waiting: dict[str, ApprovalRequested] = field(default_factory=dict)
     """Approvals of this goal that wait for a human, by approval id."""
 
@@ -218,7 +219,10 @@ class GoalView:
         return keys
 
     def paused_lines(self) -> list[str]:
-        return [f"paused by {h.key}: {h.reason} ({h.by}); `agentos resume` lifts it" for h in self.paused_by]
+        lines = [f"paused by {h.key}: {h.reason} ({h.by}); `agentos resume` lifts it" for h in self.paused_by]
+        if self.switches_unknown:
+            lines.append(f"kill switches unknown ({self.switches_unknown}); reading them again")
+        return lines
 
     def render(self, bullet: str = "\u2022") -> Group:
         """The table, the last notes, what pauses the goal and what waits for a human, if anything."""
@@ -301,15 +305,20 @@ async def watch(bus: Bus, goal_id: str, console: Console, *, timeout: float = 60
 
 
 async def _watch_switches(bus: Bus, view: GoalView, changed: Callable[[], None], every_s: float = 1.0) -> None:
-    """Keep ``view.paused_by`` to the switches that are on and cover the goal's unfinished work."""
+    """Keep ``view.paused_by`` to the switches that are on and cover the goal's unfinished work;
+    while they cannot be read, ``view.switches_unknown`` says why (the view shows it)."""
     while True:
-        with contextlib.suppress(Exception):  # the view is a courtesy: a bucket hiccup changes nothing
+        paused, unknown = view.paused_by, None
+        try:
             halts = await control.list_halts(bus.js)
+        except (nats.errors.Error, TimeoutError) as exc:  # shown, not hidden; the watch goes on
+            unknown = f"{type(exc).__name__}: {exc}"[:160]
+        else:
             covering = view.covering_keys()
             paused = [h for h in halts if h.key in covering]
-            if paused != view.paused_by:
-                view.paused_by = paused
-                changed()
+        if (paused, unknown) != (view.paused_by, view.switches_unknown):
+            view.paused_by, view.switches_unknown = paused, unknown
+            changed()
         await asyncio.sleep(every_s)
 
 

@@ -14,6 +14,18 @@ MAX_LAG = 1000
 """A projection further behind the log than this many messages is behind, moving or not."""
 
 
+def postgres_errors() -> tuple[type[Exception], ...]:
+    """What reaching and reading Postgres raises when it cannot be read (and a bug does not): the
+    network (``OSError``: refused, DNS, TLS, timed out), the server's refusal or a query's error
+    (``asyncpg.PostgresError``), the client's (``asyncpg.InterfaceError``: a bad URL option, a
+    connection lost), a peer that is not Postgres (``InternalClientError``), a URL that does not
+    parse (``ValueError``). asyncpg is imported here, when a command reads Postgres."""
+    import asyncpg
+    from asyncpg.exceptions import InternalClientError
+
+    return (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError)
+
+
 async def postgres(url: str | None) -> dict[str, Any]:
     """The Postgres line: reachable (it answers a query) or why not."""
     if not url:
@@ -30,7 +42,7 @@ async def postgres(url: str | None) -> dict[str, Any]:
             version = await conn.fetchval("SHOW server_version", timeout=3.0)
         finally:
             await conn.close()
-    except Exception as exc:
+    except postgres_errors() as exc:  # the line says why: the report is never healthy over it
         return {"dependency": "Postgres", "ok": False, "detail": f"unreachable: {type(exc).__name__}: {exc}"[:200]}
     return {"dependency": "Postgres", "ok": True, "detail": f"server {version}"}
 
@@ -94,7 +106,7 @@ async def projection(
             row["head_seq"] = int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.chain", timeout=5.0))
         finally:
             await conn.close()
-    except Exception as exc:
+    except postgres_errors() as exc:  # the row says why, and it is a PROBLEM (projection_problem)
         row["error"] = f"position unknown: {type(exc).__name__}: {exc}"[:200]
         return row
     reports = [r for r in services if r.get("service") == "audit"]
@@ -159,6 +171,8 @@ async def judge(
     if found is not None:
         report["projections"].append(found)
     problems += [p for r in report["projections"] if (p := projection_problem(r, stall_s, max_lag))]
+    if report.get("services_unreadable"):
+        problems.append(f"the services' health records could not be read: {report['services_unreadable']}")
     problems += service_problems(report["services"])
     report["problems"] = problems
 
@@ -172,6 +186,7 @@ __all__ = [
     "missing_services",
     "nats",
     "postgres",
+    "postgres_errors",
     "projection",
     "projection_problem",
     "service_problems",

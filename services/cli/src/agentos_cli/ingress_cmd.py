@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -18,8 +19,11 @@ CLOUDEVENT = "cloudevent"
 
 
 async def discover_gateway() -> str | None:
-    """The URL a running gateway reports in its heartbeat (``agentos up``), if any."""
-    from agentos_kernel import Bus, KernelSettings
+    """The URL a running gateway reports in its heartbeat (``agentos up``), if any. Heartbeats that
+    cannot be read are an error (:class:`~agentos_kernel.BusUnavailable`), not "no gateway"."""
+    import nats.errors
+    import nats.js.errors
+    from agentos_kernel import Bus, BusUnavailable, KernelSettings
     from agentos_kernel.runtime import resolve
     from agentos_schemas import subjects
 
@@ -29,13 +33,19 @@ async def discover_gateway() -> str | None:
     bus = await Bus.connect(settings, source="cli")
     try:
         kv = await bus.js.key_value(subjects.HEALTH_BUCKET)
-        for key in await kv.keys():
-            if key.startswith("gateway."):
+        for key in [k for k in await kv.keys() if k.startswith("gateway.")]:
+            # a key gone since it was listed (expired, or its gateway stopped) names no gateway
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
                 url = json.loads((await kv.get(key)).value or b"{}").get("url")
                 if url:
                     return str(url)
-    except Exception:  # no bucket, no keys: no gateway running
-        return None
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        return None  # no gateway running
+    except (nats.errors.Error, TimeoutError, ValueError) as exc:
+        raise BusUnavailable(
+            f"the gateway's heartbeat could not be read ({type(exc).__name__}: {exc}): "
+            "pass --gateway URL or set AGENTOS_GATEWAY_URL"
+        ) from None
     finally:
         await bus.close()
     return None
@@ -88,19 +98,31 @@ async def post_file(body: bytes, *, source: str | None, dry_run: bool, url: str,
         return await client.ingest(source, body)
 
 
+def gateway_url(gateway: str | None) -> str:
+    """``--gateway``, else ``AGENTOS_GATEWAY_URL``, else the URL a running gateway reports; exits 2
+    without one (or when the running ones cannot be asked)."""
+    from agentos_kernel.exceptions import AgentOSError
+
+    try:
+        url = gateway or os.environ.get("AGENTOS_GATEWAY_URL") or asyncio.run(discover_gateway())
+    except AgentOSError as exc:  # NATS unreachable, or the heartbeats unreadable: one line, exit 2
+        fail(exc)
+    if not url:
+        output.console(stderr=True).print(
+            "[bold red]agentos: error:[/] no gateway: pass --gateway URL, set AGENTOS_GATEWAY_URL,"
+            " or start one with `agentos up`"
+        )
+        raise typer.Exit(2)
+    return url
+
+
 def run_send(body: bytes, *, source: str | None, dry_run: bool, gateway: str | None, key: str | None) -> None:
     """Send and print the gateway's answer; exit 1 on a rejection (with its reasons) or a source that
     cannot be inferred, 2 when unreachable."""
     from agentos_gateway.client import GatewayError, GatewayUnavailable
 
     out, err = output.console(), output.console(stderr=True)
-    url = gateway or os.environ.get("AGENTOS_GATEWAY_URL") or asyncio.run(discover_gateway())
-    if not url:
-        err.print(
-            "[bold red]agentos: error:[/] no gateway: pass --gateway URL, set AGENTOS_GATEWAY_URL,"
-            " or start one with `agentos up`"
-        )
-        raise typer.Exit(2)
+    url = gateway_url(gateway)
     try:
         result = asyncio.run(
             post_file(

@@ -15,6 +15,7 @@ from agentos_kernel import Bus, KernelSettings
 from agentos_schemas import codec
 from agentos_schemas import subjects as s
 from nats.js import api
+from nats.js.kv import KeyValue
 from rich.console import Console
 from rich.markup import escape
 
@@ -29,7 +30,9 @@ async def collect_status(
     out = _empty_status(health.nats(bus.settings.nats_url, True, server))
     out["streams"], out["consumers"] = await _streams_and_consumers(bus)
     out["dead_letters"] = await _dead_letters(bus)
-    out["services"] = await _health_records(bus)
+    out["services"], unreadable = await _health_records(bus)
+    if unreadable:  # not "none reporting": whether they are healthy is unknown (a PROBLEM when judged)
+        out["services_unreadable"] = unreadable
     out["held"] = held_work(out["services"])
     if judge:
         from agentos_audit.settings import AuditSettings
@@ -99,17 +102,39 @@ async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str,
     return out
 
 
-async def _health_records(bus: Bus) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    with contextlib.suppress(Exception):  # no bucket yet, or no keys: nobody reports
+async def _health_records(bus: Bus) -> tuple[list[dict[str, Any]], str | None]:
+    """Every instance's health record, and why the records could not be listed, if they could not.
+    A record that cannot be read is a row of status ``unreadable`` (a PROBLEM), never left out."""
+    try:
         kv = await bus.js.key_value(s.HEALTH_BUCKET)
-        for key in await kv.keys():
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError):  # expired meanwhile
-                entry = await kv.get(key)
-                report = json.loads(entry.value or b"{}")
-                report["age_s"] = round(time.time() - report.get("ts", 0), 1)
-                found.append(report)
-    return sorted(found, key=lambda r: r.get("service", ""))
+        keys = await kv.keys()
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        return [], None  # no bucket yet, or no keys: nobody reports
+    except (nats.errors.Error, TimeoutError) as exc:
+        return [], f"{type(exc).__name__}: {exc}"[:200]
+    found = [r for key in keys if (r := await _health_record(kv, key)) is not None]
+    return sorted(found, key=lambda r: r.get("service", "")), None
+
+
+async def _health_record(kv: KeyValue, key: str) -> dict[str, Any] | None:
+    """One instance's record with its age; None if it is gone since the keys were listed."""
+    try:
+        entry = await kv.get(key)
+        report = json.loads(entry.value or b"{}")
+        if not isinstance(report, dict):
+            raise ValueError(f"a JSON {type(report).__name__}, not an object")
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None  # expired, or deleted by an instance that stopped
+    except (nats.errors.Error, TimeoutError, ValueError) as exc:
+        service, _, instance = key.partition(".")
+        return {
+            "service": service,
+            "instance": instance,
+            "status": "unreadable",
+            "read_error": f"{type(exc).__name__}: {exc}"[:200],
+        }
+    report["age_s"] = round(time.time() - report.get("ts", 0), 1)
+    return report
 
 
 def held_work(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +156,7 @@ def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, st
     data = ""
     raw = bytes(wire.data)
     if raw:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(msgspec.DecodeError):  # data that is not JSON is shown as no data
             obj = msgspec.json.decode(raw)
             if isinstance(obj, dict):
                 keep = {k: v for k, v in obj.items() if isinstance(v, str | int | float) and k != "goal_id"}

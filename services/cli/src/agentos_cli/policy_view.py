@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -17,20 +18,30 @@ if TYPE_CHECKING:
 
 
 async def reported_policies(bus: Bus) -> list[dict[str, Any]]:
-    """The health reports of the running policy service's instances (each names its policy)."""
+    """The health reports of the running policy service's instances (each names its policy). Reports
+    that cannot be read are an error: taken for "none reporting", they would name the wrong policy."""
+    import nats.errors
+    import nats.js.errors
+    from agentos_kernel import BusUnavailable
     from agentos_schemas import subjects
 
+    found = []
     try:
         kv = await bus.js.key_value(subjects.HEALTH_BUCKET)
-        keys = [k for k in await kv.keys() if k.startswith("policy.")]
-    except Exception:  # no bucket or no keys: no service has reported
-        return []
-    found = []
-    for key in keys:
-        entry = await kv.get(key)
-        report = json.loads(entry.value or b"{}")
-        if report.get("policy_dir"):
-            found.append(report)
+        for key in [k for k in await kv.keys() if k.startswith("policy.")]:
+            # a key gone since it was listed (expired, or its instance stopped) reports nothing
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                entry = await kv.get(key)
+                report = json.loads(entry.value or b"{}")
+                if report.get("policy_dir"):
+                    found.append(report)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        return []  # no service has reported
+    except (nats.errors.Error, TimeoutError, ValueError) as exc:
+        raise BusUnavailable(
+            f"the policy service's health reports could not be read ({type(exc).__name__}: {exc}): "
+            "name the policy with --policy-dir"
+        ) from None
     return found
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
+from agentos_cli.health import postgres_errors
 from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
@@ -47,7 +48,7 @@ async def check_configured(settings: KernelSettings) -> None:
     if settings.database_url:
         try:
             conn = await asyncpg.connect(settings.database_url, timeout=3.0)
-        except Exception as exc:
+        except postgres_errors() as exc:
             raise ConfigError(
                 f"cannot reach Postgres at {settings.database_url!r}: {exc or type(exc).__name__}. "
                 "Start it, or unset AGENTOS_DATABASE_URL to use an embedded one."
@@ -147,9 +148,11 @@ class Runtime:
                 if server is None or self._stopping or server.alive():
                     continue
                 self.console.print(f"[bold red]embedded {name} is not running; starting it again on {server.root}[/]")
+                # Whatever a start raises (still starting, its port taken, the package's own errors),
+                # the supervisor prints it and tries again next round: it must outlive any of them.
                 try:
                     await asyncio.to_thread(server.start)
-                except Exception as exc:  # still starting, or its port taken: try again next round
+                except Exception as exc:  # noqa: BLE001, RUF100  (boundary: printed, retried next round)
                     self.console.print(f"[bold red]embedded {name} did not start again: {exc}[/]")
                 else:
                     self.console.print(f"embedded {name} is running again")

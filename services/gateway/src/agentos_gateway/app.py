@@ -27,7 +27,7 @@ from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response
 from agentos_gateway.goals import GoalRequest, check_servable, fold, goal_event, goal_events
-from agentos_gateway.problems import PROBLEM_JSON, Problem, refuse_nul_parameters
+from agentos_gateway.problems import PROBLEM_JSON, Problem, internal_error, refuse_nul_parameters
 
 log = logging.getLogger("agentos.gateway")
 DOCS_ASSETS = "/docs-assets"
@@ -110,14 +110,8 @@ async def _problem(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    """A bug, not the caller's fault: a problem document (5xx, so senders retry), and a log line."""
-    log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
-    return Problem(
-        500,
-        "internal_error",
-        f"the gateway failed on this request ({type(exc).__name__}); it is logged, retry later",
-        dlq=False,
-    ).response(request.url.path)
+    """A bug, not the caller's fault: 500, logged and counted (:func:`~agentos_gateway.problems.internal_error`)."""
+    return internal_error(request.method, request.url.path, exc)
 
 
 async def _agentos_error(request: Request, exc: Exception) -> Response:

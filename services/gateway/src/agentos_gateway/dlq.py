@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from agentos_kernel import Bus
 from agentos_kernel.consumer import DLQ_HEADERS
+from agentos_kernel.faults import FAULTS
 from agentos_schemas import dlq_subject, new_event_id
 
 from agentos_gateway.auth import TokenBucket
@@ -103,11 +104,14 @@ class DeadLetters:
         if len(body) > KEEP_BYTES:
             body = body[:KEEP_BYTES]
             kept["AgentOS-DLQ-Truncated"] = "true"
+        # Whatever the write raises, the caller still gets its 4xx (never a 5xx for a lost copy);
+        # the loss is logged loudly, with the request, and counted for the health record.
         try:
             await asyncio.wait_for(self.bus.publish_raw(SUBJECT, body, kept), timeout=5.0)
-        except Exception as exc:  # the caller still gets its 4xx; the loss is logged loudly
+        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a lost dead letter keeps the 4xx)
             self.skipped += 1
             log.error("could not dead-letter %s %s (%s): %r", route, status, code, exc)
+            FAULTS.note("write a rejected request to the DLQ", exc)
             return False
         self.recorded += 1
         return True

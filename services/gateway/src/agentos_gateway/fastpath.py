@@ -14,7 +14,6 @@ and serve ``?dry_run=true`` and every other route.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -27,9 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentos_gateway import handshake, routes_ingress
 from agentos_gateway.gateway import Gateway
-from agentos_gateway.problems import Problem
+from agentos_gateway.problems import internal_error
 
-log = logging.getLogger("agentos.gateway")
 WEBHOOKS = "/webhooks/"
 _propagator = TraceContextTextMapPropagator()
 
@@ -81,14 +79,8 @@ class IngestFastPath:
                     response = await routes_ingress.events(self.gw, request, dry_run=False)
                 else:
                     response = await routes_ingress.webhook(self.gw, source, request, dry_run=False)
-            except Exception as exc:  # a bug, not the caller's fault: as the FastAPI app answers it
-                log.error("%s %s failed: %r", method, path, exc, exc_info=exc)
-                response = Problem(
-                    500,
-                    "internal_error",
-                    f"the gateway failed on this request ({type(exc).__name__}); it is logged, retry later",
-                    dlq=False,
-                ).response(path)
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a bug answers 500, as the FastAPI app does)
+                response = internal_error(method, path, exc)  # logged with its traceback, and counted
         await response(scope, receive, send)
 
     @contextlib.contextmanager

@@ -9,7 +9,6 @@ and a rejected payload is also written to the DLQ with the reason.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from agentos_kernel import Bus, BusUnavailable, shred
+from agentos_kernel.faults import contained
 from agentos_kernel.grants import GATEWAY_RESERVED
 from agentos_kernel.nul import json_nul_path
 from agentos_kernel.replies import pub_ack
@@ -38,7 +38,6 @@ from agentos_gateway.problems import Problem, bus_unavailable, nul_character
 from agentos_gateway.settings import GatewaySettings
 from agentos_gateway.webhooks import ReplayGuard, Verifier
 
-log = logging.getLogger("agentos.gateway")
 _encoder = msgspec.json.Encoder()
 Endpoint = Callable[[bytes, Principal], Awaitable[Response]]
 
@@ -283,10 +282,9 @@ class Gateway:
 
     async def _index_goal(self, event: Event[GoalSubmitted], seq: int) -> None:
         record = {"tenant": event.tenant, "seq": seq, "time": time.time()}
-        try:
+        # the goal is published; without its index only GET /goals/{id} gets slower (it scans the log)
+        with contained("index a published goal for GET /goals/{id}", nats.errors.Error, OSError, ValueError):
             await self.goals_kv.put(buckets.safe_key(event.data.goal_id), _encoder.encode(record))
-        except Exception as exc:  # the goal is published; only GET /goals/{id} gets slower
-            log.warning("could not index goal %s: %r", event.data.goal_id, exc)
 
     async def ready(self) -> tuple[bool, str]:
         """(ready, why): connected to NATS, and the event and DLQ streams exist."""
@@ -297,7 +295,7 @@ class Gateway:
         try:
             for stream in (s.EVENTS_STREAM, s.DLQ_STREAM):
                 await self.bus.js.stream_info(stream)
-        except Exception as exc:
+        except (nats.errors.Error, OSError) as exc:  # a stream missing, NATS not answering: 503 says why
             return False, f"stream check failed: {exc!r}"
         self._ready_at = time.monotonic()
         return True, "ok"

@@ -6,13 +6,16 @@ that says exactly what is wrong, and, for batches and mappings, per-item ``error
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.nul import NUL, nul_detail
 from starlette.requests import Request
 from starlette.responses import Response
 
+log = logging.getLogger("agentos.gateway")
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:agentos:problem:"
 
@@ -85,6 +88,23 @@ class Problem(Exception):
 def auth_problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Problem:
     """An authentication, authorisation or rate-limit problem (never dead-lettered)."""
     return Problem(status, code, detail, headers=headers, dlq=False)
+
+
+INTERNAL_ERROR = "answer a request (a bug: 500 internal_error)"
+"""Where a bug met by a request is counted (:data:`agentos_kernel.faults.FAULTS`), by either front door."""
+
+
+def internal_error(method: str, path: str, exc: Exception) -> Response:
+    """A bug, not the caller's fault: a problem document (5xx, so senders retry), the traceback
+    logged, and the bug counted for the health record (``agentos status`` shows it)."""
+    log.error("%s %s failed: %r", method, path, exc, exc_info=exc)
+    FAULTS.note(INTERNAL_ERROR, exc)
+    return Problem(
+        500,
+        "internal_error",
+        f"the gateway failed on this request ({type(exc).__name__}); it is logged, retry later",
+        dlq=False,
+    ).response(path)
 
 
 def bus_unavailable(exc: BaseException) -> Problem:

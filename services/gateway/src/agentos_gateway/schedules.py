@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 import nats.js.errors
 import yaml
+from agentos_kernel.faults import FAULTS
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events import GoalSubmitted, Limits
 from agentos_schemas.events.ingress import ScheduleFired
@@ -157,8 +158,9 @@ class Scheduler:
         while True:
             try:
                 await self.check()
-            except Exception:
+            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the schedules outlive a failing check)
                 log.exception("schedule check failed; retrying")
+                FAULTS.note("check the schedules", exc)
             await asyncio.sleep(self.poll_s)
 
     async def check(self) -> int:

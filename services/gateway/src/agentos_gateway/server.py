@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from agentos_kernel.faults import FAULTS
+from agentos_kernel.tasks import cancel_and_wait
 
 from agentos_gateway.fastpath import with_fast_path
 
@@ -108,17 +110,20 @@ class GatewayServer:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (5 s at most), and wait for uvicorn."""
+        """Stop accepting, let in-flight requests finish (5 s at most), and wait for uvicorn: forced
+        to exit after 10 s, cancelled 2 s later. An error uvicorn ended with is logged and counted."""
         if self._server is not None:
             self._server.should_exit = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except (TimeoutError, Exception):
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task}, timeout=10)  # raises nothing: the task's error is read below
+            if not task.done():
                 if self._server is not None:
                     self._server.force_exit = True
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(self._task, timeout=2)
+                await asyncio.wait({task}, timeout=2)
+                await cancel_and_wait(task)
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                FAULTS.note("serve the gateway's HTTP (uvicorn ended with an error)", error)
         self._server = None
         self._task = None
         if self.gateway is not None:

@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
+from agentos_kernel.faults import FAULTS
 from agentos_kernel.replies import Replies, pub_ack
 from agentos_kernel.retry import Backoff
 from agentos_kernel.tasks import cancel_and_wait
@@ -193,7 +194,7 @@ class ReplayGuard:
         for key, value in batch:  # records are plain KV puts: publishes to the key's subject
             try:
                 futures.append(await self.replies.publish(f"{self.kv._pre}{key}", value))
-            except Exception:  # reconnecting, too many pending: fall back to a plain put below
+            except (nats.errors.Error, OSError):  # reconnecting, too many pending: a plain put below
                 futures.append(asyncio.get_running_loop().create_future())
         await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
         for (key, value), future in zip(batch, futures, strict=True):
@@ -212,11 +213,13 @@ class ReplayGuard:
                 await self.kv.put(key, value)
                 self.written += 1
                 return
-            except Exception as exc:
+            except (nats.errors.Error, OSError, ValueError) as exc:  # ValueError: an ack that is not JSON
                 last = exc
                 await PUT_RETRY.sleep(attempt)
         self.failed += 1
         log.warning("could not record webhook delivery %s: %r", key, last)
+        if last is not None:  # counted: a replay of it is published again (the consumers' id claims dedupe it)
+            FAULTS.note("record a webhook delivery in the replay bucket", last)
 
     @property
     def pending(self) -> int:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import nats.errors
+from agentos_kernel.faults import contained
 from agentos_schemas import EVENTS_STREAM, Event, codec, derived_event_id
 from agentos_schemas import rpc as r
 from agentos_schemas.events import TaskAssigned, TaskCompleted
@@ -83,8 +84,8 @@ async def assigned_task(gw: Gateway, task_id: str, tenant: str | None) -> Event[
                     found = event
             if msg.metadata.sequence.stream >= info.state.last_seq or msg.metadata.num_pending == 0:
                 return found
-    finally:
-        with contextlib.suppress(Exception):
+    finally:  # the answer (or the problem) stands, whatever the unsubscribe meets
+        with contained("unsubscribe the takeover's scan of the log", nats.errors.Error, OSError):
             await sub.unsubscribe()
 
 
