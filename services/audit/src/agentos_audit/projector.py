@@ -124,7 +124,7 @@ class Projector:
                 await self._prepare()
                 await self._loop()
                 await self._sign_head()
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the projection resumes after any failure)
+            except Exception as exc:  # boundary: the projection resumes after any failure
                 log.exception("audit: projector error; resuming in 1s")
                 FAULTS.note("project the log into the audit chain", exc, level=logging.DEBUG)  # logged just above
                 self._failed(exc)

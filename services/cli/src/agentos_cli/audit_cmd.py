@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
+
 from agentos_cli import output
 from agentos_cli.audit_access import (
     kernel_settings,
@@ -288,6 +289,7 @@ def export(
 
     async def go(bus: Bus | None, pool: asyncpg.Pool) -> int:
         from agentos_audit import export as export_mod
+
         from agentos_cli.log_seq import seq_bounds
 
         first, end = await seq_bounds(bus, *logged) if bus is not None else (None, None)

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+
 from agentos_cli.errors import fail
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentos_cli.contract_compat import breaking
 from agentos_kernel.exceptions import InvalidInput
 from agentos_schemas import CATALOGUE
 from agentos_schemas.envelope import envelope_json_schema
@@ -21,6 +20,8 @@ from agentos_schemas.events import EventData
 from agentos_schemas.subjects import DLQ_STREAM, EVENTS_STREAM, parse_type
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
+
+from agentos_cli.contract_compat import breaking
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
+
 from agentos_cli import output
 from agentos_cli.connect import connected_bus, run
 

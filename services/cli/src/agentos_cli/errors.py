@@ -9,8 +9,9 @@ import typer
 
 def fail(error: object, code: int = 2) -> NoReturn:
     """Print ``agentos: error: <error>`` (its text as it is: brackets are not markup) and exit ``code``."""
-    from agentos_cli.output import console
     from rich.markup import escape
+
+    from agentos_cli.output import console
 
     console(stderr=True).print(f"[bold red]agentos: error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+
 from agentos_cli import output
 from agentos_cli.errors import fail
-from rich.markup import escape
 
 CLOUDEVENT = "cloudevent"
 

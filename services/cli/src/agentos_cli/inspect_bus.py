@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
-from agentos_cli import health
 from agentos_kernel import Bus, KernelSettings
 from agentos_schemas import codec
 from agentos_schemas import subjects as s
@@ -18,6 +17,8 @@ from nats.js import api
 from nats.js.kv import KeyValue
 from rich.console import Console
 from rich.markup import escape
+
+from agentos_cli import health
 
 
 async def collect_status(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
 from agentos_cli import agents_cmd, audit_cmd, control_cmd, ingress_cmd, output, policy_cmd, status_cmd
 from agentos_cli.connect import connected_bus, run
 
@@ -35,9 +36,10 @@ def up(
     ] = None,
 ) -> None:
     """Start AgentOS: embedded NATS and Postgres unless configured, then every service, supervised."""
+    from agentos_kernel import KernelSettings
+
     from agentos_cli import registry
     from agentos_cli.supervisor import run_up
-    from agentos_kernel import KernelSettings
 
     chosen = services.split(",") if services is not None else registry.available()
     for name in chosen:
@@ -130,9 +132,10 @@ def watch(goal_id: str) -> None:
     On a terminal it redraws a table; off one (CI logs, pipes) it prints one line per change. A
     goal waiting for a human approval says so, with the `agentos approve` command to run.
     """
+    from agentos_kernel import InvalidInput
+
     from agentos_cli import goals as goals_mod
     from agentos_cli.replay_record import goal_exists
-    from agentos_kernel import InvalidInput
 
     async def go() -> bool:
         bus = await connected_bus()
@@ -157,8 +160,9 @@ def demo(
 
     Run it twice: the second run recalls the first run's findings from episodic memory.
     """
-    from agentos_cli.service_cmd import run_demo
     from agentos_kernel import KernelSettings
+
+    from agentos_cli.service_cmd import run_demo
 
     if not run(run_demo(KernelSettings(), goal, timeout, console, err)):
         raise typer.Exit(1)

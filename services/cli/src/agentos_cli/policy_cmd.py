@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar
 
 import typer
+
 from agentos_cli import output
 from agentos_cli.connect import connected_bus, run
 from agentos_cli.errors import fail
@@ -113,8 +114,9 @@ def simulate_cmd(
 
 def budget(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.Json = False) -> None:
     """Spend against caps (per agent, team and tenant; today and this month)."""
-    from agentos_cli.policy_view import budget_section
     from agentos_schemas import rpc as r
+
+    from agentos_cli.policy_view import budget_section
 
     form = output.chosen(fmt, as_json)
     report = run(_ask(r.POLICY_BUDGET, r.BudgetQuery(tenant=tenant), r.BudgetReport))
@@ -131,8 +133,9 @@ def budget(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.
 
 def approvals(tenant: Tenant = None, fmt: output.Format = "table", as_json: output.Json = False) -> None:
     """Approvals waiting for a human, each with the command that approves it."""
-    from agentos_cli.policy_view import approvals_section
     from agentos_schemas import rpc as r
+
+    from agentos_cli.policy_view import approvals_section
 
     form = output.chosen(fmt, as_json)
     reply = run(_ask(r.POLICY_APPROVALS, r.ApprovalList(tenant=tenant), r.ApprovalListReply))

@@ -12,9 +12,10 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentos_cli.goals import GoalView
     from agentos_schemas import Event
     from rich.console import Console
+
+    from agentos_cli.goals import GoalView
 
 
 class Lines:

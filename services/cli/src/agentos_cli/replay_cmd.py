@@ -32,12 +32,6 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from agentos_cli import output, registry
-from agentos_cli.errors import fail
-from agentos_cli.goals import follow
-from agentos_cli.replay_compare import GoalSummary, ReplayReport, compare, render_report, summarize
-from agentos_cli.replay_record import configured_aliases, read_goal_events, recorded_scenario, submitted_of
-from agentos_cli.supervisor import Runtime
 from agentos_kernel import AgentOSError, Bus, KernelSettings
 from agentos_kernel.runtime import resolve
 from agentos_offline_model import Scenario
@@ -45,6 +39,13 @@ from agentos_schemas import Event, new_event_id
 from agentos_schemas.events import GoalSubmitted
 from agentos_schemas.subjects import NamingError, check_token
 from rich.console import Console
+
+from agentos_cli import output, registry
+from agentos_cli.errors import fail
+from agentos_cli.goals import follow
+from agentos_cli.replay_compare import GoalSummary, ReplayReport, compare, render_report, summarize
+from agentos_cli.replay_record import configured_aliases, read_goal_events, recorded_scenario, submitted_of
+from agentos_cli.supervisor import Runtime
 
 MODES = ("recorded", "offline")
 #: What a sandbox runs: the services that execute a goal. No gateway (a sandbox takes no outside

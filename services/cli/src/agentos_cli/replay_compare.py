@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentos_cli import output
 from agentos_schemas import Event
 from agentos_schemas.events import GoalCompleted, GoalFailed, GoalPlanned, TaskCompleted, TaskReviewed
 from agentos_schemas.money import usd
 from rich.console import Console
 from rich.table import Table
+
+from agentos_cli import output
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 

@@ -10,7 +10,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentos_cli.goals import goal_start_time
 from agentos_kernel import AgentOSError, Bus, InvalidInput
 from agentos_kernel.llm import OFFLINE_ALIASES, ModelRegistry
 from agentos_kernel.replay import replay
@@ -26,6 +25,8 @@ from agentos_schemas.events import (
 )
 from agentos_schemas.events.policy import PolicyDecided
 from agentos_schemas.subjects import parse_type
+
+from agentos_cli.goals import goal_start_time
 
 
 async def read_goal_events(

@@ -108,9 +108,10 @@ def run_one(name: str, err: Console) -> None:
 
 
 async def run_demo(settings: KernelSettings, goal: str, timeout: float, console: Console, err: Console) -> bool:
+    from agentos_kernel import Bus
+
     from agentos_cli import goals as goals_mod
     from agentos_cli.supervisor import Runtime
-    from agentos_kernel import Bus
 
     runtime = Runtime(settings, registry.available(), logs=settings.state_dir / "logs", console=err)
     try:
@@ -136,8 +137,9 @@ async def run_demo(settings: KernelSettings, goal: str, timeout: float, console:
 
 async def wait_for_services(bus: Bus, services: list[str], timeout: float = 60.0) -> None:
     """Until every service reports healthy (and the specialists have announced their agents)."""
-    from agentos_cli import inspect_bus
     from agentos_kernel import Failed
+
+    from agentos_cli import inspect_bus
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

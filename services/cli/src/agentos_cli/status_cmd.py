@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
 from agentos_cli import health, output
 from agentos_cli.connect import connected_bus, run
 
@@ -133,9 +134,10 @@ def status(
 
 
 async def _report(stall_after: float, max_lag: int) -> dict[str, Any]:
-    from agentos_cli import inspect_bus
     from agentos_kernel import BusUnavailable, KernelSettings
     from agentos_kernel.runtime import resolve
+
+    from agentos_cli import inspect_bus
 
     try:
         bus = await connected_bus()

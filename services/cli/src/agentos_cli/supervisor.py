@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-from agentos_cli.health import postgres_errors
 from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
@@ -33,6 +32,8 @@ from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.tasks import cancel_and_wait
 from pydantic import SecretStr
 from rich.console import Console
+
+from agentos_cli.health import postgres_errors
 
 _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"]
 
@@ -152,7 +153,7 @@ class Runtime:
                 # the supervisor prints it and tries again next round: it must outlive any of them.
                 try:
                     await asyncio.to_thread(server.start)
-                except Exception as exc:  # noqa: BLE001, RUF100  (boundary: printed, retried next round)
+                except Exception as exc:  # noqa: BLE001  (boundary: printed, retried next round)
                     self.console.print(f"[bold red]embedded {name} did not start again: {exc}[/]")
                 else:
                     self.console.print(f"embedded {name} is running again")

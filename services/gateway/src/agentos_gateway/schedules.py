@@ -158,7 +158,7 @@ class Scheduler:
         while True:
             try:
                 await self.check()
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the schedules outlive a failing check)
+            except Exception as exc:  # boundary: the schedules outlive a failing check
                 log.exception("schedule check failed; retrying")
                 FAULTS.note("check the schedules", exc)
             await asyncio.sleep(self.poll_s)

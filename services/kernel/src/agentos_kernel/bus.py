@@ -369,7 +369,7 @@ class Bus:
                 return
             try:
                 reply = await handler(request)
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever the handler raises, the requester gets an error reply)
+            except Exception as exc:  # boundary: whatever the handler raises, the requester gets an error reply
                 log.exception("%s: handler failed", subject)
                 FAULTS.note(f"answer a request on {subject}", exc, level=logging.DEBUG)  # logged above
                 reply = error_reply(f"{type(exc).__name__}: {exc}")

@@ -274,7 +274,7 @@ class Consumer:
             with contained(f"consumer {self.durable}: nak a cancelled message", nats.errors.Error, OSError):
                 await msg.nak()
             raise
-        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a bug in the consumer's own handling of one message must not kill the consumer)
+        except Exception as exc:  # boundary: a bug in handling one message must not kill the consumer
             log.exception("%s: unexpected error on %s", self.durable, msg.subject)
             self.last_error = (time.time(), f"{msg.subject}: {type(exc).__name__}: {exc}"[:300])
             FAULTS.note(f"consumer {self.durable}: handle a message", exc, level=logging.DEBUG)  # logged above
@@ -324,7 +324,7 @@ class Consumer:
         except Reject as exc:
             await self._unhandled(msg, event, "handler_rejected", str(exc))
             return
-        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever a handler raises is retried or dead-lettered, never stops the consumer)
+        except Exception as exc:  # noqa: BLE001  (boundary: retried or dead-lettered, never stops the consumer)
             if not isinstance(exc, Retry):  # a Retry is the handler's own request, not a fault
                 FAULTS.note(f"consumer {self.durable}: run the handler", exc)
             await self._retry_or_dead_letter(msg, event, exc)

@@ -158,7 +158,7 @@ class ControlState:
         for listener in list(self.listeners):
             try:
                 listener(key, halt)
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one listener failing must not stop the others)
+            except Exception as exc:  # boundary: one listener failing must not stop the others
                 log.exception("control listener failed on %s", key)
                 FAULTS.note("tell a control listener of a switch change", exc, level=logging.DEBUG)  # logged above
 

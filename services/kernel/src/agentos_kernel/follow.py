@@ -116,7 +116,7 @@ class Follower:
                     await self._round(self._psub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a lost consumer (reconnect, server restart) or any failed round must not stop the follower: again from last_seq)
+            except Exception as exc:  # noqa: BLE001  (boundary: a lost consumer (reconnect, server restart or any failed round must not stop the follower: again from last_seq))
                 self._trouble = f"last error: {exc!r}"
                 log.warning("%s: following the log interrupted (%r); resubscribing", self.name, exc)
                 FAULTS.note(f"follower {self.name}: read the log", exc, level=logging.DEBUG)  # logged above
@@ -160,6 +160,6 @@ class Follower:
             result = self.apply(event)
             if inspect.isawaitable(result):
                 await result
-        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one event the caller's fold fails on must not stop the follower)
+        except Exception as exc:  # boundary: one event the caller's fold fails on must not stop the follower
             log.exception("%s: could not fold %s (seq %d)", self.name, event.type, seq)
             FAULTS.note(f"follower {self.name}: fold an event", exc, level=logging.DEBUG)  # logged above

@@ -280,7 +280,7 @@ class LLM:
             except control.Halted as exc:
                 calls.append(_failed_call(spec, str(exc), started))
                 raise
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: whatever a provider or litellm raises moves on to the next model; recorded on the call)
+            except Exception as exc:  # noqa: BLE001  (boundary: whatever a provider or litellm raises moves on to the next model; recorded on the call)
                 FAULTS.note(f"call model {alias}", exc)
                 passing = passing and transient(exc)
                 calls.append(_failed_call(spec, f"{type(exc).__name__}: {exc}", started))

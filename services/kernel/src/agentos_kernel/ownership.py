@@ -156,7 +156,7 @@ class Ownership:
                 await self.round()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a failed round, the bus away or on_acquired failing, must not stop the rounds; leases lapse on their own, owns() says so)
+            except Exception as exc:  # noqa: BLE001  (boundary: a failed round, the bus away or on_acquired failing, must not stop the rounds; leases lapse on their own, owns( says so))
                 log.warning("%s: keeping partition leases failed: %r", self.service, exc)
                 FAULTS.note(f"{self.service}: keep the partition leases", exc, level=logging.DEBUG)  # logged above
 

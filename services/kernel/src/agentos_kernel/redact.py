@@ -202,7 +202,7 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         return record
     try:
         message = record.getMessage()
-    except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a log call's broken format or argument must not break logging)
+    except Exception as exc:  # noqa: BLE001  (boundary: a log call's broken format or argument must not break logging)
         # Kept as logging would keep it (its handler reports the error when it formats the record);
         # noted once: the handlers' filter sees the same record again.
         record._agentos_unformatted = True

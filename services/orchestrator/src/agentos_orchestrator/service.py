@@ -217,7 +217,7 @@ class Orchestrator:
                 next_tick = loop.time() + self.settings.tick_s
             try:
                 await self._decide_round(tick)
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: deciding outlives any failure)
+            except Exception as exc:  # boundary: deciding outlives any failure
                 log.exception("deciding failed; the state is read again from the log")
                 FAULTS.note("decide the goals (the state is read again)", exc, level=logging.DEBUG)  # logged above
                 self.rebuild = True
@@ -342,7 +342,7 @@ class Orchestrator:
             rounds = [[(known, [command])], *self.settle([known], freed=not known.active)]
         try:
             await self.execute(rounds, {})
-        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: ends a plan task; a failed publish set rebuild)
+        except Exception as exc:  # noqa: BLE001  (boundary: ends a plan task; a failed publish set rebuild)
             FAULTS.note("publish a goal's plan and what it leads to", exc)
 
     async def _make_plan(self, goal: Goal, reason: str | None) -> Command:
@@ -377,7 +377,7 @@ class Orchestrator:
         except PlanDenied as exc:  # the policy said no (or could not be asked) before a model call
             log.warning("planning %s denied: %s", goal.goal_id, exc)
             return fail(goal, time.time(), exc.code, str(exc))[0]
-        except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a planner that fails ends the goal, saying why)
+        except Exception as exc:  # noqa: BLE001  (boundary: a planner that fails ends the goal, saying why)
             log.warning("planning %s failed: %s", goal.goal_id, exc)
             return fail(goal, time.time(), "planner_failed", f"{type(exc).__name__}: {exc}")[0]
 

@@ -272,7 +272,7 @@ class Publisher:
                 batch.append(self.queue.get_nowait())
             try:
                 await self.bus.publish_many(batch)  # pipelined acks; a lost ack is retried with the same id
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the publisher outlives a failed batch)
+            except Exception as exc:  # boundary: the publisher outlives a failed batch
                 log.exception("policy: could not publish %d events", len(batch))
                 FAULTS.note("publish the policy's decisions", exc, level=logging.DEBUG)  # logged just above
             for _ in batch:

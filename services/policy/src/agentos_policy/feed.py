@@ -84,7 +84,7 @@ class Feed:
                     await self._fetch(self.psub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the feed outlives any failure; it resubscribes)
+            except Exception as exc:  # noqa: BLE001  (boundary: the feed outlives any failure; it resubscribes)
                 FAULTS.note("fold the log into the policy state (resubscribing)", exc)
                 await self._drop()
                 await asyncio.sleep(0.5)
@@ -107,7 +107,7 @@ class Feed:
                 await self.apply(await self.decider.bus.decode(msg.data, msg.headers))
             except codec.DecodeError:
                 pass
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: one event that cannot be folded stops nothing)
+            except Exception as exc:  # boundary: one event that cannot be folded stops nothing
                 log.exception("policy: could not fold %s", msg.subject)
                 FAULTS.note("fold one event into the policy state", exc, level=logging.DEBUG)  # logged just above
             if msg.metadata.num_pending == 0:

@@ -42,7 +42,7 @@ async def serve(
             else:
                 try:
                     reply = await handler(request)
-                except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the reply carries the error, logged)
+                except Exception as exc:  # noqa: BLE001  (boundary: the reply carries the error, logged)
                     reply = error_reply(_failure(subject, exc))
             if msg.reply:
                 await msg.respond(reply.model_dump_json().encode())

@@ -232,7 +232,7 @@ class PolicyService:
                 if n % 60 == 0:
                     await ledger.expire_reservations(self.pool, self.settings.policy_reservation_ttl_s)
                     self.decider.state.evict(time.time())
-            except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the tick outlives any failure)
+            except Exception as exc:  # boundary: the tick outlives any failure
                 # Counted every time; logged below (with its traceback), or every 10 s while Postgres is down.
                 FAULTS.note("the policy's tick (approvals, reload, reservations)", exc, level=logging.DEBUG)
                 if not postgres_down(exc):

@@ -290,7 +290,7 @@ async def _call_tool(
         # Secrets are resolved only now, after the policy saw their names; a kill switch pauses
         # (and, if it lands mid-call, re-runs) read-only tools. Outside actions are never re-run.
         return await control.run_paused(lambda: tool.run(ctx, resolve_secrets(args))), True, decision
-    except Exception as exc:  # noqa: BLE001, RUF100  (boundary: a failed tool call is the tool's result for the model)
+    except Exception as exc:  # noqa: BLE001  (boundary: a failed tool call is the tool's result for the model)
         FAULTS.note(f"run the tool {name}", exc)
         return f"ERROR: {name} failed: {type(exc).__name__}: {exc}"[:1000], False, decision
 
@@ -317,7 +317,7 @@ async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision:
     key = idempotency_key(ctx, tool.name, args)
     try:
         result, ok = await tool.run(ctx, resolve_secrets(args)), True
-    except Exception as exc:  # noqa: BLE001, RUF100  (boundary: the result, failed, is recorded as action.executed)
+    except Exception as exc:  # noqa: BLE001  (boundary: the result, failed, is recorded as action.executed)
         result, ok = f"ERROR: {tool.name} failed: {type(exc).__name__}: {exc}"[:1000], False
     outcome = "failed" if not ok else "duplicate" if result.startswith("already ") else "succeeded"
     data = ctx.event.data
