@@ -27,6 +27,7 @@ from agentos_kernel import Bus, BusUnavailable, KernelSettings, connect_nats
 from agentos_kernel.embedded import EmbeddedNats, EmbeddedPostgres
 from agentos_kernel.exceptions import ConfigError
 from agentos_kernel.grants import ADMIN
+from agentos_kernel.retry import Backoff
 from agentos_kernel.runtime import read_runtime, write_runtime
 from agentos_kernel.service import SUPERVISOR_ENV
 from agentos_kernel.tasks import cancel_and_wait
@@ -35,6 +36,8 @@ from rich.console import Console
 
 from agentos_cli.health import postgres_errors
 
+#: Pauses before a service that exited is started again (reset once one ran for 30 s).
+RESTART = Backoff(first_s=0.5, cap_s=30.0)
 _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"]
 
 
@@ -197,7 +200,7 @@ class Runtime:
         return env
 
     async def _supervise(self, name: str, colour: str) -> None:
-        delay = 0.5
+        failures = 0  # in a row: a service that ran 30 s before exiting starts the count again
         while not self._stopping:
             started = time.monotonic()
             out: IO[str] | None = None
@@ -223,9 +226,10 @@ class Runtime:
                 out.close()
             if self._stopping:
                 return
+            failures = 0 if time.monotonic() - started > 30 else failures + 1
+            delay = RESTART.delay(failures)
             self.console.print(f"[{colour}]{name:>15}[/] exited with {code}; restarting in {delay:.1f}s")
             await asyncio.sleep(delay)
-            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 30.0)
 
     async def _relay(self, name: str, colour: str, stream: asyncio.StreamReader) -> None:
         async for line in stream:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from agentos_kernel import Bus
 from agentos_kernel.consumer import DLQ_HEADERS
 from agentos_kernel.faults import FAULTS
+from agentos_kernel.guard import header_value
 from agentos_schemas import dlq_subject, new_event_id
 
 from agentos_gateway.auth import TokenBucket
@@ -36,14 +37,9 @@ _DROP_HEADERS = frozenset({"content-length", "host", "connection", "transfer-enc
 CODE, REASON, CONSUMER, SUBJECT_HDR, SEQ, DELIVERIES = DLQ_HEADERS
 
 
-def _header_safe(text: str, limit: int = 900) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
-        k: _header_safe(v)
+        k: header_value(v)
         for k, v in headers.items()
         if k.lower() not in _SECRET_HEADERS and k.lower() not in _DROP_HEADERS
     }
@@ -58,7 +54,7 @@ def _dead_letter_headers(
         {
             "Nats-Msg-Id": f"gateway:{new_event_id()}",
             CODE: code,
-            REASON: _header_safe(reason),
+            REASON: header_value(reason),
             CONSUMER: "gateway",
             SUBJECT_HDR: route,
             SEQ: "0",

@@ -34,12 +34,15 @@ from agentos_kernel.nats_connection import PermissionDenied, connect_nats
 from agentos_kernel.nul import parse_request
 from agentos_kernel.redact import redactor
 from agentos_kernel.replies import PubAck, Replies, pub_ack
+from agentos_kernel.retry import Backoff
 from agentos_kernel.settings import KernelSettings
 
 if TYPE_CHECKING:
     from agentos_schemas.events import EventData
 
 log = logging.getLogger("agentos.bus")
+#: Pauses between tries of a publish NATS did not acknowledge (same id each time), until publish_timeout_s.
+PUBLISH_RETRY = Backoff(first_s=0.05, cap_s=1.0)
 M = TypeVar("M", bound=BaseModel)
 
 OBJECT_REF_PREFIX = f"nats-object://{s.PAYLOADS_BUCKET}/"
@@ -247,8 +250,9 @@ class Bus:
             body, headers = await guard.dead_letter_copy(self.shredder.keys, body, headers, tenant=self.settings.tenant)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
-        delay = 0.05
+        attempt = 0
         while True:
+            delay = PUBLISH_RETRY.delay(attempt)
             try:
                 return pub_ack(await (await self.replies.publish(subject, body, headers)))
             except _TRANSIENT as exc:
@@ -257,7 +261,7 @@ class Bus:
                 if self.nc.is_closed or loop.time() + delay > deadline:
                     raise BusUnavailable(f"publish to {subject!r} not acknowledged: {exc!r}") from None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                attempt += 1
 
     async def publish_many(self, events: Iterable[Event[Any]], *, timeout: float = 10.0) -> int:
         """Publish with many acks in flight; returns how many.

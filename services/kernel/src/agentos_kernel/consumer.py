@@ -35,8 +35,10 @@ from agentos_kernel import control, identity, tracing
 from agentos_kernel.db import POSTGRES_DOWN_TYPES, postgres_down
 from agentos_kernel.exceptions import Reject, Retry
 from agentos_kernel.faults import FAULTS, contained
+from agentos_kernel.guard import header_value
 from agentos_kernel.identity import Claims, Seen
 from agentos_kernel.redact import redact
+from agentos_kernel.retry import HOLD
 
 if TYPE_CHECKING:
     from agentos_kernel.bus import Bus
@@ -53,11 +55,6 @@ DLQ_HEADERS = (
     "AgentOS-DLQ-Stream-Seq",
     "AgentOS-DLQ-Deliveries",
 )
-
-
-def _header_safe(text: str, limit: int = 900) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class Consumer:
@@ -339,7 +336,7 @@ class Consumer:
         A dependency outage holds it the same way (see the module docs)."""
         work = control.current_work()
         loop = asyncio.get_running_loop()
-        hold_until, pause = loop.time() + self.hold_unavailable_s, 0.5
+        hold_until, held = loop.time() + self.hold_unavailable_s, 0
         while True:
             if self.honour_halts:
                 await control.state().wait_clear(work)
@@ -353,11 +350,12 @@ class Consumer:
                 while key in control.state().halts:
                     await control.state().wait_change(timeout=5.0)
             except POSTGRES_DOWN_TYPES as exc:
+                pause = HOLD.delay(held)
                 if not postgres_down(exc) or loop.time() + pause > hold_until:
                     raise
                 log.warning("%s: %s: %r; held, trying again in %.1fs", self.durable, event.type, exc, pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+                held += 1
 
     async def _retry_or_dead_letter(self, msg: Msg, event: Event[Any], exc: Exception) -> None:
         delivered = msg.metadata.num_delivered or 1
@@ -387,7 +385,7 @@ class Consumer:
             {
                 "Nats-Msg-Id": f"{self.durable}:{seq}",
                 "AgentOS-DLQ-Code": code,
-                "AgentOS-DLQ-Reason": _header_safe(redact(reason)),
+                "AgentOS-DLQ-Reason": header_value(redact(reason)),
                 "AgentOS-DLQ-Consumer": self.durable,
                 "AgentOS-DLQ-Subject": msg.subject,
                 "AgentOS-DLQ-Stream-Seq": seq,

@@ -204,3 +204,10 @@ async def install_codecs(conn: Any) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_jsonb_param, decoder=_jsonb_result, format="binary"
     )
+
+
+def header_value(text: str, limit: int = 900) -> str:
+    """``text`` as a NATS header value: on one line (headers end at a line break), at most ``limit``
+    characters (cut with an ellipsis)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -55,6 +55,10 @@ class Backoff:
         return pause
 
 
+HOLD = Backoff(first_s=0.5, cap_s=10.0)
+"""Pauses of a consumer holding a message through an outage (Postgres down) before running it again."""
+
+
 def _fraction(key: str, attempt: int) -> float:
     digest = hashlib.blake2b(f"{key}\x1f{attempt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
