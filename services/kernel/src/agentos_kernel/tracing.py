@@ -6,20 +6,28 @@ import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentos_schemas import Event
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-_propagator = TraceContextTextMapPropagator()
+if TYPE_CHECKING:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 _configured = False
 _exporting = False
 _ids = RandomIdGenerator()
+
+
+@functools.cache
+def _propagator() -> TraceContextTextMapPropagator:
+    """The W3C propagator, built on first use: its module costs ~30 ms to import, which a CLI
+    command that only asks over request/reply never needs."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def setup(service: str) -> None:
@@ -28,6 +36,9 @@ def setup(service: str) -> None:
     if _configured:
         return
     _configured = True
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = TracerProvider(resource=Resource.create({"service.name": f"agentos-{service}"}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         try:
@@ -52,7 +63,7 @@ def tracer() -> trace.Tracer:
 def current_traceparent() -> tuple[str | None, str | None]:
     """(traceparent, tracestate) of the active span, for a new event."""
     carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
+    _propagator().inject(carrier)
     return carrier.get("traceparent"), carrier.get("tracestate")
 
 
@@ -86,7 +97,7 @@ def trace_id(traceparent: str | None) -> str | None:
 def consume_span(event: Event[Any], consumer: str) -> Iterator[trace.Span]:
     """A ``process`` span whose parent is the span that published ``event``."""
     carrier = {"traceparent": event.traceparent or "", "tracestate": event.tracestate or ""}
-    parent = _propagator.extract(carrier)
+    parent = _propagator().extract(carrier)
     if not _exporting:
         # Nothing records spans: give the handler a span id of its own in the producer's trace
         # (so what it publishes is a child hop), without building an SDK span that goes nowhere.
