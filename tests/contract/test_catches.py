@@ -6,15 +6,12 @@ what a place carries on after is contained by type (agentos_kernel.faults), logg
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from tests.kernel.test_no_swallowed_failures import _block, marked_boundary
+from tests.kernel.test_no_swallowed_failures import BROAD, SUPPRESSED, _block, marked_boundary
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [*sorted(ROOT.glob("services/*/src/**/*.py")), *sorted(ROOT.glob("schemas/src/**/*.py"))]
-BROAD = re.compile(r"except\b[^:\n]*\b(Base)?Exception\b|except\s*:")
-SUPPRESSED = re.compile(r"suppress\([^)]*\b(Base)?Exception\b")
 
 
 def test_no_broad_catch_outside_a_marked_boundary_and_nothing_suppressed() -> None:

@@ -11,8 +11,9 @@ the redactor: the CLI's commands start faster for it (``benchmarks/bench_cli_sta
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agentos_kernel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from agentos_kernel.bus import Bus
@@ -74,13 +75,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentos_kernel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentos_kernel.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

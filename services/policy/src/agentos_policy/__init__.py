@@ -6,16 +6,12 @@ The package's public surface is the service itself (`NAME`, `setup`, `main`, wha
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agentos_kernel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from agentos_policy.service import NAME, main, setup
 
 __all__ = ["NAME", "main", "setup"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'agentos_policy' has no attribute {name!r}")
-    return getattr(importlib.import_module("agentos_policy.service"), name)
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "service"))
