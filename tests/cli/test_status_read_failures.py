@@ -61,7 +61,7 @@ def report_with(services: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 async def test_health_records_that_cannot_be_listed_are_a_problem_not_none_reporting() -> None:
-    services, unreadable = await inspect_bus._health_records(FakeBus(KV({}, keys_error=nats.errors.TimeoutError())))
+    services, unreadable = await inspect_bus.health_records(FakeBus(KV({}, keys_error=nats.errors.TimeoutError())))
     assert services == [] and unreadable is not None and "TimeoutError" in unreadable
 
     report = report_with(services, services_unreadable=unreadable)
@@ -70,8 +70,8 @@ async def test_health_records_that_cannot_be_listed_are_a_problem_not_none_repor
 
 
 async def test_no_bucket_or_no_keys_is_nobody_reporting() -> None:
-    assert await inspect_bus._health_records(FakeBus(nats.js.errors.BucketNotFoundError())) == ([], None)
-    assert await inspect_bus._health_records(FakeBus(KV({}))) == ([], None)
+    assert await inspect_bus.health_records(FakeBus(nats.js.errors.BucketNotFoundError())) == ([], None)
+    assert await inspect_bus.health_records(FakeBus(KV({}))) == ([], None)
 
 
 async def test_a_record_that_cannot_be_read_is_an_unreadable_row_and_a_problem() -> None:
@@ -84,7 +84,7 @@ async def test_a_record_that_cannot_be_read_is_an_unreadable_row_and_a_problem()
             "memory.d": nats.js.errors.KeyDeletedError(),  # its instance stopped since the keys were listed
         }
     )
-    services, unreadable = await inspect_bus._health_records(FakeBus(kv))
+    services, unreadable = await inspect_bus.health_records(FakeBus(kv))
     assert unreadable is None
     by_service = {r["service"]: r for r in services}
     assert set(by_service) == {"ledger", "policy", "audit"}

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 
+# Written out rather than agentos_kernel.lazy.lazy_exports: importing the CLI must not import the
+# kernel (tests/cli/test_startup_imports.py).
 def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module 'agentos_cli' has no attribute {name!r}")

@@ -72,28 +72,24 @@ def rows(fleet: dict[str, Known], live: set[str], halts: list[Any]) -> list[dict
 
 
 async def live_instances(bus: Bus) -> set[str]:
-    """The specialist instances whose health report is fresh."""
-    import json
+    """The specialist instances whose health record is fresh (read as `agentos status` reads them);
+    health records that cannot be listed are an outage, not "no replica up"."""
     import time
 
-    import nats.js.errors
-    from agentos_schemas import subjects as s
+    from agentos_kernel.exceptions import Unavailable
 
-    try:
-        kv = await bus.js.key_value(s.HEALTH_BUCKET)
-        keys = await kv.keys()
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
-        return set()  # nobody reports health: no replica is up
-    live: set[str] = set()
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:  # expired meanwhile
-            continue
-        report = json.loads(entry.value or b"{}")
-        if report.get("service") == "specialist" and time.time() - float(report.get("ts") or 0) < FRESH_S:
-            live.add(str(report.get("instance", "")))
-    return live
+    from agentos_cli.inspect_bus import health_records
+
+    records, unreadable = await health_records(bus)
+    if unreadable is not None:
+        raise Unavailable("the health records (NATS)", unreadable)
+    return {
+        str(r.get("instance", ""))
+        for r in records
+        if r.get("service") == "specialist"
+        and r.get("status") != "unreadable"
+        and time.time() - float(r.get("ts") or 0) < FRESH_S
+    }
 
 
 async def collect(bus: Bus) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ async def collect_status(
     out = _empty_status(health.nats(bus.settings.nats_url, True, server))
     out["streams"], out["consumers"] = await _streams_and_consumers(bus)
     out["dead_letters"] = await _dead_letters(bus)
-    out["services"], unreadable = await _health_records(bus)
+    out["services"], unreadable = await health_records(bus)
     if unreadable:  # not "none reporting": whether they are healthy is unknown (a PROBLEM when judged)
         out["services_unreadable"] = unreadable
     out["held"] = held_work(out["services"])
@@ -103,7 +103,7 @@ async def unreachable_status(settings: KernelSettings, reason: str) -> dict[str,
     return out
 
 
-async def _health_records(bus: Bus) -> tuple[list[dict[str, Any]], str | None]:
+async def health_records(bus: Bus) -> tuple[list[dict[str, Any]], str | None]:
     """Every instance's health record, and why the records could not be listed, if they could not.
     A record that cannot be read is a row of status ``unreadable`` (a PROBLEM), never left out."""
     try:
