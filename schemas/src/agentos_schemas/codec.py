@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from pydantic import ValidationError
 
-from agentos_schemas.envelope import JSON, SPEC_VERSION, STRUCTURED_CONTENT_TYPE, Event, WireEvent
+from agentos_schemas.cespec import data_member
+from agentos_schemas.envelope import JSON, SPEC_VERSION, STRUCTURED_CONTENT_TYPE, Event, WireEvent, derived_event_id
+from agentos_schemas.subjects import is_foreign
 
 if TYPE_CHECKING:
     from agentos_schemas.events import EventData
@@ -49,16 +51,35 @@ def encode(event: Event[Any], data: bytes | None = None, *, dataref: str | None 
     attrs = event.attributes()
     if dataref is not None:
         attrs["dataref"] = dataref
-    else:
-        attrs["data"] = msgspec.Raw(data if data is not None else data_bytes(event.data))
+        return _encoder.encode(attrs)
+    if data is None:
+        data = event.raw_data if event.raw_data is not None else data_bytes(event.data)
+    if event.data_form == "json":
+        attrs["data"] = msgspec.Raw(data)
+    elif (member := data_member(data, event.data_form)) is not None:
+        attrs[member[0]] = member[1]
     return _encoder.encode(attrs)
+
+
+def payload_bytes(event: Event[Any]) -> bytes:
+    """The bytes the event's data is published as: as sent when the gateway took it in, else the
+    payload model's JSON."""
+    return event.raw_data if event.raw_data is not None else data_bytes(event.data)
+
+
+def message_id(event: Event[Any]) -> str:
+    """The JetStream de-duplication id: the event id, or for a foreign type (whose ids are unique
+    only per ``source``, as CloudEvents says) one derived from tenant, source and id."""
+    if is_foreign(event.type):
+        return derived_event_id("ingress.raw", event.tenant, event.source, event.id)
+    return event.id
 
 
 def headers_for(event: Event[Any]) -> dict[str, str]:
     """NATS headers: structured-mode marker, dedup id, and the routing attributes for cheap filtering."""
     headers = {
         "Content-Type": STRUCTURED_CONTENT_TYPE,
-        "Nats-Msg-Id": event.id,
+        "Nats-Msg-Id": message_id(event),
         "ce-type": event.type,
     }
     if event.traceparent:

@@ -105,10 +105,12 @@ class Event(Generic[D]):
         "causationid",
         "correlationid",
         "data",
+        "data_form",
         "datahash",
         "dataschema",
         "id",
         "principal",
+        "raw_data",
         "source",
         "subject",
         "tenant",
@@ -116,6 +118,7 @@ class Event(Generic[D]):
         "traceparent",
         "tracestate",
         "type",
+        "wire",
     )
 
     def __init__(
@@ -150,9 +153,18 @@ class Event(Generic[D]):
         self.tenant = tenant
         self.data = data
         self.datahash = datahash
+        self.wire: dict[str, msgspec.Raw] | None = None
+        """The attributes as an outside sender wrote them (each member's JSON text), for an event
+        the gateway took in: encoded as they came, with only ``tenant`` and ``principal`` set by AgentOS."""
+        self.raw_data: bytes | None = None
+        """The data bytes as sent (kept with unknown fields; text or binary for a foreign type)."""
+        self.data_form: str = "json"
+        """How ``raw_data`` is carried: ``json``, ``text`` (a JSON string) or ``base64`` (``data_base64``)."""
 
     def attributes(self) -> dict[str, Any]:
         """The CloudEvent attributes (everything but ``data``), without empty ones."""
+        if self.wire is not None:
+            return self._wire_attributes()
         attrs: dict[str, Any] = {}
         for name in _ATTRIBUTE_SLOTS:
             value = getattr(self, name)
@@ -162,11 +174,22 @@ class Event(Generic[D]):
         attrs["datacontenttype"] = JSON
         return attrs
 
+    def _wire_attributes(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = dict(self.wire or {})
+        attrs["tenant"] = self.tenant
+        if self.principal is not None:
+            attrs["principal"] = self.principal
+        for name in ("traceparent", "correlationid", "datahash"):  # what AgentOS may add, never replace
+            value = getattr(self, name)
+            if value is not None and name not in attrs:
+                attrs[name] = value
+        return attrs
+
     def __repr__(self) -> str:
         return f"Event(type={self.type!r}, id={self.id!r}, subject={self.subject!r})"
 
 
-_ATTRIBUTE_SLOTS = tuple(name for name in Event.__slots__ if name != "data")
+_ATTRIBUTE_SLOTS = tuple(name for name in Event.__slots__ if name not in ("data", "data_form", "raw_data", "wire"))
 
 
 def envelope_json_schema() -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Stream names and the subject naming rules, in one place.
 
 Durable events live under ``agentos.<tenant>.<domain>.<event>`` and are all captured by
-the ``AGENTOS_EVENTS`` stream. Dead letters live under ``dlq.agentos.<consumer>``, outside
-it, in ``AGENTOS_DLQ``. Nothing else may use the ``agentos.`` prefix, so request/reply
-traffic never lands in the immutable log.
+the ``AGENTOS_EVENTS`` stream; CloudEvents of foreign types (outside ``dev.agentos.``) that
+integrators send are kept verbatim in the same log under ``ingress.raw.<tenant>``. Dead
+letters live under ``dlq.agentos.<consumer>``, outside it, in ``AGENTOS_DLQ``. Nothing else may
+use the ``agentos.`` or ``ingress.raw.`` prefixes, so request/reply traffic never lands in the
+immutable log.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ HEALTH_BUCKET = "AGENTOS_HEALTH"
 LEASES_BUCKET = "AGENTOS_LEASES"
 """Which replica of a service acts on which partition (``agentos_kernel.ownership``)."""
 
-EVENTS_SUBJECTS = ("agentos.>",)
+RAW_PREFIX = "ingress.raw."
+EVENTS_SUBJECTS = ("agentos.>", RAW_PREFIX + ">")
 DLQ_SUBJECTS = ("dlq.agentos.>",)
 
 TYPE_PREFIX = "dev.agentos."
@@ -49,9 +52,22 @@ def parse_type(type_: str) -> tuple[str, str, int]:
     return m.group(1), m.group(2), int(m.group(3))
 
 
+def is_foreign(type_: str) -> bool:
+    """Whether a CloudEvent type is outside AgentOS's own namespace (``dev.agentos.``)."""
+    return not type_.startswith(TYPE_PREFIX)
+
+
+def raw_subject(tenant: str) -> str:
+    """Where a foreign-type CloudEvent of a tenant is kept: ``ingress.raw.<tenant>``."""
+    return RAW_PREFIX + check_token("tenant", tenant)
+
+
 @functools.lru_cache(maxsize=4096)
 def event_subject(tenant: str, type_: str) -> str:
-    """The NATS subject of an event, derived from its tenant and type."""
+    """The NATS subject of an event, derived from its tenant and type (a foreign type's is
+    :func:`raw_subject`)."""
+    if is_foreign(type_):
+        return raw_subject(tenant)
     domain, event, _ = parse_type(type_)
     return f"agentos.{check_token('tenant', tenant)}.{domain}.{event}"
 

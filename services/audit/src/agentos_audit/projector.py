@@ -27,6 +27,7 @@ from agentos_kernel.db import Connection
 from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.retry import Backoff
 from agentos_schemas import EVENTS_STREAM
+from agentos_schemas.subjects import EVENTS_SUBJECTS
 from asyncpg.pool import PoolConnectionProxy
 from nats.js import api
 
@@ -78,7 +79,7 @@ class Projector:
         self.bus, self.pool, self.schema, self.durable = bus, pool, sch.check_schema(schema), durable
         self.signer, self.batch, self.every, self.idle_s = signer, batch, checkpoint_every, checkpoint_idle_s
         self.batch_wait_s = batch_wait_s
-        self.dlq = Consumer(bus, durable, ["agentos.>"], self._unused)
+        self.dlq = Consumer(bus, durable, list(EVENTS_SUBJECTS), self._unused)
         self.status = status if status is not None else {}
         self.partitions = sch.Partitions(self.schema)
         self.head = sch.Head(0, bytes(32))
@@ -214,7 +215,7 @@ class Projector:
                 ack_wait=60.0,
                 max_deliver=-1,
                 max_ack_pending=self.batch * 4,
-                filter_subjects=["agentos.>"],
+                filter_subjects=list(EVENTS_SUBJECTS),
             ),
         )
         self._pull = await self._puller()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from agentos_kernel import ConfigError
 from agentos_kernel.service import ServiceContext, run_service
 from agentos_kernel.settings import KernelSettings
+from agentos_schemas.subjects import EVENTS_SUBJECTS
 
 from agentos_audit import rpc
 from agentos_audit.lifecycle import ensure_schema
@@ -21,7 +22,7 @@ from agentos_audit.signing import load_or_create
 
 NAME = "audit"
 DURABLE = "audit"
-FILTERS = ["agentos.>"]
+FILTERS = list(EVENTS_SUBJECTS)
 
 
 async def setup(ctx: ServiceContext) -> None:

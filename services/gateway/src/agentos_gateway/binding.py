@@ -1,88 +1,104 @@
-"""The CloudEvents HTTP binding: binary, structured and batch requests into validated typed events.
+"""The CloudEvents HTTP binding: binary, structured and batch requests into events to publish.
 
 - **structured**: ``Content-Type: application/cloudevents+json``, the whole event in the body.
 - **binary**: attributes in ``ce-*`` headers (percent-encoded, per the binding), ``Content-Type``
-  is the ``datacontenttype`` and must be JSON, the body is ``data``.
+  is the ``datacontenttype``, the body is the data, of any media type.
 - **batch**: ``Content-Type: application/cloudevents-batch+json``, a JSON array of structured
-  events. A batch is **all or nothing**: if any item is invalid none is published, and the
-  problem lists every bad item by index; a corrected batch can be resent as a whole, because
-  event ids make resending the good items harmless.
+  events. Each event is judged on its own: the valid ones are published, the answer says per
+  index which were accepted and why the others were refused (each refused one is dead-lettered).
 
-Validation is the catalogue's, through :mod:`agentos_schemas.codec`; a failure becomes a
-:class:`~agentos_gateway.problems.Problem` that says exactly what is wrong.
+Every event is first checked against the CloudEvents spec (:mod:`agentos_schemas.cespec`): what
+it forbids is a 400 naming the attribute. Then by its ``type``:
+
+- a catalogue type (``dev.agentos.…``) is validated against its payload model, as before;
+  a ``dev.agentos.`` type the catalogue does not know is refused (422 ``unknown_type``);
+- any other type is *foreign*: kept verbatim in the log under ``ingress.raw.<tenant>``, unless
+  the tenant refuses foreign types (422 ``foreign_type_refused``).
+
+Nothing of an accepted event is lost or changed: its attributes (extensions included, any JSON
+value) are published as they came, and its data byte for byte (JSON as sent, unknown fields
+kept; UTF-8 text as a string; anything else as ``data_base64``). AgentOS sets only ``tenant`` and
+``principal`` (who sent it, from the API key) and adds ``correlationid`` when it is absent.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import msgspec
-from agentos_schemas import Event, codec
+from agentos_schemas import CATALOGUE, Event, codec
+from agentos_schemas import cespec as spec
 from agentos_schemas.codec import DecodeError
-from agentos_schemas.subjects import NamingError, check_token
+from agentos_schemas.subjects import NamingError, check_token, is_foreign
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentos_gateway.problems import Problem
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
-REQUIRED = ("id", "source", "specversion", "type")
 MAX_BATCH = 1000
 
 Mode = Literal["binary", "structured", "batch"]
+media_type = spec.media_type
+is_json = spec.is_json
 _batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_time = msgspec.json.Decoder(dt.datetime)
+_encoder = msgspec.json.Encoder()
+
+
+class Foreign(BaseModel):
+    """The payload slot of a foreign-type event: its data is kept as bytes (``Event.raw_data``)."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 @dataclass
 class Incoming:
-    """The events of one request and the mode they came in."""
+    """The events of one request: those to publish (with their index in the request) and, in a
+    batch, the refused ones with their problem."""
 
     mode: Mode
     events: list[Event[Any]]
+    indexes: list[int] = field(default_factory=list[int])
+    refused: list[tuple[int, bytes, Problem]] = field(default_factory=list[tuple[int, bytes, Problem]])
 
 
-def media_type(content_type: str | None) -> str:
-    """``application/json; charset=utf-8`` -> ``application/json``."""
-    return (content_type or "").split(";", 1)[0].strip().lower()
+@dataclass(frozen=True)
+class Rules:
+    """What a request may carry: the size limit, the caller's tenant, and whether foreign
+    types are refused for it."""
+
+    max_event_bytes: int
+    tenant: str
+    refuse_foreign: frozenset[str] = frozenset()
+
+    def refuses(self, tenant: str) -> bool:
+        return "*" in self.refuse_foreign or tenant in self.refuse_foreign
 
 
-def is_json(ctype: str) -> bool:
-    """Whether a media type is JSON (``application/json`` or any ``+json``)."""
-    return ctype in ("application/json", "text/json") or ctype.endswith("+json")
-
-
-def parse(body: bytes, headers: Mapping[str, str], *, max_event_bytes: int, tenant: str) -> Incoming:
-    """Decode a ``POST /events`` request (headers with lower-case names) into validated events."""
+def parse(body: bytes, headers: Mapping[str, str], rules: Rules) -> Incoming:
+    """Decode a ``POST /events`` request (headers with lower-case names) into events."""
     ctype = media_type(headers.get("content-type"))
     if ctype == BATCH:
-        return Incoming("batch", parse_batch(body, max_event_bytes=max_event_bytes, tenant=tenant))
+        return parse_batch(body, rules)
     if ctype == STRUCTURED:
-        return Incoming("structured", [decode_one(body, None, max_event_bytes=max_event_bytes, tenant=tenant)])
+        return Incoming("structured", [one(body, None, rules)], [0])
     if any(name.startswith("ce-") for name in headers):
-        if ctype and not is_json(ctype):
-            raise Problem(
-                415,
-                "unsupported_media_type",
-                f"binary-mode data must be JSON (the catalogue's payloads are JSON objects); Content-Type is {ctype!r}",
-            )
-        ce = {k: unquote(v) for k, v in headers.items() if k.startswith("ce-")}
-        ce["ce-datacontenttype"] = ctype or "application/json"
-        missing = [f"ce-{a}" for a in REQUIRED if f"ce-{a}" not in ce]
-        if missing:
-            raise Problem(400, "missing_attributes", f"binary mode: missing required header(s) {', '.join(missing)}")
-        return Incoming("binary", [decode_one(body, ce, max_event_bytes=max_event_bytes, tenant=tenant)])
+        return Incoming("binary", [one(body, headers, rules)], [0])
     raise Problem(
         415,
         "unsupported_media_type",
         f"Content-Type {ctype or '(none)'!r} is not a CloudEvent: send "
-        f"{STRUCTURED} (structured), {BATCH} (batch), or binary mode (ce-* headers, JSON body)",
+        f"{STRUCTURED} (structured), {BATCH} (batch), or binary mode (ce-* headers)",
     )
 
 
-def parse_batch(body: bytes, *, max_event_bytes: int, tenant: str) -> list[Event[Any]]:
-    """A batch: every item valid, or a 422 listing each bad item."""
+def parse_batch(body: bytes, rules: Rules) -> Incoming:
+    """A batch: each item judged on its own (module docs)."""
     try:
         items = _batch_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -91,85 +107,115 @@ def parse_batch(body: bytes, *, max_event_bytes: int, tenant: str) -> list[Event
         raise Problem(400, "empty_batch", "the batch is an empty array")
     if len(items) > MAX_BATCH:
         raise Problem(413, "batch_too_large", f"{len(items)} events in one batch; at most {MAX_BATCH}")
-    events: list[Event[Any]] = []
-    errors: list[dict[str, Any]] = []
+    incoming = Incoming("batch", [])
     for index, raw in enumerate(items):
         try:
-            events.append(decode_one(bytes(raw), None, max_event_bytes=max_event_bytes, tenant=tenant))
+            incoming.events.append(one(bytes(raw), None, rules))
+            incoming.indexes.append(index)
         except Problem as p:
-            errors.append({"index": index, "status": p.status, "code": p.code, "detail": p.detail})
-    if errors:
+            incoming.refused.append((index, bytes(raw), p))
+    return incoming
+
+
+def one(body: bytes, headers: Mapping[str, str] | None, rules: Rules) -> Event[Any]:
+    """One structured event (``headers`` None) or one binary-mode event, checked and built."""
+    if len(body) > rules.max_event_bytes:
+        raise Problem(
+            413,
+            "event_too_large",
+            f"{len(body)} bytes is over the {rules.max_event_bytes}-byte limit of one event",
+        )
+    try:
+        parsed = spec.structured(body) if headers is None else spec.binary(headers, body)
+    except spec.SpecError as exc:
+        raise Problem(400, exc.code, exc.reason, attribute=exc.attribute) from None
+    if "dataref" in parsed.extensions:
         raise Problem(
             422,
-            "batch_rejected",
-            f"{len(errors)} of {len(items)} events are invalid; none was published (batches are all or nothing)",
-            errors=errors,
+            "dataref_refused",
+            "events sent to the gateway must carry their data inline (dataref is set by AgentOS itself)",
+            attribute="dataref",
         )
-    return events
-
-
-def decode_one(body: bytes, ce_headers: Mapping[str, str] | None, *, max_event_bytes: int, tenant: str) -> Event[Any]:
-    """One structured event (``ce_headers`` None) or one binary-mode event, validated."""
-    try:
-        wire = codec.decode_wire(body, ce_headers, max_bytes=max_event_bytes)
-        if wire.dataref is not None:
+    tenant = _tenant(parsed, rules.tenant)
+    if is_foreign(parsed.type):
+        if rules.refuses(tenant):
             raise Problem(
                 422,
-                "dataref_refused",
-                "events sent to the gateway must carry their data inline (dataref is set by AgentOS itself)",
+                "foreign_type_refused",
+                f"tenant {tenant!r} accepts only AgentOS's own event types (dev.agentos.…), not {parsed.type!r}",
+                attribute="type",
             )
-        ctype = media_type(wire.datacontenttype)
-        if ctype and not is_json(ctype):
-            raise Problem(415, "unsupported_media_type", f"datacontenttype {ctype!r} is not JSON")
-        raw = codec.inline_data(wire)
-        if raw is None:
-            raise Problem(422, "missing_data", f"event {wire.id!r} of type {wire.type!r} has no data")
-        event = codec.to_event(wire, raw)
-    except DecodeError as exc:
-        raise problem_for(exc, body, binary=ce_headers is not None) from None
-    event.tenant = wire.tenant or tenant
-    try:
-        check_token("tenant", event.tenant)
-    except NamingError as exc:
-        raise Problem(422, "invalid_tenant", str(exc)) from None
+        event = _foreign(parsed, tenant)
+    else:
+        event = _catalogued(parsed)
+    event.tenant = tenant
+    event.wire = parsed.members
+    event.raw_data = parsed.data if parsed.data is not None else b""
+    event.data_form = parsed.form
     return event
 
 
-def problem_for(exc: DecodeError, body: bytes, *, binary: bool) -> Problem:
-    """The HTTP problem for a codec failure, with the most precise diagnosis available."""
-    if exc.code == "oversized":
-        return Problem(413, "event_too_large", exc.reason)
-    if exc.code == "encoding":
-        return Problem(400, "invalid_encoding", exc.reason)
-    if exc.code == "unknown_type":
-        return Problem(422, "unknown_type", exc.reason)
-    if exc.code == "schema":
-        if binary and not _valid_json(body):
-            return Problem(400, "invalid_json", "binary-mode body is not valid JSON")
-        return Problem(422, "schema_invalid", exc.reason)
-    if exc.code == "claim_check":
-        return Problem(422, "claim_check", exc.reason)
-    return _diagnose_envelope(exc, body, binary=binary)
-
-
-def _diagnose_envelope(exc: DecodeError, body: bytes, *, binary: bool) -> Problem:
-    if binary:
-        return Problem(400, "invalid_attributes", exc.reason)
+def _tenant(parsed: spec.Parsed, default: str) -> str:
+    raw = parsed.extensions.get("tenant")
     try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        return Problem(400, "invalid_json", f"body is not valid JSON: {err}")
-    if not isinstance(doc, dict):
-        return Problem(400, "not_an_object", f"a structured CloudEvent is a JSON object, not {type(doc).__name__}")
-    missing = [a for a in REQUIRED if a not in doc]
-    if missing:
-        return Problem(400, "missing_attributes", f"missing required attribute(s): {', '.join(missing)}")
-    return Problem(400, "invalid_attributes", exc.reason)
+        tenant = default if raw is None else msgspec.json.decode(raw, type=str)
+        return check_token("tenant", tenant)
+    except (msgspec.ValidationError, NamingError) as exc:
+        raise Problem(422, "invalid_tenant", str(exc), attribute="tenant") from None
 
 
-def _valid_json(body: bytes) -> bool:
+def _foreign(parsed: spec.Parsed, tenant: str) -> Event[Any]:
+    attrs = parsed.attrs
+    when = _time.decode(_encoder.encode(attrs["time"])) if "time" in attrs else None
+    return Event(
+        data=Foreign(),
+        id=attrs["id"],
+        source=attrs["source"],
+        type=attrs["type"],
+        tenant=tenant,
+        subject=attrs.get("subject"),
+        time=when,
+        dataschema=attrs.get("dataschema"),
+    )
+
+
+def _catalogued(parsed: spec.Parsed) -> Event[Any]:
+    """A ``dev.agentos.`` event: a catalogue type, with JSON data its payload model accepts."""
+    cls = CATALOGUE.get(parsed.type)
+    if cls is None:
+        raise Problem(
+            422,
+            "unknown_type",
+            f"event type {parsed.type!r} is in AgentOS's namespace (dev.agentos.) but not in its catalogue",
+            attribute="type",
+        )
+    if parsed.data is None:
+        raise Problem(422, "missing_data", f"event {parsed.attrs['id']!r} of type {parsed.type!r} has no data")
+    if parsed.form != "json":
+        raise Problem(
+            422,
+            "data_not_json",
+            f"{parsed.type} data is a JSON object; datacontenttype {parsed.content_type!r} is not JSON",
+            attribute="datacontenttype",
+        )
+    _refuse_forbidden_fields(cls, parsed.data)
+    wire = {**parsed.members, "data": msgspec.Raw(parsed.data)}
     try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return False
-    return True
+        return codec.to_event(codec.decode_wire(_encoder.encode(wire), None, max_bytes=1 << 30), parsed.data)
+    except DecodeError as exc:
+        status = 422 if exc.code in ("schema", "claim_check", "unknown_type") else 400
+        raise Problem(status, "schema_invalid" if exc.code == "schema" else exc.code, exc.reason) from None
+
+
+def _refuse_forbidden_fields(cls: type[BaseModel], data: bytes) -> None:
+    """A payload model with ``extra="forbid"`` names the unknown fields; any other keeps them."""
+    if cls.model_config.get("extra") != "forbid":
+        return
+    try:
+        cls.model_validate_json(data)
+    except ValidationError as exc:
+        extra = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if extra:
+            raise Problem(
+                422, "unknown_fields", f"{cls.__name__} does not allow field(s) {', '.join(extra)}", attribute="data"
+            ) from None

@@ -28,6 +28,7 @@ from agentos_schemas.subjects import NamingError, parse_type
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agentos_gateway import binding
 from agentos_gateway import kv as buckets
 from agentos_gateway.auth import ApiKeys, Principal, presented_key
 from agentos_gateway.dlq import DeadLetters
@@ -139,6 +140,10 @@ class Gateway:
         """The default tenant."""
         return self.bus.settings.tenant
 
+    def rules(self, tenant: str) -> binding.Rules:
+        """What a CloudEvents request of this (default) tenant may carry."""
+        return binding.Rules(self.bus.settings.max_event_bytes, tenant, frozenset(self.settings.refuse_foreign_types))
+
     # -- the shared pipeline -------------------------------------------------------------------
     def principal(self, request: Request, action: str) -> Principal:
         """Authenticate the caller and check its role and rate for ``action``."""
@@ -199,20 +204,26 @@ class Gateway:
 
     async def reject(self, request: Request, body: bytes, problem: Problem, *, authenticated: bool = True) -> Response:
         """The problem response; a rejected payload is also dead-lettered."""
-        self.rejected += 1
         if isinstance(problem, BodyTooLarge):
             body = problem.partial
         if problem.dlq:
-            await self.dlq.record(
-                body,
-                dict(request.headers),
-                route=f"{request.method} {request.url.path}",
-                status=problem.status,
-                code=problem.code,
-                reason=problem.detail,
-                authenticated=authenticated,
-            )
+            await self.dead_letter(request, body, problem, authenticated=authenticated)
+        else:
+            self.rejected += 1
         return problem.response(instance=request.url.path)
+
+    async def dead_letter(self, request: Request, body: bytes, problem: Problem, *, authenticated: bool = True) -> None:
+        """Keep a refused payload (a whole request, or one event of a batch) in ``AGENTOS_DLQ``."""
+        self.rejected += 1
+        await self.dlq.record(
+            body,
+            dict(request.headers),
+            route=f"{request.method} {request.url.path}",
+            status=problem.status,
+            code=problem.code,
+            reason=problem.detail,
+            authenticated=authenticated,
+        )
 
     # -- publishing ----------------------------------------------------------------------------
     async def publish(self, events: list[Event[Any]]) -> list[dict[str, Any]]:

@@ -51,8 +51,11 @@ class Problem(Exception):
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
         dlq: bool = True,
+        attribute: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
+        self.attribute = attribute
+        """The CloudEvents attribute (or member) the problem is about, when there is one."""
         self.status = status
         self.code = code
         self.detail = detail
@@ -71,6 +74,8 @@ class Problem(Exception):
         }
         if instance:
             doc["instance"] = instance
+        if self.attribute is not None:
+            doc["attribute"] = self.attribute
         if self.errors:
             doc["errors"] = self.errors
         return doc

@@ -72,7 +72,9 @@ def map_body(
     a third party's webhook is not told the gateway's configuration)."""
     if mapping == CLOUDEVENT:
         headers = _as_cloudevent(body, headers)
-        incoming = binding.parse(body, headers, max_event_bytes=gw.bus.settings.max_event_bytes, tenant=tenant)
+        incoming = binding.parse(body, headers, gw.rules(tenant))
+        if incoming.refused:  # a signed delivery is redelivered whole: all of it, or none
+            raise _batch_refused(incoming)
         for event in incoming.events:
             event.principal = principal
         return CLOUDEVENT, incoming.events
@@ -160,30 +162,57 @@ async def _delivery(
 
 async def events(gw: Gateway, request: Request, dry_run: bool) -> Response:
     """The ``POST /events`` pipeline: API key, CloudEvents binding, tenant check, publish (202), or
-    with ``dry_run`` only validation (200)."""
+    with ``dry_run`` only validation (200). A batch is answered per event (``binding``)."""
 
     async def endpoint(body: bytes, who: Principal) -> Response:
         try:
-            incoming = binding.parse(
-                body,
-                request.headers,
-                max_event_bytes=gw.bus.settings.max_event_bytes,
-                tenant=who.tenant or gw.tenant,
-            )
+            incoming = binding.parse(body, request.headers, gw.rules(who.tenant or gw.tenant))
         except Problem as problem:
             problem.dlq = problem.dlq and not dry_run
             raise
         for event in incoming.events:
             check_tenant(who, event.tenant)
             event.principal = who.principal
+        if not incoming.events:
+            raise _batch_refused(incoming, dlq=not dry_run)
         if dry_run:
-            return json_response(
-                {"valid": True, "mode": incoming.mode, "events": [structured(e) for e in incoming.events]}
-            )
+            return json_response({"valid": True, "mode": incoming.mode, **_per_event(incoming, None)})
         results = await gw.publish(incoming.events)
-        return json_response({"accepted": len(results), "mode": incoming.mode, "events": results}, 202)
+        for _, item, problem in incoming.refused:
+            await gw.dead_letter(request, item, problem)
+        return json_response({"accepted": len(results), "mode": incoming.mode, **_per_event(incoming, results)}, 202)
 
     return await gw.handle(request, "events.write", endpoint)
+
+
+def _per_event(incoming: binding.Incoming, results: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The answer's ``events`` (in request order: each accepted one's id, or the refused one's
+    problem) and ``refused`` count."""
+    answers: dict[int, dict[str, Any]] = {}
+    for position, (index, event) in enumerate(zip(incoming.indexes, incoming.events, strict=True)):
+        answers[index] = {"index": index, **(structured(event) if results is None else results[position])}
+    for index, _, problem in incoming.refused:
+        answers[index] = _refusal(index, problem)
+    return {"refused": len(incoming.refused), "events": [answers[i] for i in sorted(answers)]}
+
+
+def _refusal(index: int, problem: Problem) -> dict[str, Any]:
+    out = {"index": index, "status": problem.status, "code": problem.code, "detail": problem.detail}
+    if problem.attribute is not None:
+        out["attribute"] = problem.attribute
+    return out
+
+
+def _batch_refused(incoming: binding.Incoming, *, dlq: bool = True) -> Problem:
+    bad = len(incoming.refused)
+    total = bad + len(incoming.events)
+    return Problem(
+        422,
+        "batch_rejected",
+        f"{bad} of {total} events are invalid; none was published",
+        errors=[_refusal(index, problem) for index, _, problem in incoming.refused],
+        dlq=dlq,
+    )
 
 
 def _map_for_key(gw: Gateway, source: str, body: bytes, request: Request, who: Principal, seed: str) -> Any:

@@ -97,6 +97,10 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     """Largest request body; a bigger one is refused with 413. Each event is further limited
     by ``AGENTOS_MAX_EVENT_BYTES``."""
+    refuse_foreign_types: tuple[str, ...] = ()
+    """Tenants that accept only AgentOS's own event types (``dev.agentos.…``) at ``POST /events``;
+    ``*`` for every tenant. Others' CloudEvents of foreign types are kept verbatim in the log
+    (``ingress.raw.<tenant>``)."""
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     """How long a response is kept for replay under its ``Idempotency-Key``."""
     mappings_dir: Path | None = None

@@ -32,7 +32,7 @@ from agentos_kernel.exceptions import BusUnavailable, ConfigError
 from agentos_kernel.faults import FAULTS, contained
 from agentos_kernel.nats_connection import PermissionDenied, connect_nats
 from agentos_kernel.nul import parse_request
-from agentos_kernel.redact import redactor
+from agentos_kernel.redact import redact_payload
 from agentos_kernel.replies import PubAck, Replies, pub_ack
 from agentos_kernel.retry import Backoff
 from agentos_kernel.settings import KernelSettings
@@ -199,9 +199,9 @@ class Bus:
     def _prepare_inline(self, event: Event[Any]) -> tuple[str, bytes, dict[str, str]] | tuple[None, bytes, None]:
         """Subject, body and headers of an event whose payload fits inline; for a payload over the
         claim-check threshold, ``(None, payload, None)`` so the caller stores it first."""
-        raw = codec.data_bytes(event.data)
+        raw = codec.payload_bytes(event)
         if self.settings.redact_events:  # personal data and secrets never enter the log
-            raw, _ = redactor().json_bytes(raw)
+            raw = redact_payload(raw, event.data_form)
         plan = shred.plan_for(event.type)
         if plan is not None:  # personal fields are sealed with the data subject's key, after redaction
             raw = self.shredder.seal(event, raw, plan)

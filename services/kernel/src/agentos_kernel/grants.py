@@ -232,6 +232,7 @@ SERVICE_USES: dict[str, Uses] = {
         ),  # operator and analyst endpoints
         raw=(
             "agentos.>",
+            "ingress.raw.>",  # foreign-type CloudEvents, kept verbatim
             "dlq.agentos.gateway",
             "$KV.AGENTOS_SUBJECT_KEYS.>",  # creates data subjects' keys for the personal fields it maps
             "$KV.AGENTOS_CONTROL.halt.>",

@@ -188,6 +188,18 @@ def redact(text: str) -> str:
     return redactor().redact(text)
 
 
+def redact_payload(raw: bytes, form: str = "json") -> bytes:
+    """An event's data bytes redacted in their form: JSON as JSON, text as text (the same bytes
+    when nothing is found); binary data (``base64``) cannot be read, and is kept as sent."""
+    if form == "json":
+        return redactor().json_bytes(raw)[0]
+    if form == "text":
+        text = raw.decode("utf-8")
+        cleaned = redactor().redact(text)
+        return raw if cleaned == text else cleaned.encode("utf-8")
+    return raw
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each log record's message (and exception text) with findings redacted."""
 
