@@ -16,12 +16,13 @@ from typing import Any, NamedTuple
 import msgspec
 from agentos_schemas import codec
 from agentos_schemas.envelope import WireEvent
+from agentos_schemas.subjects import is_foreign
 
 from agentos_audit.canonical import split_canonical
 from agentos_audit.classify import classify
 
 #: Bump when what a row holds is derived differently; `verify` then asks for a rebuild.
-PROJECTOR_VERSION = "1"
+PROJECTOR_VERSION = "2"
 
 COLUMNS = (
     "seq",
@@ -45,8 +46,16 @@ COLUMNS = (
     "tokens",
     "tags",
     "policy_version",
+    "datacontenttype",
+    "dataschema",
+    "extensions",
+    "data_base64",
     "data",
 )
+#: The envelope's own members and AgentOS's extensions (which have columns); every other
+#: attribute is an extension the sender set, kept in ``extensions``.
+_NOT_EXTENSIONS = frozenset(WireEvent.__struct_fields__) | {"data"}
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _TEXT_ATTRS = ("id", "source", "type", "subject", "tenant", "correlationid", "causationid", "principal", "traceparent")
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -75,6 +84,12 @@ class Row(NamedTuple):
     tokens: int
     tags: list[str]
     policy_version: str | None
+    datacontenttype: str | None
+    dataschema: str | None
+    extensions: str
+    """The sender's own extension attributes, as a JSON object (``{}`` when none)."""
+    data_base64: str | None
+    """Binary data as sent (``data`` is then ``null``)."""
     data: str
     """The payload's JSON text, as received (``\\u0000`` escapes, which jsonb refuses, become U+FFFD)."""
 
@@ -91,7 +106,8 @@ def open_envelope(raw: bytes, max_bytes: int) -> WireEvent | Rejection:
     body, headers = split_canonical(raw)
     try:
         wire = codec.decode_wire(body, headers, max_bytes=max_bytes)
-        codec.payload_class(wire)
+        if not is_foreign(wire.type):
+            codec.payload_class(wire)
     except codec.DecodeError as exc:
         return Rejection(exc.code, exc.reason)
     if b"\\u0000" in raw:  # a NUL in a decoded attribute was escaped in the JSON (bytes NULs do not decode)
@@ -197,9 +213,27 @@ def _validated(wire: WireEvent, payload: bytes) -> Any:
     return data
 
 
-def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) -> Row | Rejection:
-    """Validate the payload against the catalogue and derive the row."""
-    data = _validated(wire, payload)
+def extensions(raw: bytes) -> str:
+    """The sender's extension attributes of a stored message (its canonical bytes), as JSON text."""
+    body, headers = split_canonical(raw)
+    if headers is not None:
+        found = {k[3:]: msgspec.Raw(msgspec.json.encode(v)) for k, v in headers.items() if k[3:] not in _NOT_EXTENSIONS}
+    else:
+        found = {k: v for k, v in _members.decode(body).items() if k not in _NOT_EXTENSIONS}
+    return msgspec.json.encode(found).decode() if found else "{}"
+
+
+def foreign_payload(wire: WireEvent) -> bytes:
+    """What the ``data`` column holds of a foreign-type event: its data member's JSON text
+    (``null`` when it has none, or carries ``data_base64``)."""
+    raw = bytes(wire.data)
+    return raw if raw else b"null"
+
+
+def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime, raw: bytes = b"") -> Row | Rejection:
+    """Validate the payload against the catalogue (a foreign type's is kept as it came) and derive
+    the row; ``raw``, the canonical bytes, gives the sender's extension attributes."""
+    data = None if is_foreign(wire.type) else _validated(wire, payload)
     if isinstance(data, Rejection):
         return data
     text = payload.decode("utf-8")
@@ -232,6 +266,10 @@ def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime) ->
         a.tokens,
         classify(text),
         a.policy_version,
+        wire.datacontenttype,
+        wire.dataschema,
+        extensions(raw) if raw else "{}",
+        wire.data_base64,
         text,
     )
 
@@ -243,6 +281,7 @@ def comparable(values: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
     out[COLUMNS.index("cost_usd")] = float(values[COLUMNS.index("cost_usd")])
     for name in ("models", "tools", "tags"):
         out[COLUMNS.index(name)] = list(values[COLUMNS.index(name)] or [])
+    out[COLUMNS.index("extensions")] = msgspec.json.decode(values[COLUMNS.index("extensions")] or "{}")
     out[-1] = msgspec.json.decode(values[-1])
     return tuple(out)
 
@@ -255,6 +294,8 @@ __all__ = [
     "build_row",
     "comparable",
     "event_time",
+    "extensions",
+    "foreign_payload",
     "open_envelope",
     "trace_id",
 ]

@@ -61,6 +61,8 @@ async def write_jsonl(out: IO[bytes], rows: AsyncIterator[dict[str, Any]]) -> in
     n = 0
     async for record in rows:
         record["data"] = msgspec.Raw(record["data"].encode())
+        if isinstance(record.get("extensions"), str):
+            record["extensions"] = msgspec.Raw(record["extensions"].encode())
         out.write(_encoder.encode(record) + b"\n")
         n += 1
     return n

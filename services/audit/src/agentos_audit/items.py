@@ -10,9 +10,10 @@ from types import SimpleNamespace
 from agentos_kernel import Bus
 from agentos_schemas import codec
 from agentos_schemas.envelope import WireEvent
+from agentos_schemas.subjects import is_foreign
 
 from agentos_audit.canonical import canonical_bytes
-from agentos_audit.derive import Rejection, build_row, open_envelope
+from agentos_audit.derive import Rejection, build_row, foreign_payload, open_envelope
 from agentos_audit.logread import Stored
 from agentos_audit.writer import Item
 
@@ -38,13 +39,15 @@ def derive_inline(stored: Stored, max_bytes: int) -> Item | None:
     opened = open_envelope(raw, max_bytes)
     if not isinstance(opened, WireEvent):
         return Item(stored.seq, raw, opened)
+    if is_foreign(opened.type):  # kept as it came: its data is never claim-checked
+        return Item(stored.seq, raw, build_row(stored.seq, opened, foreign_payload(opened), stored.time, raw))
     try:
         payload = codec.inline_data(opened)
     except codec.DecodeError as exc:
         return Item(stored.seq, raw, Rejection(exc.code, exc.reason))
     if payload is None:
         return None
-    return Item(stored.seq, raw, build_row(stored.seq, opened, payload, stored.time))
+    return Item(stored.seq, raw, build_row(stored.seq, opened, payload, stored.time, raw))
 
 
 def derive_batch(batch: Sequence[Stored], max_bytes: int) -> list[Item | None]:
@@ -66,7 +69,7 @@ async def derive_item(bus: Bus, stored: Stored | None, seq: int) -> Item:
         payload = await bus.payload(opened)
     except codec.DecodeError as exc:
         return Item(seq, raw, Rejection(exc.code, exc.reason))
-    return Item(seq, raw, build_row(seq, opened, payload, stored.time))
+    return Item(seq, raw, build_row(seq, opened, payload, stored.time, raw))
 
 
 async def derive_range(

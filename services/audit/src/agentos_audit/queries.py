@@ -17,6 +17,7 @@ from agentos_schemas import CATALOGUE
 from agentos_audit.classify import PERSONAL
 from agentos_audit.schema import check_schema
 
+_SHORT_NAME = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 POLICY_NOTE = (
@@ -31,7 +32,7 @@ DECISION_COLUMNS = (
 )
 LIST_COLUMNS = (
     "seq, time, tenant, type, agent, goal_id, task_id, models, tools, cost_usd, tokens, tags, "
-    "policy_version, principal, id"
+    "policy_version, principal, id, source, subject, datacontenttype, extensions"
 )
 
 
@@ -51,8 +52,10 @@ def parse_when(text: str | None, now: dt.datetime | None = None) -> dt.datetime 
 
 
 def types_named(name: str) -> list[str]:
-    """Full CloudEvent types for ``task.completed`` (every version) or a full type as given."""
-    if name.startswith("dev."):
+    """Full CloudEvent types for a catalogue name like ``task.completed`` (every version); any other
+    name is a full type as given (``dev.agentos.task.completed.v1``, or a foreign type an integrator
+    sent, such as ``com.example.order.created``)."""
+    if not _SHORT_NAME.match(name):
         return [name]
     return sorted(t for t in CATALOGUE if t.startswith(f"dev.agentos.{name}.v"))
 

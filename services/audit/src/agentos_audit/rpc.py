@@ -121,8 +121,11 @@ async def trace_rows(conn: Any, schema: str, request: r.AuditTrace) -> tuple[lis
 
 
 def plain_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON-friendly values (times ISO 8601 UTC, arrays as lists)."""
-    return {k: list(v) if isinstance(v, list | tuple) else plain(v) for k, v in row.items()}
+    """A row as JSON-friendly values (times ISO 8601 UTC, arrays as lists, ``extensions`` an object)."""
+    out = {k: list(v) if isinstance(v, list | tuple) else plain(v) for k, v in row.items()}
+    if isinstance(extensions := out.get("extensions"), str):
+        out["extensions"] = json.loads(extensions)
+    return out
 
 
 def trace_reply(goal_id: str, rows: list[dict[str, Any]], truncated: bool) -> r.AuditTraceReply:

@@ -80,7 +80,15 @@ CREATE INDEX IF NOT EXISTS events_decision ON {schema}.events ((data->>'decision
 #: Every index of the projection (what a bulk load builds afterwards).
 INDEXES = _INDEXES_1 + _INDEXES_2
 
-MIGRATIONS = [TABLES + _INDEXES_1, _INDEXES_2]  # append-only: a shipped step is never edited
+# What a sender's CloudEvent carried besides AgentOS's own attributes (projector version 2).
+_ENVELOPE_COLUMNS = """
+ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS datacontenttype text,
+    ADD COLUMN IF NOT EXISTS dataschema text,
+    ADD COLUMN IF NOT EXISTS extensions jsonb NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS data_base64 text;
+"""
+
+MIGRATIONS = [TABLES + _INDEXES_1, _INDEXES_2, _ENVELOPE_COLUMNS]  # append-only: a shipped step is never edited
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 FIRST_MONTH, END_MONTH = (2000, 1), (2200, 1)
 
@@ -101,7 +109,9 @@ def check_schema(name: str) -> str:
 
 async def migrate_schema(pool: asyncpg.Pool, schema: str, *, indexes: bool = True) -> None:
     """Create or upgrade the schema (safe on every start); without ``indexes`` for a bulk rebuild."""
-    await migrate(pool, check_schema(schema), MIGRATIONS if indexes else [TABLES])
+    # A bulk rebuild creates the indexes afterwards (create_indexes): step 2 is then a no-op.
+    steps = MIGRATIONS if indexes else [TABLES, "SELECT 1", *MIGRATIONS[2:]]
+    await migrate(pool, check_schema(schema), steps)
 
 
 async def create_indexes(pool: asyncpg.Pool, schema: str) -> None:
