@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 import nats.errors
 from agentos_kernel import Bus
-from agentos_schemas import EVENTS_STREAM, new_event_id
+from agentos_kernel.replay import replay
+from agentos_schemas import EVENTS_STREAM, codec, new_event_id
 from agentos_schemas.events.ingress import TicketReceived
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
@@ -195,6 +196,15 @@ async def test_a_catalogue_event_keeps_unknown_fields_extensions_and_attributes_
     assert doc["data"]["deskcolour"] == "red"  # an unknown field is kept
     decoded = await gateway.bus.decode(msg.data, msg.headers)  # and the event is still its typed self
     assert isinstance(decoded.data, TicketReceived) and decoded.data.ticket_id == "77"
+    replayed: list[Any] = []
+    await replay(gateway.bus, [f"agentos.{gateway.tenant}.ticket.received"], replayed.append)
+    [again] = replayed  # read back from the log, its sender's extensions are still on it, and written again
+    assert {k: json.loads(bytes(v)) for k, v in (again.extensions or {}).items()} == {
+        "deskregion": "emea",
+        "deskshard": 4,
+    }
+    copy = json.loads(codec.encode(again))
+    assert (copy["deskregion"], copy["deskshard"]) == ("emea", 4)
 
 
 async def test_a_batch_is_answered_per_event(gateway: Running) -> None:

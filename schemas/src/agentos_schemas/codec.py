@@ -184,4 +184,28 @@ def decode(body: bytes, headers: Mapping[str, str] | None = None, *, max_bytes: 
     raw = inline_data(wire)
     if raw is None:
         raise DecodeError("claim_check", "event has no data and no resolvable dataref")
-    return to_event(wire, raw)
+    return keep_extensions(to_event(wire, raw), body, headers)
+
+
+_KNOWN_MEMBERS = frozenset(WireEvent.__struct_fields__) | {"data"}
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def extensions_of(body: bytes, headers: Mapping[str, str] | None = None) -> dict[str, msgspec.Raw]:
+    """The extension attributes of a stored event that are not AgentOS's own (binary mode: its
+    other ``ce-*`` headers), each one's JSON text."""
+    if headers is not None and "ce-specversion" in headers:
+        return {
+            k[3:]: msgspec.Raw(_encoder.encode(v))
+            for k, v in headers.items()
+            if k.startswith("ce-") and k[3:] not in _KNOWN_MEMBERS
+        }
+    return {k: v for k, v in _members.decode(body).items() if k not in _KNOWN_MEMBERS}
+
+
+def keep_extensions(event: Event[Any], body: bytes, headers: Mapping[str, str] | None = None) -> Event[Any]:
+    """``event`` with the sender's extension attributes of ``body`` (if any) kept on it."""
+    found = extensions_of(body, headers)
+    if found:
+        event.extensions = found
+    return event

@@ -108,6 +108,7 @@ class Event(Generic[D]):
         "data_form",
         "datahash",
         "dataschema",
+        "extensions",
         "id",
         "principal",
         "raw_data",
@@ -153,6 +154,9 @@ class Event(Generic[D]):
         self.tenant = tenant
         self.data = data
         self.datahash = datahash
+        self.extensions: dict[str, msgspec.Raw] | None = None
+        """Extension attributes the sender set besides AgentOS's own (each one's JSON text), kept
+        when the event is read from the log and written again (a replay's copy)."""
         self.wire: dict[str, msgspec.Raw] | None = None
         """The attributes as an outside sender wrote them (each member's JSON text), for an event
         the gateway took in: encoded as they came, with only ``tenant`` and ``principal`` set by AgentOS."""
@@ -172,6 +176,9 @@ class Event(Generic[D]):
                 attrs[name] = value
         attrs["specversion"] = SPEC_VERSION
         attrs["datacontenttype"] = JSON
+        if self.extensions:
+            for name, value in self.extensions.items():
+                attrs.setdefault(name, value)
         return attrs
 
     def _wire_attributes(self) -> dict[str, Any]:
@@ -189,7 +196,9 @@ class Event(Generic[D]):
         return f"Event(type={self.type!r}, id={self.id!r}, subject={self.subject!r})"
 
 
-_ATTRIBUTE_SLOTS = tuple(name for name in Event.__slots__ if name not in ("data", "data_form", "raw_data", "wire"))
+_ATTRIBUTE_SLOTS = tuple(
+    name for name in Event.__slots__ if name not in ("data", "data_form", "extensions", "raw_data", "wire")
+)
 
 
 def envelope_json_schema() -> dict[str, Any]:

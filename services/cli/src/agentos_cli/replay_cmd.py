@@ -136,6 +136,7 @@ async def _submit_copy(bus: Bus, submitted: Event[GoalSubmitted], sandbox_tenant
         correlationid=goal_id,
         principal=submitted.principal or "user:replay",
     )
+    event.extensions = submitted.extensions  # what its sender attached travels with the copy
     await bus.publish(event)
     return goal_id
 

@@ -340,7 +340,7 @@ class Bus:
     async def decode(self, body: bytes, headers: dict[str, str] | None) -> Event[Any]:
         wire = codec.decode_wire(body, headers, max_bytes=self.settings.max_event_bytes)
         codec.payload_class(wire)
-        event = codec.to_event(wire, await self.payload(wire))
+        event = codec.keep_extensions(codec.to_event(wire, await self.payload(wire)), body, headers)
         plan = shred.plan_for(event.type)
         if plan is not None:  # personal fields: decrypted, or "[ERASED]" once the key is destroyed
             event = await self.shredder.open(event, plan)
