@@ -6,13 +6,16 @@ as sent, unknown data fields, and non-JSON data byte for byte; batches answer pe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import sys
 from typing import Any
 
 import msgspec
 import nats.errors
-from agentos_kernel import Bus
+from agentos_kernel import Bus, KernelSettings
 from agentos_kernel.replay import replay
 from agentos_schemas import EVENTS_STREAM, codec, new_event_id
 from agentos_schemas.events.ingress import TicketReceived
@@ -245,3 +248,28 @@ async def test_events_written_by_the_official_sdk_are_accepted_in_both_modes(gat
     assert len(stored) == 1
     doc = json.loads(stored[0].data)
     assert (doc["shard"], doc["data"]) == ("7", {"hello": "world"})
+
+
+async def test_agentos_tail_shows_foreign_events(gateway: Running, settings: KernelSettings) -> None:
+    sent = base(subject="order/5", datacontenttype="text/plain", data="five mugs, gift-wrapped")
+    async with gateway.client() as http:
+        assert (await http.post("/events", headers=STRUCTURED, content=json.dumps(sent))).status_code == 202
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentos_cli",
+        "tail",
+        "--all",
+        "--idle-exit",
+        "1",
+        "--subject",
+        f"ingress.raw.{gateway.tenant}",
+        env={**env, "AGENTOS_NATS_URL": settings.nats_url or "", "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "com.example.order.created" in text and "five mugs, gift-wrapped" in text, text

@@ -154,17 +154,29 @@ def summarize(body: bytes, headers: dict[str, str] | None) -> tuple[str, str, st
         wire = codec.decode_wire(body, headers, max_bytes=8 << 20)
     except codec.DecodeError as exc:
         return "<undecodable>", "", "", exc.reason[:100]
-    data = ""
+    return wire.type, wire.subject or "", wire.correlationid or "", _short_data(wire)
+
+
+def _short_data(wire: Any) -> str:
+    """A line's worth of an event's data: a JSON object's plain fields, text as text, binary as
+    its size (and media type)."""
     raw = bytes(wire.data)
-    if raw:
-        with contextlib.suppress(msgspec.DecodeError):  # data that is not JSON is shown as no data
-            obj = msgspec.json.decode(raw)
-            if isinstance(obj, dict):
-                keep = {k: v for k, v in obj.items() if isinstance(v, str | int | float) and k != "goal_id"}
-                data = json.dumps(keep, ensure_ascii=False)[:160]
-    elif wire.dataref:
-        data = f"(claim check {wire.dataref})"
-    return wire.type, wire.subject or "", wire.correlationid or "", data
+    if wire.data_base64 is not None:
+        return f"({len(wire.data_base64) * 3 // 4} bytes of {wire.datacontenttype or 'binary data'})"
+    if wire.dataref:
+        return f"(claim check {wire.dataref})"
+    if not raw:
+        return ""
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # data that is not JSON is shown as no data
+        return ""
+    if isinstance(obj, str):
+        return json.dumps(obj[:160], ensure_ascii=False)
+    if isinstance(obj, dict):
+        keep = {k: v for k, v in obj.items() if isinstance(v, str | int | float) and k != "goal_id"}
+        return json.dumps(keep, ensure_ascii=False)[:160]
+    return ""
 
 
 async def tail(

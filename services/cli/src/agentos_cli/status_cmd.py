@@ -188,14 +188,16 @@ def status_notes(report: dict[str, Any]) -> list[str]:
 
 
 def tail(
-    subject: Annotated[str, typer.Option(help="Subject filter, e.g. agentos.acme.goal.*")] = "agentos.>",
+    subject: Annotated[
+        str, typer.Option(help="Subject filter, e.g. agentos.acme.goal.* or ingress.raw.acme (default: the whole log)")
+    ] = ">",
     from_start: Annotated[bool, typer.Option("--all", help="Start from the first event, not from now")] = False,
     dlq: Annotated[bool, typer.Option("--dlq", help="Follow the dead-letter stream instead")] = False,
     limit: Annotated[int | None, typer.Option(help="Stop after this many events")] = None,
     idle_exit: Annotated[float | None, typer.Option(help="Stop after this many idle seconds")] = None,
 ) -> None:
     """Follow the event log live."""
-    if dlq and subject == "agentos.>":
+    if dlq and subject == ">":
         subject = "dlq.agentos.>"
 
     async def go() -> None:
