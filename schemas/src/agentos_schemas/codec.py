@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from pydantic import ValidationError
 
-from agentos_schemas.cespec import data_member
-from agentos_schemas.envelope import JSON, SPEC_VERSION, STRUCTURED_CONTENT_TYPE, Event, WireEvent, derived_event_id
+from agentos_schemas.cespec import data_member, is_json
+from agentos_schemas.envelope import (
+    JSON,
+    SPEC_VERSION,
+    STRUCTURED_CONTENT_TYPE,
+    Event,
+    ForeignData,
+    WireEvent,
+    derived_event_id,
+)
 from agentos_schemas.subjects import is_foreign
 
 if TYPE_CHECKING:
@@ -149,6 +157,43 @@ def inline_data(wire: WireEvent) -> bytes | None:
     return None
 
 
+def foreign_event(wire: WireEvent, body: bytes) -> Event[ForeignData]:
+    """A foreign-type event as stored (structured mode): attributes as sent, data as its bytes."""
+    event: Event[ForeignData] = Event(
+        data=ForeignData(),
+        id=wire.id,
+        source=wire.source,
+        type=wire.type,
+        tenant=wire.tenant or "default",
+        subject=wire.subject,
+        time=wire.time,
+        dataschema=wire.dataschema,
+        traceparent=wire.traceparent,
+        correlationid=wire.correlationid,
+        causationid=wire.causationid,
+        principal=wire.principal,
+    )
+    members = _members.decode(body)
+    members.pop("data", None)
+    members.pop("data_base64", None)
+    event.wire = members
+    event.raw_data, event.data_form = foreign_data(wire)
+    return event
+
+
+def foreign_data(wire: WireEvent) -> tuple[bytes, str]:
+    """(data bytes, form) of a stored foreign-type event: its ``data_base64`` decoded, JSON data as
+    its text, a string of non-JSON data as the text's UTF-8."""
+    if wire.data_base64 is not None:
+        return base64.b64decode(wire.data_base64), "base64"
+    raw = bytes(wire.data)
+    if not raw or raw == b"null":
+        return b"", "none"
+    if is_json(wire.datacontenttype) or raw[:1] != b'"':
+        return raw, "json"
+    return msgspec.json.decode(raw, type=str).encode(), "text"
+
+
 def to_event(wire: WireEvent, raw: bytes) -> Event[Any]:
     """Validate ``raw`` against the payload class of ``wire.type`` and build the typed event."""
     cls = payload_class(wire)
@@ -181,6 +226,8 @@ def to_event(wire: WireEvent, raw: bytes) -> Event[Any]:
 def decode(body: bytes, headers: Mapping[str, str] | None = None, *, max_bytes: int = 1 << 20) -> Event[Any]:
     """Decode and validate an event that carries its data inline."""
     wire = decode_wire(body, headers, max_bytes=max_bytes)
+    if is_foreign(wire.type) and headers is None:
+        return foreign_event(wire, body)
     raw = inline_data(wire)
     if raw is None:
         raise DecodeError("claim_check", "event has no data and no resolvable dataref")

@@ -98,8 +98,24 @@ class WireEvent(Attributes, omit_defaults=True):
     data_base64: str | None = None
 
 
+class ForeignData(BaseModel):
+    """The payload of a foreign-type event (a CloudEvent type outside ``dev.agentos.``): nothing
+    typed; its data is the bytes it came with (:attr:`Event.raw_data`, in :attr:`Event.data_form`)."""
+
+    model_config = {"frozen": True}
+
+
 class Event(Generic[D]):
-    """A decoded CloudEvent whose ``data`` is a validated, typed payload."""
+    """A decoded CloudEvent whose ``data`` is a validated, typed payload.
+
+    What an outside sender wrote is kept with it: ``extensions`` (the extension attributes besides
+    AgentOS's own, each one's JSON text, kept when the event is read from the log and written
+    again, as a replay's copy is); for an event the gateway took in, ``wire`` (every attribute as
+    written, encoded as it came, with only ``tenant`` and ``principal`` set by AgentOS) and
+    ``raw_data`` (the data bytes as sent: unknown fields kept; text or binary for a foreign type),
+    carried as ``data_form`` says: ``json``, ``text`` (a JSON string), ``base64``
+    (``data_base64``) or ``none``.
+    """
 
     __slots__ = (
         "causationid",
@@ -155,15 +171,9 @@ class Event(Generic[D]):
         self.data = data
         self.datahash = datahash
         self.extensions: dict[str, msgspec.Raw] | None = None
-        """Extension attributes the sender set besides AgentOS's own (each one's JSON text), kept
-        when the event is read from the log and written again (a replay's copy)."""
         self.wire: dict[str, msgspec.Raw] | None = None
-        """The attributes as an outside sender wrote them (each member's JSON text), for an event
-        the gateway took in: encoded as they came, with only ``tenant`` and ``principal`` set by AgentOS."""
         self.raw_data: bytes | None = None
-        """The data bytes as sent (kept with unknown fields; text or binary for a foreign type)."""
         self.data_form: str = "json"
-        """How ``raw_data`` is carried: ``json``, ``text`` (a JSON string) or ``base64`` (``data_base64``)."""
 
     def attributes(self) -> dict[str, Any]:
         """The CloudEvent attributes (everything but ``data``), without empty ones."""

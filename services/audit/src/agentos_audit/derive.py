@@ -230,15 +230,21 @@ def foreign_payload(wire: WireEvent) -> bytes:
     return raw if raw else b"null"
 
 
+def _jsonb_text(payload: bytes) -> str:
+    """The payload's JSON text as jsonb takes it (``\\u0000`` escapes become U+FFFD)."""
+    text = payload.decode("utf-8")
+    if "\\u0000" in text:
+        text = _NUL_ESCAPE.sub("\\1\\\\ufffd", text)
+    return text
+
+
 def build_row(seq: int, wire: WireEvent, payload: bytes, stored: dt.datetime, raw: bytes = b"") -> Row | Rejection:
     """Validate the payload against the catalogue (a foreign type's is kept as it came) and derive
     the row; ``raw``, the canonical bytes, gives the sender's extension attributes."""
     data = None if is_foreign(wire.type) else _validated(wire, payload)
     if isinstance(data, Rejection):
         return data
-    text = payload.decode("utf-8")
-    if "\\u0000" in text:
-        text = _NUL_ESCAPE.sub("\\1\\\\ufffd", text)
+    text = _jsonb_text(payload)
     a = _analyse(data)
     principal = wire.principal
     agent = a.agent

@@ -32,8 +32,9 @@ import msgspec
 from agentos_schemas import CATALOGUE, Event, codec
 from agentos_schemas import cespec as spec
 from agentos_schemas.codec import DecodeError
+from agentos_schemas.envelope import ForeignData
 from agentos_schemas.subjects import NamingError, check_token, is_foreign
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agentos_gateway.problems import Problem
 
@@ -48,12 +49,6 @@ _batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _time = msgspec.json.Decoder(dt.datetime)
 _encoder = msgspec.json.Encoder()
-
-
-class Foreign(BaseModel):
-    """The payload slot of a foreign-type event: its data is kept as bytes (``Event.raw_data``)."""
-
-    model_config = ConfigDict(frozen=True)
 
 
 @dataclass
@@ -155,6 +150,11 @@ def one(body: bytes, headers: Mapping[str, str] | None, rules: Rules) -> Event[A
     return event
 
 
+def encode(event: Event[Any]) -> bytes:
+    """An event as the structured JSON the log would keep (what a refused batch item is kept as)."""
+    return codec.encode(event)
+
+
 def _tenant(parsed: spec.Parsed, default: str) -> str:
     raw = parsed.extensions.get("tenant")
     try:
@@ -168,7 +168,7 @@ def _foreign(parsed: spec.Parsed, tenant: str) -> Event[Any]:
     attrs = parsed.attrs
     when = _time.decode(_encoder.encode(attrs["time"])) if "time" in attrs else None
     return Event(
-        data=Foreign(),
+        data=ForeignData(),
         id=attrs["id"],
         source=attrs["source"],
         type=attrs["type"],

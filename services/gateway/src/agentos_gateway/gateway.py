@@ -34,7 +34,7 @@ from agentos_gateway.auth import ApiKeys, Principal, presented_key
 from agentos_gateway.dlq import DeadLetters
 from agentos_gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from agentos_gateway.idempotency import Idempotency, check_key
-from agentos_gateway.mapping import SHIPPED_DIR, Mapping, load_mappings
+from agentos_gateway.mapping import SHIPPED_DIR, Mapping, load_mappings, subscribers
 from agentos_gateway.problems import Problem, bus_unavailable, nul_character
 from agentos_gateway.settings import GatewaySettings
 from agentos_gateway.webhooks import ReplayGuard, Verifier
@@ -108,6 +108,8 @@ class Gateway:
         self.keys = ApiKeys(settings)
         self.dlq = DeadLetters(bus)
         self.mappings: dict[str, Mapping] = load_mappings([SHIPPED_DIR, settings.mappings_dir])
+        self.subscribed = subscribers(self.mappings)
+        """The mapping each foreign CloudEvents type triggers (``agentos_gateway.triggers``)."""
         self.verifiers = {
             name: Verifier(name, cfg, settings.webhook_tolerance_s) for name, cfg in settings.webhooks.items()
         }

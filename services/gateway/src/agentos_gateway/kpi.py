@@ -4,7 +4,8 @@ A rule file (``AGENTOS_GATEWAY_KPI_RULES``, a YAML file or a folder of them)::
 
     rules:
       - name: refund-spike
-        event: refund.recorded          # the event type it watches
+        event: refund.recorded          # the event type it watches: a catalogue name, or a foreign
+                                        # CloudEvents type integrators send (com.example.order.created)
         measure: count                  # or sum:<payload field>, e.g. sum:amount
         where: {currency: USD}          # optional: payload fields that must be equal
         window: 1h                      # tumbling windows (s, m, h, d), aligned to the epoch
@@ -28,14 +29,17 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 from agentos_schemas import Event
+from agentos_schemas.subjects import is_foreign
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentos_gateway.mapping import catalogue_type
 from agentos_gateway.schedules import GoalSpec
 from agentos_gateway.templates import resolve
 
+_SHORT_NAME = re.compile(r"^[a-z_]+\.[a-z_]+$")  # a catalogue name: refund.recorded
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -67,6 +71,8 @@ class KpiRule(BaseModel):
     @field_validator("event")
     @classmethod
     def _event_type(cls, value: str) -> str:
+        if not _SHORT_NAME.match(value) and is_foreign(value):
+            return value  # a foreign type an integrator sends (kept under ingress.raw.<tenant>)
         return catalogue_type(value).ce_type()
 
     @field_validator("measure")
@@ -93,20 +99,28 @@ class KpiRule(BaseModel):
             return False
         if not self.where:
             return True
-        payload = event.data.model_dump(mode="json")
+        payload = payload_of(event)
         return all(resolve(payload, path) == value for path, value in self.where.items())
 
     def amount(self, event: Event[Any]) -> float:
         """What ``event`` adds to its window: 1 for ``count``, the field for ``sum:<field>``."""
         if self.measure == "count":
             return 1.0
-        value = resolve(event.data.model_dump(mode="json"), self.measure[4:])
+        value = resolve(payload_of(event), self.measure[4:])
         return float(value) if isinstance(value, int | float) else 0.0
 
     def window_start(self, when: dt.datetime) -> dt.datetime:
         """Start of the window holding ``when``."""
         seconds = int((when - _EPOCH).total_seconds())
         return _EPOCH + dt.timedelta(seconds=seconds - seconds % self.window_s)
+
+
+def payload_of(event: Event[Any]) -> Any:
+    """The data a rule reads: the payload's fields, or a foreign event's JSON data as sent (text
+    and binary data have no fields: ``None``)."""
+    if event.raw_data is not None and is_foreign(event.type):
+        return msgspec.json.decode(event.raw_data) if event.data_form == "json" and event.raw_data else None
+    return event.data.model_dump(mode="json")
 
 
 def streak(rule: KpiRule, crossed: dt.datetime, values: dict[dt.datetime, float]) -> list[dt.datetime] | None:

@@ -26,7 +26,7 @@ from agentos_kernel.consumer import Consumer
 from agentos_kernel.db import Connection, first_time, migrate
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events.ingress import KpiTriggered, KpiWindow
-from agentos_schemas.subjects import parse_type
+from agentos_schemas.subjects import RAW_PREFIX, is_foreign, parse_type
 
 from agentos_gateway.kpi import KpiRule, streak
 
@@ -63,6 +63,9 @@ class KpiEngine:
         """Subjects of the watched event types (every tenant)."""
         subjects = set()
         for rule in self.rules:
+            if is_foreign(rule.event):
+                subjects.add(f"{RAW_PREFIX}{rule.tenant or '*'}")
+                continue
             domain, name, _ = parse_type(rule.event)
             subjects.add(f"agentos.{rule.tenant or '*'}.{domain}.{name}")
         return sorted(subjects)

@@ -107,6 +107,10 @@ class MappingSpec(BaseModel):
     description: str = ""
     event_id: str | None = None
     time: str | None = None
+    cloudevents: tuple[str, ...] = ()
+    """Foreign CloudEvents types this mapping also subscribes to: such an event sent to
+    ``POST /events`` is kept as it came and mapped too (the payload is the structured event:
+    ``type``, ``source``, ``subject``, its extensions and ``data``)."""
     rules: tuple[RuleSpec, ...] = Field(min_length=1)
 
 
@@ -233,6 +237,17 @@ def _time(value: Any) -> dt.datetime | None:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return None
+
+
+def subscribers(mappings: dict[str, Mapping]) -> dict[str, Mapping]:
+    """The mapping subscribed to each foreign CloudEvents type (one per type)."""
+    found: dict[str, Mapping] = {}
+    for name, mapping in sorted(mappings.items()):
+        for type_ in mapping.spec.cloudevents:
+            if type_ in found:
+                raise ValueError(f"mappings {found[type_].source!r} and {name!r} both subscribe to {type_!r}")
+            found[type_] = mapping
+    return found
 
 
 def is_cloudevent(payload: Any) -> bool:

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentos_gateway import binding, handshake
+from agentos_gateway import binding, handshake, triggers
 from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.gateway import Gateway, json_response, structured
 from agentos_gateway.mapping import CLOUDEVENT, MappingError, matching
@@ -173,16 +173,44 @@ async def events(gw: Gateway, request: Request, dry_run: bool) -> Response:
         for event in incoming.events:
             check_tenant(who, event.tenant)
             event.principal = who.principal
+        caused = _triggers(gw, incoming)
         if not incoming.events:
             raise _batch_refused(incoming, dlq=not dry_run)
         if dry_run:
             return json_response({"valid": True, "mode": incoming.mode, **_per_event(incoming, None)})
-        results = await gw.publish(incoming.events)
+        results = await gw.publish(incoming.events + [e for _, mapped in caused for e in mapped])
         for _, item, problem in incoming.refused:
             await gw.dead_letter(request, item, problem)
-        return json_response({"accepted": len(results), "mode": incoming.mode, **_per_event(incoming, results)}, 202)
+        answer = {"accepted": len(incoming.events), "mode": incoming.mode, **_per_event(incoming, results)}
+        if caused:
+            answer["triggered"] = [
+                {"mapping": source, "cause": e.causationid, "id": e.id, "type": e.type}
+                for source, m in caused
+                for e in m
+            ]
+        return json_response(answer, 202)
 
     return await gw.handle(request, "events.write", endpoint)
+
+
+def _triggers(gw: Gateway, incoming: binding.Incoming) -> list[tuple[str, list[Any]]]:
+    """The events the request's foreign events trigger through the mappings subscribed to their
+    types; in a batch, one whose mapping refuses it is refused alone (a single event: the 422)."""
+    if not gw.subscribed:
+        return []
+    if incoming.mode != "batch":
+        return triggers.triggered(gw.subscribed, incoming.events)
+    caused: list[tuple[str, list[Any]]] = []
+    kept: list[tuple[int, Any]] = []
+    for index, event in zip(incoming.indexes, incoming.events, strict=True):
+        try:
+            caused += triggers.triggered(gw.subscribed, [event])
+        except Problem as problem:
+            incoming.refused.append((index, binding.encode(event), problem))
+            continue
+        kept.append((index, event))
+    incoming.indexes, incoming.events = [i for i, _ in kept], [e for _, e in kept]
+    return caused
 
 
 def _per_event(incoming: binding.Incoming, results: list[dict[str, Any]] | None) -> dict[str, Any]:

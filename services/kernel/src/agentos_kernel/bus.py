@@ -22,6 +22,7 @@ import nats.js.errors
 from agentos_schemas import Event, codec, event_subject
 from agentos_schemas import subjects as s
 from agentos_schemas.envelope import WireEvent
+from agentos_schemas.subjects import is_foreign
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
@@ -339,6 +340,8 @@ class Bus:
 
     async def decode(self, body: bytes, headers: dict[str, str] | None) -> Event[Any]:
         wire = codec.decode_wire(body, headers, max_bytes=self.settings.max_event_bytes)
+        if is_foreign(wire.type) and "ce-specversion" not in (headers or {}):
+            return codec.foreign_event(wire, body)  # an integrator's own type: attributes and data as sent
         codec.payload_class(wire)
         event = codec.keep_extensions(codec.to_event(wire, await self.payload(wire)), body, headers)
         plan = shred.plan_for(event.type)
