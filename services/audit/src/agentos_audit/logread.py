@@ -115,10 +115,18 @@ class _Pull:
 
 
 async def read_log(
-    js: JetStreamContext, start: int, end: int, *, batch: int = 1024, depth: int = 2, stall_s: float = 30.0
+    js: JetStreamContext,
+    start: int,
+    end: int,
+    *,
+    batch: int = 1024,
+    depth: int = 2,
+    stall_s: float = 30.0,
+    subject: str | None = None,
 ) -> AsyncIterator[list[Stored]]:
-    """Batches of stored messages with ``start <= seq <= end``, in sequence order (sequences the
-    stream no longer holds are skipped). No acks: an ephemeral, in-memory consumer.
+    """Batches of stored messages with ``start <= seq <= end`` (only those on ``subject``, if
+    given), in sequence order (sequences the stream no longer holds are skipped). No acks: an
+    ephemeral, in-memory consumer.
 
     The consumer is pulled directly: ``depth`` pull requests of ``batch`` messages are kept ahead
     of the caller, and the messages land on a core subscription whose callback turns each into a
@@ -131,7 +139,7 @@ async def read_log(
     if end < start:
         return
     nc = js._nc  # the connection the context was made from (nats-py has no public accessor)
-    info, pull = await _consumer(js, start, end, batch)
+    info, pull = await _consumer(js, start, end, batch, subject)
     subject = f"{getattr(js, '_prefix', api.DEFAULT_PREFIX)}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
     sub = await nc.subscribe(nc.new_inbox(), cb=pull.on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
 
@@ -156,9 +164,12 @@ async def read_log(
             await js.delete_consumer(EVENTS_STREAM, info.name)
 
 
-async def _consumer(js: JetStreamContext, start: int, end: int, batch: int) -> tuple[api.ConsumerInfo, _Pull]:
+async def _consumer(
+    js: JetStreamContext, start: int, end: int, batch: int, subject: str | None = None
+) -> tuple[api.ConsumerInfo, _Pull]:
     """An ephemeral, in-memory consumer from ``start`` without acks, and the reader of its messages."""
     config = api.ConsumerConfig(
+        filter_subject=subject,
         ack_policy=api.AckPolicy.NONE,
         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(start, 1),
