@@ -177,6 +177,18 @@ def load_or_create(key_file: Path) -> Signer:
     return signer
 
 
+def load_private(key_file: Path) -> Signer:
+    """The signer of an existing key file (an error naming the file when there is none)."""
+    from agentos_kernel.exceptions import ConfigError
+
+    if not key_file.exists():
+        raise ConfigError(f"no audit signing key at {key_file} (AGENTOS_AUDIT_KEY_FILE): the audit service makes it")
+    private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise ConfigError(f"{key_file} does not hold an Ed25519 private key")
+    return Signer(private)
+
+
 def load_public(path: Path) -> Ed25519PublicKey:
     """A trusted public key from a PEM file (the exported ``.pub``, or the private key file itself)."""
     data = path.read_bytes()
@@ -210,6 +222,7 @@ __all__ = [
     "checkpoint_text",
     "key_id",
     "load_or_create",
+    "load_private",
     "load_public",
     "note_key_id",
     "open_note",
