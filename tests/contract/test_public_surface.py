@@ -58,8 +58,8 @@ SURFACE = {
     ],
     "agentos_memory": ["MemoryService", "NAME", "main", "setup"],
     "agentos_verify": [
-        "PROOF_FORMAT",
         "Checkpoint",
+        "PROOF_FORMAT",
         "VerificationError",
         "Verifier",
         "check",

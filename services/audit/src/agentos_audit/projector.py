@@ -92,7 +92,6 @@ class Projector:
             if signer is not None
             else None
         )
-        """Signs and publishes the tree's checkpoints (None: this projector signs none)."""
         self.partitions = sch.Partitions(self.schema)
         self.head = sch.Head(0, bytes(32))
         self.stream_created = ""

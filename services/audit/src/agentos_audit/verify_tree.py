@@ -103,9 +103,8 @@ class TreeCheck:
     def _one(self, c: Claim, held: dict[int | None, str], add: Add) -> bool:
         assert self.public is not None
         note = open_note(self.public, c.note)
-        size = note.size if note is not None else c.size or 1
-        last, end = self.base + size - 1, self.base + self.pg.size - 1
         if note is None or note.size != c.size or (c.root is not None and c.root != note.root):
+            last = self.base + (c.size or 1) - 1
             add(
                 "forged_checkpoint",
                 last,
@@ -113,44 +112,47 @@ class TreeCheck:
                 f"the {c.label()} (tree size {c.size}) is not validly signed by the trusted key",
             )
             return False
-        if note.size > self.pg.size:
+        if not self._agrees(c, note.size, note.root, add):
+            return False
+        if c.where != "postgres" and held.get(note.size) != c.note:
+            at = c.at if c.where == "log" else self.base + note.size - 1
+            add("deleted", at, "checkpoints", f"the {c.label()} (tree size {note.size}) is missing from Postgres")
+        return True
+
+    def _agrees(self, c: Claim, size: int, root: bytes, add: Add) -> bool:
+        """Whether a validly signed checkpoint's tree is the log's (and the chain reaches it)."""
+        last, end = self.base + size - 1, self.base + self.pg.size - 1
+        if size > self.pg.size:
             add(
                 "deleted",
                 end + 1,
                 "chain",
-                f"the {c.label()} covers {note.size} entries (up to seq {last}), but the "
+                f"the {c.label()} covers {size} entries (up to seq {last}), but the "
                 f"chain ends at seq {end}: rows from seq {end + 1} on were deleted",
             )
             return False
-        if note.size not in self.roots:
+        if size not in self.roots:
             return False  # the walk stopped before it (the divergence limit)
-        log_root, pg_root = self.roots[note.size]
-        if note.root != log_root:
-            if note.root == pg_root:
-                self.vouched.append(note.size)
-                add(
-                    "modified",
-                    last,
-                    "stream",
-                    f"the log's tree of {note.size} entries is not the one the {c.label()} "
-                    "signs, which the chain matches: the stream was changed",
-                )
-            else:
-                add(
-                    "forged_checkpoint",
-                    last,
-                    c.where,
-                    f"the {c.label()} is validly signed but its root is not the log's tree of {note.size} entries",
-                )
-            return False
-        if c.where != "postgres" and held.get(note.size) != c.note:
+        log_root, pg_root = self.roots[size]
+        if root == log_root:
+            return True
+        if root == pg_root:
+            self.vouched.append(size)
             add(
-                "deleted",
-                c.at if c.where == "log" else last,
-                "checkpoints",
-                f"the {c.label()} (tree size {note.size}) is missing from Postgres",
+                "modified",
+                last,
+                "stream",
+                f"the log's tree of {size} entries is not the one the {c.label()} "
+                "signs, which the chain matches: the stream was changed",
             )
-        return True
+        else:
+            add(
+                "forged_checkpoint",
+                last,
+                c.where,
+                f"the {c.label()} is validly signed but its root is not the log's tree of {size} entries",
+            )
+        return False
 
 
 async def stored_nodes(conn: Any, schema: str) -> AsyncIterator[tuple[int, int, bytes]]:

@@ -88,7 +88,6 @@ async def write_batch(
     await partitions.ensure(conn, [i.outcome.time for i in items if isinstance(i.outcome, Row)])
     async with conn.transaction():
         ids = [i.outcome.id for i in items if isinstance(i.outcome, Row)]
-        # One round trip: the chain head (the batch must follow it) and the ids already projected.
         found = await conn.fetchrow(
             f"SELECT h.seq, h.hash, ARRAY(SELECT event_id FROM {schema}.chain WHERE kind = 'event' "
             "AND event_id = ANY($1::text[])) AS known FROM (SELECT 1) AS one "

@@ -206,29 +206,22 @@ def verify(
     ] = None,
     schema: Schema = None,
 ) -> None:
-    """Recompute the chain and the Merkle tree from the log and from Postgres, re-derive every row,
-    check every checkpoint (Postgres, log, witness); fail when the projection is behind the log by
-    more than --max-behind."""
+    """Recompute the chain and the Merkle tree from the log and Postgres, re-derive every row, check
+    every checkpoint (Postgres, log, witness); fail when behind the log by more than --max-behind."""
     from agentos_audit import render
     from agentos_audit.settings import AuditSettings
     from agentos_audit.signing import load_public, public_path
     from agentos_audit.verify import verify as verify_schema
 
-    path = public_key or public_path(AuditSettings().key_path(kernel_settings().state_dir))
+    path, seen = public_key or public_path(AuditSettings().key_path(kernel_settings().state_dir)), witness
+    seen = seen or AuditSettings().witness_file
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
         err.print(f"[yellow]no public key at {path}: checkpoint signatures are not checked[/]")
     report = run_command(
         with_bus_and_pool(
             lambda bus, pool: verify_schema(
-                bus,
-                pool,
-                schema_name(schema),
-                trusted,
-                limit=limit,
-                max_behind=max_behind,
-                wait_s=wait,
-                witness=witness or AuditSettings().witness_file,
+                bus, pool, schema_name(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait, witness=seen
             )
         )
     )
@@ -236,56 +229,6 @@ def verify(
         console.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
-
-
-@app.command()
-def prove(
-    event_id: Annotated[str | None, typer.Argument(help="The event to prove included")] = None,
-    checkpoint: Annotated[
-        int | None, typer.Option(help="In the checkpoint of this tree size (default: the latest)")
-    ] = None,
-    consistency: Annotated[
-        tuple[int, int] | None,
-        typer.Option(help="OLD NEW: prove the checkpoint of tree size OLD a prefix of the one of NEW"),
-    ] = None,
-    schema: Schema = None,
-) -> None:
-    """Print a proof (JSON) that `python -m agentos_verify PROOF --key VKEY` checks: an event's
-    inclusion in a signed checkpoint, or the consistency of two checkpoints."""
-    import json
-
-    from agentos_audit import prove as p
-
-    if (event_id is None) == (consistency is None):
-        err.print("[bold red]agentos: error:[/] give an event id, or --consistency OLD NEW")
-        raise typer.Exit(2)
-    if consistency is not None:
-        old, new = consistency
-        doc = run_command(with_pool(lambda pool: p.consistency_proof(pool, schema_name(schema), old, new)))
-    else:
-        assert event_id is not None
-        doc = run_command(with_pool(lambda pool: p.inclusion_proof(pool, schema_name(schema), event_id, checkpoint)))
-    print(json.dumps(doc, indent=2))
-
-
-@app.command("checkpoint")
-def checkpoint_cmd(schema: Schema = None) -> None:
-    """Sign a checkpoint of the tree now (with the audit key file) and publish it into the log and
-    to the witness; prints the signed note."""
-    from agentos_audit.prove import checkpoint_now
-    from agentos_audit.publish import Publisher
-    from agentos_audit.settings import AuditSettings
-    from agentos_audit.signing import load_private
-
-    audit = AuditSettings()
-    signer = load_private(audit.key_path(kernel_settings().state_dir))
-    name = schema_name(schema)
-
-    async def go(bus: Bus, pool: asyncpg.Pool) -> str:
-        publisher = Publisher(bus, name, audit.origin, witness_file=audit.witness_file, witness_url=audit.witness_url)
-        return await checkpoint_now(bus, pool, name, signer, publisher)
-
-    console.print(run_command(with_bus_and_pool(go)), end="", highlight=False, markup=False)
 
 
 @app.command()
@@ -422,3 +365,6 @@ def replay(
         keep=keep,
         as_json=as_json,
     )
+
+
+from agentos_cli import audit_proof_cmd as audit_proof_cmd  # noqa: E402  (registers prove, checkpoint)
