@@ -49,10 +49,10 @@ class Checkpointer:
         self.unsigned = max(0, head.tree.size - self.signed_size)
         self.signed_at = time.monotonic()
 
-    def wrote(self, old_seq: int, head: Head, items: Sequence[Item]) -> None:
-        """Count a batch written after ``old_seq`` (its transaction signed one if it was due)."""
+    def wrote(self, old_seq: int, head: Head, items: Sequence[Item], *, signed: bool = True) -> None:
+        """Count a batch written after ``old_seq`` (``signed``: its transaction signed one if due)."""
         self.unsigned += sum(map(_counts, items))
-        if checkpoint_due(old_seq, head.seq, self.every):
+        if signed and checkpoint_due(old_seq, head.seq, self.every):
             self.signed_size, self.unsigned, self.signed_at = head.tree.size, 0, time.monotonic()
 
     def due(self, head: Head, idle_s: float | None) -> bool:

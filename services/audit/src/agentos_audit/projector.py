@@ -348,6 +348,7 @@ class Projector:
                 break
             except _DATA_ERRORS:
                 await self._write_one_by_one(items)
+                await self._wrote(old, items, signed=False)
                 break
             except _CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() or lost(self._writer()):
@@ -359,15 +360,16 @@ class Projector:
                 failures += 1
         self._advanced()
 
-    async def _wrote(self, old: int, items: list[Item]) -> None:
-        """Count the batch for the checkpoint schedule; publish the checkpoint it signed, or sign
-        one if the interval is over."""
+    async def _wrote(self, old: int, items: list[Item], *, signed: bool = True) -> None:
+        """Count the batch for the checkpoint schedule; publish the checkpoint its transaction
+        signed, or sign one if it is due (written one by one, the batch signed none)."""
         if self.checkpoints is None:
             return
-        self.checkpoints.wrote(old, self.head, items)
-        if checkpoint_due(old, self.head.seq, self.every):
+        due = checkpoint_due(old, self.head.seq, self.every)
+        self.checkpoints.wrote(old, self.head, items, signed=signed)
+        if signed and due:
             await self.checkpoints.publisher.flush(self.pool)
-        elif self.checkpoints.due(self.head, None):
+        elif due or self.checkpoints.due(self.head, None):
             await self._sign_head()
 
     async def _write_one_by_one(self, items: list[Item]) -> None:

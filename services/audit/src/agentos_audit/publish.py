@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from agentos_kernel import Bus
 from agentos_kernel.db import Connection
 from agentos_schemas import derived_event_id
@@ -27,7 +26,6 @@ from agentos_audit.tree import tree_base
 
 log = logging.getLogger("agentos.audit")
 CHECKPOINT_TYPE = AuditCheckpoint.ce_type()
-_WITNESS_ERRORS = (OSError, ValueError, httpx.HTTPError)
 
 
 def witness_line(size: int, note: str) -> str:
@@ -93,6 +91,8 @@ class Publisher:
 
     async def _witness(self, size: int, note: str) -> None:
         """Hand the note to the witness; a witness that cannot take it is reported, not waited for."""
+        import httpx  # here: `agentos status` imports this module, and must stay light
+
         try:
             if self.witness_file is not None:
                 self.witness_file.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ class Publisher:
                         self.witness_url, content=note.encode(), headers={"content-type": "text/plain"}
                     )
                     reply.raise_for_status()
-        except _WITNESS_ERRORS as exc:
+        except (OSError, ValueError, httpx.HTTPError) as exc:
             self.status["audit_witness_error"] = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("audit: the witness did not take checkpoint %d: %s", size, exc)
 
