@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from agentos_audit.lifecycle import ensure_schema
 from agentos_audit.projector import Projector
+from agentos_audit.publish import Publisher
 from agentos_audit.schema import drop_schema, head
 from agentos_audit.signing import Signer, load_or_create
 from agentos_kernel import Bus
@@ -28,8 +29,14 @@ def signer(key_file: Path) -> Signer:
 
 
 @pytest.fixture
-async def audit(bus: Bus, pool: asyncpg.Pool, signer: Signer) -> AsyncIterator[Projector]:
-    """A running projector with its own schema and durable (the session log is shared by all tests)."""
+def witness_file(tmp_path: Path) -> Path:
+    return tmp_path / "witness.jsonl"
+
+
+@pytest.fixture
+async def audit(bus: Bus, pool: asyncpg.Pool, signer: Signer, witness_file: Path) -> AsyncIterator[Projector]:
+    """A running projector with its own schema, durable and witness file (the session log is
+    shared by all tests)."""
     schema = unique("audit_")
     await ensure_schema(pool, schema)
     projector = Projector(
@@ -41,6 +48,7 @@ async def audit(bus: Bus, pool: asyncpg.Pool, signer: Signer) -> AsyncIterator[P
         batch=256,
         checkpoint_every=200,
         checkpoint_idle_s=0.5,
+        publisher=Publisher(bus, schema, "agentos.local/audit", witness_file=witness_file),
     )
     await projector.start()
     yield projector

@@ -4,6 +4,7 @@ store's bytes), the other subject's still decrypts, and `agentos audit verify` s
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,20 @@ async def test_erasure_shreds_one_subject_everywhere_and_verify_passes(
     # the chain still verifies: erasure changed no stored byte
     result = await cli(settings, tmp_path, s, "verify", "--public-key", str(public_path(key_file)))
     assert result.exit_code == 0 and "OK:" in result.stdout, result.output
+
+    # every proof still verifies: the tree, too, is over the stored (sealed) bytes
+    from agentos_audit.prove import checkpoint_now, inclusion_proof
+    from agentos_audit.publish import Publisher
+    from agentos_audit.signing import load_private, vkey
+    from agentos_verify import Verifier, check
+
+    signer = load_private(key_file)
+    await checkpoint_now(bus, pool, s, signer, Publisher(bus, s, "agentos.local/audit"))
+    key = Verifier.parse(vkey("agentos.local/audit", signer.public))
+    for event in events:
+        doc = await inclusion_proof(pool, s, event.id)
+        assert check(doc, key)["event_id"] == event.id
+        assert not any(p.encode() in base64.b64decode(str(doc["entry"])) for p in PRIVATE)
 
 
 async def test_erase_rejects_bad_input(settings: KernelSettings, tmp_path: Path, audit: Projector) -> None:

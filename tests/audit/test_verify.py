@@ -4,12 +4,15 @@ first divergence is named."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from agentos_audit import tree
 from agentos_audit.canonical import chain_step
 from agentos_audit.projector import Projector
+from agentos_audit.publish import witness_line
 from agentos_audit.signing import Ed25519PrivateKey, Signer
 from agentos_audit.verify import verify
 from agentos_kernel import Bus
@@ -114,21 +117,88 @@ async def reorder_chain(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[st
     return "reordered", a
 
 
+async def base_of(pool: asyncpg.Pool, s: str) -> int:
+    return int(await pool.fetchval(f"SELECT value FROM {s}.meta WHERE key = 'tree_base'"))
+
+
 async def forge_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    """A checkpoint signed by another key, of the genuine tree at that size."""
     forger = Signer(Ed25519PrivateKey.generate())
-    h = bytes(await pool.fetchval(f"SELECT hash FROM {s}.chain WHERE seq = $1", seqs[2]))
-    meta = dict(await pool.fetch(f"SELECT key, value FROM {s}.meta"))
-    cp = forger.sign("AGENTOS_EVENTS", meta["stream_created"], seqs[2], h)
+    base = await base_of(pool, s)
+    size = seqs[2] - base + 1
+    root = await tree.root_at(pool, s, size)
+    note = forger.note("agentos.local/audit", size, root)
     await pool.execute(
-        f"INSERT INTO {s}.checkpoints VALUES ($1, $2, $3, $4, $5)", cp.seq, cp.hash, cp.key_id, cp.message, cp.signature
+        f"INSERT INTO {s}.tree_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)", size, root, note
     )
     return "forged_checkpoint", seqs[2]
 
 
 async def alter_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
-    seq = await pool.fetchval(f"SELECT max(seq) FROM {s}.checkpoints")
-    await pool.execute(f"UPDATE {s}.checkpoints SET hash = $2 WHERE seq = $1", seq, bytes(32))
-    return "forged_checkpoint", seq
+    size = await pool.fetchval(f"SELECT max(tree_size) FROM {s}.tree_checkpoints")
+    await pool.execute(f"UPDATE {s}.tree_checkpoints SET root = $2 WHERE tree_size = $1", size, bytes(32))
+    return "forged_checkpoint", await base_of(pool, s) + size - 1
+
+
+async def delete_tail(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    """The last rows of the chain, their events and tree nodes: what a checkpoint covers."""
+    hi = await pool.fetchval(f"SELECT max(seq) FROM {s}.chain")
+    base = await base_of(pool, s)
+    await pool.execute(f"DELETE FROM {s}.events WHERE seq > $1", hi - 5)
+    await pool.execute(f"DELETE FROM {s}.chain WHERE seq > $1", hi - 5)
+    await pool.execute(f"DELETE FROM {s}.tree WHERE ((idx + 1) << level) > $1", hi - 5 - base + 1)
+    return "deleted", hi - 4
+
+
+async def delete_tail_and_its_checkpoints(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    """…and every checkpoint in Postgres that covers it: the log's and the witness's copies remain."""
+    kind, seq = await delete_tail(pool, s, seqs)
+    await pool.execute(f"DELETE FROM {s}.tree_checkpoints WHERE tree_size > $1", seq - await base_of(pool, s))
+    return kind, seq
+
+
+async def delete_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    """A checkpoint Postgres held, which the log holds too: named by its seq in the log."""
+    row = await pool.fetchrow(f"SELECT tree_size, log_seq FROM {s}.tree_checkpoints ORDER BY tree_size LIMIT 1")
+    assert row is not None and row["log_seq"] is not None
+    await pool.execute(f"DELETE FROM {s}.tree_checkpoints WHERE tree_size = $1", row["tree_size"])
+    return "deleted", row["log_seq"]
+
+
+async def delete_first_rows(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    base = await base_of(pool, s)
+    await pool.execute(f"DELETE FROM {s}.events WHERE seq <= $1", base + 1)
+    await pool.execute(f"DELETE FROM {s}.chain WHERE seq <= $1", base + 1)
+    return "deleted", base
+
+
+async def relabel_kind(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    """An event relabelled a rejected message (and its row removed), as if it had never been valid."""
+    await pool.execute(f"DELETE FROM {s}.events WHERE seq = $1", seqs[5])
+    await pool.execute(
+        f"UPDATE {s}.chain SET kind = 'rejected', code = 'schema', reason = 'invalid' WHERE seq = $1", seqs[5]
+    )
+    return "modified", seqs[5]
+
+
+async def relabel_duplicate(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    await pool.execute(f"UPDATE {s}.chain SET kind = 'duplicate' WHERE seq = $1", seqs[8])
+    return "modified", seqs[8]
+
+
+def column_edit(column: str, value: str) -> Tamper:
+    async def edit(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+        await pool.execute(f"UPDATE {s}.events SET {column} = {value} WHERE seq = $1", seqs[9])
+        return "modified", seqs[9]
+
+    edit.__name__ = f"edit_{column}"
+    return edit
+
+
+async def modify_tree_node(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple[str, int]:
+    idx = seqs[3] - await base_of(pool, s)
+    await pool.execute(f"UPDATE {s}.tree SET hash = $2 WHERE level = 0 AND idx = $1", idx, bytes(32))
+    return "modified", seqs[3]
 
 
 @pytest.mark.parametrize(
@@ -145,6 +215,17 @@ async def alter_checkpoint(pool: asyncpg.Pool, s: str, seqs: list[int]) -> tuple
         reorder_chain,
         forge_checkpoint,
         alter_checkpoint,
+        delete_tail,
+        delete_tail_and_its_checkpoints,
+        delete_checkpoint,
+        delete_first_rows,
+        relabel_kind,
+        relabel_duplicate,
+        column_edit("type", "'dev.agentos.goal.completed.v1'"),
+        column_edit("subject", "'someone-else'"),
+        column_edit("time", "time - interval '1 day'"),
+        column_edit("tenant", "'other-tenant'"),
+        modify_tree_node,
     ],
     ids=lambda f: f.__name__,
 )
@@ -157,3 +238,32 @@ async def test_tampering_is_detected_and_named(
     first: Any = report.first
     assert not report.ok and first is not None, "tampering goes unnoticed"
     assert (first.kind, first.seq) == (kind, seq), report.divergences
+    assert not [d for d in report.divergences if d.kind == "stale"], "tampering is never called stale"
+    forged = {d.detail for d in report.divergences if d.kind == "forged_checkpoint"}
+    assert report.checkpoints_valid <= report.checkpoints - len(forged), "a forged checkpoint counted as valid"
+
+
+async def test_the_witness_file_is_checked(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, tenant: str, signer: Signer, witness_file: Path
+) -> None:
+    seqs = await seeded(bus, pool, audit, tenant)
+    s = audit.schema
+    lines = witness_file.read_text().splitlines()
+    assert lines, "every checkpoint is handed to the witness"
+    report = await verify(bus, pool, s, signer.public, witness=witness_file)
+    assert report.ok and report.checkpoints_valid == report.checkpoints, report.divergences
+
+    base = await base_of(pool, s)
+    size = seqs[4] - base + 1
+    forged = Signer(Ed25519PrivateKey.generate()).note("agentos.local/audit", size, await tree.root_at(pool, s, size))
+    witness_file.write_text("\n".join(lines) + "\n" + witness_line(size, forged))
+    report = await verify(bus, pool, s, signer.public, witness=witness_file)
+    first: Any = report.first
+    assert (first.kind, first.seq, first.where) == ("forged_checkpoint", seqs[4], "witness"), report.divergences
+    assert report.checkpoints_valid == report.checkpoints - 1
+
+    witness_file.write_text("\n".join(lines) + "\n")  # the witness holds what Postgres no longer does
+    await pool.execute(f"DELETE FROM {s}.tree_checkpoints")
+    report = await verify(bus, pool, s, signer.public, witness=witness_file)
+    assert {(d.kind, d.where) for d in report.divergences} == {("deleted", "checkpoints")}, report.divergences
+    assert any("witness line 1" in d.detail for d in report.divergences)

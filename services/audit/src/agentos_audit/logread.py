@@ -1,4 +1,12 @@
-"""Reading stored messages of ``AGENTOS_EVENTS`` by stream sequence, exactly as JetStream keeps them."""
+"""Reading stored messages of ``AGENTOS_EVENTS`` by stream sequence, exactly as JetStream keeps them.
+
+:func:`read_log` pulls its consumer directly: pull requests are kept ahead of the caller and the
+messages land on a core subscription whose callback turns each into a :class:`Stored` at once.
+That skips nats-py's ``fetch`` (a timed ``next_msg`` task per message and its status checks), which
+cost more than a rebuild's own work per event. A request the stream cannot fill ends with a
+404/408 status, and the read ends there, as a ``fetch`` that timed out did; a read that hears
+nothing for ``stall_s`` (a lost connection) raises rather than ending short.
+"""
 
 from __future__ import annotations
 
@@ -115,30 +123,30 @@ class _Pull:
 
 
 async def read_log(
-    js: JetStreamContext, start: int, end: int, *, batch: int = 1024, depth: int = 2, stall_s: float = 30.0
+    js: JetStreamContext,
+    start: int,
+    end: int,
+    *,
+    batch: int = 1024,
+    depth: int = 2,
+    stall_s: float = 30.0,
+    subject: str | None = None,
 ) -> AsyncIterator[list[Stored]]:
-    """Batches of stored messages with ``start <= seq <= end``, in sequence order (sequences the
-    stream no longer holds are skipped). No acks: an ephemeral, in-memory consumer.
-
-    The consumer is pulled directly: ``depth`` pull requests of ``batch`` messages are kept ahead
-    of the caller, and the messages land on a core subscription whose callback turns each into a
-    :class:`Stored` at once. That skips nats-py's ``fetch`` (a timed ``next_msg`` task per message
-    and its status checks), which cost more than a rebuild's own work per event. A request the
-    stream cannot fill ends with a 404/408 status, and the read ends there, as a ``fetch`` that
-    timed out did. Neither a message nor a status for ``stall_s`` raises :class:`TimeoutError`
-    (a lost connection), rather than ending the read short.
+    """Batches of stored messages with ``start <= seq <= end`` (on ``subject`` only, if given), in
+    sequence order (sequences the stream no longer holds are skipped). No acks: an ephemeral consumer
+    kept ``depth`` requests of ``batch`` ahead (module docs); silent for ``stall_s``: TimeoutError.
     """
     if end < start:
         return
     nc = js._nc  # the connection the context was made from (nats-py has no public accessor)
-    info, pull = await _consumer(js, start, end, batch)
-    subject = f"{getattr(js, '_prefix', api.DEFAULT_PREFIX)}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
+    info, pull = await _consumer(js, start, end, batch, subject)
+    next_subject = f"{getattr(js, '_prefix', api.DEFAULT_PREFIX)}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{info.name}"
     sub = await nc.subscribe(nc.new_inbox(), cb=pull.on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
 
     async def request() -> None:
         body = pull.next_request()
         if body is not None:
-            await nc.publish(subject, body, reply=sub.subject)
+            await nc.publish(next_subject, body, reply=sub.subject)
 
     try:
         if pull.wanted <= 0:
@@ -156,9 +164,12 @@ async def read_log(
             await js.delete_consumer(EVENTS_STREAM, info.name)
 
 
-async def _consumer(js: JetStreamContext, start: int, end: int, batch: int) -> tuple[api.ConsumerInfo, _Pull]:
+async def _consumer(
+    js: JetStreamContext, start: int, end: int, batch: int, subject: str | None = None
+) -> tuple[api.ConsumerInfo, _Pull]:
     """An ephemeral, in-memory consumer from ``start`` without acks, and the reader of its messages."""
     config = api.ConsumerConfig(
+        filter_subject=subject,
         ack_policy=api.AckPolicy.NONE,
         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(start, 1),

@@ -32,13 +32,16 @@ from asyncpg.pool import PoolConnectionProxy
 from nats.js import api
 
 from agentos_audit import schema as sch
+from agentos_audit import tree
+from agentos_audit.checkpoints import Checkpointer
 from agentos_audit.derive import Rejection
 from agentos_audit.items import Letter, derive_inline, derive_item
 from agentos_audit.lifecycle import adopt_stream
 from agentos_audit.livepull import LivePull
 from agentos_audit.logread import Stored, get_stored, stored_from_msg
-from agentos_audit.signing import Checkpoint, Signer
-from agentos_audit.writer import HeadMoved, Item, checkpoint_due, last_checkpoint, store_checkpoint, write_batch
+from agentos_audit.publish import Publisher
+from agentos_audit.signing import Signer
+from agentos_audit.writer import HeadMoved, Item, checkpoint_due, write_batch
 
 log = logging.getLogger("agentos.audit")
 #: Pauses between tries of a batch write while Postgres is unreachable.
@@ -73,17 +76,25 @@ class Projector:
         batch: int = 512,
         checkpoint_every: int = 1000,
         checkpoint_idle_s: float = 10.0,
+        checkpoint_interval_s: float = 60.0,
         batch_wait_s: float = 0.05,
         status: dict[str, Any] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.bus, self.pool, self.schema, self.durable = bus, pool, sch.check_schema(schema), durable
-        self.signer, self.batch, self.every, self.idle_s = signer, batch, checkpoint_every, checkpoint_idle_s
-        self.batch_wait_s = batch_wait_s
+        self.batch, self.every, self.batch_wait_s = batch, checkpoint_every, batch_wait_s
         self.dlq = Consumer(bus, durable, list(EVENTS_SUBJECTS), self._unused)
         self.status = status if status is not None else {}
+        publisher = publisher or Publisher(bus, self.schema, "agentos.local/audit", status=self.status)
+        self.checkpoints = (
+            Checkpointer(
+                signer, publisher, every=checkpoint_every, idle_s=checkpoint_idle_s, interval_s=checkpoint_interval_s
+            )
+            if signer is not None
+            else None
+        )
         self.partitions = sch.Partitions(self.schema)
         self.head = sch.Head(0, bytes(32))
-        self.signed_seq = 0
         self.stream_created = ""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,9 +196,10 @@ class Projector:
         self.stream_created = info.created.isoformat() if info.created else ""
         await adopt_stream(self.pool, self.schema, self.stream_created)
         self.partitions = sch.Partitions(self.schema)
-        self.head = await sch.start_head(self.pool, self.schema, info.state.first_seq)
+        self.head = await tree.start_head(self._writer(), self.schema, info.state.first_seq)
         self.planned = self.head.seq
-        self.signed_seq = await last_checkpoint(self.pool, self.schema)
+        if self.checkpoints is not None:
+            await self.checkpoints.start(self.pool, self.schema, self.head)
         await self._bind(self.head.seq + 1)
         self._advanced()
 
@@ -287,7 +299,7 @@ class Projector:
     async def _idle(self, idle_s: float) -> None:
         """Sign the head after a quiet spell; re-read from the head if the durable skipped past it."""
         self.status["audit_progress_at"] = time.time()  # nothing waiting: as far along as it can be
-        if self.signer and self.head.seq > self.signed_seq and idle_s > self.idle_s:
+        if self.checkpoints is not None and self.checkpoints.due(self.head, idle_s):
             await self._sign_head()
         now = asyncio.get_running_loop().time()
         if idle_s > 5.0 and now - self._checked_at > 5.0:
@@ -316,10 +328,6 @@ class Projector:
                 )
         return items
 
-    def _sign(self, seq: int, chain_hash: bytes) -> Checkpoint:
-        assert self.signer is not None
-        return self.signer.sign(EVENTS_STREAM, self.stream_created, seq, chain_hash)
-
     async def _write(self, items: list[Item]) -> None:
         failures, old = 0, self.head.seq
         while True:
@@ -330,18 +338,18 @@ class Projector:
                     self.head,
                     items,
                     self.partitions,
-                    sign=self._sign if self.signer else None,
+                    sign=self.checkpoints.sign if self.checkpoints else None,
                     every=self.every,
                 )
-                if self.signer and checkpoint_due(old, self.head.seq, self.every):
-                    self.signed_seq = self.head.seq
+                await self._wrote(old, items)
                 break
             except HeadMoved as exc:
                 log.warning("audit: %s; re-reading the head", exc)
-                self.head = await sch.start_head(self.pool, self.schema, 1)
+                self.head = await tree.start_head(self._writer(), self.schema, 1)
                 break
             except _DATA_ERRORS:
                 await self._write_one_by_one(items)
+                await self._wrote(old, items, signed=False)
                 break
             except _CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() or lost(self._writer()):
@@ -352,6 +360,18 @@ class Projector:
                 await self._sleep(delay)
                 failures += 1
         self._advanced()
+
+    async def _wrote(self, old: int, items: list[Item], *, signed: bool = True) -> None:
+        """Count the batch for the checkpoint schedule; publish the checkpoint its transaction
+        signed, or sign one if it is due (written one by one, the batch signed none)."""
+        if self.checkpoints is None:
+            return
+        due = checkpoint_due(old, self.head.seq, self.every)
+        self.checkpoints.wrote(old, self.head, items, signed=signed)
+        if signed and due:
+            await self.checkpoints.publisher.flush(self.pool)
+        elif due or self.checkpoints.due(self.head, None):
+            await self._sign_head()
 
     async def _write_one_by_one(self, items: list[Item]) -> None:
         """Isolate the rows Postgres refuses: each becomes a ``rejected`` chain entry."""
@@ -369,12 +389,9 @@ class Projector:
         return self._conn
 
     async def _sign_head(self) -> None:
-        """Checkpoint the head if it is not signed yet."""
-        if self.signer is None or self.head.seq <= self.signed_seq:
-            return
-        await store_checkpoint(self.pool, self.schema, self._sign(self.head.seq, self.head.hash))
-        self.signed_seq = self.head.seq
-        log.info("audit: checkpoint signed at stream seq %d", self.head.seq)
+        """Checkpoint the head if it is not signed yet; publish what is not published yet."""
+        if self.checkpoints is not None:
+            await self.checkpoints.sign_head(self.pool, self.schema, self.head)
 
 
 __all__ = ["Projector"]

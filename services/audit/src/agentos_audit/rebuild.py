@@ -197,7 +197,9 @@ async def rebuild(
     await sch.drop_schema(pool, target)
     await sch.migrate_schema(pool, target, indexes=False)
     await sch.write_meta(
-        pool, target, {"stream_created": created, "projector_version": PROJECTOR_VERSION, "rebuilt_from": live}
+        pool,
+        target,
+        {"stream_created": created, "projector_version": PROJECTOR_VERSION, "rebuilt_from": live, "tree_base": str(lo)},
     )
     if hi >= lo:
         await project_range(bus, pool, target, lo, hi, batch=batch, workers=workers)

@@ -6,7 +6,13 @@
 - ``events``: the analysts' projection, one row per distinct event id, partitioned by month of
   the event's ``time`` (partitions are created on demand; times before 2000 or from 2200 on go
   to ``events_default``).
-- ``checkpoints``: Ed25519-signed (seq, hash) statements.
+- ``checkpoints``: Ed25519-signed (seq, hash) statements of the chain (before the Merkle tree;
+  kept and still verified, no longer written).
+- ``tree``: the Merkle tree over the chain's entries (:mod:`agentos_audit.merkle`): one row per
+  complete subtree ``(level, idx)``; leaf ``i`` is the chain row of sequence ``tree_base + i``
+  (``meta``).
+- ``tree_checkpoints``: the signed checkpoint notes of the tree, by tree size, with the stream
+  sequence of the ``audit.checkpoint`` event that published each one (null until published).
 - ``meta``: which stream the projection is of, and by which projector version.
 """
 
@@ -23,6 +29,7 @@ from agentos_kernel.db import Connection, migrate
 from agentos_kernel.exceptions import ConfigError
 
 from agentos_audit.canonical import GENESIS
+from agentos_audit.merkle import Frontier
 
 TABLES = """
 CREATE TABLE {schema}.meta (key text PRIMARY KEY, value text NOT NULL);
@@ -80,6 +87,19 @@ CREATE INDEX IF NOT EXISTS events_decision ON {schema}.events ((data->>'decision
 #: Every index of the projection (what a bulk load builds afterwards).
 INDEXES = _INDEXES_1 + _INDEXES_2
 
+TREE = """
+CREATE TABLE IF NOT EXISTS {schema}.tree (
+    level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS {schema}.tree_checkpoints (
+    tree_size bigint PRIMARY KEY,
+    root      bytea NOT NULL,
+    note      text  NOT NULL,
+    signed_at timestamptz NOT NULL DEFAULT now(),
+    log_seq   bigint
+);
+"""
+
 # What a sender's CloudEvent carried besides AgentOS's own attributes (projector version 2).
 _ENVELOPE_COLUMNS = """
 ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS datacontenttype text,
@@ -88,16 +108,19 @@ ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS datacontenttype text,
     ADD COLUMN IF NOT EXISTS data_base64 text;
 """
 
-MIGRATIONS = [TABLES + _INDEXES_1, _INDEXES_2, _ENVELOPE_COLUMNS]  # append-only: a shipped step is never edited
+MIGRATIONS = [TABLES + _INDEXES_1, _INDEXES_2, TREE, _ENVELOPE_COLUMNS]  # append-only: a shipped step is never edited
+#: A bulk load's steps: the tables, its indexes left for afterwards (:data:`INDEXES`).
+BULK_STEPS = [TABLES, "SELECT 1  -- the projection's indexes: built after the load", TREE, _ENVELOPE_COLUMNS]
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 FIRST_MONTH, END_MONTH = (2000, 1), (2200, 1)
 
 
 class Head(NamedTuple):
-    """The last stream sequence the chain holds and its hash."""
+    """The last stream sequence the chain holds, its hash, and the Merkle tree up to it."""
 
     seq: int
     hash: bytes
+    tree: Frontier = Frontier()
 
 
 def check_schema(name: str) -> str:
@@ -109,9 +132,7 @@ def check_schema(name: str) -> str:
 
 async def migrate_schema(pool: asyncpg.Pool, schema: str, *, indexes: bool = True) -> None:
     """Create or upgrade the schema (safe on every start); without ``indexes`` for a bulk rebuild."""
-    # A bulk rebuild creates the indexes afterwards (create_indexes): step 2 is then a no-op.
-    steps = MIGRATIONS if indexes else [TABLES, "SELECT 1", *MIGRATIONS[2:]]
-    await migrate(pool, check_schema(schema), steps)
+    await migrate(pool, check_schema(schema), MIGRATIONS if indexes else BULK_STEPS)
 
 
 async def create_indexes(pool: asyncpg.Pool, schema: str) -> None:
@@ -164,7 +185,8 @@ async def head(conn: Connection | asyncpg.Pool, schema: str) -> Head | None:
 
 
 async def start_head(conn: Connection | asyncpg.Pool, schema: str, first_seq: int) -> Head:
-    """Where the chain continues: its last row, or just before the stream's first message."""
+    """Where the chain continues: its last row, or just before the stream's first message (the
+    tree is not read: :func:`agentos_audit.tree.start_head` adds it)."""
     found = await head(conn, schema)
     return found if found is not None else Head(max(first_seq, 1) - 1, GENESIS)
 
@@ -201,9 +223,11 @@ async def drop_schema(pool: asyncpg.Pool, schema: str) -> None:
 
 
 __all__ = [
+    "BULK_STEPS",
     "INDEXES",
     "MIGRATIONS",
     "TABLES",
+    "TREE",
     "Head",
     "Partitions",
     "archive_schema",

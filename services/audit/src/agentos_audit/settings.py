@@ -24,9 +24,19 @@ class AuditSettings(BaseSettings):
     """How long a batch waits after its first message for more to join it (while the previous batch
     is written): fewer, larger transactions for a projection at most this much later."""
     checkpoint_every: int = Field(default=1000, ge=1)
-    """Sign a checkpoint each time the chain crosses a multiple of this many sequences."""
+    """Sign a checkpoint of the Merkle tree each time the log crosses a multiple of this many sequences."""
     checkpoint_idle_s: float = Field(default=10.0, gt=0)
     """Sign the head after this many idle seconds, so a quiet log's tail is covered too."""
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    """While the log grows, sign the head at least this often (besides every ``checkpoint_every``)."""
+    origin: str = Field(default="agentos.local/audit", pattern=r"^[^\s+]+$")
+    """The log's name in its checkpoints (their first line) and the signing key's name: make it
+    unique to this deployment, e.g. ``example.com/agentos/audit``."""
+    witness_file: Path | None = None
+    """A file every signed checkpoint is appended to (one JSON line each), kept where whoever can
+    write to Postgres cannot (another host, a WORM volume); ``agentos audit verify`` checks it."""
+    witness_url: str | None = None
+    """A URL every signed checkpoint note is POSTed to (``text/plain``), e.g. a witness service."""
 
     def key_path(self, state_dir: Path) -> Path:
         """The key file in effect."""

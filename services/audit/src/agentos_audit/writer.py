@@ -1,5 +1,6 @@
-"""Writing one batch of consecutive stream sequences: chain rows and projection rows in one
-transaction, so the chain, the projection and the projector's position always agree."""
+"""Writing one batch of consecutive stream sequences: chain rows, Merkle tree nodes and projection
+rows in one transaction, so the chain, the tree, the projection and the projector's position
+always agree; and the signed checkpoints of the tree."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from agentos_kernel.db import Connection
 
 from agentos_audit.canonical import GENESIS, chain_step
 from agentos_audit.derive import COLUMNS, Rejection, Row
+from agentos_audit.merkle import leaf_hash
 from agentos_audit.schema import Head, Partitions
-from agentos_audit.signing import Checkpoint
+from agentos_audit.tree import write_nodes
 
 CHAIN_COLUMNS = ("seq", "kind", "event_id", "code", "reason", "raw", "hash")
-Sign = Callable[[int, bytes], Checkpoint]
+Sign = Callable[[int, bytes], str]
+"""(tree size, root hash) -> the signed checkpoint note."""
 
 
 class Item(NamedTuple):
@@ -63,7 +66,7 @@ def chain_records(
             duplicates.add(outcome.id)
             chain.append((item.seq, "event", outcome.id, None, None, item.raw, prev))
             rows.append(outcome)
-    return chain, rows, Head(items[-1].seq if items else start.seq, prev)
+    return chain, rows, Head(items[-1].seq if items else start.seq, prev, start.tree)
 
 
 async def write_batch(
@@ -85,7 +88,6 @@ async def write_batch(
     await partitions.ensure(conn, [i.outcome.time for i in items if isinstance(i.outcome, Row)])
     async with conn.transaction():
         ids = [i.outcome.id for i in items if isinstance(i.outcome, Row)]
-        # One round trip: the chain head (the batch must follow it) and the ids already projected.
         found = await conn.fetchrow(
             f"SELECT h.seq, h.hash, ARRAY(SELECT event_id FROM {schema}.chain WHERE kind = 'event' "
             "AND event_id = ANY($1::text[])) AS known FROM (SELECT 1) AS one "
@@ -94,34 +96,35 @@ async def write_batch(
         )
         assert found is not None  # (SELECT 1) LEFT JOIN …: always one row
         if check_head:
-            current = None if found["seq"] is None else Head(found["seq"], bytes(found["hash"]))
-            if current != start and not (current is None and start.hash == GENESIS):
-                raise HeadMoved(f"chain head is {current and current.seq}, expected {start.seq}")
+            current = None if found["seq"] is None else (found["seq"], bytes(found["hash"]))
+            if current != start[:2] and not (current is None and start.hash == GENESIS):
+                raise HeadMoved(f"chain head is {current and current[0]}, expected {start.seq}")
         chain, rows, new = chain_records(start, items, set(found["known"]))
+        tree, nodes = start.tree.extend(leaf_hash(i.raw) for i in items)
+        new = new._replace(tree=tree)
         await conn.copy_records_to_table("chain", schema_name=schema, columns=CHAIN_COLUMNS, records=chain)
+        await write_nodes(conn, schema, nodes)
         if rows:
             await conn.copy_records_to_table("events", schema_name=schema, columns=COLUMNS, records=rows)
         if sign is not None and checkpoint_due(start.seq, new.seq, every):
-            await store_checkpoint(conn, schema, sign(new.seq, new.hash))
+            await store_checkpoint(conn, schema, new.tree.size, new.tree.root(), sign)
     return new
 
 
-async def store_checkpoint(conn: Connection | asyncpg.Pool, schema: str, cp: Checkpoint) -> None:
-    """Insert a signed checkpoint (a second one for the same sequence is ignored)."""
+async def store_checkpoint(conn: Connection | asyncpg.Pool, schema: str, size: int, root: bytes, sign: Sign) -> None:
+    """Sign and insert a checkpoint of the tree of ``size`` leaves (one that exists is kept)."""
     await conn.execute(
-        f"INSERT INTO {schema}.checkpoints (seq, hash, key_id, message, signature) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (seq) DO NOTHING",
-        cp.seq,
-        cp.hash,
-        cp.key_id,
-        cp.message,
-        cp.signature,
+        f"INSERT INTO {schema}.tree_checkpoints (tree_size, root, note) VALUES ($1, $2, $3) "
+        "ON CONFLICT (tree_size) DO NOTHING",
+        size,
+        root,
+        sign(size, root),
     )
 
 
 async def last_checkpoint(conn: Connection | asyncpg.Pool, schema: str) -> int:
-    """The sequence of the newest checkpoint (0 if none)."""
-    return int(await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {schema}.checkpoints"))
+    """The tree size of the newest checkpoint (0 if none)."""
+    return int(await conn.fetchval(f"SELECT coalesce(max(tree_size), 0) FROM {schema}.tree_checkpoints"))
 
 
 __all__ = [

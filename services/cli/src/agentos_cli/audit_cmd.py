@@ -201,23 +201,27 @@ def verify(
         ),
     ] = 0,
     wait: Annotated[float, typer.Option(help="Seconds to let the projection catch up first")] = 10.0,
+    witness: Annotated[
+        Path | None, typer.Option(help="Witness file to check too (default AGENTOS_AUDIT_WITNESS_FILE)")
+    ] = None,
     schema: Schema = None,
 ) -> None:
-    """Recompute the chain from the log and from Postgres, re-derive every row, check checkpoints;
-    fail when the projection is behind the log by more than --max-behind."""
+    """Recompute the chain and the Merkle tree from the log and Postgres, re-derive every row, check
+    every checkpoint (Postgres, log, witness); fail when behind the log by more than --max-behind."""
     from agentos_audit import render
     from agentos_audit.settings import AuditSettings
     from agentos_audit.signing import load_public, public_path
     from agentos_audit.verify import verify as verify_schema
 
-    path = public_key or public_path(AuditSettings().key_path(kernel_settings().state_dir))
+    path, seen = public_key or public_path(AuditSettings().key_path(kernel_settings().state_dir)), witness
+    seen = seen or AuditSettings().witness_file
     trusted = load_public(path) if path.exists() else None
     if trusted is None:
         err.print(f"[yellow]no public key at {path}: checkpoint signatures are not checked[/]")
     report = run_command(
         with_bus_and_pool(
             lambda bus, pool: verify_schema(
-                bus, pool, schema_name(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait
+                bus, pool, schema_name(schema), trusted, limit=limit, max_behind=max_behind, wait_s=wait, witness=seen
             )
         )
     )
@@ -361,3 +365,6 @@ def replay(
         keep=keep,
         as_json=as_json,
     )
+
+
+from agentos_cli import audit_proof_cmd as audit_proof_cmd  # noqa: E402  (registers prove, checkpoint)

@@ -210,6 +210,7 @@ SERVICE_USES: dict[str, Uses] = {
         answers=("agentosrpc.policy.>",),
     ),
     "audit": Uses(
+        states=("audit.checkpoint",),  # its signed tree checkpoints, into the log itself
         durables=("audit",),
         reads_log=True,
         answers=("agentosrpc.audit.>",),
@@ -261,6 +262,7 @@ GATEWAY_RESERVED = _events(
     "policy.decided",
     "approval.decided",
     "budget.settled",
+    "audit.checkpoint",
 )
 #: What NATS refuses the gateway's user: all of them but ``task.completed``, which a human's
 #: take-over (``POST /tasks/{id}/takeover``, decided by the policy first) publishes.
