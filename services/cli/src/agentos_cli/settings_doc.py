@@ -56,8 +56,8 @@ ENVIRONMENT = {
         "`agentos_kernel.secrets`",
         "Secret store folder, a file per secret (default `<state dir>/secrets`).",
     ),
-    "AGENTOS_GATEWAY_URL": ("`agentos send`", "The gateway to post to (default: the running gateway's)."),
-    "AGENTOS_GATEWAY_KEY": ("`agentos send`", "API key sent to the gateway."),
+    "AGENTOS_GATEWAY_URL": ("`agentos send`, `agentos mcp`", "The gateway to call (default: the running gateway's)."),
+    "AGENTOS_GATEWAY_KEY": ("`agentos send`, `agentos mcp`", "API key sent to the gateway."),
     "AGENTOS_SUPERVISOR_PID": (
         "every service; set by `agentos up` and the gateway's first process",
         "A service stops itself once this process is gone (no orphans after a kill).",
