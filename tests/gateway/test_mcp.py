@@ -14,9 +14,11 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,6 +43,7 @@ __all__ = ["rbus", "runtime"]
 # (approvers), oscar (operator), ana (analyst), carol (admin).
 PEOPLE = {"alice": ["operator"], "bob": ["operator"], "oscar": ["operator"], "ana": ["analyst"], "ivan": ["integrator"]}
 HANDSHAKE, MODERN = "legacy", "2026-07-28"
+CONTRACT = Path(__file__).resolve().parents[2] / "contracts" / "mcp-tools.json"
 TRANSPORTS = [("stdio", HANDSHAKE), ("http", MODERN), ("http", HANDSHAKE), ("stdio", MODERN)]
 IDS = [f"{t}-{'2025-11-25' if m == HANDSHAKE else m}" for t, m in TRANSPORTS]
 
@@ -114,11 +117,12 @@ async def test_a_goal_submitted_over_mcp_runs_and_its_report_and_trail_come_back
 ) -> None:
     async with connect(transport, mode, gateway_url, "ivan") as client:
         assert client.protocol_version == ("2025-11-25" if mode == HANDSHAKE else MODERN)
-        names = {t.name for t in (await client.list_tools()).tools}
-        assert names == {
-            "submit_goal", "goal_status", "goal_report", "list_approvals", "decide_approval",
-            "list_halts", "halt", "resume", "audit_query", "goal_trace",
-        }  # fmt: skip
+        served = {t.name: t for t in (await client.list_tools()).tools}
+        contract = json.loads(CONTRACT.read_text())["tools"]  # what `agentos contracts` generates
+        assert list(served) == [t["name"] for t in contract] and len(contract) == 10
+        for tool in contract:
+            assert served[tool["name"]].input_schema == tool["inputSchema"], tool["name"]
+            assert served[tool["name"]].output_schema == tool["outputSchema"], tool["name"]
         receipt = await call(client, "submit_goal", text="Summarise our refund policy", idempotency_key=unique("k"))
         goal_id = receipt["goal_id"]
         assert receipt["duplicate"] is False and receipt["status_url"] == f"/goals/{goal_id}"
@@ -275,3 +279,44 @@ async def test_stdio_with_a_bad_key_answers_every_tool_with_the_gateways_refusal
         assert "invalid_api_key (401)" in said, said
         with pytest.raises(Exception, match="invalid_api_key"):
             await client.read_resource("agentos://goals/0190f0c4-0000-7000-8000-000000000000/report")
+
+
+INSPECTOR = os.environ.get("AGENTOS_TEST_MCP_INSPECTOR") or shutil.which("mcp-inspector")
+
+
+async def inspector(url: str, *method: str) -> dict[str, Any]:
+    """The MCP Inspector's CLI (`mcp-inspector --cli`) spawning `agentos mcp` as oscar; its JSON answer."""
+    assert INSPECTOR is not None
+    env = ["-e", f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}", "-e", f"AGENTOS_GATEWAY_KEY={key('oscar')}"]
+    target = [sys.executable, "-m", "agentos_cli", "mcp", "--gateway", url]
+    proc = await asyncio.create_subprocess_exec(
+        INSPECTOR, "--cli", *env, *target, *method, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+@pytest.mark.skipif(
+    INSPECTOR is None,
+    reason="the MCP Inspector CLI is not installed: `npm install @modelcontextprotocol/inspector`, then put "
+    "node_modules/.bin/mcp-inspector on PATH or name it in AGENTOS_TEST_MCP_INSPECTOR",
+)
+async def test_the_mcp_inspector_lists_and_calls_the_tools_over_stdio(gateway_url: str) -> None:
+    listed = await inspector(gateway_url, "--method", "tools/list")
+    contract = {t["name"]: t for t in json.loads(CONTRACT.read_text())["tools"]}
+    served = {t["name"]: t["outputSchema"] for t in listed["tools"]}
+    assert served == {name: tool["outputSchema"] for name, tool in contract.items()}
+    halts = await inspector(gateway_url, "--method", "tools/call", "--tool-name", "list_halts")
+    assert not halts.get("isError"), halts
+    jsonschema.Draft202012Validator(contract["list_halts"]["outputSchema"]).validate(halts["structuredContent"])
+    unknown = "0190f0c4-0000-7000-8000-000000000000"
+    asked = ["--method", "tools/call", "--tool-name", "goal_status", "--tool-arg", f"goal_id={unknown}"]
+    missing = await inspector(gateway_url, *asked)
+    assert missing["isError"] and "unknown_goal (404)" in missing["content"][0]["text"], missing
+    templates = await inspector(gateway_url, "--method", "resources/templates/list")
+    assert {t["uriTemplate"] for t in templates["resourceTemplates"]} == {
+        "agentos://goals/{goal_id}/report",
+        "agentos://goals/{goal_id}/audit-trail",
+    }

@@ -65,6 +65,10 @@ ENVIRONMENT = {
     "AGENTOS_TEST_NATS_URL": ("the test suite", "Use this NATS instead of starting an embedded one."),
     "AGENTOS_TEST_DATABASE_URL": ("the test suite", "Use this Postgres instead of starting an embedded one."),
     "AGENTOS_TEST_LONG": ("the test suite", "`1` runs the long variants of the torture and scale tests."),
+    "AGENTOS_TEST_MCP_INSPECTOR": (
+        "the test suite",
+        "The MCP Inspector's `mcp-inspector` (npm) to drive `agentos mcp` with (default: on `PATH`; else skipped).",
+    ),
 }
 
 DOC = Path("docs") / "settings.md"

@@ -6,6 +6,7 @@ on the gateway), each one the gateway route that does the same for HTTP callers 
 - :mod:`.backend`: how a tool reaches the routes (a gateway URL, or the gateway's app in-process).
 - :mod:`.http`: the ``/mcp`` endpoint (the gateway's API keys, refusals per the MCP auth spec).
 - :mod:`.stdio`: ``agentos mcp``.
+- :mod:`.contract`: ``contracts/mcp-tools.json`` (``agentos contracts``).
 
 Exports load on first use: mounting ``/mcp`` costs the gateway no import of the SDK until the
 first MCP request.

@@ -14,6 +14,7 @@ from agentos_schemas.events import Limits
 from agentos_schemas.rpc import ApprovalStatusName
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -52,13 +53,27 @@ Scope = Literal["agent", "workflow", "model", "tenant", "all"]
 
 def build_server(backend: Backend) -> MCPServer[Any]:
     """The MCP server whose every tool and resource reaches AgentOS through ``backend``."""
-    server: MCPServer[Any] = MCPServer(NAME, title="AgentOS", instructions=INSTRUCTIONS, log_level="WARNING")
     tools = AgentOSTools(backend)
-    for name, hints in TOOLS.items():
-        server.add_tool(getattr(tools, name), name=name, annotations=hints)
-    server.resource(REPORT_URI, name="goal-report", title="Goal report", mime_type=JSON)(tools.report_resource)
-    server.resource(TRAIL_URI, name="goal-audit-trail", title="Goal audit trail", mime_type=JSON)(tools.trail_resource)
+    server: MCPServer[Any] = MCPServer(
+        NAME, title="AgentOS", instructions=INSTRUCTIONS, log_level="WARNING", tools=tool_list(tools)
+    )
+    for uri, name, title, read in RESOURCES:
+        register = server.resource(uri, name=name, title=title, mime_type=JSON, description=description_of(read))
+        register(getattr(tools, read))
     return server
+
+
+def tool_list(tools: AgentOSTools) -> list[Tool]:
+    """The registered form of every tool in :data:`TOOLS` (name, description, schemas, hints)."""
+    return [
+        Tool.from_function(getattr(tools, name), name=name, description=description_of(name), annotations=hints)
+        for name, hints in TOOLS.items()
+    ]
+
+
+def description_of(method: str) -> str:
+    """A method's docstring as one line: what a tool's or resource's ``description`` says."""
+    return " ".join((getattr(AgentOSTools, method).__doc__ or "").split())
 
 
 class AgentOSTools:
@@ -242,6 +257,22 @@ TOOLS: dict[str, ToolAnnotations] = {
     "goal_trace": READ,
 }
 """Every tool, by name (the :class:`AgentOSTools` method), with its behaviour hints."""
+RESOURCES = (
+    (REPORT_URI, "goal-report", "Goal report", "report_resource"),
+    (TRAIL_URI, "goal-audit-trail", "Goal audit trail", "trail_resource"),
+)
+"""Every resource template: URI, name, title, the :class:`AgentOSTools` method that reads it."""
 
 
-__all__ = ["INSTRUCTIONS", "NAME", "REPORT_URI", "TOOLS", "TRAIL_URI", "AgentOSTools", "build_server"]
+__all__ = [
+    "INSTRUCTIONS",
+    "NAME",
+    "REPORT_URI",
+    "RESOURCES",
+    "TOOLS",
+    "TRAIL_URI",
+    "AgentOSTools",
+    "build_server",
+    "description_of",
+    "tool_list",
+]
