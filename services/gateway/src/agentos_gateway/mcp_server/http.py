@@ -124,6 +124,11 @@ class McpEndpoint:
             ready.set()
             await self._stopping.wait()
 
+    @property
+    def started(self) -> bool:
+        """Whether the session manager runs (from the first ``/mcp`` request until :meth:`stop`)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         """Stop the session manager (requests still in it are cancelled)."""
         self._stopping.set()
