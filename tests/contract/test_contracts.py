@@ -68,3 +68,24 @@ def test_a_wrong_payload_fails_its_contract() -> None:
     }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_mcp_tools_contract_holds_valid_schemas_for_every_tool() -> None:
+    """contracts/mcp-tools.json (AgentOS's MCP server): every tool has an input and an output
+    schema that are valid JSON Schemas; a result of the right shape validates, a wrong one does not."""
+    doc = json.loads((ROOT / "mcp-tools.json").read_text())
+    from agentos_gateway.mcp_server.tools import TOOLS
+
+    assert [t["name"] for t in doc["tools"]] == list(TOOLS)
+    for tool in doc["tools"]:
+        for key in ("inputSchema", "outputSchema"):
+            jsonschema.Draft202012Validator.check_schema(tool[key])
+        assert tool["outputSchema"]["type"] == "object" and tool["description"], tool["name"]
+    halts = next(t for t in doc["tools"] if t["name"] == "list_halts")["outputSchema"]
+    jsonschema.validate({"halts": [], "count": 0}, halts)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"halts": [{"key": "halt.all"}], "count": 1}, halts)
+    assert {t["uriTemplate"] for t in doc["resourceTemplates"]} == {
+        "agentos://goals/{goal_id}/report",
+        "agentos://goals/{goal_id}/audit-trail",
+    }

@@ -56,6 +56,7 @@ SURFACE = {
         "build_app",
         "hash_key",
     ],
+    "agentos_gateway.mcp_server": ["InProcessGateway", "McpEndpoint", "RemoteGateway", "TOOLS", "build_server"],
     "agentos_memory": ["MemoryService", "NAME", "main", "setup"],
     "agentos_verify": [
         "Checkpoint",

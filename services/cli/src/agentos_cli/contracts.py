@@ -2,7 +2,8 @@
 
 Writes one JSON Schema per event type (the whole structured CloudEvent, with ``data`` typed), the
 envelope schema, an index, and an AsyncAPI 3.0 document produced by FastStream from the same
-pydantic models. ``--check`` regenerates in memory and reports any file that differs. Writing
+pydantic models, and ``mcp-tools.json``: the tools and resources of AgentOS's MCP server (their
+input and output schemas). ``--check`` regenerates in memory and reports any file that differs. Writing
 refuses a change that breaks an event type already stored under the same version
 (:mod:`agentos_cli.contract_compat`).
 """
@@ -94,7 +95,15 @@ def render() -> dict[str, str]:
     files["envelope.json"] = _dump(envelope)
     files["events/index.json"] = _dump({"events": index})
     files["asyncapi.json"] = _dump(asyncapi_document())
+    files["mcp-tools.json"] = _dump(mcp_tools_document())
     return files
+
+
+def mcp_tools_document() -> dict[str, Any]:
+    """What AgentOS's MCP server offers (:mod:`agentos_gateway.mcp_server.contract`)."""
+    from agentos_gateway.mcp_server.contract import tools_document
+
+    return tools_document()
 
 
 def _dump(obj: Any) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentos_cli import agents_cmd, audit_cmd, control_cmd, ingress_cmd, output, policy_cmd, status_cmd
+from agentos_cli import agents_cmd, audit_cmd, control_cmd, ingress_cmd, mcp_cmd, output, policy_cmd, status_cmd
 from agentos_cli.connect import connected_bus, run
 
 if TYPE_CHECKING:
@@ -178,5 +178,6 @@ async def wait_for_services(bus: Bus, services: list[str], timeout: float = 60.0
 status_cmd.register(app)
 app.command()(agents_cmd.agents)
 ingress_cmd.register(app)
+mcp_cmd.register(app)
 policy_cmd.register(app)
 control_cmd.register(app)

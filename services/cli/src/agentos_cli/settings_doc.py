@@ -56,8 +56,8 @@ ENVIRONMENT = {
         "`agentos_kernel.secrets`",
         "Secret store folder, a file per secret (default `<state dir>/secrets`).",
     ),
-    "AGENTOS_GATEWAY_URL": ("`agentos send`", "The gateway to post to (default: the running gateway's)."),
-    "AGENTOS_GATEWAY_KEY": ("`agentos send`", "API key sent to the gateway."),
+    "AGENTOS_GATEWAY_URL": ("`agentos send`, `agentos mcp`", "The gateway to call (default: the running gateway's)."),
+    "AGENTOS_GATEWAY_KEY": ("`agentos send`, `agentos mcp`", "API key sent to the gateway."),
     "AGENTOS_SUPERVISOR_PID": (
         "every service; set by `agentos up` and the gateway's first process",
         "A service stops itself once this process is gone (no orphans after a kill).",
@@ -65,6 +65,10 @@ ENVIRONMENT = {
     "AGENTOS_TEST_NATS_URL": ("the test suite", "Use this NATS instead of starting an embedded one."),
     "AGENTOS_TEST_DATABASE_URL": ("the test suite", "Use this Postgres instead of starting an embedded one."),
     "AGENTOS_TEST_LONG": ("the test suite", "`1` runs the long variants of the torture and scale tests."),
+    "AGENTOS_TEST_MCP_INSPECTOR": (
+        "the test suite",
+        "The MCP Inspector's `mcp-inspector` (npm) to drive `agentos mcp` with (default: on `PATH`; else skipped).",
+    ),
 }
 
 DOC = Path("docs") / "settings.md"

@@ -27,6 +27,7 @@ from agentos_gateway.auth import Principal, check_tenant
 from agentos_gateway.binding import is_json, media_type
 from agentos_gateway.gateway import Gateway, json_response
 from agentos_gateway.goals import GoalRequest, check_servable, fold, goal_event, goal_events
+from agentos_gateway.mcp_server.http import add_mcp_routes
 from agentos_gateway.problems import PROBLEM_JSON, Problem, internal_error, refuse_nul_parameters
 
 log = logging.getLogger("agentos.gateway")
@@ -41,6 +42,8 @@ DESCRIPTION = """HTTP ingress of AgentOS.
 * Operators: `GET /approvals`, `POST /approvals/{id}/approve|reject`, `POST /tasks/{id}/takeover`,
   `GET|POST /halts`, `DELETE /halts/{scope}/{target}` (kill switches), `GET /budgets`.
 * Analysts: `GET /audit/query` (JSON or CSV, paged) and `GET /audit/trace/{goal_id}`.
+* `/mcp`: the same goals, approvals, kill switches and audit as MCP tools (streamable HTTP, the
+  same keys and roles; docs/mcp.md).
 
 Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). Write endpoints accept an
 `Idempotency-Key`. Errors are RFC 9457 problem documents; rejected payloads are kept in the DLQ.
@@ -98,6 +101,7 @@ def build_app(gw: Gateway) -> FastAPI:
     _goal_routes(app, gw)
     routes_ingress.add_routes(app, gw, PROBLEM_RESPONSES)
     routes_operator.add_routes(app, gw, PROBLEM_RESPONSES)
+    add_mcp_routes(app, gw)
     _health_routes(app, gw)
     openapi.install(app)
     return app

@@ -25,6 +25,7 @@ endpoint                           roles
 ``GET /budgets``                   operator, analyst
 ``GET /audit/query|trace/{id}``    analyst
 ``POST /webhooks/{source}``        none: the Standard Webhooks signature is the credential
+``/mcp``                           any key; each tool call needs its route's roles (docs/mcp.md)
 ``/healthz``, ``/readyz``, docs    none
 =================================  ==========================================
 

@@ -48,6 +48,7 @@ class GatewayServer:
     ) -> None:
         self.app = with_fast_path(app) if fast_path else app
         self.gateway = getattr(getattr(app, "state", None), "gateway", None)
+        self.mcp = getattr(getattr(app, "state", None), "mcp", None)  # /mcp's session manager, if started
         self.host = host
         self.requested_port = port
         self.log_level = log_level
@@ -126,5 +127,7 @@ class GatewayServer:
                 FAULTS.note("serve the gateway's HTTP (uvicorn ended with an error)", error)
         self._server = None
         self._task = None
+        if self.mcp is not None:
+            await self.mcp.stop()
         if self.gateway is not None:
             await self.gateway.drain()
