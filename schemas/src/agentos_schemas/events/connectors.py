@@ -25,11 +25,15 @@ class ToolDefinition(BaseModel):
     """The tool's name as agents see it: ``<connector>.<tool>``."""
     definition_hash: str
     """sha256 of the canonical JSON of the server's definition (name, description, schemas)."""
-    state: Literal["offered", "quarantined", "unclassified"]
-    """``quarantined``: its definition differs from the pinned one; ``unclassified``: the connector
-    file does not classify it (default deny). Neither is offered to any agent."""
+    state: Literal["offered", "quarantined", "unclassified", "new"]
+    """``quarantined``: its definition differs from the pinned one, or its description addresses
+    the model; ``unclassified``: the connector file does not classify it (default deny); ``new``:
+    never seen by a specialist (only ``agentos connectors list`` reports it). Only ``offered``
+    tools are offered to agents."""
     pinned_hash: str = ""
     """The hash the operator approved (differs from ``definition_hash`` when quarantined)."""
+    reason: str = ""
+    """Why it is quarantined."""
 
 
 class ConnectorAnnounced(EventData):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,29 +127,14 @@ class ConnectorRing:
 
     async def _classify(self, spec: Connector, server: McpServer, listing: list[types.Tool]) -> Discovery:
         offered: dict[str, Tool] = {}
-        definitions: list[ToolDefinition] = []
-        for tool in listing:
-            defn = definition(tool)
-            hash_ = definition_hash(defn)
-            qualified = spec.qualified(tool.name)
-            cls = spec.classify(tool.name)
-            if cls is None:
-                definitions.append(ToolDefinition(name=qualified, definition_hash=hash_, state="unclassified"))
-                continue
-            await self.pins.saw(spec.name, tool.name, hash_, defn)
-            pinned = await self.pins.pin_first(spec.name, tool.name, hash_, f"first use ({self.instance})")
-            if pinned != hash_:
-                log.warning("tool %s changed its definition since it was approved: quarantined", qualified)
-                definitions.append(
-                    ToolDefinition(name=qualified, definition_hash=hash_, state="quarantined", pinned_hash=pinned)
-                )
-                continue
-            definitions.append(
-                ToolDefinition(name=qualified, definition_hash=hash_, state="offered", pinned_hash=hash_)
-            )
-            offered[qualified] = self._mcp_tool(spec, server, tool, cls, hash_)
-        hashes = {d.name: d.definition_hash for d in definitions}
-        return Discovery(offered, tuple(definitions), listing_hash(hashes))
+        surveyed = await survey(spec, listing, self.pins, pin_as=f"first use ({self.instance})")
+        for tool, found, cls in surveyed:
+            if found.state == "offered" and cls is not None:
+                offered[found.name] = self._mcp_tool(spec, server, tool, cls, found.definition_hash)
+            elif found.state == "quarantined":
+                log.warning("tool %s is quarantined: %s", found.name, found.reason)
+        definitions = tuple(d for _, d, _ in surveyed)
+        return Discovery(offered, definitions, listing_hash({d.name: d.definition_hash for d in definitions}))
 
     async def _announce(self, spec: Connector, server: McpServer, found: Discovery) -> None:
         client = server.client
@@ -212,6 +198,54 @@ class ConnectorRing:
         )
 
 
+async def survey(
+    spec: Connector, listing: list[types.Tool], pins: PinStore, pin_as: str | None
+) -> list[tuple[types.Tool, ToolDefinition, ToolClass | None]]:
+    """Each listed tool with its state: ``unclassified`` (the connector file does not classify it),
+    ``quarantined`` (its definition differs from the pinned one, or — never pinned — its description
+    carries instructions to the model), else ``offered``. With ``pin_as``, a first definition is
+    pinned (trust on first use) and what the server lists is recorded for ``approve``."""
+    out: list[tuple[types.Tool, ToolDefinition, ToolClass | None]] = []
+    for tool in listing:
+        defn = definition(tool)
+        hash_ = definition_hash(defn)
+        name = spec.qualified(tool.name)
+        cls = spec.classify(tool.name)
+        if cls is None:
+            out.append((tool, ToolDefinition(name=name, definition_hash=hash_, state="unclassified"), None))
+            continue
+        pinned = await pins.pinned(spec.name, tool.name)
+        warning = suspicious(defn)
+        if pin_as is not None:
+            await pins.saw(spec.name, tool.name, hash_, defn)
+            if pinned is None and warning is None:
+                pinned = await pins.pin_first(spec.name, tool.name, hash_, pin_as)
+        if pinned == hash_:
+            found = ToolDefinition(name=name, definition_hash=hash_, state="offered", pinned_hash=hash_)
+        else:
+            reason = warning if pinned is None else "its definition changed since it was approved (a rug pull?)"
+            state = "quarantined" if pinned is not None or pin_as is not None or warning else "new"
+            found = ToolDefinition(
+                name=name, definition_hash=hash_, state=state, pinned_hash=pinned or "", reason=reason or ""
+            )
+        out.append((tool, found, cls))
+    return out
+
+
+_INJECTION = re.compile(
+    r"(?i)(ignore (all |any )?(previous|prior|above|earlier) instructions|<important>|system prompt|"
+    r"do not (tell|inform|mention)|before (using|calling) this tool|you must (also )?(call|send|read)|"
+    r"send (the|all|this) (conversation|data|contents?|messages?|history))"
+)
+
+
+def suspicious(defn: dict[str, Any]) -> str | None:
+    """Why a tool's description looks like instructions to the model (tool poisoning), if it does."""
+    text = " ".join(str(defn.get(k) or "") for k in ("title", "description")) + json.dumps(defn.get("inputSchema"))
+    found = _INJECTION.search(text)
+    return f"its description addresses the model ({found.group(0)!r}): approve it by hand" if found else None
+
+
 def _quarantined(found: Discovery) -> bool:
     """A quarantined tool is looked at again on every resolve: an operator may have approved it."""
     return any(d.state == "quarantined" for d in found.definitions)
@@ -226,4 +260,4 @@ def _classified(tool: Tool, spec: Connector | None) -> Tool:
     return tool
 
 
-__all__ = ["ConnectorFailed", "ConnectorRing", "Discovery", "render"]
+__all__ = ["ConnectorFailed", "ConnectorRing", "Discovery", "render", "survey"]

@@ -68,6 +68,7 @@ class McpServer:
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._listing_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.limits.concurrency)
         self._started: deque[float] = deque()
         self.failures = 0
@@ -231,13 +232,13 @@ class McpServer:
         """The server's tools, re-read when a change was announced (at most once per ``relist_min_s``)."""
         client = await self.ensure()
         self.last_used = time.monotonic()
-        due = time.monotonic() - self._relisted_at >= self.limits.relist_min_s
-        if self.stale and (due or not self._listing):
-            self.stale = False
-            self._relisted_at = time.monotonic()
-            self.relists += 1
-            listed = await self._bounded(self._list_all(client), "list its tools")
-            self._listing = listed
+        async with self._listing_lock:  # concurrent offers share one re-read
+            due = time.monotonic() - self._relisted_at >= self.limits.relist_min_s
+            if self.stale and (due or not self._listing):
+                self._relisted_at = time.monotonic()
+                self.relists += 1
+                self._listing = await self._bounded(self._list_all(client), "list its tools")
+                self.stale = False
         return self._listing
 
     async def _list_all(self, client: Client) -> list[types.Tool]:
