@@ -148,7 +148,11 @@ def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[st
 
 
 async def _finish(ctx: ToolContext, tool: Tool, result: str) -> str:
-    """Cap, keep and mark a successful result; note the taint of an untrusted one."""
+    """Cap, keep and mark a successful result; note the taint of an untrusted one (a result reused
+    from an earlier attempt keeps saying so first)."""
+    again = "already done: "
+    if result.startswith(again):
+        return again + await _finish(ctx, tool, result.removeprefix(again))
     raw = result.encode()
     if len(raw) > tool.max_result_bytes:
         data = ctx.event.data
