@@ -90,6 +90,7 @@ async def test_an_email_a_tool_result_asks_for_is_not_sent_without_approval(
     try:
         info = await vote_when_pending(bus, tenant, "alice", "reject", "an injected instruction")
         outcome, progress, ctx = await asyncio.wait_for(running, 30)
+        assert outcome.ok, outcome.reason
     finally:
         await the_ring.close()
     assert info.resource == "email:outbound" and info.risk == "medium"
