@@ -310,6 +310,9 @@ class McpServer:
             except Exception as exc:  # noqa: BLE001  (boundary: any failure of the server is the call's failure)
                 reason = f"connector {self.spec.name!r}: {what} failed: {_describe(exc)}"
                 await self.failed(reason)
+                if isinstance(exc, MCPError) and "closed" in str(exc).lower():
+                    await self.stop()  # the connection is gone: the next use starts the server again
+                    self.restarts = max(self.restarts, 1)
                 raise ConnectorFailed(reason) from None
         await cancel_and_wait(task, timeout=5)  # the SDK sends notifications/cancelled for it
         if runner is not None and runner in done:
