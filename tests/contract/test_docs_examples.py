@@ -119,3 +119,13 @@ def test_the_readme_layout_names_every_folder() -> None:
     services = [p.name for p in (ROOT / "services").iterdir() if (p / "src").is_dir()]
     missing = [f"{f}/" for f in [*folders, *services] if f"{f}/" not in layout]
     assert not missing, f"the README's layout block does not name {missing}"
+
+
+def test_the_connector_examples_load() -> None:
+    from agentos_specialist.connectors.spec import parse_connector
+
+    examples = [(path, text) for path, text in blocks("yaml") if "stdio:" in text or "http:" in text]
+    assert any(path.name == "README.md" for path, _ in examples), "the README shows a connector file"
+    for path, text in examples:
+        if "name:" in text and "tools:" in text:
+            assert parse_connector(text, str(path)).tools, path

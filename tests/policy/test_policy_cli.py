@@ -21,7 +21,7 @@ async def test_shipped_policy_passes_its_cases(settings: KernelSettings) -> None
     result = await cli(settings, "policy", "test")
     assert result.exit_code == 0, result.output
     assert "PASS a tool off the allowlist is denied whatever the model asks" in result.output
-    assert "policy default-2025.2: 16 passed, 0 failed" in result.output
+    assert "policy default-2026.1: 19 passed, 0 failed" in result.output
 
 
 async def test_a_failing_case_is_reported_and_exits_1(settings: KernelSettings, tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ async def test_a_failing_case_is_reported_and_exits_1(settings: KernelSettings, 
     result = await cli(settings, "policy", "test", "--policy-dir", str(tmp_path))
     assert result.exit_code == 1
     assert "FAIL research may search the library: expected deny, got allow/ok" in result.output
-    assert "15 passed, 1 failed" in result.output
+    assert "18 passed, 1 failed" in result.output
 
 
 async def test_simulate_lists_the_decisions_that_would_change(

@@ -1,8 +1,9 @@
 """The typed event catalogue, one module per domain."""
 
 # The domain modules not imported below for their names, imported for the facts they register
-# (audit, erasure, ingress, governance); the redundant aliases mark them as the package's submodules.
+# (audit, connectors, erasure, ingress, governance); the redundant aliases mark them as the package's submodules.
 from agentos_schemas.events import audit as audit
+from agentos_schemas.events import connectors as connectors
 from agentos_schemas.events import erasure as erasure
 from agentos_schemas.events import ingress as ingress
 from agentos_schemas.events import policy as policy

@@ -164,6 +164,8 @@ class ContextManifest(BaseModel):
     memory_kinds: dict[str, str] = Field(default_factory=dict)
     """The kind (working, episodic, semantic) of each memory entry, by id."""
     tools: tuple[str, ...] = ()
+    tool_definitions: dict[str, str] = Field(default_factory=dict)
+    """The pinned definition hash of each connector tool offered (``connector.announced``), by name."""
     handoff_sources: tuple[str, ...] = ()
     """Step ids whose outputs were handed over."""
     tokens: dict[str, int] = Field(default_factory=dict)

@@ -27,6 +27,7 @@ DecisionCode = Literal[
     "spend_spike",
     "risk",
     "sequence",
+    "taint",
     "pending",
     "rejected",
     "expired",
@@ -36,6 +37,25 @@ DecisionCode = Literal[
     "error",
 ]
 ApprovalStatusName = Literal["pending", "approved", "rejected", "expired"]
+
+
+class ToolClassification(BaseModel):
+    """How a tool touches the world, as its connector declares it (``connectors/*.yaml``): what the
+    decision point weighs for a tool that the policy's own ``tools:`` table does not name."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    access: Literal["read", "write", "memory"] = "read"
+    """``write``: an outside action (it changes the world outside AgentOS); ``memory``: a memory write."""
+    data_classes: tuple[Literal["public", "internal", "confidential", "personal"], ...] = ("internal",)
+    """Classifications of the data the tool may return or send."""
+    risk: Literal["low", "medium", "high"] = "low"
+    idempotent: bool = False
+    """A write the server itself does once per idempotency key (safe to send again after a crash)."""
+    untrusted: bool = False
+    """Its output is untrusted content (web pages, e-mail, tickets): reading it taints the task."""
+    definition_hash: str = ""
+    """sha256 of the tool's pinned definition (name, description, schemas) the agent was offered."""
 
 
 class PolicyRequest(BaseModel):
@@ -60,6 +80,10 @@ class PolicyRequest(BaseModel):
     estimated_tokens: int = Field(default=0, ge=0)
     call_id: str = ""
     """Idempotency key of the attempt: asking again for the same call finds the same approval."""
+    classification: ToolClassification | None = None
+    """The tool's declared classification (for tools of connectors; built-ins declare one too)."""
+    tainted_by: tuple[str, ...] = ()
+    """Tools with untrusted output whose results this task has already read (the taint rule)."""
 
 
 class PolicyDecision(BaseModel):

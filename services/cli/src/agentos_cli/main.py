@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentos_cli import agents_cmd, audit_cmd, control_cmd, ingress_cmd, mcp_cmd, output, policy_cmd, status_cmd
+from agentos_cli import (
+    agents_cmd,
+    audit_cmd,
+    connectors_cmd,
+    control_cmd,
+    ingress_cmd,
+    mcp_cmd,
+    output,
+    policy_cmd,
+    status_cmd,
+)
 from agentos_cli.connect import connected_bus, run
 
 if TYPE_CHECKING:
@@ -26,6 +36,7 @@ app = typer.Typer(
 console = output.console()
 err = output.console(stderr=True)
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(connectors_cmd.app, name="connectors")
 __all__ = ["app", "connected_bus", "run", "wait_for_services"]
 
 

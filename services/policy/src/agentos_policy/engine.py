@@ -89,6 +89,22 @@ def evaluate(policy: Policy, request: PolicyRequest, state: State, now: float) -
         return limited
     data_class = tool_rule.data_class if tool_rule else None
     risk = tool_rule.risk if tool_rule else _model_risk(policy, request)
+    held = _sequences(policy, request, memory, tool_rule, risk)
+    if held is not None:
+        return held
+    if policy.tier(risk).approvals > 0:
+        needed = policy.tier(risk).approvals
+        return Verdict(
+            "require_approval", "risk", (f"{risk} risk: {needed} approver(s) needed",), risk=risk, data_class=data_class
+        )
+    return Verdict("allow", "ok", (f"allowed by policy {policy.version}",), risk=risk, data_class=data_class)
+
+
+def _sequences(
+    policy: Policy, request: PolicyRequest, memory: GoalMemory | None, tool_rule: ToolRule | None, risk: str
+) -> Verdict | None:
+    """What the goal did before decides: the sequence rules, then the taint rule."""
+    data_class = tool_rule.data_class if tool_rule else None
     for rule in policy.sequences:
         if memory is not None and _sequence_fires(policy, rule, request, memory, tool_rule):
             reason = rule.reason or f"sequence rule {rule.name!r}"
@@ -100,12 +116,25 @@ def evaluate(policy: Policy, request: PolicyRequest, state: State, now: float) -
                 data_class=data_class,
                 escalate=rule.escalate,
             )
-    if policy.tier(risk).approvals > 0:
-        needed = policy.tier(risk).approvals
-        return Verdict(
-            "require_approval", "risk", (f"{risk} risk: {needed} approver(s) needed",), risk=risk, data_class=data_class
-        )
-    return Verdict("allow", "ok", (f"allowed by policy {policy.version}",), risk=risk, data_class=data_class)
+    tainted = _taint(policy, request, memory, tool_rule)
+    if tainted is not None:
+        risk = max(policy.taint.risk, risk, key=RISKS.index)
+        return Verdict(policy.taint.decision, "taint", (tainted,), risk=risk, data_class=data_class)
+    return None
+
+
+def _taint(policy: Policy, request: PolicyRequest, memory: GoalMemory | None, tool_rule: ToolRule | None) -> str | None:
+    """The taint rule's reason when it holds an outside action of a task that read untrusted content."""
+    rule = policy.taint
+    outside = request.action == "outside_action" or (tool_rule is not None and tool_rule.outside)
+    if not rule.enabled or not outside:
+        return None
+    sources = set(request.tainted_by)
+    if memory is not None and rule.sources:
+        sources |= {t for t in memory.tools if any_match(rule.sources, t)}
+    if not sources:
+        return None
+    return f"{rule.reason}: read {', '.join(sorted(sources))} before {request.tool or request.resource!r}"
 
 
 def _model_risk(policy: Policy, request: PolicyRequest) -> str:
@@ -181,7 +210,7 @@ def _access(policy: Policy, agent: AgentRule, name: str, request: PolicyRequest)
                 f"tool {request.tool!r} is not on the allowlist of agent {name!r} "
                 f"(allowed: {', '.join(granted.tools) or 'none'})",
             )
-        rule = policy.tool(request.tool)
+        rule = policy.tool(request.tool, request.classification)
         if request.tool not in policy.tools and request.resource:
             rule = rule.model_copy(update={"resource": request.resource})
     resource = rule.resource if rule else request.resource

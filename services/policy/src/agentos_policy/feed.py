@@ -147,4 +147,4 @@ class Feed:
 
     def _data_class(self, data: PolicyDecided) -> str | None:
         policy, tool = self.decider.policy, data.request.tool
-        return policy.tool(tool).data_class if policy is not None and tool else None
+        return policy.tool(tool, data.request.classification).data_class if policy is not None and tool else None

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from agentos_schemas.rpc import ActionKind, Decision
+from agentos_schemas.rpc.policy import ToolClassification
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Classification = Literal["public", "internal", "confidential", "personal"]
@@ -180,6 +181,20 @@ class SequenceRule(_Rule):
     reason: str = ""
 
 
+class TaintRule(_Rule):
+    """Defence against prompt injection through tools: once a task has read untrusted content (a
+    tool classified ``untrusted``, or one of ``sources``), any later outside action in it needs
+    approval (or is denied)."""
+
+    enabled: bool = True
+    sources: tuple[str, ...] = ()
+    """Tools (globs) whose output taints the goal, besides those their connector classifies untrusted."""
+    decision: Literal["deny", "require_approval"] = "require_approval"
+    risk: Risk = "medium"
+    """The tier whose approvers decide (at least this; a riskier tool keeps its own)."""
+    reason: str = "the task read untrusted content (a tool result may carry injected instructions)"
+
+
 class Loops(_Rule):
     """Runaway limits: repeated identical calls, re-plans, spend per minute."""
 
@@ -214,6 +229,7 @@ class Policy(_Rule):
     rate_limits: tuple[RateLimit, ...] = ()
     budgets: tuple[BudgetCap, ...] = ()
     sequences: tuple[SequenceRule, ...] = ()
+    taint: TaintRule = Field(default_factory=TaintRule)
     loops: Loops = Field(default_factory=Loops)
     escalation: Escalation = Field(default_factory=Escalation)
     model_risk: dict[str, Risk] = Field(default_factory=dict)
@@ -225,9 +241,13 @@ class Policy(_Rule):
         """The rule for agent ``name`` (or the ``"*"`` rule; None if neither exists)."""
         return self.agents.get(name) or self.agents.get("*")
 
-    def tool(self, name: str) -> ToolRule:
-        """The rule for tool ``name``, with its resource filled in (default ``tool:<name>``)."""
-        rule = self.tools.get(name) or ToolRule()
+    def tool(self, name: str, classification: ToolClassification | None = None) -> ToolRule:
+        """The rule for tool ``name``, with its resource filled in (default ``tool:<name>``): the
+        policy's own ``tools:`` entry, else the connector's ``classification`` of it."""
+        rule = self.tools.get(name)
+        if rule is None and classification is not None:
+            rule = classified(classification)
+        rule = rule or ToolRule()
         return rule if rule.resource else rule.model_copy(update={"resource": f"tool:{name}"})
 
     def model_tier(self, chain: list[str]) -> Risk:
@@ -239,6 +259,17 @@ class Policy(_Rule):
         """The risk tier named ``risk`` (an empty tier, no approvals, if undefined)."""
         found = self.risk.get(risk) if risk in RISKS else None  # `in` narrows risk to a Risk
         return found or RiskTier()
+
+
+def classified(c: ToolClassification) -> ToolRule:
+    """The tool rule a connector's classification amounts to (its highest data class counts)."""
+    data_class = max(c.data_classes or ("internal",), key=CLASS_RANK.__getitem__)
+    return ToolRule(
+        access="read" if c.access == "read" else "write",
+        risk=c.risk,
+        data_class=data_class,
+        outside=c.access == "write",
+    )
 
 
 class Case(_Rule):

@@ -35,7 +35,8 @@ from agentos_schemas.events import Effect, ModelCall, Settlement
 from agentos_schemas.money import usd
 from agentos_schemas.rpc import PolicyDecision, PolicyRequest
 
-from agentos_specialist.tools import Tool, ToolContext, call_tool
+from agentos_specialist.toolpath import call_tool, listed
+from agentos_specialist.tools import Tool, ToolContext
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Progress:
     output_retries: int = 0
     effects: list[Effect] = field(default_factory=list)
     """What each write tool call really did, for ``task.completed`` (snapshotted with the rest)."""
+    tainted_by: list[str] = field(default_factory=list)
+    """Tools with untrusted output the task has read (a resumed task stays tainted)."""
 
 
 @dataclass
@@ -127,7 +130,8 @@ async def _loop(
     unsettled: list[_Unsettled],
 ) -> Outcome:
     chain = [charter.model, *charter.fallbacks]
-    specs = [tools[n].spec() for n in charter.tools if n in tools]
+    specs = [t.spec() for n, t in tools.items() if listed(charter.tools, n)]
+    tool_ctx.tainted_by = progress.tainted_by
     response_format = _response_format(charter)
     while True:
         if _cost(progress.calls) > charter.budget_usd:
@@ -260,6 +264,8 @@ async def _run_tools(
         progress.messages.append({"role": "tool", "tool_call_id": tc.id, "content": redact(result)})
         if tool_ctx.stop is not None:
             return denied(tool_ctx.stop, f"tool call {tc.function.name!r}")
+        if tool_ctx.failure is not None:
+            return Outcome(False, reason=tool_ctx.failure, retryable=True, code="error")
     return None
 
 

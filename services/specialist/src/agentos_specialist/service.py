@@ -17,6 +17,7 @@ from typing import Any
 
 import nats.js.errors
 from agentos_kernel import KernelSettings, Reject
+from agentos_kernel.exceptions import Unavailable
 from agentos_kernel.faults import contained
 from agentos_kernel.llm import LLM, ModelRegistry
 from agentos_kernel.replies import PubAck
@@ -39,6 +40,9 @@ from agentos_schemas.events import (
 from nats.js import api
 from pydantic_settings import SettingsConfigDict
 
+from agentos_specialist.connectors.ring import ConnectorRing
+from agentos_specialist.connectors.server import ConnectorFailed
+from agentos_specialist.connectors.spec import load_connectors, shipped_dir
 from agentos_specialist.effects import WRITES
 from agentos_specialist.runner import Outcome, Progress, run_agent
 from agentos_specialist.tools import DocumentIndex, Tool, ToolContext, build_tools
@@ -57,6 +61,9 @@ class SpecialistSettings(KernelSettings):
     """Folder the search_documents tool indexes (default: the shipped research library)."""
     task_ack_wait_s: float = 30.0
     """Seconds after which a task whose replica died is handed to another (kept alive while working)."""
+    connectors_dir: Path | None = None
+    """Folder of connector files (``*.yaml``, MCP servers as tools) added to the shipped ones; a
+    file here overrides a shipped connector of the same name."""
 
 
 class Specialist:
@@ -67,7 +74,9 @@ class Specialist:
         tools: dict[str, Tool],
         llm: LLM,
         ack_wait: float = 30.0,
+        ring: ConnectorRing | None = None,
     ) -> None:
+        self.ring = ring
         self.ctx = ctx
         self.ack_wait = ack_wait
         self.charters = charters
@@ -102,6 +111,8 @@ class Specialist:
             NAME, ["agentos.*.context.ready"], self.handle, concurrency=capacity, ack_wait=self.ack_wait, max_deliver=4
         )
         self.ctx.closers.append(self.retire)
+        if self.ring is not None:
+            self.ctx.closers.append(self.ring.close)
 
     async def retire(self) -> None:
         for charter in self.charters.values():
@@ -122,14 +133,7 @@ class Specialist:
         started = asyncio.ensure_future(self.ctx.bus.publish(self._start_event(event)))
         progress = _progress_from(saved) or Progress(messages=[dict(m) for m in data.messages])
         try:
-            outcome = await run_agent(
-                self.llm,
-                charter,
-                progress,
-                self.tools,
-                ToolContext(self.ctx.bus, event, started=started),
-                lambda p: self._save(key, _progress_dump(p)),
-            )
+            outcome = await self._attempt(charter, progress, ToolContext(self.ctx.bus, event, started=started), key)
         finally:
             await wait_done(started)
         await _fail_unless_started(started, outcome)
@@ -143,6 +147,17 @@ class Specialist:
             # An earlier attempt's result is stored under this id: this run's answer is settled apart
             # (settling a reservation twice changes nothing).
             await outcome.settle_separately()
+
+    async def _attempt(self, charter: Charter, progress: Progress, tool_ctx: ToolContext, key: str) -> Outcome:
+        """Resolve the charter's tools (starting the connectors it names) and run the agent loop; a
+        connector that cannot be reached fails the task with the reason, it does not hang it."""
+        try:
+            tools = await self.ring.resolve(charter.tools) if self.ring is not None else self.tools
+        except (ConnectorFailed, Unavailable) as exc:
+            return Outcome(False, reason=f"tools unavailable: {exc}", retryable=True, code="error")
+        return await run_agent(
+            self.llm, charter, progress, tools, tool_ctx, lambda p: self._save(key, _progress_dump(p))
+        )
 
     def _start_event(self, event: Event[Any]) -> Event[Any]:
         """``task.started`` for the task of ``event`` (the same id for every delivery of it)."""
@@ -188,6 +203,7 @@ def _progress_dump(p: Progress) -> dict[str, Any]:
         "tool_calls": p.tool_calls,
         "output_retries": p.output_retries,
         "effects": [e.model_dump() for e in p.effects],
+        "tainted_by": p.tainted_by,
     }
 
 
@@ -201,6 +217,7 @@ def _progress_from(saved: dict[str, Any]) -> Progress | None:
         tool_calls=saved["tool_calls"],
         output_retries=saved["output_retries"],
         effects=[Effect.model_validate(e) for e in saved.get("effects", ())],
+        tainted_by=list(saved.get("tainted_by", ())),
     )
 
 
@@ -250,7 +267,9 @@ async def setup(ctx: ServiceContext) -> None:
                 name,
                 name,
             )
-    specialist = Specialist(ctx, charters, tools, LLM(ModelRegistry.load()), settings.task_ack_wait_s)
+    connectors = load_connectors(shipped_dir(), settings.connectors_dir)
+    ring = ConnectorRing(ctx.bus, connectors, tools, ctx.instance)
+    specialist = Specialist(ctx, charters, tools, LLM(ModelRegistry.load()), settings.task_ack_wait_s, ring)
     await specialist.start()
 
 

@@ -1,14 +1,11 @@
-"""Tools specialists can call. A charter lists the tools its agent may use; nothing else is offered,
-and a call to any other tool is refused whatever the model asks.
+"""Tools specialists can call, and the built-in ones. A charter lists the tools its agent may use;
+nothing else is offered, and a call to any other tool is refused whatever the model asks.
 
-Tools that write carry an idempotency key derived from the task that called them, so a task
-re-run after a crash does not write twice.
-
-Every call — listed or not — is first put to the policy service (fail closed), so every attempt is
-in the log as ``policy.decided``. A denial is returned to the model as ``DENIED: …``; a denial that
-must end the task (a loop, an approval that expired, no policy answer) is left in
-``ToolContext.stop`` for the agent loop. Outside actions (tools that write outside AgentOS) are
-then executed and their outcome published as ``action.executed``.
+A :class:`Tool` is one tool on the one tool path (:mod:`agentos_specialist.toolpath`): the
+built-ins here (the ``builtin`` connector, classified in ``connectors/builtin.yaml``) and every
+MCP connector's tools (:mod:`agentos_specialist.connectors`) alike. Tools that write carry an
+idempotency key derived from the task and the call, so a task re-run after a crash does not
+write twice.
 """
 
 from __future__ import annotations
@@ -25,17 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from agentos_kernel import Bus, control
-from agentos_kernel.faults import FAULTS
-from agentos_kernel.policy import PolicyClient, summarize_args
-from agentos_kernel.secrets import resolve as resolve_secrets
+from agentos_kernel import Bus
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.events import ContextReady, Effect, MemoryProposed
 from agentos_schemas.events.memory import content_key
-from agentos_schemas.events.policy import ActionExecuted
-from agentos_schemas.rpc import PolicyDecision, PolicyRequest
-
-from agentos_specialist import effects
+from agentos_schemas.rpc import PolicyDecision
+from agentos_schemas.rpc.policy import ToolClassification
 
 
 @dataclass
@@ -53,6 +45,12 @@ class ToolContext:
     """What each write tool call really did (see :mod:`agentos_specialist.effects`), in call order."""
     fact_id: str = ""
     """The id of the event the last write tool published (``memory.proposed``), for its effect."""
+    call_key: str = ""
+    """The idempotency key of the write being run (sent to an MCP server as ``_meta``)."""
+    tainted_by: list[str] = field(default_factory=list)
+    """Tools with untrusted output this task has read (the policy's taint rule weighs them)."""
+    failure: str | None = None
+    """Set when a tool's connector is degraded: the task fails with this reason."""
 
     async def effects_may_start(self) -> None:
         """Return once the task's start is stored: nothing with an effect or a cost runs before."""
@@ -62,6 +60,21 @@ class ToolContext:
 
 ToolAction = Literal["tool_call", "memory_write", "outside_action"]
 """What the policy is asked about for a tool's calls: :data:`agentos_schemas.rpc.ActionKind` but ``model_call``."""
+_ACTIONS: dict[str, ToolAction] = {"read": "tool_call", "write": "outside_action", "memory": "memory_write"}
+_ACCESS: dict[str, Literal["read", "write", "memory"]] = {
+    "tool_call": "read",
+    "outside_action": "write",
+    "memory_write": "memory",
+}
+
+
+def action_of(access: str) -> ToolAction:
+    """The policy action of a tool classified ``read``, ``write`` or ``memory``."""
+    return _ACTIONS[access]
+
+
+class ToolError(Exception):
+    """A tool reported that its call failed (the message is shown to the model as the result)."""
 
 
 @dataclass
@@ -73,11 +86,31 @@ class Tool:
     action: ToolAction = "tool_call"
     """What the policy is asked about: ``tool_call``, ``memory_write`` or ``outside_action``."""
     resource: str = ""
+    classification: ToolClassification | None = None
+    """Read or write, data classes, risk, idempotence, untrusted output (default: from ``action``)."""
+    connector: str = "builtin"
+    max_result_bytes: int = 32_000
+    """A larger result is cut to this for the prompt and kept whole as ``tool.result_stored``."""
+
+    def __post_init__(self) -> None:
+        if self.classification is None:
+            self.classification = ToolClassification(access=_ACCESS[self.action])
+
+    @property
+    def classified(self) -> ToolClassification:
+        assert self.classification is not None
+        return self.classification
+
+    @property
+    def function(self) -> str:
+        """The name the model calls it by: function names may not contain dots (``git.log`` is
+        ``git__log``)."""
+        return self.name.replace(".", "__")
 
     def spec(self) -> dict[str, Any]:
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+            "function": {"name": self.function, "description": self.description, "parameters": self.parameters},
         }
 
 
@@ -200,7 +233,8 @@ def build_tools(index: DocumentIndex) -> dict[str, Tool]:
 
 
 def idempotency_key(ctx: ToolContext, name: str, args: dict[str, Any]) -> str:
-    """The same write asked again by the same task (a retry, a resumed conversation) has the same key."""
+    """The same write asked again by the same task (a retry, a resumed conversation) has the same
+    key: it is derived from the task and the call (the tool and its arguments)."""
     return derived_event_id(ctx.event.data.task_id, name, json.dumps(args, sort_keys=True, default=str))
 
 
@@ -238,107 +272,3 @@ SEND_EMAIL = Tool(
     "outside_action",
     "email:outbound",
 )
-
-
-async def call_tool(
-    tools: dict[str, Tool], allowed: tuple[str, ...], ctx: ToolContext, name: str, arguments: str, call_id: str = ""
-) -> tuple[str, bool]:
-    """Run one tool call after the policy allowed it; returns (result text for the model, ok). Never
-    raises. A call of a tool that writes leaves its :class:`Effect` in ``ctx.effects``."""
-    tool = tools.get(name)
-    writes = tool is not None and tool.action in effects.WRITES
-    ctx.fact_id = ""
-    result, ok, decision = await _call_tool(tool, allowed, ctx, name, arguments, call_id)
-    if tool is not None and writes:
-        if decision is not None and decision.decision != "allow":
-            ctx.effects.append(effects.refused(name, tool.action, decision))
-        elif decision is None or (name not in allowed):
-            ctx.effects.append(effects.not_run(name, tool.action, result))
-        else:
-            ctx.effects.append(effects.ran(name, tool.action, result, ok, ctx.fact_id))
-    return result, ok
-
-
-async def _call_tool(
-    tool: Tool | None, allowed: tuple[str, ...], ctx: ToolContext, name: str, arguments: str, call_id: str
-) -> tuple[str, bool, PolicyDecision | None]:
-    try:
-        args = json.loads(arguments or "{}")
-        if not isinstance(args, dict):
-            raise ValueError("arguments must be a JSON object")
-    except ValueError as exc:
-        args, error = {"_unparsed": str(arguments)[:200]}, f"ERROR: {name} failed: {type(exc).__name__}: {exc}"
-    else:
-        error = None
-    request = policy_request(ctx, tool, name, args, call_id)
-    decision = await PolicyClient.for_bus(ctx.bus).decide_and_wait(request, ctx.event)
-    if decision.decision != "allow":
-        if decision.code in ("loop", "expired", "unreachable", "unavailable", "no_policy", "error"):
-            ctx.stop = decision
-        return f"DENIED: {name}: {'; '.join(decision.reasons)}"[:1000], False, decision
-    if name not in allowed or tool is None:
-        return (
-            f"ERROR: tool {name!r} is not allowed for this agent (allowed: {', '.join(allowed) or 'none'})",
-            False,
-            decision,
-        )
-    if error is not None:
-        return error[:1000], False, None
-    if tool.action == "outside_action":
-        return (*await _outside(ctx, tool, args, decision), decision)
-    try:
-        # Secrets are resolved only now, after the policy saw their names; a kill switch pauses
-        # (and, if it lands mid-call, re-runs) read-only tools. Outside actions are never re-run.
-        return await control.run_paused(lambda: tool.run(ctx, resolve_secrets(args))), True, decision
-    except Exception as exc:  # noqa: BLE001  (boundary: a failed tool call is the tool's result for the model)
-        FAULTS.note(f"run the tool {name}", exc)
-        return f"ERROR: {name} failed: {type(exc).__name__}: {exc}"[:1000], False, decision
-
-
-def policy_request(ctx: ToolContext, tool: Tool | None, name: str, args: dict[str, Any], call_id: str) -> PolicyRequest:
-    """What the policy is asked for one tool call (an unknown tool is asked about too, and denied)."""
-    data = ctx.event.data
-    return PolicyRequest(
-        tenant=ctx.event.tenant,
-        principal=f"agent:{data.agent}",
-        agent=data.agent,
-        goal_id=data.goal_id,
-        task_id=data.task_id,
-        action=tool.action if tool else "tool_call",
-        resource=(tool.resource if tool and tool.resource else name),
-        tool=name,
-        args=summarize_args(args),
-        call_id=call_id or idempotency_key(ctx, name, args),
-    )
-
-
-async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision: PolicyDecision) -> tuple[str, bool]:
-    """Execute an allowed outside action and record its outcome as ``action.executed``."""
-    key = idempotency_key(ctx, tool.name, args)
-    try:
-        result, ok = await tool.run(ctx, resolve_secrets(args)), True
-    except Exception as exc:  # noqa: BLE001  (boundary: the result, failed, is recorded as action.executed)
-        result, ok = f"ERROR: {tool.name} failed: {type(exc).__name__}: {exc}"[:1000], False
-    outcome = "failed" if not ok else "duplicate" if result.startswith("already ") else "succeeded"
-    data = ctx.event.data
-    fact = ActionExecuted(
-        decision_id=decision.decision_id,
-        action=tool.action,
-        resource=tool.resource or tool.name,
-        tool=tool.name,
-        agent=data.agent,
-        goal_id=data.goal_id,
-        task_id=data.task_id,
-        idempotency_key=key,
-        outcome=outcome,
-        detail=result[:500],
-    )
-    event = ctx.bus.new(
-        fact,
-        cause=ctx.event,
-        principal=f"agent:{data.agent}",
-        id=derived_event_id(key, "executed", decision.decision_id),
-    )
-    await ctx.bus.publish(event)
-    ctx.fact_id = event.id
-    return result, ok
