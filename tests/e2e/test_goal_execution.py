@@ -4,15 +4,18 @@ crash recovery — on real NATS and Postgres with the offline model over HTTP.""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from agentos_cli.goals import submit
 from agentos_cli.supervisor import Runtime
 from agentos_kernel import Bus
 from agentos_kernel.testing import eventually, unique
-from agentos_schemas import Event
+from agentos_schemas import EVENTS_STREAM, Event
 from agentos_schemas.events import (
     ContextReady,
     GoalCompleted,
@@ -28,6 +31,7 @@ from agentos_schemas.events import (
     TaskStarted,
 )
 from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+from nats.js import api
 
 from tests.e2e.conftest import goal_events, outcome
 
@@ -192,3 +196,37 @@ async def test_unknown_workflow_fails_with_the_reason(rbus: Bus) -> None:
     final, _ = await outcome(rbus, goal.data.goal_id)
     assert isinstance(final.data, GoalFailed) and final.data.code == "planner_failed"
     assert "no-such-flow" in final.data.reason
+
+
+CLOUDEVENTS_SCHEMA = Path(__file__).parent / "spec" / "cloudevents.json"  # the spec's own (spec/README.md)
+
+
+async def test_every_event_of_a_demo_goal_is_a_valid_cloudevent(rbus: Bus) -> None:
+    """What AgentOS itself publishes for a goal — plan, contexts, policy decisions, tasks, reviews,
+    memory, budget settlements, the outcome — validated message by message against the official
+    CloudEvents JSON Schema, formats (date-time, uri, uri-reference) checked too."""
+    tenant = unique("spec")
+    goal = await submit(rbus, SEED, tenant=tenant)
+    final, _ = await outcome(rbus, goal.data.goal_id)
+    assert isinstance(final.data, GoalCompleted), final.data
+    validator = jsonschema.Draft7Validator(
+        json.loads(CLOUDEVENTS_SCHEMA.read_text()), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
+    sub = await rbus.js.subscribe(
+        f"agentos.{tenant}.>", stream=EVENTS_STREAM, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
+    )
+    checked: Counter[str] = Counter()
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            doc = json.loads(msg.data)
+            errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+            assert not errors, (doc.get("type"), errors)
+            checked[doc["type"].removeprefix("dev.agentos.")] += 1
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    for kind in ("goal.submitted", "goal.planned", "context.ready", "policy.decided", "task.completed"):
+        assert checked[kind + ".v1"] > 0, (kind, checked)
+    assert checked["goal.completed.v1"] == 1 and sum(checked.values()) > 20, checked
