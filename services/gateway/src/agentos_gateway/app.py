@@ -34,8 +34,9 @@ log = logging.getLogger("agentos.gateway")
 DOCS_ASSETS = "/docs-assets"
 DESCRIPTION = """HTTP ingress of AgentOS.
 
-* `POST /events` takes CloudEvents in binary, structured and batch mode and publishes them to the
-  event log after validating them against the catalogue (batches are all or nothing).
+* `POST /events` takes CloudEvents 1.0 in binary, structured and batch mode and publishes them to
+  the event log: catalogue types validated against their payload, foreign types kept verbatim
+  (`ingress.raw.<tenant>`); a batch is answered per event.
 * `POST /goals` submits a goal; `GET /goals/{id}` folds its status from the log.
 * `POST /webhooks/{source}` takes Standard Webhooks-signed deliveries and maps them to events.
 * `POST /ingest/{source}` and `POST /mappings/{source}/preview` map vendor payloads with an API key.

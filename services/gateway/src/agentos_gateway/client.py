@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -60,10 +60,12 @@ class GatewayUnavailable(GatewayError):
 
 @dataclass(frozen=True)
 class Published:
-    """What ``publish`` stored: event ids, and which of them were already stored (retries)."""
+    """What ``publish`` stored: event ids, which of them were already stored (retries), and the
+    events of a batch the gateway refused (each ``{index, status, code, detail, attribute?}``)."""
 
     ids: list[str]
     duplicates: list[str]
+    refused: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class GatewayClient:
         await self._http.aclose()
 
     async def publish(self, *events: EventLike, idempotency_key: str | None = None, dry_run: bool = False) -> Published:
-        """Publish one event (structured mode) or several (one all-or-nothing batch)."""
+        """Publish one event (structured mode) or several (one batch, answered per event: the
+        refused ones are in ``Published.refused``; a batch of which none is valid raises)."""
         if len(events) == 1:
             body, ctype = _event_bytes(events[0]), STRUCTURED
         else:
@@ -124,7 +127,10 @@ class GatewayClient:
         path = "/events?dry_run=true" if dry_run else "/events"
         resp = await self.request("POST", path, body, {"content-type": ctype}, idempotency_key=idempotency_key)
         items = resp.json()["events"]
-        return Published([i["id"] for i in items], [i["id"] for i in items if i.get("duplicate")])
+        kept = [i for i in items if "id" in i]
+        return Published(
+            [i["id"] for i in kept], [i["id"] for i in kept if i.get("duplicate")], [i for i in items if "id" not in i]
+        )
 
     async def submit_goal(
         self,
