@@ -212,16 +212,28 @@ async def test_a_catalogue_event_keeps_unknown_fields_extensions_and_attributes_
 
 async def test_a_batch_is_answered_per_event(gateway: Running) -> None:
     start = await dlq_seq(gateway.bus)
-    items = [base(data={"n": 0}), base(source=""), base(data={"n": 2}), {"id": "x"}]
+    blob = bytes(range(7, 200))
+    items = [
+        base(data={"n": 0}),
+        base(source=""),
+        base(datacontenttype="text/csv", data="sku,qty\nA-1,2\n"),
+        {"id": "x"},
+        base(datacontenttype="application/pdf", data_base64=base64.b64encode(blob).decode()),
+    ]
     async with gateway.client() as http:
         resp = await http.post("/events", headers=BATCH, content=json.dumps(items))
     assert resp.status_code == 202, resp.text
     answer = resp.json()
-    assert (answer["accepted"], answer["refused"]) == (2, 2)
-    assert [e.get("id") for e in answer["events"]] == [items[0]["id"], None, items[2]["id"], None]
+    assert (answer["accepted"], answer["refused"]) == (3, 2)
+    assert [e.get("id") for e in answer["events"]] == [items[0]["id"], None, items[2]["id"], None, items[4]["id"]]
     assert [(e["index"], e.get("attribute")) for e in answer["events"] if "code" in e] == [(1, "source"), (3, "source")]
-    stored = await raw_messages(gateway.bus, f"ingress.raw.{gateway.tenant}")
-    assert sorted(json.loads(m.data)["id"] for m in stored) == sorted([items[0]["id"], items[2]["id"]])
+    stored = {
+        json.loads(m.data)["id"]: json.loads(m.data)
+        for m in await raw_messages(gateway.bus, f"ingress.raw.{gateway.tenant}")
+    }
+    assert sorted(stored) == sorted([items[0]["id"], items[2]["id"], items[4]["id"]])
+    assert stored[items[2]["id"]]["data"] == "sku,qty\nA-1,2\n"  # text and binary data in a batch, as sent
+    assert base64.b64decode(stored[items[4]["id"]]["data_base64"]) == blob
     assert len(await dead_letters(gateway.bus, start, wait_for=2)) == 2
 
 
