@@ -246,7 +246,7 @@ async def log_section(bus: Bus, pool: asyncpg.Pool, size: dict[str, int], key: P
     for _ in range(size["verify_reps"]):
         t0 = time.perf_counter()
         report = await verify(bus, pool, f"audit_in{size['pairs'] - 1}", load_or_create(key).public)
-        assert report.ok and report.chain_rows == n, report
+        assert report.ok and report.chain_rows >= n, report  # (+ the checkpoint events the log holds)
         res["verify"].append(n / (time.perf_counter() - t0))
     out = {
         "events": n,

@@ -118,21 +118,53 @@ async def test_malformed_events_are_chained_dead_lettered_and_do_not_stop_it(
 
 
 async def test_checkpoints_are_signed_published_and_one_is_written_on_stop(
-    bus: Bus, pool: asyncpg.Pool, audit: Projector, signer: Signer
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, signer: Signer, tenant: str
 ) -> None:
+    """Seeds 450 events (the session log may hold nothing else). A checkpoint is signed in the
+    transaction of each batch that crosses a multiple of ``checkpoint_every`` (200) stream sequences,
+    and stop signs the head, except when every entry after the newest checkpoint is one of the log's
+    own checkpoint events (they never cause a checkpoint: checkpoints would beget checkpoints). So
+    after stop, exactly: the newest checkpoint covers every entry but a tail of checkpoint events
+    (possibly empty; a checkpoint event that joined a batch is covered like any entry). The idle
+    timer is switched off so that the last few events are left for stop to sign."""
     import agentos_verify as v
     from agentos_audit.merkle import Frontier, leaf_hash
     from agentos_audit.signing import vkey
     from agentos_schemas.events.audit import AuditCheckpoint
 
-    last = await caught_up(bus, pool, audit.schema)
-    await audit.stop()
+    kind = AuditCheckpoint.ce_type()
+    await bus.publish_many(
+        [bus.new(GoalSubmitted(goal_id=unique("g"), text=f"n{n}"), tenant=tenant) for n in range(450)]
+    )
+    assert audit.checkpoints is not None
+    audit.checkpoints.idle_s = 3600.0
     s = audit.schema
-    rows = await pool.fetch(f"SELECT tree_size, root, note, log_seq FROM {s}.tree_checkpoints ORDER BY tree_size")
+    while (await caught_up(bus, pool, s)) % 200 > 190:  # the tail below must not cross a multiple
+        await bus.publish_many(
+            [bus.new(GoalSubmitted(goal_id=unique("g"), text="x"), tenant=tenant) for _ in range(15)]
+        )
+    await bus.publish_many([bus.new(GoalSubmitted(goal_id=unique("g"), text="tail"), tenant=tenant) for _ in range(3)])
+    await caught_up(bus, pool, s)
+    seeded = await pool.fetchval(f"SELECT max(seq) FROM {s}.events WHERE tenant = $1", tenant)
     base = int(await pool.fetchval(f"SELECT value FROM {s}.meta WHERE key = 'tree_base'"))
-    assert rows and base + rows[-1]["tree_size"] - 1 == last, "the head is signed on stop"
-    assert len(rows) >= max(1, (last - base) // 512), "a checkpoint every ~200 sequences"
-    raws = [bytes(r["raw"]) for r in await pool.fetch(f"SELECT raw FROM {s}.chain ORDER BY seq")]
+    before = await pool.fetchval(f"SELECT max(tree_size) FROM {s}.tree_checkpoints")
+    assert before is not None and base + before - 1 < seeded, "the tail is left for stop to sign"
+    await audit.stop()
+    rows = await pool.fetch(f"SELECT tree_size, root, note, log_seq FROM {s}.tree_checkpoints ORDER BY tree_size")
+    chain = await pool.fetch(
+        f"SELECT c.seq, c.raw, e.type FROM {s}.chain c LEFT JOIN {s}.events e ON e.seq = c.seq ORDER BY c.seq"
+    )
+    assert rows, "checkpoints were signed"
+    signed_end = base + rows[-1]["tree_size"] - 1  # the stream seq of the newest checkpoint's last leaf
+    assert signed_end <= chain[-1]["seq"]
+    assert [r["type"] for r in chain if r["seq"] > signed_end] == [kind] * (chain[-1]["seq"] - signed_end), (
+        "stop signed the head but for a tail of checkpoint events"
+    )
+    assert signed_end >= seeded, "stop signed the tail"
+    ends = [base + r["tree_size"] - 1 for r in rows]
+    for crossed in range(-(-base // 200) * 200, seeded + 1, 200):  # signed by the batch that crossed it
+        assert any(crossed <= end < crossed + audit.batch * 4 for end in ends), (crossed, ends)
+    raws = [bytes(r["raw"]) for r in chain]
     key = v.Verifier.parse(vkey("agentos.local/audit", signer.public))
     for r in rows:
         cp = v.open_checkpoint(r["note"], key, "agentos.local/audit")
@@ -140,4 +172,26 @@ async def test_checkpoints_are_signed_published_and_one_is_written_on_stop(
         assert cp.size == r["tree_size"] and cp.root == bytes(r["root"]) == expected.root()
         published = await bus.js.get_msg("AGENTOS_EVENTS", r["log_seq"])  # into the log itself
         event = json.loads(published.data or b"")
-        assert event["type"] == AuditCheckpoint.ce_type() and event["data"]["note"] == r["note"]
+        assert event["type"] == kind and event["data"]["note"] == r["note"]
+
+
+async def test_a_restart_after_a_tail_of_checkpoint_events_signs_no_checkpoint_of_them(
+    bus: Bus, pool: asyncpg.Pool, audit: Projector, signer: Signer, tenant: str
+) -> None:
+    """The schedule resumes counting as it counts live: checkpoint events after the newest
+    checkpoint are not entries to sign (else every restart would add a checkpoint of them)."""
+    import asyncio
+
+    await bus.publish_many([bus.new(GoalSubmitted(goal_id=unique("g"), text="r"), tenant=tenant) for _ in range(5)])
+    await caught_up(bus, pool, audit.schema)
+    await audit.stop()  # signs the head; its checkpoint event lands in the log after it
+    signed = await pool.fetchval(f"SELECT count(*) FROM {audit.schema}.tree_checkpoints")
+    for _ in range(2):  # the first projects the checkpoint event, the second resumes after it
+        again = Projector(
+            bus, pool, schema=audit.schema, durable=audit.durable, signer=signer, batch=256, checkpoint_idle_s=0.2
+        )
+        await again.start()
+        await caught_up(bus, pool, audit.schema)
+        await asyncio.sleep(1.5)  # past the idle timer
+        await again.stop()
+    assert await pool.fetchval(f"SELECT count(*) FROM {audit.schema}.tree_checkpoints") == signed

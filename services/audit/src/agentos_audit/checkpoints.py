@@ -19,6 +19,7 @@ from agentos_audit.derive import Row
 from agentos_audit.publish import CHECKPOINT_TYPE, Publisher
 from agentos_audit.schema import Head
 from agentos_audit.signing import Signer
+from agentos_audit.tree import tree_base
 from agentos_audit.writer import Item, checkpoint_due, last_checkpoint, store_checkpoint
 
 log = logging.getLogger("agentos.audit")
@@ -44,9 +45,15 @@ class Checkpointer:
         return self.signer.note(self.origin, size, root)
 
     async def start(self, conn: Connection | asyncpg.Pool, schema: str, head: Head) -> None:
-        """Resume the schedule of ``schema`` (the last checkpoint's size)."""
+        """Resume the schedule of ``schema``: the last checkpoint's size, and the entries after it
+        other than checkpoint events (counted as :meth:`wrote` counts them, so a restart after a
+        tail of only checkpoint events does not sign a checkpoint of them)."""
         self.signed_size = await last_checkpoint(conn, schema)
-        self.unsigned = max(0, head.tree.size - self.signed_size)
+        after = (await tree_base(conn, schema) or 1) + self.signed_size
+        own = await conn.fetchval(
+            f"SELECT count(*) FROM {schema}.events WHERE seq >= $1 AND type = $2", after, CHECKPOINT_TYPE
+        )
+        self.unsigned = max(0, head.tree.size - self.signed_size - int(own))
         self.signed_at = time.monotonic()
 
     def wrote(self, old_seq: int, head: Head, items: Sequence[Item], *, signed: bool = True) -> None:

@@ -346,6 +346,8 @@ class Projector:
             except HeadMoved as exc:
                 log.warning("audit: %s; re-reading the head", exc)
                 self.head = await tree.start_head(self._writer(), self.schema, 1)
+                if self.checkpoints is not None:  # what was signed and written meanwhile is not this one's count
+                    await self.checkpoints.start(self._writer(), self.schema, self.head)
                 break
             except _DATA_ERRORS:
                 await self._write_one_by_one(items)
