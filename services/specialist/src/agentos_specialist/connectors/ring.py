@@ -3,8 +3,9 @@ the specialist's one tool path.
 
 A charter's ``tools:`` names built-ins (``search_documents``) and connector tools (``git.log``,
 ``time.*``; ``<connector>.resources`` for the resources its connector allows). Resolving them
-starts the servers named (on first use), reads their tool lists, and offers only the tools that
-are classified and whose definition matches its pin; what was found is announced as
+starts the servers named (on first use: the specialist discovers the connectors its charters name
+when it starts, before it announces its agents), reads their tool lists, and offers only the tools
+that are classified and whose definition matches its pin; what was found is announced as
 ``connector.announced`` whenever a server's listing changes.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import mcp_types as types
 from agentos_kernel import Bus
+from agentos_kernel.exceptions import Unavailable
 from agentos_schemas.events.connectors import ConnectorAnnounced, ConnectorDegraded, ToolDefinition
 from agentos_schemas.rpc.policy import ToolClassification
 
@@ -111,6 +113,18 @@ class ConnectorRing:
             found = await self.discover(prefix)
             tools |= {n: t for n, t in found.offered.items() if fnmatch.fnmatchcase(n, pattern)}
         return tools
+
+    async def prepare(self, names: tuple[str, ...]) -> None:
+        """Discover (and so announce) every connector ``names`` (charters' tools) uses, so that the
+        context-manager knows their definitions before it assembles a task's context. Best effort:
+        a connector that cannot be reached now is tried again when a task needs it."""
+        for name in sorted({p.partition(".")[0] for p in names if "." in p} & set(self.connectors)):
+            if self.connectors[name].builtin:
+                continue
+            try:
+                await self.discover(name)
+            except (ConnectorFailed, Unavailable) as exc:
+                log.warning("connector %s could not be discovered at start (tried again on use): %s", name, exc)
 
     async def discover(self, name: str) -> Discovery:
         """The connector's tools as they are offered now (re-read when its server announced a change)."""
