@@ -187,12 +187,19 @@ class ConnectorRing:
         )
 
     def _resource_tool(self, spec: Connector) -> Tool:
-        """``<connector>.resources``: read one resource the connector file allows."""
+        """``<connector>.resources``: list the resources the connector file allows (no ``uri``), or
+        read one of them; a URI outside its ``resources:`` is refused before the server is asked."""
         server = self.server(spec.name)
 
+        def allowed(uri: str) -> bool:
+            return any(fnmatch.fnmatchcase(uri, p) for p in spec.resources)
+
         async def run(ctx: ToolContext, args: dict[str, Any]) -> str:
-            uri = str(args.get("uri", ""))
-            if not any(fnmatch.fnmatchcase(uri, p) for p in spec.resources):
+            uri = str(args.get("uri") or "")
+            if not uri:
+                found = [r for r in await server.list_resources() if allowed(str(r.uri))]
+                return "\n".join(f"{r.uri} ({r.name}): {r.description or ''}".rstrip(": ") for r in found) or "none"
+            if not allowed(uri):
                 raise ToolError(f"resource {uri!r} is not one {spec.name!r} allows ({', '.join(spec.resources)})")
             result = await server.read_resource(uri)
             return "\n".join(
@@ -201,8 +208,9 @@ class ConnectorRing:
 
         return Tool(
             f"{spec.name}.resources",
-            f"Read a resource of {spec.name} by URI (allowed: {', '.join(spec.resources) or 'none'}).",
-            {"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
+            f"Read a resource of {spec.name} by URI (allowed: {', '.join(spec.resources) or 'none'}); "
+            "without a URI, list the ones there are.",
+            {"type": "object", "properties": {"uri": {"type": "string"}}},
             run,
             "tool_call",
             f"{spec.name}:resources",
