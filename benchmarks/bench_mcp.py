@@ -61,7 +61,7 @@ async def throughput(call: Callable[[], Awaitable[Any]], n: int, tasks: int) -> 
     return n / (time.perf_counter() - t)
 
 
-async def governed_call(bus: Any) -> Callable[[], Awaitable[Any]]:
+async def governed_call(bus: Any, calls: int) -> Callable[[], Awaitable[Any]]:
     from agentos_kernel.redact import redact
     from agentos_specialist import toolpath
     from agentos_specialist.tools import ToolContext
@@ -71,12 +71,14 @@ async def governed_call(bus: Any) -> Callable[[], Awaitable[Any]]:
 
     the_ring = ring(bus)
     tools = await the_ring.resolve(("time.get_current_time",))
+    # Each call is a task of its own (the policy's loop guard counts per task and goal). A task's
+    # context.ready exists before it calls a tool, so the events are built before the clock runs.
+    events = [context_event(bus, "bench", "bencher", f"g-bench-{i}", f"g-bench-{i}/r0/s1/a1") for i in range(calls)]
     counter = [0]
 
-    async def call() -> str:  # each call a task of its own (the policy's loop guard counts per task and goal)
+    async def call() -> str:
         counter[0] += 1
-        goal = f"g-bench-{counter[0]}"
-        ctx = ToolContext(bus, context_event(bus, "bench", "bencher", goal, f"{goal}/r0/s1/a1"))
+        ctx = ToolContext(bus, events[counter[0] % calls])
         text, ok = await toolpath.call_tool(
             tools, ("time.get_current_time",), ctx, "time__get_current_time", json.dumps(ARGS), f"c{counter[0]}"
         )
@@ -100,7 +102,8 @@ async def bench(sizes: dict[str, int]) -> dict[str, Any]:
         bus = await Bus.connect(settings, source="bench")
         await bus.provision()
         policy = await start_service("policy", setup, settings, database=True)
-        governed = await governed_call(bus)
+        total = sizes["warmup"] + sizes["pairs"] * sizes["block"] + sizes["tput_pairs"] * sizes["tput_n"]
+        governed = await governed_call(bus, total + 1)
         async with Client(StdioServerParameters(command="mcp-server-time"), mode="auto", cache=None) as client:
 
             async def direct() -> Any:

@@ -14,6 +14,7 @@ from agentos_kernel.membus import MemoryBus, service_context
 from agentos_schemas import Event, derived_event_id
 from agentos_schemas.charter import MemoryPolicy
 from agentos_schemas.events import AgentAnnounced, ContextReady, TaskAssigned
+from agentos_schemas.events.connectors import ConnectorAnnounced, ConnectorApproved, ToolDefinition
 from agentos_schemas.rpc import MEMORY_SEARCH, MemoryEntry, MemorySearch, MemorySearchResult
 
 from tests.context_manager.test_context_manager import assignment, charter
@@ -72,3 +73,26 @@ async def test_an_agent_not_yet_announced_is_retried_and_a_redelivery_published_
     await cm.handle(event)
     await cm.handle(event)  # redelivered
     assert len(bus.published(ContextReady)) == 1 and cm.ctx.status["duplicates"] == 1
+
+
+async def test_the_manifest_names_the_pinned_hash_of_each_offered_connector_tool() -> None:
+    cm, bus, _ = manager(with_memory=True)
+    greet = ToolDefinition(name="time.greet", definition_hash="sha256:a", state="offered", pinned_hash="sha256:a")
+    moved = ToolDefinition(name="time.moved", definition_hash="sha256:c", state="quarantined", pinned_hash="sha256:b")
+    tools = (greet, moved)
+    listing = ConnectorAnnounced(connector="time", instance="s1", transport="stdio", listing_hash="x", tools=tools)
+    cm.learn(bus.new(listing, tenant="default"))
+    c = charter(tools=("time.*", "search_documents"), memory=MemoryPolicy(kinds=("semantic",), k=3))
+    cm.learn(
+        bus.new(
+            AgentAnnounced(agent=c.name, version="2", capabilities=c.capabilities, instance="i", charter=c),
+            tenant=TENANT,
+        )
+    )
+    await cm.handle(assigned(bus))
+    assert bus.published(ContextReady)[-1].data.manifest.tool_definitions == {"time.greet": "sha256:a"}
+    approval = ConnectorApproved(connector="time", tool="time.moved", definition_hash="sha256:c", approved_by="ana")
+    cm.learn(bus.new(approval, tenant="default"))
+    await cm.handle(assigned(bus, task_id="g1/1/s2/2"))
+    seen = bus.published(ContextReady)[-1].data.manifest.tool_definitions
+    assert seen == {"time.greet": "sha256:a", "time.moved": "sha256:c"}

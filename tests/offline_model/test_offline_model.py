@@ -450,3 +450,18 @@ async def test_openai_organization_and_project_headers_are_sent(monkeypatch: pyt
         server.close()
     assert response.choices[0].message.content == "ok"
     assert seen[0]["openai-organization"] == "org-acme" and seen[0]["openai-project"] == "proj-ingest"
+
+
+def test_tool_result_template_fills_the_newest_tool_result() -> None:
+    from agentos_offline_model.scenario import render, template_variables
+
+    messages = [
+        *user("what time is it?"),
+        {"role": "tool", "tool_call_id": "c1", "content": "old"},
+        {"role": "tool", "tool_call_id": "c2", "content": '{"datetime": "2026-01-01T10:00"}'},
+    ]
+    facts = RequestFacts.from_request("offline-fast", messages)
+    assert facts.tool_result == '{"datetime": "2026-01-01T10:00"}'
+    filled = render({"answer": "said: {tool_result}"}, template_variables(facts, 1))
+    assert filled == {"answer": 'said: {"datetime": "2026-01-01T10:00"}'}
+    assert RequestFacts.from_request("offline-fast", user("hi")).tool_result == ""

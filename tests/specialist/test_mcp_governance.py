@@ -182,3 +182,30 @@ async def test_a_write_whose_outcome_is_unknown_is_not_sent_again(
     assert outcome.ok and len(notes.state.notes) == before
     (result,) = [m["content"] for m in progress.messages if m.get("role") == "tool"]
     assert "outcome is unknown" in result and [e.outcome for e in progress.effects] == ["failed"]
+
+
+async def test_a_charter_asking_for_resources_lists_and_reads_only_those_its_connector_allows(
+    bus: Bus, policy_service: ServiceContext, notes: NotesServer, tenant: str
+) -> None:
+    the_ring = notes_ring(bus, notes)
+    calls = [
+        tool_call("notes__resources", {}),
+        tool_call("notes__resources", {"uri": "notes://readme"}),
+        tool_call("notes__resources", {"uri": "secrets://admin"}),
+    ]
+    llm = ScriptedLLM([*[[c] for c in calls], {"answer": "ok"}])
+    try:
+        assert "notes.resources" not in await the_ring.resolve(("notes.*",)), "offered only where a charter asks"
+        outcome, progress, _ = await run(llm, the_ring, bus, tenant, unique("g"), "reader", ("notes.resources",))
+    finally:
+        await the_ring.close()
+    assert outcome.ok, outcome.reason
+    listing, readme, refused = [m["content"] for m in progress.messages if m.get("role") == "tool"]
+    assert "notes://readme (readme): How the notes are kept." in listing and "secrets://" not in listing
+    assert readme.startswith("[data from notes.resources (untrusted)") and "one a line, newest last" in readme
+    assert refused.startswith("ERROR: notes.resources failed: resource 'secrets://admin' is not one 'notes' allows")
+    assert "secrets://admin" not in notes.state.reads and "hunter2" not in json.dumps(progress.messages)
+    assert progress.tainted_by == ["notes.resources"], "a resource is untrusted content"
+    every = await logged_at_least(bus, tenant, PolicyDecided, 7)  # 4 model calls, 3 tool calls
+    decided = [d for d in every if d.request.tool == "notes.resources"]
+    assert len(decided) == 3 and {d.request.resource for d in decided} == {"notes:resources"}

@@ -1,8 +1,9 @@
 """A streamable-HTTP MCP server written with the SDK, served in-process on a loopback port.
 
 Tools: ``read_inbox`` (an e-mail carrying an injected instruction), ``add_note`` (a write: it
-records each call and the idempotency key the client sent in ``_meta``) and ``list_notes``; a
-resource ``notes://all``. A header check stands in for an API token: requests without the
+records each call and the idempotency key the client sent in ``_meta``) and ``list_notes``;
+resources ``notes://all`` and ``notes://readme``, and ``secrets://admin`` (outside what the
+tests' connector allows). A header check stands in for an API token: requests without the
 expected ``Authorization`` are refused.
 """
 
@@ -29,6 +30,8 @@ class Notes:
     notes: list[str] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+    """Resource URIs read, in order."""
 
 
 def build(state: Notes) -> MCPServer:
@@ -51,7 +54,18 @@ def build(state: Notes) -> MCPServer:
 
     @server.resource("notes://all", description="Every note, one a line.")
     def all_notes() -> str:
+        state.reads.append("notes://all")
         return "\n".join(state.notes)
+
+    @server.resource("notes://readme", description="How the notes are kept.")
+    def readme() -> str:
+        state.reads.append("notes://readme")
+        return "Notes are kept one a line, newest last."
+
+    @server.resource("secrets://admin", description="The admin password (no agent may read it).")
+    def admin() -> str:
+        state.reads.append("secrets://admin")
+        return "admin password: hunter2"
 
     return server
 

@@ -13,6 +13,10 @@ hop to a worker thread costs about as much as a small context's whole assembly) 
 thread otherwise, where counting and trimming can take milliseconds. The system prompt and its
 token count are kept per charter (they depend on nothing else) until the registry changes.
 
+The manifest's ``tool_definitions`` records the pinned definition hash of each connector tool
+offered to the agent, learnt from ``connector.announced`` and ``connector.approved`` in the log
+(:mod:`agentos_context_manager.tooldefs`).
+
 Personal data and secrets are redacted from the messages before they are published (whatever
 came in from the goal, the hand-off or memory), and the manifest's ``classification`` records
 which kinds were found — redacted here or already redacted upstream — so the audit can tell
@@ -36,9 +40,11 @@ from agentos_schemas.events import ContextManifest, ContextReady, TaskAssigned
 from agentos_schemas.rpc import MEMORY_SEARCH, MemoryEntry, MemorySearch, MemorySearchResult
 from pydantic import ValidationError
 
+from agentos_context_manager import tooldefs
 from agentos_context_manager.assemble import Assembly, SystemPrompt, assemble, context_chars, prepare_system
 from agentos_context_manager.registry import AgentRegistry
 from agentos_context_manager.tokens import counter
+from agentos_context_manager.tooldefs import ToolDefinitions
 
 NAME = "context-manager"
 DURABLE = "context-manager"
@@ -65,12 +71,15 @@ class ContextManager:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.registry = AgentRegistry()
+        self.definitions = ToolDefinitions()
         self.awaiting: set[str] = set()
         self._systems: dict[int, tuple[Charter, SystemPrompt]] = {}
         ctx.status.update(agents=0, awaiting_agents=[], contexts=0, duplicates=0)
 
     def learn(self, event: Event[Any]) -> None:
-        """Apply an ``agent.announced`` event to the registry."""
+        """Apply an ``agent.announced`` event to the registry, or a connector's to the definitions."""
+        if self.definitions.apply(event):
+            return
         if self.registry.apply(event):
             self._systems.clear()
             self.awaiting.discard(f"{event.tenant}/{event.data.charter.name}")
@@ -98,6 +107,9 @@ class ContextManager:
         else:
             assembly = await asyncio.to_thread(assemble, charter, task, entries, count, notes=notes, system=system)
         messages, manifest = classified(assembly)
+        seen = self.definitions.offered(charter.tools)
+        if seen:
+            manifest = manifest.model_copy(update={"tool_definitions": seen})
         data = ContextReady(
             task_id=task.task_id,
             goal_id=task.goal_id,
@@ -160,7 +172,10 @@ async def setup(ctx: ServiceContext) -> None:
     """Learn every announced agent from the log (and keep learning), then consume assignments."""
     service = ContextManager(ctx)
     await asyncio.to_thread(count, "warm up the tokenizer")  # the first call imports litellm
-    follower = Follower(ctx.bus, [ANNOUNCED], service.learn, name=f"{NAME}-agents")
+    # One follower, so agents and connector definitions are learnt in log order (a specialist
+    # announces the connectors its charters name before the agents).
+    subjects = [ANNOUNCED, tooldefs.ANNOUNCED, tooldefs.APPROVED]
+    follower = Follower(ctx.bus, subjects, service.learn, name=f"{NAME}-agents")
     await follower.start()
     ctx.closers.append(follower.stop)
     await ctx.consume(DURABLE, [ASSIGNED], service.handle, concurrency=16, types={TaskAssigned.ce_type()})

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 Fault = Literal["server_error", "timeout", "invalid_json", "refusal", "rate_limit"]
 
 _AGENT_LINE = re.compile(r"^\s*agent:\s*(\S+)\s*$", re.MULTILINE)
-_TEMPLATE_FIELD = re.compile(r"\{(user|agent|model|n)\}")
+_TEMPLATE_FIELD = re.compile(r"\{(user|agent|model|n|tool_result)\}")
 USER_TEMPLATE_LIMIT = 200
 
 
@@ -58,6 +58,8 @@ class RequestFacts:
     """Every user message of the conversation, oldest first."""
     turn: int = 1
     """Which model turn of the conversation this is: 1 + the assistant messages already in it."""
+    tool_result: str = ""
+    """The text of the newest tool result in the conversation (``""``: none)."""
 
     @classmethod
     def from_request(cls, model: str, messages: list[dict[str, Any]]) -> RequestFacts:
@@ -73,6 +75,10 @@ class RequestFacts:
             has_tool_result=any(m.get("role") in ("tool", "function") for m in messages),
             users=tuple(users),
             turn=1 + sum(1 for m in messages if m.get("role") == "assistant"),
+            tool_result=next(
+                (message_text(m.get("content")) for m in reversed(messages) if m.get("role") in ("tool", "function")),
+                "",
+            ),
         )
 
 
@@ -135,7 +141,8 @@ class Respond(BaseModel):
     tool_calls: list[ToolCallSpec] | None = None
     fault: Fault | None = None
     template: bool = Field(
-        default=True, description="fill {user}, {agent}, {model} and {n}; false serves the answer verbatim"
+        default=True,
+        description="fill {user}, {agent}, {model}, {n} and {tool_result}; false serves the answer verbatim",
     )
 
     @model_validator(mode="after")
@@ -237,7 +244,8 @@ class Scenario(BaseModel):
 
 
 def render(value: Any, variables: dict[str, str]) -> Any:
-    """Fill ``{user}``, ``{agent}``, ``{model}`` and ``{n}`` in every string inside ``value``.
+    """Fill ``{user}``, ``{agent}``, ``{model}``, ``{n}`` and ``{tool_result}`` (the newest tool
+    result's text, like ``{user}`` its first 200 characters) in every string inside ``value``.
 
     Other braces are left alone, so JSON-looking text survives templating unchanged.
     """
@@ -257,4 +265,5 @@ def template_variables(facts: RequestFacts, n: int) -> dict[str, str]:
         "agent": facts.agent,
         "model": facts.model,
         "n": str(n),
+        "tool_result": facts.tool_result[:USER_TEMPLATE_LIMIT],
     }

@@ -93,6 +93,10 @@ class Specialist:
                     bucket=CONTEXTS_BUCKET, history=1, ttl=7 * 24 * 3600, replicas=self.ctx.settings.replicas
                 )
             )
+        if self.ring is not None:
+            # Before the agents: the context-manager learns the definitions of the connector tools
+            # they use first, and records their hashes in each task's manifest.
+            await self.ring.prepare(tuple(n for c in self.charters.values() for n in c.tools))
         for charter in self.charters.values():
             await self.ctx.bus.publish(
                 self.ctx.bus.new(

@@ -3,8 +3,9 @@ the specialist's one tool path.
 
 A charter's ``tools:`` names built-ins (``search_documents``) and connector tools (``git.log``,
 ``time.*``; ``<connector>.resources`` for the resources its connector allows). Resolving them
-starts the servers named (on first use), reads their tool lists, and offers only the tools that
-are classified and whose definition matches its pin; what was found is announced as
+starts the servers named (on first use: the specialist discovers the connectors its charters name
+when it starts, before it announces its agents), reads their tool lists, and offers only the tools
+that are classified and whose definition matches its pin; what was found is announced as
 ``connector.announced`` whenever a server's listing changes.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import mcp_types as types
 from agentos_kernel import Bus
+from agentos_kernel.exceptions import Unavailable
 from agentos_schemas.events.connectors import ConnectorAnnounced, ConnectorDegraded, ToolDefinition
 from agentos_schemas.rpc.policy import ToolClassification
 
@@ -112,6 +114,18 @@ class ConnectorRing:
             tools |= {n: t for n, t in found.offered.items() if fnmatch.fnmatchcase(n, pattern)}
         return tools
 
+    async def prepare(self, names: tuple[str, ...]) -> None:
+        """Discover (and so announce) every connector ``names`` (charters' tools) uses, so that the
+        context-manager knows their definitions before it assembles a task's context. Best effort:
+        a connector that cannot be reached now is tried again when a task needs it."""
+        for name in sorted({p.partition(".")[0] for p in names if "." in p} & set(self.connectors)):
+            if self.connectors[name].builtin:
+                continue
+            try:
+                await self.discover(name)
+            except (ConnectorFailed, Unavailable) as exc:
+                log.warning("connector %s could not be discovered at start (tried again on use): %s", name, exc)
+
     async def discover(self, name: str) -> Discovery:
         """The connector's tools as they are offered now (re-read when its server announced a change)."""
         server = self.server(name)
@@ -173,12 +187,19 @@ class ConnectorRing:
         )
 
     def _resource_tool(self, spec: Connector) -> Tool:
-        """``<connector>.resources``: read one resource the connector file allows."""
+        """``<connector>.resources``: list the resources the connector file allows (no ``uri``), or
+        read one of them; a URI outside its ``resources:`` is refused before the server is asked."""
         server = self.server(spec.name)
 
+        def allowed(uri: str) -> bool:
+            return any(fnmatch.fnmatchcase(uri, p) for p in spec.resources)
+
         async def run(ctx: ToolContext, args: dict[str, Any]) -> str:
-            uri = str(args.get("uri", ""))
-            if not any(fnmatch.fnmatchcase(uri, p) for p in spec.resources):
+            uri = str(args.get("uri") or "")
+            if not uri:
+                found = [r for r in await server.list_resources() if allowed(str(r.uri))]
+                return "\n".join(f"{r.uri} ({r.name}): {r.description or ''}".rstrip(": ") for r in found) or "none"
+            if not allowed(uri):
                 raise ToolError(f"resource {uri!r} is not one {spec.name!r} allows ({', '.join(spec.resources)})")
             result = await server.read_resource(uri)
             return "\n".join(
@@ -187,8 +208,9 @@ class ConnectorRing:
 
         return Tool(
             f"{spec.name}.resources",
-            f"Read a resource of {spec.name} by URI (allowed: {', '.join(spec.resources) or 'none'}).",
-            {"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
+            f"Read a resource of {spec.name} by URI (allowed: {', '.join(spec.resources) or 'none'}); "
+            "without a URI, list the ones there are.",
+            {"type": "object", "properties": {"uri": {"type": "string"}}},
             run,
             "tool_call",
             f"{spec.name}:resources",

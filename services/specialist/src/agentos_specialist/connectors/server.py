@@ -298,6 +298,20 @@ class McpServer:
         self.succeeded()
         return result
 
+    async def list_resources(self) -> list[types.Resource]:
+        """Every resource the server lists (all pages)."""
+        client = await self.ensure()
+        found: list[types.Resource] = []
+        cursor: str | None = None
+        while True:
+            page = await self._bounded(client.list_resources(cursor=cursor), "list resources")
+            found += page.resources
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.succeeded()
+        return found
+
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         client = await self.ensure()
         result = await self._bounded(client.read_resource(uri), f"read {uri!r}")
