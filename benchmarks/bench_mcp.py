@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -104,7 +105,8 @@ async def bench(sizes: dict[str, int]) -> dict[str, Any]:
         policy = await start_service("policy", setup, settings, database=True)
         total = sizes["warmup"] + sizes["pairs"] * sizes["block"] + sizes["tput_pairs"] * sizes["tput_n"]
         governed = await governed_call(bus, total + 1)
-        async with Client(StdioServerParameters(command="mcp-server-time"), mode="auto", cache=None) as client:
+        server = shutil.which("mcp-server-time") or str(Path(sys.executable).parent / "mcp-server-time")
+        async with Client(StdioServerParameters(command=server), mode="auto", cache=None) as client:
 
             async def direct() -> Any:
                 return await client.call_tool("get_current_time", ARGS)
