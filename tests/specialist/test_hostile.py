@@ -8,6 +8,7 @@ has a named outcome, no task hangs, and a task on another connector is not affec
 | a 5 MB result | cut to ``max_result_bytes`` for the prompt; the whole kept as ``tool.result_stored`` |
 | a result violating its outputSchema | ``ERROR … violates the tool's outputSchema``; none of it reaches the prompt |
 | a server that hangs | the call times out, the server gets ``notifications/cancelled`` |
+| a slow call reporting progress | runs past ``call_timeout_s`` while it reports, never past ``max_call_s`` |
 | a server crashing mid-call | the call fails at once; the next one restarts the server |
 | repeated failures | the breaker opens: ``connector.degraded``, the task fails with the reason |
 | a flood of ``list_changed`` | re-read at most once per ``relist_min_s``; other tasks unaffected |
@@ -157,6 +158,25 @@ async def test_a_hanging_call_times_out_and_is_cancelled_while_another_task_goes
         return "hang cancelled" in (state / "events.log").read_text()
 
     await eventually(cancelled, timeout=5)  # the server got notifications/cancelled and stopped the work
+
+
+async def test_a_call_reporting_progress_runs_past_the_idle_timeout_but_not_past_the_cap(
+    bus: Bus, policy_service: ServiceContext, tenant: str, tmp_path: Path
+) -> None:
+    name = unique("hostile-slow").lower().replace("_", "-")[:30]
+    the_ring = ring(bus, hostile(name, tmp_path, call_timeout_s=1, max_call_s=5))
+    try:
+        started = time.monotonic()
+        (outcome, (answer,)) = await results(the_ring, bus, tenant, name, tool_call(f"{name}__slow", {}))
+        assert outcome.ok and "done after 6 steps" in answer, answer  # 3 s of work, silent for 0.5 s at a time
+        assert time.monotonic() - started > 2.5
+        started = time.monotonic()
+        long = tool_call(f"{name}__slow", {"steps": 40, "every_s": 0.4})  # 16 s of work: over the 5 s cap
+        (outcome, (answer,)) = await results(the_ring, bus, tenant, name, long)
+        assert "timed out after" in answer and "progress notifications; at most 5s" in answer, answer
+        assert time.monotonic() - started < 9
+    finally:
+        await the_ring.close()
 
 
 async def test_a_crash_mid_call_fails_the_call_and_the_server_is_restarted(

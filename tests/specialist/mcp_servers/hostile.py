@@ -88,6 +88,15 @@ async def hang() -> str:
     return "never"
 
 
+@server.tool(description="Works for a while, reporting progress as it goes.")
+async def slow(ctx: Context[Any, Any], steps: int = 6, every_s: float = 0.5) -> str:
+    for step in range(steps):
+        await ctx.report_progress(step, steps, f"step {step + 1} of {steps}")
+        await asyncio.sleep(every_s)
+    note("slow finished")
+    return f"done after {steps} steps"
+
+
 @server.tool(description="Dies while answering.")
 def crash() -> str:
     note("crash")

@@ -291,7 +291,9 @@ class McpServer:
         try:
             async with self._slots:
                 await asyncio.wait_for(self._rate_slot(), self.limits.call_timeout_s)
-                result = await self._bounded(client.call_tool(name, arguments, meta=meta), f"call {name!r}")
+                clock = _Clock(self.limits.call_timeout_s, self.limits.max_call_s)
+                work = client.call_tool(name, arguments, progress_callback=clock.progress, meta=meta)
+                result = await self._bounded(work, f"call {name!r}", clock)
         finally:
             self._inflight -= 1
             self.last_used = time.monotonic()
@@ -318,15 +320,17 @@ class McpServer:
         self.succeeded()
         return result
 
-    async def _bounded(self, work: Awaitable[Any], what: str) -> Any:
-        """``work`` raced against the timeout and the server's death: a failure is counted and raised."""
+    async def _bounded(self, work: Awaitable[Any], what: str, clock: _Clock | None = None) -> Any:
+        """``work`` raced against the timeout (started again by each progress notification, when
+        ``clock`` hears them) and the server's death: a failure is counted and raised."""
         task = asyncio.ensure_future(work)
         runner = self._runner
         waiting: set[asyncio.Future[Any]] = {task} if runner is None else {task, runner}
+        clock = clock or _Clock(self.limits.call_timeout_s, self.limits.call_timeout_s)
         try:
-            done, _ = await asyncio.wait(
-                waiting, timeout=self.limits.call_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            done: set[asyncio.Future[Any]] = set()
+            while not done and (left := clock.left()) > 0:
+                done, _ = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the task was cancelled (halted, timed out): so is its call
             task.cancel()
             raise
@@ -347,9 +351,33 @@ class McpServer:
         if runner is not None and runner in done:
             reason = f"connector {self.spec.name!r}: the server ended during {what}: {self.last_error or 'exited'}"
         else:
-            reason = f"connector {self.spec.name!r}: {what} timed out after {self.limits.call_timeout_s:g}s"
+            reason = f"connector {self.spec.name!r}: {what} timed out after {clock.timed_out()}"
         await self.failed(reason)
         raise ConnectorFailed(reason)
+
+
+class _Clock:
+    """A call's deadline: ``idle_s`` after it started or after its last progress notification,
+    never later than ``max_s`` after it started."""
+
+    def __init__(self, idle_s: float, max_s: float) -> None:
+        self.idle_s, self.started = idle_s, time.monotonic()
+        self.last = self.started
+        self.end = self.started + max(max_s, idle_s)
+        self.notes = 0
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        """The SDK's progress callback: the server is still at work."""
+        self.last, self.notes = time.monotonic(), self.notes + 1
+
+    def left(self) -> float:
+        return min(self.last + self.idle_s, self.end) - time.monotonic()
+
+    def timed_out(self) -> str:
+        ran = time.monotonic() - self.started
+        if self.notes == 0:
+            return f"{self.idle_s:g}s"
+        return f"{ran:.0f}s ({self.notes} progress notifications; at most {self.end - self.started:g}s)"
 
 
 def _describe(exc: BaseException) -> str:

@@ -82,7 +82,10 @@ class Limits(_Spec):
 
     connect_timeout_s: float = Field(default=20.0, gt=0)
     call_timeout_s: float = Field(default=30.0, gt=0)
-    """A call that takes longer is cancelled (the server is sent ``notifications/cancelled``)."""
+    """A call silent for longer is cancelled (the server is sent ``notifications/cancelled``); each
+    progress notification the server sends for it starts this clock again, up to ``max_call_s``."""
+    max_call_s: float = Field(default=300.0, gt=0)
+    """The longest a call may run, however often it reports progress."""
     concurrency: int = Field(default=8, ge=1)
     """Calls in flight at once on this server."""
     rate_per_minute: int | None = Field(default=None, ge=1)
