@@ -45,6 +45,7 @@ SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
 MODEL, IN_PRICE, OUT_PRICE = "offline-fast", 0.15e-6, 0.60e-6
 FULL = {"rounds": 3, "n": 500, "warmup": 50}
 SMOKE = {"rounds": 1, "n": 20, "warmup": 5}
+SMOKE_PAYLOADS = ("turn",)  # every variant once, on the payload with tools: what --smoke proves
 TOOLS = [
     {
         "type": "function",
@@ -171,7 +172,7 @@ def run(sizes: dict[str, int], mode: str) -> dict[str, Any]:
             raise RuntimeError("the offline model did not start")
         samples: list[dict[str, Any]] = []
         for r in range(sizes["rounds"]):
-            for payload in PAYLOADS:
+            for payload in measured(mode):
                 rest = list(VARIANTS[1:])
                 random.Random(r).shuffle(rest)
                 for variant in ("httpx", *rest):
@@ -188,9 +189,14 @@ def run(sizes: dict[str, int], mode: str) -> dict[str, Any]:
     return summarize(samples, sizes, mode)
 
 
+def measured(mode: str) -> tuple[str, ...]:
+    """The payloads a run measures (a smoke run only the turn)."""
+    return SMOKE_PAYLOADS if mode == "smoke" else tuple(PAYLOADS)
+
+
 def summarize(samples: list[dict[str, Any]], sizes: dict[str, int], mode: str) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {}
-    for payload in PAYLOADS:
+    for payload in measured(mode):
         mine = [s for s in samples if s["payload"] == payload]
         anchor = statistics.median(s["cpu_ms"] for s in mine if s["variant"] == "httpx")
         rows = {}

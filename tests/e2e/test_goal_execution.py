@@ -230,3 +230,27 @@ async def test_every_event_of_a_demo_goal_is_a_valid_cloudevent(rbus: Bus) -> No
     for kind in ("goal.submitted", "goal.planned", "context.ready", "policy.decided", "task.completed"):
         assert checked[kind + ".v1"] > 0, (kind, checked)
     assert checked["goal.completed.v1"] == 1 and sum(checked.values()) > 20, checked
+
+
+async def test_a_goal_runs_end_to_end_through_the_time_servers_tool(rbus: Bus) -> None:
+    """A goal through an MCP connector (the clock charter in charters/, its rules in
+    fault_rules.yaml): ``time.*`` is the reference ``mcp-server-time`` over stdio, shipped as the
+    ``time`` connector; the offline model, as the agent, calls ``time.get_current_time``; the one
+    tool path asks the policy (classification, pinned definition hash), calls the server and hands
+    the result back."""
+    goal = await submit(rbus, "CLOCK: what time is it in Oslo?", tenant=unique("clock"))
+    final, events = await outcome(rbus, goal.data.goal_id, timeout=60)
+    assert isinstance(final.data, GoalCompleted), final.data
+    (decided,) = [
+        e.data for e in events if isinstance(e.data, PolicyDecided) and e.data.request.tool == "time.get_current_time"
+    ]
+    assert decided.decision == "allow" and decided.request.resource == "time:get_current_time"
+    classification = decided.request.classification
+    assert classification is not None and classification.access == "read"
+    assert classification.data_classes == ("public",) and classification.definition_hash.startswith("sha256:")
+    (ready,) = [e.data for e in events if isinstance(e.data, ContextReady) and e.data.agent == "clock"]
+    assert ready.manifest.tool_definitions["time.get_current_time"] == classification.definition_hash
+    (done,) = [e.data for e in events if isinstance(e.data, TaskCompleted) and e.data.agent == "clock"]
+    answer = done.output["answer"]
+    assert answer.startswith("the server said: [data from time.get_current_time (tool output)"), answer
+    assert "Europe/Oslo" in answer and done.usage.tool_calls == 1
