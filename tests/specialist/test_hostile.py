@@ -164,17 +164,18 @@ async def test_a_call_reporting_progress_runs_past_the_idle_timeout_but_not_past
     bus: Bus, policy_service: ServiceContext, tenant: str, tmp_path: Path
 ) -> None:
     name = unique("hostile-slow").lower().replace("_", "-")[:30]
-    the_ring = ring(bus, hostile(name, tmp_path, call_timeout_s=1, max_call_s=5))
+    the_ring = ring(bus, hostile(name, tmp_path, call_timeout_s=0.6, max_call_s=2.5))
     try:
         started = time.monotonic()
-        (outcome, (answer,)) = await results(the_ring, bus, tenant, name, tool_call(f"{name}__slow", {}))
-        assert outcome.ok and "done after 6 steps" in answer, answer  # 3 s of work, silent for 0.5 s at a time
-        assert time.monotonic() - started > 2.5
+        slow = tool_call(f"{name}__slow", {"steps": 4, "every_s": 0.4})  # 1.6 s of work, silent 0.4 s at a time
+        (outcome, (answer,)) = await results(the_ring, bus, tenant, name, slow)
+        assert outcome.ok and "done after 4 steps" in answer, answer
+        assert time.monotonic() - started > 1.5
         started = time.monotonic()
-        long = tool_call(f"{name}__slow", {"steps": 40, "every_s": 0.4})  # 16 s of work: over the 5 s cap
+        long = tool_call(f"{name}__slow", {"steps": 40, "every_s": 0.3})  # 12 s of work: over the 2.5 s cap
         (outcome, (answer,)) = await results(the_ring, bus, tenant, name, long)
-        assert "timed out after" in answer and "progress notifications; at most 5s" in answer, answer
-        assert time.monotonic() - started < 9
+        assert "timed out after" in answer and "progress notifications; at most 2.5s" in answer, answer
+        assert time.monotonic() - started < 6
     finally:
         await the_ring.close()
 
