@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from agentos_cli.goals import submit
 from agentos_cli.supervisor import Runtime
 from agentos_kernel import Bus
@@ -30,12 +33,89 @@ from agentos_schemas.events import (
     TaskReviewed,
     TaskStarted,
 )
-from agentos_schemas.events.policy import BudgetSettled, PolicyDecided
+from agentos_schemas.events.policy import ActionExecuted, BudgetSettled, PolicyDecided
 from nats.js import api
 
-from tests.e2e.conftest import goal_events, outcome
+from tests.e2e.conftest import charters_dir, goal_events, outcome, scenario_file
+from tests.specialist.mcp_servers.notes import NotesServer
 
 SEED = "Research our three main competitors and draft a summary report"
+
+NOTER = """---
+name: noter
+version: "1"
+role: Keeps notes in the team's notes service.
+capabilities: [note]
+model: fast
+tools: ["notes.add_note"]
+max_tool_rounds: 2
+capacity: 2
+memory: {kinds: [], k: 0}
+output_schema: {type: object, required: [answer], properties: {answer: {type: string}}}
+---
+Add the note, then say what the notes service answered.
+"""
+NOTES_CONNECTOR = """name: notes
+http: {{url: '{url}'}}
+tools:
+  add_note: {{access: write, data_classes: [internal]}}
+"""
+NOTER_POLICY = """  noter:
+    team: default
+    tools: ["notes.add_note"]
+    write: ["notes:*"]
+"""
+NOTER_RULES = [
+    {
+        "name": "plan-note",
+        "match": {"agent": "planner", "user_contains": "NOTE-IT"},
+        "respond": {"json": {"steps": [{"step_id": "note", "capability": "note", "instruction": "Note it."}]}},
+    },
+    {
+        "name": "noter-writes",
+        "match": {"agent": "noter", "has_tool_result": False},
+        "respond": {"tool_calls": [{"name": "notes__add_note", "arguments": {"text": "call the customer back"}}]},
+    },
+    {
+        "name": "noter-answers",
+        "match": {"agent": "noter", "has_tool_result": True},
+        "respond": {"json": {"answer": "noted: {tool_result}"}},
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def notes_server() -> Any:
+    """A notes service the agents reach over MCP (streamable HTTP, written with the SDK)."""
+    with NotesServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def runtime_env(tmp_path_factory: pytest.TempPathFactory, notes_server: NotesServer) -> dict[str, str]:
+    """The e2e runtime plus the noter charter and the notes connector, with one crash point armed:
+    the specialist kills itself (SIGKILL) once, right after it published the ``action.executed``
+    of its first ``notes.add_note`` and before the task's result."""
+    folder = tmp_path_factory.mktemp("noter")
+    charters = charters_dir(folder)
+    (charters / "noter.md").write_text(NOTER)
+    (folder / "connectors").mkdir()
+    (folder / "connectors" / "notes.yaml").write_text(NOTES_CONNECTOR.format(url=notes_server.url))
+    scenario = scenario_file(folder)
+    merged = yaml.safe_load(scenario.read_text())
+    merged["rules"] = NOTER_RULES + merged["rules"]
+    scenario.write_text(yaml.safe_dump(merged, sort_keys=False))
+    policy = shutil.copytree(Path(str(resources.files("agentos_policy") / "policies" / "default")), folder / "policy")
+    text = (policy / "policy.yaml").read_text()  # the shipped policy, and the noter may add notes
+    (policy / "policy.yaml").write_text(text.replace("  research:\n", NOTER_POLICY + "  research:\n", 1))
+    return {
+        "AGENTOS_POLICY_DIR": str(policy),
+        "AGENTOS_CHARTERS_DIR": str(charters),
+        "AGENTOS_OFFLINE_SCENARIO": str(scenario),
+        "AGENTOS_CONNECTORS_DIR": str(folder / "connectors"),
+        "AGENTOS_CRASH_POINT": "specialist.after_action_executed:notes.add_note",
+        "AGENTOS_CRASH_ONCE": str(folder / "crashed"),
+    }
 
 
 def of(events: list[Event[Any]], cls: type[Any]) -> list[Any]:
@@ -254,3 +334,22 @@ async def test_a_goal_runs_end_to_end_through_the_time_servers_tool(rbus: Bus) -
     answer = done.output["answer"]
     assert answer.startswith("the server said: [data from time.get_current_time (tool output)"), answer
     assert "Europe/Oslo" in answer and done.usage.tool_calls == 1
+
+
+async def test_a_write_survives_a_specialist_killed_after_it_and_is_done_once(
+    rbus: Bus, runtime_env: dict[str, str], notes_server: NotesServer
+) -> None:
+    """The specialist process is SIGKILLed (a crash point) after the MCP write ran and its
+    ``action.executed`` was published, before the task's result; the supervisor starts it again,
+    the task is delivered again, and its re-run reuses the recorded result: the notes service was
+    called once, and the goal completes."""
+    before = len(notes_server.state.notes)
+    goal = await submit(rbus, "NOTE-IT: the customer wants a call back", tenant=unique("crash"))
+    final, events = await outcome(rbus, goal.data.goal_id, timeout=90)
+    assert Path(runtime_env["AGENTOS_CRASH_ONCE"]).exists(), "the specialist was killed at the crash point"
+    assert isinstance(final.data, GoalCompleted), final.data
+    assert len(notes_server.state.notes) == before + 1, "the notes service was called once"
+    executed = [e.data for e in events if isinstance(e.data, ActionExecuted)]
+    assert [(a.tool, a.outcome) for a in executed] == [("notes.add_note", "succeeded")], executed
+    (done,) = [e.data for e in events if isinstance(e.data, TaskCompleted) and e.data.agent == "noter"]
+    assert "already done:" in done.output["answer"], done.output

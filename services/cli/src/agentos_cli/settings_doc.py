@@ -65,6 +65,14 @@ ENVIRONMENT = {
     "AGENTOS_TEST_NATS_URL": ("the test suite", "Use this NATS instead of starting an embedded one."),
     "AGENTOS_TEST_DATABASE_URL": ("the test suite", "Use this Postgres instead of starting an embedded one."),
     "AGENTOS_TEST_LONG": ("the test suite", "`1` runs the long variants of the torture and scale tests."),
+    "AGENTOS_CRASH_POINT": (
+        "fault tests",
+        "Arm a crash point (`agentos_kernel.crashpoints`): the process SIGKILLs itself there. Tests only.",
+    ),
+    "AGENTOS_CRASH_ONCE": (
+        "fault tests",
+        "A file: the armed crash point fires only while it does not exist (then creates it).",
+    ),
     "AGENTOS_TEST_MCP_INSPECTOR": (
         "the test suite",
         "The MCP Inspector's `mcp-inspector` (npm) to drive `agentos mcp` with (default: on `PATH`; else skipped).",

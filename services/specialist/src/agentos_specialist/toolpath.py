@@ -27,6 +27,7 @@ from typing import Any
 
 import nats.js.errors
 from agentos_kernel import Bus, control
+from agentos_kernel.crashpoints import crash_point
 from agentos_kernel.exceptions import Unavailable
 from agentos_kernel.faults import FAULTS
 from agentos_kernel.policy import PolicyClient, summarize_args
@@ -221,6 +222,7 @@ async def _outside(ctx: ToolContext, tool: Tool, args: dict[str, Any], decision:
         ctx.call_key = key
         result, ok = await _run(ctx, tool, lambda: tool.run(ctx, resolve_secrets(args)))
         ctx.call_key = ""
+        crash_point("specialist.after_tool_call", tool.name)  # fault tests: done, nothing recorded
     return await _executed(ctx, kv, tool, key, decision, result, ok)
 
 
@@ -246,5 +248,6 @@ async def _executed(
     await kv.put(f"effect.{key}", json.dumps(record).encode())
     event = ctx.bus.new(fact, cause=ctx.event, principal=f"agent:{data.agent}", id=event_id)
     await ctx.bus.publish(event)
+    crash_point("specialist.after_action_executed", tool.name)  # fault tests: recorded, task unfinished
     ctx.fact_id = event.id
     return result, ok
