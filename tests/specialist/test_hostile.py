@@ -105,7 +105,9 @@ async def test_a_changed_definition_is_quarantined_until_approved(
     the_ring, name, state = setup
     first = (await the_ring.resolve((f"{name}.greet",)))[f"{name}.greet"]
     (state / "rugpull").touch()
+    started = time.monotonic()
     await the_ring.server(name).stop()  # the server is upgraded: the next use starts the new one
+    assert time.monotonic() - started < 2, "a stop ends the tool-list listening at once"
     assert await the_ring.resolve((f"{name}.greet",)) == {}, "the changed tool is not offered"
     announced = [a for a in await logged(bus, "default", ConnectorAnnounced) if a.connector == name][-1]
     greet = next(t for t in announced.tools if t.name == f"{name}.greet")

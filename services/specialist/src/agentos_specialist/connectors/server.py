@@ -129,12 +129,20 @@ class McpServer:
             self.client = client
             ready.set_result(None)
             caps = client.server_capabilities.tools
+            listening = None
             if client.protocol_version == "2026-07-28" and caps is not None and caps.list_changed:
-                with contained("listen for an MCP server's tool-list changes", MCPError, ListenNotSupportedError):
-                    async with client.listen(tools_list_changed=True) as sub:
-                        async for _ in sub:
-                            self._changed()
-            await self._stop.wait()
+                listening = asyncio.ensure_future(self._listen(client))
+            try:
+                await self._stop.wait()
+            finally:  # a stop ends the listening too, at once (not after stop()'s grace period)
+                await cancel_and_wait(listening, timeout=5)
+
+    async def _listen(self, client: Client) -> None:
+        """Tool-list changes over a ``subscriptions/listen`` stream (2026-07-28), until stopped."""
+        with contained("listen for an MCP server's tool-list changes", MCPError, ListenNotSupportedError):
+            async with client.listen(tools_list_changed=True) as sub:
+                async for _ in sub:
+                    self._changed()
 
     async def _start(self) -> None:
         if self.restarts:
