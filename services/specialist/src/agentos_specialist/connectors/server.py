@@ -158,6 +158,7 @@ class McpServer:
                 f"connector {self.spec.name!r}: no session within {self.limits.connect_timeout_s:g}s"
             ) from None
         self.stale = True
+        self._listing = []  # a new process's tools are read afresh (relist_min_s paces a live server's changes)
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watchdog(), name=f"mcp-watch:{self.spec.name}")
 
