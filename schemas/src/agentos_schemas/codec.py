@@ -159,20 +159,7 @@ def inline_data(wire: WireEvent) -> bytes | None:
 
 def foreign_event(wire: WireEvent, body: bytes) -> Event[ForeignData]:
     """A foreign-type event as stored (structured mode): attributes as sent, data as its bytes."""
-    event: Event[ForeignData] = Event(
-        data=ForeignData(),
-        id=wire.id,
-        source=wire.source,
-        type=wire.type,
-        tenant=wire.tenant or "default",
-        subject=wire.subject,
-        time=wire.time,
-        dataschema=wire.dataschema,
-        traceparent=wire.traceparent,
-        correlationid=wire.correlationid,
-        causationid=wire.causationid,
-        principal=wire.principal,
-    )
+    event: Event[ForeignData] = from_wire(wire, ForeignData())
     members = _members.decode(body)
     members.pop("data", None)
     members.pop("data_base64", None)
@@ -204,13 +191,17 @@ def to_event(wire: WireEvent, raw: bytes) -> Event[Any]:
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
         raise DecodeError("schema", f"{wire.type} payload invalid: {errors}") from None
-    tenant = wire.tenant or "default"
+    return from_wire(wire, data)
+
+
+def from_wire(wire: WireEvent, data: Any) -> Event[Any]:
+    """The event of ``wire``'s attributes with ``data`` as its payload."""
     return Event(
         data=data,
         id=wire.id,
         source=wire.source,
         type=wire.type,
-        tenant=tenant,
+        tenant=wire.tenant or "default",
         subject=wire.subject,
         time=wire.time,
         dataschema=wire.dataschema,
